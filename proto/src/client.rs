@@ -1,0 +1,275 @@
+//! A blocking client: one Unix socket connection, many requests in flight.
+//!
+//! `send_*` queue a request and return its id; `recv` flushes what is queued
+//! and returns the next response, whichever request it answers (the daemon
+//! may answer out of order). `call` and `batch` are the one-request forms.
+//! Keep the number of unanswered requests bounded (the daemon caps requests
+//! in flight per connection and stops reading beyond that); a window of a few
+//! hundred is plenty to saturate it.
+
+use crate::codec::{decode_response, encode_request};
+use crate::error::{ErrorKind, KmsError};
+use crate::frame::{FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::types::*;
+use bytes::BytesMut;
+use flatbuffers::FlatBufferBuilder;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+/// What can go wrong for a client call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket failed or closed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Kms(#[from] KmsError),
+}
+
+impl ClientError {
+    /// The exception kind, when the daemon answered with one.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            ClientError::Kms(e) => Some(e.kind),
+            ClientError::Io(_) => None,
+        }
+    }
+}
+
+/// A blocking connection to kmsd.
+pub struct Client {
+    stream: UnixStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    decoder: FrameDecoder,
+    fbb: FlatBufferBuilder<'static>,
+    next_id: u64,
+}
+
+impl Client {
+    /// Connects to the daemon's socket.
+    pub fn connect(path: impl AsRef<Path>) -> io::Result<Client> {
+        Ok(Client::from_stream(UnixStream::connect(path)?))
+    }
+
+    /// Wraps a connected stream.
+    pub fn from_stream(stream: UnixStream) -> Client {
+        Client {
+            stream,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: Vec::with_capacity(64 * 1024),
+            decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
+            fbb: FlatBufferBuilder::with_capacity(4096),
+            next_id: 1,
+        }
+    }
+
+    /// The underlying stream (e.g. to set timeouts).
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    fn queue(&mut self, body: RequestBody<'_>) -> u64 {
+        let request_id = self.next_id;
+        self.next_id += 1;
+        encode_request(&mut self.fbb, &Request { request_id, body }, &mut self.wbuf);
+        request_id
+    }
+
+    /// Queues one operation; returns its request id.
+    pub fn send(&mut self, op: Operation<'_>) -> u64 {
+        self.queue(RequestBody::Single(Ok(op)))
+    }
+
+    /// Queues a batch; returns its request id.
+    pub fn send_batch(&mut self, ops: Vec<Operation<'_>>) -> u64 {
+        self.queue(RequestBody::Batch(ops.into_iter().map(Ok).collect()))
+    }
+
+    /// Writes everything queued.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf)?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Flushes, then waits for the next response.
+    pub fn recv(&mut self) -> Result<Response, ClientError> {
+        self.flush()?;
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => {
+                    return Ok(decode_response(&frame, self.decoder.max_frame())?);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(KmsError::new(ErrorKind::Serialization, e.to_string()).into());
+                }
+            }
+            let start = self.rbuf.len();
+            let want = (start + 64 * 1024).max(self.rbuf.capacity());
+            self.rbuf.resize(want, 0);
+            let n = self.stream.read(&mut self.rbuf[start..]);
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    self.rbuf.truncate(start);
+                    return Err(e.into());
+                }
+            };
+            self.rbuf.truncate(start + n);
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "daemon closed the connection",
+                )
+                .into());
+            }
+        }
+    }
+
+    fn recv_for(&mut self, id: u64) -> Result<ResponseBody, ClientError> {
+        let resp = self.recv()?;
+        if resp.request_id != id {
+            if let ResponseBody::Error(e) = resp.body {
+                return Err(e.into());
+            }
+            return Err(KmsError::new(
+                ErrorKind::Serialization,
+                format!("expected response {id}, got {}", resp.request_id),
+            )
+            .into());
+        }
+        Ok(resp.body)
+    }
+
+    /// Sends one operation and waits for its answer. Use on a connection
+    /// with nothing else in flight.
+    pub fn call(&mut self, op: Operation<'_>) -> Result<Output, ClientError> {
+        let id = self.send(op);
+        match self.recv_for(id)? {
+            ResponseBody::Single(outcome) => Ok(outcome?),
+            ResponseBody::Error(e) => Err(e.into()),
+            ResponseBody::Batch(_) => Err(KmsError::new(
+                ErrorKind::Serialization,
+                "batch answer to a single request",
+            )
+            .into()),
+        }
+    }
+
+    /// Sends a batch and waits for its answers, item by item. Use on a
+    /// connection with nothing else in flight.
+    pub fn batch(&mut self, ops: Vec<Operation<'_>>) -> Result<Vec<Outcome>, ClientError> {
+        let n = ops.len();
+        let id = self.send_batch(ops);
+        match self.recv_for(id)? {
+            ResponseBody::Batch(items) if items.len() == n => Ok(items),
+            ResponseBody::Error(e) => Err(e.into()),
+            _ => Err(
+                KmsError::new(ErrorKind::Serialization, "answer does not match the batch").into(),
+            ),
+        }
+    }
+
+    /// CreateKey.
+    pub fn create_key(&mut self, description: &str) -> Result<KeyMetadata, ClientError> {
+        match self.call(Operation::CreateKey(CreateKey {
+            description,
+            ..Default::default()
+        }))? {
+            Output::CreateKey(m) => Ok(m),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// DescribeKey.
+    pub fn describe_key(&mut self, key_id: &str) -> Result<KeyMetadata, ClientError> {
+        match self.call(Operation::DescribeKey(DescribeKey { key_id }))? {
+            Output::DescribeKey(m) => Ok(m),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListKeys, one page.
+    pub fn list_keys(
+        &mut self,
+        limit: u32,
+        marker: Option<&str>,
+    ) -> Result<ListKeysOutput, ClientError> {
+        match self.call(Operation::ListKeys(ListKeys { limit, marker }))? {
+            Output::ListKeys(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GenerateDataKey of `number_of_bytes` bytes.
+    pub fn generate_data_key(
+        &mut self,
+        key_id: &str,
+        number_of_bytes: u32,
+        context: &[(&str, &str)],
+    ) -> Result<GenerateDataKeyOutput, ClientError> {
+        match self.call(Operation::GenerateDataKey(GenerateDataKey {
+            key_id,
+            number_of_bytes: Some(number_of_bytes),
+            key_spec: None,
+            context: context.to_vec(),
+        }))? {
+            Output::GenerateDataKey(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Encrypt.
+    pub fn encrypt(
+        &mut self,
+        key_id: &str,
+        plaintext: &[u8],
+        context: &[(&str, &str)],
+    ) -> Result<EncryptOutput, ClientError> {
+        match self.call(Operation::Encrypt(Encrypt {
+            key_id,
+            plaintext,
+            context: context.to_vec(),
+        }))? {
+            Output::Encrypt(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Decrypt.
+    pub fn decrypt(
+        &mut self,
+        ciphertext_blob: &[u8],
+        key_id: Option<&str>,
+        context: &[(&str, &str)],
+    ) -> Result<DecryptOutput, ClientError> {
+        match self.call(Operation::Decrypt(Decrypt {
+            ciphertext_blob,
+            key_id,
+            context: context.to_vec(),
+        }))? {
+            Output::Decrypt(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GenerateRandom.
+    pub fn generate_random(&mut self, number_of_bytes: u32) -> Result<SecretBytes, ClientError> {
+        match self.call(Operation::GenerateRandom(GenerateRandom {
+            number_of_bytes,
+        }))? {
+            Output::GenerateRandom(o) => Ok(o.plaintext),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+fn mismatch() -> ClientError {
+    KmsError::new(ErrorKind::Serialization, "answer of the wrong operation").into()
+}

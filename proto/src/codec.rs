@@ -1,0 +1,902 @@
+//! Conversion between flatbuffers and the typed messages of [`crate::types`].
+//!
+//! This is the one place where a verified flatbuffer becomes a typed request
+//! (and where typed messages become flatbuffers). Every buffer is verified
+//! with explicit limits before any field is read; nothing here uses the
+//! runtime's `_unchecked` accessors.
+
+use crate::error::{ErrorKind, KmsError};
+use crate::frame::{write_frame, DEFAULT_MAX_FRAME};
+use crate::generated as fb;
+use crate::types::*;
+use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, VerifierOptions, WIPOffset};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default largest batch, in items.
+pub const DEFAULT_MAX_BATCH: usize = 1024;
+
+/// Limits applied while decoding a request.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest frame in bytes (also the verifier's apparent-size bound).
+    pub max_frame: usize,
+    /// Largest batch in items.
+    pub max_batch: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
+}
+
+impl DecodeLimits {
+    /// Verifier limits derived from the protocol's shape: the deepest valid
+    /// request is Request > BatchItem > operation > ContextEntry (4 tables),
+    /// and a valid request has at most one table for the request, two per item
+    /// and one per context entry (two contexts for ReEncrypt).
+    pub fn verifier_options(&self) -> VerifierOptions {
+        VerifierOptions {
+            max_depth: 8,
+            max_tables: 1 + self.max_batch.max(1) * (2 + 2 * limits::MAX_CONTEXT_ENTRIES),
+            max_apparent_size: self.max_frame,
+            ignore_missing_null_terminator: false,
+        }
+    }
+}
+
+/// A request frame that could not be decoded at all. `request_id` is the
+/// request's when it could be read, else 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    /// Id to answer with.
+    pub request_id: u64,
+    /// Why.
+    pub error: KmsError,
+}
+
+/// Reads the `operation` union of a `Request` or a `BatchItem` (both have the
+/// same generated accessors) into an [`Operation`].
+macro_rules! decode_operation {
+    ($src:expr) => {{
+        let src = &$src;
+        match src.operation_type() {
+            fb::Operation::CreateKeyRequest => src
+                .operation_as_create_key_request()
+                .ok_or_else(missing_union)
+                .and_then(read_create_key),
+            fb::Operation::DescribeKeyRequest => src
+                .operation_as_describe_key_request()
+                .ok_or_else(missing_union)
+                .and_then(read_describe_key),
+            fb::Operation::ListKeysRequest => src
+                .operation_as_list_keys_request()
+                .ok_or_else(missing_union)
+                .and_then(read_list_keys),
+            fb::Operation::GenerateDataKeyRequest => src
+                .operation_as_generate_data_key_request()
+                .ok_or_else(missing_union)
+                .and_then(|r| {
+                    read_generate_data_key(
+                        r.key_id(),
+                        r.number_of_bytes(),
+                        r.key_spec(),
+                        r.encryption_context(),
+                    )
+                    .map(Operation::GenerateDataKey)
+                }),
+            fb::Operation::GenerateDataKeyWithoutPlaintextRequest => src
+                .operation_as_generate_data_key_without_plaintext_request()
+                .ok_or_else(missing_union)
+                .and_then(|r| {
+                    read_generate_data_key(
+                        r.key_id(),
+                        r.number_of_bytes(),
+                        r.key_spec(),
+                        r.encryption_context(),
+                    )
+                    .map(Operation::GenerateDataKeyWithoutPlaintext)
+                }),
+            fb::Operation::EncryptRequest => src
+                .operation_as_encrypt_request()
+                .ok_or_else(missing_union)
+                .and_then(read_encrypt),
+            fb::Operation::DecryptRequest => src
+                .operation_as_decrypt_request()
+                .ok_or_else(missing_union)
+                .and_then(read_decrypt),
+            fb::Operation::ReEncryptRequest => src
+                .operation_as_re_encrypt_request()
+                .ok_or_else(missing_union)
+                .and_then(read_re_encrypt),
+            fb::Operation::GenerateRandomRequest => src
+                .operation_as_generate_random_request()
+                .ok_or_else(missing_union)
+                .map(|r| {
+                    Operation::GenerateRandom(GenerateRandom {
+                        number_of_bytes: r.number_of_bytes(),
+                    })
+                }),
+            fb::Operation::NONE => Err(KmsError::validation("item has no operation")),
+            other => Err(KmsError::new(
+                ErrorKind::UnsupportedOperation,
+                format!("unknown operation type {}", other.0),
+            )),
+        }
+    }};
+}
+
+/// Verifies `buf` and reads the request in place.
+pub fn decode_request<'a>(
+    buf: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<Request<'a>, RequestError> {
+    let req = flatbuffers::root_with_opts::<fb::Request>(&limits.verifier_options(), buf).map_err(
+        |e| RequestError {
+            request_id: 0,
+            error: KmsError::new(
+                ErrorKind::Serialization,
+                format!("request is not a valid kmsd flatbuffer: {e}"),
+            ),
+        },
+    )?;
+    let request_id = req.request_id();
+    let fail = |error: KmsError| RequestError { request_id, error };
+    if req.protocol_version() != PROTOCOL_VERSION {
+        return Err(fail(KmsError::validation(format!(
+            "unsupported protocol version {} (this daemon speaks {PROTOCOL_VERSION})",
+            req.protocol_version()
+        ))));
+    }
+    let body = match (req.operation_type(), req.batch()) {
+        (fb::Operation::NONE, Some(items)) => {
+            if items.len() > limits.max_batch {
+                return Err(fail(KmsError::validation(format!(
+                    "batch of {} items exceeds the limit of {}",
+                    items.len(),
+                    limits.max_batch
+                ))));
+            }
+            if items.is_empty() {
+                return Err(fail(KmsError::validation("batch is empty")));
+            }
+            RequestBody::Batch(items.iter().map(|item| decode_operation!(item)).collect())
+        }
+        (fb::Operation::NONE, None) => {
+            return Err(fail(KmsError::validation(
+                "request has neither an operation nor a batch",
+            )))
+        }
+        (_, Some(_)) => {
+            return Err(fail(KmsError::validation(
+                "request has both an operation and a batch",
+            )))
+        }
+        (_, None) => RequestBody::Single(decode_operation!(req)),
+    };
+    Ok(Request { request_id, body })
+}
+
+fn missing_union() -> KmsError {
+    KmsError::validation("operation type is set but its table is missing")
+}
+
+fn required<'a>(v: Option<&'a str>, field: &str) -> Result<&'a str, KmsError> {
+    v.ok_or_else(|| KmsError::validation(format!("{field} is required")))
+}
+
+fn read_context<'a>(
+    v: Option<Vector<'a, ForwardsUOffset<fb::ContextEntry<'a>>>>,
+) -> Result<Context<'a>, KmsError> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    if v.len() > limits::MAX_CONTEXT_ENTRIES {
+        return Err(KmsError::validation(format!(
+            "encryption context has {} pairs; at most {} are allowed",
+            v.len(),
+            limits::MAX_CONTEXT_ENTRIES
+        )));
+    }
+    Ok(v.iter()
+        .map(|e| (e.key().unwrap_or(""), e.value().unwrap_or("")))
+        .collect())
+}
+
+fn read_create_key(r: fb::CreateKeyRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    let key_usage = match r.key_usage() {
+        fb::KeyUsage::ENCRYPT_DECRYPT => KeyUsage::EncryptDecrypt,
+        other => {
+            return Err(KmsError::validation(format!(
+                "unknown KeyUsage {}",
+                other.0
+            )))
+        }
+    };
+    let key_spec = match r.key_spec() {
+        fb::KeySpec::SYMMETRIC_DEFAULT => KeySpec::SymmetricDefault,
+        other => return Err(KmsError::validation(format!("unknown KeySpec {}", other.0))),
+    };
+    Ok(Operation::CreateKey(CreateKey {
+        description: r.description().unwrap_or(""),
+        key_usage,
+        key_spec,
+    }))
+}
+
+fn read_describe_key(r: fb::DescribeKeyRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::DescribeKey(DescribeKey {
+        key_id: required(r.key_id(), "KeyId")?,
+    }))
+}
+
+fn read_list_keys(r: fb::ListKeysRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::ListKeys(ListKeys {
+        limit: r.limit(),
+        marker: r.marker(),
+    }))
+}
+
+fn read_generate_data_key<'a>(
+    key_id: Option<&'a str>,
+    number_of_bytes: u32,
+    key_spec: fb::DataKeySpec,
+    context: Option<Vector<'a, ForwardsUOffset<fb::ContextEntry<'a>>>>,
+) -> Result<GenerateDataKey<'a>, KmsError> {
+    let key_spec = match key_spec {
+        fb::DataKeySpec::NONE => None,
+        fb::DataKeySpec::AES_128 => Some(DataKeySpec::Aes128),
+        fb::DataKeySpec::AES_256 => Some(DataKeySpec::Aes256),
+        other => return Err(KmsError::validation(format!("unknown KeySpec {}", other.0))),
+    };
+    Ok(GenerateDataKey {
+        key_id: required(key_id, "KeyId")?,
+        number_of_bytes: (number_of_bytes != 0).then_some(number_of_bytes),
+        key_spec,
+        context: read_context(context)?,
+    })
+}
+
+fn read_encrypt(r: fb::EncryptRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::Encrypt(Encrypt {
+        key_id: required(r.key_id(), "KeyId")?,
+        plaintext: r.plaintext().map(|v| v.bytes()).unwrap_or_default(),
+        context: read_context(r.encryption_context())?,
+    }))
+}
+
+fn read_decrypt(r: fb::DecryptRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::Decrypt(Decrypt {
+        ciphertext_blob: r.ciphertext_blob().map(|v| v.bytes()).unwrap_or_default(),
+        key_id: r.key_id(),
+        context: read_context(r.encryption_context())?,
+    }))
+}
+
+fn read_re_encrypt(r: fb::ReEncryptRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::ReEncrypt(ReEncrypt {
+        ciphertext_blob: r.ciphertext_blob().map(|v| v.bytes()).unwrap_or_default(),
+        source_key_id: r.source_key_id(),
+        source_context: read_context(r.source_encryption_context())?,
+        destination_key_id: required(r.destination_key_id(), "DestinationKeyId")?,
+        destination_context: read_context(r.destination_encryption_context())?,
+    }))
+}
+
+// ------------------------------------------------------------------ encoding
+
+type Fbb<'b> = FlatBufferBuilder<'b>;
+
+fn put_context<'b>(
+    fbb: &mut Fbb<'b>,
+    ctx: &Context<'_>,
+) -> Option<WIPOffset<Vector<'b, ForwardsUOffset<fb::ContextEntry<'b>>>>> {
+    if ctx.is_empty() {
+        return None;
+    }
+    let entries: Vec<_> = ctx
+        .iter()
+        .map(|(k, v)| {
+            let key = Some(fbb.create_string(k));
+            let value = Some(fbb.create_string(v));
+            fb::ContextEntry::create(fbb, &fb::ContextEntryArgs { key, value })
+        })
+        .collect();
+    Some(fbb.create_vector(&entries))
+}
+
+fn put_operation(
+    fbb: &mut Fbb<'_>,
+    op: &Operation<'_>,
+) -> (fb::Operation, WIPOffset<flatbuffers::UnionWIPOffset>) {
+    match op {
+        Operation::CreateKey(r) => {
+            let description = (!r.description.is_empty()).then(|| fbb.create_string(r.description));
+            let t = fb::CreateKeyRequest::create(
+                fbb,
+                &fb::CreateKeyRequestArgs {
+                    description,
+                    key_usage: fb::KeyUsage::ENCRYPT_DECRYPT,
+                    key_spec: fb::KeySpec::SYMMETRIC_DEFAULT,
+                },
+            );
+            (fb::Operation::CreateKeyRequest, t.as_union_value())
+        }
+        Operation::DescribeKey(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::DescribeKeyRequest::create(fbb, &fb::DescribeKeyRequestArgs { key_id });
+            (fb::Operation::DescribeKeyRequest, t.as_union_value())
+        }
+        Operation::ListKeys(r) => {
+            let marker = r.marker.map(|m| fbb.create_string(m));
+            let t = fb::ListKeysRequest::create(
+                fbb,
+                &fb::ListKeysRequestArgs {
+                    limit: r.limit,
+                    marker,
+                },
+            );
+            (fb::Operation::ListKeysRequest, t.as_union_value())
+        }
+        Operation::GenerateDataKey(r) | Operation::GenerateDataKeyWithoutPlaintext(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let encryption_context = put_context(fbb, &r.context);
+            let number_of_bytes = r.number_of_bytes.unwrap_or(0);
+            let key_spec = match r.key_spec {
+                None => fb::DataKeySpec::NONE,
+                Some(DataKeySpec::Aes128) => fb::DataKeySpec::AES_128,
+                Some(DataKeySpec::Aes256) => fb::DataKeySpec::AES_256,
+            };
+            if matches!(op, Operation::GenerateDataKey(_)) {
+                let t = fb::GenerateDataKeyRequest::create(
+                    fbb,
+                    &fb::GenerateDataKeyRequestArgs {
+                        key_id,
+                        number_of_bytes,
+                        key_spec,
+                        encryption_context,
+                    },
+                );
+                (fb::Operation::GenerateDataKeyRequest, t.as_union_value())
+            } else {
+                let t = fb::GenerateDataKeyWithoutPlaintextRequest::create(
+                    fbb,
+                    &fb::GenerateDataKeyWithoutPlaintextRequestArgs {
+                        key_id,
+                        number_of_bytes,
+                        key_spec,
+                        encryption_context,
+                    },
+                );
+                (
+                    fb::Operation::GenerateDataKeyWithoutPlaintextRequest,
+                    t.as_union_value(),
+                )
+            }
+        }
+        Operation::Encrypt(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let plaintext = Some(fbb.create_vector(r.plaintext));
+            let encryption_context = put_context(fbb, &r.context);
+            let t = fb::EncryptRequest::create(
+                fbb,
+                &fb::EncryptRequestArgs {
+                    key_id,
+                    plaintext,
+                    encryption_context,
+                },
+            );
+            (fb::Operation::EncryptRequest, t.as_union_value())
+        }
+        Operation::Decrypt(r) => {
+            let ciphertext_blob = Some(fbb.create_vector(r.ciphertext_blob));
+            let key_id = r.key_id.map(|k| fbb.create_string(k));
+            let encryption_context = put_context(fbb, &r.context);
+            let t = fb::DecryptRequest::create(
+                fbb,
+                &fb::DecryptRequestArgs {
+                    ciphertext_blob,
+                    key_id,
+                    encryption_context,
+                },
+            );
+            (fb::Operation::DecryptRequest, t.as_union_value())
+        }
+        Operation::ReEncrypt(r) => {
+            let ciphertext_blob = Some(fbb.create_vector(r.ciphertext_blob));
+            let source_key_id = r.source_key_id.map(|k| fbb.create_string(k));
+            let source_encryption_context = put_context(fbb, &r.source_context);
+            let destination_key_id = Some(fbb.create_string(r.destination_key_id));
+            let destination_encryption_context = put_context(fbb, &r.destination_context);
+            let t = fb::ReEncryptRequest::create(
+                fbb,
+                &fb::ReEncryptRequestArgs {
+                    ciphertext_blob,
+                    source_key_id,
+                    source_encryption_context,
+                    destination_key_id,
+                    destination_encryption_context,
+                },
+            );
+            (fb::Operation::ReEncryptRequest, t.as_union_value())
+        }
+        Operation::GenerateRandom(r) => {
+            let t = fb::GenerateRandomRequest::create(
+                fbb,
+                &fb::GenerateRandomRequestArgs {
+                    number_of_bytes: r.number_of_bytes,
+                },
+            );
+            (fb::Operation::GenerateRandomRequest, t.as_union_value())
+        }
+    }
+}
+
+/// Builds a request with a single operation or a batch. Items of a batch that
+/// are `Err` cannot be encoded (a client has nothing to send for them).
+///
+/// # Panics
+/// If a batch item is `Err`.
+pub fn encode_request(fbb: &mut Fbb<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
+    fbb.reset();
+    let (operation_type, operation, batch) = match &req.body {
+        RequestBody::Single(op) => {
+            let op = op.as_ref().expect("cannot encode an undecodable operation");
+            let (ty, off) = put_operation(fbb, op);
+            (ty, Some(off), None)
+        }
+        RequestBody::Batch(items) => {
+            let items: Vec<_> = items
+                .iter()
+                .map(|op| {
+                    let op = op.as_ref().expect("cannot encode an undecodable operation");
+                    let (operation_type, off) = put_operation(fbb, op);
+                    fb::BatchItem::create(
+                        fbb,
+                        &fb::BatchItemArgs {
+                            operation_type,
+                            operation: Some(off),
+                        },
+                    )
+                })
+                .collect();
+            (fb::Operation::NONE, None, Some(fbb.create_vector(&items)))
+        }
+    };
+    let root = fb::Request::create(
+        fbb,
+        &fb::RequestArgs {
+            protocol_version: PROTOCOL_VERSION,
+            request_id: req.request_id,
+            operation_type,
+            operation,
+            batch,
+        },
+    );
+    fbb.finish_minimal(root);
+    write_frame(out, fbb.finished_data());
+}
+
+fn put_error<'b>(fbb: &mut Fbb<'b>, e: &KmsError) -> WIPOffset<fb::Error<'b>> {
+    let name = Some(fbb.create_string(e.kind.name()));
+    let message = Some(fbb.create_string(&e.message));
+    fb::Error::create(fbb, &fb::ErrorArgs { name, message })
+}
+
+fn put_metadata<'b>(fbb: &mut Fbb<'b>, m: &KeyMetadata) -> WIPOffset<fb::KeyMetadata<'b>> {
+    let key_id = Some(fbb.create_string(&m.key_id));
+    let arn = Some(fbb.create_string(&m.arn));
+    let description = Some(fbb.create_string(&m.description));
+    fb::KeyMetadata::create(
+        fbb,
+        &fb::KeyMetadataArgs {
+            key_id,
+            arn,
+            creation_date: m.creation_date,
+            enabled: m.enabled,
+            description,
+            key_state: match m.key_state {
+                KeyState::Enabled => fb::KeyState::Enabled,
+                KeyState::Disabled => fb::KeyState::Disabled,
+                KeyState::PendingDeletion => fb::KeyState::PendingDeletion,
+                KeyState::PendingImport => fb::KeyState::PendingImport,
+            },
+            key_usage: fb::KeyUsage::ENCRYPT_DECRYPT,
+            key_spec: fb::KeySpec::SYMMETRIC_DEFAULT,
+            origin: match m.origin {
+                Origin::Kmsd => fb::Origin::KMSD,
+                Origin::External => fb::Origin::EXTERNAL,
+            },
+            current_version: m.current_version,
+        },
+    )
+}
+
+fn put_output(
+    fbb: &mut Fbb<'_>,
+    o: &Output,
+) -> (fb::Output, WIPOffset<flatbuffers::UnionWIPOffset>) {
+    match o {
+        Output::CreateKey(m) => {
+            let metadata = Some(put_metadata(fbb, m));
+            let t = fb::CreateKeyResponse::create(fbb, &fb::CreateKeyResponseArgs { metadata });
+            (fb::Output::CreateKeyResponse, t.as_union_value())
+        }
+        Output::DescribeKey(m) => {
+            let metadata = Some(put_metadata(fbb, m));
+            let t = fb::DescribeKeyResponse::create(fbb, &fb::DescribeKeyResponseArgs { metadata });
+            (fb::Output::DescribeKeyResponse, t.as_union_value())
+        }
+        Output::ListKeys(l) => {
+            let keys: Vec<_> = l
+                .keys
+                .iter()
+                .map(|k| {
+                    let key_id = Some(fbb.create_string(&k.key_id));
+                    let arn = Some(fbb.create_string(&k.arn));
+                    fb::KeyListEntry::create(fbb, &fb::KeyListEntryArgs { key_id, arn })
+                })
+                .collect();
+            let keys = Some(fbb.create_vector(&keys));
+            let next_marker = l.next_marker.as_deref().map(|m| fbb.create_string(m));
+            let t = fb::ListKeysResponse::create(
+                fbb,
+                &fb::ListKeysResponseArgs {
+                    keys,
+                    next_marker,
+                    truncated: l.truncated,
+                },
+            );
+            (fb::Output::ListKeysResponse, t.as_union_value())
+        }
+        Output::GenerateDataKey(r) => {
+            let key_id = Some(fbb.create_string(&r.key_id));
+            let plaintext = Some(fbb.create_vector(r.plaintext.expose()));
+            let ciphertext_blob = Some(fbb.create_vector(&r.ciphertext_blob));
+            let t = fb::GenerateDataKeyResponse::create(
+                fbb,
+                &fb::GenerateDataKeyResponseArgs {
+                    key_id,
+                    plaintext,
+                    ciphertext_blob,
+                },
+            );
+            (fb::Output::GenerateDataKeyResponse, t.as_union_value())
+        }
+        Output::GenerateDataKeyWithoutPlaintext(r) => {
+            let key_id = Some(fbb.create_string(&r.key_id));
+            let ciphertext_blob = Some(fbb.create_vector(&r.ciphertext_blob));
+            let t = fb::GenerateDataKeyWithoutPlaintextResponse::create(
+                fbb,
+                &fb::GenerateDataKeyWithoutPlaintextResponseArgs {
+                    key_id,
+                    ciphertext_blob,
+                },
+            );
+            (
+                fb::Output::GenerateDataKeyWithoutPlaintextResponse,
+                t.as_union_value(),
+            )
+        }
+        Output::Encrypt(r) => {
+            let key_id = Some(fbb.create_string(&r.key_id));
+            let ciphertext_blob = Some(fbb.create_vector(&r.ciphertext_blob));
+            let t = fb::EncryptResponse::create(
+                fbb,
+                &fb::EncryptResponseArgs {
+                    key_id,
+                    ciphertext_blob,
+                },
+            );
+            (fb::Output::EncryptResponse, t.as_union_value())
+        }
+        Output::Decrypt(r) => {
+            let key_id = Some(fbb.create_string(&r.key_id));
+            let plaintext = Some(fbb.create_vector(r.plaintext.expose()));
+            let t =
+                fb::DecryptResponse::create(fbb, &fb::DecryptResponseArgs { key_id, plaintext });
+            (fb::Output::DecryptResponse, t.as_union_value())
+        }
+        Output::ReEncrypt(r) => {
+            let source_key_id = Some(fbb.create_string(&r.source_key_id));
+            let key_id = Some(fbb.create_string(&r.key_id));
+            let ciphertext_blob = Some(fbb.create_vector(&r.ciphertext_blob));
+            let t = fb::ReEncryptResponse::create(
+                fbb,
+                &fb::ReEncryptResponseArgs {
+                    source_key_id,
+                    key_id,
+                    ciphertext_blob,
+                },
+            );
+            (fb::Output::ReEncryptResponse, t.as_union_value())
+        }
+        Output::GenerateRandom(r) => {
+            let plaintext = Some(fbb.create_vector(r.plaintext.expose()));
+            let t = fb::GenerateRandomResponse::create(
+                fbb,
+                &fb::GenerateRandomResponseArgs { plaintext },
+            );
+            (fb::Output::GenerateRandomResponse, t.as_union_value())
+        }
+    }
+}
+
+fn put_outcome<'b>(fbb: &mut Fbb<'b>, o: &Outcome) -> WIPOffset<fb::Outcome<'b>> {
+    match o {
+        Ok(out) => {
+            let (output_type, off) = put_output(fbb, out);
+            fb::Outcome::create(
+                fbb,
+                &fb::OutcomeArgs {
+                    output_type,
+                    output: Some(off),
+                    error: None,
+                },
+            )
+        }
+        Err(e) => {
+            let error = Some(put_error(fbb, e));
+            fb::Outcome::create(
+                fbb,
+                &fb::OutcomeArgs {
+                    output_type: fb::Output::NONE,
+                    output: None,
+                    error,
+                },
+            )
+        }
+    }
+}
+
+/// An upper bound of the encoded size of `resp`, so that a builder created
+/// with this capacity never grows. Growing copies the buffer and frees the old
+/// one without zeroizing it, which would leave plaintext behind.
+pub fn response_size_hint(resp: &Response) -> usize {
+    fn output(o: &Outcome) -> usize {
+        // Tables, vtables, offsets and alignment padding stay well under 256
+        // bytes per outcome in this schema; variable parts are added exactly.
+        256 + match o {
+            Err(e) => e.message.len() + e.kind.name().len(),
+            Ok(Output::CreateKey(m)) | Ok(Output::DescribeKey(m)) => {
+                m.key_id.len() + m.arn.len() + m.description.len()
+            }
+            Ok(Output::ListKeys(l)) => {
+                l.next_marker.as_ref().map_or(0, String::len)
+                    + l.keys
+                        .iter()
+                        .map(|k| 64 + k.key_id.len() + k.arn.len())
+                        .sum::<usize>()
+            }
+            Ok(Output::GenerateDataKey(r)) => {
+                r.key_id.len() + r.plaintext.len() + r.ciphertext_blob.len()
+            }
+            Ok(Output::GenerateDataKeyWithoutPlaintext(r)) => {
+                r.key_id.len() + r.ciphertext_blob.len()
+            }
+            Ok(Output::Encrypt(r)) => r.key_id.len() + r.ciphertext_blob.len(),
+            Ok(Output::Decrypt(r)) => r.key_id.len() + r.plaintext.len(),
+            Ok(Output::ReEncrypt(r)) => {
+                r.source_key_id.len() + r.key_id.len() + r.ciphertext_blob.len()
+            }
+            Ok(Output::GenerateRandom(r)) => r.plaintext.len(),
+        }
+    }
+    128 + match &resp.body {
+        ResponseBody::Error(e) => 256 + e.message.len(),
+        ResponseBody::Single(o) => output(o),
+        ResponseBody::Batch(items) => items.iter().map(|o| 8 + output(o)).sum(),
+    }
+}
+
+/// Appends `resp` to `out` as a frame. The builder is reset first (which
+/// zeroes what the previous message left in it).
+pub fn encode_response(fbb: &mut Fbb<'_>, resp: &Response, out: &mut Vec<u8>) {
+    fbb.reset();
+    let (error, outcome, batch) = match &resp.body {
+        ResponseBody::Error(e) => (Some(put_error(fbb, e)), None, None),
+        ResponseBody::Single(o) => (None, Some(put_outcome(fbb, o)), None),
+        ResponseBody::Batch(items) => {
+            let items: Vec<_> = items.iter().map(|o| put_outcome(fbb, o)).collect();
+            (None, None, Some(fbb.create_vector(&items)))
+        }
+    };
+    let root = fb::Response::create(
+        fbb,
+        &fb::ResponseArgs {
+            protocol_version: PROTOCOL_VERSION,
+            request_id: resp.request_id,
+            error,
+            outcome,
+            batch,
+        },
+    );
+    fbb.finish_minimal(root);
+    write_frame(out, fbb.finished_data());
+    // Zero the builder's copy now rather than at the next reset: it may hold
+    // plaintext.
+    fbb.reset();
+}
+
+/// Encodes a frame-level error response (used where no builder is at hand,
+/// e.g. for overload answers on an I/O thread).
+pub fn encode_error_response(request_id: u64, error: &KmsError, out: &mut Vec<u8>) {
+    let resp = Response {
+        request_id,
+        body: ResponseBody::Error(error.clone()),
+    };
+    let mut fbb = FlatBufferBuilder::with_capacity(response_size_hint(&resp));
+    encode_response(&mut fbb, &resp, out);
+}
+
+// ------------------------------------------------------------------ responses
+
+/// Verifier limits for responses. A client trusts its daemon less than
+/// blindly: responses are verified like requests, with room for the largest
+/// batch of the largest outputs.
+fn response_verifier_options(max_frame: usize) -> VerifierOptions {
+    VerifierOptions {
+        max_depth: 8,
+        max_tables: 4 + DEFAULT_MAX_BATCH * 4 + limits::MAX_LIST_LIMIT as usize,
+        max_apparent_size: max_frame,
+        ignore_missing_null_terminator: false,
+    }
+}
+
+fn malformed(what: &str) -> KmsError {
+    KmsError::new(
+        ErrorKind::Serialization,
+        format!("malformed response: {what}"),
+    )
+}
+
+fn owned(s: Option<&str>) -> String {
+    s.unwrap_or_default().to_owned()
+}
+
+fn bytes_of(v: Option<Vector<'_, u8>>) -> Vec<u8> {
+    v.map(|v| v.bytes().to_vec()).unwrap_or_default()
+}
+
+fn secret_of(v: Option<Vector<'_, u8>>) -> SecretBytes {
+    SecretBytes::from_slice(v.map(|v| v.bytes()).unwrap_or_default())
+}
+
+fn read_metadata(m: Option<fb::KeyMetadata<'_>>) -> Result<KeyMetadata, KmsError> {
+    let m = m.ok_or_else(|| malformed("missing metadata"))?;
+    Ok(KeyMetadata {
+        key_id: owned(m.key_id()),
+        arn: owned(m.arn()),
+        creation_date: m.creation_date(),
+        enabled: m.enabled(),
+        description: owned(m.description()),
+        key_state: match m.key_state() {
+            fb::KeyState::Enabled => KeyState::Enabled,
+            fb::KeyState::Disabled => KeyState::Disabled,
+            fb::KeyState::PendingDeletion => KeyState::PendingDeletion,
+            fb::KeyState::PendingImport => KeyState::PendingImport,
+            _ => return Err(malformed("unknown key state")),
+        },
+        key_usage: KeyUsage::EncryptDecrypt,
+        key_spec: KeySpec::SymmetricDefault,
+        origin: match m.origin() {
+            fb::Origin::EXTERNAL => Origin::External,
+            _ => Origin::Kmsd,
+        },
+        current_version: m.current_version(),
+    })
+}
+
+fn read_outcome(o: fb::Outcome<'_>) -> Outcome {
+    if let Some(e) = o.error() {
+        return Err(KmsError::from_wire(
+            e.name().unwrap_or_default(),
+            e.message().unwrap_or_default(),
+        ));
+    }
+    let missing = || malformed("output type is set but its table is missing");
+    Ok(match o.output_type() {
+        fb::Output::CreateKeyResponse => {
+            let r = o.output_as_create_key_response().ok_or_else(missing)?;
+            Output::CreateKey(read_metadata(r.metadata())?)
+        }
+        fb::Output::DescribeKeyResponse => {
+            let r = o.output_as_describe_key_response().ok_or_else(missing)?;
+            Output::DescribeKey(read_metadata(r.metadata())?)
+        }
+        fb::Output::ListKeysResponse => {
+            let r = o.output_as_list_keys_response().ok_or_else(missing)?;
+            Output::ListKeys(ListKeysOutput {
+                keys: r
+                    .keys()
+                    .map(|v| {
+                        v.iter()
+                            .map(|k| KeyListEntry {
+                                key_id: owned(k.key_id()),
+                                arn: owned(k.arn()),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                next_marker: r.next_marker().map(str::to_owned),
+                truncated: r.truncated(),
+            })
+        }
+        fb::Output::GenerateDataKeyResponse => {
+            let r = o
+                .output_as_generate_data_key_response()
+                .ok_or_else(missing)?;
+            Output::GenerateDataKey(GenerateDataKeyOutput {
+                key_id: owned(r.key_id()),
+                plaintext: secret_of(r.plaintext()),
+                ciphertext_blob: bytes_of(r.ciphertext_blob()),
+            })
+        }
+        fb::Output::GenerateDataKeyWithoutPlaintextResponse => {
+            let r = o
+                .output_as_generate_data_key_without_plaintext_response()
+                .ok_or_else(missing)?;
+            Output::GenerateDataKeyWithoutPlaintext(GenerateDataKeyWithoutPlaintextOutput {
+                key_id: owned(r.key_id()),
+                ciphertext_blob: bytes_of(r.ciphertext_blob()),
+            })
+        }
+        fb::Output::EncryptResponse => {
+            let r = o.output_as_encrypt_response().ok_or_else(missing)?;
+            Output::Encrypt(EncryptOutput {
+                key_id: owned(r.key_id()),
+                ciphertext_blob: bytes_of(r.ciphertext_blob()),
+            })
+        }
+        fb::Output::DecryptResponse => {
+            let r = o.output_as_decrypt_response().ok_or_else(missing)?;
+            Output::Decrypt(DecryptOutput {
+                key_id: owned(r.key_id()),
+                plaintext: secret_of(r.plaintext()),
+            })
+        }
+        fb::Output::ReEncryptResponse => {
+            let r = o.output_as_re_encrypt_response().ok_or_else(missing)?;
+            Output::ReEncrypt(ReEncryptOutput {
+                source_key_id: owned(r.source_key_id()),
+                key_id: owned(r.key_id()),
+                ciphertext_blob: bytes_of(r.ciphertext_blob()),
+            })
+        }
+        fb::Output::GenerateRandomResponse => {
+            let r = o.output_as_generate_random_response().ok_or_else(missing)?;
+            Output::GenerateRandom(GenerateRandomOutput {
+                plaintext: secret_of(r.plaintext()),
+            })
+        }
+        fb::Output::NONE => return Err(malformed("outcome has neither output nor error")),
+        other => return Err(malformed(&format!("unknown output type {}", other.0))),
+    })
+}
+
+/// Verifies and reads a response frame (without its length prefix).
+pub fn decode_response(buf: &[u8], max_frame: usize) -> Result<Response, KmsError> {
+    let r = flatbuffers::root_with_opts::<fb::Response>(&response_verifier_options(max_frame), buf)
+        .map_err(|e| malformed(&e.to_string()))?;
+    let body = if let Some(e) = r.error() {
+        ResponseBody::Error(KmsError::from_wire(
+            e.name().unwrap_or_default(),
+            e.message().unwrap_or_default(),
+        ))
+    } else if let Some(o) = r.outcome() {
+        ResponseBody::Single(read_outcome(o))
+    } else if let Some(items) = r.batch() {
+        ResponseBody::Batch(items.iter().map(read_outcome).collect())
+    } else {
+        return Err(malformed("response has no error, outcome or batch"));
+    };
+    Ok(Response {
+        request_id: r.request_id(),
+        body,
+    })
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the system packages the build and the tests need (Debian/Ubuntu):
+# cmake and g++ build the vendored flatc that checks the generated protocol
+# code. Safe to run repeatedly: it installs only what is missing.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+    echo "install-deps: need root (or sudo) to apt-get install: ${need[*]}" >&2
+    exit 1
+  fi
+fi
+echo "install-deps: installing ${need[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -1,0 +1,280 @@
+//! Typed configuration, validated once at start-up.
+//!
+//! The file format is TOML; unknown fields are rejected, and every field has a
+//! documented default (see `docs/config.md` and [`Config::default`]).
+//! Command-line flags override the file.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Which I/O engine serves the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// io_uring when the kernel allows it, else epoll.
+    Auto,
+    /// io_uring through tokio-uring; start-up fails if unavailable.
+    Uring,
+    /// epoll through tokio.
+    Epoll,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Socket path. Default: `$XDG_RUNTIME_DIR/kmsd/kmsd.sock`, else
+    /// `/tmp/kmsd-$UID/kmsd.sock`.
+    pub socket: PathBuf,
+    /// Data directory (keystore, file root key). Default:
+    /// `$XDG_DATA_HOME/kmsd`, else `$HOME/.local/share/kmsd`.
+    pub data_dir: PathBuf,
+    /// Transport settings.
+    pub transport: TransportConfig,
+    /// Dispatch settings.
+    pub dispatch: DispatchConfig,
+    /// Protocol and API limits.
+    pub limits: LimitsConfig,
+}
+
+/// Transport settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// I/O engine. Default: `epoll` (measured faster on the reference machine;
+    /// see ARCHITECTURE.md).
+    pub io: IoMode,
+    /// I/O threads. Default: the number of CPUs.
+    pub io_threads: usize,
+    /// Most connections served at once; beyond it new connections are closed
+    /// at once. Default: 1024.
+    pub max_connections: usize,
+    /// Requests in flight per connection; beyond it the daemon stops reading
+    /// from that connection until answers are written. Default: 256.
+    pub max_in_flight: usize,
+    /// Group that owns the socket file (name or numeric gid). Default: the
+    /// daemon's group.
+    pub socket_group: Option<String>,
+    /// Mode of the socket file. Default: 0o660.
+    pub socket_mode: u32,
+    /// Seconds to finish in-flight requests after SIGTERM/SIGINT. Default: 10.
+    pub shutdown_grace_secs: u64,
+}
+
+/// Dispatch settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Capacity of the request queue to the worker pool; a request that finds
+    /// it full is answered ServiceUnavailableException. Default: 4096.
+    pub queue_capacity: usize,
+    /// Worker threads. Default: the number of CPUs.
+    pub workers: usize,
+    /// Run small data-plane requests whose keys are cached on the I/O thread
+    /// instead of handing them to a worker. Default: true (see
+    /// ARCHITECTURE.md for the measurement).
+    pub inline_small: bool,
+}
+
+/// Protocol and API limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest frame in bytes. Default: 8 MiB.
+    pub max_frame_bytes: usize,
+    /// Largest batch in items. Default: 1024.
+    pub max_batch: usize,
+    /// Most KMS keys in the store (AWS's default quota). Default: 100000.
+    pub max_keys: u64,
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            io: IoMode::Epoll,
+            io_threads: cpus(),
+            max_connections: 1024,
+            max_in_flight: 256,
+            socket_group: None,
+            socket_mode: 0o660,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            queue_capacity: 4096,
+            workers: cpus(),
+            inline_small: true,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_bytes: kms_proto::frame::DEFAULT_MAX_FRAME,
+            max_batch: kms_proto::codec::DEFAULT_MAX_BATCH,
+            max_keys: 100_000,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: default_socket(),
+            data_dir: default_data_dir(),
+            transport: TransportConfig::default(),
+            dispatch: DispatchConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// The embedded default socket path.
+pub fn default_socket() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("kmsd").join("kmsd.sock"),
+        _ => PathBuf::from(format!("/tmp/kmsd-{}", rustix::process::getuid().as_raw()))
+            .join("kmsd.sock"),
+    }
+}
+
+/// The embedded default data directory.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("kmsd");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/kmsd"),
+        None => PathBuf::from("/var/lib/kmsd"),
+    }
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown field, bad type).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges that the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.transport;
+        let d = &self.dispatch;
+        let l = &self.limits;
+        let checks: [(bool, &str); 9] = [
+            (
+                t.io_threads >= 1 && t.io_threads <= 256,
+                "transport.io_threads must be 1..=256",
+            ),
+            (
+                t.max_connections >= 1,
+                "transport.max_connections must be at least 1",
+            ),
+            (
+                t.max_in_flight >= 1 && t.max_in_flight <= 65536,
+                "transport.max_in_flight must be 1..=65536",
+            ),
+            (
+                t.socket_mode <= 0o777,
+                "transport.socket_mode must be a file mode (<= 0o777)",
+            ),
+            (
+                d.queue_capacity >= 1,
+                "dispatch.queue_capacity must be at least 1",
+            ),
+            (
+                d.workers >= 1 && d.workers <= 256,
+                "dispatch.workers must be 1..=256",
+            ),
+            (
+                l.max_frame_bytes >= 1024 && l.max_frame_bytes <= 64 << 20,
+                "limits.max_frame_bytes must be 1 KiB..=64 MiB",
+            ),
+            (
+                l.max_batch >= 1 && l.max_batch <= 65536,
+                "limits.max_batch must be 1..=65536",
+            ),
+            (l.max_keys >= 1, "limits.max_keys must be at least 1"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err(ConfigError::Invalid((*msg).to_owned())),
+            None => Ok(()),
+        }
+    }
+
+    /// Decoding limits for the protocol layer.
+    pub fn decode_limits(&self) -> kms_proto::DecodeLimits {
+        kms_proto::DecodeLimits {
+            max_frame: self.limits.max_frame_bytes,
+            max_batch: self.limits.max_batch,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml::from_str::<Config>("[transport]\nio_thread = 2\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_valid_and_partial_files_keep_them() {
+        Config::default().validate().unwrap();
+        let c: Config = toml::from_str("[dispatch]\nworkers = 3\n").unwrap();
+        assert_eq!(c.dispatch.workers, 3);
+        assert_eq!(c.dispatch.queue_capacity, 4096);
+        assert_eq!(c.transport.max_in_flight, 256);
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected() {
+        let mut c = Config::default();
+        c.transport.max_in_flight = 0;
+        assert!(c.validate().is_err());
+    }
+}

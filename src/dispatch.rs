@@ -1,0 +1,157 @@
+//! Dispatch: from a whole frame on an I/O thread to an answer on the
+//! connection's write queue.
+//!
+//! Small data-plane requests whose keys are already cached run inline on the
+//! I/O thread (a hand-off that parks a thread costs a ~25 µs wake-up on the
+//! reference machine, more than the work itself; see ARCHITECTURE.md for the
+//! measurement). Everything else, and anything that would touch the store,
+//! goes through a bounded lock-free queue (crossbeam `ArrayQueue`) to a rayon
+//! worker pool. A full queue answers ServiceUnavailableException at once:
+//! latency never grows without bound.
+//!
+//! Invariant: [`Dispatcher::dispatch`] never blocks.
+
+use crate::config::DispatchConfig;
+use crate::service::{ExecMode, Service};
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
+use kms_proto::{ErrorKind, KmsError};
+use std::sync::Arc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use zeroize::Zeroize;
+
+/// The caller's identity, read from the socket with SO_PEERCRED at accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Process id (at connect time).
+    pub pid: i32,
+}
+
+/// An encoded response frame on its way to a connection's writer, with the
+/// in-flight permit it releases once written. The frame may carry plaintext:
+/// it is zeroized on drop.
+pub struct Outgoing {
+    /// Length-prefixed response frame.
+    pub frame: Vec<u8>,
+    /// Released when the writer drops this after writing.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        self.frame.zeroize();
+    }
+}
+
+/// Where the answer to one request goes.
+pub struct Reply {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Reply {
+    /// A reply slot on a connection's write queue. The channel is unbounded
+    /// but the permits bound it: each entry holds one of the connection's
+    /// in-flight permits until it is written.
+    pub fn new(tx: mpsc::UnboundedSender<Outgoing>, permit: Option<OwnedSemaphorePermit>) -> Self {
+        Reply { tx, permit }
+    }
+
+    /// Queues the answer. A connection that has gone away drops it.
+    pub fn send(self, frame: Vec<u8>) {
+        let _ = self.tx.send(Outgoing {
+            frame,
+            permit: self.permit,
+        });
+    }
+}
+
+struct Job {
+    frame: Bytes,
+    peer: Peer,
+    reply: Reply,
+}
+
+/// Routes frames to inline execution or the worker pool.
+pub struct Dispatcher {
+    service: Arc<Service>,
+    queue: Arc<ArrayQueue<Job>>,
+    pool: rayon::ThreadPool,
+    inline_small: bool,
+}
+
+impl Dispatcher {
+    /// Starts the worker pool.
+    pub fn new(service: Arc<Service>, config: &DispatchConfig) -> std::io::Result<Dispatcher> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.workers)
+            .thread_name(|i| format!("kmsd-worker-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(Dispatcher {
+            service,
+            queue: Arc::new(ArrayQueue::new(config.queue_capacity)),
+            pool,
+            inline_small: config.inline_small,
+        })
+    }
+
+    /// The service behind this dispatcher.
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// Answers `frame` inline or queues it for a worker. Never blocks.
+    pub fn dispatch(&self, frame: Bytes, peer: Peer, reply: Reply) {
+        if self.inline_small {
+            let mut out = Vec::new();
+            if self
+                .service
+                .handle_frame(&frame, &peer, ExecMode::NonBlocking, &mut out)
+                .is_ok()
+            {
+                reply.send(out);
+                return;
+            }
+        }
+        self.enqueue(Job { frame, peer, reply });
+    }
+
+    fn enqueue(&self, job: Job) {
+        match self.queue.push(job) {
+            Ok(()) => {
+                let queue = Arc::clone(&self.queue);
+                let service = Arc::clone(&self.service);
+                // One spawn per queued job: the queue bounds admission and
+                // keeps arrival order; rayon only supplies the threads.
+                self.pool.spawn(move || {
+                    if let Some(job) = queue.pop() {
+                        let mut out = Vec::new();
+                        service
+                            .handle_frame(&job.frame, &job.peer, ExecMode::Blocking, &mut out)
+                            .expect("blocking execution always completes");
+                        job.reply.send(out);
+                    }
+                });
+            }
+            Err(job) => {
+                let request_id = kms_proto::decode_request(&job.frame, self.service.limits())
+                    .map_or(0, |r| r.request_id);
+                let mut out = Vec::new();
+                kms_proto::codec::encode_error_response(
+                    request_id,
+                    &KmsError::new(
+                        ErrorKind::ServiceUnavailable,
+                        "the request queue is full; retry with backoff",
+                    ),
+                    &mut out,
+                );
+                job.reply.send(out);
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The keystore: KMS key metadata and wrapped backing keys in SQLite.
+//!
+//! One database file, `<data_dir>/keys.db`, in WAL mode with
+//! `synchronous=FULL`: a key reported as created is on disk, because a lost
+//! backing key makes every ciphertext under it unrecoverable. Backing keys are
+//! stored only wrapped by the root of trust. The `meta` table records the
+//! root's kind and a key check value (the root's wrap of an all-zero key), so
+//! that starting with the wrong root key fails at once instead of on the first
+//! Decrypt.
+//!
+//! The store is used from worker threads and the control plane only, never
+//! from an I/O thread.
+
+use kms_proto::{KeyState, Origin};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "keys.db";
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// A KMS key as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// UUID bytes.
+    pub key_id: [u8; 16],
+    /// Seconds since the Unix epoch.
+    pub created_at: i64,
+    /// Free text.
+    pub description: String,
+    /// Lifecycle state.
+    pub state: KeyState,
+    /// Where the material came from.
+    pub origin: Origin,
+    /// Version new ciphertexts use.
+    pub current_version: u32,
+}
+
+/// A wrapped backing key of one key version. Not secret (wrapped), but there is
+/// no reason to print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedVersion {
+    /// Version number, from 1.
+    pub version: u32,
+    /// The backing key wrapped by the root of trust (RFC 5649).
+    pub wrapped: Vec<u8>,
+}
+
+impl std::fmt::Debug for WrappedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WrappedVersion({}, {} bytes)",
+            self.version,
+            self.wrapped.len()
+        )
+    }
+}
+
+/// A store failure. Details go to the log; clients see KMSInternalException.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("keystore: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store holds something this version cannot read.
+    #[error("keystore: {0}")]
+    Corrupt(String),
+    /// The store was created under another root of trust.
+    #[error(
+        "keystore was created with root of trust {stored}, not the configured {configured}; {hint}"
+    )]
+    RootMismatch {
+        /// What the store recorded.
+        stored: String,
+        /// What is configured now.
+        configured: String,
+        /// What to do.
+        hint: &'static str,
+    },
+}
+
+/// The SQLite keystore.
+pub struct Keystore {
+    conn: Connection,
+}
+
+fn state_name(s: KeyState) -> &'static str {
+    s.name()
+}
+
+fn state_from(s: &str) -> Result<KeyState, StoreError> {
+    Ok(match s {
+        "Enabled" => KeyState::Enabled,
+        "Disabled" => KeyState::Disabled,
+        "PendingDeletion" => KeyState::PendingDeletion,
+        "PendingImport" => KeyState::PendingImport,
+        other => return Err(StoreError::Corrupt(format!("unknown key state {other:?}"))),
+    })
+}
+
+fn origin_name(o: Origin) -> &'static str {
+    match o {
+        Origin::Kmsd => "KMSD",
+        Origin::External => "EXTERNAL",
+    }
+}
+
+fn origin_from(s: &str) -> Result<Origin, StoreError> {
+    Ok(match s {
+        "KMSD" => Origin::Kmsd,
+        "EXTERNAL" => Origin::External,
+        other => return Err(StoreError::Corrupt(format!("unknown origin {other:?}"))),
+    })
+}
+
+fn key_id_from(v: Vec<u8>) -> Result<[u8; 16], StoreError> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt("key id is not 16 bytes".into()))
+}
+
+impl Keystore {
+    /// Opens (creating if needed) the store in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Keystore, StoreError> {
+        let conn = Connection::open(data_dir.join(DB_FILE))?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for unit tests and benches.
+    pub fn open_in_memory() -> Result<Keystore, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Keystore, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (
+                 name  TEXT PRIMARY KEY,
+                 value BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS keys (
+                 key_id          BLOB PRIMARY KEY CHECK (length(key_id) = 16),
+                 created_at      INTEGER NOT NULL,
+                 description     TEXT NOT NULL,
+                 state           TEXT NOT NULL,
+                 origin          TEXT NOT NULL,
+                 current_version INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS key_versions (
+                 key_id      BLOB NOT NULL REFERENCES keys(key_id),
+                 version     INTEGER NOT NULL,
+                 wrapped_key BLOB NOT NULL,
+                 created_at  INTEGER NOT NULL,
+                 PRIMARY KEY (key_id, version)
+             ) WITHOUT ROWID;",
+        )?;
+        let version: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match version {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (name, value) VALUES ('schema_version', ?1)",
+                    params![SCHEMA_VERSION.to_string().into_bytes()],
+                )?;
+            }
+            Some(v) if v == SCHEMA_VERSION.to_string().as_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::Corrupt(format!(
+                    "schema version {} is not supported (this kmsd reads {SCHEMA_VERSION})",
+                    String::from_utf8_lossy(&v)
+                )))
+            }
+        }
+        Ok(Keystore { conn })
+    }
+
+    /// Records the root of trust on first use, or checks that the configured
+    /// root is the one the store was created with. `check_value` is the root's
+    /// wrap of an all-zero key.
+    pub fn bind_root(&self, kind: &str, check_value: &[u8]) -> Result<(), StoreError> {
+        let stored: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'root_check'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let stored_kind: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE name = 'root_kind'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match (stored, stored_kind) {
+            (Some(check), Some(k)) => {
+                if check != check_value {
+                    return Err(StoreError::RootMismatch {
+                        stored: format!("{} (different key)", String::from_utf8_lossy(&k)),
+                        configured: kind.to_owned(),
+                        hint: "start kmsd with the root key this data directory was created with",
+                    });
+                }
+                Ok(())
+            }
+            _ => {
+                let tx = self.conn.unchecked_transaction()?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES ('root_kind', ?1)",
+                    params![kind.as_bytes()],
+                )?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (name, value) VALUES ('root_check', ?1)",
+                    params![check_value],
+                )?;
+                tx.commit()?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Number of keys stored.
+    pub fn count_keys(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Stores a new key with its first version, atomically.
+    pub fn insert_key(
+        &mut self,
+        key: &KeyRecord,
+        first: &WrappedVersion,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO keys (key_id, created_at, description, state, origin, current_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                &key.key_id[..],
+                key.created_at,
+                key.description,
+                state_name(key.state),
+                origin_name(key.origin),
+                key.current_version
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO key_versions (key_id, version, wrapped_key, created_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                &key.key_id[..],
+                first.version,
+                first.wrapped,
+                key.created_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn row_to_key(
+        r: &rusqlite::Row<'_>,
+    ) -> rusqlite::Result<(Vec<u8>, i64, String, String, String, u32)> {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    }
+
+    fn key_from_row(
+        row: (Vec<u8>, i64, String, String, String, u32),
+    ) -> Result<KeyRecord, StoreError> {
+        let (id, created_at, description, state, origin, current_version) = row;
+        Ok(KeyRecord {
+            key_id: key_id_from(id)?,
+            created_at,
+            description,
+            state: state_from(&state)?,
+            origin: origin_from(&origin)?,
+            current_version,
+        })
+    }
+
+    /// A key's record, if it exists.
+    pub fn get_key(&self, key_id: &[u8; 16]) -> Result<Option<KeyRecord>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT key_id, created_at, description, state, origin, current_version
+                 FROM keys WHERE key_id = ?1",
+            )?
+            .query_row(params![&key_id[..]], Self::row_to_key)
+            .optional()?;
+        row.map(Self::key_from_row).transpose()
+    }
+
+    /// All wrapped versions of a key, oldest first.
+    pub fn get_versions(&self, key_id: &[u8; 16]) -> Result<Vec<WrappedVersion>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT version, wrapped_key FROM key_versions WHERE key_id = ?1 ORDER BY version",
+        )?;
+        let rows = stmt.query_map(params![&key_id[..]], |r| {
+            Ok(WrappedVersion {
+                version: r.get(0)?,
+                wrapped: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` keys with ids greater than `after`, in id order.
+    pub fn list_keys(
+        &self,
+        after: Option<&[u8; 16]>,
+        limit: u32,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let after: &[u8] = after.map_or(&[], |a| &a[..]);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key_id, created_at, description, state, origin, current_version
+             FROM keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit], Self::row_to_key)?;
+        rows.map(|r| Self::key_from_row(r?)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: u8) -> KeyRecord {
+        KeyRecord {
+            key_id: [id; 16],
+            created_at: 1_700_000_000,
+            description: format!("key {id}"),
+            state: KeyState::Enabled,
+            origin: Origin::Kmsd,
+            current_version: 1,
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_and_list_in_order() {
+        let mut s = Keystore::open_in_memory().unwrap();
+        for id in [3u8, 1, 2] {
+            let v = WrappedVersion {
+                version: 1,
+                wrapped: vec![id; 40],
+            };
+            s.insert_key(&rec(id), &v).unwrap();
+        }
+        assert_eq!(s.count_keys().unwrap(), 3);
+        assert_eq!(s.get_key(&[2; 16]).unwrap(), Some(rec(2)));
+        assert_eq!(s.get_key(&[9; 16]).unwrap(), None);
+        assert_eq!(s.get_versions(&[3; 16]).unwrap()[0].wrapped, vec![3; 40]);
+        let page = s.list_keys(None, 2).unwrap();
+        assert_eq!(page.iter().map(|k| k.key_id[0]).collect::<Vec<_>>(), [1, 2]);
+        let rest = s.list_keys(Some(&[2; 16]), 2).unwrap();
+        assert_eq!(rest.iter().map(|k| k.key_id[0]).collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
+    fn duplicate_key_id_is_refused_and_nothing_is_half_written() {
+        let mut s = Keystore::open_in_memory().unwrap();
+        let v = WrappedVersion {
+            version: 1,
+            wrapped: vec![1; 40],
+        };
+        s.insert_key(&rec(1), &v).unwrap();
+        assert!(s.insert_key(&rec(1), &v).is_err());
+        assert_eq!(s.get_versions(&[1; 16]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn root_binding_detects_another_root() {
+        let s = Keystore::open_in_memory().unwrap();
+        s.bind_root("file", b"check-a").unwrap();
+        s.bind_root("file", b"check-a").unwrap();
+        assert!(matches!(
+            s.bind_root("file", b"check-b"),
+            Err(StoreError::RootMismatch { .. })
+        ));
+    }
+}

@@ -1,0 +1,26 @@
+//! # kmsd: a local key-management daemon
+//!
+//! The pipeline, from the socket inwards:
+//!
+//! ```text
+//! transport (epoll | io_uring) -- SO_PEERCRED at accept, frames split sans-I/O
+//!     -> dispatch (inline for small ops on cached keys, else a bounded
+//!        crossbeam queue feeding a rayon pool; full queue => ServiceUnavailable)
+//!     -> service (one file per operation under service/ops)
+//!         -> crypto (XAES-256-GCM, blob format, canonical encryption context)
+//!         -> root (root of trust: wraps backing keys; file root today)
+//!         -> keystore (SQLite: key metadata and wrapped backing keys)
+//! ```
+//!
+//! The wire protocol, its types and the client live in the `kms-proto`
+//! crate, which knows none of this.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod crypto;
+pub mod dispatch;
+pub mod keystore;
+pub mod root;
+pub mod server;
+pub mod service;
+pub mod transport;

@@ -1,0 +1,78 @@
+//! Wiring: root of trust, service, dispatcher, transport and signals.
+
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::root::{FileRoot, RootOfTrust};
+use crate::service::Service;
+use anyhow::Context as _;
+use std::sync::Arc;
+
+/// Runs the daemon until SIGTERM or SIGINT, then drains and returns.
+pub fn run(config: &Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let root: Arc<dyn RootOfTrust> = Arc::new(
+        FileRoot::open_or_create(&config.data_dir).context("opening the file root of trust")?,
+    );
+    let service = Arc::new(
+        Service::open(
+            &config.data_dir,
+            root,
+            config.decode_limits(),
+            config.limits.max_keys,
+        )
+        .context("opening the keystore")?,
+    );
+    let dispatcher = Arc::new(Dispatcher::new(service, &config.dispatch)?);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    spawn_signal_thread(shutdown_tx)?;
+    tracing::info!(
+        socket = %config.socket.display(),
+        data_dir = %config.data_dir.display(),
+        "kmsd starting"
+    );
+    let engine = crate::transport::serve(
+        &config.socket,
+        &config.transport,
+        dispatcher,
+        config.limits.max_frame_bytes,
+        shutdown_rx,
+    )
+    .with_context(|| format!("serving on {}", config.socket.display()))?;
+    tracing::info!(?engine, "kmsd stopped cleanly");
+    Ok(())
+}
+
+/// Turns SIGTERM and SIGINT into the shutdown signal. A second signal while
+/// draining exits at once.
+fn spawn_signal_thread(tx: tokio::sync::watch::Sender<bool>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Register the handlers before returning, so that a signal that arrives
+    // during start-up is not lost (the default action would kill us).
+    let (mut term, mut int) = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("kmsd-signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                    _ = int.recv() => tracing::info!("SIGINT: draining"),
+                }
+                let _ = tx.send(true);
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+                tracing::warn!("second signal: exiting without draining");
+                std::process::exit(1);
+            });
+        })?;
+    Ok(())
+}

@@ -1,0 +1,469 @@
+//! The service: every KMS operation, in-process, independent of sockets.
+//!
+//! [`Service::handle_frame`] is the whole request path after framing: verify
+//! and decode the frame (kms-proto), run each operation (one file per
+//! operation under `ops/`), encode the answer. [`Service::execute`] runs one
+//! typed operation; tests and the in-process baseline call it directly.
+//!
+//! Execution modes: on an I/O thread ([`ExecMode::NonBlocking`]) an operation
+//! may only use keys already in the in-memory cache and must not touch the
+//! store; when it would, it reports [`WouldBlock`] and the dispatcher reruns
+//! the whole frame on a worker ([`ExecMode::Blocking`]). Operations have no
+//! side effects before the point where they could report `WouldBlock`, so a
+//! rerun is safe.
+
+pub mod ops;
+
+use crate::crypto::{KeyMaterial, XaesKey};
+use crate::dispatch::Peer;
+use crate::keystore::{KeyRecord, Keystore, StoreError};
+use crate::root::{RootError, RootOfTrust};
+use flatbuffers::FlatBufferBuilder;
+use kms_proto::codec::{encode_error_response, encode_response, response_size_hint};
+use kms_proto::{
+    DecodeLimits, ErrorKind, KeyMetadata, KeyState, KmsError, Operation, Output, Request,
+    RequestBody, Response, ResponseBody,
+};
+use parking_lot::{Mutex, RwLock};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where an operation runs, and so what it may wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecMode {
+    /// On a worker: may read the store and unwrap keys.
+    Blocking,
+    /// On an I/O thread: cached keys only, no store, no large work.
+    NonBlocking,
+}
+
+/// The operation needs a worker; nothing was done that a rerun would repeat
+/// visibly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WouldBlock;
+
+/// Why an operation did not produce an output.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ExecError {
+    /// Answer the client with this error.
+    Kms(KmsError),
+    /// Rerun on a worker.
+    WouldBlock,
+}
+
+impl From<KmsError> for ExecError {
+    fn from(e: KmsError) -> Self {
+        ExecError::Kms(e)
+    }
+}
+
+/// A failure opening the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The keystore failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The root of trust failed.
+    #[error("root of trust: {0}")]
+    Root(#[from] RootError),
+}
+
+/// Prefix of key ARNs. There is no account or region on a host; the ARN form
+/// is kept so that tools that pass ARNs around keep working.
+pub const ARN_PREFIX: &str = "arn:kmsd:kms:local:key/";
+
+/// Inline (I/O-thread) execution is limited to requests this small, so that
+/// one connection's big batch cannot stall the other connections of its
+/// I/O thread. Larger requests go to the worker pool.
+const INLINE_MAX_ITEMS: usize = 64;
+const INLINE_MAX_PAYLOAD: usize = 64 * 1024;
+
+/// A key with its unwrapped backing keys, ready for crypto.
+pub struct LoadedKey {
+    /// The stored record, as of loading.
+    pub record: KeyRecord,
+    /// Backing keys by version; index 0 is version 1.
+    versions: Vec<XaesKey>,
+}
+
+impl LoadedKey {
+    /// The backing key of `version`, if the key has it.
+    pub fn version(&self, version: u32) -> Option<&XaesKey> {
+        let index = usize::try_from(version).ok()?.checked_sub(1)?;
+        self.versions.get(index)
+    }
+
+    /// The version and backing key new ciphertexts use.
+    pub fn current(&self) -> (u32, &XaesKey) {
+        let v = self.record.current_version;
+        (v, self.version(v).expect("current version is loaded"))
+    }
+
+    /// Fails unless the key may be used for cryptographic operations.
+    pub fn check_usable(&self) -> Result<(), KmsError> {
+        match self.record.state {
+            KeyState::Enabled => Ok(()),
+            KeyState::Disabled => Err(KmsError::new(
+                ErrorKind::Disabled,
+                format!("{} is disabled", format_key_id(&self.record.key_id)),
+            )),
+            other => Err(KmsError::new(
+                ErrorKind::KmsInvalidState,
+                format!("{} is {}", format_key_id(&self.record.key_id), other.name()),
+            )),
+        }
+    }
+}
+
+/// The key-management service.
+pub struct Service {
+    store: Mutex<Keystore>,
+    root: Arc<dyn RootOfTrust>,
+    // Unwrapped keys, loaded on first use. Bounded by limits.max_keys; the
+    // HSM issue replaces this with a bounded cache with TTL.
+    cache: RwLock<HashMap<[u8; 16], Arc<LoadedKey>>>,
+    limits: DecodeLimits,
+    max_keys: u64,
+}
+
+thread_local! {
+    // One builder per thread, reused: encoding allocates nothing in the
+    // steady state. The capacity is tracked because a builder that grows
+    // frees its old buffer without zeroizing it.
+    static BUILDER: RefCell<(FlatBufferBuilder<'static>, usize)> =
+        RefCell::new((FlatBufferBuilder::with_capacity(BUILDER_CAPACITY), BUILDER_CAPACITY));
+}
+const BUILDER_CAPACITY: usize = 64 * 1024;
+
+/// Formats a key id the way clients see it (a hyphenated UUID).
+pub fn format_key_id(id: &[u8; 16]) -> String {
+    uuid::Uuid::from_bytes(*id).hyphenated().to_string()
+}
+
+/// The ARN of a key.
+pub fn key_arn(id: &[u8; 16]) -> String {
+    format!("{ARN_PREFIX}{}", format_key_id(id))
+}
+
+/// Parses a key id or key ARN. Anything else is NotFoundException, as AWS
+/// answers for identifiers it cannot resolve.
+pub fn parse_key_id(s: &str) -> Result<[u8; 16], KmsError> {
+    let bare = s.strip_prefix(ARN_PREFIX).unwrap_or(s);
+    if bare.len() == 36 {
+        if let Ok(u) = uuid::Uuid::try_parse(bare) {
+            return Ok(*u.as_bytes());
+        }
+    }
+    let shown: String = s.chars().take(128).collect();
+    Err(KmsError::new(
+        ErrorKind::NotFound,
+        format!("invalid key identifier {shown:?}: expected a key id (UUID) or key ARN"),
+    ))
+}
+
+/// Logs an internal failure and turns it into what the client may see.
+pub(crate) fn internal(context: &str, e: impl std::fmt::Display) -> KmsError {
+    tracing::error!("{context}: {e}");
+    KmsError::new(
+        ErrorKind::KmsInternal,
+        "internal error; the daemon's log has details",
+    )
+}
+
+impl Service {
+    /// Opens the service over the keystore in `data_dir`.
+    pub fn open(
+        data_dir: &Path,
+        root: Arc<dyn RootOfTrust>,
+        limits: DecodeLimits,
+        max_keys: u64,
+    ) -> Result<Service, ServiceError> {
+        Service::with_store(Keystore::open(data_dir)?, root, limits, max_keys)
+    }
+
+    /// A service over an already opened store (tests and benches use an
+    /// in-memory one).
+    pub fn with_store(
+        store: Keystore,
+        root: Arc<dyn RootOfTrust>,
+        limits: DecodeLimits,
+        max_keys: u64,
+    ) -> Result<Service, ServiceError> {
+        let check = root.wrap(&KeyMaterial::from_bytes([0; 32]))?;
+        store.bind_root(root.kind(), &check)?;
+        Ok(Service {
+            store: Mutex::new(store),
+            root,
+            cache: RwLock::new(HashMap::new()),
+            limits,
+            max_keys,
+        })
+    }
+
+    /// Decoding limits in force.
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// Loads a key: from the cache, else (in blocking mode) from the store,
+    /// unwrapping every version through the root of trust.
+    pub fn load_key(&self, id: &[u8; 16], mode: ExecMode) -> Result<Arc<LoadedKey>, ExecError> {
+        if let Some(k) = self.cache.read().get(id) {
+            return Ok(Arc::clone(k));
+        }
+        if mode == ExecMode::NonBlocking {
+            return Err(ExecError::WouldBlock);
+        }
+        let (record, wrapped) = {
+            let store = self.store.lock();
+            let record = store
+                .get_key(id)
+                .map_err(|e| internal("reading key", e))?
+                .ok_or_else(|| {
+                    KmsError::new(
+                        ErrorKind::NotFound,
+                        format!("key {} does not exist", format_key_id(id)),
+                    )
+                })?;
+            let wrapped = store
+                .get_versions(id)
+                .map_err(|e| internal("reading key versions", e))?;
+            (record, wrapped)
+        };
+        let mut versions = Vec::with_capacity(wrapped.len());
+        for (i, w) in wrapped.iter().enumerate() {
+            if w.version as usize != i + 1 {
+                return Err(internal(
+                    "loading key",
+                    format!("{}: versions are not contiguous", format_key_id(id)),
+                )
+                .into());
+            }
+            let material = self
+                .root
+                .unwrap(&w.wrapped)
+                .map_err(|e| internal("unwrapping backing key", e))?;
+            versions.push(XaesKey::new(&material));
+        }
+        if record.current_version == 0 || record.current_version as usize > versions.len() {
+            return Err(internal(
+                "loading key",
+                format!("{}: current version is missing", format_key_id(id)),
+            )
+            .into());
+        }
+        let loaded = Arc::new(LoadedKey { record, versions });
+        self.cache.write().insert(*id, Arc::clone(&loaded));
+        Ok(loaded)
+    }
+
+    /// Loads the key named by a client-supplied identifier.
+    pub fn load_key_by_name(
+        &self,
+        key_id: &str,
+        mode: ExecMode,
+    ) -> Result<Arc<LoadedKey>, ExecError> {
+        let id = parse_key_id(key_id)?;
+        self.load_key(&id, mode)
+    }
+
+    /// Metadata as clients see it.
+    pub fn metadata(record: &KeyRecord) -> KeyMetadata {
+        KeyMetadata {
+            key_id: format_key_id(&record.key_id),
+            arn: key_arn(&record.key_id),
+            creation_date: record.created_at,
+            enabled: record.state == KeyState::Enabled,
+            description: record.description.clone(),
+            key_state: record.state,
+            key_usage: kms_proto::KeyUsage::EncryptDecrypt,
+            key_spec: kms_proto::KeySpec::SymmetricDefault,
+            origin: record.origin,
+            current_version: record.current_version,
+        }
+    }
+
+    /// Runs one operation.
+    pub fn execute(
+        &self,
+        op: &Operation<'_>,
+        peer: &Peer,
+        mode: ExecMode,
+    ) -> Result<Output, ExecError> {
+        match op {
+            Operation::CreateKey(r) => ops::create_key::apply(self, r, peer, mode),
+            Operation::DescribeKey(r) => ops::describe_key::apply(self, r, peer, mode),
+            Operation::ListKeys(r) => ops::list_keys::apply(self, r, peer, mode),
+            Operation::GenerateDataKey(r) => {
+                ops::generate_data_key::apply(self, r, peer, mode, true)
+            }
+            Operation::GenerateDataKeyWithoutPlaintext(r) => {
+                ops::generate_data_key::apply(self, r, peer, mode, false)
+            }
+            Operation::Encrypt(r) => ops::encrypt::apply(self, r, peer, mode),
+            Operation::Decrypt(r) => ops::decrypt::apply(self, r, peer, mode),
+            Operation::ReEncrypt(r) => ops::re_encrypt::apply(self, r, peer, mode),
+            Operation::GenerateRandom(r) => ops::generate_random::apply(r),
+        }
+    }
+
+    /// Runs one operation to completion on the calling thread (tests, the
+    /// in-process baseline, the control plane).
+    pub fn call(&self, op: &Operation<'_>, peer: &Peer) -> Result<Output, KmsError> {
+        match self.execute(op, peer, ExecMode::Blocking) {
+            Ok(o) => Ok(o),
+            Err(ExecError::Kms(e)) => Err(e),
+            Err(ExecError::WouldBlock) => unreachable!("blocking execution never defers"),
+        }
+    }
+
+    fn run(
+        &self,
+        op: &Result<Operation<'_>, KmsError>,
+        peer: &Peer,
+        mode: ExecMode,
+    ) -> Result<Result<Output, KmsError>, WouldBlock> {
+        let op = match op {
+            Ok(op) => op,
+            Err(e) => return Ok(Err(e.clone())),
+        };
+        match self.execute(op, peer, mode) {
+            Ok(o) => Ok(Ok(o)),
+            Err(ExecError::Kms(e)) => Ok(Err(e)),
+            Err(ExecError::WouldBlock) => Err(WouldBlock),
+        }
+    }
+
+    /// Decodes a frame, runs it and appends the encoded answer to `out`. In
+    /// non-blocking mode returns `WouldBlock` (with `out` untouched) when the
+    /// request needs a worker.
+    pub fn handle_frame(
+        &self,
+        frame: &[u8],
+        peer: &Peer,
+        mode: ExecMode,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WouldBlock> {
+        let request = match kms_proto::decode_request(frame, &self.limits) {
+            Ok(r) => r,
+            Err(e) => {
+                encode_error_response(e.request_id, &e.error, out);
+                return Ok(());
+            }
+        };
+        if mode == ExecMode::NonBlocking && !is_small(&request) {
+            return Err(WouldBlock);
+        }
+        let body = match &request.body {
+            RequestBody::Single(op) => ResponseBody::Single(self.run(op, peer, mode)?),
+            RequestBody::Batch(items) => ResponseBody::Batch(
+                items
+                    .iter()
+                    .map(|op| self.run(op, peer, mode))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let response = Response {
+            request_id: request.request_id,
+            body,
+        };
+        encode(&response, out);
+        Ok(())
+    }
+
+    /// Inserts a freshly created key into the store and the cache.
+    pub(crate) fn store_new_key(
+        &self,
+        record: KeyRecord,
+        material: &KeyMaterial,
+    ) -> Result<(), KmsError> {
+        let wrapped = self
+            .root
+            .wrap(material)
+            .map_err(|e| internal("wrapping backing key", e))?;
+        {
+            let mut store = self.store.lock();
+            let count = store
+                .count_keys()
+                .map_err(|e| internal("counting keys", e))?;
+            if count >= self.max_keys {
+                return Err(KmsError::new(
+                    ErrorKind::LimitExceeded,
+                    format!(
+                        "the store already holds the maximum of {} keys",
+                        self.max_keys
+                    ),
+                ));
+            }
+            store
+                .insert_key(
+                    &record,
+                    &crate::keystore::WrappedVersion {
+                        version: 1,
+                        wrapped,
+                    },
+                )
+                .map_err(|e| internal("storing key", e))?;
+        }
+        let loaded = LoadedKey {
+            versions: vec![XaesKey::new(material)],
+            record,
+        };
+        self.cache
+            .write()
+            .insert(loaded.record.key_id, Arc::new(loaded));
+        Ok(())
+    }
+
+    /// The store, for control-plane operations (workers only).
+    pub(crate) fn store(&self) -> parking_lot::MutexGuard<'_, Keystore> {
+        self.store.lock()
+    }
+}
+
+/// Whether a request is small enough to run on an I/O thread.
+fn is_small(request: &Request<'_>) -> bool {
+    fn payload(op: &Result<Operation<'_>, KmsError>) -> usize {
+        match op {
+            Ok(Operation::Encrypt(r)) => r.plaintext.len(),
+            Ok(Operation::Decrypt(r)) => r.ciphertext_blob.len(),
+            Ok(Operation::ReEncrypt(r)) => r.ciphertext_blob.len(),
+            Ok(Operation::GenerateDataKey(r))
+            | Ok(Operation::GenerateDataKeyWithoutPlaintext(r)) => {
+                r.number_of_bytes.unwrap_or(32) as usize
+            }
+            Ok(Operation::GenerateRandom(r)) => r.number_of_bytes as usize,
+            _ => 0,
+        }
+    }
+    match &request.body {
+        RequestBody::Single(op) => payload(op) <= INLINE_MAX_PAYLOAD,
+        RequestBody::Batch(items) => {
+            items.len() <= INLINE_MAX_ITEMS
+                && items.iter().map(payload).sum::<usize>() <= INLINE_MAX_PAYLOAD
+        }
+    }
+}
+
+/// Encodes with this thread's builder, making sure it never has to grow.
+fn encode(response: &Response, out: &mut Vec<u8>) {
+    let hint = response_size_hint(response);
+    out.reserve(hint + kms_proto::frame::LEN_PREFIX);
+    if hint > BUILDER_CAPACITY * 16 {
+        // Rare, huge answers: a one-off builder of the right size, so that no
+        // thread keeps megabytes around.
+        let mut fbb = FlatBufferBuilder::with_capacity(hint);
+        encode_response(&mut fbb, response, out);
+        return;
+    }
+    BUILDER.with(|b| {
+        let mut b = b.borrow_mut();
+        if hint > b.1 {
+            let cap = hint.next_power_of_two();
+            *b = (FlatBufferBuilder::with_capacity(cap), cap);
+        }
+        encode_response(&mut b.0, response, out);
+    });
+}

@@ -1,0 +1,40 @@
+//! Encrypt: up to 4096 bytes under a KMS key's current version.
+
+use crate::crypto::{blob, BlobHeader};
+use crate::dispatch::Peer;
+use crate::service::{format_key_id, ExecError, ExecMode, Service};
+use kms_proto::types::limits::MAX_PLAINTEXT;
+use kms_proto::{Encrypt, EncryptOutput, KmsError, Output};
+
+/// Validates the plaintext size (1..=4096 bytes, as AWS KMS).
+pub fn validate(req: &Encrypt<'_>) -> Result<(), KmsError> {
+    if req.plaintext.is_empty() || req.plaintext.len() > MAX_PLAINTEXT {
+        return Err(KmsError::validation(format!(
+            "Plaintext length {} is out of range 1..={MAX_PLAINTEXT}",
+            req.plaintext.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Seals the plaintext, bound to the encryption context.
+pub fn apply(
+    svc: &Service,
+    req: &Encrypt<'_>,
+    _peer: &Peer,
+    mode: ExecMode,
+) -> Result<Output, ExecError> {
+    validate(req)?;
+    let context = super::context(&req.context)?;
+    let key = svc.load_key_by_name(req.key_id, mode)?;
+    key.check_usable()?;
+    let (version, backing) = key.current();
+    let header = BlobHeader {
+        key_id: key.record.key_id,
+        key_version: version,
+    };
+    Ok(Output::Encrypt(EncryptOutput {
+        key_id: format_key_id(&key.record.key_id),
+        ciphertext_blob: blob::seal(backing, &header, &context, req.plaintext),
+    }))
+}

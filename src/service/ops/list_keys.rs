@@ -1,0 +1,65 @@
+//! ListKeys: keys in key-id order, paginated with an opaque marker.
+
+use crate::dispatch::Peer;
+use crate::service::{format_key_id, internal, key_arn, ExecError, ExecMode, Service};
+use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+use kms_proto::{ErrorKind, KeyListEntry, KmsError, ListKeys, ListKeysOutput, Output};
+
+/// Validates the page size and marker; returns (limit, key id to start after).
+pub fn validate(req: &ListKeys<'_>) -> Result<(u32, Option<[u8; 16]>), KmsError> {
+    let limit = match req.limit {
+        0 => DEFAULT_LIST_LIMIT,
+        n if n <= MAX_LIST_LIMIT => n,
+        n => {
+            return Err(KmsError::validation(format!(
+                "Limit {n} is out of range 1..={MAX_LIST_LIMIT}"
+            )))
+        }
+    };
+    let after = match req.marker {
+        None => None,
+        Some(m) => Some(
+            uuid::Uuid::try_parse(m)
+                .map(|u| *u.as_bytes())
+                .map_err(|_| {
+                    KmsError::new(
+                        ErrorKind::InvalidMarker,
+                        "the marker is not one ListKeys returned",
+                    )
+                })?,
+        ),
+    };
+    Ok((limit, after))
+}
+
+/// Reads one page from the store.
+pub fn apply(
+    svc: &Service,
+    req: &ListKeys<'_>,
+    _peer: &Peer,
+    mode: ExecMode,
+) -> Result<Output, ExecError> {
+    let (limit, after) = validate(req)?;
+    if mode == ExecMode::NonBlocking {
+        return Err(ExecError::WouldBlock);
+    }
+    // One more than asked tells whether another page exists.
+    let mut keys = svc
+        .store()
+        .list_keys(after.as_ref(), limit + 1)
+        .map_err(|e| internal("listing keys", e))?;
+    let truncated = keys.len() > limit as usize;
+    keys.truncate(limit as usize);
+    let next_marker = truncated.then(|| format_key_id(&keys.last().expect("non-empty").key_id));
+    Ok(Output::ListKeys(ListKeysOutput {
+        keys: keys
+            .iter()
+            .map(|k| KeyListEntry {
+                key_id: format_key_id(&k.key_id),
+                arn: key_arn(&k.key_id),
+            })
+            .collect(),
+        next_marker,
+        truncated,
+    }))
+}

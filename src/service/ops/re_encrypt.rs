@@ -1,0 +1,37 @@
+//! ReEncrypt: decrypt under the source key and encrypt under the destination
+//! key inside the daemon; the plaintext never leaves it.
+
+use crate::crypto::{blob, BlobHeader};
+use crate::dispatch::Peer;
+use crate::service::{format_key_id, ExecError, ExecMode, Service};
+use kms_proto::{Output, ReEncrypt, ReEncryptOutput};
+
+/// Opens the source blob and seals its plaintext for the destination.
+pub fn apply(
+    svc: &Service,
+    req: &ReEncrypt<'_>,
+    _peer: &Peer,
+    mode: ExecMode,
+) -> Result<Output, ExecError> {
+    let source_context = super::context(&req.source_context)?;
+    let destination_context = super::context(&req.destination_context)?;
+    let destination = svc.load_key_by_name(req.destination_key_id, mode)?;
+    destination.check_usable()?;
+    let (source, plaintext) = super::decrypt::open(
+        svc,
+        req.ciphertext_blob,
+        req.source_key_id,
+        &source_context,
+        mode,
+    )?;
+    let (version, backing) = destination.current();
+    let header = BlobHeader {
+        key_id: destination.record.key_id,
+        key_version: version,
+    };
+    Ok(Output::ReEncrypt(ReEncryptOutput {
+        source_key_id: format_key_id(&source.record.key_id),
+        key_id: format_key_id(&destination.record.key_id),
+        ciphertext_blob: blob::seal(backing, &header, &destination_context, plaintext.expose()),
+    }))
+}

@@ -1,0 +1,991 @@
+//! Transport: the Unix socket, framing and the write path.
+//!
+//! Only this module does socket I/O. Two engines serve the same behaviour:
+//! epoll through tokio ([`Engine::Epoll`], `epoll.rs`) and io_uring through
+//! tokio-uring ([`Engine::Uring`], `uring.rs`). What they share lives here:
+//! the per-connection frame loop ([`Conn`]), the batching writer queue
+//! ([`WriteQueue`]), the reader/writer pairing ([`run_both`]), the accept
+//! loop ([`accept_loop`]) and the connection count ([`Tracker`]).
+//!
+//! Per connection:
+//! - SO_PEERCRED is read once at accept; it is the caller's identity.
+//! - Whole frames are cut out of the byte stream (sans-I/O `FrameDecoder`)
+//!   and handed to [`Dispatcher::dispatch`], which never blocks.
+//! - Each frame takes one of `max_in_flight` permits first; the permit rides
+//!   with the answer and is released only once the answer is written. A
+//!   connection that sends too much or never reads its answers simply stops
+//!   being read; nobody else is affected.
+//! - Answers are gathered into one write of up to [`WRITE_BATCH`] bytes,
+//!   then that buffer is zeroized (answers carry plaintext data keys).
+//! - A framing error (too large, empty) is answered with one
+//!   ValidationException and the connection is closed: a byte stream cannot
+//!   be re-synchronized.
+//!
+//! Shutdown: stop accepting, stop reading, let in-flight answers be written
+//! for up to `shutdown_grace_secs`, close everything, remove the socket file.
+
+pub mod socket;
+
+mod epoll;
+mod uring;
+
+use crate::config::{IoMode, TransportConfig};
+use crate::dispatch::{Dispatcher, Outgoing, Peer, Reply};
+use bytes::BytesMut;
+use kms_proto::frame::{FrameDecoder, FrameError};
+use kms_proto::KmsError;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use zeroize::Zeroize;
+
+/// Completes when shutdown is requested (SIGTERM/SIGINT are turned into this
+/// by the caller): `true` means shut down. A dropped sender also counts as
+/// shutdown, so that a server can never outlive the code that controls it.
+pub type Shutdown = tokio::sync::watch::Receiver<bool>;
+
+/// Which engine actually ran (for logs and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// io_uring through tokio-uring.
+    Uring,
+    /// epoll through tokio.
+    Epoll,
+}
+
+/// Largest write gathered from a connection's answer queue. Large enough to
+/// amortize the syscall over hundreds of small answers, small enough to keep
+/// one connection's burst from holding its I/O thread for long.
+pub(crate) const WRITE_BATCH: usize = 256 * 1024;
+
+/// Read granularity: one read takes up to this many bytes off the socket.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+/// Binds the socket file (see [`socket::bind`] for the rules), then serves
+/// until `shutdown` turns true; then stops accepting, stops reading new
+/// frames, lets in-flight requests finish and their answers be written for up
+/// to `config.shutdown_grace_secs`, closes all connections, removes the
+/// socket file, and returns the engine that ran.
+///
+/// [`IoMode::Auto`] probes io_uring and falls back to epoll with an info
+/// log; [`IoMode::Uring`] fails with a clear error if io_uring is
+/// unavailable; [`IoMode::Epoll`] uses tokio. Runs on the calling thread
+/// (blocking) and creates `config.io_threads` I/O threads of its own.
+pub fn serve(
+    socket_path: &Path,
+    config: &TransportConfig,
+    dispatcher: Arc<Dispatcher>,
+    max_frame: usize,
+    shutdown: Shutdown,
+) -> io::Result<Engine> {
+    let engine = match config.io {
+        IoMode::Epoll => Engine::Epoll,
+        IoMode::Uring => {
+            uring::probe().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "io_uring requested (transport.io = \"uring\") but unavailable: {e}; \
+                         containers and seccomp profiles often forbid it, use \"epoll\" or \"auto\""
+                    ),
+                )
+            })?;
+            Engine::Uring
+        }
+        IoMode::Auto => match uring::probe() {
+            Ok(()) => Engine::Uring,
+            Err(e) => {
+                tracing::info!(error = %e, "io_uring unavailable; serving with epoll");
+                Engine::Epoll
+            }
+        },
+    };
+    let (listener, file) = socket::bind(socket_path, config)?;
+    let shared = Arc::new(Shared {
+        dispatcher,
+        max_frame,
+        max_in_flight: config.max_in_flight.max(1),
+        max_connections: config.max_connections.max(1),
+        grace: Duration::from_secs(config.shutdown_grace_secs),
+        tracker: Arc::new(Tracker::default()),
+    });
+    tracing::info!(
+        socket = %socket_path.display(),
+        ?engine,
+        io_threads = config.io_threads,
+        "listening"
+    );
+    let threads = config.io_threads.max(1);
+    match engine {
+        Engine::Epoll => epoll::run(listener, threads, shared, shutdown)?,
+        Engine::Uring => uring::run(listener, threads, shared, shutdown)?,
+    }
+    // Every connection is closed and the listener is gone: only now does the
+    // path go, and only if it still names our socket.
+    file.remove();
+    Ok(engine)
+}
+
+/// Whether io_uring works here (the probe runs once per process). Tests and
+/// benches use it to decide whether to cover the io_uring engine.
+pub fn uring_available() -> bool {
+    uring::probe().is_ok()
+}
+
+/// What every connection of one server shares.
+pub(crate) struct Shared {
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) max_frame: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) grace: Duration,
+    pub(crate) tracker: Arc<Tracker>,
+}
+
+impl Shared {
+    /// After shutdown: waits until every connection has closed, at most the
+    /// grace period. Returns how many were still open.
+    pub(crate) async fn drain(&self) -> usize {
+        if tokio::time::timeout(self.grace, self.tracker.idle())
+            .await
+            .is_err()
+        {
+            let left = self.tracker.live();
+            tracing::warn!(
+                connections = left,
+                grace_secs = self.grace.as_secs(),
+                "grace period over; closing connections with answers still pending"
+            );
+            return left;
+        }
+        0
+    }
+}
+
+/// Counts open connections, for the connection cap and for draining.
+#[derive(Default)]
+pub(crate) struct Tracker {
+    live: AtomicUsize,
+    idle: Notify,
+}
+
+impl Tracker {
+    /// Open connections.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Counts a new connection unless `max` are open. Only the acceptor
+    /// calls this, so check-then-add does not race with other adds.
+    pub(crate) fn try_enter(self: &Arc<Self>, max: usize) -> Option<ConnGuard> {
+        if self.live() >= max {
+            return None;
+        }
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Some(ConnGuard(Arc::clone(self)))
+    }
+
+    /// Completes when no connection is open.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a close between the check and
+            // the await is not missed.
+            notified.as_mut().enable();
+            if self.live() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One open connection; dropping it uncounts it.
+pub(crate) struct ConnGuard(Arc<Tracker>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Completes once shutdown is requested (or its sender is gone).
+pub(crate) async fn wait_shutdown(shutdown: &mut Shutdown) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Accepts connections until shutdown, reading SO_PEERCRED and enforcing
+/// the connection cap, and hands each one to `handoff`. Both engines accept
+/// with a tokio listener (tokio-uring's own listener cannot bind on Linux
+/// >= 6.12.9, see `uring.rs`).
+pub(crate) async fn accept_loop(
+    listener: tokio::net::UnixListener,
+    shared: &Shared,
+    mut shutdown: Shutdown,
+    mut handoff: impl FnMut(tokio::net::UnixStream, Peer, ConnGuard),
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = wait_shutdown(&mut shutdown) => break,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                accept_error(&e).await;
+                continue;
+            }
+        };
+        let Some(guard) = shared.tracker.try_enter(shared.max_connections) else {
+            tracing::debug!(
+                max_connections = shared.max_connections,
+                "connection limit reached; closing a new connection"
+            );
+            continue;
+        };
+        match socket::peer_of(&stream) {
+            Ok(peer) => {
+                tracing::debug!(?peer, "connection accepted");
+                handoff(stream, peer, guard);
+            }
+            Err(e) => tracing::warn!(error = %e, "SO_PEERCRED failed; closing the connection"),
+        }
+    }
+    tracing::debug!("stopped accepting");
+}
+
+/// Accept failures are transient for a daemon (out of descriptors or
+/// memory, a peer that gave up): log, pause briefly so that a persistent
+/// condition does not spin the thread, and go on.
+async fn accept_error(e: &io::Error) {
+    match e.kind() {
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted => {}
+        _ => {
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Why a connection's reader stopped reading.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ReadStep {
+    /// Every whole frame has been dispatched; read more.
+    More,
+    /// Shutdown, or a framing error that has been answered: stop reading.
+    Stop,
+}
+
+/// The reading side of one connection: frames in, dispatches out. Owns the
+/// connection's last sender of the answer queue that is not inside a reply,
+/// so dropping it (when reading ends) lets the writer finish once every
+/// in-flight answer has been written.
+pub(crate) struct Conn {
+    dispatcher: Arc<Dispatcher>,
+    peer: Peer,
+    decoder: FrameDecoder,
+    permits: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+impl Conn {
+    /// A connection for `peer`, returning the receiving end of its answer
+    /// queue for the writer.
+    pub(crate) fn new(shared: &Shared, peer: Peer) -> (Conn, WriteQueue) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = Conn {
+            dispatcher: Arc::clone(&shared.dispatcher),
+            peer,
+            decoder: FrameDecoder::new(shared.max_frame),
+            permits: Arc::new(Semaphore::new(shared.max_in_flight)),
+            tx,
+        };
+        (conn, WriteQueue::new(rx))
+    }
+
+    /// The caller.
+    pub(crate) fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    /// Dispatches every whole frame at the front of `buf`. Waits for an
+    /// in-flight permit before each (that wait is the backpressure). Stops on
+    /// shutdown or a framing error.
+    pub(crate) async fn drain(&self, buf: &mut BytesMut, shutdown: &mut Shutdown) -> ReadStep {
+        loop {
+            let frame = match self.decoder.decode(buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return ReadStep::More,
+                Err(e) => {
+                    self.frame_error(&e);
+                    return ReadStep::Stop;
+                }
+            };
+            let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => tokio::select! {
+                    biased;
+                    () = wait_shutdown(shutdown) => return ReadStep::Stop,
+                    p = Arc::clone(&self.permits).acquire_owned() => {
+                        p.expect("the semaphore is never closed")
+                    }
+                },
+            };
+            self.dispatcher
+                .dispatch(frame, self.peer, Reply::new(self.tx.clone(), Some(permit)));
+        }
+    }
+
+    /// Queues the one answer to a framing error (request id 0: the frame's
+    /// own id cannot be trusted or even read).
+    fn frame_error(&self, e: &FrameError) {
+        tracing::debug!(peer = ?self.peer, error = %e, "framing error; closing the connection");
+        let mut frame = Vec::new();
+        kms_proto::codec::encode_error_response(
+            0,
+            &KmsError::validation(e.to_string()),
+            &mut frame,
+        );
+        let _ = self.tx.send(Outgoing {
+            frame,
+            permit: None,
+        });
+    }
+
+    /// Called when the peer closed its end, with what was left unframed.
+    pub(crate) fn eof(&self, buf: &BytesMut) {
+        if !buf.is_empty() {
+            tracing::debug!(peer = ?self.peer, pending = buf.len(), "connection closed mid-frame");
+        }
+    }
+}
+
+/// Zeroes what is left of a read buffer: requests carry plaintext too.
+pub(crate) fn wipe(buf: &mut BytesMut) {
+    buf[..].zeroize();
+    buf.clear();
+}
+
+/// What the writer should write next.
+pub(crate) enum Chunk {
+    /// [`WriteQueue::buf`] holds gathered answers; call
+    /// [`WriteQueue::written`] once they are written.
+    Gathered,
+    /// One answer larger than the gather buffer, to be written on its own.
+    Large(Outgoing),
+}
+
+/// The receiving end of a connection's answer queue, with the gather buffer.
+///
+/// The buffer is allocated once at [`WRITE_BATCH`] bytes and never grown, so
+/// it is never reallocated (a reallocation would free a copy of plaintext
+/// without zeroizing it); answers that do not fit wait for the next write,
+/// and answers larger than the whole buffer are written from their own
+/// allocation.
+pub(crate) struct WriteQueue {
+    rx: mpsc::UnboundedReceiver<Outgoing>,
+    pending: Option<Outgoing>,
+    /// Gathered answer bytes (see [`Chunk::Gathered`]).
+    pub(crate) buf: Vec<u8>,
+    held: Vec<Outgoing>,
+}
+
+impl WriteQueue {
+    fn new(rx: mpsc::UnboundedReceiver<Outgoing>) -> WriteQueue {
+        WriteQueue {
+            rx,
+            pending: None,
+            buf: Vec::with_capacity(WRITE_BATCH),
+            held: Vec::new(),
+        }
+    }
+
+    /// Waits for the next answer, then gathers every answer already queued
+    /// behind it that fits. `None` once every sender is gone and everything
+    /// has been handed out: the connection has nothing left to say.
+    pub(crate) async fn next(&mut self) -> Option<Chunk> {
+        let first = match self.pending.take() {
+            Some(o) => o,
+            None => self.rx.recv().await?,
+        };
+        if first.frame.len() > self.buf.capacity() {
+            return Some(Chunk::Large(first));
+        }
+        self.push(first);
+        while let Ok(o) = self.rx.try_recv() {
+            if o.frame.len() > self.buf.capacity() - self.buf.len() {
+                self.pending = Some(o);
+                break;
+            }
+            self.push(o);
+        }
+        Some(Chunk::Gathered)
+    }
+
+    fn push(&mut self, o: Outgoing) {
+        self.buf.extend_from_slice(&o.frame);
+        self.held.push(o);
+    }
+
+    /// The gathered bytes have been written (or failed): wipe the buffer and
+    /// release the answers, which zeroizes them and returns their permits.
+    pub(crate) fn written(&mut self) {
+        self.buf.as_mut_slice().zeroize();
+        self.buf.clear();
+        self.held.clear();
+    }
+}
+
+impl Drop for WriteQueue {
+    fn drop(&mut self) {
+        // A write cancelled at shutdown leaves gathered plaintext behind.
+        self.buf.as_mut_slice().zeroize();
+    }
+}
+
+/// Runs a connection's reader and writer side by side in one task and
+/// returns when the connection is finished: the writer has written every
+/// answer after the reader stopped (its queue closed), or the writer failed
+/// (then the reader is dropped too).
+///
+/// One task rather than two: a connection's reads and writes never need two
+/// threads at once, and one task saves a cross-thread wake-up per answer.
+/// Writes are asynchronous, so a slow reader of answers blocks only itself.
+pub(crate) async fn run_both<R, W>(peer: Peer, reader: R, writer: W)
+where
+    R: Future<Output = ()>,
+    W: Future<Output = io::Result<()>>,
+{
+    tokio::pin!(reader, writer);
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut writer => {
+                if let Err(e) = r {
+                    tracing::debug!(?peer, error = %e, "write failed; closing the connection");
+                }
+                break;
+            }
+            () = &mut reader, if reading => reading = false,
+        }
+    }
+    tracing::debug!(?peer, "connection closed");
+}
+
+/// End to end over a real socket, with a real dispatcher and service, on
+/// every engine this machine can run.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DispatchConfig;
+    use crate::service::Service;
+    use kms_proto::client::Client;
+    use kms_proto::frame::DEFAULT_MAX_FRAME;
+    use kms_proto::{ErrorKind, Operation, Response, ResponseBody};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::path::PathBuf;
+    use std::time::Instant;
+
+    const MAX_FRAME: usize = 64 * 1024;
+
+    fn engines() -> Vec<IoMode> {
+        let mut v = vec![IoMode::Epoll];
+        if uring_available() {
+            v.push(IoMode::Uring);
+        }
+        v
+    }
+
+    fn expected(io: IoMode) -> Engine {
+        match io {
+            IoMode::Uring => Engine::Uring,
+            _ => Engine::Epoll,
+        }
+    }
+
+    struct Server {
+        socket: PathBuf,
+        stop: tokio::sync::watch::Sender<bool>,
+        thread: Option<std::thread::JoinHandle<io::Result<Engine>>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Server {
+        fn start(io: IoMode, tweak: impl FnOnce(&mut TransportConfig)) -> Server {
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("run/kmsd.sock");
+            let data = dir.path().join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            let mut config = TransportConfig {
+                io,
+                io_threads: 2,
+                ..TransportConfig::default()
+            };
+            tweak(&mut config);
+            let root = Arc::new(crate::root::FileRoot::from_key(
+                crate::crypto::KeyMaterial::from_bytes([7; 32]),
+            ));
+            let limits = kms_proto::DecodeLimits {
+                max_frame: MAX_FRAME,
+                ..kms_proto::DecodeLimits::default()
+            };
+            let service = Arc::new(Service::open(&data, root, limits, 100).unwrap());
+            let dispatch = DispatchConfig {
+                queue_capacity: 1024,
+                workers: 1,
+                inline_small: true,
+            };
+            let dispatcher = Arc::new(Dispatcher::new(service, &dispatch).unwrap());
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let path = socket.clone();
+            let thread =
+                std::thread::spawn(move || serve(&path, &config, dispatcher, MAX_FRAME, rx));
+            // bind() listens at once, so the file's existence means
+            // connections will be queued; no probe connection is needed
+            // (it would count against max_connections).
+            let start = Instant::now();
+            while !socket.exists() {
+                assert!(!thread.is_finished(), "serve returned early");
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "socket never appeared"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Server {
+                socket,
+                stop,
+                thread: Some(thread),
+                _dir: dir,
+            }
+        }
+
+        fn client(&self) -> Client {
+            let c = Client::connect(&self.socket).unwrap();
+            c.stream()
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            c
+        }
+
+        fn raw(&self) -> UnixStream {
+            let s = UnixStream::connect(&self.socket).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s
+        }
+
+        /// Requests shutdown and waits for serve to return.
+        fn shutdown(mut self) -> (io::Result<Engine>, Duration) {
+            let start = Instant::now();
+            self.stop.send(true).unwrap();
+            let r = self.thread.take().unwrap().join().unwrap();
+            (r, start.elapsed())
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.stop.send(true);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Reads one response frame off a raw stream; `None` on EOF.
+    fn read_response(s: &mut UnixStream, buf: &mut BytesMut) -> Option<Response> {
+        let dec = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        loop {
+            if let Some(frame) = dec.decode(buf).unwrap() {
+                return Some(kms_proto::decode_response(&frame, DEFAULT_MAX_FRAME).unwrap());
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                // A reset after the server closed with unread input.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    fn random_request(id: u64, n: u32, out: &mut Vec<u8>) {
+        let req = kms_proto::Request {
+            request_id: id,
+            body: kms_proto::RequestBody::Single(Ok(Operation::GenerateRandom(
+                kms_proto::GenerateRandom { number_of_bytes: n },
+            ))),
+        };
+        kms_proto::codec::encode_request(&mut flatbuffers::FlatBufferBuilder::new(), &req, out);
+    }
+
+    #[test]
+    fn round_trip_and_pipelining_on_every_engine() {
+        for io in engines() {
+            let server = Server::start(io, |_| {});
+            let mut c = server.client();
+            assert_eq!(c.generate_random(32).unwrap().expose().len(), 32, "{io:?}");
+            // Many in flight at once: answers are gathered into few writes.
+            for _ in 0..500 {
+                c.send(Operation::GenerateRandom(kms_proto::GenerateRandom {
+                    number_of_bytes: 16,
+                }));
+            }
+            let mut ids: Vec<u64> = (0..500).map(|_| c.recv().unwrap().request_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), 500, "{io:?}: every request answered once");
+            let (r, _) = server.shutdown();
+            assert_eq!(r.unwrap(), expected(io));
+        }
+    }
+
+    #[test]
+    fn in_flight_cap_stalls_only_that_connection() {
+        for io in engines() {
+            let server = Server::start(io, |c| c.max_in_flight = 2);
+            // 300 requests written before any answer is read: the daemon
+            // stops reading at 2 in flight and resumes as answers drain.
+            let mut s = server.raw();
+            let mut frames = Vec::new();
+            for id in 1..=300 {
+                random_request(id, 1024, &mut frames);
+            }
+            let writer = {
+                let mut s = s.try_clone().unwrap();
+                std::thread::spawn(move || s.write_all(&frames).unwrap())
+            };
+            // Meanwhile another connection is served normally.
+            let mut other = server.client();
+            assert_eq!(other.generate_random(8).unwrap().expose().len(), 8);
+            let mut buf = BytesMut::new();
+            for _ in 0..300 {
+                let r = read_response(&mut s, &mut buf).expect("answer");
+                assert!(
+                    matches!(r.body, ResponseBody::Single(Ok(_))),
+                    "{io:?}: {r:?}"
+                );
+            }
+            writer.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_its_answers_stops_being_read() {
+        for io in engines() {
+            let server = Server::start(io, |c| c.max_in_flight = 8);
+            let mut frame = Vec::new();
+            random_request(1, 1, &mut frame);
+            // Offer 8 MiB of requests without reading a single answer. Once
+            // the answers fill the socket and 8 are in flight, the daemon
+            // must stop reading, so only about two socket buffers' worth
+            // can ever be written.
+            let mut s = server.raw();
+            s.set_nonblocking(true).unwrap();
+            let batch: Vec<u8> = frame
+                .iter()
+                .copied()
+                .cycle()
+                .take(frame.len() * 1000)
+                .collect();
+            let (mut sent, mut pos) = (0usize, 0usize);
+            let mut last_progress = Instant::now();
+            while sent < 8 << 20 && last_progress.elapsed() < Duration::from_millis(500) {
+                match s.write(&batch[pos..]) {
+                    Ok(n) => {
+                        sent += n;
+                        pos = (pos + n) % batch.len();
+                        last_progress = Instant::now();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => panic!("{io:?}: {e}"),
+                }
+            }
+            assert!(
+                sent < 2 << 20,
+                "{io:?}: the daemon kept reading ({sent} bytes)"
+            );
+            // Everyone else is unaffected.
+            assert_eq!(
+                server.client().generate_random(4).unwrap().expose().len(),
+                4,
+                "{io:?}"
+            );
+        }
+    }
+
+    fn frame_error_closes_only_that_connection(io: IoMode, prefix: [u8; 4]) {
+        let server = Server::start(io, |_| {});
+        let mut bystander = server.client();
+        assert_eq!(bystander.generate_random(4).unwrap().expose().len(), 4);
+
+        let mut s = server.raw();
+        s.write_all(&prefix).unwrap();
+        let mut buf = BytesMut::new();
+        let r = read_response(&mut s, &mut buf).expect("a frame-level answer");
+        assert_eq!(r.request_id, 0);
+        match r.body {
+            ResponseBody::Error(e) => assert_eq!(e.kind, ErrorKind::Validation, "{io:?}: {e}"),
+            other => panic!("{io:?}: expected a frame-level error, got {other:?}"),
+        }
+        assert!(
+            read_response(&mut s, &mut buf).is_none(),
+            "{io:?}: connection closed"
+        );
+        assert_eq!(
+            bystander.generate_random(4).unwrap().expose().len(),
+            4,
+            "{io:?}"
+        );
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_and_the_connection_closed() {
+        for io in engines() {
+            let len = u32::try_from(MAX_FRAME + 1).unwrap();
+            frame_error_closes_only_that_connection(io, len.to_le_bytes());
+        }
+    }
+
+    #[test]
+    fn empty_frame_is_refused_and_the_connection_closed() {
+        for io in engines() {
+            frame_error_closes_only_that_connection(io, [0; 4]);
+        }
+    }
+
+    #[test]
+    fn eof_mid_frame_just_closes() {
+        for io in engines() {
+            let server = Server::start(io, |_| {});
+            let mut s = server.raw();
+            s.write_all(&[100, 0, 0, 0, 1, 2, 3]).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            assert!(
+                read_response(&mut s, &mut BytesMut::new()).is_none(),
+                "{io:?}"
+            );
+            assert_eq!(
+                server.client().generate_random(4).unwrap().expose().len(),
+                4
+            );
+        }
+    }
+
+    #[test]
+    fn connections_beyond_the_cap_are_closed_at_once() {
+        for io in engines() {
+            let server = Server::start(io, |c| c.max_connections = 1);
+            let mut first = server.client();
+            assert_eq!(first.generate_random(4).unwrap().expose().len(), 4);
+            let mut second = server.raw();
+            let mut req = Vec::new();
+            random_request(1, 4, &mut req);
+            // The write may already fail if the close was quick.
+            let _ = second.write_all(&req);
+            assert!(
+                read_response(&mut second, &mut BytesMut::new()).is_none(),
+                "{io:?}"
+            );
+            drop(first);
+            // Once the first is gone, a new connection is served.
+            let start = Instant::now();
+            loop {
+                let mut s = server.raw();
+                let _ = s.write_all(&req);
+                if read_response(&mut s, &mut BytesMut::new()).is_some() {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{io:?}: slot never freed"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    #[test]
+    fn shutdown_closes_idle_connections_removes_the_socket_and_returns() {
+        for io in engines() {
+            let server = Server::start(io, |c| c.shutdown_grace_secs = 30);
+            let socket = server.socket.clone();
+            let mut idle = server.raw();
+            let mut c = server.client();
+            assert_eq!(c.generate_random(4).unwrap().expose().len(), 4);
+            let (r, took) = server.shutdown();
+            assert_eq!(r.unwrap(), expected(io));
+            // Idle connections have nothing in flight: no waiting for grace.
+            assert!(took < Duration::from_secs(10), "{io:?}: took {took:?}");
+            assert!(!socket.exists(), "{io:?}: socket file removed");
+            assert!(
+                read_response(&mut idle, &mut BytesMut::new()).is_none(),
+                "{io:?}"
+            );
+            assert!(UnixStream::connect(&socket).is_err());
+        }
+    }
+
+    #[test]
+    fn shutdown_gives_up_on_a_peer_that_never_reads_after_the_grace_period() {
+        for io in engines() {
+            let server = Server::start(io, |c| {
+                c.shutdown_grace_secs = 1;
+                c.max_in_flight = 4096;
+            });
+            // ~2 MiB of answers nobody reads: the writer is stuck on a full
+            // socket buffer.
+            let mut s = server.raw();
+            let mut frames = Vec::new();
+            for id in 1..=2000 {
+                random_request(id, 1024, &mut frames);
+            }
+            s.write_all(&frames).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            let socket = server.socket.clone();
+            let (r, took) = server.shutdown();
+            assert_eq!(r.unwrap(), expected(io));
+            assert!(
+                took >= Duration::from_millis(900),
+                "{io:?}: waited {took:?}"
+            );
+            assert!(took < Duration::from_secs(8), "{io:?}: waited {took:?}");
+            assert!(!socket.exists());
+        }
+    }
+
+    #[test]
+    fn second_server_on_a_live_socket_is_refused() {
+        let server = Server::start(IoMode::Epoll, |_| {});
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let dir = tempfile::tempdir().unwrap();
+        let service = Arc::new(
+            Service::open(
+                dir.path(),
+                Arc::new(crate::root::FileRoot::from_key(
+                    crate::crypto::KeyMaterial::from_bytes([7; 32]),
+                )),
+                kms_proto::DecodeLimits::default(),
+                10,
+            )
+            .unwrap(),
+        );
+        let d = Arc::new(Dispatcher::new(service, &DispatchConfig::default()).unwrap());
+        let err = serve(
+            &server.socket,
+            &TransportConfig::default(),
+            d,
+            MAX_FRAME,
+            rx,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("already serving"), "{err}");
+        assert_eq!(
+            server.client().generate_random(4).unwrap().expose().len(),
+            4
+        );
+    }
+
+    #[test]
+    fn auto_picks_uring_when_available_and_uring_mode_fails_clearly_otherwise() {
+        let server = Server::start(IoMode::Auto, |_| {});
+        let (r, _) = server.shutdown();
+        let want = if uring_available() {
+            Engine::Uring
+        } else {
+            Engine::Epoll
+        };
+        assert_eq!(r.unwrap(), want);
+        if !uring_available() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sock");
+            let (_tx, rx) = tokio::sync::watch::channel(false);
+            let service = Arc::new(
+                Service::open(
+                    dir.path(),
+                    Arc::new(crate::root::FileRoot::from_key(
+                        crate::crypto::KeyMaterial::from_bytes([7; 32]),
+                    )),
+                    kms_proto::DecodeLimits::default(),
+                    10,
+                )
+                .unwrap(),
+            );
+            let d = Arc::new(Dispatcher::new(service, &DispatchConfig::default()).unwrap());
+            let config = TransportConfig {
+                io: IoMode::Uring,
+                ..TransportConfig::default()
+            };
+            let err = serve(&path, &config, d, MAX_FRAME, rx).unwrap_err();
+            assert!(err.to_string().contains("io_uring"), "{err}");
+            assert!(
+                !path.exists(),
+                "nothing bound when the engine is unavailable"
+            );
+        }
+    }
+
+    #[test]
+    fn write_queue_gathers_and_never_grows_its_buffer() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let mut q = WriteQueue::new(rx);
+            let cap = q.buf.capacity();
+            let small = |n: usize| Outgoing {
+                frame: vec![1; n],
+                permit: None,
+            };
+            for _ in 0..3 {
+                tx.send(small(100)).unwrap();
+            }
+            tx.send(small(cap - 200)).unwrap(); // does not fit behind 300
+            tx.send(small(cap + 1)).unwrap(); // larger than the buffer
+            assert!(matches!(q.next().await, Some(Chunk::Gathered)));
+            assert_eq!(q.buf.len(), 300);
+            q.written();
+            assert!(matches!(q.next().await, Some(Chunk::Gathered)));
+            assert_eq!(q.buf.len(), cap - 200);
+            q.written();
+            match q.next().await {
+                Some(Chunk::Large(o)) => assert_eq!(o.frame.len(), cap + 1),
+                _ => panic!("expected the large answer on its own"),
+            }
+            assert_eq!(q.buf.capacity(), cap);
+            drop(tx);
+            assert!(q.next().await.is_none());
+        });
+    }
+
+    #[test]
+    fn permits_return_only_after_the_answer_is_written() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let sem = Arc::new(Semaphore::new(1));
+            let (tx, rx) = mpsc::unbounded_channel();
+            let mut q = WriteQueue::new(rx);
+            Reply::new(tx, Some(Arc::clone(&sem).try_acquire_owned().unwrap())).send(vec![9; 10]);
+            assert!(matches!(q.next().await, Some(Chunk::Gathered)));
+            assert_eq!(sem.available_permits(), 0, "held while being written");
+            q.written();
+            assert_eq!(sem.available_permits(), 1);
+        });
+    }
+}

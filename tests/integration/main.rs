@@ -1,0 +1,9 @@
+//! The one integration test binary: protocol bytes to types, the service
+//! in-process, and end to end over a real socket with the real binaries.
+
+mod e2e;
+mod kmsctl;
+mod protocol;
+mod service;
+mod support;
+mod vectors;

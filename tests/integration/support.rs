@@ -1,0 +1,227 @@
+//! Test harness: the real `kmsd` binary in a temporary directory, and the real
+//! `kmsctl` binary pointed at it.
+//!
+//! Every [`Daemon`] has its own directory (socket, data dir, log), so tests
+//! run in parallel without sharing state. The daemon's stderr goes to
+//! `<dir>/kmsd.log` (appended across restarts); failures quote it.
+#![allow(dead_code)]
+
+use kms_proto::client::Client;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long start-up and shutdown may take.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running (or stopped) kmsd with its own socket and data directory.
+pub struct Daemon {
+    /// Holds the socket, the data dir and the log; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// `<dir>/kmsd.sock`.
+    pub socket: PathBuf,
+    /// `<dir>/data`.
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts the real kmsd binary: `kmsd serve --socket <dir>/kmsd.sock
+    /// --data-dir <dir>/data` plus `args`, with stderr captured to
+    /// `<dir>/kmsd.log`; waits until the socket accepts a connection
+    /// (timeout 20 s; on timeout, or if kmsd exits first, panics with the
+    /// log contents).
+    pub fn start(args: &[&str]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("kmsd-test-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let socket = dir.path().join("kmsd.sock");
+        let data_dir = dir.path().join("data");
+        let mut d = Daemon {
+            dir,
+            socket,
+            data_dir,
+            child: None,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("kmsd.log")
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "kmsd is already running");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("opening kmsd.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kmsd"))
+            .arg("serve")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning the log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning kmsd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!(
+                    "kmsd exited during start-up ({status}); log:\n{}",
+                    self.log()
+                );
+            }
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "kmsd did not accept connections on {} within {TIMEOUT:?}; log:\n{}",
+                    self.socket.display(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A new blocking client connection (with 20 s read/write timeouts, so a
+    /// hung daemon fails the test instead of hanging it).
+    pub fn client(&self) -> Client {
+        let c = Client::connect(&self.socket).unwrap_or_else(|e| {
+            panic!(
+                "connecting to {}: {e}; log:\n{}",
+                self.socket.display(),
+                self.log()
+            )
+        });
+        c.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
+        c.stream().set_write_timeout(Some(TIMEOUT)).unwrap();
+        c
+    }
+
+    /// Whether the daemon process is running (as far as this harness knows).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGTERM, wait for exit (timeout 20 s), assert exit status 0.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("kmsd is not running");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::TERM,
+        )
+        .expect("sending SIGTERM");
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for kmsd") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "kmsd did not exit within {TIMEOUT:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "kmsd exited with {status} after SIGTERM; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGKILL (a real crash): no drain, the socket file stays behind.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("kmsd is not running");
+        child.kill().expect("sending SIGKILL");
+        child.wait().expect("waiting for kmsd");
+    }
+
+    /// Starts again on the same socket and data dir with the same args
+    /// (stopping it with SIGTERM first if it is still running).
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+        self.spawn();
+    }
+
+    /// Runs the real kmsctl binary with `--socket <socket>` prepended and
+    /// `stdin` (empty when None) as its standard input.
+    pub fn kmsctl(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsctl"));
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        run_with_stdin(cmd, stdin)
+    }
+
+    /// The daemon's log so far (stderr and stdout of every start).
+    pub fn log(&self) -> String {
+        std::fs::read(self.log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|e| format!("<no log: {e}>"))
+    }
+}
+
+/// Runs `cmd` with `stdin` fed from a thread (so a large input cannot
+/// deadlock against a full stdout pipe) and collects its output.
+pub fn run_with_stdin(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning the command");
+    let feeder = stdin.map(|bytes| {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let bytes = bytes.to_vec();
+        // The child may exit without reading everything (e.g. a usage error);
+        // a broken pipe then is not the test's failure.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        })
+    });
+    let out = child.wait_with_output().expect("waiting for the command");
+    if let Some(f) = feeder {
+        f.join().expect("stdin feeder");
+    }
+    out
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
