@@ -148,9 +148,11 @@ fn main() {
     for (io, io_name) in engines {
         for inline in [true, false] {
             let dir = tempfile::tempdir().unwrap();
-            let mut config = Config::default();
-            config.socket = dir.path().join("kmsd.sock");
-            config.data_dir = dir.path().join("data");
+            let mut config = Config {
+                socket: dir.path().join("kmsd.sock"),
+                data_dir: dir.path().join("data"),
+                ..Config::default()
+            };
             config.transport.io = io;
             config.dispatch.inline_small = inline;
             std::fs::create_dir_all(&config.data_dir).unwrap();

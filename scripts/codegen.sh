@@ -16,10 +16,13 @@ repo=$PWD
 
 scripts/install-deps.sh
 # scripts/tools is its own small workspace (it does not build the generated
-# code, so this works even when that code is broken); it shares the main
-# target directory, so the flatc built for the tests is reused.
+# code, so this works even when that code is broken). It takes its dependency
+# versions from the main Cargo.lock (cargo prunes the copy to what it needs)
+# and shares the main target directory, so the flatc built for the tests is
+# reused instead of being built again.
+cp Cargo.lock scripts/tools/Cargo.lock
 flatc=$(CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" \
-  cargo run --quiet --locked --manifest-path scripts/tools/Cargo.toml --bin kms-flatc-path)
+  cargo run --quiet --manifest-path scripts/tools/Cargo.toml --bin kms-flatc-path)
 version=$("$flatc" --version)
 case "$version" in
   *" 23.5.26") ;;

@@ -25,6 +25,10 @@ export RUSTC_BOOTSTRAP=1
 seconds=${FUZZ_SECONDS:-30}
 targets=${FUZZ_TARGETS:-frame_decode}
 
+# fuzz/Cargo.lock is not committed; start it from the main lock so that the
+# protocol crate's dependencies have the versions the workspace tests.
+[ -f fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
+
 cd fuzz
 for target in $targets; do
   [ -d "seeds/$target" ] || { echo "fuzz-smoke: no seeds for $target" >&2; exit 1; }

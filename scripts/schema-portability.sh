@@ -34,8 +34,10 @@ fi
 python=/usr/bin/python3 # the interpreter Debian's python3-flatbuffers is for
 debian_flatc=/usr/bin/flatc
 
-# The Rust helpers (a standalone package sharing the main target directory,
-# so the vendored flatc the tests built is reused).
+# The Rust helpers: a standalone package with the main Cargo.lock's versions
+# (cargo prunes the copy) sharing the main target directory, so the vendored
+# flatc the tests built is reused.
+cp Cargo.lock scripts/tools/Cargo.lock
 target=${CARGO_TARGET_DIR:-$repo/target}
 CARGO_TARGET_DIR=$target cargo build --quiet --manifest-path scripts/tools/Cargo.toml \
   --features interop --bins

@@ -129,7 +129,7 @@ pub enum DataKeySpec {
 
 impl DataKeySpec {
     /// Length of the key in bytes.
-    pub fn len(self) -> u32 {
+    pub fn num_bytes(self) -> u32 {
         match self {
             DataKeySpec::Aes128 => 16,
             DataKeySpec::Aes256 => 32,

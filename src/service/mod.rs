@@ -148,8 +148,15 @@ pub fn key_arn(id: &[u8; 16]) -> String {
 }
 
 /// Parses a key id or key ARN. Anything else is NotFoundException, as AWS
-/// answers for identifiers it cannot resolve.
+/// answers for identifiers it cannot resolve; an identifier over 2048
+/// characters is ValidationException.
 pub fn parse_key_id(s: &str) -> Result<[u8; 16], KmsError> {
+    use kms_proto::types::limits::MAX_KEY_ID_LEN;
+    if s.len() > MAX_KEY_ID_LEN {
+        return Err(KmsError::validation(format!(
+            "KeyId is longer than {MAX_KEY_ID_LEN} characters"
+        )));
+    }
     let bare = s.strip_prefix(ARN_PREFIX).unwrap_or(s);
     if bare.len() == 36 {
         if let Ok(u) = uuid::Uuid::try_parse(bare) {

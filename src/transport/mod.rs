@@ -3,9 +3,9 @@
 //! Only this module does socket I/O. Two engines serve the same behaviour:
 //! epoll through tokio ([`Engine::Epoll`], `epoll.rs`) and io_uring through
 //! tokio-uring ([`Engine::Uring`], `uring.rs`). What they share lives here:
-//! the per-connection frame loop ([`Conn`]), the batching writer queue
-//! ([`WriteQueue`]), the reader/writer pairing ([`run_both`]), the accept
-//! loop ([`accept_loop`]) and the connection count ([`Tracker`]).
+//! the per-connection frame loop (`Conn`), the batching writer queue
+//! (`WriteQueue`), the reader/writer pairing (`run_both`), the accept loop
+//! (`accept_loop`) and the connection count (`Tracker`).
 //!
 //! Per connection:
 //! - SO_PEERCRED is read once at accept; it is the caller's identity.
@@ -15,7 +15,7 @@
 //!   with the answer and is released only once the answer is written. A
 //!   connection that sends too much or never reads its answers simply stops
 //!   being read; nobody else is affected.
-//! - Answers are gathered into one write of up to [`WRITE_BATCH`] bytes,
+//! - Answers are gathered into one write of up to 256 KiB,
 //!   then that buffer is zeroized (answers carry plaintext data keys).
 //! - A framing error (too large, empty) is answered with one
 //!   ValidationException and the connection is closed: a byte stream cannot

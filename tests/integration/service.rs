@@ -213,6 +213,19 @@ fn unknown_and_malformed_key_ids() {
 }
 
 #[test]
+fn overlong_key_id_is_a_validation_error() {
+    let svc = service();
+    let long = "k".repeat(2049);
+    assert_eq!(
+        kind(svc.call(
+            &Operation::DescribeKey(DescribeKey { key_id: &long }),
+            &PEER
+        )),
+        ErrorKind::Validation
+    );
+}
+
+#[test]
 fn encrypt_decrypt_with_context() {
     let svc = service();
     let key = create(&svc);

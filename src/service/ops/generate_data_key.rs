@@ -21,7 +21,7 @@ pub fn validate(req: &GenerateDataKey<'_>) -> Result<usize, KmsError> {
             "NumberOfBytes {n} is out of range 1..={MAX_DATA_KEY_BYTES}"
         ))),
         (Some(n), None) => Ok(n as usize),
-        (None, Some(spec)) => Ok(spec.len() as usize),
+        (None, Some(spec)) => Ok(spec.num_bytes() as usize),
     }
 }
 
