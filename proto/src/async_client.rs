@@ -22,7 +22,7 @@
 //! requests in flight per connection and stops reading beyond the cap; the
 //! writer then waits (backpressure) while the reader keeps collecting answers.
 
-use crate::client::ClientError;
+use crate::client::{batch_answer, mismatch, single_answer, ClientError};
 use crate::codec::{decode_response, encode_request};
 use crate::error::{ErrorKind, KmsError};
 use crate::frame::{FrameDecoder, DEFAULT_MAX_FRAME};
@@ -259,28 +259,14 @@ impl AsyncClient {
     /// Sends one operation and waits for its answer. Any number of calls may
     /// be in flight at once, from any number of tasks.
     pub async fn call(&self, op: Operation<'_>) -> Result<Output, ClientError> {
-        match self.request(RequestBody::Single(Ok(op))).await? {
-            ResponseBody::Single(outcome) => Ok(outcome?),
-            ResponseBody::Error(e) => Err(e.into()),
-            ResponseBody::Batch(_) => Err(KmsError::new(
-                ErrorKind::Serialization,
-                "batch answer to a single request",
-            )
-            .into()),
-        }
+        single_answer(self.request(RequestBody::Single(Ok(op))).await?)
     }
 
     /// Sends a batch and waits for its answers, item by item.
     pub async fn batch(&self, ops: Vec<Operation<'_>>) -> Result<Vec<Outcome>, ClientError> {
         let n = ops.len();
         let body = RequestBody::Batch(ops.into_iter().map(Ok).collect());
-        match self.request(body).await? {
-            ResponseBody::Batch(items) if items.len() == n => Ok(items),
-            ResponseBody::Error(e) => Err(e.into()),
-            _ => Err(
-                KmsError::new(ErrorKind::Serialization, "answer does not match the batch").into(),
-            ),
-        }
+        batch_answer(self.request(body).await?, n)
     }
 
     /// CreateKey.
@@ -396,10 +382,6 @@ impl AsyncClient {
             _ => Err(mismatch()),
         }
     }
-}
-
-fn mismatch() -> ClientError {
-    KmsError::new(ErrorKind::Serialization, "answer of the wrong operation").into()
 }
 
 /// Writes queued frames, coalescing what is queued into one write. Ends when

@@ -151,15 +151,7 @@ impl Client {
     /// with nothing else in flight.
     pub fn call(&mut self, op: Operation<'_>) -> Result<Output, ClientError> {
         let id = self.send(op);
-        match self.recv_for(id)? {
-            ResponseBody::Single(outcome) => Ok(outcome?),
-            ResponseBody::Error(e) => Err(e.into()),
-            ResponseBody::Batch(_) => Err(KmsError::new(
-                ErrorKind::Serialization,
-                "batch answer to a single request",
-            )
-            .into()),
-        }
+        single_answer(self.recv_for(id)?)
     }
 
     /// Sends a batch and waits for its answers, item by item. Use on a
@@ -167,13 +159,7 @@ impl Client {
     pub fn batch(&mut self, ops: Vec<Operation<'_>>) -> Result<Vec<Outcome>, ClientError> {
         let n = ops.len();
         let id = self.send_batch(ops);
-        match self.recv_for(id)? {
-            ResponseBody::Batch(items) if items.len() == n => Ok(items),
-            ResponseBody::Error(e) => Err(e.into()),
-            _ => Err(
-                KmsError::new(ErrorKind::Serialization, "answer does not match the batch").into(),
-            ),
-        }
+        batch_answer(self.recv_for(id)?, n)
     }
 
     /// CreateKey.
@@ -270,6 +256,27 @@ impl Client {
     }
 }
 
-fn mismatch() -> ClientError {
+/// An answer of the wrong operation.
+pub(crate) fn mismatch() -> ClientError {
     KmsError::new(ErrorKind::Serialization, "answer of the wrong operation").into()
+}
+
+/// The output of a single-operation request's answer.
+pub(crate) fn single_answer(body: ResponseBody) -> Result<Output, ClientError> {
+    match body {
+        ResponseBody::Single(outcome) => Ok(outcome?),
+        ResponseBody::Error(e) => Err(e.into()),
+        ResponseBody::Batch(_) => {
+            Err(KmsError::new(ErrorKind::Serialization, "batch answer to a single request").into())
+        }
+    }
+}
+
+/// The outcomes of a batch's answer, which must have one per item.
+pub(crate) fn batch_answer(body: ResponseBody, items: usize) -> Result<Vec<Outcome>, ClientError> {
+    match body {
+        ResponseBody::Batch(outcomes) if outcomes.len() == items => Ok(outcomes),
+        ResponseBody::Error(e) => Err(e.into()),
+        _ => Err(KmsError::new(ErrorKind::Serialization, "answer does not match the batch").into()),
+    }
 }

@@ -181,8 +181,8 @@ pub struct GenerateDataKey<'a> {
     pub context: Context<'a>,
 }
 
-/// Encrypt.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Encrypt. Its Debug output redacts the plaintext.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Encrypt<'a> {
     /// Key id or ARN.
     pub key_id: &'a str,
@@ -190,6 +190,19 @@ pub struct Encrypt<'a> {
     pub plaintext: &'a [u8],
     /// Encryption context.
     pub context: Context<'a>,
+}
+
+impl fmt::Debug for Encrypt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Encrypt")
+            .field("key_id", &self.key_id)
+            .field(
+                "plaintext",
+                &format_args!("<{} bytes redacted>", self.plaintext.len()),
+            )
+            .field("context", &self.context)
+            .finish()
+    }
 }
 
 /// Decrypt.
@@ -431,4 +444,24 @@ pub struct Response {
     pub request_id: u64,
     /// The answer.
     pub body: ResponseBody,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_plaintext() {
+        let secret = b"very secret plaintext";
+        let e = Encrypt {
+            key_id: "k",
+            plaintext: secret,
+            context: vec![],
+        };
+        let shown = format!("{e:?}");
+        assert!(shown.contains("21 bytes redacted"), "{shown}");
+        assert!(!shown.contains("118"), "{shown}"); // b'v' as a number
+        let s = SecretBytes::from_slice(secret);
+        assert_eq!(format!("{s:?}"), "SecretBytes(<21 bytes redacted>)");
+    }
 }

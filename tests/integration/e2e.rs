@@ -456,3 +456,29 @@ fn client_for_uses_the_default_io_engine() {
         dk.plaintext
     );
 }
+
+#[test]
+fn check_config_accepts_valid_files_and_names_the_problem_in_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str| {
+        let path = dir.path().join("kmsd.toml");
+        std::fs::write(&path, text).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_kmsd"))
+            .arg("--check-config")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let ok = check("[transport]\nio = \"auto\"\nmax_in_flight = 64\n[dispatch]\nworkers = 3\n");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let unknown = check("[transport]\nmax_inflight = 64\n");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown field"));
+    let range = check("[limits]\nmax_batch = 0\n");
+    assert!(!range.status.success());
+    assert!(String::from_utf8_lossy(&range.stderr).contains("max_batch"));
+}
