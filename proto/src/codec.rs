@@ -900,3 +900,54 @@ pub fn decode_response(buf: &[u8], max_frame: usize) -> Result<Response, KmsErro
         body,
     })
 }
+
+/// A response read only as far as a load generator or a monitor needs: its
+/// request id, how many items it answered, and the exception name of each
+/// failed item (passed to `on_error`). The frame is verified like
+/// `decode_response`, but no output is copied.
+pub fn tally_response(
+    buf: &[u8],
+    max_frame: usize,
+    mut on_error: impl FnMut(&str),
+) -> Result<ResponseTally, KmsError> {
+    let r = flatbuffers::root_with_opts::<fb::Response>(&response_verifier_options(max_frame), buf)
+        .map_err(|e| malformed(&e.to_string()))?;
+    let mut tally = ResponseTally {
+        request_id: r.request_id(),
+        items: 0,
+        failed: 0,
+        frame_error: r.error().is_some(),
+    };
+    let mut count = |o: Option<fb::Error<'_>>| {
+        tally.items += 1;
+        if let Some(e) = o {
+            tally.failed += 1;
+            on_error(e.name().unwrap_or_default());
+        }
+    };
+    if let Some(e) = r.error() {
+        count(Some(e));
+    } else if let Some(o) = r.outcome() {
+        count(o.error());
+    } else if let Some(items) = r.batch() {
+        for o in items.iter() {
+            count(o.error());
+        }
+    } else {
+        return Err(malformed("response has no error, outcome or batch"));
+    }
+    Ok(tally)
+}
+
+/// What `tally_response` counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseTally {
+    /// The request id the response answers.
+    pub request_id: u64,
+    /// Items answered (1 for a single operation or a frame-level error).
+    pub items: u32,
+    /// Items that carry an error.
+    pub failed: u32,
+    /// The whole frame was refused (its one error stands for every item).
+    pub frame_error: bool,
+}

@@ -27,8 +27,8 @@ pub mod types;
 pub mod async_client;
 
 pub use codec::{
-    decode_request, decode_response, encode_request, encode_response, DecodeLimits, RequestError,
-    PROTOCOL_VERSION,
+    decode_request, decode_response, encode_request, encode_response, tally_response, DecodeLimits,
+    RequestError, ResponseTally, PROTOCOL_VERSION,
 };
 pub use error::{ErrorKind, KmsError};
 pub use types::*;

@@ -1301,3 +1301,43 @@ fn unknown_error_names_and_output_types_in_responses() {
         ErrorKind::Serialization
     );
 }
+
+#[test]
+fn tally_counts_items_and_names_failures_without_decoding_outputs() {
+    let mut out = Vec::new();
+    encode_response(
+        &mut FlatBufferBuilder::new(),
+        &Response {
+            request_id: 42,
+            body: ResponseBody::Batch(vec![
+                Ok(Output::GenerateRandom(GenerateRandomOutput {
+                    plaintext: SecretBytes::from_slice(&[1; 32]),
+                })),
+                Err(KmsError::new(ErrorKind::NotFound, "no such key")),
+                Err(KmsError::new(ErrorKind::Throttling, "slow down")),
+            ]),
+        },
+        &mut out,
+    );
+    let mut names = Vec::new();
+    let t = tally_response(&out[4..], DEFAULT_MAX_FRAME, |n| names.push(n.to_owned())).unwrap();
+    assert_eq!(
+        t,
+        ResponseTally {
+            request_id: 42,
+            items: 3,
+            failed: 2,
+            frame_error: false
+        }
+    );
+    assert_eq!(names, ["NotFoundException", "ThrottlingException"]);
+
+    let mut out = Vec::new();
+    encode_error_response(7, &KmsError::validation("batch too large"), &mut out);
+    let t = tally_response(&out[4..], DEFAULT_MAX_FRAME, |n| {
+        assert_eq!(n, "ValidationException")
+    })
+    .unwrap();
+    assert!(t.frame_error && t.request_id == 7 && t.failed == 1);
+    assert!(tally_response(b"not a flatbuffer", DEFAULT_MAX_FRAME, |_| {}).is_err());
+}

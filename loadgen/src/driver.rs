@@ -1,0 +1,716 @@
+//! Drives a target with a frame pool: closed loop (a fixed number of requests
+//! in flight, each answer immediately replaced) or open loop (requests sent
+//! on a fixed schedule whatever the answers do).
+//!
+//! Open-loop latency counts from each request's *intended* send time, not
+//! from when it was actually written: a stall in the daemon (or in this
+//! process) is charged to every request it delayed, as in wrk2, so
+//! coordinated omission cannot hide queueing.
+//!
+//! The load generator shares the machine with the daemon, so the hot loops
+//! avoid work: frames are prepared (`FramePool`), answers are only verified
+//! and tallied (`kms_proto::tally_response`), latencies go to a thread-local
+//! histogram merged every 100 ms, and the closed loop uses one thread per
+//! connection with one blocking read and one non-blocking send per wake-up.
+
+use crate::report::Progress;
+use crate::run::{LoadModel, RunResult, TargetKind};
+use crate::workload::FramePool;
+use anyhow::{anyhow, bail, Context as _};
+use hdrhistogram::Histogram;
+use kms_proto::frame::peek_len;
+use kmsd::dispatch::Peer;
+use kmsd::service::{ExecMode, Service};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Who answers the frames.
+pub enum Target<'a> {
+    /// kmsd (or anything speaking the protocol) at this socket.
+    Daemon(&'a Path),
+    /// The echo server at this socket: answers are the requests, in order.
+    Echo(&'a Path),
+    /// The service in this process, called on `connections` threads.
+    InProcess(&'a Service),
+}
+
+impl Target<'_> {
+    fn kind(&self) -> TargetKind {
+        match self {
+            Target::Daemon(_) => TargetKind::Daemon,
+            Target::Echo(_) => TargetKind::Echo,
+            Target::InProcess(_) => TargetKind::InProcess,
+        }
+    }
+}
+
+/// How long and how hard.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Closed or open loop.
+    pub model: LoadModel,
+    /// Load offered before the measured window (not recorded).
+    pub warmup: Duration,
+    /// The measured window.
+    pub duration: Duration,
+    /// Print a progress line every second.
+    pub progress: bool,
+    /// The target's pid, to report its CPU and RSS (found from the socket's
+    /// SO_PEERCRED when None).
+    pub target_pid: Option<i32>,
+}
+
+/// Shortest sleep of the open loop's writer.
+const MIN_SLEEP: Duration = Duration::from_micros(50);
+
+/// How long to wait for answers still in flight after the window.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Largest answer frame accepted (the protocol's default frame limit).
+const MAX_FRAME: usize = kms_proto::frame::DEFAULT_MAX_FRAME;
+
+/// State the connection threads share with the coordinating thread.
+struct Shared {
+    /// Start of the measured window and its end.
+    window: (Instant, Instant),
+    /// Measured operations and failed operations so far (for progress).
+    ops: AtomicU64,
+    failed: AtomicU64,
+    /// Latencies recorded so far, merged from the threads every 100 ms.
+    latency: Mutex<Histogram<u64>>,
+    /// Set when any thread fails: everyone stops, the run reports it.
+    abort: AtomicBool,
+    error: Mutex<Option<anyhow::Error>>,
+}
+
+/// What one connection thread counted.
+struct Tally {
+    requests: u64,
+    operations: u64,
+    errors: BTreeMap<String, u64>,
+    local: Histogram<u64>,
+    last_flush: Instant,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            requests: 0,
+            operations: 0,
+            errors: BTreeMap::new(),
+            local: RunResult::new_histogram(),
+            last_flush: Instant::now(),
+        }
+    }
+
+    fn record(&mut self, shared: &Shared, latency: Duration, items: u64) {
+        self.requests += 1;
+        self.operations += items;
+        self.local
+            .saturating_record((latency.as_nanos() as u64).max(1));
+        shared.ops.fetch_add(items, Ordering::Relaxed);
+    }
+
+    fn error(&mut self, shared: &Shared, name: &str, count: u64) {
+        let name = if name.is_empty() { "(unnamed)" } else { name };
+        match self.errors.get_mut(name) {
+            Some(n) => *n += count,
+            None => {
+                self.errors.insert(name.to_owned(), count);
+            }
+        }
+        shared.failed.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Verifies and tallies one answer frame of `items` operations; errors
+    /// count only if `measured` says the request belongs to the window.
+    /// Returns the request id.
+    fn answer(
+        &mut self,
+        shared: &Shared,
+        frame: &[u8],
+        items: u64,
+        measured: impl Fn(u64) -> bool,
+    ) -> anyhow::Result<u64> {
+        let mut names: Vec<String> = Vec::new();
+        let t = kms_proto::tally_response(frame, MAX_FRAME, |name| names.push(name.to_owned()))
+            .map_err(|e| anyhow!("bad answer: {e}"))?;
+        if !names.is_empty() && measured(t.request_id) {
+            // A frame-level error stands for every item of the frame.
+            let each = if t.frame_error { items } else { 1 };
+            for name in &names {
+                self.error(shared, name, each);
+            }
+        }
+        Ok(t.request_id)
+    }
+
+    fn maybe_flush(&mut self, shared: &Shared, now: Instant) {
+        if now.duration_since(self.last_flush) >= Duration::from_millis(100) {
+            self.flush(shared, now);
+        }
+    }
+
+    fn flush(&mut self, shared: &Shared, now: Instant) {
+        if !self.local.is_empty() {
+            shared
+                .latency
+                .lock()
+                .add(&self.local)
+                .expect("same histogram bounds");
+            self.local.reset();
+        }
+        self.last_flush = now;
+    }
+}
+
+impl Shared {
+    fn fail(&self, e: anyhow::Error) {
+        let mut slot = self.error.lock();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.abort.store(true, Ordering::Relaxed);
+    }
+
+    fn in_window(&self, t: Instant) -> bool {
+        t >= self.window.0 && t < self.window.1
+    }
+}
+
+/// Runs `pool` against `target` and returns what the measured window saw.
+pub fn run(
+    target: Target<'_>,
+    pool: &FramePool,
+    workload: &str,
+    opts: &RunOptions,
+) -> anyhow::Result<RunResult> {
+    let connections = match opts.model {
+        LoadModel::Closed {
+            connections,
+            pipeline,
+        } => {
+            if pipeline == 0 || pipeline > 1 << 16 {
+                bail!("--pipeline must be 1..=65536");
+            }
+            connections
+        }
+        LoadModel::Open { connections, rate } => {
+            if !(rate.is_finite() && rate > 0.0) {
+                bail!("--rate must be above 0");
+            }
+            if matches!(target, Target::InProcess(_)) {
+                bail!("the in-process baseline runs closed loop only");
+            }
+            connections
+        }
+    };
+    if connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    let start = Instant::now();
+    let window = (start + opts.warmup, start + opts.warmup + opts.duration);
+    let shared = Shared {
+        window,
+        ops: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        latency: Mutex::new(RunResult::new_histogram()),
+        abort: AtomicBool::new(false),
+        error: Mutex::new(None),
+    };
+    let mut target_pid = opts.target_pid;
+    if target_pid.is_none() {
+        if let Target::Daemon(p) | Target::Echo(p) = target {
+            target_pid = UnixStream::connect(p)
+                .ok()
+                .and_then(|s| crate::target::peer_pid(&s));
+        }
+    }
+    let (tallies, before, after) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..connections)
+            .map(|c| {
+                let (shared, target) = (&shared, &target);
+                let first = c * pool.len() / connections;
+                s.spawn(move || {
+                    let r = match (target, &opts.model) {
+                        (Target::Daemon(p), LoadModel::Closed { pipeline, .. }) => {
+                            closed_socket(p, false, *pipeline, pool, first, shared)
+                        }
+                        (Target::Echo(p), LoadModel::Closed { pipeline, .. }) => {
+                            closed_socket(p, true, *pipeline, pool, first, shared)
+                        }
+                        (Target::InProcess(svc), _) => in_process(svc, pool, first, shared),
+                        (Target::Daemon(p), LoadModel::Open { rate, .. }) => {
+                            open_socket(p, false, rate / connections as f64, pool, first, shared)
+                        }
+                        (Target::Echo(p), LoadModel::Open { rate, .. }) => {
+                            open_socket(p, true, rate / connections as f64, pool, first, shared)
+                        }
+                    };
+                    r.unwrap_or_else(|e| {
+                        shared.fail(e);
+                        Tally::new()
+                    })
+                })
+            })
+            .collect();
+        let (before, after) = watch(&shared, opts, target_pid);
+        let tallies: Vec<Tally> = handles
+            .into_iter()
+            .map(|h| h.join().expect("connection thread panicked"))
+            .collect();
+        (tallies, before, after)
+    });
+    if let Some(e) = shared.error.lock().take() {
+        return Err(e);
+    }
+    let mut latency = shared.latency.into_inner();
+    let mut result = RunResult {
+        workload: workload.to_owned(),
+        target: target.kind(),
+        model: opts.model.clone(),
+        batch: pool.items,
+        duration_secs: opts.duration.as_secs_f64(),
+        requests: 0,
+        operations: 0,
+        errors: BTreeMap::new(),
+        latency: RunResult::new_histogram(),
+        loadgen_cpu_secs: after.0.cpu_secs - before.0.cpu_secs,
+        target_cpu_secs: match (before.1, after.1) {
+            (Some(b), Some(a)) => Some(a.cpu_secs - b.cpu_secs),
+            _ => None,
+        },
+        target_rss_bytes: after.1.map(|a| a.rss_bytes),
+        target_peak_rss_bytes: after.1.map(|a| a.peak_rss_bytes),
+    };
+    for t in tallies {
+        result.requests += t.requests;
+        result.operations += t.operations;
+        for (name, n) in t.errors {
+            *result.errors.entry(name).or_default() += n;
+        }
+        latency.add(&t.local).expect("same histogram bounds");
+    }
+    result.latency = latency;
+    Ok(result)
+}
+
+type Stats = (crate::target::ProcStat, Option<crate::target::ProcStat>);
+
+/// The coordinating thread: reads CPU at the window's edges and prints
+/// progress once a second.
+fn watch(shared: &Shared, opts: &RunOptions, pid: Option<i32>) -> (Stats, Stats) {
+    let stats = || {
+        (
+            crate::target::proc_stat(None).unwrap_or_default(),
+            pid.and_then(|p| crate::target::proc_stat(Some(p))),
+        )
+    };
+    let is_tty = rustix::termios::isatty(std::io::stderr());
+    let mut progress = opts.progress.then(|| Progress::new(is_tty));
+    let sleep_until = |t: Instant| {
+        while !shared.abort.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= t {
+                return;
+            }
+            std::thread::sleep((t - now).min(Duration::from_millis(50)));
+        }
+    };
+    if progress.is_some() && !opts.warmup.is_zero() {
+        eprintln!("warm-up {:.1} s", opts.warmup.as_secs_f64());
+    }
+    sleep_until(shared.window.0);
+    let before = stats();
+    let mut last = (shared.window.0, shared.ops.load(Ordering::Relaxed));
+    let mut tick = shared.window.0;
+    loop {
+        tick = (tick + Duration::from_secs(1)).min(shared.window.1);
+        sleep_until(tick);
+        if shared.abort.load(Ordering::Relaxed) {
+            break;
+        }
+        let now = Instant::now();
+        let ops = shared.ops.load(Ordering::Relaxed);
+        if let Some(p) = progress.as_mut() {
+            let rate = (ops - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+            let p99 = shared.latency.lock().value_at_quantile(0.99);
+            p.emit(
+                now.duration_since(shared.window.0).as_secs_f64(),
+                rate,
+                shared.failed.load(Ordering::Relaxed),
+                p99,
+            );
+        }
+        last = (now, ops);
+        if tick >= shared.window.1 {
+            break;
+        }
+    }
+    let after = stats();
+    if let Some(p) = progress.as_mut() {
+        p.finish();
+    }
+    (before, after)
+}
+
+fn id_for_slot(generation: u64, slot: usize) -> u64 {
+    (generation << 16) | slot as u64
+}
+
+/// Closed loop on one connection: `pipeline` requests in flight, each
+/// answer replaced by the next frame at once. The request id carries the
+/// slot, so answers may come back in any order; the echo server answers in
+/// order, so there the slot is known by position.
+fn closed_socket(
+    path: &Path,
+    echo: bool,
+    pipeline: usize,
+    pool: &FramePool,
+    first: usize,
+    shared: &Shared,
+) -> anyhow::Result<Tally> {
+    let mut stream =
+        UnixStream::connect(path).with_context(|| format!("connecting to {}", path.display()))?;
+    let mut tally = Tally::new();
+    let mut cursor = first;
+    let mut sent_at = vec![Instant::now(); pipeline];
+    let mut order: VecDeque<usize> = VecDeque::with_capacity(pipeline);
+    let mut generation = 0u64;
+    let mut out = Vec::with_capacity(64 << 10);
+    let mut pending = 0; // bytes of `out` already sent
+    let now = Instant::now();
+    for (slot, at) in sent_at.iter_mut().enumerate() {
+        pool.put(cursor, id_for_slot(generation, slot), &mut out);
+        *at = now;
+        order.push_back(slot);
+        cursor += 1;
+    }
+    let mut inflight = pipeline;
+    let mut rx = RecvBuf::new();
+    let mut stopping = false;
+    let deadline = shared.window.1 + DRAIN;
+    loop {
+        // Send what is queued without blocking; wait for the socket only
+        // when nothing can be read either, so the two sides never deadlock
+        // on full buffers.
+        if pending < out.len() {
+            pending += send_some(&stream, &out[pending..])?;
+            if pending == out.len() {
+                out.clear();
+                pending = 0;
+            }
+        }
+        if pending < out.len() {
+            wait_readable_or_writable(&stream)?;
+            if !readable_now(&stream)? {
+                continue;
+            }
+        }
+        if rx.fill(&mut stream)? == 0 {
+            bail!("the target closed the connection");
+        }
+        let now = Instant::now();
+        let measuring = shared.in_window(now);
+        while let Some(frame) = rx.next_frame()? {
+            let slot = if echo {
+                order
+                    .pop_front()
+                    .context("echo answered more than was sent")?
+            } else {
+                let id = tally.answer(shared, frame, pool.items as u64, |_| measuring)?;
+                let slot = (id & 0xffff) as usize;
+                if slot >= pipeline {
+                    bail!("answer to a request id that was never sent");
+                }
+                slot
+            };
+            if measuring {
+                tally.record(shared, now - sent_at[slot], pool.items as u64);
+            }
+            if stopping || shared.abort.load(Ordering::Relaxed) {
+                inflight -= 1;
+            } else {
+                generation += 1;
+                pool.put(cursor, id_for_slot(generation, slot), &mut out);
+                sent_at[slot] = now;
+                if echo {
+                    order.push_back(slot);
+                }
+                cursor += 1;
+            }
+        }
+        tally.maybe_flush(shared, now);
+        if now >= shared.window.1 {
+            stopping = true;
+        }
+        if stopping && inflight == 0 {
+            break;
+        }
+        if now > deadline {
+            *tally.errors.entry("NoAnswer".to_owned()).or_default() += inflight as u64;
+            break;
+        }
+    }
+    tally.flush(shared, Instant::now());
+    Ok(tally)
+}
+
+fn send_some(stream: &UnixStream, bytes: &[u8]) -> anyhow::Result<usize> {
+    match rustix::net::send(stream, bytes, rustix::net::SendFlags::DONTWAIT) {
+        Ok(n) => Ok(n),
+        Err(rustix::io::Errno::AGAIN) => Ok(0),
+        Err(e) => Err(anyhow!("sending to the target: {e}")),
+    }
+}
+
+fn wait_readable_or_writable(stream: &UnixStream) -> anyhow::Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(stream, PollFlags::IN | PollFlags::OUT)];
+    poll(&mut fds, None)?;
+    Ok(())
+}
+
+fn readable_now(stream: &UnixStream) -> anyhow::Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(stream, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    Ok(poll(&mut fds, Some(&zero))? > 0)
+}
+
+/// Open loop on one connection: a writer thread sends request i at
+/// `start + i / rate` (all overdue ones at once when it is late), a reader
+/// records each answer's latency from that intended time. Request ids are
+/// the sequence numbers, so the intended time needs no shared state.
+fn open_socket(
+    path: &Path,
+    echo: bool,
+    rate: f64,
+    pool: &FramePool,
+    first: usize,
+    shared: &Shared,
+) -> anyhow::Result<Tally> {
+    let stream =
+        UnixStream::connect(path).with_context(|| format!("connecting to {}", path.display()))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = stream;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let t0 = Instant::now();
+    let intended = |i: u64| t0 + interval.mul_f64(i as f64);
+    let sent = AtomicU64::new(0);
+    let writer_done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let w = s.spawn(|| -> anyhow::Result<()> {
+            let mut out = Vec::with_capacity(64 << 10);
+            let mut i = 0u64;
+            while !shared.abort.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                while intended(i) <= now && intended(i) < shared.window.1 {
+                    pool.put(first + i as usize, i, &mut out);
+                    i += 1;
+                }
+                if !out.is_empty() {
+                    writer.write_all(&out)?;
+                    out.clear();
+                    sent.store(i, Ordering::Release);
+                }
+                let next = intended(i);
+                if next >= shared.window.1 {
+                    break;
+                }
+                // Sleep at least MIN_SLEEP: at hundreds of thousands of
+                // requests per second, waking for each one would cost the
+                // load generator more CPU than the daemon spends answering.
+                // Requests sent late are charged from their intended time,
+                // to the daemon and the echo baseline alike.
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep((next - now).max(MIN_SLEEP));
+                }
+            }
+            writer_done.store(true, Ordering::Release);
+            Ok(())
+        });
+        let r = open_reader(
+            &mut reader,
+            echo,
+            pool,
+            shared,
+            &intended,
+            &sent,
+            &writer_done,
+        );
+        if r.is_err() {
+            shared.abort.store(true, Ordering::Relaxed);
+        }
+        let wr = w.join().expect("writer thread panicked");
+        let tally = r?;
+        wr?;
+        Ok(tally)
+    })
+}
+
+fn open_reader(
+    reader: &mut UnixStream,
+    echo: bool,
+    pool: &FramePool,
+    shared: &Shared,
+    intended: &dyn Fn(u64) -> Instant,
+    sent: &AtomicU64,
+    writer_done: &AtomicBool,
+) -> anyhow::Result<Tally> {
+    let mut tally = Tally::new();
+    let mut rx = RecvBuf::new();
+    let mut received = 0u64;
+    // A short timeout lets the reader notice the end of the run.
+    reader.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let deadline = shared.window.1 + DRAIN;
+    loop {
+        if writer_done.load(Ordering::Acquire) && received >= sent.load(Ordering::Acquire) {
+            break;
+        }
+        if shared.abort.load(Ordering::Relaxed) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let missing = sent.load(Ordering::Acquire) - received;
+            tally.error(shared, "NoAnswer", missing * pool.items as u64);
+            break;
+        }
+        match rx.fill(reader) {
+            Ok(0) => bail!("the target closed the connection"),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let now = Instant::now();
+        while let Some(frame) = rx.next_frame()? {
+            let id = if echo {
+                received
+            } else {
+                tally.answer(shared, frame, pool.items as u64, |id| {
+                    shared.in_window(intended(id))
+                })?
+            };
+            received += 1;
+            let at = intended(id);
+            if shared.in_window(at) {
+                tally.record(shared, now.saturating_duration_since(at), pool.items as u64);
+            }
+        }
+        tally.maybe_flush(shared, now);
+    }
+    tally.flush(shared, Instant::now());
+    Ok(tally)
+}
+
+/// A receive buffer that answer frames are split from in place.
+struct RecvBuf {
+    buf: Vec<u8>,
+    start: usize,
+    filled: usize,
+}
+
+impl RecvBuf {
+    fn new() -> RecvBuf {
+        RecvBuf {
+            buf: vec![0u8; 1 << 20],
+            start: 0,
+            filled: 0,
+        }
+    }
+
+    /// Reads once from `r` into the free space, first making room (moving
+    /// a partial frame to the front, growing for a frame larger than the
+    /// buffer). Returns what `read` returned.
+    fn fill(&mut self, r: &mut impl Read) -> std::io::Result<usize> {
+        if self.start == self.filled {
+            self.start = 0;
+            self.filled = 0;
+        }
+        if self.filled == self.buf.len() {
+            self.buf.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
+            self.start = 0;
+            let need = peek_len(&self.buf[..self.filled]).unwrap_or(0) + 4;
+            if self.filled == self.buf.len() || need > self.buf.len() {
+                self.buf.resize((self.buf.len() * 2).max(need), 0);
+            }
+        }
+        let n = r.read(&mut self.buf[self.filled..])?;
+        self.filled += n;
+        Ok(n)
+    }
+
+    /// The next whole frame's payload, if one has arrived.
+    fn next_frame(&mut self) -> anyhow::Result<Option<&[u8]>> {
+        let Some(len) = peek_len(&self.buf[self.start..self.filled]) else {
+            return Ok(None);
+        };
+        if len > MAX_FRAME {
+            bail!("answer frame of {len} bytes exceeds the frame limit");
+        }
+        if self.filled - self.start < 4 + len {
+            return Ok(None);
+        }
+        let at = self.start + 4;
+        self.start = at + len;
+        Ok(Some(&self.buf[at..at + len]))
+    }
+}
+
+/// The in-process baseline: the same frames through `Service::handle_frame`
+/// on this thread, one after another (a closed loop with one in flight per
+/// thread), answers tallied like the daemon's.
+fn in_process(
+    svc: &Service,
+    pool: &FramePool,
+    first: usize,
+    shared: &Shared,
+) -> anyhow::Result<Tally> {
+    let peer = Peer {
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+        pid: std::process::id() as i32,
+    };
+    let mut tally = Tally::new();
+    let mut frame = Vec::new();
+    let mut out = Vec::new();
+    let mut cursor = first;
+    loop {
+        frame.clear();
+        pool.put(cursor, cursor as u64, &mut frame);
+        cursor += 1;
+        out.clear();
+        let t = Instant::now();
+        svc.handle_frame(&frame[4..], &peer, ExecMode::Blocking, &mut out)
+            .map_err(|_| anyhow!("the service would block in blocking mode"))?;
+        let now = Instant::now();
+        let measuring = shared.in_window(now);
+        tally.answer(shared, &out[4..], pool.items as u64, |_| measuring)?;
+        if measuring {
+            tally.record(shared, now - t, pool.items as u64);
+        }
+        tally.maybe_flush(shared, now);
+        if now >= shared.window.1 || shared.abort.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    tally.flush(shared, Instant::now());
+    Ok(tally)
+}

@@ -1,0 +1,20 @@
+//! kms-loadgen: the load generator, baselines and regression gate for kmsd.
+//!
+//! Layout: `workload` (operation mix, key popularity, the pool of prepared
+//! request frames), `driver` (closed and open loop over a Unix socket, and
+//! the in-process baseline), `echo` (the minimal echo server), `target`
+//! (spawning kmsd, reading its CPU and RSS), `run` (what a run measured),
+//! `report` (summary text, JSON, .hgrm), `plot` (SVG latency by percentile),
+//! `gate` (ratio comparison against a committed baseline), `regress` (the
+//! fixed workload set the gate runs).
+
+pub mod driver;
+pub mod echo;
+pub mod gate;
+pub mod inprocess;
+pub mod plot;
+pub mod regress;
+pub mod report;
+pub mod run;
+pub mod target;
+pub mod workload;

@@ -1,0 +1,306 @@
+//! The performance regression gate: a fixed, short set of workloads run in
+//! one process against a spawned kmsd, the in-process service and the echo
+//! server, reduced to ratios (which survive a noisy shared machine far
+//! better than absolute figures) and compared with `loadgen/baseline.json`.
+//!
+//! Workloads: closed loop GenerateDataKey (32 B), Decrypt of data keys and
+//! Encrypt of 4 KiB, each batched and pipelined on two connections; then
+//! single-operation GenerateDataKey in open loop at half of its measured
+//! closed-loop peak, against kmsd and against the echo server at the same
+//! rate (three daemon/echo pairs; the median ratio is gated).
+
+use crate::driver::{self, RunOptions, Target};
+use crate::gate::{self, Baseline, Better, Measured, Ratio};
+use crate::report::{self, JsonReport, JSON_SCHEMA_VERSION};
+use crate::run::{LoadModel, RunResult};
+use crate::target::Spawned;
+use crate::workload::{FramePool, Mix, Popularity, Prepared, WorkloadSpec};
+use anyhow::Context as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What `kms-loadgen regress` was asked.
+pub struct RegressOptions {
+    /// The kmsd binary to spawn.
+    pub kmsd: PathBuf,
+    /// The committed baseline.
+    pub baseline_file: PathBuf,
+    /// Short runs for CI.
+    pub smoke: bool,
+    /// Tolerance override.
+    pub tolerance: Option<f64>,
+    /// Write the measured ratios as the new baseline.
+    pub update: bool,
+    /// JSON output.
+    pub json: Option<PathBuf>,
+    /// Progress lines.
+    pub progress: bool,
+}
+
+/// Open-loop daemon/echo pairs whose median ratio is gated.
+const OPEN_LOOP_PAIRS: usize = 3;
+
+/// Default tolerance of a new baseline (full-length runs).
+pub const DEFAULT_TOLERANCE: f64 = 0.3;
+/// Tolerance of `--smoke` runs, whose one-second windows are noisier.
+pub const SMOKE_TOLERANCE: f64 = 0.5;
+
+struct Closed {
+    name: &'static str,
+    mix: &'static str,
+    payload: usize,
+    batch: usize,
+    keys: usize,
+}
+
+const CLOSED: [Closed; 3] = [
+    Closed {
+        name: "gdk32",
+        mix: "generate-data-key",
+        payload: 32,
+        batch: 64,
+        keys: 16,
+    },
+    Closed {
+        name: "decrypt",
+        mix: "decrypt",
+        payload: 32,
+        batch: 64,
+        keys: 16,
+    },
+    Closed {
+        name: "encrypt4k",
+        mix: "encrypt",
+        payload: 4096,
+        batch: 16,
+        keys: 16,
+    },
+];
+
+fn spec(mix: &str, payload: usize, batch: usize, keys: usize) -> anyhow::Result<WorkloadSpec> {
+    Ok(WorkloadSpec {
+        mix: Mix::parse(mix)?,
+        payload_size: payload,
+        keys,
+        popularity: Popularity::Uniform,
+        context_pairs: 1,
+        batch,
+        blobs_per_key: 4,
+        seed: 1,
+    })
+}
+
+/// Runs the gate; returns whether it passed (always true with `update`).
+pub fn run(o: &RegressOptions) -> anyhow::Result<bool> {
+    if let Some(t) = o.tolerance {
+        gate::validate_tolerance(t)?;
+    }
+    let (warmup, duration) = if o.smoke { (0.3, 1.0) } else { (1.0, 5.0) };
+    let model = LoadModel::Closed {
+        connections: 2,
+        pipeline: 16,
+    };
+    let opts = |model: LoadModel, pid: Option<i32>| RunOptions {
+        model,
+        warmup: Duration::from_secs_f64(warmup),
+        duration: Duration::from_secs_f64(duration),
+        progress: o.progress,
+        target_pid: pid,
+    };
+    let daemon = Spawned::kmsd(&o.kmsd, None)?;
+    let echo = Spawned::echo()?;
+    let mut client = kms_proto::client::Client::connect(&daemon.socket)?;
+    let mut runs: Vec<RunResult> = Vec::new();
+    let mut m = Measured {
+        ratios: Default::default(),
+        absolutes: Default::default(),
+    };
+    let ratio = |m: &mut Measured, name: String, value: f64, better: Better, what: &str| {
+        m.ratios.insert(
+            name,
+            Ratio {
+                value,
+                better,
+                description: what.to_owned(),
+            },
+        );
+    };
+    for w in &CLOSED {
+        let spec = spec(w.mix, w.payload, w.batch, w.keys)?;
+        let label = format!("{} ({})", w.name, spec.describe());
+        let pool = FramePool::build(&spec, &Prepared::create(&mut client, &spec)?)?;
+        eprintln!("regress: {label}");
+        let d = driver::run(
+            Target::Daemon(&daemon.socket),
+            &pool,
+            &label,
+            &opts(model.clone(), Some(daemon.pid())),
+        )?;
+        let i = crate::inprocess::run(&spec, &opts(model.clone(), None), &label)?;
+        let echo_pool = FramePool::build(&spec, &Prepared::synthetic(&spec))?;
+        let e = driver::run(
+            Target::Echo(&echo.socket),
+            &echo_pool,
+            &label,
+            &opts(model.clone(), Some(echo.pid())),
+        )?;
+        check_clean(&d)?;
+        check_clean(&i)?;
+        ratio(
+            &mut m,
+            format!("{}.daemon/in-process", w.name),
+            d.throughput() / i.throughput(),
+            Better::Higher,
+            "daemon throughput over the same frames in-process",
+        );
+        ratio(
+            &mut m,
+            format!("{}.daemon/echo", w.name),
+            d.throughput() / e.throughput(),
+            Better::Higher,
+            "daemon throughput over the echo server's (the transport limit)",
+        );
+        for r in [&d, &i, &e] {
+            m.absolutes.insert(
+                format!("{}.{}.ops_per_sec", w.name, r.target.name()),
+                r.throughput().round(),
+            );
+        }
+        m.absolutes.insert(
+            format!("{}.daemon.p99_us", w.name),
+            d.latency.value_at_quantile(0.99) as f64 / 1e3,
+        );
+        runs.extend([d, i, e]);
+    }
+
+    // Open loop: single operations at half the closed-loop peak.
+    let spec = spec("generate-data-key", 32, 1, 16)?;
+    let pool = FramePool::build(&spec, &Prepared::create(&mut client, &spec)?)?;
+    let label = format!("open-gdk32 ({})", spec.describe());
+    eprintln!("regress: {label}: finding the closed-loop peak");
+    let peak = driver::run(
+        Target::Daemon(&daemon.socket),
+        &pool,
+        &format!("peak of {label}"),
+        &opts(
+            LoadModel::Closed {
+                connections: 2,
+                pipeline: 64,
+            },
+            Some(daemon.pid()),
+        ),
+    )?;
+    check_clean(&peak)?;
+    let rate = (peak.requests as f64 / peak.duration_secs / 2.0).max(1.0);
+    eprintln!("regress: {label}: open loop at {rate:.0} requests/s");
+    let open = LoadModel::Open {
+        connections: 2,
+        rate,
+    };
+    // The tail at half the peak is the noisiest figure of the gate: the
+    // gated ratio is the median of three daemon/echo pairs.
+    let echo_pool = FramePool::build(&spec, &Prepared::synthetic(&spec))?;
+    let p99 = |r: &RunResult| r.latency.value_at_quantile(0.99).max(1) as f64;
+    let mut pairs = Vec::new();
+    for _ in 0..OPEN_LOOP_PAIRS {
+        let d = driver::run(
+            Target::Daemon(&daemon.socket),
+            &pool,
+            &label,
+            &opts(open.clone(), Some(daemon.pid())),
+        )?;
+        check_clean(&d)?;
+        let e = driver::run(
+            Target::Echo(&echo.socket),
+            &echo_pool,
+            &label,
+            &opts(open.clone(), Some(echo.pid())),
+        )?;
+        pairs.push((p99(&d) / p99(&e), d, e));
+    }
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (median, d, e) = pairs.swap_remove(OPEN_LOOP_PAIRS / 2);
+    ratio(
+        &mut m,
+        "open-gdk32.p99/echo-p99".to_owned(),
+        median,
+        Better::Lower,
+        "open-loop p99 at half the peak over the echo server's p99 at the same rate (median of 3 pairs)",
+    );
+    m.absolutes.insert(
+        "open-gdk32.peak_requests_per_sec".into(),
+        (2.0 * rate).round(),
+    );
+    m.absolutes
+        .insert("open-gdk32.daemon.p99_us".into(), p99(&d) / 1e3);
+    m.absolutes
+        .insert("open-gdk32.echo.p99_us".into(), p99(&e) / 1e3);
+    if let Some(rss) = d.target_peak_rss_bytes {
+        m.absolutes
+            .insert("daemon.peak_rss_mib".into(), rss as f64 / (1 << 20) as f64);
+    }
+    runs.extend([peak, d, e]);
+    drop(client);
+    drop(daemon);
+    drop(echo);
+
+    for r in &runs {
+        println!("{}", report::summary_text(r));
+    }
+    if o.update {
+        let tolerance = o.tolerance.unwrap_or(DEFAULT_TOLERANCE);
+        let note = format!(
+            "recorded by `kms-loadgen regress --update{}`; ratios are gated, absolutes are for reference",
+            if o.smoke { " --smoke" } else { "" }
+        );
+        Baseline::from_measured(&m, tolerance, &note).save(&o.baseline_file)?;
+        println!("baseline written to {}", o.baseline_file.display());
+        write_json(o, &runs, None)?;
+        return Ok(true);
+    }
+    let baseline = Baseline::load(&o.baseline_file)
+        .with_context(|| "the gate needs a baseline; record one with --update")?;
+    let tolerance = o.tolerance.unwrap_or(if o.smoke {
+        SMOKE_TOLERANCE
+    } else {
+        baseline.tolerance
+    });
+    let verdict = gate::evaluate(&baseline, &m, tolerance);
+    println!("{verdict}");
+    write_json(o, &runs, Some(serde_json::to_value(&verdict)?))?;
+    Ok(verdict.passed)
+}
+
+/// The gate measures a healthy daemon: any error in a run is a failure.
+fn check_clean(r: &RunResult) -> anyhow::Result<()> {
+    if r.error_count() > 0 {
+        anyhow::bail!(
+            "{} run of {} had errors: {:?}",
+            r.target.name(),
+            r.workload,
+            r.errors
+        );
+    }
+    if r.operations == 0 {
+        anyhow::bail!("{} run of {} answered nothing", r.target.name(), r.workload);
+    }
+    Ok(())
+}
+
+fn write_json(
+    o: &RegressOptions,
+    runs: &[RunResult],
+    gate: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
+    if let Some(path) = &o.json {
+        report::write_json(
+            path,
+            &JsonReport {
+                schema_version: JSON_SCHEMA_VERSION,
+                runs: runs.iter().map(report::json_summary).collect(),
+                gate,
+            },
+        )?;
+    }
+    Ok(())
+}
