@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Installs the system packages the build and the tests need (Debian/Ubuntu):
 # cmake and g++ build the vendored flatc that checks the generated protocol
-# code. Safe to run repeatedly: it installs only what is missing.
+# code; softhsm2 is the PKCS#11 token the HSM tests run against (and
+# softhsm2-util makes their throwaway token); opensc brings pkcs11-tool to
+# inspect tokens. Safe to run repeatedly: it installs only what is missing.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+softhsm_module=""
+for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/*-linux-gnu/softhsm/libsofthsm2.so; do
+  if [ -e "$m" ]; then softhsm_module=$m; break; fi
+done
+if [ -z "$softhsm_module" ] || ! command -v softhsm2-util >/dev/null 2>&1; then
+  need+=(softhsm2)
+fi
+command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

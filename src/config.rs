@@ -35,6 +35,123 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     /// Protocol and API limits.
     pub limits: LimitsConfig,
+    /// Root of trust.
+    pub root: RootConfig,
+    /// Cache of unwrapped backing keys and the loader that fills it.
+    pub cache: CacheConfig,
+}
+
+/// Which root of trust wraps the backing keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootKind {
+    /// A 32-byte key file in the data directory (development only).
+    File,
+    /// An AES-256 key inside a PKCS#11 token.
+    Pkcs11,
+}
+
+/// Root of trust settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RootConfig {
+    /// `file` or `pkcs11`. Default: `file`.
+    pub kind: RootKind,
+    /// PKCS#11 settings; required when `kind = "pkcs11"`.
+    pub pkcs11: Option<Pkcs11Config>,
+}
+
+/// A PKCS#11 token holding the root key. The PIN is read from a file or an
+/// environment variable, never from this file or the command line.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// Path of the PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    /// Label of the token (slot) holding the root key.
+    pub token_label: String,
+    /// Label of the root key object. Default: `kmsd-root`.
+    #[serde(default = "default_key_label")]
+    pub key_label: String,
+    /// File whose contents (trailing newline removed) are the user PIN; must
+    /// not be readable by group or others.
+    pub pin_file: Option<PathBuf>,
+    /// Environment variable holding the user PIN.
+    pub pin_env: Option<String>,
+    /// PKCS#11 sessions (and loader threads using them). Default: 1
+    /// (SoftHSM does not scale with sessions; see ARCHITECTURE.md).
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Mechanism number of RFC 5649 AES key wrap with padding. Default:
+    /// 0x210A (CKM_AES_KEY_WRAP_PAD, as SoftHSM2 files it); the PKCS#11 3.0
+    /// standard's CKM_AES_KEY_WRAP_KWP is 0x210B.
+    #[serde(default = "default_kwp_mechanism")]
+    pub kwp_mechanism: u64,
+    /// Copy the token's root key into each session (`C_CopyObject`, still
+    /// sensitive and non-extractable) and use the copy. Default: true
+    /// (2-3x faster on SoftHSM's file-backed token objects).
+    #[serde(default = "default_true")]
+    pub session_copy: bool,
+}
+
+fn default_key_label() -> String {
+    "kmsd-root".to_owned()
+}
+fn default_pool_size() -> usize {
+    1
+}
+fn default_kwp_mechanism() -> u64 {
+    0x210A
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Cache of unwrapped backing keys, and the loader threads that fill it off
+/// the I/O threads.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most keys held unwrapped. Default: 100000.
+    pub max_keys: usize,
+    /// Seconds an unwrapped key stays cached after loading. Default: 3600.
+    pub ttl_secs: u64,
+    /// Longest a request waits for its keys to be loaded before it is
+    /// answered KeyUnavailableException. Default: 5000 ms.
+    pub load_timeout_ms: u64,
+    /// Most misses one loader thread takes from the queue at once.
+    /// Default: 64.
+    pub batch_max: usize,
+    /// Concurrent misses for one key share one unwrap, and misses are
+    /// batched; false unwraps once per request (for measuring the gain).
+    /// Default: true.
+    pub batching: bool,
+    /// Lock the daemon's memory (mlockall) so keys never reach swap, when
+    /// RLIMIT_MEMLOCK allows it; otherwise a warning is logged. Default:
+    /// true.
+    pub mlock: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_keys: 100_000,
+            ttl_secs: 3600,
+            load_timeout_ms: 5000,
+            batch_max: 64,
+            batching: true,
+            mlock: true,
+        }
+    }
+}
+
+impl Default for RootConfig {
+    fn default() -> Self {
+        RootConfig {
+            kind: RootKind::File,
+            pkcs11: None,
+        }
+    }
 }
 
 /// Transport settings.
@@ -134,6 +251,8 @@ impl Default for Config {
             transport: TransportConfig::default(),
             dispatch: DispatchConfig::default(),
             limits: LimitsConfig::default(),
+            root: RootConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -202,7 +321,9 @@ impl Config {
         let t = &self.transport;
         let d = &self.dispatch;
         let l = &self.limits;
-        let checks: [(bool, &str); 9] = [
+        let c = &self.cache;
+        let p = self.root.pkcs11.as_ref();
+        let checks: [(bool, &str); 16] = [
             (
                 t.io_threads >= 1 && t.io_threads <= 256,
                 "transport.io_threads must be 1..=256",
@@ -236,6 +357,28 @@ impl Config {
                 "limits.max_batch must be 1..=65536",
             ),
             (l.max_keys >= 1, "limits.max_keys must be at least 1"),
+            (c.max_keys >= 1, "cache.max_keys must be at least 1"),
+            (c.ttl_secs >= 1, "cache.ttl_secs must be at least 1"),
+            (
+                c.load_timeout_ms >= 1 && c.load_timeout_ms <= 600_000,
+                "cache.load_timeout_ms must be 1..=600000",
+            ),
+            (
+                c.batch_max >= 1 && c.batch_max <= 4096,
+                "cache.batch_max must be 1..=4096",
+            ),
+            (
+                self.root.kind == RootKind::File || p.is_some(),
+                "root.kind = \"pkcs11\" needs a [root.pkcs11] section",
+            ),
+            (
+                p.is_none_or(|p| p.pin_file.is_some() != p.pin_env.is_some()),
+                "root.pkcs11 needs exactly one of pin_file and pin_env",
+            ),
+            (
+                p.is_none_or(|p| p.pool_size >= 1 && p.pool_size <= 64),
+                "root.pkcs11.pool_size must be 1..=64",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err(ConfigError::Invalid((*msg).to_owned())),

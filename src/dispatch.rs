@@ -7,7 +7,10 @@
 //! measurement). Everything else, and anything that would touch the store,
 //! goes through a bounded lock-free queue (crossbeam `ArrayQueue`) to a rayon
 //! worker pool. A full queue answers ServiceUnavailableException at once:
-//! latency never grows without bound.
+//! latency never grows without bound. A request whose keys are not cached
+//! first waits (holding no thread) for the key loader to fetch them, with a
+//! deadline, and then takes the queue; so misses for many keys reach the
+//! root of trust in batches, and never block an I/O thread or a worker.
 //!
 //! Invariant: [`Dispatcher::dispatch`] never blocks.
 
@@ -78,10 +81,14 @@ struct Job {
 
 /// Routes frames to inline execution or the worker pool.
 pub struct Dispatcher {
-    service: Arc<Service>,
-    queue: Arc<ArrayQueue<Job>>,
-    pool: rayon::ThreadPool,
+    inner: Arc<Inner>,
     inline_small: bool,
+}
+
+struct Inner {
+    service: Arc<Service>,
+    queue: ArrayQueue<Job>,
+    pool: rayon::ThreadPool,
 }
 
 impl Dispatcher {
@@ -93,45 +100,57 @@ impl Dispatcher {
             .build()
             .map_err(std::io::Error::other)?;
         Ok(Dispatcher {
-            service,
-            queue: Arc::new(ArrayQueue::new(config.queue_capacity)),
-            pool,
+            inner: Arc::new(Inner {
+                service,
+                queue: ArrayQueue::new(config.queue_capacity),
+                pool,
+            }),
             inline_small: config.inline_small,
         })
     }
 
     /// The service behind this dispatcher.
     pub fn service(&self) -> &Arc<Service> {
-        &self.service
+        &self.inner.service
     }
 
-    /// Answers `frame` inline or queues it for a worker. Never blocks.
+    /// Answers `frame` inline or queues it for a worker, after its missing
+    /// keys are loaded. Never blocks.
     pub fn dispatch(&self, frame: Bytes, peer: Peer, reply: Reply) {
-        if self.inline_small {
-            let mut out = Vec::new();
-            if self
-                .service
-                .handle_frame(&frame, &peer, ExecMode::NonBlocking, &mut out)
-                .is_ok()
-            {
-                reply.send(out);
-                return;
+        let job = Job { frame, peer, reply };
+        if !self.inline_small {
+            Inner::enqueue(&self.inner, job);
+            return;
+        }
+        let service = &self.inner.service;
+        let mut out = Vec::new();
+        match service.handle_frame(&job.frame, &job.peer, ExecMode::NonBlocking, &mut out) {
+            Ok(()) => job.reply.send(out),
+            Err(d) if d.missing.is_empty() => Inner::enqueue(&self.inner, job),
+            Err(d) => {
+                let inner = Arc::clone(&self.inner);
+                service
+                    .loader()
+                    .prefetch(&d.missing, service.load_timeout(), move || {
+                        Inner::enqueue(&inner, job)
+                    });
             }
         }
-        self.enqueue(Job { frame, peer, reply });
     }
+}
 
-    fn enqueue(&self, job: Job) {
-        match self.queue.push(job) {
+impl Inner {
+    fn enqueue(this: &Arc<Inner>, job: Job) {
+        match this.queue.push(job) {
             Ok(()) => {
-                let queue = Arc::clone(&self.queue);
-                let service = Arc::clone(&self.service);
+                let inner = Arc::clone(this);
                 // One spawn per queued job: the queue bounds admission and
                 // keeps arrival order; rayon only supplies the threads.
-                self.pool.spawn(move || {
-                    if let Some(job) = queue.pop() {
+                this.pool.spawn(move || {
+                    if let Some(job) = inner.queue.pop() {
                         let mut out = Vec::new();
-                        service
+                        inner
+                            .service
                             .handle_frame(&job.frame, &job.peer, ExecMode::Blocking, &mut out)
                             .expect("blocking execution always completes");
                         job.reply.send(out);
@@ -139,7 +158,7 @@ impl Dispatcher {
                 });
             }
             Err(job) => {
-                let request_id = kms_proto::decode_request(&job.frame, self.service.limits())
+                let request_id = kms_proto::decode_request(&job.frame, this.service.limits())
                     .map_or(0, |r| r.request_id);
                 let mut out = Vec::new();
                 kms_proto::codec::encode_error_response(

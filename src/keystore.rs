@@ -104,6 +104,7 @@ fn origin_name(o: Origin) -> &'static str {
     match o {
         Origin::Kmsd => "KMSD",
         Origin::External => "EXTERNAL",
+        Origin::Hsm => "HSM",
     }
 }
 
@@ -111,6 +112,7 @@ fn origin_from(s: &str) -> Result<Origin, StoreError> {
     Ok(match s {
         "KMSD" => Origin::Kmsd,
         "EXTERNAL" => Origin::External,
+        "HSM" => Origin::Hsm,
         other => return Err(StoreError::Corrupt(format!("unknown origin {other:?}"))),
     })
 }
@@ -155,6 +157,12 @@ impl Keystore {
                  version     INTEGER NOT NULL,
                  wrapped_key BLOB NOT NULL,
                  created_at  INTEGER NOT NULL,
+                 PRIMARY KEY (key_id, version)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS hsm_usage (
+                 key_id   BLOB NOT NULL,
+                 version  INTEGER NOT NULL,
+                 reserved INTEGER NOT NULL,
                  PRIMARY KEY (key_id, version)
              ) WITHOUT ROWID;",
         )?;
@@ -336,6 +344,84 @@ impl Keystore {
         )?;
         let rows = stmt.query_map(params![after, limit], Self::row_to_key)?;
         rows.map(|r| Self::key_from_row(r?)).collect()
+    }
+
+    /// Encryptions reserved so far for an HSM-only key version (0 if none):
+    /// an upper bound of the encryptions it has done.
+    pub fn usage_reserved(&self, key_id: &[u8; 16], version: u32) -> Result<u64, StoreError> {
+        let n: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT reserved FROM hsm_usage WHERE key_id = ?1 AND version = ?2",
+                params![&key_id[..], version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+
+    /// Records (durably, before they are used) that encryptions up to
+    /// `reserved` may be done with an HSM-only key version.
+    pub fn reserve_usage(
+        &self,
+        key_id: &[u8; 16],
+        version: u32,
+        reserved: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO hsm_usage (key_id, version, reserved) VALUES (?1, ?2, ?3)",
+            params![&key_id[..], version, reserved as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces every wrapped backing key with `rewrap(key id, version,
+    /// wrapped)` and records the new root of trust, in one transaction: a
+    /// failure or a crash part-way leaves the store exactly as it was.
+    /// Returns how many versions were rewrapped.
+    pub fn rewrap_all<E: From<StoreError>>(
+        &mut self,
+        new_kind: &str,
+        new_check: &[u8],
+        mut rewrap: impl FnMut(&[u8; 16], u32, &[u8]) -> Result<Vec<u8>, E>,
+    ) -> Result<usize, E> {
+        let tx = self.conn.transaction().map_err(StoreError::from)?;
+        let all: Vec<(Vec<u8>, u32, Vec<u8>)> = {
+            let mut stmt = tx
+                .prepare("SELECT key_id, version, wrapped_key FROM key_versions")
+                .map_err(StoreError::from)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(StoreError::from)?;
+            rows.collect::<Result<_, _>>().map_err(StoreError::from)?
+        };
+        let mut moved = 0;
+        for (id, version, wrapped) in &all {
+            if wrapped.is_empty() {
+                // An HSM-only key version: nothing wrapped to move.
+                continue;
+            }
+            moved += 1;
+            let key_id = key_id_from(id.clone())?;
+            let new = rewrap(&key_id, *version, wrapped)?;
+            tx.execute(
+                "UPDATE key_versions SET wrapped_key = ?1 WHERE key_id = ?2 AND version = ?3",
+                params![new, id, version],
+            )
+            .map_err(StoreError::from)?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('root_kind', ?1)",
+            params![new_kind.as_bytes()],
+        )
+        .map_err(StoreError::from)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('root_check', ?1)",
+            params![new_check],
+        )
+        .map_err(StoreError::from)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(moved)
     }
 }
 

@@ -19,7 +19,10 @@
 pub mod config;
 pub mod crypto;
 pub mod dispatch;
+pub mod hsm;
 pub mod keystore;
+pub mod memlock;
+pub mod migrate;
 pub mod root;
 pub mod server;
 pub mod service;

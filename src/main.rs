@@ -20,6 +20,38 @@ struct Cli {
 enum Command {
     /// Serve (the default when no command is given).
     Serve(ServeArgs),
+    /// Set up and check the PKCS#11 root of trust ([root.pkcs11]).
+    #[command(subcommand)]
+    Hsm(HsmCommand),
+    /// Move a data directory from the file root to the root the config
+    /// names (rewrapping every backing key in one transaction). Stop the
+    /// daemon first; keep or destroy the old root.key afterwards.
+    MigrateRoot {
+        /// The data directory (holding keys.db and root.key).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Config file naming the new root (root.kind = "pkcs11").
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum HsmCommand {
+    /// Create the root key in the token (once): AES-256, sensitive, never
+    /// extractable, wrap/unwrap only, labelled root.pkcs11.key_label.
+    Init {
+        /// Config file with a [root.pkcs11] section.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Open the module, token and root key, wrap and unwrap a test key, and
+    /// print what was found.
+    Check {
+        /// Config file with a [root.pkcs11] section.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args, Default)]
@@ -62,6 +94,8 @@ fn main() -> ExitCode {
     }
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Hsm(command)) => return hsm_command(command),
+        Some(Command::MigrateRoot { data_dir, config }) => return migrate_root(&data_dir, &config),
         None => ServeArgs::default(),
     };
     let mut config = match &args.config {
@@ -90,4 +124,135 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `kmsd migrate-root --data-dir DIR --config FILE`.
+fn migrate_root(data_dir: &std::path::Path, path: &std::path::Path) -> ExitCode {
+    let run = || -> anyhow::Result<usize> {
+        let mut config = Config::load(path)?;
+        config.data_dir = data_dir.to_owned();
+        if config.root.kind == kmsd::config::RootKind::File {
+            anyhow::bail!(
+                "{} names the file root; migrate-root moves to the root the config names (root.kind = \"pkcs11\")",
+                path.display()
+            );
+        }
+        let from = kmsd::root::FileRoot::open_existing(data_dir)?;
+        let to = kmsd::root::open(&config)?;
+        Ok(kmsd::migrate::migrate_root(data_dir, &from, &*to)?)
+    };
+    match run() {
+        Ok(n) => {
+            println!(
+                "moved {n} backing keys of {} to the pkcs11 root; {} is no longer needed: keep \
+                 it offline as a backup or destroy it (it still opens old copies of keys.db)",
+                data_dir.display(),
+                data_dir.join(kmsd::root::FileRoot::FILE_NAME).display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kmsd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `kmsd hsm init|check --config FILE`: one line on success (init) or a short
+/// report (check); one line on stderr and exit 1 on failure.
+fn hsm_command(command: HsmCommand) -> ExitCode {
+    let path = match &command {
+        HsmCommand::Init { config } | HsmCommand::Check { config } => config,
+    };
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kmsd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(pkcs11) = config.root.pkcs11.as_ref() else {
+        eprintln!(
+            "kmsd: {} has no [root.pkcs11] section (see docs/config.md)",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let result = match command {
+        HsmCommand::Init { .. } => kmsd::hsm::init_root_key(pkcs11)
+            .map(|r| {
+                println!(
+                    "created root key {:?} in token {:?} (slot {}): AES-256, sensitive, never \
+                     extractable, wrap/unwrap only",
+                    r.key_label, r.token_label, r.slot_id
+                )
+            })
+            .map_err(|e| e.to_string()),
+        HsmCommand::Check { .. } => hsm_check(pkcs11),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kmsd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens everything, wraps and unwraps a fresh test key, and prints what it
+/// found. Never prints key material or the PIN.
+fn hsm_check(pkcs11: &kmsd::config::Pkcs11Config) -> Result<(), String> {
+    use kmsd::crypto::KeyMaterial;
+    use kmsd::root::{Pkcs11Root, RootOfTrust};
+
+    let root = Pkcs11Root::open(pkcs11).map_err(|e| e.to_string())?;
+    let info = root.hsm().info().map_err(|e| e.to_string())?;
+    let attrs: Vec<String> = info
+        .key_attributes
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    println!("module:    {} ({})", info.module.display(), info.library);
+    println!(
+        "token:     {:?} (slot {}, model {}, serial {})",
+        info.token_label, info.slot_id, info.token_model, info.token_serial
+    );
+    println!("root key:  {:?} ({})", info.key_label, attrs.join(" "));
+    println!(
+        "mechanism: {:#x} (RFC 5649 AES key wrap with padding)",
+        info.kwp_mechanism
+    );
+    println!(
+        "sessions:  {} ({})",
+        info.pool_size,
+        if info.session_copy {
+            "each with a session copy of the root key"
+        } else {
+            "using the token key directly"
+        }
+    );
+    let flag = |name: &str| {
+        info.key_attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    };
+    if flag("CKA_EXTRACTABLE") != Some(false) || flag("CKA_SENSITIVE") != Some(true) {
+        println!("WARNING:   the root key is extractable or not sensitive: it can leave the HSM");
+    }
+    let test_key = KeyMaterial::generate();
+    let wrapped = root
+        .wrap(&test_key)
+        .map_err(|e| format!("test wrap failed: {e}"))?;
+    let unwrapped = root
+        .unwrap(&wrapped)
+        .map_err(|e| format!("test unwrap failed: {e}"))?;
+    if unwrapped.expose() != test_key.expose() {
+        return Err("test unwrap returned a different key".to_owned());
+    }
+    println!(
+        "check:     wrapped and unwrapped a test key ({} bytes wrapped): ok",
+        wrapped.len()
+    );
+    Ok(())
 }

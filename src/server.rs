@@ -2,23 +2,39 @@
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::root::{FileRoot, RootOfTrust};
-use crate::service::Service;
+use crate::keystore::Keystore;
+use crate::root::RootOfTrust;
+use crate::service::{Service, ServiceOptions};
 use anyhow::Context as _;
 use std::sync::Arc;
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: &Config) -> anyhow::Result<()> {
     config.validate()?;
-    let root: Arc<dyn RootOfTrust> = Arc::new(
-        FileRoot::open_or_create(&config.data_dir).context("opening the file root of trust")?,
-    );
+    match crate::memlock::protect(config.cache.mlock) {
+        crate::memlock::MemLock::Skipped(why) => {
+            tracing::warn!("key memory is not locked: {why}")
+        }
+        m => tracing::info!(?m, "memory protection"),
+    }
+    // The file root or the PKCS#11 token, by root.kind; start-up errors are
+    // one line that says what to do.
+    let root: Arc<dyn RootOfTrust> = crate::root::open(config)?;
+    // The file root creates the data directory; with an HSM root nothing
+    // has yet, and the keystore needs it.
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    }
     let service = Arc::new(
-        Service::open(
-            &config.data_dir,
+        Service::with_options(
+            Keystore::open(&config.data_dir).context("opening the keystore")?,
             root,
-            config.decode_limits(),
-            config.limits.max_keys,
+            ServiceOptions::from_config(config),
         )
         .context("opening the keystore")?,
     );

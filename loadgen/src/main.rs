@@ -68,6 +68,9 @@ struct RunArgs {
     /// I/O engine of the spawned kmsd (epoll, uring, auto).
     #[arg(long)]
     io: Option<String>,
+    /// Config file for the spawned kmsd (e.g. an HSM root, a small cache).
+    #[arg(long, requires = "spawn")]
+    config: Option<PathBuf>,
     /// Also run a baseline with the same frames: `in-process` (the service
     /// in this process, no socket) or `echo` (an echo server over the same
     /// socket type). Repeatable.
@@ -116,6 +119,10 @@ struct RunArgs {
     /// Seed of the workload's random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Origin of the keys the run creates: kmsd, or hsm (HSM-only keys,
+    /// every operation an HSM call; needs a daemon with the PKCS#11 root).
+    #[arg(long, value_parser = ["kmsd", "hsm"], default_value = "kmsd")]
+    origin: String,
     /// Write a JSON summary here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -203,6 +210,7 @@ fn run_main(a: RunArgs) -> anyhow::Result<i32> {
         batch: a.batch,
         blobs_per_key: a.blobs_per_key,
         seed: a.seed,
+        hsm_keys: a.origin == "hsm",
     };
     spec.validate()?;
     if !(a.duration > 0.0 && a.duration.is_finite()) || a.warmup.is_nan() || a.warmup < 0.0 {
@@ -227,7 +235,7 @@ fn run_main(a: RunArgs) -> anyhow::Result<i32> {
     };
     let spawned = if a.spawn {
         let kmsd = find_kmsd(a.kmsd.as_deref())?;
-        Some(Spawned::kmsd(&kmsd, a.io.as_deref())?)
+        Some(Spawned::kmsd(&kmsd, a.io.as_deref(), a.config.as_deref())?)
     } else {
         None
     };

@@ -87,6 +87,7 @@ fn spec(mix: &str, payload: usize, batch: usize, keys: usize) -> anyhow::Result<
         batch,
         blobs_per_key: 4,
         seed: 1,
+        hsm_keys: false,
     })
 }
 
@@ -107,7 +108,7 @@ pub fn run(o: &RegressOptions) -> anyhow::Result<bool> {
         progress: o.progress,
         target_pid: pid,
     };
-    let daemon = Spawned::kmsd(&o.kmsd, None)?;
+    let daemon = Spawned::kmsd(&o.kmsd, None, None)?;
     let echo = Spawned::echo()?;
     let mut client = kms_proto::client::Client::connect(&daemon.socket)?;
     let mut runs: Vec<RunResult> = Vec::new();

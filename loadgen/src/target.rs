@@ -18,8 +18,8 @@ pub struct Spawned {
 
 impl Spawned {
     /// Starts kmsd from `kmsd` with a fresh data directory; `io` is passed as
-    /// `--io`.
-    pub fn kmsd(kmsd: &Path, io: Option<&str>) -> anyhow::Result<Spawned> {
+    /// `--io` and `config` as `--config`.
+    pub fn kmsd(kmsd: &Path, io: Option<&str>, config: Option<&Path>) -> anyhow::Result<Spawned> {
         let dir = tempfile::Builder::new().prefix("kms-loadgen-").tempdir()?;
         let socket = dir.path().join("kmsd.sock");
         let mut cmd = Command::new(kmsd);
@@ -30,6 +30,9 @@ impl Spawned {
             .arg(dir.path().join("data"));
         if let Some(io) = io {
             cmd.arg("--io").arg(io);
+        }
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
         }
         // The daemon logs to stderr; keep only warnings so a run's output
         // stays readable.

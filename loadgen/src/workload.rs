@@ -153,6 +153,8 @@ pub struct WorkloadSpec {
     pub blobs_per_key: usize,
     /// Seed of the frame pool's random choices.
     pub seed: u64,
+    /// Keys made by kmsd (false) or HSM-only keys (true: `--origin hsm`).
+    pub hsm_keys: bool,
 }
 
 impl WorkloadSpec {
@@ -244,6 +246,11 @@ impl Prepared {
                 .map(|_| {
                     Operation::CreateKey(CreateKey {
                         description: "kms-loadgen",
+                        origin: if spec.hsm_keys {
+                            Origin::Hsm
+                        } else {
+                            Origin::Kmsd
+                        },
                         ..CreateKey::default()
                     })
                 })
@@ -522,6 +529,7 @@ mod tests {
             batch,
             blobs_per_key: 1,
             seed: 7,
+            hsm_keys: false,
         }
     }
 

@@ -104,6 +104,7 @@ fn pool() -> FramePool {
         batch: 1,
         blobs_per_key: 0,
         seed: 1,
+        hsm_keys: false,
     };
     FramePool::build(&spec, &Prepared::synthetic(&spec)).unwrap()
 }
@@ -229,6 +230,7 @@ fn errors_are_counted_by_exception_name_per_item() {
         batch: 4,
         blobs_per_key: 1,
         seed: 3,
+        hsm_keys: false,
     };
     let pool = FramePool::build(&spec, &Prepared::synthetic(&spec)).unwrap();
     let mut o = options(LoadModel::Closed {

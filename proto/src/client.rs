@@ -164,8 +164,19 @@ impl Client {
 
     /// CreateKey.
     pub fn create_key(&mut self, description: &str) -> Result<KeyMetadata, ClientError> {
+        self.create_key_with_origin(description, Origin::Kmsd)
+    }
+
+    /// CreateKey with an origin: `Kmsd` (material made by kmsd, wrapped by
+    /// the root of trust) or `Hsm` (generated in the HSM, never leaving it).
+    pub fn create_key_with_origin(
+        &mut self,
+        description: &str,
+        origin: Origin,
+    ) -> Result<KeyMetadata, ClientError> {
         match self.call(Operation::CreateKey(CreateKey {
             description,
+            origin,
             ..Default::default()
         }))? {
             Output::CreateKey(m) => Ok(m),

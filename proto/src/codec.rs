@@ -208,6 +208,14 @@ fn read_context<'a>(
         .collect())
 }
 
+fn origin_to_wire(o: Origin) -> fb::Origin {
+    match o {
+        Origin::Kmsd => fb::Origin::KMSD,
+        Origin::External => fb::Origin::EXTERNAL,
+        Origin::Hsm => fb::Origin::HSM,
+    }
+}
+
 fn read_create_key(r: fb::CreateKeyRequest<'_>) -> Result<Operation<'_>, KmsError> {
     let key_usage = match r.key_usage() {
         fb::KeyUsage::ENCRYPT_DECRYPT => KeyUsage::EncryptDecrypt,
@@ -222,10 +230,17 @@ fn read_create_key(r: fb::CreateKeyRequest<'_>) -> Result<Operation<'_>, KmsErro
         fb::KeySpec::SYMMETRIC_DEFAULT => KeySpec::SymmetricDefault,
         other => return Err(KmsError::validation(format!("unknown KeySpec {}", other.0))),
     };
+    let origin = match r.origin() {
+        fb::Origin::KMSD => Origin::Kmsd,
+        fb::Origin::EXTERNAL => Origin::External,
+        fb::Origin::HSM => Origin::Hsm,
+        other => return Err(KmsError::validation(format!("unknown Origin {}", other.0))),
+    };
     Ok(Operation::CreateKey(CreateKey {
         description: r.description().unwrap_or(""),
         key_usage,
         key_spec,
+        origin,
     }))
 }
 
@@ -323,6 +338,7 @@ fn put_operation(
                     description,
                     key_usage: fb::KeyUsage::ENCRYPT_DECRYPT,
                     key_spec: fb::KeySpec::SYMMETRIC_DEFAULT,
+                    origin: origin_to_wire(r.origin),
                 },
             );
             (fb::Operation::CreateKeyRequest, t.as_union_value())
@@ -508,10 +524,7 @@ fn put_metadata<'b>(fbb: &mut Fbb<'b>, m: &KeyMetadata) -> WIPOffset<fb::KeyMeta
             },
             key_usage: fb::KeyUsage::ENCRYPT_DECRYPT,
             key_spec: fb::KeySpec::SYMMETRIC_DEFAULT,
-            origin: match m.origin {
-                Origin::Kmsd => fb::Origin::KMSD,
-                Origin::External => fb::Origin::EXTERNAL,
-            },
+            origin: origin_to_wire(m.origin),
             current_version: m.current_version,
         },
     )
@@ -786,6 +799,7 @@ fn read_metadata(m: Option<fb::KeyMetadata<'_>>) -> Result<KeyMetadata, KmsError
         key_spec: KeySpec::SymmetricDefault,
         origin: match m.origin() {
             fb::Origin::EXTERNAL => Origin::External,
+            fb::Origin::HSM => Origin::Hsm,
             _ => Origin::Kmsd,
         },
         current_version: m.current_version(),

@@ -34,6 +34,9 @@ pub enum ErrorKind {
     InvalidMarker,
     /// The daemon's queue is full; retry later.
     ServiceUnavailable,
+    /// The key's material could not be reached in time (the HSM is down or
+    /// slow); retry later. Keys already cached keep working.
+    KeyUnavailable,
     /// Something went wrong inside the daemon; details are in its log.
     KmsInternal,
     /// A name this client does not know (a newer daemon).
@@ -42,7 +45,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind except `Unrecognized`, for tests and documentation.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::NotFound,
         ErrorKind::Disabled,
         ErrorKind::KmsInvalidState,
@@ -56,6 +59,7 @@ impl ErrorKind {
         ErrorKind::UnsupportedOperation,
         ErrorKind::InvalidMarker,
         ErrorKind::ServiceUnavailable,
+        ErrorKind::KeyUnavailable,
         ErrorKind::KmsInternal,
     ];
 
@@ -75,6 +79,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedOperation => "UnsupportedOperationException",
             ErrorKind::InvalidMarker => "InvalidMarkerException",
             ErrorKind::ServiceUnavailable => "ServiceUnavailableException",
+            ErrorKind::KeyUnavailable => "KeyUnavailableException",
             ErrorKind::KmsInternal => "KMSInternalException",
             ErrorKind::Unrecognized => "UnrecognizedException",
         }
@@ -92,7 +97,10 @@ impl ErrorKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorKind::Throttling | ErrorKind::ServiceUnavailable | ErrorKind::KmsInternal
+            ErrorKind::Throttling
+                | ErrorKind::ServiceUnavailable
+                | ErrorKind::KeyUnavailable
+                | ErrorKind::KmsInternal
         )
     }
 }

@@ -90,6 +90,8 @@ pub enum Origin {
     Kmsd,
     /// Imported.
     External,
+    /// Generated inside the HSM and never leaves it (AWS: AWS_CLOUDHSM).
+    Hsm,
 }
 
 /// Lifecycle state of a KMS key.
@@ -150,6 +152,8 @@ pub struct CreateKey<'a> {
     pub key_usage: KeyUsage,
     /// Key spec.
     pub key_spec: KeySpec,
+    /// Where the key material is made: `Kmsd` (default) or `Hsm`.
+    pub origin: Origin,
 }
 
 /// DescribeKey.

@@ -88,6 +88,7 @@ fn generate_random_union(
 enum OwnedOp {
     CreateKey {
         description: String,
+        hsm: bool,
     },
     DescribeKey {
         key_id: String,
@@ -132,10 +133,11 @@ fn ctx(c: &[(String, String)]) -> Context<'_> {
 impl OwnedOp {
     fn borrow(&self) -> Operation<'_> {
         match self {
-            OwnedOp::CreateKey { description } => Operation::CreateKey(CreateKey {
+            OwnedOp::CreateKey { description, hsm } => Operation::CreateKey(CreateKey {
                 description,
                 key_usage: KeyUsage::EncryptDecrypt,
                 key_spec: KeySpec::SymmetricDefault,
+                origin: if *hsm { Origin::Hsm } else { Origin::Kmsd },
             }),
             OwnedOp::DescribeKey { key_id } => Operation::DescribeKey(DescribeKey { key_id }),
             OwnedOp::ListKeys { limit, marker } => Operation::ListKeys(ListKeys {
@@ -255,7 +257,8 @@ fn data_key_spec() -> impl Strategy<Value = Option<DataKeySpec>> {
 
 fn owned_op() -> impl Strategy<Value = OwnedOp> {
     prop_oneof![
-        text().prop_map(|description| OwnedOp::CreateKey { description }),
+        (text(), any::<bool>())
+            .prop_map(|(description, hsm)| OwnedOp::CreateKey { description, hsm }),
         text().prop_map(|key_id| OwnedOp::DescribeKey { key_id }),
         (any::<u32>(), proptest::option::of(text()))
             .prop_map(|(limit, marker)| OwnedOp::ListKeys { limit, marker }),
@@ -634,6 +637,7 @@ fn golden_batch_request() -> Request<'static> {
             description: "golden key",
             key_usage: KeyUsage::EncryptDecrypt,
             key_spec: KeySpec::SymmetricDefault,
+            origin: Origin::Kmsd,
         }),
         Operation::DescribeKey(DescribeKey {
             key_id: "1234abcd-12ab-34cd-56ef-1234567890ab",

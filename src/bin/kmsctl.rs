@@ -53,6 +53,15 @@ struct Cli {
     command: Command,
 }
 
+/// `create-key --origin`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OriginArg {
+    /// Made by kmsd, wrapped by the root of trust.
+    Kmsd,
+    /// Generated inside the HSM.
+    Hsm,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create a KMS key (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT).
@@ -60,6 +69,11 @@ enum Command {
         /// Free-text description.
         #[arg(long, value_name = "D", default_value = "")]
         description: String,
+        /// Where the key material is made: kmsd (wrapped by the root of
+        /// trust) or hsm (generated in the HSM, never leaves it; needs the
+        /// PKCS#11 root).
+        #[arg(long, value_enum, default_value = "kmsd")]
+        origin: OriginArg,
     },
     /// Show a key's metadata.
     DescribeKey {
@@ -528,6 +542,7 @@ fn metadata(m: &KeyMetadata) -> Val<'_> {
             s(match m.origin {
                 Origin::Kmsd => "KMSD",
                 Origin::External => "EXTERNAL",
+                Origin::Hsm => "HSM",
             }),
         ),
     ])
@@ -578,8 +593,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Ok(c)
     };
     match &cli.command {
-        Command::CreateKey { description } => {
-            let m = connect()?.create_key(description)?;
+        Command::CreateKey {
+            description,
+            origin,
+        } => {
+            let origin = match origin {
+                OriginArg::Kmsd => Origin::Kmsd,
+                OriginArg::Hsm => Origin::Hsm,
+            };
+            let m = connect()?.create_key_with_origin(description, origin)?;
             let mut md = metadata(&m);
             if !p.json {
                 humanize_metadata(&mut md);

@@ -22,6 +22,7 @@
 
 pub mod blob;
 pub mod context;
+pub mod hsm_blob;
 pub mod rng;
 pub mod xaes;
 

@@ -78,6 +78,22 @@ impl FileRoot {
         Ok(root)
     }
 
+    /// Opens the root key file in `data_dir`, which must exist (with the same
+    /// checks as [`FileRoot::open_or_create`]); `kmsd migrate-root` uses it,
+    /// where creating a new key would be a mistake.
+    pub fn open_existing(data_dir: &Path) -> Result<FileRoot, RootError> {
+        let path = data_dir.join(Self::FILE_NAME);
+        let key = read_key_file(&path)?.ok_or_else(|| {
+            RootError::Invalid(format!(
+                "no root key file {}: this data directory is not under the file root",
+                path.display()
+            ))
+        })?;
+        let mut root = FileRoot::from_key(key);
+        root.path = Some(path);
+        Ok(root)
+    }
+
     /// Builds a root from key material already in memory, with no file; for
     /// tests and benchmarks.
     pub fn from_key(key: KeyMaterial) -> FileRoot {

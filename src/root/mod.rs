@@ -8,14 +8,56 @@
 //! 32-byte backing key is 40 bytes.
 //!
 //! **Boundary**: the service sees only the [`RootOfTrust`] trait. The file
-//! root runs in process; an HSM root (later) must be called only from the
-//! HSM executor, never from an I/O thread, because PKCS#11 calls block.
+//! root runs in process; the PKCS#11 root ([`Pkcs11Root`], over
+//! [`crate::hsm`]) must be called only from workers and cache loaders, never
+//! from an I/O thread, because PKCS#11 calls block. [`open`] picks one by
+//! `root.kind`.
 
 pub mod file;
+pub mod pkcs11;
 
 pub use file::FileRoot;
+pub use pkcs11::Pkcs11Root;
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::config::{Config, RootKind};
 use crate::crypto::KeyMaterial;
+
+/// Opens the root of trust that `config.root.kind` names: the file root in
+/// `data_dir`, or the PKCS#11 token of `[root.pkcs11]`.
+///
+/// # Errors
+///
+/// One line saying what is wrong and what to do (e.g. "no root key labelled
+/// \"kmsd-root\" in PKCS#11 token \"kmsd\": run `kmsd hsm init --config
+/// FILE` to create it").
+pub fn open(config: &Config) -> anyhow::Result<Arc<dyn RootOfTrust>> {
+    match config.root.kind {
+        RootKind::File => Ok(Arc::new(
+            FileRoot::open_or_create(&config.data_dir).context("opening the file root of trust")?,
+        )),
+        RootKind::Pkcs11 => {
+            let pkcs11 = config.root.pkcs11.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("root.kind = \"pkcs11\" needs a [root.pkcs11] section")
+            })?;
+            let root = Pkcs11Root::open(pkcs11)
+                .map_err(|e| anyhow::anyhow!("opening the PKCS#11 root of trust: {e}"))?;
+            tracing::info!(
+                module = %pkcs11.module.display(),
+                token = %pkcs11.token_label,
+                key = %pkcs11.key_label,
+                pool_size = pkcs11.pool_size,
+                kwp_mechanism = format_args!("{:#x}", pkcs11.kwp_mechanism),
+                session_copy = pkcs11.session_copy,
+                "PKCS#11 root of trust ready"
+            );
+            Ok(Arc::new(root))
+        }
+    }
+}
 
 /// Wraps and unwraps backing keys under the root key, which never leaves the
 /// root of trust.
@@ -46,6 +88,43 @@ pub trait RootOfTrust: Send + Sync + 'static {
     /// root key. This is never a client error; it means the keystore and the
     /// root disagree.
     fn unwrap(&self, wrapped: &[u8]) -> Result<KeyMaterial, RootError>;
+
+    /// The root's store of HSM-only keys, if it has one (the PKCS#11 root
+    /// does; the file root does not, and CreateKey with origin HSM is then
+    /// refused).
+    fn vault(&self) -> Option<&dyn KeyVault> {
+        None
+    }
+}
+
+/// Keys generated inside the root of trust that never leave it (HSM-only
+/// keys). Each is named by a 20-byte id: the KMS key id and the key
+/// version (u32, big-endian). Calls block: workers only, never an I/O
+/// thread.
+pub trait KeyVault: Send + Sync {
+    /// Generates a new AES-256 key named `id`, usable only for encryption
+    /// and decryption, never extractable.
+    fn generate(&self, id: &[u8; 20]) -> Result<(), RootError>;
+
+    /// AES-256-GCM encryption with the key `id`: returns ciphertext followed
+    /// by the 16-byte tag.
+    fn seal(
+        &self,
+        id: &[u8; 20],
+        iv: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, RootError>;
+
+    /// AES-256-GCM decryption of ciphertext-and-tag: `Ok(None)` when the tag
+    /// does not verify (no plaintext is returned then).
+    fn open(
+        &self,
+        id: &[u8; 20],
+        iv: &[u8; 12],
+        aad: &[u8],
+        ciphertext_and_tag: &[u8],
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, RootError>;
 }
 
 /// Failures of the root of trust. None of them reaches a client in detail:
@@ -72,6 +151,11 @@ pub enum RootError {
     /// is not exactly 32 bytes.
     #[error("{0}")]
     Invalid(String),
+    /// The root of trust cannot be reached now (an HSM that is down, busy or
+    /// recovering); the operation may succeed later. Clients see
+    /// KeyUnavailableException.
+    #[error("root of trust unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl RootError {

@@ -7,11 +7,16 @@
 //!
 //! Execution modes: on an I/O thread ([`ExecMode::NonBlocking`]) an operation
 //! may only use keys already in the in-memory cache and must not touch the
-//! store; when it would, it reports [`WouldBlock`] and the dispatcher reruns
-//! the whole frame on a worker ([`ExecMode::Blocking`]). Operations have no
-//! side effects before the point where they could report `WouldBlock`, so a
-//! rerun is safe.
+//! store; when it would, it reports [`WouldBlock`], `handle_frame` answers
+//! [`Deferred`] with the keys the frame needs that are not cached, the
+//! dispatcher has the [`loader::KeyLoader`] fetch them (batched, single
+//! flight, with a deadline) and then reruns the whole frame on a worker
+//! ([`ExecMode::Blocking`]). Operations have no side effects before the
+//! point where they could report `WouldBlock`, so a rerun is safe.
 
+pub mod backing;
+pub mod cache;
+pub mod loader;
 pub mod ops;
 
 use crate::crypto::{KeyMaterial, XaesKey};
@@ -24,9 +29,8 @@ use kms_proto::{
     DecodeLimits, ErrorKind, KeyMetadata, KeyState, KmsError, Operation, Output, Request,
     RequestBody, Response, ResponseBody,
 };
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -43,6 +47,14 @@ pub enum ExecMode {
 /// visibly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WouldBlock;
+
+/// A frame that must run on a worker, with the keys it names that are not
+/// cached (to be loaded first, off the I/O thread).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deferred {
+    /// Key ids to load before the rerun (may be empty).
+    pub missing: Vec<[u8; 16]>,
+}
 
 /// Why an operation did not produce an output.
 #[derive(Debug, PartialEq, Eq)]
@@ -68,6 +80,9 @@ pub enum ServiceError {
     /// The root of trust failed.
     #[error("root of trust: {0}")]
     Root(#[from] RootError),
+    /// The loader threads could not start.
+    #[error("starting the key loader: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Prefix of key ARNs. There is no account or region on a host; the ARN form
@@ -80,23 +95,27 @@ pub const ARN_PREFIX: &str = "arn:kmsd:kms:local:key/";
 const INLINE_MAX_ITEMS: usize = 64;
 const INLINE_MAX_PAYLOAD: usize = 64 * 1024;
 
+pub use backing::Backing;
+
 /// A key with its unwrapped backing keys, ready for crypto.
 pub struct LoadedKey {
     /// The stored record, as of loading.
     pub record: KeyRecord,
     /// Backing keys by version; index 0 is version 1.
-    versions: Vec<XaesKey>,
+    versions: Vec<Backing>,
+    /// When it was unwrapped (the cache's TTL counts from here).
+    pub loaded_at: std::time::Instant,
 }
 
 impl LoadedKey {
     /// The backing key of `version`, if the key has it.
-    pub fn version(&self, version: u32) -> Option<&XaesKey> {
+    pub fn version(&self, version: u32) -> Option<&Backing> {
         let index = usize::try_from(version).ok()?.checked_sub(1)?;
         self.versions.get(index)
     }
 
     /// The version and backing key new ciphertexts use.
-    pub fn current(&self) -> (u32, &XaesKey) {
+    pub fn current(&self) -> (u32, &Backing) {
         let v = self.record.current_version;
         (v, self.version(v).expect("current version is loaded"))
     }
@@ -117,15 +136,90 @@ impl LoadedKey {
     }
 }
 
-/// The key-management service.
-pub struct Service {
+/// What the service and its loader threads share.
+pub(crate) struct Core {
     store: Mutex<Keystore>,
     root: Arc<dyn RootOfTrust>,
-    // Unwrapped keys, loaded on first use. Bounded by limits.max_keys; the
-    // HSM issue replaces this with a bounded cache with TTL.
-    cache: RwLock<HashMap<[u8; 16], Arc<LoadedKey>>>,
+    cache: cache::KeyCache,
+}
+
+impl Core {
+    /// Unwraps every version of a stored key (HSM-only versions stay in
+    /// the HSM: `usage` holds their reserved encryption counts).
+    fn unwrap_key(
+        &self,
+        record: KeyRecord,
+        wrapped: &[crate::keystore::WrappedVersion],
+        usage: &[u64],
+    ) -> Result<LoadedKey, KmsError> {
+        let id = record.key_id;
+        let mut versions = Vec::with_capacity(wrapped.len());
+        for (i, w) in wrapped.iter().enumerate() {
+            if w.version as usize != i + 1 {
+                return Err(internal(
+                    "loading key",
+                    format!("{}: versions are not contiguous", format_key_id(&id)),
+                ));
+            }
+            if record.origin == kms_proto::Origin::Hsm {
+                let reserved = usage.get(i).copied().unwrap_or(0);
+                versions.push(Backing::Hsm(backing::HsmVersion::new(
+                    &id, w.version, reserved,
+                )));
+                continue;
+            }
+            let material = self.root.unwrap(&w.wrapped).map_err(loader::root_error)?;
+            versions.push(Backing::Soft(XaesKey::new(&material)));
+        }
+        if record.current_version == 0 || record.current_version as usize > versions.len() {
+            return Err(internal(
+                "loading key",
+                format!("{}: current version is missing", format_key_id(&id)),
+            ));
+        }
+        Ok(LoadedKey {
+            record,
+            versions,
+            loaded_at: std::time::Instant::now(),
+        })
+    }
+}
+
+/// How a service is put together beyond its store and root.
+#[derive(Clone, Debug)]
+pub struct ServiceOptions {
+    /// Decoding limits.
+    pub limits: DecodeLimits,
+    /// Most keys in the store.
+    pub max_keys: u64,
+    /// Cache and loader settings.
+    pub cache: crate::config::CacheConfig,
+    /// Loader threads (HSM sessions).
+    pub loader_threads: usize,
+}
+
+impl ServiceOptions {
+    /// The options a daemon with `config` runs with.
+    pub fn from_config(config: &crate::config::Config) -> ServiceOptions {
+        ServiceOptions {
+            limits: config.decode_limits(),
+            max_keys: config.limits.max_keys,
+            cache: config.cache.clone(),
+            loader_threads: match (&config.root.kind, &config.root.pkcs11) {
+                (crate::config::RootKind::Pkcs11, Some(p)) => p.pool_size,
+                _ => 1,
+            },
+        }
+    }
+}
+
+/// The key-management service.
+pub struct Service {
+    core: Arc<Core>,
+    loader: loader::KeyLoader,
     limits: DecodeLimits,
     max_keys: u64,
+    load_timeout: std::time::Duration,
 }
 
 thread_local! {
@@ -191,22 +285,70 @@ impl Service {
     }
 
     /// A service over an already opened store (tests and benches use an
-    /// in-memory one).
+    /// in-memory one), with the default cache.
     pub fn with_store(
         store: Keystore,
         root: Arc<dyn RootOfTrust>,
         limits: DecodeLimits,
         max_keys: u64,
     ) -> Result<Service, ServiceError> {
+        Service::with_options(
+            store,
+            root,
+            ServiceOptions {
+                limits,
+                max_keys,
+                cache: crate::config::CacheConfig::default(),
+                loader_threads: 1,
+            },
+        )
+    }
+
+    /// A service over `store` with every option given.
+    pub fn with_options(
+        store: Keystore,
+        root: Arc<dyn RootOfTrust>,
+        options: ServiceOptions,
+    ) -> Result<Service, ServiceError> {
         let check = root.wrap(&KeyMaterial::from_bytes([0; 32]))?;
         store.bind_root(root.kind(), &check)?;
-        Ok(Service {
+        let c = &options.cache;
+        let core = Arc::new(Core {
             store: Mutex::new(store),
             root,
-            cache: RwLock::new(HashMap::new()),
-            limits,
-            max_keys,
+            cache: cache::KeyCache::new(c.max_keys, std::time::Duration::from_secs(c.ttl_secs)),
+        });
+        let loader = loader::KeyLoader::start(
+            Arc::clone(&core),
+            loader::LoaderConfig {
+                threads: options.loader_threads,
+                batch_max: c.batch_max,
+                batching: c.batching,
+            },
+        )
+        .map_err(ServiceError::Threads)?;
+        Ok(Service {
+            core,
+            loader,
+            limits: options.limits,
+            max_keys: options.max_keys,
+            load_timeout: std::time::Duration::from_millis(c.load_timeout_ms),
         })
+    }
+
+    /// The loader (prefetching keys off the I/O threads, its counters).
+    pub fn loader(&self) -> &loader::KeyLoader {
+        &self.loader
+    }
+
+    /// How long a request waits for its keys.
+    pub fn load_timeout(&self) -> std::time::Duration {
+        self.load_timeout
+    }
+
+    /// Keys cached now.
+    pub fn cached_keys(&self) -> usize {
+        self.core.cache.len()
     }
 
     /// Decoding limits in force.
@@ -214,56 +356,16 @@ impl Service {
         &self.limits
     }
 
-    /// Loads a key: from the cache, else (in blocking mode) from the store,
-    /// unwrapping every version through the root of trust.
+    /// Loads a key: from the cache, else (in blocking mode) through the
+    /// loader, waiting at most the load timeout.
     pub fn load_key(&self, id: &[u8; 16], mode: ExecMode) -> Result<Arc<LoadedKey>, ExecError> {
-        if let Some(k) = self.cache.read().get(id) {
-            return Ok(Arc::clone(k));
+        if let Some(k) = self.core.cache.get(id) {
+            return Ok(k);
         }
         if mode == ExecMode::NonBlocking {
             return Err(ExecError::WouldBlock);
         }
-        let (record, wrapped) = {
-            let store = self.store.lock();
-            let record = store
-                .get_key(id)
-                .map_err(|e| internal("reading key", e))?
-                .ok_or_else(|| {
-                    KmsError::new(
-                        ErrorKind::NotFound,
-                        format!("key {} does not exist", format_key_id(id)),
-                    )
-                })?;
-            let wrapped = store
-                .get_versions(id)
-                .map_err(|e| internal("reading key versions", e))?;
-            (record, wrapped)
-        };
-        let mut versions = Vec::with_capacity(wrapped.len());
-        for (i, w) in wrapped.iter().enumerate() {
-            if w.version as usize != i + 1 {
-                return Err(internal(
-                    "loading key",
-                    format!("{}: versions are not contiguous", format_key_id(id)),
-                )
-                .into());
-            }
-            let material = self
-                .root
-                .unwrap(&w.wrapped)
-                .map_err(|e| internal("unwrapping backing key", e))?;
-            versions.push(XaesKey::new(&material));
-        }
-        if record.current_version == 0 || record.current_version as usize > versions.len() {
-            return Err(internal(
-                "loading key",
-                format!("{}: current version is missing", format_key_id(id)),
-            )
-            .into());
-        }
-        let loaded = Arc::new(LoadedKey { record, versions });
-        self.cache.write().insert(*id, Arc::clone(&loaded));
-        Ok(loaded)
+        Ok(self.loader.load_blocking(id, self.load_timeout)?)
     }
 
     /// Loads the key named by a client-supplied identifier.
@@ -344,15 +446,15 @@ impl Service {
     }
 
     /// Decodes a frame, runs it and appends the encoded answer to `out`. In
-    /// non-blocking mode returns `WouldBlock` (with `out` untouched) when the
-    /// request needs a worker.
+    /// non-blocking mode returns [`Deferred`] (with `out` untouched) when the
+    /// request needs a worker, naming the keys to load first.
     pub fn handle_frame(
         &self,
         frame: &[u8],
         peer: &Peer,
         mode: ExecMode,
         out: &mut Vec<u8>,
-    ) -> Result<(), WouldBlock> {
+    ) -> Result<(), Deferred> {
         let request = match kms_proto::decode_request(frame, &self.limits) {
             Ok(r) => r,
             Err(e) => {
@@ -360,17 +462,25 @@ impl Service {
                 return Ok(());
             }
         };
+        let defer = |request: &Request<'_>| Deferred {
+            missing: self.missing_keys(request),
+        };
         if mode == ExecMode::NonBlocking && !is_small(&request) {
-            return Err(WouldBlock);
+            return Err(defer(&request));
         }
         let body = match &request.body {
-            RequestBody::Single(op) => ResponseBody::Single(self.run(op, peer, mode)?),
-            RequestBody::Batch(items) => ResponseBody::Batch(
-                items
-                    .iter()
-                    .map(|op| self.run(op, peer, mode))
-                    .collect::<Result<_, _>>()?,
-            ),
+            RequestBody::Single(op) => match self.run(op, peer, mode) {
+                Ok(outcome) => ResponseBody::Single(outcome),
+                Err(WouldBlock) => return Err(defer(&request)),
+            },
+            RequestBody::Batch(items) => match items
+                .iter()
+                .map(|op| self.run(op, peer, mode))
+                .collect::<Result<_, _>>()
+            {
+                Ok(outcomes) => ResponseBody::Batch(outcomes),
+                Err(WouldBlock) => return Err(defer(&request)),
+            },
         };
         let response = Response {
             request_id: request.request_id,
@@ -384,14 +494,19 @@ impl Service {
     pub(crate) fn store_new_key(
         &self,
         record: KeyRecord,
-        material: &KeyMaterial,
+        material: Option<&KeyMaterial>,
     ) -> Result<(), KmsError> {
-        let wrapped = self
-            .root
-            .wrap(material)
-            .map_err(|e| internal("wrapping backing key", e))?;
+        // An HSM-only key (no material here) was generated in the HSM by
+        // the caller and stores nothing wrapped.
+        let wrapped = match material {
+            Some(m) => self.core.root.wrap(m).map_err(|e| match e {
+                RootError::Unavailable(_) => loader::root_error(e),
+                e => internal("wrapping backing key", e),
+            })?,
+            None => Vec::new(),
+        };
         {
-            let mut store = self.store.lock();
+            let mut store = self.core.store.lock();
             let count = store
                 .count_keys()
                 .map_err(|e| internal("counting keys", e))?;
@@ -414,19 +529,66 @@ impl Service {
                 )
                 .map_err(|e| internal("storing key", e))?;
         }
-        let loaded = LoadedKey {
-            versions: vec![XaesKey::new(material)],
-            record,
+        let backing = match material {
+            Some(m) => Backing::Soft(XaesKey::new(m)),
+            None => Backing::Hsm(backing::HsmVersion::new(&record.key_id, 1, 0)),
         };
-        self.cache
-            .write()
-            .insert(loaded.record.key_id, Arc::new(loaded));
+        let loaded = LoadedKey {
+            versions: vec![backing],
+            record,
+            loaded_at: std::time::Instant::now(),
+        };
+        self.loader.forget_failure(&loaded.record.key_id);
+        self.core.cache.insert(Arc::new(loaded));
         Ok(())
     }
 
     /// The store, for control-plane operations (workers only).
     pub(crate) fn store(&self) -> parking_lot::MutexGuard<'_, Keystore> {
-        self.store.lock()
+        self.core.store.lock()
+    }
+
+    /// The keys a request names (by id, ARN or a ciphertext blob's header)
+    /// that are not cached: what must be loaded before it can run.
+    pub fn missing_keys(&self, request: &Request<'_>) -> Vec<[u8; 16]> {
+        fn named(op: &Operation<'_>, out: &mut Vec<[u8; 16]>) {
+            let mut by_name = |s: &str| {
+                if let Ok(id) = parse_key_id(s) {
+                    out.push(id);
+                }
+            };
+            match op {
+                Operation::GenerateDataKey(r) | Operation::GenerateDataKeyWithoutPlaintext(r) => {
+                    by_name(r.key_id)
+                }
+                Operation::Encrypt(r) => by_name(r.key_id),
+                Operation::DescribeKey(_)
+                | Operation::CreateKey(_)
+                | Operation::ListKeys(_)
+                | Operation::GenerateRandom(_) => {}
+                Operation::Decrypt(r) => {
+                    if let Ok(h) = backing::parse_any_header(r.ciphertext_blob) {
+                        out.push(h.key_id);
+                    }
+                }
+                Operation::ReEncrypt(r) => {
+                    by_name(r.destination_key_id);
+                    if let Ok(h) = backing::parse_any_header(r.ciphertext_blob) {
+                        out.push(h.key_id);
+                    }
+                }
+            }
+        }
+        let mut ids = Vec::new();
+        match &request.body {
+            RequestBody::Single(Ok(op)) => named(op, &mut ids),
+            RequestBody::Single(Err(_)) => {}
+            RequestBody::Batch(items) => items.iter().flatten().for_each(|op| named(op, &mut ids)),
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|id| !self.core.cache.contains(id));
+        ids
     }
 }
 

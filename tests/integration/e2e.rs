@@ -11,15 +11,55 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-/// The engines every test here runs against. io_uring is required unless
+/// One way of running the daemon: an I/O engine and a root of trust.
+struct Variant {
+    io: &'static str,
+    /// `--config` with a PKCS#11 root, or None for the file root.
+    hsm_config: Option<&'static std::path::Path>,
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let root = if self.hsm_config.is_some() {
+            "pkcs11"
+        } else {
+            "file"
+        };
+        write!(f, "{}/{root}", self.io)
+    }
+}
+
+/// The variants every test here runs against: both I/O engines on the file
+/// root, and epoll on the PKCS#11 root (a real SoftHSM2 token, see
+/// `support::hsm_root_config`). io_uring is required unless
 /// KMSD_TEST_SKIP_URING=1 says this machine forbids it (then the epoll runs
 /// still cover the behaviour).
-fn engines() -> Vec<&'static str> {
-    let mut v = vec!["epoll"];
+fn engines() -> Vec<Variant> {
+    let mut v = vec![Variant {
+        io: "epoll",
+        hsm_config: None,
+    }];
     if std::env::var("KMSD_TEST_SKIP_URING").as_deref() != Ok("1") {
-        v.push("uring");
+        v.push(Variant {
+            io: "uring",
+            hsm_config: None,
+        });
+    }
+    if let Some(config) = crate::support::hsm_root_config() {
+        v.push(Variant {
+            io: "epoll",
+            hsm_config: Some(config),
+        });
     }
     v
+}
+
+/// Starts the daemon for `v`.
+fn start(v: &Variant) -> Daemon {
+    match v.hsm_config {
+        Some(c) => Daemon::start(&["--io", v.io, "--config", c.to_str().unwrap()]),
+        None => Daemon::start(&["--io", v.io]),
+    }
 }
 
 fn raw(d: &Daemon) -> UnixStream {
@@ -80,7 +120,7 @@ fn assert_healthy(d: &Daemon) {
 #[test]
 fn bad_frames_get_named_errors_and_hurt_nobody() {
     for io in engines() {
-        let d = Daemon::start(&["--io", io]);
+        let d = start(&io);
         let mut bystander = d.client();
         let key = bystander.create_key("bystander").unwrap().key_id;
 
@@ -154,7 +194,7 @@ fn bad_frames_get_named_errors_and_hurt_nobody() {
 #[test]
 fn unknown_operation_and_oversized_batch() {
     for io in engines() {
-        let d = Daemon::start(&["--io", io]);
+        let d = start(&io);
         let mut s = raw(&d);
         let mut buf = BytesMut::new();
 
@@ -223,7 +263,7 @@ fn k<T: std::fmt::Debug>(r: Result<T, client::ClientError>) -> ErrorKind {
 #[test]
 fn api_errors_over_the_socket() {
     for io in engines() {
-        let d = Daemon::start(&["--io", io]);
+        let d = start(&io);
         let mut c = d.client();
         let key = c.create_key("").unwrap().key_id;
         assert_eq!(k(c.encrypt(&key, b"", &[])), ErrorKind::Validation);
@@ -282,7 +322,7 @@ fn api_errors_over_the_socket() {
 #[test]
 fn concurrent_pipelined_clients_get_their_own_answers() {
     for io in engines() {
-        let d = Daemon::start(&["--io", io]);
+        let d = start(&io);
         let key = d.client().create_key("shared").unwrap().key_id;
         std::thread::scope(|scope| {
             for t in 0..8u32 {
@@ -342,7 +382,7 @@ fn concurrent_pipelined_clients_get_their_own_answers() {
 #[test]
 fn disconnecting_and_non_reading_clients_hurt_nobody() {
     for io in engines() {
-        let d = Daemon::start(&["--io", io]);
+        let d = start(&io);
         // Sends a large batch and disconnects before the answer.
         {
             let mut s = raw(&d);
@@ -396,7 +436,7 @@ fn disconnecting_and_non_reading_clients_hurt_nobody() {
 #[test]
 fn restart_keeps_keys_and_sigterm_exits_cleanly() {
     for io in engines() {
-        let mut d = Daemon::start(&["--io", io]);
+        let mut d = start(&io);
         let (key, blob) = {
             let mut c = d.client();
             let key = c.create_key("durable").unwrap().key_id;
@@ -481,4 +521,85 @@ fn check_config_accepts_valid_files_and_names_the_problem_in_bad_ones() {
     let range = check("[limits]\nmax_batch = 0\n");
     assert!(!range.status.success());
     assert!(String::from_utf8_lossy(&range.stderr).contains("max_batch"));
+}
+
+#[test]
+fn cold_keys_after_a_restart_are_loaded_for_whole_batches_and_pipelines() {
+    for io in engines() {
+        let mut d = start(&io);
+        let (keys, blobs) = {
+            let mut c = d.client();
+            let keys: Vec<String> = (0..40)
+                .map(|i| c.create_key(&format!("cold {i}")).unwrap().key_id)
+                .collect();
+            let blobs: Vec<Vec<u8>> = keys
+                .iter()
+                .map(|k| {
+                    c.encrypt(k, k.as_bytes(), &[("k", k.as_str())])
+                        .unwrap()
+                        .ciphertext_blob
+                })
+                .collect();
+            (keys, blobs)
+        };
+        d.stop();
+        d.restart();
+        let mut c = d.client();
+        // One frame naming 40 keys nobody has used since the restart (plus a
+        // blob whose key does not exist): the loader fetches them all before
+        // the frame runs, and each item gets its own answer.
+        let mut bogus = blobs[0].clone();
+        bogus[1..17].copy_from_slice(&[0xab; 16]);
+        let mut ops: Vec<Operation<'_>> = keys
+            .iter()
+            .zip(&blobs)
+            .map(|(k, b)| {
+                Operation::Decrypt(Decrypt {
+                    ciphertext_blob: b,
+                    key_id: None,
+                    context: vec![("k", k.as_str())],
+                })
+            })
+            .collect();
+        ops.push(Operation::Decrypt(Decrypt {
+            ciphertext_blob: &bogus,
+            key_id: None,
+            context: vec![],
+        }));
+        let outcomes = c.batch(ops).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            match &outcomes[i] {
+                Ok(Output::Decrypt(o)) => assert_eq!(o.plaintext.expose(), k.as_bytes()),
+                other => panic!("{io}: item {i}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            outcomes[40].as_ref().unwrap_err().kind,
+            ErrorKind::InvalidCiphertext
+        );
+        // Many requests in flight for one cold key: all answered.
+        d.restart();
+        let mut c = d.client();
+        let ids: Vec<u64> = (0..32)
+            .map(|_| {
+                c.send(Operation::Decrypt(Decrypt {
+                    ciphertext_blob: &blobs[7],
+                    key_id: None,
+                    context: vec![("k", keys[7].as_str())],
+                }))
+            })
+            .collect();
+        c.flush().unwrap();
+        for _ in &ids {
+            let r = c.recv().unwrap();
+            assert!(ids.contains(&r.request_id));
+            match r.body {
+                ResponseBody::Single(Ok(Output::Decrypt(o))) => {
+                    assert_eq!(o.plaintext.expose(), keys[7].as_bytes())
+                }
+                other => panic!("{io}: {other:?}"),
+            }
+        }
+        assert_healthy(&d);
+    }
 }

@@ -174,6 +174,12 @@ impl Daemon {
         self.spawn();
     }
 
+    /// Restarts with other extra arguments (same socket and data dir).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|a| a.to_string()).collect();
+        self.restart();
+    }
+
     /// Runs the real kmsctl binary with `--socket <socket>` prepended and
     /// `stdin` (empty when None) as its standard input.
     pub fn kmsctl(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -224,4 +230,84 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// Writes a kmsd config file `<dir>/kmsd-pkcs11.toml` whose root of trust is
+/// the PKCS#11 token `token_label` in `module`, with root key `key_label` and
+/// the user PIN read from `pin_file` (which must be mode 0600); returns its
+/// path. For `Daemon::start(&["--config", path])` and `kmsd hsm ...`.
+pub fn write_pkcs11_config(
+    dir: &std::path::Path,
+    module: &std::path::Path,
+    token_label: &str,
+    key_label: &str,
+    pin_file: &std::path::Path,
+) -> PathBuf {
+    let path = dir.join("kmsd-pkcs11.toml");
+    let text = format!(
+        "[root]\nkind = \"pkcs11\"\n\n[root.pkcs11]\nmodule = {:?}\ntoken_label = {:?}\n\
+         key_label = {:?}\npin_file = {:?}\n",
+        module.display().to_string(),
+        token_label,
+        key_label,
+        pin_file.display().to_string(),
+    );
+    std::fs::write(&path, text).expect("writing the pkcs11 config");
+    path
+}
+
+/// A config file for a daemon on the PKCS#11 root, with a root key created
+/// (once per test run) in the token that scripts/test.sh prepared
+/// (KMSD_TEST_PKCS11_MODULE, KMSD_TEST_TOKEN_LABEL, KMSD_TEST_PIN). None
+/// when no token was prepared, unless KMSD_REQUIRE_HSM=1 (CI), where that
+/// is a failure: the end-to-end suite must run on the HSM root too.
+pub fn hsm_root_config() -> Option<&'static std::path::Path> {
+    static CONFIG: std::sync::OnceLock<Option<(tempfile::TempDir, PathBuf)>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty() && v != "none");
+            let (Some(module), Some(token), Some(pin)) = (
+                var("KMSD_TEST_PKCS11_MODULE"),
+                var("KMSD_TEST_TOKEN_LABEL"),
+                var("KMSD_TEST_PIN"),
+            ) else {
+                assert!(
+                    std::env::var("KMSD_REQUIRE_HSM").as_deref() != Ok("1"),
+                    "KMSD_REQUIRE_HSM=1 but no SoftHSM token was prepared (run scripts/test.sh)"
+                );
+                eprintln!("NOTE: no SoftHSM token (scripts/test.sh prepares one): the end-to-end suite runs on the file root only");
+                return None;
+            };
+            let dir = tempfile::Builder::new()
+                .prefix("kmsd-e2e-hsm-")
+                .tempdir()
+                .expect("temporary directory");
+            let pin_file = dir.path().join("pin");
+            std::fs::write(&pin_file, &pin).expect("writing the PIN file");
+            std::fs::set_permissions(&pin_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("PIN file mode");
+            let label = format!("e2e-root-{}", std::process::id());
+            let config = write_pkcs11_config(
+                dir.path(),
+                std::path::Path::new(&module),
+                &token,
+                &label,
+                &pin_file,
+            );
+            let out = Command::new(env!("CARGO_BIN_EXE_kmsd"))
+                .args(["hsm", "init", "--config"])
+                .arg(&config)
+                .env("KMSD_LOG", "warn")
+                .output()
+                .expect("running kmsd hsm init");
+            assert!(
+                out.status.success(),
+                "kmsd hsm init: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some((dir, config))
+        })
+        .as_ref()
+        .map(|(_, c)| c.as_path())
 }

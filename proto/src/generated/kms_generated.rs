@@ -194,12 +194,13 @@ impl flatbuffers::SimpleToVerifyInSlice for KeyUsage {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ORIGIN: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ORIGIN: u8 = 1;
+pub const ENUM_MAX_ORIGIN: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ORIGIN: [Origin; 2] = [
+pub const ENUM_VALUES_ORIGIN: [Origin; 3] = [
   Origin::KMSD,
   Origin::EXTERNAL,
+  Origin::HSM,
 ];
 
 /// Where the key material came from.
@@ -210,18 +211,23 @@ pub struct Origin(pub u8);
 impl Origin {
   pub const KMSD: Self = Self(0);
   pub const EXTERNAL: Self = Self(1);
+  /// Generated inside the HSM, never leaves it (AWS: a custom key store's
+  /// AWS_CLOUDHSM). Needs the PKCS#11 root of trust.
+  pub const HSM: Self = Self(2);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_MAX: u8 = 2;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::KMSD,
     Self::EXTERNAL,
+    Self::HSM,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
     match self {
       Self::KMSD => Some("KMSD"),
       Self::EXTERNAL => Some("EXTERNAL"),
+      Self::HSM => Some("HSM"),
       _ => None,
     }
   }
@@ -1201,6 +1207,7 @@ impl<'a> CreateKeyRequest<'a> {
   pub const VT_DESCRIPTION: flatbuffers::VOffsetT = 4;
   pub const VT_KEY_USAGE: flatbuffers::VOffsetT = 6;
   pub const VT_KEY_SPEC: flatbuffers::VOffsetT = 8;
+  pub const VT_ORIGIN: flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -1213,6 +1220,7 @@ impl<'a> CreateKeyRequest<'a> {
   ) -> flatbuffers::WIPOffset<CreateKeyRequest<'bldr>> {
     let mut builder = CreateKeyRequestBuilder::new(_fbb);
     if let Some(x) = args.description { builder.add_description(x); }
+    builder.add_origin(args.origin);
     builder.add_key_spec(args.key_spec);
     builder.add_key_usage(args.key_usage);
     builder.finish()
@@ -1240,6 +1248,15 @@ impl<'a> CreateKeyRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<KeySpec>(CreateKeyRequest::VT_KEY_SPEC, Some(KeySpec::SYMMETRIC_DEFAULT)).unwrap()}
   }
+  /// KMSD (default): a backing key made by kmsd, wrapped by the root of
+  /// trust. HSM: a key generated in the HSM that never leaves it.
+  #[inline]
+  pub fn origin(&self) -> Origin {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Origin>(CreateKeyRequest::VT_ORIGIN, Some(Origin::KMSD)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for CreateKeyRequest<'_> {
@@ -1252,6 +1269,7 @@ impl flatbuffers::Verifiable for CreateKeyRequest<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, false)?
      .visit_field::<KeyUsage>("key_usage", Self::VT_KEY_USAGE, false)?
      .visit_field::<KeySpec>("key_spec", Self::VT_KEY_SPEC, false)?
+     .visit_field::<Origin>("origin", Self::VT_ORIGIN, false)?
      .finish();
     Ok(())
   }
@@ -1260,6 +1278,7 @@ pub struct CreateKeyRequestArgs<'a> {
     pub description: Option<flatbuffers::WIPOffset<&'a str>>,
     pub key_usage: KeyUsage,
     pub key_spec: KeySpec,
+    pub origin: Origin,
 }
 impl<'a> Default for CreateKeyRequestArgs<'a> {
   #[inline]
@@ -1268,6 +1287,7 @@ impl<'a> Default for CreateKeyRequestArgs<'a> {
       description: None,
       key_usage: KeyUsage::ENCRYPT_DECRYPT,
       key_spec: KeySpec::SYMMETRIC_DEFAULT,
+      origin: Origin::KMSD,
     }
   }
 }
@@ -1290,6 +1310,10 @@ impl<'a: 'b, 'b> CreateKeyRequestBuilder<'a, 'b> {
     self.fbb_.push_slot::<KeySpec>(CreateKeyRequest::VT_KEY_SPEC, key_spec, KeySpec::SYMMETRIC_DEFAULT);
   }
   #[inline]
+  pub fn add_origin(&mut self, origin: Origin) {
+    self.fbb_.push_slot::<Origin>(CreateKeyRequest::VT_ORIGIN, origin, Origin::KMSD);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateKeyRequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     CreateKeyRequestBuilder {
@@ -1310,6 +1334,7 @@ impl core::fmt::Debug for CreateKeyRequest<'_> {
       ds.field("description", &self.description());
       ds.field("key_usage", &self.key_usage());
       ds.field("key_spec", &self.key_spec());
+      ds.field("origin", &self.origin());
       ds.finish()
   }
 }

@@ -1,11 +1,13 @@
-//! CreateKey: a new symmetric KMS key with a fresh 256-bit backing key.
+//! CreateKey: a new symmetric KMS key with a fresh 256-bit backing key,
+//! made by kmsd and wrapped by the root of trust (origin KMSD), or
+//! generated inside the HSM and never leaving it (origin HSM).
 
 use crate::crypto::{rng, KeyMaterial};
 use crate::dispatch::Peer;
 use crate::keystore::KeyRecord;
 use crate::service::{ExecError, ExecMode, Service};
 use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
-use kms_proto::{CreateKey, KeyState, KmsError, Origin, Output};
+use kms_proto::{CreateKey, ErrorKind, KeyState, KmsError, Origin, Output};
 
 /// Validates the request.
 pub fn validate(req: &CreateKey<'_>) -> Result<(), KmsError> {
@@ -13,6 +15,12 @@ pub fn validate(req: &CreateKey<'_>) -> Result<(), KmsError> {
         return Err(KmsError::validation(format!(
             "Description must be at most {MAX_DESCRIPTION_LEN} characters"
         )));
+    }
+    if req.origin == Origin::External {
+        return Err(KmsError::new(
+            ErrorKind::UnsupportedOperation,
+            "Origin EXTERNAL (importing key material) is not supported yet",
+        ));
     }
     Ok(())
 }
@@ -40,11 +48,19 @@ pub fn apply(
         created_at,
         description: req.description.to_owned(),
         state: KeyState::Enabled,
-        origin: Origin::Kmsd,
+        origin: req.origin,
         current_version: 1,
     };
-    let material = KeyMaterial::generate();
-    svc.store_new_key(record.clone(), &material)?;
+    if req.origin == Origin::Hsm {
+        let vault = svc.vault_for_create()?;
+        vault
+            .generate(&crate::service::backing::vault_id(&key_id, 1))
+            .map_err(crate::service::loader::root_error)?;
+        svc.store_new_key(record.clone(), None)?;
+    } else {
+        let material = KeyMaterial::generate();
+        svc.store_new_key(record.clone(), Some(&material))?;
+    }
     tracing::info!(key_id = %crate::service::format_key_id(&key_id), "created key");
     Ok(Output::CreateKey(Service::metadata(&record)))
 }

@@ -1,7 +1,7 @@
 //! Decrypt: the blob names its key and version; the caller may name the key
 //! too, and must supply the same encryption context.
 
-use crate::crypto::{blob, BlobError, CanonicalContext};
+use crate::crypto::CanonicalContext;
 use crate::dispatch::Peer;
 use crate::service::{format_key_id, parse_key_id, ExecError, ExecMode, LoadedKey, Service};
 use kms_proto::{Decrypt, DecryptOutput, ErrorKind, KmsError, Output, SecretBytes};
@@ -26,7 +26,8 @@ pub(crate) fn open(
     mode: ExecMode,
 ) -> Result<(Arc<LoadedKey>, SecretBytes), ExecError> {
     let expected = key_id.map(parse_key_id).transpose()?;
-    let header = blob::parse_header(ciphertext_blob).map_err(|_| invalid_ciphertext())?;
+    let header = crate::service::backing::parse_any_header(ciphertext_blob)
+        .map_err(|_| invalid_ciphertext())?;
     if let Some(expected) = expected {
         if expected != header.key_id {
             return Err(KmsError::new(
@@ -48,14 +49,7 @@ pub(crate) fn open(
         Err(e) => return Err(e),
     };
     key.check_usable()?;
-    let backing = key
-        .version(header.key_version)
-        .ok_or_else(invalid_ciphertext)?;
-    let mut plaintext = blob::open(backing, ciphertext_blob, context).map_err(|e| match e {
-        BlobError::Authentication | BlobError::Malformed(_) | BlobError::UnsupportedVersion(_) => {
-            invalid_ciphertext()
-        }
-    })?;
+    let mut plaintext = svc.open_blob(&key, header.key_version, ciphertext_blob, context, mode)?;
     // Move the buffer out; the emptied Zeroizing wrapper has nothing left.
     Ok((key, SecretBytes::new(std::mem::take(&mut *plaintext))))
 }

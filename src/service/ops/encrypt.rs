@@ -1,6 +1,5 @@
 //! Encrypt: up to 4096 bytes under a KMS key's current version.
 
-use crate::crypto::{blob, BlobHeader};
 use crate::dispatch::Peer;
 use crate::service::{format_key_id, ExecError, ExecMode, Service};
 use kms_proto::types::limits::MAX_PLAINTEXT;
@@ -28,13 +27,9 @@ pub fn apply(
     let context = super::context(&req.context)?;
     let key = svc.load_key_by_name(req.key_id, mode)?;
     key.check_usable()?;
-    let (version, backing) = key.current();
-    let header = BlobHeader {
-        key_id: key.record.key_id,
-        key_version: version,
-    };
+    let ciphertext_blob = svc.seal(&key, &context, req.plaintext, mode)?;
     Ok(Output::Encrypt(EncryptOutput {
         key_id: format_key_id(&key.record.key_id),
-        ciphertext_blob: blob::seal(backing, &header, &context, req.plaintext),
+        ciphertext_blob,
     }))
 }

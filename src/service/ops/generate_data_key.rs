@@ -1,7 +1,7 @@
 //! GenerateDataKey and GenerateDataKeyWithoutPlaintext: a random data key,
 //! returned encrypted under the KMS key (and in plaintext for the former).
 
-use crate::crypto::{blob, rng, BlobHeader};
+use crate::crypto::rng;
 use crate::dispatch::Peer;
 use crate::service::{format_key_id, ExecError, ExecMode, Service};
 use kms_proto::types::limits::MAX_DATA_KEY_BYTES;
@@ -37,14 +37,9 @@ pub fn apply(
     let context = super::context(&req.context)?;
     let key = svc.load_key_by_name(req.key_id, mode)?;
     key.check_usable()?;
-    let (version, backing) = key.current();
     let mut plaintext = SecretBytes::new(vec![0; len]);
     rng::fill(plaintext.expose_mut());
-    let header = BlobHeader {
-        key_id: key.record.key_id,
-        key_version: version,
-    };
-    let ciphertext_blob = blob::seal(backing, &header, &context, plaintext.expose());
+    let ciphertext_blob = svc.seal(&key, &context, plaintext.expose(), mode)?;
     let key_id = format_key_id(&key.record.key_id);
     Ok(if with_plaintext {
         Output::GenerateDataKey(GenerateDataKeyOutput {

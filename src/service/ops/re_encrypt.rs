@@ -1,7 +1,6 @@
 //! ReEncrypt: decrypt under the source key and encrypt under the destination
 //! key inside the daemon; the plaintext never leaves it.
 
-use crate::crypto::{blob, BlobHeader};
 use crate::dispatch::Peer;
 use crate::service::{format_key_id, ExecError, ExecMode, Service};
 use kms_proto::{Output, ReEncrypt, ReEncryptOutput};
@@ -24,14 +23,10 @@ pub fn apply(
         &source_context,
         mode,
     )?;
-    let (version, backing) = destination.current();
-    let header = BlobHeader {
-        key_id: destination.record.key_id,
-        key_version: version,
-    };
+    let ciphertext_blob = svc.seal(&destination, &destination_context, plaintext.expose(), mode)?;
     Ok(Output::ReEncrypt(ReEncryptOutput {
         source_key_id: format_key_id(&source.record.key_id),
         key_id: format_key_id(&destination.record.key_id),
-        ciphertext_blob: blob::seal(backing, &header, &destination_context, plaintext.expose()),
+        ciphertext_blob,
     }))
 }

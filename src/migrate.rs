@@ -1,0 +1,162 @@
+//! `kmsd migrate-root`: moves a data directory from one root of trust to
+//! another (the file root to an HSM) without losing a key.
+//!
+//! Every backing key is unwrapped with the old root, wrapped with the new
+//! one, and the new wrapping is unwrapped again and compared before it is
+//! written; all versions and the store's root record change in one SQLite
+//! transaction, so an interrupted migration leaves the store as it was. The
+//! daemon must be stopped (SQLite would make a running one wait, but its
+//! cache would still hold keys under the old root's name).
+
+use crate::crypto::KeyMaterial;
+use crate::keystore::{Keystore, StoreError};
+use crate::root::{RootError, RootOfTrust};
+use std::path::Path;
+
+/// Why a migration stopped (nothing was changed).
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The old root does not open this store.
+    #[error(
+        "the data directory is not under the {0} root of trust this migration starts from: {1}"
+    )]
+    WrongSource(&'static str, String),
+    /// A root failed while rewrapping.
+    #[error("{what} key {key} version {version}: {source}")]
+    Root {
+        /// unwrapping with the old root, wrapping with the new one, ...
+        what: &'static str,
+        /// Key id.
+        key: String,
+        /// Version.
+        version: u32,
+        /// The failure.
+        source: RootError,
+    },
+    /// The new root's wrapping did not unwrap to the same key.
+    #[error("the new root's wrapping of key {0} version {1} does not unwrap to the same key")]
+    Mismatch(String, u32),
+}
+
+/// Rewraps every backing key of the store in `data_dir` from `from` to
+/// `to`. Returns how many key versions were moved.
+pub fn migrate_root(
+    data_dir: &Path,
+    from: &dyn RootOfTrust,
+    to: &dyn RootOfTrust,
+) -> Result<usize, MigrateError> {
+    let mut store = Keystore::open(data_dir)?;
+    let zero = KeyMaterial::from_bytes([0; 32]);
+    let source_check = from.wrap(&zero).map_err(|e| MigrateError::Root {
+        what: "checking the old root",
+        key: "-".into(),
+        version: 0,
+        source: e,
+    })?;
+    store
+        .bind_root(from.kind(), &source_check)
+        .map_err(|e| MigrateError::WrongSource(from.kind(), e.to_string()))?;
+    let target_check = to.wrap(&zero).map_err(|e| MigrateError::Root {
+        what: "checking the new root",
+        key: "-".into(),
+        version: 0,
+        source: e,
+    })?;
+    store.rewrap_all(to.kind(), &target_check, |id, version, wrapped| {
+        let key = crate::service::format_key_id(id);
+        let root_err = |what| {
+            let key = key.clone();
+            move |source| MigrateError::Root {
+                what,
+                key,
+                version,
+                source,
+            }
+        };
+        let material = from
+            .unwrap(wrapped)
+            .map_err(root_err("unwrapping with the old root"))?;
+        let rewrapped = to
+            .wrap(&material)
+            .map_err(root_err("wrapping with the new root"))?;
+        let back = to
+            .unwrap(&rewrapped)
+            .map_err(root_err("checking with the new root"))?;
+        if back.expose() != material.expose() {
+            return Err(MigrateError::Mismatch(key, version));
+        }
+        Ok(rewrapped)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::Peer;
+    use crate::root::FileRoot;
+    use crate::service::Service;
+    use kms_proto::*;
+    use std::sync::Arc;
+
+    const PEER: Peer = Peer {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+
+    fn root(b: u8) -> FileRoot {
+        FileRoot::from_key(KeyMaterial::from_bytes([b; 32]))
+    }
+
+    #[test]
+    fn every_key_survives_a_move_to_another_root_and_the_old_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut blobs = Vec::new();
+        {
+            let svc =
+                Service::open(dir.path(), Arc::new(root(1)), Default::default(), 1000).unwrap();
+            for i in 0..5 {
+                let Ok(Output::CreateKey(m)) =
+                    svc.call(&Operation::CreateKey(CreateKey::default()), &PEER)
+                else {
+                    panic!()
+                };
+                let msg = format!("secret {i}");
+                let Ok(Output::Encrypt(e)) = svc.call(
+                    &Operation::Encrypt(Encrypt {
+                        key_id: &m.key_id,
+                        plaintext: msg.as_bytes(),
+                        context: vec![],
+                    }),
+                    &PEER,
+                ) else {
+                    panic!()
+                };
+                blobs.push((e.ciphertext_blob, msg));
+            }
+        }
+        // Starting from the wrong root changes nothing.
+        let err = migrate_root(dir.path(), &root(3), &root(2)).unwrap_err();
+        assert!(matches!(err, MigrateError::WrongSource(..)), "{err}");
+        assert_eq!(migrate_root(dir.path(), &root(1), &root(2)).unwrap(), 5);
+        // The old root no longer opens the store; the new one decrypts all.
+        assert!(Service::open(dir.path(), Arc::new(root(1)), Default::default(), 1000).is_err());
+        let svc = Service::open(dir.path(), Arc::new(root(2)), Default::default(), 1000).unwrap();
+        for (blob, msg) in &blobs {
+            let Ok(Output::Decrypt(d)) = svc.call(
+                &Operation::Decrypt(Decrypt {
+                    ciphertext_blob: blob,
+                    key_id: None,
+                    context: vec![],
+                }),
+                &PEER,
+            ) else {
+                panic!()
+            };
+            assert_eq!(d.plaintext.expose(), msg.as_bytes());
+        }
+    }
+}

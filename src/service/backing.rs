@@ -1,0 +1,458 @@
+//! A key version's backing key, wherever it lives, and sealing and opening
+//! blobs with it: in the daemon (XAES-256-GCM, blob format 1) or inside the
+//! HSM for HSM-only keys (AES-256-GCM with a 96-bit IV, blob format 2).
+//!
+//! HSM-only keys: the daemon counts encryptions per key version and refuses
+//! the 2^32nd (the NIST SP 800-38D bound for random 96-bit IVs). The count
+//! survives restarts: blocks of 65,536 are reserved durably in the store
+//! before they are used, so a crash can only skip numbers, never reuse
+//! them.
+
+use super::{internal, ExecError, ExecMode, LoadedKey, Service};
+use crate::crypto::{blob, hsm_blob, rng, BlobError, BlobHeader, CanonicalContext, XaesKey};
+use kms_proto::{ErrorKind, KmsError};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use zeroize::Zeroizing;
+
+/// Most encryptions with one HSM-only key version.
+pub const HSM_INVOCATION_LIMIT: u64 = 1 << 32;
+/// Encryptions reserved in the store at a time.
+const RESERVE_BLOCK: u64 = 1 << 16;
+
+/// One key version's backing key.
+// The software key is the hot path and is used in place, without the
+// indirection a Box would add; versions live in a Vec, so the size of the
+// rare HSM variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Backing {
+    /// Unwrapped into the daemon's memory (zeroized on drop).
+    Soft(XaesKey),
+    /// Inside the HSM; only its name and usage count are here.
+    Hsm(HsmVersion),
+}
+
+/// An HSM-only key version.
+pub struct HsmVersion {
+    /// The vault's name for it: key id, then version (u32 BE).
+    pub vault_id: [u8; 20],
+    used: AtomicU64,
+    reserved: Mutex<u64>,
+}
+
+impl HsmVersion {
+    /// A version that has (at most) `reserved` encryptions behind it.
+    pub fn new(key_id: &[u8; 16], version: u32, reserved: u64) -> HsmVersion {
+        HsmVersion {
+            vault_id: vault_id(key_id, version),
+            used: AtomicU64::new(reserved),
+            reserved: Mutex::new(reserved),
+        }
+    }
+
+    /// Encryptions counted so far (reserved ones included after a restart).
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// The vault id of a key version.
+pub fn vault_id(key_id: &[u8; 16], version: u32) -> [u8; 20] {
+    let mut id = [0u8; 20];
+    id[..16].copy_from_slice(key_id);
+    id[16..].copy_from_slice(&version.to_be_bytes());
+    id
+}
+
+fn invalid_ciphertext() -> KmsError {
+    KmsError::new(
+        ErrorKind::InvalidCiphertext,
+        "the ciphertext is invalid, or the encryption context does not match",
+    )
+}
+
+/// The key id and version a blob of any known format names (not yet
+/// authenticated).
+pub fn parse_any_header(ciphertext_blob: &[u8]) -> Result<BlobHeader, BlobError> {
+    match ciphertext_blob.first() {
+        Some(&hsm_blob::VERSION) => hsm_blob::parse_header(ciphertext_blob),
+        _ => blob::parse_header(ciphertext_blob),
+    }
+}
+
+impl Service {
+    /// Seals `plaintext` under the key's current version.
+    pub(crate) fn seal(
+        &self,
+        key: &LoadedKey,
+        context: &CanonicalContext,
+        plaintext: &[u8],
+        mode: ExecMode,
+    ) -> Result<Vec<u8>, ExecError> {
+        let (version, backing) = key.current();
+        let header = BlobHeader {
+            key_id: key.record.key_id,
+            key_version: version,
+        };
+        match backing {
+            Backing::Soft(x) => Ok(blob::seal(x, &header, context, plaintext)),
+            Backing::Hsm(h) => {
+                if mode == ExecMode::NonBlocking {
+                    return Err(ExecError::WouldBlock);
+                }
+                self.count_encryption(&key.record.key_id, version, h)?;
+                let mut iv = [0u8; hsm_blob::IV_LEN];
+                rng::fill(&mut iv);
+                let head = hsm_blob::header(&header, &iv);
+                let aad = hsm_blob::aad(&head, context);
+                let body = self
+                    .vault()?
+                    .seal(&h.vault_id, &iv, &aad, plaintext)
+                    .map_err(super::loader::root_error)?;
+                let mut out = Vec::with_capacity(head.len() + body.len());
+                out.extend_from_slice(&head);
+                out.extend_from_slice(&body);
+                Ok(out)
+            }
+        }
+    }
+
+    /// Authenticates and decrypts a blob with the version it names.
+    pub(crate) fn open_blob(
+        &self,
+        key: &LoadedKey,
+        key_version: u32,
+        ciphertext_blob: &[u8],
+        context: &CanonicalContext,
+        mode: ExecMode,
+    ) -> Result<Zeroizing<Vec<u8>>, ExecError> {
+        let backing = key.version(key_version).ok_or_else(invalid_ciphertext)?;
+        match (backing, ciphertext_blob.first()) {
+            (Backing::Soft(x), Some(&blob::VERSION)) => {
+                Ok(blob::open(x, ciphertext_blob, context).map_err(|_| invalid_ciphertext())?)
+            }
+            (Backing::Hsm(h), Some(&hsm_blob::VERSION)) => {
+                if mode == ExecMode::NonBlocking {
+                    return Err(ExecError::WouldBlock);
+                }
+                let parts = hsm_blob::split(ciphertext_blob).map_err(|_| invalid_ciphertext())?;
+                let aad = hsm_blob::aad(parts.header, context);
+                match self
+                    .vault()?
+                    .open(&h.vault_id, &parts.iv, &aad, parts.body)
+                    .map_err(super::loader::root_error)?
+                {
+                    Some(plaintext) => Ok(plaintext),
+                    None => Err(invalid_ciphertext().into()),
+                }
+            }
+            // A blob of the other format for this key: forged or mixed up.
+            _ => Err(invalid_ciphertext().into()),
+        }
+    }
+
+    /// The vault for a new HSM-only key; a clear client error when the root
+    /// of trust has none.
+    pub(crate) fn vault_for_create(&self) -> Result<&dyn crate::root::KeyVault, KmsError> {
+        self.core.root.vault().ok_or_else(|| {
+            KmsError::new(
+                ErrorKind::UnsupportedOperation,
+                "Origin HSM needs the PKCS#11 root of trust (root.kind = \"pkcs11\"); this daemon runs with the file root",
+            )
+        })
+    }
+
+    fn vault(&self) -> Result<&dyn crate::root::KeyVault, KmsError> {
+        self.core.root.vault().ok_or_else(|| {
+            internal(
+                "using an HSM-only key",
+                "the root of trust has no key vault (the store holds HSM-only keys; run with the PKCS#11 root)",
+            )
+        })
+    }
+
+    /// Counts one encryption, reserving the next block durably first when
+    /// needed; refuses at the limit.
+    fn count_encryption(
+        &self,
+        key_id: &[u8; 16],
+        version: u32,
+        h: &HsmVersion,
+    ) -> Result<(), KmsError> {
+        let n = h.used.fetch_add(1, Ordering::AcqRel) + 1;
+        if n > HSM_INVOCATION_LIMIT {
+            h.used.fetch_sub(1, Ordering::AcqRel);
+            return Err(KmsError::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "key {} version {version} has done its 2^32 HSM encryptions (the limit for random 96-bit IVs); create a new key",
+                    super::format_key_id(key_id)
+                ),
+            ));
+        }
+        let mut reserved = h.reserved.lock();
+        if n > *reserved {
+            let next = (*reserved + RESERVE_BLOCK).min(HSM_INVOCATION_LIMIT);
+            self.store()
+                .reserve_usage(key_id, version, next)
+                .map_err(|e| internal("reserving HSM encryptions", e))?;
+            *reserved = next;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! HSM-only keys against an in-memory vault (AES-256-GCM in software);
+    //! the real HSM runs the same operations in tests/integration/hsm.rs.
+
+    use super::*;
+    use crate::crypto::KeyMaterial;
+    use crate::dispatch::Peer;
+    use crate::keystore::Keystore;
+    use crate::root::{FileRoot, KeyVault, RootError, RootOfTrust};
+    use crate::service::ServiceOptions;
+    use aes_gcm::aead::AeadInOut;
+    use aes_gcm::aes::cipher::KeyInit;
+    use aes_gcm::Aes256Gcm;
+    use kms_proto::*;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct MemVault {
+        keys: Mutex<HashMap<[u8; 20], [u8; 32]>>,
+        seals: AtomicU64,
+    }
+
+    impl KeyVault for MemVault {
+        fn generate(&self, id: &[u8; 20]) -> Result<(), RootError> {
+            let mut k = [0u8; 32];
+            rng::fill(&mut k);
+            self.keys.lock().insert(*id, k);
+            Ok(())
+        }
+        fn seal(
+            &self,
+            id: &[u8; 20],
+            iv: &[u8; 12],
+            aad: &[u8],
+            plaintext: &[u8],
+        ) -> Result<Vec<u8>, RootError> {
+            self.seals.fetch_add(1, Ordering::SeqCst);
+            let key = self.keys.lock()[id];
+            let gcm = Aes256Gcm::new((&key).into());
+            let mut buf = plaintext.to_vec();
+            let tag = gcm
+                .encrypt_inout_detached(iv.into(), aad, buf.as_mut_slice().into())
+                .unwrap();
+            buf.extend_from_slice(&tag);
+            Ok(buf)
+        }
+        fn open(
+            &self,
+            id: &[u8; 20],
+            iv: &[u8; 12],
+            aad: &[u8],
+            ct: &[u8],
+        ) -> Result<Option<Zeroizing<Vec<u8>>>, RootError> {
+            let key = self.keys.lock()[id];
+            let gcm = Aes256Gcm::new((&key).into());
+            let (body, tag) = ct.split_at(ct.len() - 16);
+            let mut buf = Zeroizing::new(body.to_vec());
+            let tag: &[u8; 16] = tag.try_into().unwrap();
+            Ok(gcm
+                .decrypt_inout_detached(iv.into(), aad, buf.as_mut_slice().into(), tag.into())
+                .ok()
+                .map(|()| buf))
+        }
+    }
+
+    struct VaultRoot {
+        file: FileRoot,
+        vault: Arc<MemVault>,
+    }
+
+    impl RootOfTrust for VaultRoot {
+        fn kind(&self) -> &'static str {
+            "file"
+        }
+        fn wrap(&self, key: &KeyMaterial) -> Result<Vec<u8>, RootError> {
+            self.file.wrap(key)
+        }
+        fn unwrap(&self, wrapped: &[u8]) -> Result<KeyMaterial, RootError> {
+            self.file.unwrap(wrapped)
+        }
+        fn vault(&self) -> Option<&dyn KeyVault> {
+            Some(&*self.vault)
+        }
+    }
+
+    const PEER: Peer = Peer {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+
+    fn service(dir: &std::path::Path, vault: &Arc<MemVault>) -> Service {
+        Service::with_options(
+            Keystore::open(dir).unwrap(),
+            Arc::new(VaultRoot {
+                file: FileRoot::from_key(KeyMaterial::from_bytes([4; 32])),
+                vault: Arc::clone(vault),
+            }),
+            ServiceOptions {
+                limits: Default::default(),
+                max_keys: 1000,
+                cache: Default::default(),
+                loader_threads: 1,
+            },
+        )
+        .unwrap()
+    }
+
+    fn create_hsm_key(svc: &Service) -> String {
+        match svc.call(
+            &Operation::CreateKey(CreateKey {
+                origin: Origin::Hsm,
+                ..CreateKey::default()
+            }),
+            &PEER,
+        ) {
+            Ok(Output::CreateKey(m)) => {
+                assert_eq!(m.origin, Origin::Hsm);
+                m.key_id
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn gdk(svc: &Service, key: &str, mode: ExecMode) -> Result<Output, ExecError> {
+        svc.execute(
+            &Operation::GenerateDataKey(GenerateDataKey {
+                key_id: key,
+                number_of_bytes: Some(32),
+                key_spec: None,
+                context: vec![("app", "x")],
+            }),
+            &PEER,
+            mode,
+        )
+    }
+
+    fn decrypt(svc: &Service, blob: &[u8], ctx: &str) -> Result<Output, KmsError> {
+        svc.call(
+            &Operation::Decrypt(Decrypt {
+                ciphertext_blob: blob,
+                key_id: None,
+                context: vec![("app", ctx)],
+            }),
+            &PEER,
+        )
+    }
+
+    #[test]
+    fn hsm_only_keys_seal_in_the_vault_with_format_2_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(MemVault::default());
+        let (key, plaintext, blob) = {
+            let svc = service(dir.path(), &vault);
+            let key = create_hsm_key(&svc);
+            // Never on an I/O thread: the HSM call needs a worker.
+            assert_eq!(
+                gdk(&svc, &key, ExecMode::NonBlocking).unwrap_err(),
+                ExecError::WouldBlock
+            );
+            let Ok(Output::GenerateDataKey(o)) = gdk(&svc, &key, ExecMode::Blocking) else {
+                panic!()
+            };
+            assert_eq!(o.ciphertext_blob[0], hsm_blob::VERSION);
+            assert_eq!(o.ciphertext_blob.len(), hsm_blob::HEADER_LEN + 32 + 16);
+            (key, o.plaintext, o.ciphertext_blob)
+        };
+        let svc = service(dir.path(), &vault);
+        let Ok(Output::Decrypt(d)) = decrypt(&svc, &blob, "x") else {
+            panic!()
+        };
+        assert_eq!(d.plaintext.expose(), plaintext.expose());
+        assert_eq!(d.key_id, key);
+        // Wrong context, flipped bytes, truncation, or the blob relabelled as
+        // format 1: one error.
+        assert_eq!(
+            decrypt(&svc, &blob, "y").unwrap_err().kind,
+            ErrorKind::InvalidCiphertext
+        );
+        for i in [0, 20, 25, blob.len() - 1] {
+            let mut bad = blob.clone();
+            bad[i] ^= 1;
+            assert_eq!(
+                decrypt(&svc, &bad, "x").unwrap_err().kind,
+                ErrorKind::InvalidCiphertext,
+                "byte {i}"
+            );
+        }
+        assert_eq!(
+            decrypt(&svc, &blob[..blob.len() - 1], "x")
+                .unwrap_err()
+                .kind,
+            ErrorKind::InvalidCiphertext
+        );
+    }
+
+    #[test]
+    fn encryptions_are_counted_durably_and_refused_at_2_pow_32() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(MemVault::default());
+        let key = {
+            let svc = service(dir.path(), &vault);
+            let key = create_hsm_key(&svc);
+            for _ in 0..3 {
+                gdk(&svc, &key, ExecMode::Blocking).unwrap();
+            }
+            key
+        };
+        let id = crate::service::parse_key_id(&key).unwrap();
+        let store = Keystore::open(dir.path()).unwrap();
+        // Reserved ahead, in blocks: a crash can skip numbers, never reuse.
+        assert_eq!(store.usage_reserved(&id, 1).unwrap(), RESERVE_BLOCK);
+        store
+            .reserve_usage(&id, 1, HSM_INVOCATION_LIMIT - 1)
+            .unwrap();
+        drop(store);
+        let svc = service(dir.path(), &vault);
+        let before = vault.seals.load(Ordering::SeqCst);
+        gdk(&svc, &key, ExecMode::Blocking).unwrap();
+        match gdk(&svc, &key, ExecMode::Blocking) {
+            Err(ExecError::Kms(e)) => assert_eq!(e.kind, ErrorKind::LimitExceeded, "{e}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert_eq!(
+            vault.seals.load(Ordering::SeqCst),
+            before + 1,
+            "no HSM call past the limit"
+        );
+    }
+
+    #[test]
+    fn the_file_root_refuses_hsm_only_keys_clearly() {
+        let svc = Service::with_store(
+            Keystore::open_in_memory().unwrap(),
+            Arc::new(FileRoot::from_key(KeyMaterial::from_bytes([4; 32]))),
+            Default::default(),
+            10,
+        )
+        .unwrap();
+        let e = svc
+            .call(
+                &Operation::CreateKey(CreateKey {
+                    origin: Origin::Hsm,
+                    ..CreateKey::default()
+                }),
+                &PEER,
+            )
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnsupportedOperation, "{e}");
+        assert!(e.message.contains("pkcs11"), "{e}");
+    }
+}

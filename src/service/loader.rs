@@ -1,0 +1,692 @@
+//! The key loader: the only place cache misses are served. It owns the
+//! threads that read wrapped backing keys from the store and unwrap them
+//! through the root of trust (for an HSM, the threads that own the PKCS#11
+//! sessions), so a miss never blocks an I/O thread.
+//!
+//! - **Single flight**: concurrent misses for one key wait on one unwrap
+//!   (`pending` holds the waiters by key id; only the first enqueues it).
+//! - **Batches**: a loader thread takes up to `batch_max` queued keys at
+//!   once, reads their records under one store lock, then unwraps them one
+//!   after another on its session.
+//! - **Deadlines**: every waiter has one; waiters past it are answered
+//!   KeyUnavailableException (swept every 20 ms), and a key nobody waits
+//!   for any more is not unwrapped.
+//! - **Negative entries**: a key that failed to load is answered from a
+//!   short-lived memo (100 ms), so a frame re-run after a failed prefetch,
+//!   or a flood for an unknown key, does not go back to the HSM at once.
+//!
+//! With `batching = false` every miss is its own job and its own unwrap,
+//! which is what the batching figures in ARCHITECTURE.md compare against.
+
+use super::{internal, Core, LoadedKey};
+use crate::root::RootError;
+use crossbeam_channel::{Receiver, Sender};
+use kms_proto::{ErrorKind, KmsError};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often waiters' deadlines are checked.
+const SWEEP_EVERY: Duration = Duration::from_millis(20);
+/// How long a failed load is remembered.
+const NEGATIVE_TTL: Duration = Duration::from_millis(100);
+
+type Notify = Box<dyn FnOnce(Result<Arc<LoadedKey>, KmsError>) + Send>;
+/// A prefetch's completion, called by whichever of its keys finishes last.
+type DoneOnce = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
+struct Waiter {
+    deadline: Instant,
+    notify: Notify,
+}
+
+struct Job {
+    id: [u8; 16],
+    // Only without batching: the job's own waiter (no single flight).
+    waiter: Option<Waiter>,
+}
+
+/// Counters of what the loader did, for tests and measurements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoaderStats {
+    /// Batches processed.
+    pub batches: u64,
+    /// Keys unwrapped and cached.
+    pub loaded: u64,
+    /// Keys that failed to load (not found, root errors).
+    pub failed: u64,
+    /// Waiters answered KeyUnavailableException at their deadline.
+    pub expired: u64,
+    /// Largest batch so far.
+    pub max_batch: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    loaded: AtomicU64,
+    failed: AtomicU64,
+    expired: AtomicU64,
+    max_batch: AtomicU64,
+}
+
+struct Shared {
+    core: Arc<Core>,
+    pending: Mutex<HashMap<[u8; 16], Vec<Waiter>>>,
+    negative: Mutex<HashMap<[u8; 16], (KmsError, Instant)>>,
+    batching: bool,
+    batch_max: usize,
+    counters: Counters,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// Loader settings.
+#[derive(Clone, Copy, Debug)]
+pub struct LoaderConfig {
+    /// Loader threads (one per HSM session).
+    pub threads: usize,
+    /// Most keys per batch.
+    pub batch_max: usize,
+    /// Single flight and batches on (false: one unwrap per miss).
+    pub batching: bool,
+}
+
+/// The loader threads and the queue to them. Dropping it stops them.
+pub struct KeyLoader {
+    tx: Option<Sender<Job>>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn unavailable(what: &str) -> KmsError {
+    KmsError::new(ErrorKind::KeyUnavailable, what.to_owned())
+}
+
+fn timed_out() -> KmsError {
+    unavailable("the key could not be loaded in time (the root of trust is slow or down); retry")
+}
+
+impl KeyLoader {
+    pub(super) fn start(core: Arc<Core>, config: LoaderConfig) -> std::io::Result<KeyLoader> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            core,
+            pending: Mutex::new(HashMap::new()),
+            negative: Mutex::new(HashMap::new()),
+            batching: config.batching,
+            batch_max: config.batch_max.max(1),
+            counters: Counters::default(),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut threads = (0..config.threads.max(1))
+            .map(|i| {
+                let (shared, rx) = (Arc::clone(&shared), rx.clone());
+                std::thread::Builder::new()
+                    .name(format!("kmsd-loader-{i}"))
+                    .spawn(move || run(&shared, &rx))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        // Deadlines are kept by a thread of their own: a loader thread may
+        // be stuck in an HSM call for longer than any deadline.
+        let sweeper = Arc::clone(&shared);
+        threads.push(
+            std::thread::Builder::new()
+                .name("kmsd-loader-deadlines".into())
+                .spawn(move || sweep(&sweeper))?,
+        );
+        Ok(KeyLoader {
+            tx: Some(tx),
+            shared,
+            threads,
+        })
+    }
+
+    /// Loads every key of `ids` into the cache, then calls `done` (once,
+    /// on a loader thread, whatever the outcome: the caller re-runs its
+    /// request, which finds the keys cached or gets the remembered error).
+    pub fn prefetch(
+        &self,
+        ids: &[[u8; 16]],
+        timeout: Duration,
+        done: impl FnOnce() + Send + 'static,
+    ) {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.is_empty() {
+            done();
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        let remaining = Arc::new(AtomicUsize::new(ids.len()));
+        let done: DoneOnce = Arc::new(Mutex::new(Some(Box::new(done))));
+        for id in ids {
+            let (remaining, done) = (Arc::clone(&remaining), Arc::clone(&done));
+            self.submit(
+                id,
+                Waiter {
+                    deadline,
+                    notify: Box::new(move |_| {
+                        if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            if let Some(f) = done.lock().take() {
+                                f();
+                            }
+                        }
+                    }),
+                },
+            );
+        }
+    }
+
+    /// Loads one key, waiting at most `timeout` (workers and the control
+    /// plane only: this blocks the calling thread).
+    pub fn load_blocking(
+        &self,
+        id: &[u8; 16],
+        timeout: Duration,
+    ) -> Result<Arc<LoadedKey>, KmsError> {
+        if let Some(e) = self.remembered_failure(id) {
+            return Err(e);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit(
+            *id,
+            Waiter {
+                deadline: Instant::now() + timeout,
+                notify: Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            },
+        );
+        // The sweep answers a waiter at its deadline; the margin covers the
+        // sweep interval.
+        rx.recv_timeout(timeout + 2 * SWEEP_EVERY)
+            .unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    /// A load of `id` that failed within the last 100 ms.
+    pub fn remembered_failure(&self, id: &[u8; 16]) -> Option<KmsError> {
+        let negative = self.shared.negative.lock();
+        let (e, until) = negative.get(id)?;
+        (Instant::now() < *until).then(|| e.clone())
+    }
+
+    /// Forgets a remembered failure (a key was just created or changed).
+    pub fn forget_failure(&self, id: &[u8; 16]) {
+        self.shared.negative.lock().remove(id);
+    }
+
+    /// What the loader has done so far.
+    pub fn stats(&self) -> LoaderStats {
+        let c = &self.shared.counters;
+        LoaderStats {
+            batches: c.batches.load(Ordering::Relaxed),
+            loaded: c.loaded.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            max_batch: c.max_batch.load(Ordering::Relaxed),
+        }
+    }
+
+    fn submit(&self, id: [u8; 16], waiter: Waiter) {
+        let Some(tx) = &self.tx else {
+            (waiter.notify)(Err(unavailable("the daemon is stopping")));
+            return;
+        };
+        let job = if self.shared.batching {
+            let mut pending = self.shared.pending.lock();
+            if let Some(waiters) = pending.get_mut(&id) {
+                waiters.push(waiter);
+                return;
+            }
+            pending.insert(id, vec![waiter]);
+            Job { id, waiter: None }
+        } else {
+            Job {
+                id,
+                waiter: Some(waiter),
+            }
+        };
+        if let Err(e) = tx.send(job) {
+            // Only when the threads are gone (shutdown).
+            let waiters = match e.0.waiter {
+                Some(w) => vec![w],
+                None => self.shared.pending.lock().remove(&id).unwrap_or_default(),
+            };
+            for w in waiters {
+                (w.notify)(Err(unavailable("the daemon is stopping")));
+            }
+        }
+    }
+}
+
+impl Drop for KeyLoader {
+    fn drop(&mut self) {
+        // Closing the channel ends the loader threads once the queue is
+        // empty; the flag ends the sweeper.
+        self.tx = None;
+        self.shared.stop.store(true, Ordering::Release);
+        let me = std::thread::current().id();
+        for t in self.threads.drain(..) {
+            // The last reference to the service can be dropped by a loader
+            // thread itself (a finished prefetch's callback); it cannot join
+            // itself, and it exits on its own once the channel is closed.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn run(shared: &Shared, rx: &Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        if shared.batching {
+            while batch.len() < shared.batch_max {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        process(shared, batch);
+    }
+}
+
+/// Every 20 ms: answers waiters past their deadline; every second: drops
+/// expired cache entries and failure memos. At shutdown, tells whoever
+/// still waits.
+fn sweep(shared: &Shared) {
+    let mut last_cache_sweep = Instant::now();
+    while !shared.stop.load(Ordering::Acquire) {
+        std::thread::sleep(SWEEP_EVERY);
+        expire_waiters(shared);
+        if last_cache_sweep.elapsed() >= Duration::from_secs(1) {
+            shared.core.cache.sweep();
+            let now = Instant::now();
+            shared.negative.lock().retain(|_, (_, until)| *until > now);
+            last_cache_sweep = now;
+        }
+    }
+    let rest: Vec<Waiter> = shared.pending.lock().drain().flat_map(|(_, w)| w).collect();
+    for w in rest {
+        (w.notify)(Err(unavailable("the daemon is stopping")));
+    }
+}
+
+/// Answers waiters whose deadline has passed.
+fn expire_waiters(shared: &Shared) {
+    let now = Instant::now();
+    let mut expired = Vec::new();
+    {
+        let mut pending = shared.pending.lock();
+        pending.retain(|_, waiters| {
+            let mut i = 0;
+            while i < waiters.len() {
+                if waiters[i].deadline <= now {
+                    expired.push(waiters.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            !waiters.is_empty()
+        });
+    }
+    shared
+        .counters
+        .expired
+        .fetch_add(expired.len() as u64, Ordering::Relaxed);
+    for w in expired {
+        (w.notify)(Err(timed_out()));
+    }
+}
+
+fn process(shared: &Shared, batch: Vec<Job>) {
+    let c = &shared.counters;
+    c.batches.fetch_add(1, Ordering::Relaxed);
+    c.max_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);
+    let now = Instant::now();
+    // Keys still wanted by someone; without batching, the job's own waiter.
+    let mut own: Vec<Option<Waiter>> = Vec::new();
+    let mut ids = Vec::with_capacity(batch.len());
+    for job in batch {
+        match job.waiter {
+            Some(w) if w.deadline <= now => {
+                c.expired.fetch_add(1, Ordering::Relaxed);
+                (w.notify)(Err(timed_out()));
+            }
+            Some(w) => {
+                ids.push(job.id);
+                own.push(Some(w));
+            }
+            None => {
+                if shared.pending.lock().contains_key(&job.id) {
+                    ids.push(job.id);
+                    own.push(None);
+                }
+            }
+        }
+    }
+    if ids.is_empty() {
+        return;
+    }
+    let results = load_many(&shared.core, &ids);
+    let until = Instant::now() + NEGATIVE_TTL;
+    for ((id, result), own) in ids.iter().zip(results).zip(own) {
+        match &result {
+            Ok(k) => {
+                shared.core.cache.insert(Arc::clone(k));
+                shared.negative.lock().remove(id);
+                c.loaded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                shared.negative.lock().insert(*id, (e.clone(), until));
+                c.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let waiters = match own {
+            Some(w) => vec![w],
+            None => shared.pending.lock().remove(id).unwrap_or_default(),
+        };
+        for w in waiters {
+            (w.notify)(result.clone());
+        }
+    }
+}
+
+/// Reads the keys' records under one store lock, then unwraps each.
+fn load_many(core: &Core, ids: &[[u8; 16]]) -> Vec<Result<Arc<LoadedKey>, KmsError>> {
+    let stored: Vec<_> = {
+        let store = core.store.lock();
+        ids.iter()
+            .map(|id| {
+                let record = store
+                    .get_key(id)
+                    .map_err(|e| internal("reading key", e))?
+                    .ok_or_else(|| {
+                        KmsError::new(
+                            ErrorKind::NotFound,
+                            format!("key {} does not exist", super::format_key_id(id)),
+                        )
+                    })?;
+                let versions = store
+                    .get_versions(id)
+                    .map_err(|e| internal("reading key versions", e))?;
+                let usage = if record.origin == kms_proto::Origin::Hsm {
+                    versions
+                        .iter()
+                        .map(|v| store.usage_reserved(id, v.version))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| internal("reading HSM usage", e))?
+                } else {
+                    Vec::new()
+                };
+                Ok((record, versions, usage))
+            })
+            .collect()
+    };
+    stored
+        .into_iter()
+        .map(|r| {
+            let (record, versions, usage) = r?;
+            core.unwrap_key(record, &versions, &usage).map(Arc::new)
+        })
+        .collect()
+}
+
+/// What a client sees when the root of trust fails while loading.
+pub(super) fn root_error(e: RootError) -> KmsError {
+    match e {
+        RootError::Unavailable(detail) => {
+            tracing::warn!("root of trust unavailable: {detail}");
+            unavailable(
+                "the key's material is not available now (the root of trust is down or \
+                 recovering); keys already in use keep working; retry",
+            )
+        }
+        other => internal("unwrapping backing key", other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loader against a root of trust that counts, slows down and fails
+    //! on demand (a fault-injecting wrapper around the file root; the real
+    //! HSM's faults are tested end to end in tests/integration/hsm.rs).
+
+    use super::*;
+    use crate::config::CacheConfig;
+    use crate::crypto::KeyMaterial;
+    use crate::dispatch::Peer;
+    use crate::keystore::Keystore;
+    use crate::root::{FileRoot, RootOfTrust};
+    use crate::service::{ExecMode, Service, ServiceOptions};
+    use kms_proto::{CreateKey, GenerateDataKey, Operation, Output};
+    use std::sync::atomic::AtomicBool;
+
+    struct TestRoot {
+        inner: FileRoot,
+        unwraps: AtomicUsize,
+        delay_ms: AtomicU64,
+        down: AtomicBool,
+    }
+
+    impl RootOfTrust for TestRoot {
+        fn kind(&self) -> &'static str {
+            "file"
+        }
+        fn wrap(&self, key: &KeyMaterial) -> Result<Vec<u8>, RootError> {
+            self.inner.wrap(key)
+        }
+        fn unwrap(&self, wrapped: &[u8]) -> Result<KeyMaterial, RootError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(RootError::Unavailable("test: HSM down".into()));
+            }
+            self.unwraps.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst)));
+            self.inner.unwrap(wrapped)
+        }
+    }
+
+    const PEER: Peer = Peer {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+
+    /// A store under `dir` holding `n` keys; returns their ids.
+    fn keys_in(dir: &std::path::Path, n: usize) -> Vec<[u8; 16]> {
+        let svc = Service::open(
+            dir,
+            Arc::new(FileRoot::from_key(KeyMaterial::from_bytes([9; 32]))),
+            Default::default(),
+            100_000,
+        )
+        .unwrap();
+        (0..n)
+            .map(
+                |_| match svc.call(&Operation::CreateKey(CreateKey::default()), &PEER) {
+                    Ok(Output::CreateKey(m)) => super::super::parse_key_id(&m.key_id).unwrap(),
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect()
+    }
+
+    /// A fresh service (cold cache) over the same store.
+    fn cold(dir: &std::path::Path, cache: CacheConfig) -> (Service, Arc<TestRoot>) {
+        let root = Arc::new(TestRoot {
+            inner: FileRoot::from_key(KeyMaterial::from_bytes([9; 32])),
+            unwraps: AtomicUsize::new(0),
+            delay_ms: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+        });
+        let svc = Service::with_options(
+            Keystore::open(dir).unwrap(),
+            root.clone(),
+            ServiceOptions {
+                limits: Default::default(),
+                max_keys: 100_000,
+                cache,
+                loader_threads: 1,
+            },
+        )
+        .unwrap();
+        (svc, root)
+    }
+
+    fn gdk(svc: &Service, id: &[u8; 16]) -> Result<Output, KmsError> {
+        svc.call(
+            &Operation::GenerateDataKey(GenerateDataKey {
+                key_id: &super::super::format_key_id(id),
+                number_of_bytes: Some(32),
+                key_spec: None,
+                context: vec![],
+            }),
+            &PEER,
+        )
+    }
+
+    #[test]
+    fn concurrent_misses_for_one_key_share_one_unwrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = keys_in(dir.path(), 1)[0];
+        let (svc, root) = cold(dir.path(), CacheConfig::default());
+        root.delay_ms.store(50, Ordering::SeqCst);
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| svc.load_key(&id, ExecMode::Blocking).unwrap());
+            }
+        });
+        assert_eq!(root.unwraps.load(Ordering::SeqCst), 1);
+        assert_eq!(svc.loader().stats().loaded, 1);
+    }
+
+    #[test]
+    fn without_batching_every_miss_unwraps() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = keys_in(dir.path(), 1)[0];
+        let (svc, root) = cold(
+            dir.path(),
+            CacheConfig {
+                batching: false,
+                ..CacheConfig::default()
+            },
+        );
+        root.delay_ms.store(20, Ordering::SeqCst);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| svc.load_key(&id, ExecMode::Blocking).unwrap());
+            }
+        });
+        assert_eq!(root.unwraps.load(Ordering::SeqCst), 8);
+    }
+
+    #[test]
+    fn misses_for_many_keys_are_loaded_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = keys_in(dir.path(), 150);
+        let (svc, root) = cold(
+            dir.path(),
+            CacheConfig {
+                batch_max: 64,
+                ..CacheConfig::default()
+            },
+        );
+        root.delay_ms.store(1, Ordering::SeqCst);
+        let (tx, rx) = std::sync::mpsc::channel();
+        svc.loader()
+            .prefetch(&ids, Duration::from_secs(10), move || tx.send(()).unwrap());
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let stats = svc.loader().stats();
+        assert_eq!(stats.loaded, 150);
+        assert!(stats.max_batch > 1, "{stats:?}");
+        assert!(stats.batches < 150, "{stats:?}");
+        for id in &ids {
+            assert!(svc.load_key(id, ExecMode::NonBlocking).is_ok());
+        }
+        assert_eq!(root.unwraps.load(Ordering::SeqCst), 150);
+    }
+
+    #[test]
+    fn a_slow_root_answers_key_unavailable_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = keys_in(dir.path(), 1)[0];
+        let (svc, root) = cold(
+            dir.path(),
+            CacheConfig {
+                load_timeout_ms: 50,
+                ..CacheConfig::default()
+            },
+        );
+        root.delay_ms.store(600, Ordering::SeqCst);
+        let t0 = Instant::now();
+        let e = gdk(&svc, &id).unwrap_err();
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert_eq!(e, timed_out());
+        assert_eq!(svc.loader().stats().expired, 1);
+    }
+
+    #[test]
+    fn while_the_root_is_down_cached_keys_work_and_others_fail_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = keys_in(dir.path(), 2);
+        let (svc, root) = cold(dir.path(), CacheConfig::default());
+        gdk(&svc, &ids[0]).unwrap();
+        root.down.store(true, Ordering::SeqCst);
+        // Cached: unaffected.
+        gdk(&svc, &ids[0]).unwrap();
+        // Not cached: a clear, retryable error at once.
+        let t0 = Instant::now();
+        let e = gdk(&svc, &ids[1]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::KeyUnavailable, "{e}");
+        assert!(t0.elapsed() < Duration::from_millis(200));
+        // Back up: after the short memo of the failure, the key loads.
+        root.down.store(false, Ordering::SeqCst);
+        std::thread::sleep(NEGATIVE_TTL + Duration::from_millis(20));
+        gdk(&svc, &ids[1]).unwrap();
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_evicted_keys_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = keys_in(dir.path(), 20);
+        let (svc, root) = cold(
+            dir.path(),
+            CacheConfig {
+                max_keys: 5,
+                ..CacheConfig::default()
+            },
+        );
+        for id in &ids {
+            gdk(&svc, id).unwrap();
+        }
+        assert_eq!(svc.cached_keys(), 5);
+        gdk(&svc, &ids[0]).unwrap();
+        assert_eq!(root.unwraps.load(Ordering::SeqCst), 21);
+    }
+
+    #[test]
+    fn unknown_keys_are_not_found_and_remembered_briefly() {
+        let dir = tempfile::tempdir().unwrap();
+        keys_in(dir.path(), 1);
+        let (svc, _root) = cold(dir.path(), CacheConfig::default());
+        let e = gdk(&svc, &[7; 16]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert!(svc.loader().remembered_failure(&[7; 16]).is_some());
+        assert_eq!(svc.loader().stats().failed, 1);
+        gdk(&svc, &[7; 16]).unwrap_err();
+        assert_eq!(
+            svc.loader().stats().failed,
+            1,
+            "second miss served from the memo"
+        );
+    }
+}
