@@ -304,6 +304,16 @@ impl Keystore {
         })
     }
 
+    /// Runs `f` inside one read transaction: one shared lock (and one pair of
+    /// file-lock calls) for many reads. The key loader reads a whole batch of
+    /// missed keys this way.
+    pub fn read_batch<R>(&self, f: impl FnOnce(&Keystore) -> R) -> Result<R, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let r = f(self);
+        tx.commit()?;
+        Ok(r)
+    }
+
     /// A key's record, if it exists.
     pub fn get_key(&self, key_id: &[u8; 16]) -> Result<Option<KeyRecord>, StoreError> {
         let row = self

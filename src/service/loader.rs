@@ -401,32 +401,41 @@ fn process(shared: &Shared, batch: Vec<Job>) {
 fn load_many(core: &Core, ids: &[[u8; 16]]) -> Vec<Result<Arc<LoadedKey>, KmsError>> {
     let stored: Vec<_> = {
         let store = core.store.lock();
-        ids.iter()
-            .map(|id| {
-                let record = store
-                    .get_key(id)
-                    .map_err(|e| internal("reading key", e))?
-                    .ok_or_else(|| {
-                        KmsError::new(
-                            ErrorKind::NotFound,
-                            format!("key {} does not exist", super::format_key_id(id)),
-                        )
-                    })?;
-                let versions = store
-                    .get_versions(id)
-                    .map_err(|e| internal("reading key versions", e))?;
-                let usage = if record.origin == kms_proto::Origin::Hsm {
-                    versions
-                        .iter()
-                        .map(|v| store.usage_reserved(id, v.version))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| internal("reading HSM usage", e))?
-                } else {
-                    Vec::new()
-                };
-                Ok((record, versions, usage))
-            })
-            .collect()
+        let read = |store: &crate::keystore::Keystore| -> Vec<_> {
+            ids.iter()
+                .map(|id| {
+                    let record = store
+                        .get_key(id)
+                        .map_err(|e| internal("reading key", e))?
+                        .ok_or_else(|| {
+                            KmsError::new(
+                                ErrorKind::NotFound,
+                                format!("key {} does not exist", super::format_key_id(id)),
+                            )
+                        })?;
+                    let versions = store
+                        .get_versions(id)
+                        .map_err(|e| internal("reading key versions", e))?;
+                    let usage = if record.origin == kms_proto::Origin::Hsm {
+                        versions
+                            .iter()
+                            .map(|v| store.usage_reserved(id, v.version))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| internal("reading HSM usage", e))?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((record, versions, usage))
+                })
+                .collect()
+        };
+        match store.read_batch(read) {
+            Ok(rows) => rows,
+            Err(e) => {
+                let e = internal("reading keys", e);
+                ids.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
     };
     stored
         .into_iter()
