@@ -241,6 +241,7 @@ impl Device {
                 session: Some(session),
                 root,
                 copied,
+                vault_copies: parking_lot::Mutex::new(std::collections::HashMap::new()),
             }),
             Err(e) => {
                 close_session(session);
@@ -298,6 +299,10 @@ pub(crate) struct Pooled {
     pub root: CK_OBJECT_HANDLE,
     /// Whether `root` is a session copy.
     pub copied: bool,
+    /// Session copies of HSM-only keys used on this session, by CKA_ID
+    /// (with `session_copy`: a session object runs AES-GCM ~3x faster than
+    /// a token object on SoftHSM). They go away with the session.
+    pub vault_copies: parking_lot::Mutex<std::collections::HashMap<Vec<u8>, CK_OBJECT_HANDLE>>,
 }
 
 impl Pooled {

@@ -161,6 +161,32 @@ impl RawApi {
         Ok(handle)
     }
 
+    /// `C_CopyObject` with `CKA_TOKEN = false`: a session copy of `object`
+    /// that keeps its other attributes (a sensitive, non-extractable key
+    /// stays so; C_CopyObject cannot relax those) and lives as long as the
+    /// session. Returns the copy's handle.
+    pub(crate) fn copy_to_session(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+    ) -> RawResult<CK_OBJECT_HANDLE> {
+        let f = func!(self, C_CopyObject);
+        let mut template = [bool_attr(CKA_TOKEN, false)];
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        // SAFETY: the template points at a static; the module reads it and
+        // writes one handle.
+        check(unsafe {
+            f(
+                session,
+                object,
+                template.as_mut_ptr(),
+                template.len() as CK_ULONG,
+                &mut handle,
+            )
+        })?;
+        Ok(handle)
+    }
+
     /// `C_WrapKey` in one call into `out`; returns the wrapped length.
     /// `CKR_BUFFER_TOO_SMALL` if `out` is too short (the module then reports
     /// the length it needs, which we do not use: callers size `out` exactly).

@@ -500,14 +500,18 @@ impl Hsm {
         })
     }
 
-    /// Destroys an HSM-only key in the token.
+    /// Destroys an HSM-only key in the token. (Session copies made on other
+    /// sessions live until those sessions close.)
     ///
     /// # Errors
     ///
     /// As any call; [`HsmError::Invalid`] if it no longer exists.
     pub fn destroy_key(&self, key: &HsmKey) -> Result<(), HsmError> {
         self.call("C_DestroyObject", |device, pooled, epoch| {
-            let handle = self.key_handle(pooled, key, epoch)?;
+            if let Some(copy) = pooled.vault_copies.lock().remove(&key.id) {
+                let _ = device.raw.destroy(pooled.handle(), copy);
+            }
+            let handle = self.token_key_handle(pooled, key, epoch)?;
             device
                 .raw
                 .destroy(pooled.handle(), handle)
@@ -532,7 +536,7 @@ impl Hsm {
     ) -> Result<Vec<u8>, HsmError> {
         let iv = gcm_iv(iv)?;
         self.call("C_Encrypt", |device, pooled, epoch| {
-            let handle = self.key_handle(pooled, key, epoch)?;
+            let handle = self.key_handle(device, pooled, key, epoch)?;
             let mut out = vec![0u8; plaintext.len() + GCM_TAG_LEN];
             let n = device
                 .raw
@@ -571,7 +575,7 @@ impl Hsm {
             ));
         }
         self.call("C_Decrypt", |device, pooled, epoch| {
-            let handle = self.key_handle(pooled, key, epoch)?;
+            let handle = self.key_handle(device, pooled, key, epoch)?;
             let mut out = Zeroizing::new(vec![0u8; ciphertext_and_tag.len()]);
             let n = device
                 .raw
@@ -598,6 +602,32 @@ impl Hsm {
     /// The object handle of `key` in the current epoch, re-found by id if
     /// sessions were reopened or the context rebuilt since it was cached.
     fn key_handle(
+        &self,
+        device: &Device,
+        pooled: &Pooled,
+        key: &HsmKey,
+        epoch: u64,
+    ) -> Result<CK_OBJECT_HANDLE, HsmError> {
+        let token = self.token_key_handle(pooled, key, epoch)?;
+        if !self.settings.session_copy {
+            return Ok(token);
+        }
+        // Crypto runs on this session's copy (a session object: ~3x faster
+        // on SoftHSM, and still sensitive and never extractable).
+        let mut copies = pooled.vault_copies.lock();
+        if let Some(&copy) = copies.get(&key.id) {
+            return Ok(copy);
+        }
+        let copy = device
+            .raw
+            .copy_to_session(pooled.handle(), token)
+            .map_err(|rv| CallFailure::new("C_CopyObject", rv))?;
+        copies.insert(key.id.clone(), copy);
+        Ok(copy)
+    }
+
+    /// The token object handle of `key` in the current epoch.
+    fn token_key_handle(
         &self,
         pooled: &Pooled,
         key: &HsmKey,

@@ -1085,6 +1085,12 @@ fn token_that_disappears_fails_fast_then_recovers_by_itself() {
         let key_label = label("moved-token-key");
         let key = hsm.generate_key(&key_label, key_label.as_bytes()).unwrap();
         let sealed = hsm.gcm_encrypt(&key, &[3; 12], b"", b"x").unwrap();
+        // A key not used yet: its first use copies the token object into the
+        // session, which needs the token's files.
+        let fresh_label = format!("{key_label}-fresh");
+        let fresh = hsm
+            .generate_key(&fresh_label, fresh_label.as_bytes())
+            .unwrap();
 
         // Root can move it: chmod would not stop us.
         let mut moved = MovedAway {
@@ -1099,9 +1105,10 @@ fn token_that_disappears_fails_fast_then_recovers_by_itself() {
         std::fs::rename(&moved.from, &moved.to).unwrap();
 
         // Calls fail as Unavailable until the token is back. With the
-        // session copy, the root key lives in the session's memory and
-        // SoftHSM keeps wrapping and unwrapping with it; a token object (an
-        // HSM-only key) fails at once, and takes the whole HSM down.
+        // session copy, the root key and the HSM-only keys already used live
+        // in the session's memory and SoftHSM keeps using them; a token
+        // object (a key not copied yet) fails at once, and takes the whole
+        // HSM down.
         let unwrapped = root.unwrap(&wrapped);
         if session_copy {
             assert_eq!(
@@ -1109,7 +1116,14 @@ fn token_that_disappears_fails_fast_then_recovers_by_itself() {
                 backing.expose(),
                 "in-memory copy"
             );
-            let failed = hsm.gcm_encrypt(&key, &[3; 12], b"", b"x").unwrap_err();
+            assert_eq!(
+                hsm.gcm_decrypt(&key, &[3; 12], b"", &sealed)
+                    .unwrap()
+                    .as_slice(),
+                b"x",
+                "session copy of an HSM-only key"
+            );
+            let failed = hsm.gcm_encrypt(&fresh, &[3; 12], b"", b"x").unwrap_err();
             assert!(failed.is_transient(), "{failed}");
         } else {
             assert!(
@@ -1168,6 +1182,7 @@ fn token_that_disappears_fails_fast_then_recovers_by_itself() {
             b"x"
         );
         hsm.destroy_key(&key).unwrap();
+        hsm.destroy_key(&fresh).unwrap();
     }
 }
 
