@@ -102,12 +102,23 @@ impl BlobHeader {
 /// byte. The header is not authenticated yet: treat the result as a claim
 /// until [`open`] succeeds.
 pub fn parse_header(blob: &[u8]) -> Result<BlobHeader, BlobError> {
+    parse_header_of(blob, VERSION, MIN_LEN)
+}
+
+/// The header of a blob of format `version`, whose blobs are at least
+/// `min_len` bytes. Every format starts with the version byte, the key id
+/// and the key version at the same offsets.
+pub(crate) fn parse_header_of(
+    blob: &[u8],
+    version: u8,
+    min_len: usize,
+) -> Result<BlobHeader, BlobError> {
     match blob.first() {
         None => return Err(BlobError::Malformed("empty")),
-        Some(&VERSION) => {}
+        Some(&v) if v == version => {}
         Some(&other) => return Err(BlobError::UnsupportedVersion(other)),
     }
-    if blob.len() < MIN_LEN {
+    if blob.len() < min_len {
         return Err(BlobError::Malformed("too short"));
     }
     Ok(BlobHeader {

@@ -33,18 +33,7 @@ pub const MIN_LEN: usize = HEADER_LEN + TAG_LEN + 1;
 
 /// Reads the key id and version of a format-2 blob (unauthenticated).
 pub fn parse_header(blob: &[u8]) -> Result<BlobHeader, BlobError> {
-    match blob.first() {
-        None => return Err(BlobError::Malformed("empty")),
-        Some(&VERSION) => {}
-        Some(&other) => return Err(BlobError::UnsupportedVersion(other)),
-    }
-    if blob.len() < MIN_LEN {
-        return Err(BlobError::Malformed("too short"));
-    }
-    Ok(BlobHeader {
-        key_id: blob[1..17].try_into().expect("16 bytes"),
-        key_version: u32::from_be_bytes(blob[17..21].try_into().expect("4 bytes")),
-    })
+    super::blob::parse_header_of(blob, VERSION, MIN_LEN)
 }
 
 /// The header of a new blob.

@@ -369,28 +369,28 @@ fn find_slot(ctx: &Pkcs11, settings: &Settings) -> Result<(Slot, String, String)
 /// The template of the root key `kmsd hsm init` creates: AES-256 in the
 /// token, sensitive, never extractable, for wrapping and unwrapping only.
 pub(crate) fn root_key_template(label: &str) -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(32.into()),
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Wrap(true),
-        Attribute::Unwrap(true),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Derive(false),
-        Attribute::Label(label.as_bytes().to_vec()),
-    ]
+    token_aes_key(label, Usage::Wrap)
 }
 
 /// The template of an HSM-only data key: AES-256 in the token, sensitive,
 /// never extractable, for AES-GCM encrypt and decrypt only.
 pub(crate) fn hsm_key_template(label: &str, id: &[u8]) -> Vec<Attribute> {
+    let mut t = token_aes_key(label, Usage::Encrypt);
+    t.push(Attribute::Id(id.to_vec()));
+    t
+}
+
+/// What a token key kmsd creates may do: exactly one of the two.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Usage {
+    Wrap,
+    Encrypt,
+}
+
+/// An AES-256 token key that is sensitive, never extractable, and usable
+/// only as `usage` says.
+fn token_aes_key(label: &str, usage: Usage) -> Vec<Attribute> {
+    let wrap = usage == Usage::Wrap;
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
@@ -399,15 +399,14 @@ pub(crate) fn hsm_key_template(label: &str, id: &[u8]) -> Vec<Attribute> {
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
-        Attribute::Encrypt(true),
-        Attribute::Decrypt(true),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
+        Attribute::Wrap(wrap),
+        Attribute::Unwrap(wrap),
+        Attribute::Encrypt(!wrap),
+        Attribute::Decrypt(!wrap),
         Attribute::Sign(false),
         Attribute::Verify(false),
         Attribute::Derive(false),
         Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(id.to_vec()),
     ]
 }
 

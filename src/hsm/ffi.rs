@@ -217,11 +217,7 @@ impl RawApi {
                 &mut len,
             )
         })?;
-        let len = usize::try_from(len).map_err(|_| CKR_ARGUMENTS_BAD)?;
-        if len > out.len() {
-            return Err(CKR_BUFFER_TOO_SMALL);
-        }
-        Ok(len)
+        written(len, out.len())
     }
 
     /// `C_WrapKey` the way cryptoki does it: a size query, then the call.
@@ -324,11 +320,7 @@ impl RawApi {
             // drop it; we refuse.
             return Err(cryptoki_sys::CKR_ATTRIBUTE_SENSITIVE);
         }
-        let len = usize::try_from(len).map_err(|_| CKR_ARGUMENTS_BAD)?;
-        if len > out.len() {
-            return Err(CKR_BUFFER_TOO_SMALL);
-        }
-        Ok(len)
+        written(len, out.len())
     }
 
     /// Reads `CKA_VALUE` the way cryptoki's `get_attributes` does for a
@@ -375,48 +367,12 @@ impl RawApi {
         plaintext: &[u8],
         out: &mut [u8],
     ) -> RawResult<usize> {
-        let init = func!(self, C_EncryptInit);
-        let encrypt = func!(self, C_Encrypt);
         if out.len() < plaintext.len() + 16 {
             return Err(CKR_BUFFER_TOO_SMALL);
         }
-        let mut iv = *iv;
-        let mut params = CK_GCM_PARAMS {
-            pIv: iv.as_mut_ptr(),
-            ulIvLen: 12,
-            ulIvBits: 96,
-            pAAD: aad.as_ptr() as *mut u8,
-            ulAADLen: ulong(aad.len())?,
-            ulTagBits: 128,
-        };
-        let mut mech = CK_MECHANISM {
-            mechanism: CKM_AES_GCM,
-            pParameter: &mut params as *mut CK_GCM_PARAMS as *mut c_void,
-            ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
-        };
-        // SAFETY: `mech` points at `params`, which points at the local IV
-        // copy and at `aad`; all outlive both calls (the module may keep the
-        // parameters until the operation ends, which is within this
-        // function: C_Encrypt always ends it except on BUFFER_TOO_SMALL,
-        // which cannot happen because `out` was checked above).
-        check(unsafe { init(session, &mut mech, key) })?;
-        let mut len = ulong(out.len())?;
-        // SAFETY: input is `plaintext` (read only), output is `out` with its
-        // true length; the module writes at most `len` bytes.
-        check(unsafe {
-            encrypt(
-                session,
-                plaintext.as_ptr() as *mut u8,
-                ulong(plaintext.len())?,
-                out.as_mut_ptr(),
-                &mut len,
-            )
-        })?;
-        let len = usize::try_from(len).map_err(|_| CKR_ARGUMENTS_BAD)?;
-        if len > out.len() {
-            return Err(CKR_BUFFER_TOO_SMALL);
-        }
-        Ok(len)
+        let init = func!(self, C_EncryptInit);
+        let encrypt = func!(self, C_Encrypt);
+        gcm_call(init, encrypt, session, key, iv, aad, plaintext, out)
     }
 
     /// AES-GCM decryption of `ciphertext || tag` (16-byte tag) into `out`,
@@ -432,45 +388,21 @@ impl RawApi {
         ciphertext_and_tag: &[u8],
         out: &mut [u8],
     ) -> RawResult<usize> {
-        let init = func!(self, C_DecryptInit);
-        let decrypt = func!(self, C_Decrypt);
         if out.len() < ciphertext_and_tag.len() {
             return Err(CKR_BUFFER_TOO_SMALL);
         }
-        let mut iv = *iv;
-        let mut params = CK_GCM_PARAMS {
-            pIv: iv.as_mut_ptr(),
-            ulIvLen: 12,
-            ulIvBits: 96,
-            pAAD: aad.as_ptr() as *mut u8,
-            ulAADLen: ulong(aad.len())?,
-            ulTagBits: 128,
-        };
-        let mut mech = CK_MECHANISM {
-            mechanism: CKM_AES_GCM,
-            pParameter: &mut params as *mut CK_GCM_PARAMS as *mut c_void,
-            ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
-        };
-        // SAFETY: as in gcm_encrypt; `out` is at least as long as the input,
-        // which is all any GCM decryption can need, so C_Decrypt ends the
-        // operation.
-        check(unsafe { init(session, &mut mech, key) })?;
-        let mut len = ulong(out.len())?;
-        // SAFETY: input read only, output `out` with its true length.
-        check(unsafe {
-            decrypt(
-                session,
-                ciphertext_and_tag.as_ptr() as *mut u8,
-                ulong(ciphertext_and_tag.len())?,
-                out.as_mut_ptr(),
-                &mut len,
-            )
-        })?;
-        let len = usize::try_from(len).map_err(|_| CKR_ARGUMENTS_BAD)?;
-        if len > out.len() {
-            return Err(CKR_BUFFER_TOO_SMALL);
-        }
-        Ok(len)
+        let init = func!(self, C_DecryptInit);
+        let decrypt = func!(self, C_Decrypt);
+        gcm_call(
+            init,
+            decrypt,
+            session,
+            key,
+            iv,
+            aad,
+            ciphertext_and_tag,
+            out,
+        )
     }
 
     /// Closes a session handle behind cryptoki's back (fault injection: the
@@ -488,4 +420,69 @@ impl RawApi {
         // SAFETY: C_Finalize takes a reserved pointer that must be null.
         check(unsafe { f(ptr::null_mut()) })
     }
+}
+
+/// `C_EncryptInit`/`C_DecryptInit`.
+type InitFn = unsafe extern "C" fn(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE) -> CK_RV;
+/// `C_Encrypt`/`C_Decrypt`.
+type OneShotFn =
+    unsafe extern "C" fn(CK_SESSION_HANDLE, *mut u8, CK_ULONG, *mut u8, *mut CK_ULONG) -> CK_RV;
+
+/// One AES-GCM operation (96-bit IV, 128-bit tag): `init`, then one call of
+/// `op` from `input` into `out`. Callers check that `out` is large enough,
+/// so the single call always ends the operation.
+#[allow(clippy::too_many_arguments)]
+fn gcm_call(
+    init: InitFn,
+    op: OneShotFn,
+    session: CK_SESSION_HANDLE,
+    key: CK_OBJECT_HANDLE,
+    iv: &[u8; 12],
+    aad: &[u8],
+    input: &[u8],
+    out: &mut [u8],
+) -> RawResult<usize> {
+    let mut iv = *iv;
+    let mut params = CK_GCM_PARAMS {
+        pIv: iv.as_mut_ptr(),
+        ulIvLen: 12,
+        ulIvBits: 96,
+        pAAD: aad.as_ptr() as *mut u8,
+        ulAADLen: ulong(aad.len())?,
+        ulTagBits: 128,
+    };
+    let mut mech = CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: &mut params as *mut CK_GCM_PARAMS as *mut c_void,
+        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+    };
+    // SAFETY: `mech` points at `params`, which points at the local IV copy
+    // and at `aad`; all outlive both calls (the module may keep the
+    // parameters until the operation ends, which is within this function:
+    // the one-shot call always ends it except on BUFFER_TOO_SMALL, which the
+    // callers' size checks rule out).
+    check(unsafe { init(session, &mut mech, key) })?;
+    let mut len = ulong(out.len())?;
+    // SAFETY: input is read only; output is `out` with its true length; the
+    // module writes at most `len` bytes.
+    check(unsafe {
+        op(
+            session,
+            input.as_ptr() as *mut u8,
+            ulong(input.len())?,
+            out.as_mut_ptr(),
+            &mut len,
+        )
+    })?;
+    written(len, out.len())
+}
+
+/// The length a module reports writing into a buffer of `capacity` bytes,
+/// refused if it claims more than fits.
+fn written(len: CK_ULONG, capacity: usize) -> RawResult<usize> {
+    let len = usize::try_from(len).map_err(|_| CKR_ARGUMENTS_BAD)?;
+    if len > capacity {
+        return Err(CKR_BUFFER_TOO_SMALL);
+    }
+    Ok(len)
 }

@@ -64,12 +64,7 @@ pub fn vault_id(key_id: &[u8; 16], version: u32) -> [u8; 20] {
     id
 }
 
-fn invalid_ciphertext() -> KmsError {
-    KmsError::new(
-        ErrorKind::InvalidCiphertext,
-        "the ciphertext is invalid, or the encryption context does not match",
-    )
-}
+use super::ops::decrypt::invalid_ciphertext;
 
 /// The key id and version a blob of any known format names (not yet
 /// authenticated).

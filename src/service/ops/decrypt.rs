@@ -7,7 +7,7 @@ use crate::service::{format_key_id, parse_key_id, ExecError, ExecMode, LoadedKey
 use kms_proto::{Decrypt, DecryptOutput, ErrorKind, KmsError, Output, SecretBytes};
 use std::sync::Arc;
 
-fn invalid_ciphertext() -> KmsError {
+pub(crate) fn invalid_ciphertext() -> KmsError {
     // One message for every cause: a tampered blob must not learn which
     // check failed.
     KmsError::new(
