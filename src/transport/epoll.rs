@@ -1,14 +1,13 @@
-//! The epoll engine: a tokio multi-thread runtime with `io_threads` workers,
-//! one task per connection (reader and writer over the stream's halves).
+//! The epoll engine: one single-threaded tokio runtime per I/O thread
+//! (thread per core, `threads.rs`), one task per connection (reader and
+//! writer over the stream's halves).
 
-use super::{
-    accept_loop, run_both, wipe, Chunk, Conn, ReadStep, Shared, Shutdown, WriteQueue, READ_CHUNK,
-};
+use super::threads::{self, serve_handoffs, Blocking, Handoff, Handoffs, Ready};
+use super::{run_both, wipe, Chunk, Conn, ReadStep, Shared, Shutdown, WriteQueue, READ_CHUNK};
 use bytes::BytesMut;
 use std::io;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
@@ -20,46 +19,50 @@ pub(super) fn run(
     shared: Arc<Shared>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(io_threads)
-        .thread_name("kmsd-io")
-        .enable_all()
-        .build()?;
-    listener.set_nonblocking(true)?;
-    rt.block_on(async {
-        let listener = tokio::net::UnixListener::from_std(listener)?;
-        accept_loop(
-            listener,
-            &shared,
-            shutdown.clone(),
-            |stream, peer, guard| {
-                let shared = Arc::clone(&shared);
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    connection(stream, &shared, peer, shutdown).await;
-                    drop(guard);
-                });
-            },
-        )
-        .await;
-        shared.drain().await;
-        Ok::<_, io::Error>(())
-    })?;
-    // Drops the tasks of connections that outlived the grace period, which
-    // closes their sockets.
-    rt.shutdown_timeout(Duration::from_secs(1));
-    Ok(())
+    threads::run(
+        "io",
+        listener,
+        io_threads,
+        shared,
+        shutdown,
+        Blocking::NonBlocking,
+        io_thread,
+    )
 }
 
-async fn connection(
-    mut stream: UnixStream,
-    shared: &Shared,
-    peer: crate::dispatch::Peer,
-    shutdown: Shutdown,
-) {
-    let (conn, queue) = Conn::new(shared, peer);
+fn io_thread(rx: Handoffs, shared: Arc<Shared>, stop: Shutdown, ready: Ready) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let Some(rt) = threads::started(runtime, &ready) else {
+        return;
+    };
+    rt.block_on(serve_handoffs(rx, shared, stop, |h, shared, stop| {
+        tokio::spawn(connection(h, shared, stop));
+    }));
+    // Dropping the runtime drops the tasks of connections that outlived the
+    // grace period, which closes their sockets.
+    drop(rt);
+}
+
+async fn connection(h: Handoff, shared: Arc<Shared>, shutdown: Shutdown) {
+    let Handoff {
+        stream,
+        peer,
+        guard,
+    } = h;
+    let mut stream = match UnixStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(?peer, error = %e, "cannot register a connection with epoll");
+            return;
+        }
+    };
+    let (conn, queue) = Conn::new(&shared, peer);
     let (rd, wr) = stream.split();
     run_both(peer, read_loop(rd, conn, shutdown), write_loop(wr, queue)).await;
+    drop(stream);
+    drop(guard);
 }
 
 async fn read_loop(mut rd: ReadHalf<'_>, conn: Conn, mut shutdown: Shutdown) {

@@ -27,6 +27,7 @@
 pub mod socket;
 
 mod epoll;
+mod threads;
 mod uring;
 
 use crate::config::{IoMode, TransportConfig};

@@ -1,32 +1,22 @@
 //! The io_uring engine: tokio-uring 0.5, one single-threaded runtime per I/O
-//! thread.
+//! thread (thread per core, `threads.rs`).
 //!
-//! tokio-uring's own `UnixListener::bind` fails with EOPNOTSUPP on Linux
+//! Connections are accepted by a tokio listener on the calling thread, not
+//! by tokio-uring's: its `UnixListener::bind` fails with EOPNOTSUPP on Linux
 //! 6.12.9 and later (it sets SO_REUSEPORT, which the kernel now refuses on
-//! AF_UNIX; tokio-rs/tokio-uring#323). So connections are accepted by a
-//! tokio listener on the calling thread, SO_PEERCRED is read there
-//! (tokio-uring has no accessor), and each stream is handed round-robin to
-//! one of the I/O threads, which adopts it with `UnixStream::from_std`.
+//! AF_UNIX; tokio-rs/tokio-uring#323), and it has no SO_PEERCRED accessor.
+//! Each I/O thread adopts its streams with `UnixStream::from_std`.
 
+use super::threads::{self, serve_handoffs, Blocking, Handoff, Handoffs, Ready};
 use super::{
-    accept_loop, run_both, wait_shutdown, wipe, Chunk, Conn, ConnGuard, ReadStep, Shared, Shutdown,
-    WriteQueue, READ_CHUNK,
+    run_both, wait_shutdown, wipe, Chunk, Conn, ReadStep, Shared, Shutdown, WriteQueue, READ_CHUNK,
 };
-use crate::dispatch::Peer;
 use bytes::BytesMut;
 use std::io;
-use std::os::unix::net::{UnixListener, UnixStream as StdStream};
+use std::os::unix::net::UnixListener;
 use std::sync::{Arc, OnceLock};
-use tokio::sync::{mpsc, watch};
 use tokio_uring::net::UnixStream;
 use zeroize::Zeroize;
-
-/// A connection on its way from the acceptor to an I/O thread.
-struct Handoff {
-    stream: StdStream,
-    peer: Peer,
-    guard: ConnGuard,
-}
 
 /// Checks, once per process, that io_uring can be set up and completes an
 /// operation here (seccomp profiles and container runtimes often refuse it
@@ -66,140 +56,25 @@ pub(super) fn run(
     shared: Arc<Shared>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    // The I/O threads follow an internal stop signal rather than the
-    // caller's, so that a failed start can stop the threads already running.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let mut senders = Vec::with_capacity(io_threads);
-    let mut threads = Vec::with_capacity(io_threads);
-    for i in 0..io_threads {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (shared, stop_rx, ready) = (Arc::clone(&shared), stop_rx.clone(), ready_tx.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("kmsd-io-{i}"))
-            .spawn(move || io_thread(rx, shared, stop_rx, ready));
-        match spawned {
-            Ok(t) => {
-                senders.push(tx);
-                threads.push(t);
-            }
-            Err(e) => {
-                stop(stop_tx, threads);
-                return Err(e);
-            }
-        }
-    }
-    drop(ready_tx);
-    for _ in 0..threads.len() {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                stop(stop_tx, threads);
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("starting an io_uring thread: {e}"),
-                ));
-            }
-            Err(_) => {
-                stop(stop_tx, threads);
-                return Err(io::Error::other("an io_uring thread died while starting"));
-            }
-        }
-    }
-
-    let accepted = accept_on_this_thread(listener, &shared, shutdown, senders);
-    // Stop reading everywhere (this is also how a failed acceptor stops the
-    // threads); each thread drains its connections within the grace period.
-    stop(stop_tx, threads);
-    accepted
+    threads::run(
+        "uring",
+        listener,
+        io_threads,
+        shared,
+        shutdown,
+        Blocking::Blocking,
+        io_thread,
+    )
 }
 
-/// Signals the I/O threads to stop and waits for them.
-fn stop(stop_tx: watch::Sender<bool>, threads: Vec<std::thread::JoinHandle<()>>) {
-    let _ = stop_tx.send(true);
-    for t in threads {
-        if t.join().is_err() {
-            tracing::error!("an io_uring thread panicked");
-        }
-    }
-}
-
-fn accept_on_this_thread(
-    listener: UnixListener,
-    shared: &Shared,
-    shutdown: Shutdown,
-    senders: Vec<mpsc::UnboundedSender<Handoff>>,
-) -> io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    listener.set_nonblocking(true)?;
-    rt.block_on(async {
-        let listener = tokio::net::UnixListener::from_std(listener)?;
-        let mut next = 0usize;
-        accept_loop(listener, shared, shutdown, |stream, peer, guard| {
-            let stream = match stream.into_std() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot detach an accepted stream");
-                    return;
-                }
-            };
-            // io_uring reports EAGAIN instead of waiting on O_NONBLOCK
-            // sockets: the ring, not the socket, is asynchronous.
-            if let Err(e) = stream.set_nonblocking(false) {
-                tracing::warn!(error = %e, "cannot make an accepted stream blocking");
-                return;
-            }
-            let handoff = Handoff {
-                stream,
-                peer,
-                guard,
-            };
-            // Round robin. A thread that is gone drops the stream, which
-            // closes it and uncounts it.
-            let _ = senders[next % senders.len()].send(handoff);
-            next = next.wrapping_add(1);
-        })
-        .await;
-        Ok(())
-    })
-}
-
-fn io_thread(
-    mut rx: mpsc::UnboundedReceiver<Handoff>,
-    shared: Arc<Shared>,
-    stop: Shutdown,
-    ready: std::sync::mpsc::Sender<io::Result<()>>,
-) {
-    let rt = match tokio_uring::Runtime::new(&tokio_uring::builder()) {
-        Ok(rt) => {
-            let _ = ready.send(Ok(()));
-            rt
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
+fn io_thread(rx: Handoffs, shared: Arc<Shared>, stop: Shutdown, ready: Ready) {
+    let runtime = tokio_uring::Runtime::new(&tokio_uring::builder());
+    let Some(rt) = threads::started(runtime, &ready) else {
+        return;
     };
-    rt.block_on(async {
-        let mut stopping = stop.clone();
-        loop {
-            let handoff = tokio::select! {
-                biased;
-                () = wait_shutdown(&mut stopping) => break,
-                h = rx.recv() => h,
-            };
-            let Some(h) = handoff else { break };
-            let (shared, stop) = (Arc::clone(&shared), stop.clone());
-            tokio_uring::spawn(connection(h, shared, stop));
-        }
-        // Connections still queued for this thread were never read: close
-        // them now.
-        rx.close();
-        while rx.try_recv().is_ok() {}
-        shared.drain().await;
-    });
+    rt.block_on(serve_handoffs(rx, shared, stop, |h, shared, stop| {
+        tokio_uring::spawn(connection(h, shared, stop));
+    }));
     // Dropping the runtime drops the connections that outlived the grace
     // period and cancels their pending operations, which closes them.
     drop(rt);

@@ -1,0 +1,192 @@
+//! Thread per core, shared by both engines: the calling thread accepts
+//! connections and hands each to one of `io_threads` I/O threads round
+//! robin; each I/O thread runs its own single-threaded runtime (tokio's for
+//! epoll, tokio-uring's for io_uring) and owns its connections for their
+//! whole life.
+//!
+//! Why not tokio's multi-thread scheduler: with it, a readiness event found
+//! by one worker wakes the connection's task on another, so under steady
+//! small requests most of the daemon's time went to cross-thread wake-ups
+//! (futex, reschedule IPIs, eventfd writes; `perf` put scheduler entries at
+//! over 30% of the daemon's samples) and the open-loop p99 at half the peak
+//! was about 5x the echo server's. A connection pinned to one thread is
+//! woken only by its own socket, or by a worker finishing one of its
+//! requests. The cost is that connections are not rebalanced between I/O
+//! threads; heavy work goes to the worker pool anyway, and the I/O threads
+//! only read, answer small requests and write.
+
+use super::{accept_loop, wait_shutdown, ConnGuard, Shared, Shutdown};
+use crate::dispatch::Peer;
+use std::io;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// A connection on its way from the acceptor to an I/O thread.
+pub(super) struct Handoff {
+    pub(super) stream: UnixStream,
+    pub(super) peer: Peer,
+    pub(super) guard: ConnGuard,
+}
+
+/// The queue of connections handed to one I/O thread.
+pub(super) type Handoffs = mpsc::UnboundedReceiver<Handoff>;
+
+/// Reports whether an I/O thread's runtime started.
+pub(super) type Ready = std::sync::mpsc::Sender<io::Result<()>>;
+
+/// How accepted streams are handed over: io_uring wants blocking sockets
+/// (the ring, not the socket, is asynchronous: a non-blocking socket makes
+/// it report EAGAIN instead of waiting), tokio non-blocking ones.
+#[derive(Clone, Copy)]
+pub(super) enum Blocking {
+    Blocking,
+    NonBlocking,
+}
+
+/// Starts `io_threads` threads running `io_thread` (which builds its runtime,
+/// reports on `Ready`, then serves its `Handoffs` with [`serve_handoffs`]),
+/// accepts on the calling thread until `shutdown`, then stops the threads;
+/// each drains its connections within the grace period.
+pub(super) fn run(
+    name: &str,
+    listener: UnixListener,
+    io_threads: usize,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    blocking: Blocking,
+    io_thread: fn(Handoffs, Arc<Shared>, Shutdown, Ready),
+) -> io::Result<()> {
+    // The I/O threads follow an internal stop signal rather than the
+    // caller's, so that a failed start can stop the threads already running.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut senders = Vec::with_capacity(io_threads);
+    let mut threads = Vec::with_capacity(io_threads);
+    for i in 0..io_threads {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (shared, stop_rx, ready) = (Arc::clone(&shared), stop_rx.clone(), ready_tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("kmsd-{name}-{i}"))
+            .spawn(move || io_thread(rx, shared, stop_rx, ready));
+        match spawned {
+            Ok(t) => {
+                senders.push(tx);
+                threads.push(t);
+            }
+            Err(e) => {
+                stop(stop_tx, threads);
+                return Err(e);
+            }
+        }
+    }
+    drop(ready_tx);
+    for _ in 0..threads.len() {
+        let failed = match ready_rx.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => io::Error::new(e.kind(), format!("starting an I/O thread: {e}")),
+            Err(_) => io::Error::other("an I/O thread died while starting"),
+        };
+        stop(stop_tx, threads);
+        return Err(failed);
+    }
+
+    let accepted = accept_on_this_thread(listener, &shared, shutdown, senders, blocking);
+    // Stop reading everywhere (this is also how a failed acceptor stops the
+    // threads); each thread drains its connections within the grace period.
+    stop(stop_tx, threads);
+    accepted
+}
+
+/// An I/O thread's runtime, once `ready` has been told whether it started.
+pub(super) fn started<R>(runtime: io::Result<R>, ready: &Ready) -> Option<R> {
+    match runtime {
+        Ok(rt) => {
+            let _ = ready.send(Ok(()));
+            Some(rt)
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            None
+        }
+    }
+}
+
+/// Signals the I/O threads to stop and waits for them.
+fn stop(stop_tx: watch::Sender<bool>, threads: Vec<std::thread::JoinHandle<()>>) {
+    let _ = stop_tx.send(true);
+    for t in threads {
+        if t.join().is_err() {
+            tracing::error!("an I/O thread panicked");
+        }
+    }
+}
+
+fn accept_on_this_thread(
+    listener: UnixListener,
+    shared: &Shared,
+    shutdown: Shutdown,
+    senders: Vec<mpsc::UnboundedSender<Handoff>>,
+    blocking: Blocking,
+) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    listener.set_nonblocking(true)?;
+    rt.block_on(async {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        let mut next = 0usize;
+        accept_loop(listener, shared, shutdown, |stream, peer, guard| {
+            // Detached tokio streams stay non-blocking.
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot detach an accepted stream");
+                    return;
+                }
+            };
+            if let Blocking::Blocking = blocking {
+                if let Err(e) = stream.set_nonblocking(false) {
+                    tracing::warn!(error = %e, "cannot make an accepted stream blocking");
+                    return;
+                }
+            }
+            // Round robin. A thread that is gone drops the stream, which
+            // closes it and uncounts it.
+            let _ = senders[next % senders.len()].send(Handoff {
+                stream,
+                peer,
+                guard,
+            });
+            next = next.wrapping_add(1);
+        })
+        .await;
+        Ok(())
+    })
+}
+
+/// The body of an I/O thread, inside its runtime: spawns `connection` (with
+/// the engine's local spawn) for every stream handed over until stop, then
+/// closes the streams never adopted and waits for its connections to drain.
+pub(super) async fn serve_handoffs(
+    mut rx: Handoffs,
+    shared: Arc<Shared>,
+    stop: Shutdown,
+    mut spawn: impl FnMut(Handoff, Arc<Shared>, Shutdown),
+) {
+    let mut stopping = stop.clone();
+    loop {
+        let handoff = tokio::select! {
+            biased;
+            () = wait_shutdown(&mut stopping) => break,
+            h = rx.recv() => h,
+        };
+        let Some(h) = handoff else { break };
+        spawn(h, Arc::clone(&shared), stop.clone());
+    }
+    // Connections still queued for this thread were never read: close them
+    // now.
+    rx.close();
+    while rx.try_recv().is_ok() {}
+    shared.drain().await;
+}
