@@ -11,6 +11,9 @@
 //! first waits (holding no thread) for the key loader to fetch them, with a
 //! deadline, and then takes the queue; so misses for many keys reach the
 //! root of trust in batches, and never block an I/O thread or a worker.
+//! A request that uses HSM-only keys (each operation an HSM call) is run by
+//! the key loader's threads, the HSM executor that owns the PKCS#11
+//! sessions, instead of a worker; its queue is bounded the same way.
 //!
 //! Invariant: [`Dispatcher::dispatch`] never blocks.
 
@@ -118,21 +121,25 @@ impl Dispatcher {
     /// keys are loaded. Never blocks.
     pub fn dispatch(&self, frame: Bytes, peer: Peer, reply: Reply) {
         let job = Job { frame, peer, reply };
+        let service = &self.inner.service;
         if !self.inline_small {
-            Inner::enqueue(&self.inner, job);
+            let hsm = service.frame_uses_hsm(&job.frame);
+            Inner::route(&self.inner, job, hsm);
             return;
         }
-        let service = &self.inner.service;
         let mut out = Vec::new();
         match service.handle_frame(&job.frame, &job.peer, ExecMode::NonBlocking, &mut out) {
             Ok(()) => job.reply.send(out),
-            Err(d) if d.missing.is_empty() => Inner::enqueue(&self.inner, job),
+            Err(d) if d.missing.is_empty() => Inner::route(&self.inner, job, d.hsm),
             Err(d) => {
                 let inner = Arc::clone(&self.inner);
                 service
                     .loader()
                     .prefetch(&d.missing, service.load_timeout(), move || {
-                        Inner::enqueue(&inner, job)
+                        // Only now are the keys known (cached) to be
+                        // HSM-only or not.
+                        let hsm = inner.service.frame_uses_hsm(&job.frame);
+                        Inner::route(&inner, job, hsm)
                     });
             }
         }
@@ -140,6 +147,30 @@ impl Dispatcher {
 }
 
 impl Inner {
+    /// To the HSM executor if the frame uses HSM-only keys, else to the
+    /// worker queue.
+    fn route(this: &Arc<Inner>, job: Job, hsm: bool) {
+        if !hsm {
+            return Inner::enqueue(this, job);
+        }
+        let work = (Arc::clone(this), job);
+        if let Err((_, job)) = this
+            .service
+            .loader()
+            .run_frame(work, |(inner, job)| inner.run(job))
+        {
+            this.busy(job);
+        }
+    }
+
+    fn run(&self, job: Job) {
+        let mut out = Vec::new();
+        self.service
+            .handle_frame(&job.frame, &job.peer, ExecMode::Blocking, &mut out)
+            .expect("blocking execution always completes");
+        job.reply.send(out);
+    }
+
     fn enqueue(this: &Arc<Inner>, job: Job) {
         match this.queue.push(job) {
             Ok(()) => {
@@ -148,29 +179,27 @@ impl Inner {
                 // keeps arrival order; rayon only supplies the threads.
                 this.pool.spawn(move || {
                     if let Some(job) = inner.queue.pop() {
-                        let mut out = Vec::new();
-                        inner
-                            .service
-                            .handle_frame(&job.frame, &job.peer, ExecMode::Blocking, &mut out)
-                            .expect("blocking execution always completes");
-                        job.reply.send(out);
+                        inner.run(job);
                     }
                 });
             }
-            Err(job) => {
-                let request_id = kms_proto::decode_request(&job.frame, this.service.limits())
-                    .map_or(0, |r| r.request_id);
-                let mut out = Vec::new();
-                kms_proto::codec::encode_error_response(
-                    request_id,
-                    &KmsError::new(
-                        ErrorKind::ServiceUnavailable,
-                        "the request queue is full; retry with backoff",
-                    ),
-                    &mut out,
-                );
-                job.reply.send(out);
-            }
+            Err(job) => this.busy(job),
         }
+    }
+
+    /// Answers ServiceUnavailableException: a queue is full.
+    fn busy(&self, job: Job) {
+        let request_id = kms_proto::decode_request(&job.frame, self.service.limits())
+            .map_or(0, |r| r.request_id);
+        let mut out = Vec::new();
+        kms_proto::codec::encode_error_response(
+            request_id,
+            &KmsError::new(
+                ErrorKind::ServiceUnavailable,
+                "the request queue is full; retry with backoff",
+            ),
+            &mut out,
+        );
+        job.reply.send(out);
     }
 }

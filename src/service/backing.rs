@@ -219,6 +219,8 @@ mod tests {
     struct MemVault {
         keys: Mutex<HashMap<[u8; 20], [u8; 32]>>,
         seals: AtomicU64,
+        // The thread each seal ran on.
+        sealed_on: Mutex<Vec<String>>,
     }
 
     impl KeyVault for MemVault {
@@ -236,6 +238,10 @@ mod tests {
             plaintext: &[u8],
         ) -> Result<Vec<u8>, RootError> {
             self.seals.fetch_add(1, Ordering::SeqCst);
+            let thread = std::thread::current();
+            self.sealed_on
+                .lock()
+                .push(thread.name().unwrap_or("unnamed").to_owned());
             let key = self.keys.lock()[id];
             let gcm = Aes256Gcm::new((&key).into());
             let mut buf = plaintext.to_vec();
@@ -302,6 +308,7 @@ mod tests {
                 max_keys: 1000,
                 cache: Default::default(),
                 loader_threads: 1,
+                hsm_queue: 64,
             },
         )
         .unwrap()
@@ -393,6 +400,79 @@ mod tests {
                 .kind,
             ErrorKind::InvalidCiphertext
         );
+    }
+
+    #[test]
+    fn frames_with_hsm_only_keys_run_on_the_hsm_executor() {
+        use crate::config::DispatchConfig;
+        use crate::dispatch::{Dispatcher, Reply};
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(MemVault::default());
+        let svc = Arc::new(service(dir.path(), &vault));
+        let hsm_key = create_hsm_key(&svc);
+        let Ok(Output::CreateKey(soft)) =
+            svc.call(&Operation::CreateKey(CreateKey::default()), &PEER)
+        else {
+            panic!()
+        };
+        let d = Dispatcher::new(Arc::clone(&svc), &DispatchConfig::default()).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // A single HSM operation, a soft one, and a batch mixing both.
+        let op = |key| {
+            Ok(Operation::GenerateDataKey(GenerateDataKey {
+                key_id: key,
+                number_of_bytes: Some(32),
+                key_spec: None,
+                context: vec![],
+            }))
+        };
+        let requests = [
+            RequestBody::Single(op(&hsm_key)),
+            RequestBody::Single(op(&soft.key_id)),
+            RequestBody::Batch(vec![op(&soft.key_id), op(&hsm_key), op(&hsm_key)]),
+        ];
+        for (i, body) in requests.into_iter().enumerate() {
+            let mut frame = Vec::new();
+            codec::encode_request(
+                &mut flatbuffers::FlatBufferBuilder::new(),
+                &Request {
+                    request_id: i as u64,
+                    body,
+                },
+                &mut frame,
+            );
+            d.dispatch(
+                bytes::Bytes::from(frame).slice(4..),
+                PEER,
+                Reply::new(tx.clone(), None),
+            );
+        }
+        let mut formats = std::collections::BTreeMap::new();
+        for _ in 0..3 {
+            let o = rx.blocking_recv().expect("an answer");
+            let r = codec::decode_response(&o.frame[4..], 1 << 20).unwrap();
+            let outcomes = match r.body {
+                ResponseBody::Single(o) => vec![o],
+                ResponseBody::Batch(v) => v,
+                ResponseBody::Error(e) => panic!("{e:?}"),
+            };
+            let f: Vec<u8> = outcomes
+                .into_iter()
+                .map(|o| match o {
+                    Ok(Output::GenerateDataKey(g)) => g.ciphertext_blob[0],
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            formats.insert(r.request_id, f);
+        }
+        let (soft_v, hsm_v) = (blob::VERSION, hsm_blob::VERSION);
+        assert_eq!(formats[&0], [hsm_v]);
+        assert_eq!(formats[&1], [soft_v]);
+        assert_eq!(formats[&2], [soft_v, hsm_v, hsm_v]);
+        // Every HSM call was made by a loader thread (the one that owns the
+        // sessions), never by a worker; the soft frame went to no one there.
+        assert_eq!(*vault.sealed_on.lock(), vec!["kmsd-loader-0".to_owned(); 3]);
+        assert_eq!(svc.loader().stats().frames, 2);
     }
 
     #[test]

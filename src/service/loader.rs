@@ -15,8 +15,16 @@
 //!   short-lived memo (100 ms), so a frame re-run after a failed prefetch,
 //!   or a flood for an unknown key, does not go back to the HSM at once.
 //!
+//! - **HSM frames**: whole request frames that use HSM-only keys (every
+//!   operation an AES-GCM call in the HSM) run here too, drained in batches
+//!   with the key jobs, so every PKCS#11 data-path call is made by the
+//!   threads that own the sessions, back to back, instead of by workers
+//!   queueing for a session. The queue of such frames is bounded
+//!   (`run_frame` refuses when it is full).
+//!
 //! With `batching = false` every miss is its own job and its own unwrap,
-//! which is what the batching figures in ARCHITECTURE.md compare against.
+//! and frames run one per wake-up, which is what the batching figures in
+//! ARCHITECTURE.md compare against.
 
 use super::{internal, Core, LoadedKey};
 use crate::root::RootError;
@@ -43,10 +51,23 @@ struct Waiter {
     notify: Notify,
 }
 
-struct Job {
+struct KeyJob {
     id: [u8; 16],
     // Only without batching: the job's own waiter (no single flight).
     waiter: Option<Waiter>,
+}
+
+enum Job {
+    /// Load a key into the cache.
+    Key(KeyJob),
+    /// Run a request frame that calls the HSM.
+    Frame(Box<dyn FnOnce() + Send>),
+}
+
+thread_local! {
+    // Set on loader threads: a frame running here that finds a key evicted
+    // loads it on this thread instead of queueing behind itself.
+    static ON_LOADER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Counters of what the loader did, for tests and measurements.
@@ -62,6 +83,8 @@ pub struct LoaderStats {
     pub expired: u64,
     /// Largest batch so far.
     pub max_batch: u64,
+    /// HSM frames run.
+    pub frames: u64,
 }
 
 #[derive(Default)]
@@ -71,6 +94,7 @@ struct Counters {
     failed: AtomicU64,
     expired: AtomicU64,
     max_batch: AtomicU64,
+    frames: AtomicU64,
 }
 
 struct Shared {
@@ -79,6 +103,9 @@ struct Shared {
     negative: Mutex<HashMap<[u8; 16], (KmsError, Instant)>>,
     batching: bool,
     batch_max: usize,
+    /// HSM frames queued and not yet started, and their bound.
+    frames_queued: AtomicUsize,
+    frame_queue: usize,
     counters: Counters,
     stop: std::sync::atomic::AtomicBool,
 }
@@ -92,6 +119,8 @@ pub struct LoaderConfig {
     pub batch_max: usize,
     /// Single flight and batches on (false: one unwrap per miss).
     pub batching: bool,
+    /// Most HSM frames queued at once.
+    pub frame_queue: usize,
 }
 
 /// The loader threads and the queue to them. Dropping it stops them.
@@ -118,6 +147,8 @@ impl KeyLoader {
             negative: Mutex::new(HashMap::new()),
             batching: config.batching,
             batch_max: config.batch_max.max(1),
+            frames_queued: AtomicUsize::new(0),
+            frame_queue: config.frame_queue.max(1),
             counters: Counters::default(),
             stop: std::sync::atomic::AtomicBool::new(false),
         });
@@ -191,6 +222,15 @@ impl KeyLoader {
         if let Some(e) = self.remembered_failure(id) {
             return Err(e);
         }
+        if ON_LOADER.get() {
+            // An HSM frame on a loader thread: waiting for the queue could
+            // mean waiting for this very thread.
+            let result = load_many(&self.shared.core, std::slice::from_ref(id))
+                .pop()
+                .expect("one result per key");
+            settle(&self.shared, id, &result, Instant::now() + NEGATIVE_TTL);
+            return result;
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.submit(
             *id,
@@ -205,6 +245,25 @@ impl KeyLoader {
         // sweep interval.
         rx.recv_timeout(timeout + 2 * SWEEP_EVERY)
             .unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    /// Queues `run(frame)` (a request that uses HSM-only keys) to run on a
+    /// loader thread; gives `frame` back when the queue is full, so the
+    /// caller can answer ServiceUnavailableException. At shutdown a queued
+    /// frame may be dropped unrun (its connection is closing).
+    pub fn run_frame<T: Send + 'static>(&self, frame: T, run: fn(T)) -> Result<(), T> {
+        let Some(tx) = &self.tx else {
+            return Err(frame);
+        };
+        let q = &self.shared.frames_queued;
+        if q.fetch_add(1, Ordering::AcqRel) >= self.shared.frame_queue {
+            q.fetch_sub(1, Ordering::AcqRel);
+            return Err(frame);
+        }
+        if tx.send(Job::Frame(Box::new(move || run(frame)))).is_err() {
+            q.fetch_sub(1, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     /// A load of `id` that failed within the last 100 ms.
@@ -228,6 +287,7 @@ impl KeyLoader {
             failed: c.failed.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
             max_batch: c.max_batch.load(Ordering::Relaxed),
+            frames: c.frames.load(Ordering::Relaxed),
         }
     }
 
@@ -243,16 +303,19 @@ impl KeyLoader {
                 return;
             }
             pending.insert(id, vec![waiter]);
-            Job { id, waiter: None }
+            KeyJob { id, waiter: None }
         } else {
-            Job {
+            KeyJob {
                 id,
                 waiter: Some(waiter),
             }
         };
-        if let Err(e) = tx.send(job) {
+        if let Err(e) = tx.send(Job::Key(job)) {
             // Only when the threads are gone (shutdown).
-            let waiters = match e.0.waiter {
+            let Job::Key(job) = e.0 else {
+                unreachable!("a key job was sent")
+            };
+            let waiters = match job.waiter {
                 Some(w) => vec![w],
                 None => self.shared.pending.lock().remove(&id).unwrap_or_default(),
             };
@@ -282,6 +345,7 @@ impl Drop for KeyLoader {
 }
 
 fn run(shared: &Shared, rx: &Receiver<Job>) {
+    ON_LOADER.set(true);
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         if shared.batching {
@@ -292,7 +356,23 @@ fn run(shared: &Shared, rx: &Receiver<Job>) {
                 }
             }
         }
-        process(shared, batch);
+        let mut keys = Vec::new();
+        let mut frames = Vec::new();
+        for job in batch {
+            match job {
+                Job::Key(k) => keys.push(k),
+                Job::Frame(f) => frames.push(f),
+            }
+        }
+        // Keys first: queued frames may be waiting for them.
+        if !keys.is_empty() {
+            process(shared, keys);
+        }
+        for frame in frames {
+            shared.frames_queued.fetch_sub(1, Ordering::AcqRel);
+            frame();
+            shared.counters.frames.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -344,7 +424,7 @@ fn expire_waiters(shared: &Shared) {
     }
 }
 
-fn process(shared: &Shared, batch: Vec<Job>) {
+fn process(shared: &Shared, batch: Vec<KeyJob>) {
     let c = &shared.counters;
     c.batches.fetch_add(1, Ordering::Relaxed);
     c.max_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);
@@ -376,23 +456,34 @@ fn process(shared: &Shared, batch: Vec<Job>) {
     let results = load_many(&shared.core, &ids);
     let until = Instant::now() + NEGATIVE_TTL;
     for ((id, result), own) in ids.iter().zip(results).zip(own) {
-        match &result {
-            Ok(k) => {
-                shared.core.cache.insert(Arc::clone(k));
-                shared.negative.lock().remove(id);
-                c.loaded.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                shared.negative.lock().insert(*id, (e.clone(), until));
-                c.failed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        settle(shared, id, &result, until);
         let waiters = match own {
             Some(w) => vec![w],
             None => shared.pending.lock().remove(id).unwrap_or_default(),
         };
         for w in waiters {
             (w.notify)(result.clone());
+        }
+    }
+}
+
+/// Caches a loaded key, or remembers the failure until `until`.
+fn settle(
+    shared: &Shared,
+    id: &[u8; 16],
+    result: &Result<Arc<LoadedKey>, KmsError>,
+    until: Instant,
+) {
+    let c = &shared.counters;
+    match result {
+        Ok(k) => {
+            shared.core.cache.insert(Arc::clone(k));
+            shared.negative.lock().remove(id);
+            c.loaded.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            shared.negative.lock().insert(*id, (e.clone(), until));
+            c.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -541,6 +632,7 @@ mod tests {
                 max_keys: 100_000,
                 cache,
                 loader_threads: 1,
+                hsm_queue: 64,
             },
         )
         .unwrap();
@@ -557,6 +649,62 @@ mod tests {
             }),
             &PEER,
         )
+    }
+
+    #[test]
+    fn hsm_frames_run_on_loader_threads_and_their_queue_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = keys_in(dir.path(), 2);
+        let (svc, root) = cold(
+            dir.path(),
+            CacheConfig {
+                // A frame that waited on its own thread would hang far past
+                // the receive timeouts below.
+                load_timeout_ms: 600_000,
+                ..CacheConfig::default()
+            },
+        );
+        let svc = Arc::new(svc);
+        // Occupy the only loader thread with slow unwraps (every frame
+        // below runs after the first one).
+        root.delay_ms.store(300, Ordering::SeqCst);
+        let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
+        svc.loader()
+            .prefetch(&ids[..1], Duration::from_secs(10), move || {
+                loaded_tx.send(()).unwrap()
+            });
+        // The queue holds 64 frames (`cold`); the 65th is handed back.
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..64 {
+            let work = (Arc::clone(&svc), tx.clone(), i, ids[1]);
+            let queued = svc.loader().run_frame(work, |(svc, tx, i, id)| {
+                // On a loader thread, a key that is not cached is loaded
+                // right here rather than queued behind this frame.
+                let thread = std::thread::current().name().map(str::to_owned);
+                let loaded = svc.load_key(&id, ExecMode::Blocking).is_ok();
+                tx.send((i, thread, loaded)).unwrap();
+            });
+            assert!(queued.is_ok(), "frame {i}");
+        }
+        let refused = svc.loader().run_frame(65, |_| unreachable!());
+        assert_eq!(refused.unwrap_err(), 65);
+        loaded_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let mut ran: Vec<_> = (0..64)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        ran.sort_unstable_by_key(|r| r.0);
+        for (i, (n, thread, loaded)) in ran.into_iter().enumerate() {
+            assert_eq!(n, i);
+            assert_eq!(thread.as_deref(), Some("kmsd-loader-0"));
+            assert!(loaded);
+        }
+        assert_eq!(svc.loader().stats().frames, 64);
+        // Room again once they ran.
+        let (tx, rx) = std::sync::mpsc::channel();
+        svc.loader()
+            .run_frame(tx, |tx| tx.send(()).unwrap())
+            .unwrap();
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct WouldBlock;
 pub struct Deferred {
     /// Key ids to load before the rerun (may be empty).
     pub missing: Vec<[u8; 16]>,
+    /// The frame uses a cached HSM-only key: run it on the key loader's
+    /// threads (the HSM executor) rather than on a worker.
+    pub hsm: bool,
 }
 
 /// Why an operation did not produce an output.
@@ -196,6 +199,9 @@ pub struct ServiceOptions {
     pub cache: crate::config::CacheConfig,
     /// Loader threads (HSM sessions).
     pub loader_threads: usize,
+    /// Most frames with HSM-only keys queued for the loader threads (the
+    /// worker queue's bound, `dispatch.queue_capacity`).
+    pub hsm_queue: usize,
 }
 
 impl ServiceOptions {
@@ -209,6 +215,7 @@ impl ServiceOptions {
                 (crate::config::RootKind::Pkcs11, Some(p)) => p.pool_size,
                 _ => 1,
             },
+            hsm_queue: config.dispatch.queue_capacity,
         }
     }
 }
@@ -300,6 +307,7 @@ impl Service {
                 max_keys,
                 cache: crate::config::CacheConfig::default(),
                 loader_threads: 1,
+                hsm_queue: crate::config::DispatchConfig::default().queue_capacity,
             },
         )
     }
@@ -324,6 +332,7 @@ impl Service {
                 threads: options.loader_threads,
                 batch_max: c.batch_max,
                 batching: c.batching,
+                frame_queue: options.hsm_queue,
             },
         )
         .map_err(ServiceError::Threads)?;
@@ -462,8 +471,15 @@ impl Service {
                 return Ok(());
             }
         };
-        let defer = |request: &Request<'_>| Deferred {
-            missing: self.missing_keys(request),
+        let defer = |request: &Request<'_>| {
+            let ids = request_key_ids(request);
+            Deferred {
+                hsm: self.any_hsm_only(&ids),
+                missing: ids
+                    .into_iter()
+                    .filter(|id| !self.core.cache.contains(id))
+                    .collect(),
+            }
         };
         if mode == ExecMode::NonBlocking && !is_small(&request) {
             return Err(defer(&request));
@@ -551,45 +567,69 @@ impl Service {
     /// The keys a request names (by id, ARN or a ciphertext blob's header)
     /// that are not cached: what must be loaded before it can run.
     pub fn missing_keys(&self, request: &Request<'_>) -> Vec<[u8; 16]> {
-        fn named(op: &Operation<'_>, out: &mut Vec<[u8; 16]>) {
-            let mut by_name = |s: &str| {
-                if let Ok(id) = parse_key_id(s) {
-                    out.push(id);
-                }
-            };
-            match op {
-                Operation::GenerateDataKey(r) | Operation::GenerateDataKeyWithoutPlaintext(r) => {
-                    by_name(r.key_id)
-                }
-                Operation::Encrypt(r) => by_name(r.key_id),
-                Operation::DescribeKey(_)
-                | Operation::CreateKey(_)
-                | Operation::ListKeys(_)
-                | Operation::GenerateRandom(_) => {}
-                Operation::Decrypt(r) => {
-                    if let Ok(h) = backing::parse_any_header(r.ciphertext_blob) {
-                        out.push(h.key_id);
-                    }
-                }
-                Operation::ReEncrypt(r) => {
-                    by_name(r.destination_key_id);
-                    if let Ok(h) = backing::parse_any_header(r.ciphertext_blob) {
-                        out.push(h.key_id);
-                    }
-                }
-            }
-        }
-        let mut ids = Vec::new();
-        match &request.body {
-            RequestBody::Single(Ok(op)) => named(op, &mut ids),
-            RequestBody::Single(Err(_)) => {}
-            RequestBody::Batch(items) => items.iter().flatten().for_each(|op| named(op, &mut ids)),
-        }
-        ids.sort_unstable();
-        ids.dedup();
+        let mut ids = request_key_ids(request);
         ids.retain(|id| !self.core.cache.contains(id));
         ids
     }
+
+    /// Whether any of `ids` is a cached HSM-only key.
+    fn any_hsm_only(&self, ids: &[[u8; 16]]) -> bool {
+        ids.iter().any(|id| {
+            self.core
+                .cache
+                .get(id)
+                .is_some_and(|k| k.record.origin == kms_proto::Origin::Hsm)
+        })
+    }
+
+    /// Whether `frame` uses a cached HSM-only key (see [`Deferred::hsm`]);
+    /// false for a frame that does not decode.
+    pub fn frame_uses_hsm(&self, frame: &[u8]) -> bool {
+        kms_proto::decode_request(frame, &self.limits)
+            .is_ok_and(|r| self.any_hsm_only(&request_key_ids(&r)))
+    }
+}
+
+/// The key ids a request names (sorted, without repeats): by key id, or
+/// by the header of the ciphertext it decrypts.
+fn request_key_ids(request: &Request<'_>) -> Vec<[u8; 16]> {
+    fn named(op: &Operation<'_>, out: &mut Vec<[u8; 16]>) {
+        let mut by_name = |s: &str| {
+            if let Ok(id) = parse_key_id(s) {
+                out.push(id);
+            }
+        };
+        match op {
+            Operation::GenerateDataKey(r) | Operation::GenerateDataKeyWithoutPlaintext(r) => {
+                by_name(r.key_id)
+            }
+            Operation::Encrypt(r) => by_name(r.key_id),
+            Operation::DescribeKey(_)
+            | Operation::CreateKey(_)
+            | Operation::ListKeys(_)
+            | Operation::GenerateRandom(_) => {}
+            Operation::Decrypt(r) => {
+                if let Ok(h) = backing::parse_any_header(r.ciphertext_blob) {
+                    out.push(h.key_id);
+                }
+            }
+            Operation::ReEncrypt(r) => {
+                by_name(r.destination_key_id);
+                if let Ok(h) = backing::parse_any_header(r.ciphertext_blob) {
+                    out.push(h.key_id);
+                }
+            }
+        }
+    }
+    let mut ids = Vec::new();
+    match &request.body {
+        RequestBody::Single(Ok(op)) => named(op, &mut ids),
+        RequestBody::Single(Err(_)) => {}
+        RequestBody::Batch(items) => items.iter().flatten().for_each(|op| named(op, &mut ids)),
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// Whether a request is small enough to run on an I/O thread.
