@@ -48,6 +48,20 @@ pub struct Ratio {
     /// What the ratio compares, for people reading the baseline file.
     #[serde(default)]
     pub description: String,
+    /// Multiplies the gate's tolerance for this ratio (1 = as is). A tail
+    /// latency ratio on a shared machine swings far more from run to run
+    /// than a throughput ratio, and a gate that fails on noise stops being
+    /// read; the baseline's value is taken, so the file says it.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub noise: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 /// What one gate run measured.
@@ -258,6 +272,7 @@ pub fn evaluate(baseline: &Baseline, measured: &Measured, tolerance: f64) -> Gat
 /// Compares one ratio; at least one side is present.
 fn compare(name: &str, base: Option<&Ratio>, cur: Option<&Ratio>, tolerance: f64) -> GateRow {
     let better = base.or(cur).map_or(Better::Higher, |r| r.better);
+    let tolerance = tolerance * base.map_or(1.0, |r| r.noise.max(1.0));
     let baseline = base.map(|r| r.value);
     let current = cur.map(|r| r.value);
     let limit = baseline.map(|b| match better {
@@ -420,6 +435,7 @@ mod tests {
 
     fn ratio(value: f64, better: Better) -> Ratio {
         Ratio {
+            noise: 1.0,
             value,
             better,
             description: String::new(),
@@ -531,6 +547,35 @@ mod tests {
     }
 
     #[test]
+    fn a_noisy_ratio_gets_its_multiple_of_the_tolerance_and_no_more() {
+        let mut b = baseline();
+        b.ratios.get_mut("cpu_ns_per_op_vs_inproc").unwrap().noise = 2.0;
+        let at = |v: f64| {
+            let m = measured(&[
+                ("daemon_vs_echo", 0.80, Better::Higher),
+                ("cpu_ns_per_op_vs_inproc", v, Better::Lower),
+            ]);
+            evaluate(&b, &m, 0.10)
+        };
+        // 1.5 x (1 + 2 x 0.10) = 1.8: 1.7 fails the plain ratio, not this one.
+        let r = at(1.70);
+        assert!(r.passed);
+        assert!((row(&r, "cpu_ns_per_op_vs_inproc").limit.unwrap() - 1.8).abs() < 1e-12);
+        let r = at(1.85);
+        assert!(!r.passed);
+        assert_eq!(
+            row(&r, "cpu_ns_per_op_vs_inproc").verdict,
+            Verdict::Regressed
+        );
+        // The other ratios keep the plain tolerance.
+        let m = measured(&[
+            ("daemon_vs_echo", 0.70, Better::Higher),
+            ("cpu_ns_per_op_vs_inproc", 1.50, Better::Lower),
+        ]);
+        assert!(!evaluate(&b, &m, 0.10).passed);
+    }
+
+    #[test]
     fn higher_ratio_rising_beyond_tolerance_is_an_improvement() {
         let b = baseline();
         let m = measured(&[
@@ -631,6 +676,7 @@ mod tests {
         let mut b = baseline();
         b.ratios.get_mut("daemon_vs_echo").unwrap().description =
             "daemon ops/s over echo ops/s".to_string();
+        b.ratios.get_mut("cpu_ns_per_op_vs_inproc").unwrap().noise = 2.0;
         b.save(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with("}\n"));

@@ -37,6 +37,9 @@ pub struct RegressOptions {
     pub progress: bool,
 }
 
+/// The open-loop ratio's tolerance multiplier (see [`Ratio::noise`]).
+const OPEN_LOOP_NOISE: f64 = 2.0;
+
 /// Open-loop daemon/echo pairs whose median ratio is gated.
 const OPEN_LOOP_PAIRS: usize = 3;
 
@@ -123,6 +126,7 @@ pub fn run(o: &RegressOptions) -> anyhow::Result<bool> {
                 value,
                 better,
                 description: what.to_owned(),
+                noise: 1.0,
             },
         );
     };
@@ -228,6 +232,11 @@ pub fn run(o: &RegressOptions) -> anyhow::Result<bool> {
         Better::Lower,
         "open-loop p99 at half the peak over the echo server's p99 at the same rate (median of 3 pairs)",
     );
+    // Single pairs of this ratio range from 1.2 to 4 on the reference
+    // machine at one setting; twice the tolerance still fails a doubling.
+    if let Some(r) = m.ratios.get_mut("open-gdk32.p99/echo-p99") {
+        r.noise = OPEN_LOOP_NOISE;
+    }
     m.absolutes.insert(
         "open-gdk32.peak_requests_per_sec".into(),
         (2.0 * rate).round(),
