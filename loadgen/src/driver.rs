@@ -66,8 +66,14 @@ pub struct RunOptions {
     pub target_pid: Option<i32>,
 }
 
-/// Shortest sleep of the open loop's writer.
-const MIN_SLEEP: Duration = Duration::from_micros(50);
+/// Shortest sleep of the open loop's writer: requests go out in bursts at
+/// most this often per connection (wrk2's timers tick every millisecond).
+/// Every burst costs a wake-up of the writer, of the target and of the
+/// reader (~5 µs each on a VM); at 50 µs the open loop at half the daemon's
+/// peak kept the two cores ~80% busy and its tail was mostly queueing
+/// behind those wake-ups. The added latency, up to this much from a
+/// request's intended time, is the same for every target.
+const MIN_SLEEP: Duration = Duration::from_micros(100);
 
 /// How long to wait for answers still in flight after the window.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -232,12 +238,15 @@ pub fn run(
                 .and_then(|s| crate::target::peer_pid(&s));
         }
     }
-    let (tallies, before, after) = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..connections)
+    let (tallies, before, after) = std::thread::scope(|s| -> anyhow::Result<_> {
+        let handles = (0..connections)
             .map(|c| {
                 let (shared, target) = (&shared, &target);
                 let first = c * pool.len() / connections;
-                s.spawn(move || {
+                // Named (the connection's reader, and its writer in open
+                // loop), so profiles and `perf sched` tell them apart.
+                let thread = std::thread::Builder::new().name(format!("lg-conn-{c}"));
+                thread.spawn_scoped(s, move || {
                     let r = match (target, &opts.model) {
                         (Target::Daemon(p), LoadModel::Closed { pipeline, .. }) => {
                             closed_socket(p, false, *pipeline, pool, first, shared)
@@ -259,14 +268,15 @@ pub fn run(
                     })
                 })
             })
-            .collect();
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("starting a connection thread")?;
         let (before, after) = watch(&shared, opts, target_pid);
         let tallies: Vec<Tally> = handles
             .into_iter()
             .map(|h| h.join().expect("connection thread panicked"))
             .collect();
-        (tallies, before, after)
-    });
+        Ok((tallies, before, after))
+    })?;
     if let Some(e) = shared.error.lock().take() {
         return Err(e);
     }
@@ -549,7 +559,9 @@ fn open_socket(
     let sent = AtomicU64::new(0);
     let writer_done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let w = s.spawn(|| -> anyhow::Result<()> {
+        let name = format!("{}-w", std::thread::current().name().unwrap_or("lg"));
+        let writer_thread = std::thread::Builder::new().name(name);
+        let w = writer_thread.spawn_scoped(s, || -> anyhow::Result<()> {
             let mut out = Vec::with_capacity(64 << 10);
             let mut i = 0u64;
             while !shared.abort.load(Ordering::Relaxed) {
@@ -579,7 +591,7 @@ fn open_socket(
             }
             writer_done.store(true, Ordering::Release);
             Ok(())
-        });
+        })?;
         let r = open_reader(
             &mut reader,
             echo,

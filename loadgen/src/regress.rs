@@ -7,7 +7,7 @@
 //! Encrypt of 4 KiB, each batched and pipelined on two connections; then
 //! single-operation GenerateDataKey in open loop at half of its measured
 //! closed-loop peak, against kmsd and against the echo server at the same
-//! rate (three daemon/echo pairs; the median ratio is gated).
+//! rate (five one-second daemon/echo pairs; the best ratio is gated).
 
 use crate::driver::{self, RunOptions, Target};
 use crate::gate::{self, Baseline, Better, Measured, Ratio};
@@ -37,11 +37,31 @@ pub struct RegressOptions {
     pub progress: bool,
 }
 
-/// The open-loop ratio's tolerance multiplier (see [`Ratio::noise`]).
-const OPEN_LOOP_NOISE: f64 = 2.0;
+/// Open-loop daemon/echo pairs; the best (lowest) p99 ratio is gated.
+///
+/// At half the peak the daemon and the load generator keep the two cores
+/// busy most of the time, so any stall from outside (another tenant, a
+/// kernel thread taking a core for 2-3 ms) builds a backlog that takes
+/// milliseconds to drain, while the echo server (a fifth of the CPU)
+/// absorbs it. With the writer's old 50 µs bursts single one-second pairs
+/// on the reference machine ranged from 1.0 to 19.5 (20 pairs, median
+/// 3.1), and a median of three failed CI on noise; with 100 µs bursts 9 of
+/// 10 fell within 1.9-3.6 (one 9.6). Outside stalls only make a pair worse,
+/// so the best of several pairs is the estimator noise cannot push up; a
+/// daemon that is slower in every window (a blocking call, a lost inline
+/// path) still fails.
+const OPEN_LOOP_PAIRS: usize = 5;
 
-/// Open-loop daemon/echo pairs whose median ratio is gated.
-const OPEN_LOOP_PAIRS: usize = 3;
+/// The open-loop ratio's tolerance multiplier (see [`Ratio::noise`]): the
+/// limit is 2.5x the baseline with `--smoke` (1.9x in full runs). Best-of-5
+/// values seen: 1.3-2.0 (baseline 2.0, limit 5.0 with `--smoke`).
+const OPEN_LOOP_NOISE: f64 = 3.0;
+
+/// Each open-loop pair's warm-up and window, the same in full and smoke
+/// runs so that a smoke run compares like with like against a baseline
+/// recorded by a full one.
+const OPEN_LOOP_WARMUP: Duration = Duration::from_millis(300);
+const OPEN_LOOP_WINDOW: Duration = Duration::from_secs(1);
 
 /// Default tolerance of a new baseline (full-length runs).
 pub const DEFAULT_TOLERANCE: f64 = 0.3;
@@ -202,41 +222,54 @@ pub fn run(o: &RegressOptions) -> anyhow::Result<bool> {
         connections: 2,
         rate,
     };
-    // The tail at half the peak is the noisiest figure of the gate: the
-    // gated ratio is the median of three daemon/echo pairs.
+    // The tail at half the peak is the noisiest figure of the gate (see
+    // OPEN_LOOP_PAIRS): the gated ratio is the best of several short
+    // daemon/echo pairs, and their median is recorded beside it.
     let echo_pool = FramePool::build(&spec, &Prepared::synthetic(&spec))?;
     let p99 = |r: &RunResult| r.latency.value_at_quantile(0.99).max(1) as f64;
+    let open_opts = |pid| RunOptions {
+        warmup: OPEN_LOOP_WARMUP,
+        duration: OPEN_LOOP_WINDOW,
+        ..opts(open.clone(), Some(pid))
+    };
     let mut pairs = Vec::new();
     for _ in 0..OPEN_LOOP_PAIRS {
         let d = driver::run(
             Target::Daemon(&daemon.socket),
             &pool,
             &label,
-            &opts(open.clone(), Some(daemon.pid())),
+            &open_opts(daemon.pid()),
         )?;
         check_clean(&d)?;
         let e = driver::run(
             Target::Echo(&echo.socket),
             &echo_pool,
             &label,
-            &opts(open.clone(), Some(echo.pid())),
+            &open_opts(echo.pid()),
         )?;
         pairs.push((p99(&d) / p99(&e), d, e));
     }
     pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (median, d, e) = pairs.swap_remove(OPEN_LOOP_PAIRS / 2);
+    let ratios: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    eprintln!("regress: {label}: p99/echo-p99 of each pair, best first: {ratios:.2?}");
+    let median = ratios[OPEN_LOOP_PAIRS / 2];
+    let (best, d, e) = pairs.swap_remove(0);
     ratio(
         &mut m,
         "open-gdk32.p99/echo-p99".to_owned(),
-        median,
+        best,
         Better::Lower,
-        "open-loop p99 at half the peak over the echo server's p99 at the same rate (median of 3 pairs)",
+        "open-loop p99 at half the peak over the echo server's p99 at the same rate (best of 5 one-second pairs)",
     );
-    // Single pairs of this ratio range from 1.2 to 4 on the reference
-    // machine at one setting; twice the tolerance still fails a doubling.
     if let Some(r) = m.ratios.get_mut("open-gdk32.p99/echo-p99") {
         r.noise = OPEN_LOOP_NOISE;
     }
+    m.absolutes
+        .insert("open-gdk32.p99/echo-p99.median".into(), median);
+    m.absolutes.insert(
+        "open-gdk32.p99/echo-p99.worst".into(),
+        ratios[OPEN_LOOP_PAIRS - 1],
+    );
     m.absolutes.insert(
         "open-gdk32.peak_requests_per_sec".into(),
         (2.0 * rate).round(),
