@@ -3,8 +3,9 @@
 //!
 //! - unwrap: `C_UnwrapKey` + `C_GetAttributeValue(CKA_VALUE)` +
 //!   `C_DestroyObject`, with the session copy of the root key and with the
-//!   token object itself, and with the value read in one call (kmsd) or
-//!   cryptoki's way (size query, then read);
+//!   token object itself, into a public (default) or a private session
+//!   object, and with the value read in one call (kmsd) or cryptoki's way
+//!   (size query, then read);
 //! - wrap: `C_CreateObject` + `C_WrapKey` + `C_DestroyObject`, the same
 //!   three ways (one `C_WrapKey` into a 40-byte buffer, or size query first);
 //! - AES-256-GCM of 32 bytes with an HSM-only (token) key;
@@ -64,6 +65,7 @@ fn token() -> Result<(Pkcs11Config, Option<PathBuf>), String> {
         pool_size: 1,
         kwp_mechanism: 0x210A,
         session_copy: true,
+        private_unwrapped: false,
     };
     kmsd::hsm::init_root_key(&config).map_err(|e| e.to_string())?;
     Ok((config, Some(dir)))
@@ -81,15 +83,18 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("hsm");
     g.throughput(Throughput::Elements(1));
-    for session_copy in [true, false] {
-        let name = if session_copy {
-            "session_copy"
-        } else {
-            "token_key"
+    // The default (session copy, public unwrapped object), then each
+    // setting changed alone.
+    for (session_copy, private) in [(true, false), (false, false), (true, true)] {
+        let name = match (session_copy, private) {
+            (true, false) => "session_copy",
+            (false, _) => "token_key",
+            (true, true) => "session_copy_private_unwrapped",
         };
         let mut config = base.clone();
         config.pool_size = 1;
         config.session_copy = session_copy;
+        config.private_unwrapped = private;
         // One Hsm at a time: dropping the one that initialised the module
         // finalises it.
         let hsm = Hsm::open(&config).unwrap_or_else(|e| panic!("benches/hsm: {e}"));

@@ -92,6 +92,13 @@ pub struct Pkcs11Config {
     /// (2-3x faster on SoftHSM's file-backed token objects).
     #[serde(default = "default_true")]
     pub session_copy: bool,
+    /// `CKA_PRIVATE` of the transient session object a backing key is
+    /// unwrapped into (read out and destroyed at once). Default: false:
+    /// SoftHSM encrypts a private object's value when it creates it and
+    /// decrypts it when it is read, a quarter of its unwrap time. Set true
+    /// for an HSM whose policy refuses public secret keys.
+    #[serde(default)]
+    pub private_unwrapped: bool,
 }
 
 fn default_key_label() -> String {

@@ -80,6 +80,10 @@ struct Job {
     frame: Bytes,
     peer: Peer,
     reply: Reply,
+    /// Its keys were just loaded: whether it needs the HSM executor is
+    /// decided by the worker that takes it (finding out decodes the frame,
+    /// work the key loader's threads should not do).
+    after_load: bool,
 }
 
 /// Routes frames to inline execution or the worker pool.
@@ -120,7 +124,12 @@ impl Dispatcher {
     /// Answers `frame` inline or queues it for a worker, after its missing
     /// keys are loaded. Never blocks.
     pub fn dispatch(&self, frame: Bytes, peer: Peer, reply: Reply) {
-        let job = Job { frame, peer, reply };
+        let job = Job {
+            frame,
+            peer,
+            reply,
+            after_load: false,
+        };
         let service = &self.inner.service;
         if !self.inline_small {
             let hsm = service.frame_uses_hsm(&job.frame);
@@ -136,10 +145,14 @@ impl Dispatcher {
                 service
                     .loader()
                     .prefetch(&d.missing, service.load_timeout(), move || {
-                        // Only now are the keys known (cached) to be
-                        // HSM-only or not.
-                        let hsm = inner.service.frame_uses_hsm(&job.frame);
-                        Inner::route(&inner, job, hsm)
+                        // Called on a loader thread. Only now are the keys
+                        // known (cached) to be HSM-only or not; a worker
+                        // finds out.
+                        let job = Job {
+                            after_load: true,
+                            ..job
+                        };
+                        Inner::enqueue(&inner, job)
                     });
             }
         }
@@ -178,7 +191,10 @@ impl Inner {
                 // One spawn per queued job: the queue bounds admission and
                 // keeps arrival order; rayon only supplies the threads.
                 this.pool.spawn(move || {
-                    if let Some(job) = inner.queue.pop() {
+                    let Some(job) = inner.queue.pop() else { return };
+                    if job.after_load && inner.service.frame_uses_hsm(&job.frame) {
+                        Inner::route(&inner, job, true);
+                    } else {
                         inner.run(job);
                     }
                 });

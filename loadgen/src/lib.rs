@@ -11,6 +11,7 @@
 pub mod driver;
 pub mod echo;
 pub mod gate;
+pub mod hsmraw;
 pub mod inprocess;
 pub mod plot;
 pub mod regress;

@@ -5,6 +5,7 @@
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use kms_loadgen::driver::{self, RunOptions, Target};
+use kms_loadgen::hsmraw::{self, HsmCall};
 use kms_loadgen::regress::{self, RegressOptions};
 use kms_loadgen::report::{self, JsonReport, JSON_SCHEMA_VERSION};
 use kms_loadgen::run::{LoadModel, RunResult, TargetKind};
@@ -68,13 +69,15 @@ struct RunArgs {
     /// I/O engine of the spawned kmsd (epoll, uring, auto).
     #[arg(long)]
     io: Option<String>,
-    /// Config file for the spawned kmsd (e.g. an HSM root, a small cache).
-    #[arg(long, requires = "spawn")]
+    /// Config file for the spawned kmsd (e.g. an HSM root, a small cache);
+    /// the HSM baselines open the token its [root.pkcs11] names.
+    #[arg(long)]
     config: Option<PathBuf>,
-    /// Also run a baseline with the same frames: `in-process` (the service
-    /// in this process, no socket) or `echo` (an echo server over the same
-    /// socket type). Repeatable.
-    #[arg(long, value_parser = ["in-process", "echo"])]
+    /// Also run a baseline: `in-process` (the same frames through the
+    /// service in this process, no socket), `echo` (an echo server over the
+    /// same socket type), `hsm-unwrap` or `hsm-gcm` (the token's raw unwrap
+    /// or AES-GCM call rate on one session; needs --config). Repeatable.
+    #[arg(long, value_parser = ["in-process", "echo", "hsm-unwrap", "hsm-gcm"])]
     baseline: Vec<String>,
     /// Operation mix, e.g. generate-data-key=70,decrypt=30. Operations:
     /// generate-data-key, generate-data-key-without-plaintext, encrypt,
@@ -266,6 +269,15 @@ fn run_main(a: RunArgs) -> anyhow::Result<i32> {
                 eprintln!("in-process: {name}");
                 inprocess::run(&spec, &opts, &name)?
             }
+            "hsm-unwrap" | "hsm-gcm" => {
+                eprintln!("{b}: raw calls on one session of the token in --config");
+                let call = if b == "hsm-unwrap" {
+                    HsmCall::Unwrap
+                } else {
+                    HsmCall::Gcm
+                };
+                hsmraw::run(a.config.as_deref(), call, &spec, &opts, &name)?
+            }
             _ => {
                 let echo = Spawned::echo()?;
                 let pool = FramePool::build(&spec, &Prepared::synthetic(&spec))?;
@@ -282,11 +294,15 @@ fn run_main(a: RunArgs) -> anyhow::Result<i32> {
     }
     let daemon = results.iter().find(|r| r.target == TargetKind::Daemon);
     for r in results.iter().filter(|r| r.target != TargetKind::Daemon) {
-        if let Some(d) = daemon {
+        let Some(d) = daemon else { continue };
+        let throughput = d.throughput() / r.throughput();
+        if matches!(r.target, TargetKind::HsmUnwrap | TargetKind::HsmGcm) {
+            // One raw call against a whole frame: only the rates compare.
+            println!("daemon / {}: throughput {throughput:.2}x", r.target.name());
+        } else {
             println!(
-                "daemon / {}: throughput {:.2}x, p99 {:.2}x",
+                "daemon / {}: throughput {throughput:.2}x, p99 {:.2}x",
                 r.target.name(),
-                d.throughput() / r.throughput(),
                 d.latency.value_at_quantile(0.99) as f64
                     / r.latency.value_at_quantile(0.99).max(1) as f64
             );

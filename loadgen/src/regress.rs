@@ -53,9 +53,15 @@ pub struct RegressOptions {
 const OPEN_LOOP_PAIRS: usize = 5;
 
 /// The open-loop ratio's tolerance multiplier (see [`Ratio::noise`]): the
-/// limit is 2.5x the baseline with `--smoke` (1.9x in full runs). Best-of-5
-/// values seen: 1.3-2.0 (baseline 2.0, limit 5.0 with `--smoke`).
-const OPEN_LOOP_NOISE: f64 = 3.0;
+/// limit is 5x the baseline with `--smoke`, 3.4x in full runs. Best of 5
+/// on a quiet machine: 1.3-2.0 (the baseline, 2.0); in the CI run right
+/// after the builds, 3.6 (pairs up to 16); in a noisy hour, single pairs of
+/// 1.4-18 for unchanged code. A quiet hour and a noisy one overlap by more
+/// than any real regression short of a collapse (the old multi-thread
+/// scheduler measured ~4x the current ratio), so in CI this ratio catches
+/// only a collapse; full runs on a quiet machine, read pair by pair, are
+/// the precise instrument.
+const OPEN_LOOP_NOISE: f64 = 8.0;
 
 /// Each open-loop pair's warm-up and window, the same in full and smoke
 /// runs so that a smoke run compares like with like against a baseline

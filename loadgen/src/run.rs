@@ -26,6 +26,10 @@ pub enum TargetKind {
     InProcess,
     /// A minimal echo server over the same socket type.
     Echo,
+    /// The HSM's raw unwrap rate, one session (`hsmraw.rs`).
+    HsmUnwrap,
+    /// The HSM's raw AES-GCM rate under an HSM-only key, one session.
+    HsmGcm,
 }
 
 impl TargetKind {
@@ -35,6 +39,8 @@ impl TargetKind {
             TargetKind::Daemon => "daemon",
             TargetKind::InProcess => "in-process",
             TargetKind::Echo => "echo",
+            TargetKind::HsmUnwrap => "hsm-unwrap",
+            TargetKind::HsmGcm => "hsm-gcm",
         }
     }
 }

@@ -32,6 +32,7 @@ pub(crate) struct Settings {
     /// The same number as configured, for reports.
     pub configured_mechanism: u64,
     pub session_copy: bool,
+    pub private_unwrapped: bool,
 }
 
 impl Settings {
@@ -57,6 +58,7 @@ impl Settings {
             kwp_mechanism,
             configured_mechanism: config.kwp_mechanism,
             session_copy: config.session_copy,
+            private_unwrapped: config.private_unwrapped,
         })
     }
 }

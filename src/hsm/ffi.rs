@@ -43,11 +43,12 @@ use std::path::Path;
 use std::ptr;
 
 use cryptoki_sys::{
-    CKA_CLASS, CKA_DECRYPT, CKA_ENCRYPT, CKA_EXTRACTABLE, CKA_KEY_TYPE, CKA_SENSITIVE, CKA_TOKEN,
-    CKA_UNWRAP, CKA_VALUE, CKA_WRAP, CKK_AES, CKM_AES_GCM, CKO_SECRET_KEY, CKR_ARGUMENTS_BAD,
-    CKR_BUFFER_TOO_SMALL, CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CK_ATTRIBUTE, CK_BBOOL, CK_FALSE,
-    CK_FUNCTION_LIST, CK_GCM_PARAMS, CK_KEY_TYPE, CK_MECHANISM, CK_MECHANISM_TYPE, CK_OBJECT_CLASS,
-    CK_OBJECT_HANDLE, CK_RV, CK_SESSION_HANDLE, CK_TRUE, CK_ULONG, CK_UNAVAILABLE_INFORMATION,
+    CKA_CLASS, CKA_DECRYPT, CKA_ENCRYPT, CKA_EXTRACTABLE, CKA_KEY_TYPE, CKA_PRIVATE, CKA_SENSITIVE,
+    CKA_TOKEN, CKA_UNWRAP, CKA_VALUE, CKA_WRAP, CKK_AES, CKM_AES_GCM, CKO_SECRET_KEY,
+    CKR_ARGUMENTS_BAD, CKR_BUFFER_TOO_SMALL, CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CK_ATTRIBUTE,
+    CK_BBOOL, CK_FALSE, CK_FUNCTION_LIST, CK_GCM_PARAMS, CK_KEY_TYPE, CK_MECHANISM,
+    CK_MECHANISM_TYPE, CK_OBJECT_CLASS, CK_OBJECT_HANDLE, CK_RV, CK_SESSION_HANDLE, CK_TRUE,
+    CK_ULONG, CK_UNAVAILABLE_INFORMATION,
 };
 
 /// The module's function list, called directly.
@@ -255,15 +256,17 @@ impl RawApi {
             })
     }
 
-    /// `C_UnwrapKey` into an extractable, non-sensitive AES session object.
-    /// The template has no `CKA_VALUE_LEN`: with KWP the length comes from
-    /// the wrapped data, and SoftHSM refuses the template if it is given.
+    /// `C_UnwrapKey` into an extractable, non-sensitive AES session object,
+    /// private (`CKA_PRIVATE`) or not as asked. The template has no
+    /// `CKA_VALUE_LEN`: with KWP the length comes from the wrapped data,
+    /// and SoftHSM refuses the template if it is given.
     pub(crate) fn unwrap(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: CK_MECHANISM_TYPE,
         unwrapping_key: CK_OBJECT_HANDLE,
         wrapped: &[u8],
+        private: bool,
     ) -> RawResult<CK_OBJECT_HANDLE> {
         let f = func!(self, C_UnwrapKey);
         let mut mech = CK_MECHANISM {
@@ -277,6 +280,7 @@ impl RawApi {
             bool_attr(CKA_TOKEN, false),
             bool_attr(CKA_SENSITIVE, false),
             bool_attr(CKA_EXTRACTABLE, true),
+            bool_attr(CKA_PRIVATE, private),
         ];
         let mut handle: CK_OBJECT_HANDLE = 0;
         // SAFETY: all pointers are to locals, statics or `wrapped`, alive

@@ -417,12 +417,12 @@ impl Hsm {
         wrapped: &[u8],
         two_calls: bool,
     ) -> Result<KeyMaterial, HsmError> {
-        let mechanism = self.settings.kwp_mechanism;
+        let (mechanism, private) = (self.settings.kwp_mechanism, self.settings.private_unwrapped);
         self.call("C_UnwrapKey", |device, pooled, _| {
             let session = pooled.handle();
             let object = device
                 .raw
-                .unwrap(session, mechanism, pooled.root, wrapped)
+                .unwrap(session, mechanism, pooled.root, wrapped, private)
                 .map_err(|rv| input_or_device(device, CallFailure::new("C_UnwrapKey", rv)))?;
             let mut buf = Zeroizing::new([0u8; KeyMaterial::LEN]);
             let read = if two_calls {

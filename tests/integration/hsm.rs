@@ -226,6 +226,7 @@ fn config(env: &Env, key_label: &str) -> Pkcs11Config {
         pool_size: 1,
         kwp_mechanism: 0x210A,
         session_copy: true,
+        private_unwrapped: false,
     }
 }
 
@@ -407,9 +408,12 @@ fn hsm_root_and_file_root_produce_the_same_wrapped_keys() {
         admin.import_root_key(&key_label, &root_key);
     }
     let file = FileRoot::from_key(KeyMaterial::from_bytes(root_key));
-    for session_copy in [true, false] {
+    // Both ways of unwrapping too: into a public and a private session
+    // object (`private_unwrapped`).
+    for (session_copy, private) in [(true, false), (false, false), (true, true)] {
         let mut cfg = config(env, &key_label);
         cfg.session_copy = session_copy;
+        cfg.private_unwrapped = private;
         let hsm = Pkcs11Root::open(&cfg).unwrap();
         assert_eq!(hsm.kind(), "pkcs11");
         // The key check value the keystore binds (wrap of an all-zero key).
@@ -424,7 +428,7 @@ fn hsm_root_and_file_root_produce_the_same_wrapped_keys() {
             assert_eq!(by_hsm.len(), 40);
             assert_eq!(
                 by_hsm, by_file,
-                "byte-identical wrapping (copy={session_copy}, {i})"
+                "byte-identical wrapping (copy={session_copy}, private={private}, {i})"
             );
             assert_eq!(file.unwrap(&by_hsm).unwrap().expose(), backing.expose());
             assert_eq!(hsm.unwrap(&by_file).unwrap().expose(), backing.expose());
