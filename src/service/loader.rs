@@ -407,13 +407,21 @@ fn read_stage(shared: &Shared, rx: &Receiver<Job>, tx: &Sender<Staged>) {
     }
 }
 
+/// Keys a loader thread has unwrapped (or failed to), with their own
+/// waiters (without batching).
+type Loaded = Vec<([u8; 16], Result<Arc<LoadedKey>, KmsError>, Option<Waiter>)>;
+
 /// A loader thread: unwraps staged keys on its session and runs HSM
 /// frames.
 fn unwrap_stage(shared: &Shared, rx: &Receiver<Staged>) {
     ON_LOADER.set(true);
     while let Ok(staged) = rx.recv() {
         match staged {
-            Staged::Keys(batch) => complete(shared, batch),
+            // Cached and answered together once the batch is unwrapped:
+            // caching each key and waking the frames that waited for it
+            // between unwraps measured 0.72 of the raw unwrap rate against
+            // 0.88 (a third thread doing it measured no better than this).
+            Staged::Keys(batch) => finish(shared, unwrap_wanted(shared, batch)),
             Staged::Frame(frame) => {
                 shared.frames_queued.fetch_sub(1, Ordering::AcqRel);
                 frame();
@@ -506,16 +514,37 @@ fn read_wanted(shared: &Shared, batch: Vec<KeyJob>) -> Option<ReadBatch> {
     Some(ReadBatch { ids, stored, own })
 }
 
-/// Unwraps a read batch, caches the keys and answers their waiters.
-fn complete(shared: &Shared, batch: ReadBatch) {
+/// Unwraps the keys of a read batch that someone still waits for.
+fn unwrap_wanted(shared: &Shared, batch: ReadBatch) -> Loaded {
     let ReadBatch { ids, stored, own } = batch;
-    let results = unwrap_many(&shared.core, stored);
+    let mut loaded = Vec::with_capacity(ids.len());
+    for ((id, stored), own) in ids.into_iter().zip(stored).zip(own) {
+        // Waiters may have given up while the batch waited for this thread
+        // (a slow or recovering HSM): a key nobody waits for any more is
+        // not unwrapped.
+        let wanted = match &own {
+            Some(w) => w.deadline > Instant::now(),
+            None => shared.pending.lock().contains_key(&id),
+        };
+        if wanted {
+            loaded.push((id, unwrap_one(&shared.core, stored), own));
+        } else if let Some(w) = own {
+            shared.counters.expired.fetch_add(1, Ordering::Relaxed);
+            (w.notify)(Err(timed_out()));
+        }
+    }
+    loaded
+}
+
+/// Caches an unwrapped batch and answers its waiters (whose callbacks
+/// queue the frames that waited).
+fn finish(shared: &Shared, loaded: Loaded) {
     let until = Instant::now() + NEGATIVE_TTL;
-    for ((id, result), own) in ids.iter().zip(results).zip(own) {
-        settle(shared, id, &result, until);
+    for (id, result, own) in loaded {
+        settle(shared, &id, &result, until);
         let waiters = match own {
             Some(w) => vec![w],
-            None => shared.pending.lock().remove(id).unwrap_or_default(),
+            None => shared.pending.lock().remove(&id).unwrap_or_default(),
         };
         for w in waiters {
             (w.notify)(result.clone());
@@ -554,7 +583,10 @@ type Stored = (
 
 /// Reads the keys' records under one store lock, then unwraps each.
 fn load_many(core: &Core, ids: &[[u8; 16]]) -> Vec<Result<Arc<LoadedKey>, KmsError>> {
-    unwrap_many(core, read_many(core, ids))
+    read_many(core, ids)
+        .into_iter()
+        .map(|stored| unwrap_one(core, stored))
+        .collect()
 }
 
 /// Reads the keys' records in one read transaction.
@@ -597,18 +629,10 @@ fn read_many(core: &Core, ids: &[[u8; 16]]) -> Vec<Result<Stored, KmsError>> {
     }
 }
 
-/// Unwraps each read key through the root of trust.
-fn unwrap_many(
-    core: &Core,
-    stored: Vec<Result<Stored, KmsError>>,
-) -> Vec<Result<Arc<LoadedKey>, KmsError>> {
-    stored
-        .into_iter()
-        .map(|r| {
-            let (record, versions, usage) = r?;
-            core.unwrap_key(record, &versions, &usage).map(Arc::new)
-        })
-        .collect()
+/// Unwraps a read key through the root of trust.
+fn unwrap_one(core: &Core, stored: Result<Stored, KmsError>) -> Result<Arc<LoadedKey>, KmsError> {
+    let (record, versions, usage) = stored?;
+    core.unwrap_key(record, &versions, &usage).map(Arc::new)
 }
 
 /// What a client sees when the root of trust fails while loading.
@@ -779,6 +803,11 @@ mod tests {
             assert_eq!(thread.as_deref(), Some("kmsd-loader-0"));
             assert!(loaded);
         }
+        // Counted once a frame returns, just after its message was sent.
+        let t0 = Instant::now();
+        while svc.loader().stats().frames < 64 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(svc.loader().stats().frames, 64);
         // Room again once they ran.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -876,6 +905,39 @@ mod tests {
         );
         assert_eq!(e, timed_out());
         assert_eq!(svc.loader().stats().expired, 1);
+    }
+
+    #[test]
+    fn keys_whose_waiters_gave_up_behind_a_slow_unwrap_are_not_unwrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = keys_in(dir.path(), 3);
+        let (svc, root) = cold(dir.path(), CacheConfig::default());
+        root.delay_ms.store(300, Ordering::SeqCst);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, id) in ids.iter().enumerate() {
+            let tx = tx.clone();
+            svc.loader().prefetch(
+                std::slice::from_ref(id),
+                Duration::from_millis(50),
+                move || tx.send(()).unwrap(),
+            );
+            if i == 0 {
+                // The first is being unwrapped when the others are read
+                // and staged behind it.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for _ in &ids {
+            rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        }
+        assert_eq!(svc.loader().stats().expired, 3);
+        // The slow unwrap ends; the loader thread then finds nobody waiting
+        // for the other two.
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(root.unwraps.load(Ordering::SeqCst) <= 1);
+        for id in &ids[1..] {
+            assert!(svc.load_key(id, ExecMode::NonBlocking).is_err());
+        }
     }
 
     #[test]
