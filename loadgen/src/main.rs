@@ -246,6 +246,10 @@ fn run_main(a: RunArgs) -> anyhow::Result<i32> {
         .as_ref()
         .map(|s| s.socket.as_path())
         .or(a.socket.as_deref());
+    let hsm_baseline = a.baseline.iter().any(|b| b.starts_with("hsm-"));
+    if a.config.is_some() && !a.spawn && !hsm_baseline {
+        bail!("--config configures a kmsd started with --spawn, or the token of --baseline hsm-unwrap|hsm-gcm");
+    }
     if socket.is_none() && a.baseline.is_empty() {
         bail!("give the daemon to drive (--socket PATH or --spawn), or a --baseline");
     }
@@ -264,26 +268,16 @@ fn run_main(a: RunArgs) -> anyhow::Result<i32> {
         results.push(driver::run(Target::Daemon(socket), &pool, &name, &o)?);
     }
     for b in &a.baseline {
+        eprintln!("{b}: {name}");
         let r = match b.as_str() {
-            "in-process" => {
-                eprintln!("in-process: {name}");
-                inprocess::run(&spec, &opts, &name)?
-            }
-            "hsm-unwrap" | "hsm-gcm" => {
-                eprintln!("{b}: raw calls on one session of the token in --config");
-                let call = if b == "hsm-unwrap" {
-                    HsmCall::Unwrap
-                } else {
-                    HsmCall::Gcm
-                };
-                hsmraw::run(a.config.as_deref(), call, &spec, &opts, &name)?
-            }
+            "in-process" => inprocess::run(&spec, &opts, &name)?,
+            "hsm-unwrap" => hsmraw::run(a.config.as_deref(), HsmCall::Unwrap, &spec, &opts, &name)?,
+            "hsm-gcm" => hsmraw::run(a.config.as_deref(), HsmCall::Gcm, &spec, &opts, &name)?,
             _ => {
                 let echo = Spawned::echo()?;
                 let pool = FramePool::build(&spec, &Prepared::synthetic(&spec))?;
                 let mut o = opts.clone();
                 o.target_pid = Some(echo.pid());
-                eprintln!("echo: {name}");
                 driver::run(Target::Echo(&echo.socket), &pool, &name, &o)?
             }
         };

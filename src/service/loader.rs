@@ -486,25 +486,12 @@ fn read_wanted(shared: &Shared, batch: Vec<KeyJob>) -> Option<ReadBatch> {
     c.batches.fetch_add(1, Ordering::Relaxed);
     c.max_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);
     let now = Instant::now();
-    // Keys still wanted by someone; without batching, the job's own waiter.
     let mut own: Vec<Option<Waiter>> = Vec::new();
     let mut ids = Vec::with_capacity(batch.len());
     for job in batch {
-        match job.waiter {
-            Some(w) if w.deadline <= now => {
-                c.expired.fetch_add(1, Ordering::Relaxed);
-                (w.notify)(Err(timed_out()));
-            }
-            Some(w) => {
-                ids.push(job.id);
-                own.push(Some(w));
-            }
-            None => {
-                if shared.pending.lock().contains_key(&job.id) {
-                    ids.push(job.id);
-                    own.push(None);
-                }
-            }
+        if let Some(waiter) = still_wanted(shared, &job.id, job.waiter, now) {
+            ids.push(job.id);
+            own.push(waiter);
         }
     }
     if ids.is_empty() {
@@ -520,20 +507,33 @@ fn unwrap_wanted(shared: &Shared, batch: ReadBatch) -> Loaded {
     let mut loaded = Vec::with_capacity(ids.len());
     for ((id, stored), own) in ids.into_iter().zip(stored).zip(own) {
         // Waiters may have given up while the batch waited for this thread
-        // (a slow or recovering HSM): a key nobody waits for any more is
-        // not unwrapped.
-        let wanted = match &own {
-            Some(w) => w.deadline > Instant::now(),
-            None => shared.pending.lock().contains_key(&id),
-        };
-        if wanted {
+        // (a slow or recovering HSM): checked again before the HSM call.
+        if let Some(own) = still_wanted(shared, &id, own, Instant::now()) {
             loaded.push((id, unwrap_one(&shared.core, stored), own));
-        } else if let Some(w) = own {
-            shared.counters.expired.fetch_add(1, Ordering::Relaxed);
-            (w.notify)(Err(timed_out()));
         }
     }
     loaded
+}
+
+/// Whether a key job is still wanted at `now`, giving its own waiter back
+/// (`Some(None)` with batching, when someone still waits for the key).
+/// A key nobody waits for any more is not unwrapped; an own waiter past
+/// its deadline is answered KeyUnavailableException here.
+fn still_wanted(
+    shared: &Shared,
+    id: &[u8; 16],
+    own: Option<Waiter>,
+    now: Instant,
+) -> Option<Option<Waiter>> {
+    match own {
+        Some(w) if w.deadline <= now => {
+            shared.counters.expired.fetch_add(1, Ordering::Relaxed);
+            (w.notify)(Err(timed_out()));
+            None
+        }
+        Some(w) => Some(Some(w)),
+        None => shared.pending.lock().contains_key(id).then_some(None),
+    }
 }
 
 /// Caches an unwrapped batch and answers its waiters (whose callbacks
