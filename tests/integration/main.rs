@@ -7,4 +7,5 @@ mod kmsctl;
 mod protocol;
 mod service;
 mod support;
+mod trust;
 mod vectors;
