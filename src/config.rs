@@ -190,7 +190,8 @@ pub struct TransportConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DispatchConfig {
     /// Capacity of the request queue to the worker pool; a request that finds
-    /// it full is answered ServiceUnavailableException. Default: 4096.
+    /// it full is answered ThrottlingException (counted as overload).
+    /// Default: 4096.
     pub queue_capacity: usize,
     /// Worker threads. Default: the number of CPUs.
     pub workers: usize,
