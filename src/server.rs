@@ -18,6 +18,10 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         }
         m => tracing::info!(?m, "memory protection"),
     }
+    // The socket's directory first: refused, it must fail start-up before
+    // anything is created.
+    crate::transport::socket::prepare_dir(&config.socket)
+        .with_context(|| format!("serving on {}", config.socket.display()))?;
     // Checked and locked before anything in it is read, and held until
     // this function returns: one process per data directory.
     let data_dir = DataDir::create_or_open(&config.data_dir, "kmsd serve")?;

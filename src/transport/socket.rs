@@ -85,20 +85,7 @@ pub fn bind(path: &Path, config: &TransportConfig) -> io::Result<(UnixListener, 
         .as_deref()
         .map(resolve_group)
         .transpose()?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if fs::symlink_metadata(parent).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot create {}: {e}", parent.display()))
-            })?;
-    }
-    check_socket_dir(parent)?;
+    prepare_dir(path)?;
     clear_stale(path)?;
 
     let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
@@ -134,6 +121,27 @@ pub fn bind(path: &Path, config: &TransportConfig) -> io::Result<(UnixListener, 
     fs::set_permissions(path, fs::Permissions::from_mode(config.socket_mode & 0o777))
         .map_err(|e| io::Error::new(e.kind(), format!("cannot chmod {}: {e}", path.display())))?;
     Ok((listener, file))
+}
+
+/// Creates the directory of the socket `path` (mode 0700) if it is missing,
+/// and refuses one another user could write to ([`check_socket_dir`]). The
+/// daemon calls it first thing, so that a refused directory fails start-up
+/// before anything else is created; [`bind`] calls it again.
+pub fn prepare_dir(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if fs::symlink_metadata(parent).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", parent.display()))
+            })?;
+    }
+    check_socket_dir(parent)
 }
 
 /// Refuses a socket directory another user could write to (see the module

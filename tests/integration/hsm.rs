@@ -892,8 +892,10 @@ fn startup_failures_are_one_clear_line() {
             "chmod 600",
         ),
     ];
-    // Its own data directory: serve locks it before opening the token.
+    // Its own socket and data directories: serve checks and locks them
+    // before opening the token.
     let data = dir.path().join("data");
+    let socket = dir.path().join("kmsd.sock");
     for (token, key, pin, hint) in cases {
         let cfg = write_pkcs11_config(dir.path(), &env.module, token, key, pin);
         for args in [
@@ -901,7 +903,7 @@ fn startup_failures_are_one_clear_line() {
             vec![
                 "serve",
                 "--socket",
-                "/nonexistent/kmsd.sock",
+                socket.to_str().unwrap(),
                 "--data-dir",
                 data.to_str().unwrap(),
                 "--config",

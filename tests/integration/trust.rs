@@ -98,6 +98,7 @@ fn kmsd_refuses_a_socket_directory_another_user_could_write_to() {
         ]);
         one_line_failure(&out, &["refusing socket directory", needle]);
         assert!(!good.join("kmsd.sock").exists() && !socket.exists());
+        assert!(!data.exists(), "refused before anything else was created");
     }
 }
 
