@@ -6,8 +6,8 @@
 //! reference machine, more than the work itself; see ARCHITECTURE.md for the
 //! measurement). Everything else, and anything that would touch the store,
 //! goes through a bounded lock-free queue (crossbeam `ArrayQueue`) to a rayon
-//! worker pool. A full queue answers ThrottlingException at once (counted
-//! as overload, apart from quotas): latency never grows without bound. A request whose keys are not cached
+//! worker pool. A full queue answers ThrottlingException (overload) at once:
+//! latency never grows without bound. A request whose keys are not cached
 //! first waits (holding no thread) for the key loader to fetch them, with a
 //! deadline, and then takes the queue; so misses for many keys reach the
 //! root of trust in batches, and never block an I/O thread or a worker.
