@@ -190,7 +190,8 @@ pub struct TransportConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DispatchConfig {
     /// Capacity of the request queue to the worker pool; a request that finds
-    /// it full is answered ServiceUnavailableException. Default: 4096.
+    /// it full is answered ThrottlingException (counted as overload).
+    /// Default: 4096.
     pub queue_capacity: usize,
     /// Worker threads. Default: the number of CPUs.
     pub workers: usize,
@@ -264,13 +265,12 @@ impl Default for Config {
     }
 }
 
-/// The embedded default socket path.
+/// The embedded default socket path: `$XDG_RUNTIME_DIR/kmsd/kmsd.sock`,
+/// else `/tmp/kmsd-$UID/kmsd.sock`. Defined once in the protocol crate, so
+/// that clients know which path is the default one (they check that the
+/// daemon there runs as their own uid or root).
 pub fn default_socket() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("kmsd").join("kmsd.sock"),
-        _ => PathBuf::from(format!("/tmp/kmsd-{}", rustix::process::getuid().as_raw()))
-            .join("kmsd.sock"),
-    }
+    kms_proto::peer::default_socket_path()
 }
 
 /// The embedded default data directory.

@@ -6,7 +6,7 @@
 //! reference machine, more than the work itself; see ARCHITECTURE.md for the
 //! measurement). Everything else, and anything that would touch the store,
 //! goes through a bounded lock-free queue (crossbeam `ArrayQueue`) to a rayon
-//! worker pool. A full queue answers ServiceUnavailableException at once:
+//! worker pool. A full queue answers ThrottlingException (overload) at once:
 //! latency never grows without bound. A request whose keys are not cached
 //! first waits (holding no thread) for the key loader to fetch them, with a
 //! deadline, and then takes the queue; so misses for many keys reach the
@@ -22,6 +22,7 @@ use crate::service::{ExecMode, Service};
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use kms_proto::{ErrorKind, KmsError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use zeroize::Zeroize;
@@ -96,6 +97,8 @@ struct Inner {
     service: Arc<Service>,
     queue: ArrayQueue<Job>,
     pool: rayon::ThreadPool,
+    /// Requests refused because a queue was full (see [`Inner::busy`]).
+    overloaded: AtomicU64,
 }
 
 impl Dispatcher {
@@ -111,6 +114,7 @@ impl Dispatcher {
                 service,
                 queue: ArrayQueue::new(config.queue_capacity),
                 pool,
+                overloaded: AtomicU64::new(0),
             }),
             inline_small: config.inline_small,
         })
@@ -119,6 +123,13 @@ impl Dispatcher {
     /// The service behind this dispatcher.
     pub fn service(&self) -> &Arc<Service> {
         &self.inner.service
+    }
+
+    /// Requests refused with ThrottlingException because the worker queue
+    /// or the HSM executor's queue was full: the daemon's overload, counted
+    /// apart from any quota throttling.
+    pub fn overloaded(&self) -> u64 {
+        self.inner.overloaded.load(Ordering::Relaxed)
     }
 
     /// Answers `frame` inline or queues it for a worker, after its missing
@@ -203,16 +214,29 @@ impl Inner {
         }
     }
 
-    /// Answers ServiceUnavailableException: a queue is full.
+    /// Answers ThrottlingException: a queue is full. To the caller this is
+    /// throttling, and AWS's name for it is what SDKs retry with backoff
+    /// (their retry rules know ThrottlingException, not kmsd's own names).
+    /// The daemon keeps it apart from quota throttling: its message says
+    /// "overloaded", it is counted in [`Dispatcher::overloaded`], and logged
+    /// (at the 1st, 2nd, 4th, 8th, ... refusal, so a flood cannot flood the
+    /// log).
     fn busy(&self, job: Job) {
-        let request_id = kms_proto::decode_request(&job.frame, self.service.limits())
-            .map_or(0, |r| r.request_id);
+        // Only the id is read: an overloaded daemon should not decode.
+        let request_id = kms_proto::codec::request_id_of(&job.frame).unwrap_or(0);
+        let n = self.overloaded.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                refused = n,
+                "overloaded: a request queue is full; answering ThrottlingException"
+            );
+        }
         let mut out = Vec::new();
         kms_proto::codec::encode_error_response(
             request_id,
             &KmsError::new(
-                ErrorKind::ServiceUnavailable,
-                "the request queue is full; retry with backoff",
+                ErrorKind::Throttling,
+                "kmsd is overloaded (its request queue is full); retry with backoff",
             ),
             &mut out,
         );

@@ -387,15 +387,20 @@ impl Keystore {
 
     /// Replaces every wrapped backing key with `rewrap(key id, version,
     /// wrapped)` and records the new root of trust, in one transaction: a
-    /// failure or a crash part-way leaves the store exactly as it was.
-    /// Returns how many versions were rewrapped.
+    /// failure or a crash part-way leaves the store exactly as it was. The
+    /// transaction is IMMEDIATE: it holds the write lock from the first read,
+    /// so no key can be added (wrapped by the old root) that the loop would
+    /// miss. Returns how many versions were rewrapped.
     pub fn rewrap_all<E: From<StoreError>>(
         &mut self,
         new_kind: &str,
         new_check: &[u8],
         mut rewrap: impl FnMut(&[u8; 16], u32, &[u8]) -> Result<Vec<u8>, E>,
     ) -> Result<usize, E> {
-        let tx = self.conn.transaction().map_err(StoreError::from)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
         let all: Vec<(Vec<u8>, u32, Vec<u8>)> = {
             let mut stmt = tx
                 .prepare("SELECT key_id, version, wrapped_key FROM key_versions")
@@ -480,6 +485,27 @@ mod tests {
         s.insert_key(&rec(1), &v).unwrap();
         assert!(s.insert_key(&rec(1), &v).is_err());
         assert_eq!(s.get_versions(&[1; 16]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rewrap_all_keeps_writers_out_from_its_first_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Keystore::open(dir.path()).unwrap();
+        let v = WrappedVersion {
+            version: 1,
+            wrapped: vec![1; 40],
+        };
+        s.insert_key(&rec(1), &v).unwrap();
+        let other = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let mut writer_got_in = None;
+        s.rewrap_all::<StoreError>("file", b"check", |_, _, wrapped| {
+            // A daemon creating a key now would wrap it with the old root.
+            writer_got_in = Some(other.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok());
+            Ok(wrapped.to_vec())
+        })
+        .unwrap();
+        assert_eq!(writer_got_in, Some(false), "a writer got in mid-migration");
     }
 
     #[test]

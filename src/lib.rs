@@ -5,7 +5,7 @@
 //! ```text
 //! transport (epoll | io_uring) -- SO_PEERCRED at accept, frames split sans-I/O
 //!     -> dispatch (inline for small ops on cached keys, else a bounded
-//!        crossbeam queue feeding a rayon pool; full queue => ServiceUnavailable)
+//!        crossbeam queue feeding a rayon pool; full queue => ThrottlingException)
 //!     -> service (one file per operation under service/ops)
 //!         -> crypto (XAES-256-GCM, blob format, canonical encryption context)
 //!         -> root (root of trust: wraps backing keys; file root today)
@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod data_dir;
 pub mod dispatch;
 pub mod hsm;
 pub mod keystore;

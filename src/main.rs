@@ -24,8 +24,9 @@ enum Command {
     #[command(subcommand)]
     Hsm(HsmCommand),
     /// Move a data directory from the file root to the root the config
-    /// names (rewrapping every backing key in one transaction). Stop the
-    /// daemon first; keep or destroy the old root.key afterwards.
+    /// names (rewrapping every backing key in one transaction). Refused
+    /// while a daemon holds the directory; keep or destroy the old root.key
+    /// afterwards.
     MigrateRoot {
         /// The data directory (holding keys.db and root.key).
         #[arg(long, value_name = "DIR")]
@@ -71,6 +72,9 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // Everything kmsd creates (keys.db and its -wal and -shm, the lock
+    // file, directories) is for its own user only.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KMSD_LOG")
@@ -137,9 +141,12 @@ fn migrate_root(data_dir: &std::path::Path, path: &std::path::Path) -> ExitCode 
                 path.display()
             );
         }
+        // Locked first: a daemon still running on this directory would keep
+        // wrapping new keys with the old root after the migration.
+        let dir = kmsd::data_dir::DataDir::open_existing(data_dir, "kmsd migrate-root")?;
         let from = kmsd::root::FileRoot::open_existing(data_dir)?;
         let to = kmsd::root::open(&config)?;
-        Ok(kmsd::migrate::migrate_root(data_dir, &from, &*to)?)
+        Ok(kmsd::migrate::migrate_root(&dir, &from, &*to)?)
     };
     match run() {
         Ok(n) => {

@@ -4,14 +4,16 @@
 //! Every backing key is unwrapped with the old root, wrapped with the new
 //! one, and the new wrapping is unwrapped again and compared before it is
 //! written; all versions and the store's root record change in one SQLite
-//! transaction, so an interrupted migration leaves the store as it was. The
-//! daemon must be stopped (SQLite would make a running one wait, but its
-//! cache would still hold keys under the old root's name).
+//! transaction (begun IMMEDIATE, so no writer can slip in between reading
+//! the versions and rewriting them), so an interrupted migration leaves the
+//! store as it was. It needs the data directory's lock ([`DataDir`]): a
+//! daemon still running on the store would keep wrapping new keys with the
+//! old root into a store now bound to the new one.
 
 use crate::crypto::KeyMaterial;
+use crate::data_dir::DataDir;
 use crate::keystore::{Keystore, StoreError};
 use crate::root::{RootError, RootOfTrust};
-use std::path::Path;
 
 /// Why a migration stopped (nothing was changed).
 #[derive(Debug, thiserror::Error)]
@@ -41,14 +43,14 @@ pub enum MigrateError {
     Mismatch(String, u32),
 }
 
-/// Rewraps every backing key of the store in `data_dir` from `from` to
-/// `to`. Returns how many key versions were moved.
+/// Rewraps every backing key of the store in `data_dir` (locked by the
+/// caller) from `from` to `to`. Returns how many key versions were moved.
 pub fn migrate_root(
-    data_dir: &Path,
+    data_dir: &DataDir,
     from: &dyn RootOfTrust,
     to: &dyn RootOfTrust,
 ) -> Result<usize, MigrateError> {
-    let mut store = Keystore::open(data_dir)?;
+    let mut store = Keystore::open(data_dir.path())?;
     let zero = KeyMaterial::from_bytes([0; 32]);
     let source_check = from.wrap(&zero).map_err(|e| MigrateError::Root {
         what: "checking the old root",
@@ -139,9 +141,11 @@ mod tests {
             }
         }
         // Starting from the wrong root changes nothing.
-        let err = migrate_root(dir.path(), &root(3), &root(2)).unwrap_err();
+        let locked = DataDir::open_existing(dir.path(), "test").unwrap();
+        let err = migrate_root(&locked, &root(3), &root(2)).unwrap_err();
         assert!(matches!(err, MigrateError::WrongSource(..)), "{err}");
-        assert_eq!(migrate_root(dir.path(), &root(1), &root(2)).unwrap(), 5);
+        assert_eq!(migrate_root(&locked, &root(1), &root(2)).unwrap(), 5);
+        drop(locked);
         // The old root no longer opens the store; the new one decrypts all.
         assert!(Service::open(dir.path(), Arc::new(root(1)), Default::default(), 1000).is_err());
         let svc = Service::open(dir.path(), Arc::new(root(2)), Default::default(), 1000).unwrap();

@@ -1,6 +1,7 @@
 //! Wiring: root of trust, service, dispatcher, transport and signals.
 
 use crate::config::Config;
+use crate::data_dir::DataDir;
 use crate::dispatch::Dispatcher;
 use crate::keystore::Keystore;
 use crate::root::RootOfTrust;
@@ -17,22 +18,19 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         }
         m => tracing::info!(?m, "memory protection"),
     }
+    // The socket's directory first: refused, it must fail start-up before
+    // anything is created.
+    crate::transport::socket::prepare_dir(&config.socket)
+        .with_context(|| format!("serving on {}", config.socket.display()))?;
+    // Checked and locked before anything in it is read, and held until
+    // this function returns: one process per data directory.
+    let data_dir = DataDir::create_or_open(&config.data_dir, "kmsd serve")?;
     // The file root or the PKCS#11 token, by root.kind; start-up errors are
     // one line that says what to do.
     let root: Arc<dyn RootOfTrust> = crate::root::open(config)?;
-    // The file root creates the data directory; with an HSM root nothing
-    // has yet, and the keystore needs it.
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&config.data_dir)
-            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    }
     let service = Arc::new(
         Service::with_options(
-            Keystore::open(&config.data_dir).context("opening the keystore")?,
+            Keystore::open(data_dir.path()).context("opening the keystore")?,
             root,
             ServiceOptions::from_config(config),
         )
@@ -55,6 +53,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     )
     .with_context(|| format!("serving on {}", config.socket.display()))?;
     tracing::info!(?engine, "kmsd stopped cleanly");
+    drop(data_dir);
     Ok(())
 }
 

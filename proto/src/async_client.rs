@@ -22,7 +22,7 @@
 //! requests in flight per connection and stops reading beyond the cap; the
 //! writer then waits (backpressure) while the reader keeps collecting answers.
 
-use crate::client::{batch_answer, mismatch, single_answer, ClientError};
+use crate::client::{batch_answer, mismatch, single_answer, ClientError, ServerUid};
 use crate::codec::{decode_response, encode_request};
 use crate::error::{ErrorKind, KmsError};
 use crate::frame::{FrameDecoder, DEFAULT_MAX_FRAME};
@@ -184,8 +184,29 @@ impl Drop for Registration<'_> {
 impl AsyncClient {
     /// Connects to the daemon's socket. Must be called within a tokio
     /// runtime: it spawns the connection's reader and writer tasks.
+    ///
+    /// On the default socket path the daemon must run as the caller's uid
+    /// or root, as for the blocking client
+    /// ([`crate::client::Client::connect`]).
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<AsyncClient> {
-        Ok(AsyncClient::from_stream(UnixStream::connect(path).await?))
+        let path = path.as_ref();
+        AsyncClient::connect_expecting(path, ServerUid::default_for(path)).await
+    }
+
+    /// Connects and checks, before anything is sent, that the server runs
+    /// as `expected` (SO_PEERCRED; see
+    /// [`crate::client::Client::connect_expecting`]). Must be called within
+    /// a tokio runtime.
+    pub async fn connect_expecting(
+        path: impl AsRef<Path>,
+        expected: ServerUid,
+    ) -> io::Result<AsyncClient> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path).await?;
+        if expected != ServerUid::Any {
+            crate::peer::check_uid(stream.peer_cred()?.uid(), path, expected)?;
+        }
+        Ok(AsyncClient::from_stream(stream))
     }
 
     /// Wraps a connected stream (within a tokio runtime).

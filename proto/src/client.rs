@@ -10,6 +10,8 @@
 use crate::codec::{decode_response, encode_request};
 use crate::error::{ErrorKind, KmsError};
 use crate::frame::{FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::peer::check_server;
+pub use crate::peer::{default_socket_path, ServerUid, UnexpectedServer};
 use crate::types::*;
 use bytes::BytesMut;
 use flatbuffers::FlatBufferBuilder;
@@ -49,9 +51,23 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the daemon's socket.
+    /// Connects to the daemon's socket. On the default socket path
+    /// ([`default_socket_path`]) the daemon must run as the caller's uid or
+    /// root ([`ServerUid::default_for`]); see [`Client::connect_expecting`].
     pub fn connect(path: impl AsRef<Path>) -> io::Result<Client> {
-        Ok(Client::from_stream(UnixStream::connect(path)?))
+        let path = path.as_ref();
+        Client::connect_expecting(path, ServerUid::default_for(path))
+    }
+
+    /// Connects to the daemon's socket and checks, before anything is sent,
+    /// that the server runs as `expected` (SO_PEERCRED of the connection).
+    /// A server of another uid is an [`UnexpectedServer`] error of kind
+    /// `PermissionDenied`, and the connection is closed.
+    pub fn connect_expecting(path: impl AsRef<Path>, expected: ServerUid) -> io::Result<Client> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path)?;
+        check_server(&stream, path, expected)?;
+        Ok(Client::from_stream(stream))
     }
 
     /// Wraps a connected stream.

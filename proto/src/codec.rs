@@ -138,7 +138,8 @@ pub fn decode_request<'a>(
 ) -> Result<Request<'a>, RequestError> {
     let req = flatbuffers::root_with_opts::<fb::Request>(&limits.verifier_options(), buf).map_err(
         |e| RequestError {
-            request_id: 0,
+            // A pipelining client needs to know which request failed.
+            request_id: request_id_of(buf).unwrap_or(0),
             error: KmsError::new(
                 ErrorKind::Serialization,
                 format!("request is not a valid kmsd flatbuffer: {e}"),
@@ -180,6 +181,48 @@ pub fn decode_request<'a>(
         (_, None) => RequestBody::Single(decode_operation!(req)),
     };
     Ok(Request { request_id, body })
+}
+
+/// Reads a request's `request_id` without verifying the rest of the frame:
+/// a frame that fails verification (invalid UTF-8 in a context string, an
+/// operation type without its table, ...) is still answered with its own id
+/// when the id itself can be read. Every offset is bounds-checked here, so
+/// this never reads outside `buf`; `None` when the root table, its vtable or
+/// the field is out of bounds (the answer then carries id 0). An absent
+/// field is the schema's default, 0. Also cheap enough for overload
+/// answers, which should not decode the whole frame.
+pub fn request_id_of(buf: &[u8]) -> Option<u64> {
+    fn u16_at(buf: &[u8], pos: usize) -> Option<u16> {
+        Some(u16::from_le_bytes(
+            buf.get(pos..pos.checked_add(2)?)?.try_into().ok()?,
+        ))
+    }
+    fn u32_at(buf: &[u8], pos: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(
+            buf.get(pos..pos.checked_add(4)?)?.try_into().ok()?,
+        ))
+    }
+    let table = u32_at(buf, 0)? as usize;
+    // The table starts with a signed offset back (usually) to its vtable.
+    let soffset = u32_at(buf, table)? as i32;
+    let vtable = usize::try_from(table as i64 - i64::from(soffset)).ok()?;
+    let vtable_len = usize::from(u16_at(buf, vtable)?);
+    let table_len = usize::from(u16_at(buf, vtable.checked_add(2)?)?);
+    let slot = usize::from(fb::Request::VT_REQUEST_ID);
+    if slot + 2 > vtable_len {
+        return Some(0);
+    }
+    let field = usize::from(u16_at(buf, vtable.checked_add(slot)?)?);
+    if field == 0 {
+        return Some(0);
+    }
+    if field + 8 > table_len {
+        return None;
+    }
+    let pos = table.checked_add(field)?;
+    Some(u64::from_le_bytes(
+        buf.get(pos..pos.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 fn missing_union() -> KmsError {

@@ -20,7 +20,9 @@ pub enum ErrorKind {
     IncorrectKey,
     /// The caller may not do this.
     AccessDenied,
-    /// A quota was exceeded; retry later.
+    /// Too many requests: the daemon is overloaded (a request queue is
+    /// full), or a rate quota was exceeded; retry later with backoff. AWS's
+    /// name for the condition, which SDK retry logic knows.
     Throttling,
     /// A resource limit was reached (e.g. the number of keys).
     LimitExceeded,
@@ -32,7 +34,9 @@ pub enum ErrorKind {
     UnsupportedOperation,
     /// The pagination marker is not one this daemon issued.
     InvalidMarker,
-    /// The daemon's queue is full; retry later.
+    /// Not sent by kmsd any more (earlier versions sent it for a full
+    /// queue, now [`ErrorKind::Throttling`]); kept so that clients still
+    /// recognise it, and retry.
     ServiceUnavailable,
     /// The key's material could not be reached in time (the HSM is down or
     /// slow); retry later. Keys already cached keep working.

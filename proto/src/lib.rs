@@ -9,7 +9,9 @@
 //! - [`codec`]: the one conversion between verified flatbuffers and those
 //!   types;
 //! - [`client`]: a blocking, pipelining client; `async_client` (feature
-//!   `tokio`) an async one.
+//!   `tokio`) an async one;
+//! - [`peer`]: the default socket path and the check of the server's uid
+//!   (SO_PEERCRED) that clients make before sending anything.
 //!
 //! Boundary: this crate knows no async runtime unless the `tokio` feature is
 //! on, and never knows the daemon's HSM, store or worker pool.
@@ -21,6 +23,7 @@ pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod generated;
+pub mod peer;
 pub mod types;
 
 #[cfg(feature = "tokio")]

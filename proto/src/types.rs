@@ -12,6 +12,10 @@ use zeroize::Zeroizing;
 pub mod limits {
     /// Encrypt: plaintext size range.
     pub const MAX_PLAINTEXT: usize = 4096;
+    /// Decrypt / ReEncrypt: the CiphertextBlob parameter's size range in
+    /// AWS KMS (1..=6144 bytes; beyond it, ValidationException). kmsd's own
+    /// blobs are shorter: see the daemon's blob formats.
+    pub const MAX_CIPHERTEXT_BLOB: usize = 6144;
     /// GenerateDataKey / GenerateRandom: number of bytes range.
     pub const MAX_DATA_KEY_BYTES: u32 = 1024;
     /// ListKeys: largest page.

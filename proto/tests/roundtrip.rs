@@ -444,6 +444,7 @@ proptest! {
         let wire = encode_req(&req);
         let payload = single_frame(&wire);
         let decoded = decode_request(&payload, &limits()).expect("decodes");
+        prop_assert_eq!(kms_proto::codec::request_id_of(&payload), Some(req.request_id));
         prop_assert_eq!(decoded, req);
     }
 
@@ -542,6 +543,8 @@ proptest! {
 /// Decodes `bytes` as a request: an error must be one of the decoder's kinds;
 /// a success whose items all decoded must re-encode to the same request.
 fn check_request_bytes(bytes: &[u8]) {
+    // The id probe reads unverified bytes: it must never panic either.
+    let _ = kms_proto::codec::request_id_of(bytes);
     match decode_request(bytes, &limits()) {
         Err(e) => assert!(
             matches!(
@@ -1136,6 +1139,51 @@ fn union_type_without_its_table_is_a_serialization_error() {
     );
     let e = request_error(&payload, &limits());
     assert_eq!(e.error.kind, ErrorKind::Serialization);
+    assert_eq!(e.request_id, 16, "the readable id is echoed");
+}
+
+#[test]
+fn invalid_utf8_in_a_context_string_is_a_serialization_error_with_the_id() {
+    // A pipelining client must learn which request failed verification.
+    let context = [("tenant", "acme")];
+    let wire = encode_req(&Request {
+        request_id: 0x0102_0304_0506_0708,
+        body: RequestBody::Single(Ok(Operation::Encrypt(Encrypt {
+            key_id: "k",
+            plaintext: b"x",
+            context: context.to_vec(),
+        }))),
+    });
+    let mut payload = single_frame(&wire);
+    let at = payload
+        .windows(6)
+        .position(|w| w == b"tenant")
+        .expect("the context key is in the frame");
+    payload[at] = 0xff;
+    let e = request_error(&payload, &limits());
+    assert_eq!(e.error.kind, ErrorKind::Serialization, "{:?}", e.error);
+    assert_eq!(e.request_id, 0x0102_0304_0506_0708);
+}
+
+#[test]
+fn request_id_probe_bounds() {
+    use kms_proto::codec::request_id_of;
+    // Too short for a root offset, a root offset past the end, a vtable
+    // offset past the end: unreadable, never a panic.
+    assert_eq!(request_id_of(&[]), None);
+    assert_eq!(request_id_of(&[1, 0]), None);
+    assert_eq!(request_id_of(&[0xff, 0xff, 0xff, 0xff]), None);
+    assert_eq!(request_id_of(&[4, 0, 0, 0, 0x00, 0x00, 0x00, 0x80]), None);
+    // A request without the field carries the schema default, 0.
+    let mut fbb = FlatBufferBuilder::new();
+    let payload = finish_request(
+        &mut fbb,
+        &fb::RequestArgs {
+            protocol_version: PROTOCOL_VERSION,
+            ..Default::default()
+        },
+    );
+    assert_eq!(request_id_of(&payload), Some(0));
 }
 
 /// One past the last operation of the schema: what a newer client might send.

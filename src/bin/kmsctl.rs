@@ -13,7 +13,7 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kms_proto::client::{Client, ClientError};
+use kms_proto::client::{Client, ClientError, ServerUid, UnexpectedServer};
 use kms_proto::*;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -43,6 +43,11 @@ struct Cli {
         default_value_os_t = kmsd::config::default_socket()
     )]
     socket: PathBuf,
+    /// Refuse a daemon that does not run as this uid (checked with
+    /// SO_PEERCRED before anything is sent). Default: on the default socket
+    /// path, your own uid or root; on any other path, no check.
+    #[arg(long, global = true, value_name = "UID")]
+    expect_uid: Option<u32>,
     /// Print one JSON object (AWS KMS field names, binary as base64).
     #[arg(long, global = true)]
     json: bool,
@@ -240,6 +245,20 @@ fn wrong_answer() -> Failure {
 
 fn connect_hint(socket: &Path, e: &io::Error) -> String {
     let default = kmsd::config::default_socket();
+    if let Some(u) = e
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<UnexpectedServer>())
+    {
+        let dir = socket.parent().unwrap_or(Path::new("/"));
+        return format!(
+            "kmsctl: hint: nothing was sent. Find who owns {} and the process listening as uid \
+             {} and stop it, then restart kmsd; if kmsd really runs as that user, pass \
+             --expect-uid {}",
+            dir.display(),
+            u.uid,
+            u.uid
+        );
+    }
     let reason = match e.kind() {
         io::ErrorKind::NotFound => {
             "there is no socket at this path: is kmsd running, and on this socket?"
@@ -586,7 +605,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
     // Read inputs before connecting: a usage error should not depend on the
     // daemon being up, and a slow stdin should not hold a connection.
     let connect = || -> Result<Client, Failure> {
-        let c = Client::connect(&cli.socket).map_err(Failure::Connect)?;
+        let c = match cli.expect_uid {
+            Some(uid) => Client::connect_expecting(&cli.socket, ServerUid::Exactly(uid)),
+            // The library checks the default path (own uid or root).
+            None => Client::connect(&cli.socket),
+        }
+        .map_err(Failure::Connect)?;
         let t = (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout));
         c.stream().set_read_timeout(t).map_err(Failure::Connect)?;
         c.stream().set_write_timeout(t).map_err(Failure::Connect)?;

@@ -44,6 +44,10 @@ pub const TAG_LEN: usize = XaesKey::TAG_LEN;
 pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// The shortest valid blob: the overhead plus a one-byte plaintext.
 pub const MIN_LEN: usize = OVERHEAD + 1;
+/// The longest valid blob: the overhead plus the largest plaintext
+/// (Encrypt's 4096 bytes). Anything longer is refused from its length
+/// alone, before any copy or GHASH.
+pub const MAX_LEN: usize = OVERHEAD + kms_proto::types::limits::MAX_PLAINTEXT;
 
 const KEY_ID: Range<usize> = 1..17;
 const KEY_VERSION: Range<usize> = 17..21;
@@ -97,29 +101,32 @@ impl BlobHeader {
 ///
 /// # Errors
 ///
-/// [`BlobError::Malformed`] for an empty blob or one shorter than
-/// [`MIN_LEN`], [`BlobError::UnsupportedVersion`] for an unknown version
-/// byte. The header is not authenticated yet: treat the result as a claim
+/// [`BlobError::Malformed`] for an empty blob, one shorter than
+/// [`MIN_LEN`] or longer than [`MAX_LEN`], [`BlobError::UnsupportedVersion`]
+/// for an unknown version byte. The header is not authenticated yet: treat the result as a claim
 /// until [`open`] succeeds.
 pub fn parse_header(blob: &[u8]) -> Result<BlobHeader, BlobError> {
-    parse_header_of(blob, VERSION, MIN_LEN)
+    parse_header_of(blob, VERSION, MIN_LEN..=MAX_LEN)
 }
 
-/// The header of a blob of format `version`, whose blobs are at least
-/// `min_len` bytes. Every format starts with the version byte, the key id
-/// and the key version at the same offsets.
+/// The header of a blob of format `version`, whose blobs are `lengths`
+/// bytes long. Every format starts with the version byte, the key id and
+/// the key version at the same offsets.
 pub(crate) fn parse_header_of(
     blob: &[u8],
     version: u8,
-    min_len: usize,
+    lengths: std::ops::RangeInclusive<usize>,
 ) -> Result<BlobHeader, BlobError> {
     match blob.first() {
         None => return Err(BlobError::Malformed("empty")),
         Some(&v) if v == version => {}
         Some(&other) => return Err(BlobError::UnsupportedVersion(other)),
     }
-    if blob.len() < min_len {
+    if blob.len() < *lengths.start() {
         return Err(BlobError::Malformed("too short"));
+    }
+    if blob.len() > *lengths.end() {
+        return Err(BlobError::Malformed("too long"));
     }
     Ok(BlobHeader {
         key_id: blob[KEY_ID].try_into().expect("16-byte range"),
@@ -243,6 +250,22 @@ mod tests {
         assert_eq!(TAG_LEN, 16);
         assert_eq!(OVERHEAD, 61);
         assert_eq!(MIN_LEN, 62);
+        assert_eq!(MAX_LEN, 4157);
+    }
+
+    #[test]
+    fn a_blob_longer_than_any_valid_one_is_refused_by_its_length() {
+        let key = key();
+        let max = seal(&key, &HEADER, &context(), &[7u8; 4096]);
+        assert_eq!(max.len(), MAX_LEN);
+        assert_eq!(open(&key, &max, &context()).unwrap().len(), 4096);
+        let mut longer = max.clone();
+        longer.push(0);
+        assert_eq!(parse_header(&longer), Err(BlobError::Malformed("too long")));
+        assert_eq!(
+            open(&key, &longer, &context()),
+            Err(BlobError::Malformed("too long"))
+        );
     }
 
     #[test]

@@ -30,10 +30,13 @@ pub const HEADER_LEN: usize = 1 + 16 + 4 + IV_LEN;
 pub const TAG_LEN: usize = 16;
 /// Shortest valid blob (one byte of plaintext).
 pub const MIN_LEN: usize = HEADER_LEN + TAG_LEN + 1;
+/// Longest valid blob (Encrypt's largest plaintext, 4096 bytes): longer
+/// ones are refused before the HSM sees them.
+pub const MAX_LEN: usize = HEADER_LEN + TAG_LEN + kms_proto::types::limits::MAX_PLAINTEXT;
 
 /// Reads the key id and version of a format-2 blob (unauthenticated).
 pub fn parse_header(blob: &[u8]) -> Result<BlobHeader, BlobError> {
-    super::blob::parse_header_of(blob, VERSION, MIN_LEN)
+    super::blob::parse_header_of(blob, VERSION, MIN_LEN..=MAX_LEN)
 }
 
 /// The header of a new blob.
@@ -95,6 +98,11 @@ mod tests {
             parse_header(&blob[..MIN_LEN - 1]),
             Err(BlobError::Malformed("too short"))
         );
+        let mut long = blob.clone();
+        long.resize(MAX_LEN, 0);
+        assert_eq!(parse_header(&long).unwrap(), h);
+        long.push(0);
+        assert_eq!(parse_header(&long), Err(BlobError::Malformed("too long")));
         blob[0] = 1;
         assert_eq!(parse_header(&blob), Err(BlobError::UnsupportedVersion(1)));
     }

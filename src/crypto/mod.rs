@@ -11,7 +11,8 @@
 //!   needs no key id because the blob names it.
 //! - [`context`]: the canonical, length-prefixed encoding of an encryption
 //!   context ([`CanonicalContext`]) that is bound as additional data.
-//! - [`rng`]: the one place random bytes come from.
+//! - [`rng`]: the one place random bytes come from (the operating system
+//!   directly for long-term keys, a per-thread generator per request).
 //!
 //! **Invariant**: key material lives only in [`KeyMaterial`] or inside a
 //! cipher whose key schedule is zeroized on drop; none of them prints its
@@ -49,11 +50,12 @@ impl KeyMaterial {
     /// The length of the key material in bytes (AES-256).
     pub const LEN: usize = 32;
 
-    /// Generates fresh key material from [`rng::fill`]; this is how every
-    /// backing key and the development root key are made.
+    /// Generates fresh key material straight from the operating system
+    /// ([`rng::fill_os`]); this is how every backing key and the development
+    /// root key are made.
     pub fn generate() -> KeyMaterial {
         let mut bytes = Zeroizing::new([0u8; 32]);
-        rng::fill(bytes.as_mut_slice());
+        rng::fill_os(bytes.as_mut_slice());
         KeyMaterial(bytes)
     }
 
@@ -108,6 +110,21 @@ mod tests {
         assert!(KeyMaterial::from_slice(&[]).is_none());
         let key = KeyMaterial::from_slice(&[7u8; 32]).expect("32 bytes is a key");
         assert_eq!(key.expose(), &[7u8; 32]);
+    }
+
+    #[test]
+    fn long_term_keys_come_from_the_operating_system() {
+        let before = (
+            rng::drawn::USER_SPACE.with(|n| n.get()),
+            rng::drawn::OS.with(|n| n.get()),
+        );
+        let _key = KeyMaterial::generate();
+        assert_eq!(
+            rng::drawn::USER_SPACE.with(|n| n.get()),
+            before.0,
+            "not from the user-space generator"
+        );
+        assert_eq!(rng::drawn::OS.with(|n| n.get()), before.1 + 32);
     }
 
     #[test]

@@ -253,6 +253,11 @@ pub fn key_arn(id: &[u8; 16]) -> String {
 /// characters is ValidationException.
 pub fn parse_key_id(s: &str) -> Result<[u8; 16], KmsError> {
     use kms_proto::types::limits::MAX_KEY_ID_LEN;
+    // AWS's KeyId is 1..=2048 characters; outside that is a
+    // ValidationException (an absent KeyId is one too, in the codec).
+    if s.is_empty() {
+        return Err(KmsError::validation("KeyId must not be empty"));
+    }
     if s.len() > MAX_KEY_ID_LEN {
         return Err(KmsError::validation(format!(
             "KeyId is longer than {MAX_KEY_ID_LEN} characters"

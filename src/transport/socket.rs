@@ -4,6 +4,12 @@
 //! a live daemon on the path is never displaced, a regular file is never
 //! deleted, and the file is never reachable with looser permissions than
 //! configured, not even for the microseconds between `bind` and `chmod`.
+//!
+//! The directory the socket lives in must be the daemon's own: owned by its
+//! effective uid, writable by nobody else, and not a symlink. Whoever can
+//! write to that directory can move the socket aside and bind their own, and
+//! then receive every plaintext sent to "kmsd" (the default
+//! `/tmp/kmsd-$UID` is a name any local user can create first).
 
 use crate::config::TransportConfig;
 use crate::dispatch::Peer;
@@ -79,19 +85,7 @@ pub fn bind(path: &Path, config: &TransportConfig) -> io::Result<(UnixListener, 
         .as_deref()
         .map(resolve_group)
         .transpose()?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            // Only directories we create get 0700; an existing directory's
-            // mode is the operator's choice (e.g. a shared group directory).
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot create {}: {e}", parent.display()))
-                })?;
-        }
-    }
+    prepare_dir(path)?;
     clear_stale(path)?;
 
     let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
@@ -114,8 +108,8 @@ pub fn bind(path: &Path, config: &TransportConfig) -> io::Result<(UnixListener, 
         ino: stat.st_ino,
         _pin: pin,
     };
-    fs::set_permissions(path, fs::Permissions::from_mode(config.socket_mode & 0o777))
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot chmod {}: {e}", path.display())))?;
+    // chown before chmod: the other order would open the configured group
+    // bits to the daemon's own group for the time between the two calls.
     if let Some(gid) = gid {
         std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
             io::Error::new(
@@ -124,7 +118,72 @@ pub fn bind(path: &Path, config: &TransportConfig) -> io::Result<(UnixListener, 
             )
         })?;
     }
+    fs::set_permissions(path, fs::Permissions::from_mode(config.socket_mode & 0o777))
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot chmod {}: {e}", path.display())))?;
     Ok((listener, file))
+}
+
+/// Creates the directory of the socket `path` (mode 0700) if it is missing,
+/// and refuses one another user could write to ([`check_socket_dir`]). The
+/// daemon calls it first thing, so that a refused directory fails start-up
+/// before anything else is created; [`bind`] calls it again.
+pub fn prepare_dir(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if fs::symlink_metadata(parent).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", parent.display()))
+            })?;
+    }
+    check_socket_dir(parent)
+}
+
+/// Refuses a socket directory another user could write to (see the module
+/// docs): a symlink (checked with lstat: the link could be re-pointed), a
+/// directory not owned by the daemon's effective uid, or one writable by
+/// group or others. Each error is one line saying what to do.
+fn check_socket_dir(dir: &Path) -> io::Result<()> {
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing socket directory {}: {why}; another user could replace the socket",
+                dir.display()
+            ),
+        ))
+    };
+    let meta = fs::symlink_metadata(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot inspect {}: {e}", dir.display())))?;
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.file_type().is_symlink() {
+        return refuse(format!(
+            "it is a symlink (use the real directory, owned by uid {euid} with mode 0700)"
+        ));
+    }
+    if !meta.is_dir() {
+        return refuse("it is not a directory".to_owned());
+    }
+    if meta.uid() != euid {
+        return refuse(format!(
+            "it is owned by uid {}, not by kmsd's uid {euid} (remove it and let kmsd create it, \
+             or choose another --socket)",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return refuse(format!(
+            "its mode {mode:04o} lets group or others write to it (chmod 700 it, or choose \
+             another --socket)"
+        ));
+    }
+    Ok(())
 }
 
 /// Makes `path` free for `bind`: nothing there, or a stale socket (removed).
@@ -239,6 +298,49 @@ mod tests {
         assert_eq!(parent & 0o777, 0o700);
         drop(file);
         assert!(!path.exists(), "dropping the guard removes our socket");
+    }
+
+    #[test]
+    fn socket_directories_others_could_write_to_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // Group- or world-writable (even with the sticky bit, like /tmp).
+        for mode in [0o777, 0o770, 0o1777, 0o720, 0o702] {
+            let d = dir.path().join(format!("m{mode:o}"));
+            fs::create_dir(&d).unwrap();
+            fs::set_permissions(&d, fs::Permissions::from_mode(mode)).unwrap();
+            let err = bind(&d.join("s.sock"), &config()).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{mode:o}");
+            assert!(err.to_string().contains("chmod 700"), "{err}");
+            assert!(!d.join("s.sock").exists());
+        }
+        // Read and search by others is fine (e.g. /run/kmsd 0755).
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        bind(&open.join("s.sock"), &config()).unwrap();
+        // A symlink to a good directory is refused too.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        let err = bind(&link.join("t.sock"), &config()).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert!(!open.join("t.sock").exists());
+    }
+
+    #[test]
+    fn socket_directory_of_another_uid_is_refused() {
+        if !rustix::process::geteuid().is_root() {
+            // Only root can give a directory to another user.
+            eprintln!("NOTE: not root: the other-owner case is not exercised");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("theirs");
+        fs::create_dir(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
+        let err = bind(&d.join("s.sock"), &config()).unwrap_err();
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        assert!(!d.join("s.sock").exists());
     }
 
     #[test]

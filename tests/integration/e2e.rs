@@ -302,8 +302,12 @@ fn api_errors_over_the_socket() {
             let resp = c.recv().unwrap();
             assert_eq!(single_error(&resp), ErrorKind::InvalidCiphertext, "{io}");
         }
-        // Truncated at every length.
-        for len in 0..blob.len() {
+        // Truncated at every length (empty: a missing parameter, as in AWS).
+        assert_eq!(
+            k(c.decrypt(&[], None, &[("app", "x")])),
+            ErrorKind::Validation
+        );
+        for len in 1..blob.len() {
             assert_eq!(
                 k(c.decrypt(&blob[..len], None, &[("app", "x")])),
                 ErrorKind::InvalidCiphertext

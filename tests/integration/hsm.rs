@@ -892,11 +892,22 @@ fn startup_failures_are_one_clear_line() {
             "chmod 600",
         ),
     ];
+    // Its own socket and data directories: serve checks and locks them
+    // before opening the token.
+    let data = dir.path().join("data");
+    let socket = dir.path().join("kmsd.sock");
     for (token, key, pin, hint) in cases {
         let cfg = write_pkcs11_config(dir.path(), &env.module, token, key, pin);
         for args in [
             vec!["hsm", "check", "--config"],
-            vec!["serve", "--socket", "/nonexistent/kmsd.sock", "--config"],
+            vec![
+                "serve",
+                "--socket",
+                socket.to_str().unwrap(),
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--config",
+            ],
         ] {
             let out = Command::new(env!("CARGO_BIN_EXE_kmsd"))
                 .args(&args)

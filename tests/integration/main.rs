@@ -2,9 +2,11 @@
 //! in-process, and end to end over a real socket with the real binaries.
 
 mod e2e;
+mod errors;
 mod hsm;
 mod kmsctl;
 mod protocol;
 mod service;
 mod support;
+mod trust;
 mod vectors;

@@ -190,7 +190,6 @@ fn unknown_and_malformed_key_ids() {
     for key_id in [
         "00000000-0000-4000-8000-000000000000",
         "not-a-key",
-        "",
         "arn:kmsd:kms:local:key/garbage",
     ] {
         assert_eq!(
@@ -210,6 +209,34 @@ fn unknown_and_malformed_key_ids() {
             ErrorKind::NotFound
         );
     }
+}
+
+#[test]
+fn empty_key_id_is_a_validation_error_as_in_aws() {
+    // AWS's KeyId is 1..=2048 characters: an empty one is a
+    // ValidationException, like an absent one, not NotFoundException.
+    let svc = service();
+    let key = create(&svc);
+    let blob = encrypt(&svc, &key, b"x", &[]);
+    assert_eq!(
+        kind(svc.call(&Operation::DescribeKey(DescribeKey { key_id: "" }), &PEER)),
+        ErrorKind::Validation
+    );
+    assert_eq!(
+        kind(svc.call(
+            &Operation::Encrypt(Encrypt {
+                key_id: "",
+                plaintext: b"x",
+                context: vec![]
+            }),
+            &PEER
+        )),
+        ErrorKind::Validation
+    );
+    assert_eq!(
+        kind(decrypt(&svc, &blob, Some(""), &[])),
+        ErrorKind::Validation
+    );
 }
 
 #[test]
@@ -446,7 +473,12 @@ fn every_single_byte_change_and_truncation_of_a_blob_is_rejected() {
             );
         }
     }
-    for len in 0..blob.len() {
+    // Empty is a missing parameter (AWS: CiphertextBlob is 1..=6144 bytes).
+    assert_eq!(
+        kind(decrypt(&svc, &[], None, &[("a", "b")])),
+        ErrorKind::Validation
+    );
+    for len in 1..blob.len() {
         assert_eq!(
             kind(decrypt(&svc, &blob[..len], None, &[("a", "b")])),
             ErrorKind::InvalidCiphertext,
@@ -459,6 +491,74 @@ fn every_single_byte_change_and_truncation_of_a_blob_is_rejected() {
         kind(decrypt(&svc, &longer, None, &[("a", "b")])),
         ErrorKind::InvalidCiphertext
     );
+}
+
+#[test]
+fn blobs_longer_than_any_valid_one_are_refused_before_the_key_is_loaded() {
+    use kmsd::crypto::blob::MAX_LEN;
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        Service::open(
+            dir.path(),
+            Arc::new(FileRoot::from_key(KeyMaterial::from_bytes([9; 32]))),
+            DecodeLimits::default(),
+            100,
+        )
+        .unwrap()
+    };
+    let (key, max) = {
+        let svc = open();
+        let key = create(&svc);
+        let max = encrypt(&svc, &key, &[5u8; 4096], &[]);
+        (key, max)
+    };
+    assert_eq!(
+        max.len(),
+        MAX_LEN,
+        "the largest plaintext makes the longest blob"
+    );
+    // Reopened: the key is not cached, so anything that needs it defers.
+    let svc = open();
+    let dec = |blob: &[u8]| {
+        svc.execute(
+            &Operation::Decrypt(Decrypt {
+                ciphertext_blob: blob,
+                key_id: None,
+                context: vec![],
+            }),
+            &PEER,
+            ExecMode::NonBlocking,
+        )
+    };
+    assert_eq!(dec(&max), Err(ExecError::WouldBlock));
+    // One byte longer (same header): refused from its length alone.
+    let mut longer = max.clone();
+    longer.push(0);
+    match dec(&longer) {
+        Err(ExecError::Kms(e)) => assert_eq!(e.kind, ErrorKind::InvalidCiphertext, "{e}"),
+        other => panic!("expected InvalidCiphertextException at once, got {other:?}"),
+    }
+    // Past AWS's CiphertextBlob limit: ValidationException, as AWS answers.
+    longer.resize(6145, 0);
+    match dec(&longer) {
+        Err(ExecError::Kms(e)) => assert_eq!(e.kind, ErrorKind::Validation, "{e}"),
+        other => panic!("expected ValidationException, got {other:?}"),
+    }
+    let re = svc.execute(
+        &Operation::ReEncrypt(ReEncrypt {
+            ciphertext_blob: &longer,
+            source_key_id: None,
+            source_context: vec![],
+            destination_key_id: &key,
+            destination_context: vec![],
+        }),
+        &PEER,
+        ExecMode::NonBlocking,
+    );
+    match re {
+        Err(ExecError::Kms(e)) => assert_eq!(e.kind, ErrorKind::Validation, "{e}"),
+        other => panic!("expected ValidationException, got {other:?}"),
+    }
 }
 
 #[test]

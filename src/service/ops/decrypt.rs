@@ -4,8 +4,21 @@
 use crate::crypto::CanonicalContext;
 use crate::dispatch::Peer;
 use crate::service::{format_key_id, parse_key_id, ExecError, ExecMode, LoadedKey, Service};
+use kms_proto::types::limits::MAX_CIPHERTEXT_BLOB;
 use kms_proto::{Decrypt, DecryptOutput, ErrorKind, KmsError, Output, SecretBytes};
 use std::sync::Arc;
+
+/// Validates the blob's size as AWS KMS does (CiphertextBlob is 1..=6144
+/// bytes; outside that, ValidationException). Shared by ReEncrypt.
+pub(crate) fn validate_blob(ciphertext_blob: &[u8]) -> Result<(), KmsError> {
+    if ciphertext_blob.is_empty() || ciphertext_blob.len() > MAX_CIPHERTEXT_BLOB {
+        return Err(KmsError::validation(format!(
+            "CiphertextBlob length {} is out of range 1..={MAX_CIPHERTEXT_BLOB}",
+            ciphertext_blob.len()
+        )));
+    }
+    Ok(())
+}
 
 pub(crate) fn invalid_ciphertext() -> KmsError {
     // One message for every cause: a tampered blob must not learn which
@@ -18,6 +31,9 @@ pub(crate) fn invalid_ciphertext() -> KmsError {
 
 /// Opens a blob: checks the named key, loads the blob's key and version,
 /// authenticates and decrypts. Shared by Decrypt and ReEncrypt.
+///
+/// The blob's length is checked first: one longer than any valid blob is
+/// refused before a key is loaded, copied or authenticated.
 pub(crate) fn open(
     svc: &Service,
     ciphertext_blob: &[u8],
@@ -25,6 +41,7 @@ pub(crate) fn open(
     context: &CanonicalContext,
     mode: ExecMode,
 ) -> Result<(Arc<LoadedKey>, SecretBytes), ExecError> {
+    validate_blob(ciphertext_blob)?;
     let expected = key_id.map(parse_key_id).transpose()?;
     let header = crate::service::backing::parse_any_header(ciphertext_blob)
         .map_err(|_| invalid_ciphertext())?;

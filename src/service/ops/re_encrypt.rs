@@ -12,6 +12,8 @@ pub fn apply(
     _peer: &Peer,
     mode: ExecMode,
 ) -> Result<Output, ExecError> {
+    // Before the destination key is loaded: a bad blob costs nothing.
+    super::decrypt::validate_blob(req.ciphertext_blob)?;
     let source_context = super::context(&req.source_context)?;
     let destination_context = super::context(&req.destination_context)?;
     let destination = svc.load_key_by_name(req.destination_key_id, mode)?;
