@@ -424,8 +424,10 @@ fn unwrap_stage(shared: &Shared, rx: &Receiver<Staged>) {
             Staged::Keys(batch) => finish(shared, unwrap_wanted(shared, batch)),
             Staged::Frame(frame) => {
                 shared.frames_queued.fetch_sub(1, Ordering::AcqRel);
-                frame();
+                // Counted before it runs: the frame sends its answer, and
+                // whoever got the answer may read the counter at once.
                 shared.counters.frames.fetch_add(1, Ordering::Relaxed);
+                frame();
             }
         }
     }
@@ -744,6 +746,19 @@ mod tests {
         (svc, root)
     }
 
+    /// Waits (at most 10 s) until `cond` holds: for state another thread
+    /// updates after the answer a test waited for.
+    fn wait_for(cond: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
     fn gdk(svc: &Service, id: &[u8; 16]) -> Result<Output, KmsError> {
         svc.call(
             &Operation::GenerateDataKey(GenerateDataKey {
@@ -803,11 +818,7 @@ mod tests {
             assert_eq!(thread.as_deref(), Some("kmsd-loader-0"));
             assert!(loaded);
         }
-        // Counted once a frame returns, just after its message was sent.
-        let t0 = Instant::now();
-        while svc.loader().stats().frames < 64 && t0.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // Counted before each frame runs, so before its message was sent.
         assert_eq!(svc.loader().stats().frames, 64);
         // Room again once they ran.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -896,15 +907,11 @@ mod tests {
             },
         );
         root.delay_ms.store(600, Ordering::SeqCst);
-        let t0 = Instant::now();
         let e = gdk(&svc, &id).unwrap_err();
-        assert!(
-            t0.elapsed() < Duration::from_millis(500),
-            "{:?}",
-            t0.elapsed()
-        );
         assert_eq!(e, timed_out());
-        assert_eq!(svc.loader().stats().expired, 1);
+        // The waiter gives up on its own a little after the sweep's
+        // deadline; the sweep thread may count it just after that.
+        assert!(wait_for(|| svc.loader().stats().expired == 1));
     }
 
     #[test]
@@ -949,11 +956,11 @@ mod tests {
         root.down.store(true, Ordering::SeqCst);
         // Cached: unaffected.
         gdk(&svc, &ids[0]).unwrap();
-        // Not cached: a clear, retryable error at once.
-        let t0 = Instant::now();
+        // Not cached: a clear, retryable error (no timing assertion: the
+        // machine is noisy; the root answered at once, not the deadline).
         let e = gdk(&svc, &ids[1]).unwrap_err();
         assert_eq!(e.kind, ErrorKind::KeyUnavailable, "{e}");
-        assert!(t0.elapsed() < Duration::from_millis(200));
+        assert_eq!(svc.loader().stats().expired, 0);
         // Back up: after the short memo of the failure, the key loads.
         root.down.store(false, Ordering::SeqCst);
         std::thread::sleep(NEGATIVE_TTL + Duration::from_millis(20));
