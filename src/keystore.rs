@@ -371,15 +371,19 @@ impl Keystore {
     }
 
     /// Records (durably, before they are used) that encryptions up to
-    /// `reserved` may be done with an HSM-only key version.
+    /// `reserved` may be done with an HSM-only key version. Monotonic: a
+    /// lower value than the stored one changes nothing.
     pub fn reserve_usage(
         &self,
         key_id: &[u8; 16],
         version: u32,
         reserved: u64,
     ) -> Result<(), StoreError> {
+        // Never lowers the stored value: a caller that read an older
+        // reservation must not undo a newer one.
         self.conn.execute(
-            "INSERT OR REPLACE INTO hsm_usage (key_id, version, reserved) VALUES (?1, ?2, ?3)",
+            "INSERT INTO hsm_usage (key_id, version, reserved) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key_id, version) DO UPDATE SET reserved = max(reserved, excluded.reserved)",
             params![&key_id[..], version, reserved as i64],
         )?;
         Ok(())
@@ -480,6 +484,19 @@ mod tests {
         s.insert_key(&rec(1), &v).unwrap();
         assert!(s.insert_key(&rec(1), &v).is_err());
         assert_eq!(s.get_versions(&[1; 16]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn usage_reservations_only_go_up() {
+        let s = Keystore::open_in_memory().unwrap();
+        assert_eq!(s.usage_reserved(&[1; 16], 1).unwrap(), 0);
+        s.reserve_usage(&[1; 16], 1, 200).unwrap();
+        // A stale writer (an older load of the key) cannot lower it.
+        s.reserve_usage(&[1; 16], 1, 100).unwrap();
+        assert_eq!(s.usage_reserved(&[1; 16], 1).unwrap(), 200);
+        s.reserve_usage(&[1; 16], 1, 300).unwrap();
+        assert_eq!(s.usage_reserved(&[1; 16], 1).unwrap(), 300);
+        assert_eq!(s.usage_reserved(&[1; 16], 2).unwrap(), 0);
     }
 
     #[test]

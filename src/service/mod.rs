@@ -144,6 +144,9 @@ pub(crate) struct Core {
     store: Mutex<Keystore>,
     root: Arc<dyn RootOfTrust>,
     cache: cache::KeyCache,
+    /// Encryption counters of HSM-only key versions (outside the cache, so
+    /// that they survive reloads).
+    usage: backing::UsageCounters,
 }
 
 impl Core {
@@ -166,9 +169,7 @@ impl Core {
             }
             if record.origin == kms_proto::Origin::Hsm {
                 let reserved = usage.get(i).copied().unwrap_or(0);
-                versions.push(Backing::Hsm(backing::HsmVersion::new(
-                    &id, w.version, reserved,
-                )));
+                versions.push(Backing::Hsm(self.usage.version(&id, w.version, reserved)));
                 continue;
             }
             let material = self.root.unwrap(&w.wrapped).map_err(loader::root_error)?;
@@ -325,6 +326,7 @@ impl Service {
             store: Mutex::new(store),
             root,
             cache: cache::KeyCache::new(c.max_keys, std::time::Duration::from_secs(c.ttl_secs)),
+            usage: Default::default(),
         });
         let loader = loader::KeyLoader::start(
             Arc::clone(&core),
@@ -547,7 +549,7 @@ impl Service {
         }
         let backing = match material {
             Some(m) => Backing::Soft(XaesKey::new(m)),
-            None => Backing::Hsm(backing::HsmVersion::new(&record.key_id, 1, 0)),
+            None => Backing::Hsm(self.core.usage.version(&record.key_id, 1, 0)),
         };
         let loaded = LoadedKey {
             versions: vec![backing],
