@@ -239,6 +239,23 @@ thread_local! {
 }
 const BUILDER_CAPACITY: usize = 64 * 1024;
 
+thread_local! {
+    // The keys loaded (or not) for the frame this thread is running, by
+    // `handle_frame_prefetched`: a key whose load failed or timed out is
+    // answered with that error at once instead of being loaded again.
+    static PREFETCHED: RefCell<Option<loader::Prefetched>> = const { RefCell::new(None) };
+}
+
+/// Clears this thread's prefetched keys when the frame is done (also on
+/// unwinding), so their material is released with the frame.
+struct PrefetchedScope;
+
+impl Drop for PrefetchedScope {
+    fn drop(&mut self) {
+        PREFETCHED.take();
+    }
+}
+
 /// Formats a key id the way clients see it (a hyphenated UUID).
 pub fn format_key_id(id: &[u8; 16]) -> String {
     uuid::Uuid::from_bytes(*id).hyphenated().to_string()
@@ -376,6 +393,12 @@ impl Service {
         if mode == ExecMode::NonBlocking {
             return Err(ExecError::WouldBlock);
         }
+        // A frame that waited for its keys uses what it got, failures
+        // included: a second load would hold this thread up to another
+        // load timeout for a root that just failed to answer.
+        if let Some(r) = PREFETCHED.with_borrow(|p| p.as_ref().and_then(|p| p.get(id))) {
+            return Ok(r?);
+        }
         Ok(self.loader.load_blocking(id, self.load_timeout)?)
     }
 
@@ -506,6 +529,47 @@ impl Service {
         };
         encode(&response, out);
         Ok(())
+    }
+
+    /// Runs a frame whose keys were prefetched (on a worker or the HSM
+    /// executor, after [`Deferred`]): as [`Service::handle_frame`] in
+    /// blocking mode, with the prefetch's outcomes taking the place of
+    /// loads, so an item whose key failed to load (or timed out) is answered
+    /// that error at once and its neighbours are served.
+    pub fn handle_frame_prefetched(
+        &self,
+        frame: &[u8],
+        peer: &Peer,
+        prefetched: loader::Prefetched,
+        out: &mut Vec<u8>,
+    ) {
+        PREFETCHED.set(Some(prefetched));
+        let _scope = PrefetchedScope;
+        self.handle_frame(frame, peer, ExecMode::Blocking, out)
+            .expect("blocking execution always completes");
+    }
+
+    /// What a frame needs before it can run off the I/O thread, without
+    /// running it: the keys it names that are not cached, and whether it
+    /// uses a cached HSM-only key. A frame that does not decode needs
+    /// nothing (running it answers the error).
+    pub fn defer_frame(&self, frame: &[u8]) -> Deferred {
+        match kms_proto::decode_request(frame, &self.limits) {
+            Ok(r) => {
+                let ids = request_key_ids(&r);
+                Deferred {
+                    hsm: self.any_hsm_only(&ids),
+                    missing: ids
+                        .into_iter()
+                        .filter(|id| !self.core.cache.contains(id))
+                        .collect(),
+                }
+            }
+            Err(_) => Deferred {
+                missing: Vec::new(),
+                hsm: false,
+            },
+        }
     }
 
     /// Inserts a freshly created key into the store and the cache.
