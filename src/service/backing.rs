@@ -268,6 +268,9 @@ mod tests {
             self.keys.lock().insert(*id, k);
             Ok(())
         }
+        fn destroy(&self, id: &[u8; 20]) -> Result<bool, RootError> {
+            Ok(self.keys.lock().remove(id).is_some())
+        }
         fn seal(
             &self,
             id: &[u8; 20],
@@ -343,6 +346,15 @@ mod tests {
         vault: &Arc<MemVault>,
         cache: crate::config::CacheConfig,
     ) -> Service {
+        service_max(dir, vault, cache, 1000)
+    }
+
+    fn service_max(
+        dir: &std::path::Path,
+        vault: &Arc<MemVault>,
+        cache: crate::config::CacheConfig,
+        max_keys: u64,
+    ) -> Service {
         Service::with_options(
             Keystore::open(dir).unwrap(),
             Arc::new(VaultRoot {
@@ -351,7 +363,7 @@ mod tests {
             }),
             ServiceOptions {
                 limits: Default::default(),
-                max_keys: 1000,
+                max_keys,
                 cache,
                 loader_threads: 1,
                 hsm_queue: 64,
@@ -596,6 +608,88 @@ mod tests {
             svc.store().usage_reserved(&id, 1).unwrap(),
             2 * RESERVE_BLOCK
         );
+    }
+
+    fn create_hsm_key_err(svc: &Service) -> KmsError {
+        svc.call(
+            &Operation::CreateKey(CreateKey {
+                origin: Origin::Hsm,
+                ..CreateKey::default()
+            }),
+            &PEER,
+        )
+        .unwrap_err()
+    }
+
+    #[test]
+    fn hsm_create_key_checks_the_limit_before_generating() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(MemVault::default());
+        let svc = service_max(dir.path(), &vault, Default::default(), 2);
+        create_hsm_key(&svc);
+        svc.call(&Operation::CreateKey(CreateKey::default()), &PEER)
+            .unwrap();
+        for _ in 0..3 {
+            let e = create_hsm_key_err(&svc);
+            assert_eq!(e.kind, ErrorKind::LimitExceeded, "{e}");
+        }
+        // Only the key that was created is in the vault: nothing generated
+        // for the refused ones.
+        assert_eq!(vault.keys.lock().len(), 1);
+        assert!(svc.store().pending_hsm_keys().unwrap().is_empty());
+        let e = svc
+            .call(&Operation::CreateKey(CreateKey::default()), &PEER)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::LimitExceeded, "{e}");
+    }
+
+    #[test]
+    fn a_failed_insert_destroys_the_generated_hsm_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(MemVault::default());
+        let svc = service(dir.path(), &vault);
+        // The store refuses every new key (as a full disk would), after the
+        // pending record and the generation succeeded.
+        rusqlite::Connection::open(dir.path().join(crate::keystore::DB_FILE))
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse_keys BEFORE INSERT ON keys
+                 BEGIN SELECT RAISE(ABORT, 'test: the disk is full'); END;",
+            )
+            .unwrap();
+        let e = create_hsm_key_err(&svc);
+        assert_eq!(e.kind, ErrorKind::KmsInternal, "{e}");
+        assert_eq!(vault.seals.load(Ordering::SeqCst), 0);
+        assert!(vault.keys.lock().is_empty(), "the token key was destroyed");
+        assert!(svc.store().pending_hsm_keys().unwrap().is_empty());
+    }
+
+    #[test]
+    fn start_up_settles_hsm_keys_left_pending_by_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(MemVault::default());
+        let svc = service(dir.path(), &vault);
+        let kept = create_hsm_key(&svc);
+        let kept = crate::service::parse_key_id(&kept).unwrap();
+        // What a crash leaves: pending records, one with its token key
+        // generated, one without; and a (impossible) pending record of a
+        // stored key, whose token key must survive.
+        for (id, generated) in [([1u8; 16], true), ([2; 16], false), (kept, false)] {
+            assert!(svc.store().begin_hsm_key(&id, 1, 0, 100).unwrap());
+            if generated {
+                vault.generate(&vault_id(&id, 1)).unwrap();
+            }
+        }
+        assert_eq!(vault.keys.lock().len(), 2);
+        drop(svc);
+        let svc = service(dir.path(), &vault);
+        assert_eq!(svc.reconcile_hsm_keys().unwrap(), 1);
+        assert!(svc.store().pending_hsm_keys().unwrap().is_empty());
+        assert_eq!(
+            vault.keys.lock().keys().copied().collect::<Vec<_>>(),
+            [vault_id(&kept, 1)]
+        );
+        assert_eq!(svc.reconcile_hsm_keys().unwrap(), 0);
     }
 
     #[test]

@@ -589,17 +589,15 @@ impl Service {
         };
         {
             let mut store = self.core.store.lock();
-            let count = store
-                .count_keys()
-                .map_err(|e| internal("counting keys", e))?;
-            if count >= self.max_keys {
-                return Err(KmsError::new(
-                    ErrorKind::LimitExceeded,
-                    format!(
-                        "the store already holds the maximum of {} keys",
-                        self.max_keys
-                    ),
-                ));
+            // An HSM-only key's slot was taken by its pending record, before
+            // it was generated (`ops::create_key`).
+            if material.is_some() {
+                let count = store
+                    .count_keys_and_pending()
+                    .map_err(|e| internal("counting keys", e))?;
+                if count >= self.max_keys {
+                    return Err(self.store_full());
+                }
             }
             store
                 .insert_key(
@@ -623,6 +621,33 @@ impl Service {
         self.loader.forget_failure(&loaded.record.key_id);
         self.core.cache.insert(Arc::new(loaded));
         Ok(())
+    }
+
+    /// LimitExceededException: the store holds `limits.max_keys` keys.
+    pub(crate) fn store_full(&self) -> KmsError {
+        KmsError::new(
+            ErrorKind::LimitExceeded,
+            format!(
+                "the store already holds the maximum of {} keys",
+                self.max_keys
+            ),
+        )
+    }
+
+    /// Most keys the store may hold.
+    pub(crate) fn max_keys(&self) -> u64 {
+        self.max_keys
+    }
+
+    /// Settles HSM-only keys left pending by a CreateKey that a crash
+    /// interrupted (see [`ops::create_key::reconcile_hsm_keys`]). The
+    /// daemon calls it at start-up, before serving.
+    ///
+    /// # Errors
+    ///
+    /// The store failing.
+    pub fn reconcile_hsm_keys(&self) -> Result<usize, StoreError> {
+        ops::create_key::reconcile_hsm_keys(self)
     }
 
     /// The store, for control-plane operations (workers only).
