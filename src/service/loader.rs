@@ -942,6 +942,7 @@ mod tests {
             .prefetch(&ids[..1], Duration::from_secs(10), move |_| {
                 loaded_tx.send(()).unwrap()
             });
+        assert!(wait_for(|| root.unwraps.load(Ordering::SeqCst) == 1));
         // The queue holds 64 frames (`cold`); the 65th is handed back.
         let (tx, rx) = std::sync::mpsc::channel();
         for i in 0..64 {
