@@ -1273,11 +1273,11 @@ mod tests {
     #[test]
     fn keys_whose_waiters_gave_up_behind_a_slow_unwrap_are_not_unwrapped() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = keys_in(dir.path(), 3);
+        let ids = keys_in(dir.path(), 4);
         let (svc, root) = cold(dir.path(), CacheConfig::default());
         root.delay_ms.store(300, Ordering::SeqCst);
         let (tx, rx) = std::sync::mpsc::channel();
-        for (i, id) in ids.iter().enumerate() {
+        for (i, id) in ids[..3].iter().enumerate() {
             let tx = tx.clone();
             svc.loader().prefetch(
                 std::slice::from_ref(id),
@@ -1287,18 +1287,23 @@ mod tests {
             if i == 0 {
                 // The first is being unwrapped when the others are read
                 // and staged behind it.
-                std::thread::sleep(Duration::from_millis(20));
+                assert!(wait_for(|| root.unwraps.load(Ordering::SeqCst) == 1));
             }
         }
-        for _ in &ids {
+        for _ in 0..3 {
             rx.recv_timeout(Duration::from_secs(5)).unwrap();
         }
         assert_eq!(svc.loader().stats().expired, 3);
         // The slow unwrap ends; the loader thread then finds nobody waiting
-        // for the other two.
-        std::thread::sleep(Duration::from_millis(700));
-        assert!(root.unwraps.load(Ordering::SeqCst) <= 1);
-        for id in &ids[1..] {
+        // for the other two. A later key is loaded after them (batches are
+        // taken in order), so once it is, they have been skipped.
+        let tx = tx.clone();
+        svc.loader()
+            .prefetch(&ids[3..], LONG, move |_| tx.send(()).unwrap());
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(svc.load_key(&ids[3], ExecMode::NonBlocking).is_ok());
+        assert_eq!(root.unwraps.load(Ordering::SeqCst), 2);
+        for id in &ids[1..3] {
             assert!(svc.load_key(id, ExecMode::NonBlocking).is_err());
         }
     }
