@@ -11,8 +11,11 @@
 //! [`Deferred`] with the keys the frame needs that are not cached, the
 //! dispatcher has the [`loader::KeyLoader`] fetch them (batched, single
 //! flight, with a deadline) and then reruns the whole frame on a worker
-//! ([`ExecMode::Blocking`]). Operations have no side effects before the
-//! point where they could report `WouldBlock`, so a rerun is safe.
+//! ([`ExecMode::Blocking`]) with what the loads got
+//! ([`Service::handle_frame_prefetched`]: a key that failed or timed out is
+//! answered that error, item by item, and not loaded again). Operations
+//! have no side effects before the point where they could report
+//! `WouldBlock`, so a rerun is safe.
 
 pub mod backing;
 pub mod cache;
