@@ -8,7 +8,7 @@
 //! before they are used, so a crash can only skip numbers, never reuse
 //! them.
 //!
-//! The counters live in [`UsageCounters`], outside the key cache: a key
+//! The counters live in `UsageCounters`, outside the key cache: a key
 //! version has one counter for the life of the process, shared by every
 //! load of it, so a TTL expiry or an eviction followed by a reload goes on
 //! counting in the block already reserved. (Counters that restarted from
