@@ -1139,7 +1139,6 @@ fn token_that_disappears_fails_fast_then_recovers_by_itself() {
 
         // While down: fast failures that do not reach the module.
         let before = hsm.stats();
-        let t = Instant::now();
         for _ in 0..20 {
             assert!(matches!(
                 root.unwrap(&wrapped),
@@ -1151,11 +1150,6 @@ fn token_that_disappears_fails_fast_then_recovers_by_itself() {
         assert!(
             after.fast_failures >= before.fast_failures + 15,
             "{before:?} {after:?}"
-        );
-        assert!(
-            t.elapsed() < Duration::from_millis(500),
-            "fast: {:?}",
-            t.elapsed()
         );
 
         // Let a few backoff periods pass with the token still gone.
