@@ -18,6 +18,7 @@
 //! Invariant: [`Dispatcher::dispatch`] never blocks.
 
 use crate::config::DispatchConfig;
+use crate::service::loader::Prefetched;
 use crate::service::{ExecMode, Service};
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
@@ -81,10 +82,12 @@ struct Job {
     frame: Bytes,
     peer: Peer,
     reply: Reply,
-    /// Its keys were just loaded: whether it needs the HSM executor is
-    /// decided by the worker that takes it (finding out decodes the frame,
-    /// work the key loader's threads should not do).
-    after_load: bool,
+    /// What the key loader got for its missing keys (it runs with them,
+    /// failures included, and never loads them again). Whether it needs
+    /// the HSM executor is then decided by the worker that takes it
+    /// (finding out decodes the frame, work the key loader's threads should
+    /// not do).
+    prefetched: Option<Prefetched>,
 }
 
 /// Routes frames to inline execution or the worker pool.
@@ -139,34 +142,38 @@ impl Dispatcher {
             frame,
             peer,
             reply,
-            after_load: false,
+            prefetched: None,
         };
         let service = &self.inner.service;
-        if !self.inline_small {
-            let hsm = service.frame_uses_hsm(&job.frame);
-            Inner::route(&self.inner, job, hsm);
-            return;
-        }
-        let mut out = Vec::new();
-        match service.handle_frame(&job.frame, &job.peer, ExecMode::NonBlocking, &mut out) {
-            Ok(()) => job.reply.send(out),
-            Err(d) if d.missing.is_empty() => Inner::route(&self.inner, job, d.hsm),
-            Err(d) => {
-                let inner = Arc::clone(&self.inner);
-                service
-                    .loader()
-                    .prefetch(&d.missing, service.load_timeout(), move || {
-                        // Called on a loader thread. Only now are the keys
-                        // known (cached) to be HSM-only or not; a worker
-                        // finds out.
-                        let job = Job {
-                            after_load: true,
-                            ..job
-                        };
-                        Inner::enqueue(&inner, job)
-                    });
+        let deferred = if self.inline_small {
+            let mut out = Vec::new();
+            match service.handle_frame(&job.frame, &job.peer, ExecMode::NonBlocking, &mut out) {
+                Ok(()) => return job.reply.send(out),
+                Err(d) => d,
             }
+        } else {
+            // Never run here; its keys are still loaded first, so that no
+            // worker waits for the root of trust.
+            service.defer_frame(&job.frame)
+        };
+        if deferred.missing.is_empty() {
+            return Inner::route(&self.inner, job, deferred.hsm);
         }
+        let inner = Arc::clone(&self.inner);
+        service
+            .loader()
+            .prefetch(&deferred.missing, service.load_timeout(), move |keys| {
+                // Called on a loader thread (or the deadline sweep, when a
+                // load timed out): the frame runs with what its keys got,
+                // so a failed or timed-out load is answered at once, item
+                // by item. Whether it goes to the HSM executor is decided
+                // by the worker.
+                let job = Job {
+                    prefetched: Some(keys),
+                    ..job
+                };
+                Inner::enqueue(&inner, job)
+            });
     }
 }
 
@@ -178,21 +185,39 @@ impl Inner {
             return Inner::enqueue(this, job);
         }
         let work = (Arc::clone(this), job);
-        if let Err((_, job)) = this
-            .service
-            .loader()
-            .run_frame(work, |(inner, job)| inner.run(job))
+        // Queued HSM frames have the key loads' deadline too: past it they
+        // are answered KeyUnavailableException unrun.
+        let timeout = this.service.load_timeout();
+        if let Err((_, job)) =
+            this.service
+                .loader()
+                .run_frame(work, timeout, |(inner, job), expired| match expired {
+                    None => inner.run(job),
+                    Some(e) => inner.fail(job, &e),
+                })
         {
             this.busy(job);
         }
     }
 
     fn run(&self, job: Job) {
+        let Job {
+            frame,
+            peer,
+            reply,
+            prefetched,
+        } = job;
         let mut out = Vec::new();
-        self.service
-            .handle_frame(&job.frame, &job.peer, ExecMode::Blocking, &mut out)
-            .expect("blocking execution always completes");
-        job.reply.send(out);
+        match prefetched {
+            Some(keys) => self
+                .service
+                .handle_frame_prefetched(&frame, &peer, keys, &mut out),
+            None => self
+                .service
+                .handle_frame(&frame, &peer, ExecMode::Blocking, &mut out)
+                .expect("blocking execution always completes"),
+        }
+        reply.send(out);
     }
 
     fn enqueue(this: &Arc<Inner>, job: Job) {
@@ -203,7 +228,10 @@ impl Inner {
                 // keeps arrival order; rayon only supplies the threads.
                 this.pool.spawn(move || {
                     let Some(job) = inner.queue.pop() else { return };
-                    if job.after_load && inner.service.frame_uses_hsm(&job.frame) {
+                    let hsm = job.prefetched.as_ref().is_some_and(|keys| {
+                        keys.any_hsm() || inner.service.frame_uses_hsm(&job.frame)
+                    });
+                    if hsm {
                         Inner::route(&inner, job, true);
                     } else {
                         inner.run(job);
@@ -222,8 +250,6 @@ impl Inner {
     /// (at the 1st, 2nd, 4th, 8th, ... refusal, so a flood cannot flood the
     /// log).
     fn busy(&self, job: Job) {
-        // Only the id is read: an overloaded daemon should not decode.
-        let request_id = kms_proto::codec::request_id_of(&job.frame).unwrap_or(0);
         let n = self.overloaded.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_power_of_two() {
             tracing::warn!(
@@ -231,15 +257,21 @@ impl Inner {
                 "overloaded: a request queue is full; answering ThrottlingException"
             );
         }
-        let mut out = Vec::new();
-        kms_proto::codec::encode_error_response(
-            request_id,
+        self.fail(
+            job,
             &KmsError::new(
                 ErrorKind::Throttling,
                 "kmsd is overloaded (its request queue is full); retry with backoff",
             ),
-            &mut out,
         );
+    }
+
+    /// Answers the whole frame with `error`, unrun.
+    fn fail(&self, job: Job, error: &KmsError) {
+        // Only the id is read: an overloaded daemon should not decode.
+        let request_id = kms_proto::codec::request_id_of(&job.frame).unwrap_or(0);
+        let mut out = Vec::new();
+        kms_proto::codec::encode_error_response(request_id, error, &mut out);
         job.reply.send(out);
     }
 }

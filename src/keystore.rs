@@ -164,6 +164,12 @@ impl Keystore {
                  version  INTEGER NOT NULL,
                  reserved INTEGER NOT NULL,
                  PRIMARY KEY (key_id, version)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS hsm_pending (
+                 key_id     BLOB NOT NULL,
+                 version    INTEGER NOT NULL,
+                 created_at INTEGER NOT NULL,
+                 PRIMARY KEY (key_id, version)
              ) WITHOUT ROWID;",
         )?;
         let version: Option<Vec<u8>> = conn
@@ -244,7 +250,76 @@ impl Keystore {
         Ok(n as u64)
     }
 
-    /// Stores a new key with its first version, atomically.
+    /// Records, before an HSM-only key version is generated in the token,
+    /// that it is about to be: a crash between the generation and
+    /// [`Keystore::insert_key`] then leaves a record that start-up
+    /// reconciliation finds (and destroys the token key it names). A new
+    /// key's record counts against `max_keys` like a stored key, checked in
+    /// the same transaction; returns false (and records nothing) when the
+    /// store is full.
+    pub fn begin_hsm_key(
+        &mut self,
+        key_id: &[u8; 16],
+        version: u32,
+        created_at: i64,
+        max_keys: u64,
+    ) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n: i64 = tx.query_row(
+            "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM hsm_pending)",
+            [],
+            |r| r.get(0),
+        )?;
+        if n as u64 >= max_keys {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO hsm_pending (key_id, version, created_at) VALUES (?1, ?2, ?3)",
+            params![&key_id[..], version, created_at],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Forgets a pending HSM-only key version (its token key was destroyed,
+    /// or never made).
+    pub fn end_hsm_key(&self, key_id: &[u8; 16], version: u32) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM hsm_pending WHERE key_id = ?1 AND version = ?2",
+            params![&key_id[..], version],
+        )?;
+        Ok(())
+    }
+
+    /// HSM-only key versions recorded as pending (see
+    /// [`Keystore::begin_hsm_key`]).
+    pub fn pending_hsm_keys(&self) -> Result<Vec<([u8; 16], u32)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key_id, version FROM hsm_pending ORDER BY key_id, version")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u32>(1)?)))?;
+        rows.map(|r| {
+            let (id, version) = r?;
+            Ok((key_id_from(id)?, version))
+        })
+        .collect()
+    }
+
+    /// Keys stored plus HSM-only keys being created: what counts against
+    /// `limits.max_keys`.
+    pub fn count_keys_and_pending(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM hsm_pending)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Stores a new key with its first version, atomically; the key's
+    /// pending record, if any, goes in the same transaction.
     pub fn insert_key(
         &mut self,
         key: &KeyRecord,
@@ -272,6 +347,10 @@ impl Keystore {
                 first.wrapped,
                 key.created_at
             ],
+        )?;
+        tx.execute(
+            "DELETE FROM hsm_pending WHERE key_id = ?1",
+            params![&key.key_id[..]],
         )?;
         tx.commit()?;
         Ok(())
@@ -371,15 +450,19 @@ impl Keystore {
     }
 
     /// Records (durably, before they are used) that encryptions up to
-    /// `reserved` may be done with an HSM-only key version.
+    /// `reserved` may be done with an HSM-only key version. Monotonic: a
+    /// lower value than the stored one changes nothing.
     pub fn reserve_usage(
         &self,
         key_id: &[u8; 16],
         version: u32,
         reserved: u64,
     ) -> Result<(), StoreError> {
+        // Never lowers the stored value: a caller that read an older
+        // reservation must not undo a newer one.
         self.conn.execute(
-            "INSERT OR REPLACE INTO hsm_usage (key_id, version, reserved) VALUES (?1, ?2, ?3)",
+            "INSERT INTO hsm_usage (key_id, version, reserved) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key_id, version) DO UPDATE SET reserved = max(reserved, excluded.reserved)",
             params![&key_id[..], version, reserved as i64],
         )?;
         Ok(())
@@ -506,6 +589,40 @@ mod tests {
         })
         .unwrap();
         assert_eq!(writer_got_in, Some(false), "a writer got in mid-migration");
+    }
+
+    #[test]
+    fn usage_reservations_only_go_up() {
+        let s = Keystore::open_in_memory().unwrap();
+        assert_eq!(s.usage_reserved(&[1; 16], 1).unwrap(), 0);
+        s.reserve_usage(&[1; 16], 1, 200).unwrap();
+        // A stale writer (an older load of the key) cannot lower it.
+        s.reserve_usage(&[1; 16], 1, 100).unwrap();
+        assert_eq!(s.usage_reserved(&[1; 16], 1).unwrap(), 200);
+        s.reserve_usage(&[1; 16], 1, 300).unwrap();
+        assert_eq!(s.usage_reserved(&[1; 16], 1).unwrap(), 300);
+        assert_eq!(s.usage_reserved(&[1; 16], 2).unwrap(), 0);
+    }
+
+    #[test]
+    fn pending_hsm_keys_count_against_the_limit_until_stored() {
+        let mut s = Keystore::open_in_memory().unwrap();
+        let v = WrappedVersion {
+            version: 1,
+            wrapped: Vec::new(),
+        };
+        s.insert_key(&rec(1), &v).unwrap();
+        assert!(s.begin_hsm_key(&[2; 16], 1, 0, 3).unwrap());
+        assert_eq!(s.count_keys_and_pending().unwrap(), 2);
+        assert!(s.begin_hsm_key(&[3; 16], 1, 0, 3).unwrap());
+        assert!(!s.begin_hsm_key(&[4; 16], 1, 0, 3).unwrap(), "full");
+        assert_eq!(s.pending_hsm_keys().unwrap(), [([2; 16], 1), ([3; 16], 1)]);
+        // Storing the key ends its pending record in the same transaction.
+        s.insert_key(&rec(2), &v).unwrap();
+        assert_eq!(s.pending_hsm_keys().unwrap(), [([3; 16], 1)]);
+        s.end_hsm_key(&[3; 16], 1).unwrap();
+        assert!(s.pending_hsm_keys().unwrap().is_empty());
+        assert_eq!(s.count_keys_and_pending().unwrap(), 2);
     }
 
     #[test]

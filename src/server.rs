@@ -36,6 +36,11 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         )
         .context("opening the keystore")?,
     );
+    // A CreateKey of an HSM-only key interrupted by a crash may have left a
+    // token key that no stored key names: destroyed before serving.
+    service
+        .reconcile_hsm_keys()
+        .context("settling pending HSM-only keys")?;
     let dispatcher = Arc::new(Dispatcher::new(service, &config.dispatch)?);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     spawn_signal_thread(shutdown_tx)?;

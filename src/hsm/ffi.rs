@@ -361,7 +361,8 @@ impl RawApi {
 
     /// AES-GCM with a 16-byte tag: `C_EncryptInit` then one `C_Encrypt` into
     /// `out`, which must hold `plaintext.len() + 16` bytes (ciphertext, then
-    /// tag). Returns the length written.
+    /// tag). Returns the length written and the IV found in the mechanism
+    /// parameters afterwards (a token may write its own there).
     pub(crate) fn gcm_encrypt(
         &self,
         session: CK_SESSION_HANDLE,
@@ -370,7 +371,7 @@ impl RawApi {
         aad: &[u8],
         plaintext: &[u8],
         out: &mut [u8],
-    ) -> RawResult<usize> {
+    ) -> RawResult<(usize, [u8; 12])> {
         if out.len() < plaintext.len() + 16 {
             return Err(CKR_BUFFER_TOO_SMALL);
         }
@@ -407,6 +408,7 @@ impl RawApi {
             ciphertext_and_tag,
             out,
         )
+        .map(|(n, _)| n)
     }
 
     /// Closes a session handle behind cryptoki's back (fault injection: the
@@ -434,7 +436,8 @@ type OneShotFn =
 
 /// One AES-GCM operation (96-bit IV, 128-bit tag): `init`, then one call of
 /// `op` from `input` into `out`. Callers check that `out` is large enough,
-/// so the single call always ends the operation.
+/// so the single call always ends the operation. Returns the length written
+/// and the IV buffer as the module left it.
 #[allow(clippy::too_many_arguments)]
 fn gcm_call(
     init: InitFn,
@@ -445,7 +448,8 @@ fn gcm_call(
     aad: &[u8],
     input: &[u8],
     out: &mut [u8],
-) -> RawResult<usize> {
+) -> RawResult<(usize, [u8; 12])> {
+    let given = iv;
     let mut iv = *iv;
     let mut params = CK_GCM_PARAMS {
         pIv: iv.as_mut_ptr(),
@@ -478,7 +482,17 @@ fn gcm_call(
             &mut len,
         )
     })?;
-    written(len, out.len())
+    // The module may have written into the IV buffer it was given (a token
+    // generating its own IVs does); the caller compares.
+    let seen = if params.ulIvLen == 12 && params.ulIvBits == 96 {
+        iv
+    } else {
+        // Another length: reported as an IV that cannot be the one given.
+        let mut other = *given;
+        other[0] ^= 0xff;
+        other
+    };
+    Ok((written(len, out.len())?, seen))
 }
 
 /// The length a module reports writing into a buffer of `capacity` bytes,

@@ -109,6 +109,11 @@ pub enum InjectedFault {
     /// it), so it answers `CKR_CRYPTOKI_NOT_INITIALIZED` (a real
     /// device-fatal code).
     Finalize,
+    /// The next AES-GCM encryption reports an IV other than the one kmsd
+    /// chose, as an HSM that writes its own IVs (FIPS mode) would; the
+    /// encryption must then fail. Not queued: it waits for the next
+    /// encryption, whatever calls come first.
+    ForeignGcmIv,
 }
 
 /// Counters of what the pool did, for tests, `kmsd hsm check` and metrics.
@@ -191,6 +196,7 @@ struct Health {
 struct Faults {
     armed: AtomicBool,
     queue: Mutex<std::collections::VecDeque<InjectedFault>>,
+    foreign_iv: AtomicBool,
 }
 
 /// A pool of PKCS#11 sessions on the token holding the root key, with
@@ -283,6 +289,7 @@ impl Hsm {
             faults: Faults {
                 armed: AtomicBool::new(false),
                 queue: Mutex::new(Default::default()),
+                foreign_iv: AtomicBool::new(false),
             },
             counters: Counters::default(),
         };
@@ -312,6 +319,10 @@ impl Hsm {
     /// Test hook: the next session call suffers `fault` (faults queue up,
     /// one per call). See [`InjectedFault`].
     pub fn inject_fault(&self, fault: InjectedFault) {
+        if fault == InjectedFault::ForeignGcmIv {
+            self.faults.foreign_iv.store(true, Ordering::Release);
+            return;
+        }
         self.faults.queue.lock().push_back(fault);
         self.faults.armed.store(true, Ordering::Release);
     }
@@ -523,10 +534,18 @@ impl Hsm {
     /// exactly 12 bytes, `aad`, and a 16-byte tag. Returns the ciphertext
     /// followed by the tag.
     ///
+    /// After the call the IV in the mechanism parameters is compared with
+    /// the one given: an HSM may write an IV of its own there (PKCS#11 lets
+    /// a token in FIPS mode generate GCM IVs), and a ciphertext under an IV
+    /// kmsd did not choose breaks the count of random IVs per key that the
+    /// 2^32 limit rests on (and its blob would carry the wrong IV). That is
+    /// a hard failure: logged, and no ciphertext returned.
+    ///
     /// # Errors
     ///
     /// [`HsmError::Invalid`] for an IV that is not 12 bytes (refused before
-    /// the HSM sees it: SoftHSM would accept other lengths).
+    /// the HSM sees it: SoftHSM would accept other lengths), or when the
+    /// HSM used another IV.
     pub fn gcm_encrypt(
         &self,
         key: &HsmKey,
@@ -538,10 +557,26 @@ impl Hsm {
         self.call("C_Encrypt", |device, pooled, epoch| {
             let handle = self.key_handle(device, pooled, key, epoch)?;
             let mut out = vec![0u8; plaintext.len() + GCM_TAG_LEN];
-            let n = device
+            let (n, mut seen) = device
                 .raw
                 .gcm_encrypt(pooled.handle(), handle, iv, aad, plaintext, &mut out)
                 .map_err(|rv| CallFailure::new("C_Encrypt", rv))?;
+            if self.faults.foreign_iv.load(Ordering::Relaxed)
+                && self.faults.foreign_iv.swap(false, Ordering::AcqRel)
+            {
+                seen[0] ^= 0xff;
+            }
+            if seen != *iv {
+                tracing::error!(
+                    key_id = %hex_id(&key.id),
+                    "the HSM encrypted with an AES-GCM IV of its own, not the one kmsd chose \
+                     (a token that generates IVs, e.g. in FIPS mode, cannot hold HSM-only keys); \
+                     the ciphertext is discarded"
+                );
+                return Err(HsmError::Invalid(
+                    "the HSM used an AES-GCM IV other than the one given".to_owned(),
+                ));
+            }
             if n != out.len() {
                 return Err(HsmError::Invalid(format!(
                     "AES-GCM produced {n} bytes, expected {}",
@@ -1031,6 +1066,8 @@ fn apply_fault(
         }
         // Applied exclusively by `finalize_if_injected`, never here.
         InjectedFault::Finalize => None,
+        // Never queued (`inject_fault`).
+        InjectedFault::ForeignGcmIv => None,
     }
 }
 

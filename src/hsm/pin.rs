@@ -24,7 +24,20 @@ pub struct Pin(AuthPin);
 
 impl Pin {
     /// Reads the PIN named by the config: `pin_file` or `pin_env` (the config
-    /// validation guarantees exactly one).
+    /// validation guarantees exactly one). A `pin_env` variable is removed
+    /// from the process environment once read, so that nothing started
+    /// later (a child process, a module reading the environment) sees it.
+    ///
+    /// Removing a variable races with other threads reading the
+    /// environment from C (`getenv` is not synchronised with `unsetenv`), so
+    /// this must run while the process has one thread: kmsd opens the HSM
+    /// at start-up before it starts any thread (`server::run` opens the root
+    /// of trust before the loader, worker, I/O and signal threads; `kmsd hsm`
+    /// and `kmsd migrate-root` are single-threaded), and before the PKCS#11
+    /// module is loaded. (The variable's original bytes stay in the
+    /// process's initial stack, which `/proc/<pid>/environ` shows only to
+    /// the process's owner and root; kmsd makes itself non-dumpable,
+    /// `memlock.rs`, which restricts that file to root.)
     ///
     /// # Errors
     ///
@@ -33,7 +46,11 @@ impl Pin {
     pub fn from_config(config: &Pkcs11Config) -> Result<Pin, SetupError> {
         match (&config.pin_file, &config.pin_env) {
             (Some(path), None) => Pin::from_file(path),
-            (None, Some(var)) => Pin::from_env(var),
+            (None, Some(var)) => {
+                let pin = Pin::from_env(var)?;
+                std::env::remove_var(var);
+                Ok(pin)
+            }
             _ => Err(SetupError::Config(
                 "root.pkcs11 needs exactly one of pin_file and pin_env".to_owned(),
             )),
@@ -65,11 +82,14 @@ impl Pin {
                 mode,
             });
         }
-        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_PIN_LEN + 2));
-        file.take(MAX_PIN_LEN as u64 + 3)
-            .read_to_end(&mut bytes)
-            .map_err(what)?;
-        Pin::from_bytes(&bytes, &format!("PIN file {}", path.display()))
+        // A fixed buffer one byte longer than the longest accepted contents
+        // (PIN, CR, LF), filled by plain reads: nothing grows, so no copy of
+        // the contents is left behind in freed memory (a growing Vec would
+        // leave the old allocation unzeroized), and a longer file is known
+        // to be too long without reading it whole.
+        let mut buf = Zeroizing::new([0u8; MAX_PIN_LEN + 3]);
+        let len = read_full(file, &mut buf[..]).map_err(what)?;
+        Pin::from_bytes(&buf[..len], &format!("PIN file {}", path.display()))
     }
 
     /// Reads the PIN from environment variable `var` (no newline stripping:
@@ -127,6 +147,21 @@ impl Pin {
         use secrecy::ExposeSecret;
         self.0.expose_secret()
     }
+}
+
+/// Reads until `buf` is full or the end of the input; returns the length
+/// read.
+fn read_full(mut input: impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut len = 0;
+    while len < buf.len() {
+        match input.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(len)
 }
 
 #[cfg(test)]

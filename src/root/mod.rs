@@ -106,6 +106,12 @@ pub trait KeyVault: Send + Sync {
     /// and decryption, never extractable.
     fn generate(&self, id: &[u8; 20]) -> Result<(), RootError>;
 
+    /// Destroys the key named `id` if there is one; returns whether there
+    /// was. For keys the store does not hold: a CreateKey that failed after
+    /// the generation, or one interrupted by a crash (start-up
+    /// reconciliation).
+    fn destroy(&self, id: &[u8; 20]) -> Result<bool, RootError>;
+
     /// AES-256-GCM encryption with the key `id`: returns ciphertext followed
     /// by the 16-byte tag.
     fn seal(

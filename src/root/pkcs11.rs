@@ -130,6 +130,21 @@ impl KeyVault for Pkcs11Root {
         Ok(())
     }
 
+    fn destroy(&self, id: &[u8; 20]) -> Result<bool, RootError> {
+        self.vault_keys.lock().remove(id);
+        let Some(key) = self
+            .hsm
+            .find_key(id)
+            .map_err(|e| permanent_or(e, "PKCS#11 key lookup failed"))?
+        else {
+            return Ok(false);
+        };
+        self.hsm
+            .destroy_key(&key)
+            .map_err(|e| permanent_or(e, "PKCS#11 key destruction failed"))?;
+        Ok(true)
+    }
+
     fn seal(
         &self,
         id: &[u8; 20],

@@ -7,12 +7,24 @@
 //! survives restarts: blocks of 65,536 are reserved durably in the store
 //! before they are used, so a crash can only skip numbers, never reuse
 //! them.
+//!
+//! The counters live in `UsageCounters`, outside the key cache: a key
+//! version has one counter for the life of the process, shared by every
+//! load of it, so a TTL expiry or an eviction followed by a reload goes on
+//! counting in the block already reserved. (Counters that restarted from
+//! the stored reservation on every load burned up to 65,535 counts per
+//! reload: with `ttl_secs = 60`, a key used once a minute ran out after
+//! about 45 days.) Only a restart loses the in-memory count: the first
+//! encryption after it reserves the next block, so each restart costs at
+//! most one block (65,536 of the 2^32) per key version used.
 
 use super::{internal, ExecError, ExecMode, LoadedKey, Service};
 use crate::crypto::{blob, hsm_blob, rng, BlobError, BlobHeader, CanonicalContext, XaesKey};
 use kms_proto::{ErrorKind, KmsError};
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// Most encryptions with one HSM-only key version.
@@ -36,23 +48,48 @@ pub enum Backing {
 pub struct HsmVersion {
     /// The vault's name for it: key id, then version (u32 BE).
     pub vault_id: [u8; 20],
+    usage: Arc<Usage>,
+}
+
+/// One key version's encryption count and the part of it reserved in the
+/// store. Shared by every load of the version (see [`UsageCounters`]).
+struct Usage {
     used: AtomicU64,
     reserved: Mutex<u64>,
 }
 
 impl HsmVersion {
-    /// A version that has (at most) `reserved` encryptions behind it.
-    pub fn new(key_id: &[u8; 16], version: u32, reserved: u64) -> HsmVersion {
-        HsmVersion {
-            vault_id: vault_id(key_id, version),
-            used: AtomicU64::new(reserved),
-            reserved: Mutex::new(reserved),
-        }
-    }
-
     /// Encryptions counted so far (reserved ones included after a restart).
     pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+        self.usage.used.load(Ordering::Relaxed)
+    }
+}
+
+/// The encryption counters of the HSM-only key versions this process has
+/// loaded, by vault id: kept outside the cache so that they survive
+/// reloads, and so that two loads of one version alive at once (a request
+/// still holding the evicted one) count through one block. One small entry
+/// per HSM-only key version used since start (the store holds at most
+/// `limits.max_keys` keys), never dropped: dropping one would lose its
+/// count and burn the rest of its block.
+#[derive(Default)]
+pub(crate) struct UsageCounters {
+    by_version: Mutex<HashMap<[u8; 20], Arc<Usage>>>,
+}
+
+impl UsageCounters {
+    /// The version's counter: the one this process already has, else a new
+    /// one that starts at `stored` (the reservation read from the store,
+    /// an upper bound of what was used before this process started).
+    pub(crate) fn version(&self, key_id: &[u8; 16], version: u32, stored: u64) -> HsmVersion {
+        let vault_id = vault_id(key_id, version);
+        let usage = Arc::clone(self.by_version.lock().entry(vault_id).or_insert_with(|| {
+            Arc::new(Usage {
+                used: AtomicU64::new(stored),
+                reserved: Mutex::new(stored),
+            })
+        }));
+        HsmVersion { vault_id, usage }
     }
 }
 
@@ -174,9 +211,10 @@ impl Service {
         version: u32,
         h: &HsmVersion,
     ) -> Result<(), KmsError> {
-        let n = h.used.fetch_add(1, Ordering::AcqRel) + 1;
+        let usage = &h.usage;
+        let n = usage.used.fetch_add(1, Ordering::AcqRel) + 1;
         if n > HSM_INVOCATION_LIMIT {
-            h.used.fetch_sub(1, Ordering::AcqRel);
+            usage.used.fetch_sub(1, Ordering::AcqRel);
             return Err(KmsError::new(
                 ErrorKind::LimitExceeded,
                 format!(
@@ -185,7 +223,7 @@ impl Service {
                 ),
             ));
         }
-        let mut reserved = h.reserved.lock();
+        let mut reserved = usage.reserved.lock();
         if n > *reserved {
             let next = (*reserved + RESERVE_BLOCK).min(HSM_INVOCATION_LIMIT);
             self.store()
@@ -229,6 +267,9 @@ mod tests {
             rng::fill(&mut k);
             self.keys.lock().insert(*id, k);
             Ok(())
+        }
+        fn destroy(&self, id: &[u8; 20]) -> Result<bool, RootError> {
+            Ok(self.keys.lock().remove(id).is_some())
         }
         fn seal(
             &self,
@@ -297,6 +338,23 @@ mod tests {
     };
 
     fn service(dir: &std::path::Path, vault: &Arc<MemVault>) -> Service {
+        service_with(dir, vault, Default::default())
+    }
+
+    fn service_with(
+        dir: &std::path::Path,
+        vault: &Arc<MemVault>,
+        cache: crate::config::CacheConfig,
+    ) -> Service {
+        service_max(dir, vault, cache, 1000)
+    }
+
+    fn service_max(
+        dir: &std::path::Path,
+        vault: &Arc<MemVault>,
+        cache: crate::config::CacheConfig,
+        max_keys: u64,
+    ) -> Service {
         Service::with_options(
             Keystore::open(dir).unwrap(),
             Arc::new(VaultRoot {
@@ -305,8 +363,8 @@ mod tests {
             }),
             ServiceOptions {
                 limits: Default::default(),
-                max_keys: 1000,
-                cache: Default::default(),
+                max_keys,
+                cache,
                 loader_threads: 1,
                 hsm_queue: 64,
             },
@@ -507,6 +565,131 @@ mod tests {
             before + 1,
             "no HSM call past the limit"
         );
+    }
+
+    #[test]
+    fn reloads_keep_counting_in_the_reserved_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(MemVault::default());
+        // A cache of one key, alternating an HSM-only key and a soft key:
+        // every operation evicts the other key and reloads its own.
+        let one = crate::config::CacheConfig {
+            max_keys: 1,
+            ..Default::default()
+        };
+        let svc = service_with(dir.path(), &vault, one.clone());
+        let hsm_key = create_hsm_key(&svc);
+        let Ok(Output::CreateKey(soft)) =
+            svc.call(&Operation::CreateKey(CreateKey::default()), &PEER)
+        else {
+            panic!()
+        };
+        let id = crate::service::parse_key_id(&hsm_key).unwrap();
+        for _ in 0..5 {
+            gdk(&svc, &hsm_key, ExecMode::Blocking).unwrap();
+            gdk(&svc, &soft.key_id, ExecMode::Blocking).unwrap();
+        }
+        assert!(
+            svc.loader().stats().loaded >= 9,
+            "{:?}",
+            svc.loader().stats()
+        );
+        assert_eq!(vault.seals.load(Ordering::SeqCst), 5);
+        // Five encryptions over five loads: still the first block.
+        assert_eq!(svc.store().usage_reserved(&id, 1).unwrap(), RESERVE_BLOCK);
+        drop(svc);
+        // A restart loses the count in memory: the next block, once.
+        let svc = service_with(dir.path(), &vault, one);
+        for _ in 0..3 {
+            gdk(&svc, &hsm_key, ExecMode::Blocking).unwrap();
+            gdk(&svc, &soft.key_id, ExecMode::Blocking).unwrap();
+        }
+        assert_eq!(
+            svc.store().usage_reserved(&id, 1).unwrap(),
+            2 * RESERVE_BLOCK
+        );
+    }
+
+    fn create_hsm_key_err(svc: &Service) -> KmsError {
+        svc.call(
+            &Operation::CreateKey(CreateKey {
+                origin: Origin::Hsm,
+                ..CreateKey::default()
+            }),
+            &PEER,
+        )
+        .unwrap_err()
+    }
+
+    #[test]
+    fn hsm_create_key_checks_the_limit_before_generating() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(MemVault::default());
+        let svc = service_max(dir.path(), &vault, Default::default(), 2);
+        create_hsm_key(&svc);
+        svc.call(&Operation::CreateKey(CreateKey::default()), &PEER)
+            .unwrap();
+        for _ in 0..3 {
+            let e = create_hsm_key_err(&svc);
+            assert_eq!(e.kind, ErrorKind::LimitExceeded, "{e}");
+        }
+        // Only the key that was created is in the vault: nothing generated
+        // for the refused ones.
+        assert_eq!(vault.keys.lock().len(), 1);
+        assert!(svc.store().pending_hsm_keys().unwrap().is_empty());
+        let e = svc
+            .call(&Operation::CreateKey(CreateKey::default()), &PEER)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::LimitExceeded, "{e}");
+    }
+
+    #[test]
+    fn a_failed_insert_destroys_the_generated_hsm_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(MemVault::default());
+        let svc = service(dir.path(), &vault);
+        // The store refuses every new key (as a full disk would), after the
+        // pending record and the generation succeeded.
+        rusqlite::Connection::open(dir.path().join(crate::keystore::DB_FILE))
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse_keys BEFORE INSERT ON keys
+                 BEGIN SELECT RAISE(ABORT, 'test: the disk is full'); END;",
+            )
+            .unwrap();
+        let e = create_hsm_key_err(&svc);
+        assert_eq!(e.kind, ErrorKind::KmsInternal, "{e}");
+        assert_eq!(vault.seals.load(Ordering::SeqCst), 0);
+        assert!(vault.keys.lock().is_empty(), "the token key was destroyed");
+        assert!(svc.store().pending_hsm_keys().unwrap().is_empty());
+    }
+
+    #[test]
+    fn start_up_settles_hsm_keys_left_pending_by_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Arc::new(MemVault::default());
+        let svc = service(dir.path(), &vault);
+        let kept = create_hsm_key(&svc);
+        let kept = crate::service::parse_key_id(&kept).unwrap();
+        // What a crash leaves: pending records, one with its token key
+        // generated, one without; and a (impossible) pending record of a
+        // stored key, whose token key must survive.
+        for (id, generated) in [([1u8; 16], true), ([2; 16], false), (kept, false)] {
+            assert!(svc.store().begin_hsm_key(&id, 1, 0, 100).unwrap());
+            if generated {
+                vault.generate(&vault_id(&id, 1)).unwrap();
+            }
+        }
+        assert_eq!(vault.keys.lock().len(), 2);
+        drop(svc);
+        let svc = service(dir.path(), &vault);
+        assert_eq!(svc.reconcile_hsm_keys().unwrap(), 1);
+        assert!(svc.store().pending_hsm_keys().unwrap().is_empty());
+        assert_eq!(
+            vault.keys.lock().keys().copied().collect::<Vec<_>>(),
+            [vault_id(&kept, 1)]
+        );
+        assert_eq!(svc.reconcile_hsm_keys().unwrap(), 0);
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //! [`Deferred`] with the keys the frame needs that are not cached, the
 //! dispatcher has the [`loader::KeyLoader`] fetch them (batched, single
 //! flight, with a deadline) and then reruns the whole frame on a worker
-//! ([`ExecMode::Blocking`]). Operations have no side effects before the
-//! point where they could report `WouldBlock`, so a rerun is safe.
+//! ([`ExecMode::Blocking`]) with what the loads got
+//! ([`Service::handle_frame_prefetched`]: a key that failed or timed out is
+//! answered that error, item by item, and not loaded again). Operations
+//! have no side effects before the point where they could report
+//! `WouldBlock`, so a rerun is safe.
 
 pub mod backing;
 pub mod cache;
@@ -144,6 +147,9 @@ pub(crate) struct Core {
     store: Mutex<Keystore>,
     root: Arc<dyn RootOfTrust>,
     cache: cache::KeyCache,
+    /// Encryption counters of HSM-only key versions (outside the cache, so
+    /// that they survive reloads).
+    usage: backing::UsageCounters,
 }
 
 impl Core {
@@ -166,9 +172,7 @@ impl Core {
             }
             if record.origin == kms_proto::Origin::Hsm {
                 let reserved = usage.get(i).copied().unwrap_or(0);
-                versions.push(Backing::Hsm(backing::HsmVersion::new(
-                    &id, w.version, reserved,
-                )));
+                versions.push(Backing::Hsm(self.usage.version(&id, w.version, reserved)));
                 continue;
             }
             let material = self.root.unwrap(&w.wrapped).map_err(loader::root_error)?;
@@ -237,6 +241,23 @@ thread_local! {
         RefCell::new((FlatBufferBuilder::with_capacity(BUILDER_CAPACITY), BUILDER_CAPACITY));
 }
 const BUILDER_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    // The keys loaded (or not) for the frame this thread is running, by
+    // `handle_frame_prefetched`: a key whose load failed or timed out is
+    // answered with that error at once instead of being loaded again.
+    static PREFETCHED: RefCell<Option<loader::Prefetched>> = const { RefCell::new(None) };
+}
+
+/// Clears this thread's prefetched keys when the frame is done (also on
+/// unwinding), so their material is released with the frame.
+struct PrefetchedScope;
+
+impl Drop for PrefetchedScope {
+    fn drop(&mut self) {
+        PREFETCHED.take();
+    }
+}
 
 /// Formats a key id the way clients see it (a hyphenated UUID).
 pub fn format_key_id(id: &[u8; 16]) -> String {
@@ -330,6 +351,7 @@ impl Service {
             store: Mutex::new(store),
             root,
             cache: cache::KeyCache::new(c.max_keys, std::time::Duration::from_secs(c.ttl_secs)),
+            usage: Default::default(),
         });
         let loader = loader::KeyLoader::start(
             Arc::clone(&core),
@@ -378,6 +400,12 @@ impl Service {
         }
         if mode == ExecMode::NonBlocking {
             return Err(ExecError::WouldBlock);
+        }
+        // A frame that waited for its keys uses what it got, failures
+        // included: a second load would hold this thread up to another
+        // load timeout for a root that just failed to answer.
+        if let Some(r) = PREFETCHED.with_borrow(|p| p.as_ref().and_then(|p| p.get(id))) {
+            return Ok(r?);
         }
         Ok(self.loader.load_blocking(id, self.load_timeout)?)
     }
@@ -511,6 +539,47 @@ impl Service {
         Ok(())
     }
 
+    /// Runs a frame whose keys were prefetched (on a worker or the HSM
+    /// executor, after [`Deferred`]): as [`Service::handle_frame`] in
+    /// blocking mode, with the prefetch's outcomes taking the place of
+    /// loads, so an item whose key failed to load (or timed out) is answered
+    /// that error at once and its neighbours are served.
+    pub fn handle_frame_prefetched(
+        &self,
+        frame: &[u8],
+        peer: &Peer,
+        prefetched: loader::Prefetched,
+        out: &mut Vec<u8>,
+    ) {
+        PREFETCHED.set(Some(prefetched));
+        let _scope = PrefetchedScope;
+        self.handle_frame(frame, peer, ExecMode::Blocking, out)
+            .expect("blocking execution always completes");
+    }
+
+    /// What a frame needs before it can run off the I/O thread, without
+    /// running it: the keys it names that are not cached, and whether it
+    /// uses a cached HSM-only key. A frame that does not decode needs
+    /// nothing (running it answers the error).
+    pub fn defer_frame(&self, frame: &[u8]) -> Deferred {
+        match kms_proto::decode_request(frame, &self.limits) {
+            Ok(r) => {
+                let ids = request_key_ids(&r);
+                Deferred {
+                    hsm: self.any_hsm_only(&ids),
+                    missing: ids
+                        .into_iter()
+                        .filter(|id| !self.core.cache.contains(id))
+                        .collect(),
+                }
+            }
+            Err(_) => Deferred {
+                missing: Vec::new(),
+                hsm: false,
+            },
+        }
+    }
+
     /// Inserts a freshly created key into the store and the cache.
     pub(crate) fn store_new_key(
         &self,
@@ -528,17 +597,15 @@ impl Service {
         };
         {
             let mut store = self.core.store.lock();
-            let count = store
-                .count_keys()
-                .map_err(|e| internal("counting keys", e))?;
-            if count >= self.max_keys {
-                return Err(KmsError::new(
-                    ErrorKind::LimitExceeded,
-                    format!(
-                        "the store already holds the maximum of {} keys",
-                        self.max_keys
-                    ),
-                ));
+            // An HSM-only key's slot was taken by its pending record, before
+            // it was generated (`ops::create_key`).
+            if material.is_some() {
+                let count = store
+                    .count_keys_and_pending()
+                    .map_err(|e| internal("counting keys", e))?;
+                if count >= self.max_keys {
+                    return Err(self.store_full());
+                }
             }
             store
                 .insert_key(
@@ -552,7 +619,7 @@ impl Service {
         }
         let backing = match material {
             Some(m) => Backing::Soft(XaesKey::new(m)),
-            None => Backing::Hsm(backing::HsmVersion::new(&record.key_id, 1, 0)),
+            None => Backing::Hsm(self.core.usage.version(&record.key_id, 1, 0)),
         };
         let loaded = LoadedKey {
             versions: vec![backing],
@@ -562,6 +629,33 @@ impl Service {
         self.loader.forget_failure(&loaded.record.key_id);
         self.core.cache.insert(Arc::new(loaded));
         Ok(())
+    }
+
+    /// LimitExceededException: the store holds `limits.max_keys` keys.
+    pub(crate) fn store_full(&self) -> KmsError {
+        KmsError::new(
+            ErrorKind::LimitExceeded,
+            format!(
+                "the store already holds the maximum of {} keys",
+                self.max_keys
+            ),
+        )
+    }
+
+    /// Most keys the store may hold.
+    pub(crate) fn max_keys(&self) -> u64 {
+        self.max_keys
+    }
+
+    /// Settles HSM-only keys left pending by a CreateKey that a crash
+    /// interrupted (see [`ops::create_key::reconcile_hsm_keys`]). The
+    /// daemon calls it at start-up, before serving.
+    ///
+    /// # Errors
+    ///
+    /// The store failing.
+    pub fn reconcile_hsm_keys(&self) -> Result<usize, StoreError> {
+        ops::create_key::reconcile_hsm_keys(self)
     }
 
     /// The store, for control-plane operations (workers only).

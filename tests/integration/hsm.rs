@@ -1150,7 +1150,6 @@ fn token_that_disappears_fails_fast_then_recovers_by_itself() {
 
         // While down: fast failures that do not reach the module.
         let before = hsm.stats();
-        let t = Instant::now();
         for _ in 0..20 {
             assert!(matches!(
                 root.unwrap(&wrapped),
@@ -1162,11 +1161,6 @@ fn token_that_disappears_fails_fast_then_recovers_by_itself() {
         assert!(
             after.fast_failures >= before.fast_failures + 15,
             "{before:?} {after:?}"
-        );
-        assert!(
-            t.elapsed() < Duration::from_millis(500),
-            "fast: {:?}",
-            t.elapsed()
         );
 
         // Let a few backoff periods pass with the token still gone.
@@ -1601,4 +1595,410 @@ fn file_root_data_moves_to_the_hsm_and_hsm_only_keys_work_end_to_end() {
         .map(|b| format!("{b:02x}"))
         .collect();
     Admin::open(env).destroy_labelled(&[key_label, format!("kmsd-key-{vault_label}")]);
+}
+
+// ---------------------------------------------------------------------------
+// HSM-only keys interrupted by a crash; the PIN from the environment
+
+/// Set (to anything) in the child process of
+/// `a_crash_between_generating_an_hsm_key_and_storing_it_leaves_no_orphan`.
+const CRASH_CHILD: &str = "KMSD_TEST_CRASH_CHILD";
+/// Set (to the PIN variable's name) in the child process of
+/// `pin_env_is_removed_from_the_environment_once_read`.
+const PIN_CHILD: &str = "KMSD_TEST_PIN_CHILD";
+
+/// Runs one test of this binary alone in a child process, with `vars` and
+/// the token's whereabouts (`KMSD_TEST_CHILD_*`) in its environment.
+fn run_child(env: &Env, test: &str, vars: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", test, "--test-threads=1", "--nocapture"])
+        .env("KMSD_TEST_CHILD_MODULE", &env.module)
+        .env("KMSD_TEST_CHILD_TOKEN", &env.token_label)
+        .env("KMSD_TEST_CHILD_PIN_FILE", &env.pin_file)
+        .env("KMSD_LOG", "off");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The root config a child process builds from `KMSD_TEST_CHILD_*`.
+fn child_config(key_label: &str) -> Pkcs11Config {
+    let var = |n: &str| std::env::var_os(n).unwrap_or_else(|| panic!("{n} is not set"));
+    Pkcs11Config {
+        module: var("KMSD_TEST_CHILD_MODULE").into(),
+        token_label: var("KMSD_TEST_CHILD_TOKEN").into_string().unwrap(),
+        key_label: key_label.to_owned(),
+        pin_file: Some(var("KMSD_TEST_CHILD_PIN_FILE").into()),
+        pin_env: None,
+        pool_size: 1,
+        kwp_mechanism: 0x210A,
+        session_copy: true,
+        private_unwrapped: false,
+    }
+}
+
+/// The PKCS#11 root whose vault dies (abort: no unwinding, no destructors,
+/// as a kill or a power cut) right after generating a token key, before
+/// the service can store the key.
+struct DiesAfterGenerating(Pkcs11Root);
+
+impl RootOfTrust for DiesAfterGenerating {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+    fn wrap(&self, key: &KeyMaterial) -> Result<Vec<u8>, RootError> {
+        self.0.wrap(key)
+    }
+    fn unwrap(&self, wrapped: &[u8]) -> Result<KeyMaterial, RootError> {
+        self.0.unwrap(wrapped)
+    }
+    fn vault(&self) -> Option<&dyn kmsd::root::KeyVault> {
+        Some(self)
+    }
+}
+
+impl kmsd::root::KeyVault for DiesAfterGenerating {
+    fn generate(&self, id: &[u8; 20]) -> Result<(), RootError> {
+        self.0.vault().unwrap().generate(id)?;
+        use std::io::Write as _;
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "generated {hex}").unwrap();
+        out.flush().unwrap();
+        std::process::abort();
+    }
+    fn destroy(&self, id: &[u8; 20]) -> Result<bool, RootError> {
+        self.0.vault().unwrap().destroy(id)
+    }
+    fn seal(
+        &self,
+        id: &[u8; 20],
+        iv: &[u8; 12],
+        aad: &[u8],
+        pt: &[u8],
+    ) -> Result<Vec<u8>, RootError> {
+        self.0.vault().unwrap().seal(id, iv, aad, pt)
+    }
+    fn open(
+        &self,
+        id: &[u8; 20],
+        iv: &[u8; 12],
+        aad: &[u8],
+        ct: &[u8],
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, RootError> {
+        self.0.vault().unwrap().open(id, iv, aad, ct)
+    }
+}
+
+/// The child: CreateKey with origin HSM in the service over the daemon's
+/// data directory, dying between the token key and the store.
+fn crash_child() {
+    let var = |n: &str| std::env::var_os(n).unwrap_or_else(|| panic!("{n} is not set"));
+    let root_label = var("KMSD_TEST_CHILD_ROOT_KEY").into_string().unwrap();
+    let data_dir = PathBuf::from(var("KMSD_TEST_CHILD_DATA_DIR"));
+    let root = Pkcs11Root::open(&child_config(&root_label)).unwrap();
+    let svc = kmsd::service::Service::with_options(
+        kmsd::keystore::Keystore::open(&data_dir).unwrap(),
+        std::sync::Arc::new(DiesAfterGenerating(root)),
+        kmsd::service::ServiceOptions {
+            limits: Default::default(),
+            max_keys: 100,
+            cache: Default::default(),
+            loader_threads: 1,
+            hsm_queue: 64,
+        },
+    )
+    .unwrap();
+    let peer = kmsd::dispatch::Peer {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+    let r = svc.call(
+        &Operation::CreateKey(kms_proto::CreateKey {
+            origin: Origin::Hsm,
+            ..Default::default()
+        }),
+        &peer,
+    );
+    panic!("the child should have died after generating the key: {r:?}");
+}
+
+/// Objects in the test token with `CKA_ID` = `id`.
+fn token_objects_with_id(env: &Env, id: &[u8]) -> usize {
+    let admin = Admin::open(env);
+    let n = admin
+        .session()
+        .find_objects(&[Attribute::Token(true), Attribute::Id(id.to_vec())])
+        .unwrap()
+        .len();
+    n
+}
+
+#[test]
+fn a_crash_between_generating_an_hsm_key_and_storing_it_leaves_no_orphan() {
+    if std::env::var_os(CRASH_CHILD).is_some() {
+        return crash_child();
+    }
+    let Some((_lock, env)) =
+        hsm_test("a_crash_between_generating_an_hsm_key_and_storing_it_leaves_no_orphan")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root_label = label("crash-root");
+    let cfg = write_pkcs11_config(
+        dir.path(),
+        &env.module,
+        &env.token_label,
+        &root_label,
+        &env.pin_file,
+    );
+    kmsd::hsm::init_root_key(&config(env, &root_label)).unwrap();
+    // A daemon makes the data directory (bound to this root), then stops.
+    let mut d = Daemon::start(&["--config", cfg.to_str().unwrap()]);
+    d.stop();
+    // A real process generates the token key and dies before storing it.
+    let out = run_child(
+        env,
+        "hsm::a_crash_between_generating_an_hsm_key_and_storing_it_leaves_no_orphan",
+        &[
+            (CRASH_CHILD, "1".as_ref()),
+            ("KMSD_TEST_CHILD_ROOT_KEY", root_label.as_ref()),
+            ("KMSD_TEST_CHILD_DATA_DIR", d.data_dir.as_os_str()),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "the child must die: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex = stdout
+        .lines()
+        // libtest's "test NAME ... " may precede it on the line.
+        .find_map(|l| l.split_once("generated ").map(|(_, hex)| hex))
+        .unwrap_or_else(|| panic!("no key generated: {stdout}"))
+        .trim();
+    let vault_id: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(vault_id.len(), 20);
+    // The crash left the token key with no stored key naming it.
+    assert_eq!(token_objects_with_id(env, &vault_id), 1, "the orphan");
+    // The daemon's start settles it before serving: destroyed, and no half
+    // key is usable.
+    d.restart();
+    assert_eq!(token_objects_with_id(env, &vault_id), 0, "orphan left");
+    let key_id = uuid::Uuid::from_slice(&vault_id[..16])
+        .unwrap()
+        .hyphenated()
+        .to_string();
+    let after = {
+        let mut c = d.client();
+        let e = c.describe_key(&key_id).unwrap_err();
+        assert_eq!(e.kind(), Some(ErrorKind::NotFound), "{e}");
+        let e = c.generate_data_key(&key_id, 32, &[]).unwrap_err();
+        assert_eq!(e.kind(), Some(ErrorKind::NotFound), "{e}");
+        assert!(c.list_keys(100, None).unwrap().keys.is_empty());
+        // And HSM-only keys are still created whole.
+        let k = c.create_key_with_origin("after", Origin::Hsm).unwrap();
+        c.generate_data_key(&k.key_id, 32, &[]).unwrap();
+        k.key_id
+    };
+    d.restart();
+    let log = d.log();
+    assert_eq!(
+        log.matches("settled an HSM-only key").count(),
+        1,
+        "settled once: {log}"
+    );
+    d.stop();
+    let after = kmsd::service::parse_key_id(&after).unwrap();
+    let after_label: String = kmsd::service::backing::vault_id(&after, 1)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Admin::open(env).destroy_labelled(&[root_label, format!("kmsd-key-{after_label}")]);
+}
+
+#[test]
+fn pin_env_is_removed_from_the_environment_once_read() {
+    if let Some(var) = std::env::var_os(PIN_CHILD) {
+        // The child: the only test in its process, so nothing else reads
+        // the environment while the PIN's variable is removed.
+        let var = var.into_string().unwrap();
+        let mut cfg = child_config(&std::env::var("KMSD_TEST_CHILD_ROOT_KEY").unwrap());
+        cfg.pin_file = None;
+        cfg.pin_env = Some(var.clone());
+        assert!(std::env::var_os(&var).is_some());
+        let root = Pkcs11Root::open(&cfg).expect("logged in with the PIN from the environment");
+        assert!(std::env::var_os(&var).is_none(), "{var} is still set");
+        // The PIN it keeps still works (a rebuild logs in again with it).
+        root.hsm()
+            .inject_fault(InjectedFault::ReturnCode(cryptoki_sys::CKR_DEVICE_ERROR));
+        let wrapped = root.wrap(&KeyMaterial::from_bytes([3; 32])).unwrap();
+        assert_eq!(root.hsm().stats().rebuilds, 1);
+        assert_eq!(root.unwrap(&wrapped).unwrap().expose(), &[3; 32]);
+        return;
+    }
+    let Some((_lock, env)) = hsm_test("pin_env_is_removed_from_the_environment_once_read") else {
+        return;
+    };
+    let var = "KMSD_TEST_PIN_FROM_THE_ENVIRONMENT";
+    let out = run_child(
+        env,
+        "hsm::pin_env_is_removed_from_the_environment_once_read",
+        &[
+            (PIN_CHILD, var.as_ref()),
+            (var, env.pin.as_ref()),
+            ("KMSD_TEST_CHILD_ROOT_KEY", env.shared_key.as_ref()),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn gcm_encryption_fails_hard_when_the_hsm_used_an_iv_of_its_own() {
+    let Some((_lock, env)) =
+        hsm_test("gcm_encryption_fails_hard_when_the_hsm_used_an_iv_of_its_own")
+    else {
+        return;
+    };
+    let root = Pkcs11Root::open(&config(env, &env.shared_key)).unwrap();
+    let hsm = root.hsm();
+    let key_label = label("foreign-iv");
+    let key = hsm.generate_key(&key_label, key_label.as_bytes()).unwrap();
+    // An HSM that writes its own IV into the parameters (FIPS mode): no
+    // ciphertext comes back, and the error is permanent (not retried).
+    hsm.inject_fault(InjectedFault::ForeignGcmIv);
+    let e = hsm.gcm_encrypt(&key, &[4; 12], b"", b"secret").unwrap_err();
+    assert!(
+        matches!(&e, HsmError::Invalid(m) if m.contains("IV")),
+        "{e}"
+    );
+    assert_eq!(e.class(), FaultClass::Permanent);
+    assert!(hsm.is_available());
+    // The same through the vault the service uses: KMSInternalException.
+    let mut id = [0u8; 20];
+    id[..16].copy_from_slice(&(std::process::id() as u128 + 7).to_be_bytes());
+    let vault = root.vault().unwrap();
+    vault.generate(&id).unwrap();
+    hsm.inject_fault(InjectedFault::ForeignGcmIv);
+    assert!(matches!(
+        vault.seal(&id, &[5; 12], b"", b"x"),
+        Err(RootError::Invalid(_))
+    ));
+    // An HSM that keeps the given IV: encryptions work as before.
+    let sealed = hsm.gcm_encrypt(&key, &[4; 12], b"", b"secret").unwrap();
+    assert_eq!(
+        hsm.gcm_decrypt(&key, &[4; 12], b"", &sealed)
+            .unwrap()
+            .as_slice(),
+        b"secret"
+    );
+    hsm.destroy_key(&key).unwrap();
+    assert!(vault.destroy(&id).unwrap());
+    assert!(!vault.destroy(&id).unwrap(), "already gone");
+}
+
+// ---------------------------------------------------------------------------
+// The PIN file leaves no copy in freed memory
+
+/// An allocator that, on the threads that ask it to, looks for a marker in
+/// every block they free or move: a secret left behind in freed memory.
+/// (Test code: it reads freed blocks, which no library code may do.)
+struct FreedMemoryScanner;
+
+thread_local! {
+    static SCAN_FOR: std::cell::Cell<Option<&'static [u8]>> = const { std::cell::Cell::new(None) };
+    static FOUND_IN_FREED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[global_allocator]
+static ALLOCATOR: FreedMemoryScanner = FreedMemoryScanner;
+
+impl FreedMemoryScanner {
+    /// Counts `ptr..ptr+size` if it holds the marker this thread looks for.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is a live block of `size` bytes.
+    unsafe fn scan(ptr: *mut u8, size: usize) {
+        // try_with: thread-local storage may be gone when a thread exits.
+        let marker = SCAN_FOR.try_with(|m| m.get()).ok().flatten();
+        let Some(marker) = marker else { return };
+        // Volatile reads: the block may hold bytes never written (unused
+        // capacity); they are compared as they are, never used otherwise.
+        let byte = |i: usize| unsafe { std::ptr::read_volatile(ptr.add(i)) };
+        let found = (0..size.saturating_sub(marker.len() - 1)).any(|start| {
+            marker
+                .iter()
+                .enumerate()
+                .all(|(j, m)| byte(start + j) == *m)
+        });
+        if found {
+            FOUND_IN_FREED.with(|f| f.set(f.get() + 1));
+        }
+    }
+}
+
+// SAFETY: every call goes to the system allocator with the caller's
+// arguments; `scan` only reads the block being freed or moved, before it is.
+unsafe impl std::alloc::GlobalAlloc for FreedMemoryScanner {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe {
+            Self::scan(ptr, layout.size());
+            std::alloc::System.dealloc(ptr, layout)
+        }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        unsafe {
+            Self::scan(ptr, layout.size());
+            std::alloc::System.realloc(ptr, layout, new)
+        }
+    }
+}
+
+#[test]
+fn reading_a_pin_file_leaves_no_copy_in_freed_memory() {
+    const MARKER: &[u8] = b"pin-marker-5b2e9";
+    let dir = tempfile::tempdir().unwrap();
+    // A PIN of 200 bytes (read), 256 bytes with CRLF (the longest read),
+    // and files too long (refused): none may leave a copy behind.
+    for (len, ok) in [(200, true), (256, true), (300, false), (5000, false)] {
+        let mut contents: Vec<u8> = MARKER.iter().copied().cycle().take(len).collect();
+        if len == 256 {
+            contents.extend_from_slice(b"\r\n");
+        }
+        let path = dir.path().join(format!("pin-{len}"));
+        std::fs::write(&path, &contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        contents.iter_mut().for_each(|b| *b = 0);
+        drop(contents);
+        SCAN_FOR.set(Some(MARKER));
+        FOUND_IN_FREED.set(0);
+        let pin = kmsd::hsm::Pin::from_file(&path);
+        assert_eq!(pin.is_ok(), ok, "{len} bytes");
+        drop(pin);
+        SCAN_FOR.set(None);
+        assert_eq!(
+            FOUND_IN_FREED.get(),
+            0,
+            "{len} bytes: a copy was freed unzeroized"
+        );
+    }
 }

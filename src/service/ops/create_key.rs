@@ -1,11 +1,23 @@
 //! CreateKey: a new symmetric KMS key with a fresh 256-bit backing key,
 //! made by kmsd and wrapped by the root of trust (origin KMSD), or
 //! generated inside the HSM and never leaving it (origin HSM).
+//!
+//! An HSM-only key takes two steps that no transaction spans: the token
+//! key, then the store's record. So the limit is checked and the key is
+//! recorded as *pending* in the store before the token key is generated; a
+//! failure after the generation destroys the token key, and a crash in
+//! between leaves the pending record, which start-up reconciliation
+//! ([`reconcile_hsm_keys`]) settles by destroying the token key. A token
+//! key is never left behind that no stored key names, and no stored key
+//! names a token key that was not made.
 
 use crate::crypto::{rng, KeyMaterial};
 use crate::dispatch::Peer;
 use crate::keystore::KeyRecord;
-use crate::service::{ExecError, ExecMode, Service};
+use crate::root::KeyVault;
+use crate::service::backing::vault_id;
+use crate::service::loader::root_error;
+use crate::service::{format_key_id, internal, ExecError, ExecMode, Service};
 use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
 use kms_proto::{CreateKey, ErrorKind, KeyState, KmsError, Origin, Output};
 
@@ -52,15 +64,107 @@ pub fn apply(
         current_version: 1,
     };
     if req.origin == Origin::Hsm {
-        let vault = svc.vault_for_create()?;
-        vault
-            .generate(&crate::service::backing::vault_id(&key_id, 1))
-            .map_err(crate::service::loader::root_error)?;
-        svc.store_new_key(record.clone(), None)?;
+        create_in_hsm(svc, &record)?;
     } else {
         let material = KeyMaterial::generate();
         svc.store_new_key(record.clone(), Some(&material))?;
     }
-    tracing::info!(key_id = %crate::service::format_key_id(&key_id), "created key");
+    tracing::info!(key_id = %format_key_id(&key_id), "created key");
     Ok(Output::CreateKey(Service::metadata(&record)))
+}
+
+/// The HSM-only key's steps: limit and pending record, token key, store.
+fn create_in_hsm(svc: &Service, record: &KeyRecord) -> Result<(), KmsError> {
+    let vault = svc.vault_for_create()?;
+    let key_id = &record.key_id;
+    let room = svc
+        .store()
+        .begin_hsm_key(key_id, 1, record.created_at, svc.max_keys())
+        .map_err(|e| internal("recording a pending HSM key", e))?;
+    if !room {
+        return Err(svc.store_full());
+    }
+    if let Err(e) = vault.generate(&vault_id(key_id, 1)) {
+        // A failed generation (a timeout, a lost session) may still have
+        // made the key.
+        abandon(svc, vault, key_id, 1);
+        return Err(root_error(e));
+    }
+    if let Err(e) = svc.store_new_key(record.clone(), None) {
+        abandon(svc, vault, key_id, 1);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Destroys the token key of a CreateKey that failed after its pending
+/// record, then forgets the record; if either step fails the record stays
+/// for start-up reconciliation.
+fn abandon(svc: &Service, vault: &dyn KeyVault, key_id: &[u8; 16], version: u32) {
+    match vault.destroy(&vault_id(key_id, version)) {
+        Ok(_) => {
+            if let Err(e) = svc.store().end_hsm_key(key_id, version) {
+                tracing::warn!(
+                    key_id = %format_key_id(key_id),
+                    "forgetting a pending HSM key: {e}; start-up will"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(
+            key_id = %format_key_id(key_id),
+            "destroying the token key of a failed CreateKey: {e}; start-up will retry"
+        ),
+    }
+}
+
+/// Settles the HSM-only keys left pending by an interrupted CreateKey (a
+/// crash between generating the token key and storing the key): the token
+/// key, if it was made, is destroyed, and the record forgotten. Run at
+/// start-up, before the daemon serves (so no CreateKey is in flight).
+/// Returns how many token keys were destroyed; a record that cannot be
+/// settled now (the HSM failing) is logged and kept for the next start.
+///
+/// # Errors
+///
+/// The store failing.
+pub fn reconcile_hsm_keys(svc: &Service) -> Result<usize, crate::keystore::StoreError> {
+    let pending = svc.store().pending_hsm_keys()?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let Some(vault) = svc.core.root.vault() else {
+        tracing::warn!(
+            pending = pending.len(),
+            "HSM-only keys are pending but the root of trust has no HSM; kept for a start with the PKCS#11 root"
+        );
+        return Ok(0);
+    };
+    let mut destroyed = 0;
+    for (key_id, version) in pending {
+        // Storing a key ends its pending record in the same transaction, so
+        // a stored key is never pending; checked anyway, since destroying
+        // a stored key's token key would lose every ciphertext under it.
+        if svc.store().get_key(&key_id)?.is_some() {
+            svc.store().end_hsm_key(&key_id, version)?;
+            continue;
+        }
+        match vault.destroy(&vault_id(&key_id, version)) {
+            Ok(was) => {
+                svc.store().end_hsm_key(&key_id, version)?;
+                destroyed += usize::from(was);
+                tracing::warn!(
+                    key_id = %format_key_id(&key_id),
+                    version,
+                    token_key_destroyed = was,
+                    "settled an HSM-only key whose CreateKey was interrupted (no orphan token key is left)"
+                );
+            }
+            Err(e) => tracing::error!(
+                key_id = %format_key_id(&key_id),
+                version,
+                "could not settle a pending HSM-only key (kept for the next start): {e}"
+            ),
+        }
+    }
+    Ok(destroyed)
 }
