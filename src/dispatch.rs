@@ -19,8 +19,8 @@
 
 use crate::config::DispatchConfig;
 use crate::service::{ExecMode, Service};
-use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
+use kms_proto::frame::Frame;
 use kms_proto::{ErrorKind, KmsError};
 use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -77,7 +77,8 @@ impl Reply {
 }
 
 struct Job {
-    frame: Bytes,
+    /// Zeroed when the job is dropped (it may hold plaintext).
+    frame: Frame,
     peer: Peer,
     reply: Reply,
     /// Its keys were just loaded: whether it needs the HSM executor is
@@ -122,10 +123,10 @@ impl Dispatcher {
     }
 
     /// Answers `frame` inline or queues it for a worker, after its missing
-    /// keys are loaded. Never blocks.
-    pub fn dispatch(&self, frame: Bytes, peer: Peer, reply: Reply) {
+    /// keys are loaded. Never blocks. The frame is zeroed once answered.
+    pub fn dispatch(&self, frame: impl Into<Frame>, peer: Peer, reply: Reply) {
         let job = Job {
-            frame,
+            frame: frame.into(),
             peer,
             reply,
             after_load: false,

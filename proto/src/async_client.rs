@@ -23,9 +23,9 @@
 //! writer then waits (backpressure) while the reader keeps collecting answers.
 
 use crate::client::{batch_answer, mismatch, single_answer, ClientError};
-use crate::codec::{decode_response, encode_request};
+use crate::codec::{build_request, decode_response};
 use crate::error::{ErrorKind, KmsError};
-use crate::frame::{FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::frame::{self, FrameDecoder, DEFAULT_MAX_FRAME};
 use crate::types::*;
 use bytes::BytesMut;
 use flatbuffers::FlatBufferBuilder;
@@ -216,12 +216,15 @@ impl AsyncClient {
         let inner = &*self.inner;
         let request_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         // Encode first: the request's borrows end here. The frame may hold
-        // plaintext (Encrypt), hence Zeroizing; encode_request resets (and
-        // thereby zeroes) the builder before each use.
+        // plaintext (Encrypt), hence Zeroizing, allocated at its final size
+        // (a vector that grows frees its old block unzeroed); reset zeroes
+        // the builder after each use.
         let frame = {
-            let mut out = Zeroizing::new(Vec::new());
             let mut fbb = inner.fbb.lock().unwrap_or_else(|p| p.into_inner());
-            encode_request(&mut fbb, &Request { request_id, body }, &mut out);
+            build_request(&mut fbb, &Request { request_id, body });
+            let payload = fbb.finished_data();
+            let mut out = Zeroizing::new(Vec::with_capacity(frame::LEN_PREFIX + payload.len()));
+            frame::write_frame(&mut out, payload);
             fbb.reset();
             out
         };
@@ -393,11 +396,16 @@ async fn write_loop(
 ) {
     let mut buf = Zeroizing::new(Vec::with_capacity(64 * 1024));
     while let Some(frame) = rx.recv().await {
+        // Grow without leaving a copy of the requests behind.
+        frame::reserve_zeroizing(&mut buf, frame.len());
         buf.extend_from_slice(&frame);
         drop(frame);
         while buf.len() < COALESCE_BYTES {
             match rx.try_recv() {
-                Ok(frame) => buf.extend_from_slice(&frame),
+                Ok(frame) => {
+                    frame::reserve_zeroizing(&mut buf, frame.len());
+                    buf.extend_from_slice(&frame);
+                }
                 Err(_) => break,
             }
         }
@@ -428,12 +436,10 @@ async fn read_responses(rd: &mut OwnedReadHalf, shared: &Shared) -> Failure {
     let failure = loop {
         match decoder.decode(&mut rbuf) {
             Ok(Some(frame)) => {
+                // The frame may hold plaintext: it zeroes itself when
+                // dropped, right after decoding.
                 let resp = decode_response(&frame, decoder.max_frame());
-                // The frame may hold plaintext: zero it when it is ours alone
-                // (it is, once decoded, unless rbuf still shares the block).
-                if let Ok(mut frame) = frame.try_into_mut() {
-                    zeroize::Zeroize::zeroize(&mut frame[..]);
-                }
+                drop(frame);
                 match resp {
                     Ok(resp) => {
                         let Err(body) = shared.complete(resp.request_id, resp.body) else {
@@ -455,9 +461,8 @@ async fn read_responses(rd: &mut OwnedReadHalf, shared: &Shared) -> Failure {
             Ok(None) => {}
             Err(e) => break Failure::Kms(KmsError::new(ErrorKind::Serialization, e.to_string())),
         }
-        if rbuf.capacity() - rbuf.len() < 16 * 1024 {
-            rbuf.reserve(64 * 1024);
-        }
+        // Grows without leaving an unzeroed copy behind (never `reserve`).
+        frame::make_room(&mut rbuf, 16 * 1024, 64 * 1024);
         match rd.read_buf(&mut rbuf).await {
             Ok(0) => {
                 break Failure::Io(
@@ -469,7 +474,7 @@ async fn read_responses(rd: &mut OwnedReadHalf, shared: &Shared) -> Failure {
             Err(e) => break Failure::from_io(&e),
         }
     };
-    zeroize::Zeroize::zeroize(&mut rbuf[..]);
+    frame::wipe(&mut rbuf);
     failure
 }
 

@@ -7,9 +7,9 @@
 //! in flight per connection and stops reading beyond that); a window of a few
 //! hundred is plenty to saturate it.
 
-use crate::codec::{decode_response, encode_request};
+use crate::codec::{build_request, decode_response};
 use crate::error::{ErrorKind, KmsError};
-use crate::frame::{FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::frame::{self, write_frame, FrameDecoder, DEFAULT_MAX_FRAME};
 use crate::types::*;
 use bytes::BytesMut;
 use flatbuffers::FlatBufferBuilder;
@@ -74,7 +74,11 @@ impl Client {
     fn queue(&mut self, body: RequestBody<'_>) -> u64 {
         let request_id = self.next_id;
         self.next_id += 1;
-        encode_request(&mut self.fbb, &Request { request_id, body }, &mut self.wbuf);
+        build_request(&mut self.fbb, &Request { request_id, body });
+        let payload = self.fbb.finished_data();
+        // Queued requests may carry plaintext: grow without leaving a copy.
+        frame::reserve_zeroizing(&mut self.wbuf, frame::LEN_PREFIX + payload.len());
+        write_frame(&mut self.wbuf, payload);
         request_id
     }
 
@@ -91,8 +95,11 @@ impl Client {
     /// Writes everything queued.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf)?;
+            let written = self.stream.write_all(&self.wbuf);
+            // Requests carry plaintext: zero them once sent (or failed).
+            frame::zero(&mut self.wbuf);
             self.wbuf.clear();
+            written?;
         }
         Ok(())
     }
@@ -102,6 +109,8 @@ impl Client {
         self.flush()?;
         loop {
             match self.decoder.decode(&mut self.rbuf) {
+                // The frame zeroes itself (answers carry plaintext) once
+                // decoded into an owned response.
                 Ok(Some(frame)) => {
                     return Ok(decode_response(&frame, self.decoder.max_frame())?);
                 }
@@ -110,8 +119,11 @@ impl Client {
                     return Err(KmsError::new(ErrorKind::Serialization, e.to_string()).into());
                 }
             }
+            // Grows without leaving an unzeroed copy behind (never
+            // `reserve`); the resize below stays within the capacity.
+            frame::make_room(&mut self.rbuf, 16 * 1024, 64 * 1024);
             let start = self.rbuf.len();
-            let want = (start + 64 * 1024).max(self.rbuf.capacity());
+            let want = self.rbuf.capacity();
             self.rbuf.resize(want, 0);
             let n = self.stream.read(&mut self.rbuf[start..]);
             let n = match n {
@@ -264,6 +276,16 @@ impl Client {
             Output::GenerateRandom(o) => Ok(o.plaintext),
             _ => Err(mismatch()),
         }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Unsent requests, unread answers and the last request built may
+        // hold plaintext.
+        frame::zero(&mut self.wbuf);
+        frame::wipe(&mut self.rbuf);
+        self.fbb.reset();
     }
 }
 

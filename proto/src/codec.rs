@@ -459,6 +459,14 @@ fn put_operation(
 /// # Panics
 /// If a batch item is `Err`.
 pub fn encode_request(fbb: &mut Fbb<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
+    build_request(fbb, req);
+    write_frame(out, fbb.finished_data());
+}
+
+/// Builds `req` in `fbb` (its finished data is the frame's payload), for a
+/// caller that sizes its own output buffer first (the clients grow theirs
+/// without leaving unzeroed copies behind).
+pub fn build_request(fbb: &mut Fbb<'_>, req: &Request<'_>) {
     fbb.reset();
     let (operation_type, operation, batch) = match &req.body {
         RequestBody::Single(op) => {
@@ -495,7 +503,6 @@ pub fn encode_request(fbb: &mut Fbb<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
         },
     );
     fbb.finish_minimal(root);
-    write_frame(out, fbb.finished_data());
 }
 
 fn put_error<'b>(fbb: &mut Fbb<'b>, e: &KmsError) -> WIPOffset<fb::Error<'b>> {
