@@ -23,12 +23,11 @@
 //! writer then waits (backpressure) while the reader keeps collecting answers.
 
 use crate::client::{batch_answer, mismatch, single_answer, ClientError};
-use crate::codec::{build_request, decode_response};
+use crate::codec::{decode_response, RequestEncoder};
 use crate::error::{ErrorKind, KmsError};
 use crate::frame::{self, FrameDecoder, DEFAULT_MAX_FRAME};
 use crate::types::*;
 use bytes::BytesMut;
-use flatbuffers::FlatBufferBuilder;
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
@@ -138,7 +137,7 @@ struct Inner {
     shared: Arc<Shared>,
     frames: mpsc::Sender<Zeroizing<Vec<u8>>>,
     /// Request encoder. Held only while encoding (no await inside).
-    fbb: Mutex<FlatBufferBuilder<'static>>,
+    encoder: Mutex<RequestEncoder>,
     next_id: AtomicU64,
     reader: JoinHandle<()>,
 }
@@ -199,7 +198,7 @@ impl AsyncClient {
             inner: Arc::new(Inner {
                 shared,
                 frames,
-                fbb: Mutex::new(FlatBufferBuilder::with_capacity(4096)),
+                encoder: Mutex::new(RequestEncoder::with_capacity(4096)),
                 next_id: AtomicU64::new(1),
                 reader,
             }),
@@ -217,16 +216,15 @@ impl AsyncClient {
         let request_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         // Encode first: the request's borrows end here. The frame may hold
         // plaintext (Encrypt), hence Zeroizing, allocated at its final size
-        // (a vector that grows frees its old block unzeroed); reset zeroes
-        // the builder after each use.
+        // (a vector that grows frees its old block unzeroed); the encoder
+        // never grows while it holds a request and zeroes itself after.
         let frame = {
-            let mut fbb = inner.fbb.lock().unwrap_or_else(|p| p.into_inner());
-            build_request(&mut fbb, &Request { request_id, body });
-            let payload = fbb.finished_data();
-            let mut out = Zeroizing::new(Vec::with_capacity(frame::LEN_PREFIX + payload.len()));
-            frame::write_frame(&mut out, payload);
-            fbb.reset();
-            out
+            let mut encoder = inner.encoder.lock().unwrap_or_else(|p| p.into_inner());
+            encoder.encode(&Request { request_id, body }, |payload| {
+                let mut out = Zeroizing::new(Vec::with_capacity(frame::LEN_PREFIX + payload.len()));
+                frame::write_frame(&mut out, payload);
+                out
+            })
         };
         let (tx, rx) = oneshot::channel();
         {
@@ -483,6 +481,7 @@ mod tests {
     use super::*;
     use crate::codec::{decode_request, encode_response, DecodeLimits};
     use crate::frame::write_frame;
+    use flatbuffers::FlatBufferBuilder;
     use tokio::net::UnixListener;
 
     /// How the fake server behaves.

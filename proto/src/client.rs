@@ -7,12 +7,11 @@
 //! in flight per connection and stops reading beyond that); a window of a few
 //! hundred is plenty to saturate it.
 
-use crate::codec::{build_request, decode_response};
+use crate::codec::{decode_response, RequestEncoder};
 use crate::error::{ErrorKind, KmsError};
 use crate::frame::{self, write_frame, FrameDecoder, DEFAULT_MAX_FRAME};
 use crate::types::*;
 use bytes::BytesMut;
-use flatbuffers::FlatBufferBuilder;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -44,7 +43,7 @@ pub struct Client {
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     decoder: FrameDecoder,
-    fbb: FlatBufferBuilder<'static>,
+    encoder: RequestEncoder,
     next_id: u64,
 }
 
@@ -61,7 +60,7 @@ impl Client {
             rbuf: BytesMut::with_capacity(64 * 1024),
             wbuf: Vec::with_capacity(64 * 1024),
             decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
-            fbb: FlatBufferBuilder::with_capacity(4096),
+            encoder: RequestEncoder::with_capacity(4096),
             next_id: 1,
         }
     }
@@ -74,11 +73,14 @@ impl Client {
     fn queue(&mut self, body: RequestBody<'_>) -> u64 {
         let request_id = self.next_id;
         self.next_id += 1;
-        build_request(&mut self.fbb, &Request { request_id, body });
-        let payload = self.fbb.finished_data();
-        // Queued requests may carry plaintext: grow without leaving a copy.
-        frame::reserve_zeroizing(&mut self.wbuf, frame::LEN_PREFIX + payload.len());
-        write_frame(&mut self.wbuf, payload);
+        let wbuf = &mut self.wbuf;
+        self.encoder
+            .encode(&Request { request_id, body }, |payload| {
+                // Queued requests may carry plaintext: grow without leaving
+                // a copy.
+                frame::reserve_zeroizing(wbuf, frame::LEN_PREFIX + payload.len());
+                write_frame(wbuf, payload);
+            });
         request_id
     }
 
@@ -281,11 +283,10 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // Unsent requests, unread answers and the last request built may
-        // hold plaintext.
+        // Unsent requests and unread answers may hold plaintext (the
+        // encoder zeroes itself).
         frame::zero(&mut self.wbuf);
         frame::wipe(&mut self.rbuf);
-        self.fbb.reset();
     }
 }
 
