@@ -11,7 +11,7 @@
 //! process over a real Unix socket, on every engine this machine can run;
 //! Encrypt requests carry the sentinel (single, pipelined, split across
 //! reads, and a batch large enough to grow the read buffer), Decrypt answers
-//! carry it back through the client, and after everything is closed no freed
+//! carry it back through both clients, and after everything is closed no freed
 //! block may have held it. The test's own copies are zeroed before they are
 //! freed (`Zeroizing`, builders sized never to grow and reset).
 
@@ -238,6 +238,31 @@ fn exercise(io: IoMode) {
         assert_eq!(back.plaintext.expose(), &p[..]);
     }
     drop(c);
+
+    // The async client's buffers too, with several calls in flight.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = kms_proto::async_client::AsyncClient::connect(&server.socket)
+            .await
+            .unwrap();
+        let calls = [64, 3990, 4096].map(|len| {
+            let (c, key_id) = (c.clone(), key_id.clone());
+            tokio::spawn(async move {
+                let p = plaintext(len);
+                let blob = c.encrypt(&key_id, &p, &[]).await.unwrap();
+                let back = c.decrypt(&blob.ciphertext_blob, None, &[]).await.unwrap();
+                assert_eq!(back.plaintext.expose(), &p[..]);
+            })
+        });
+        for call in calls {
+            call.await.unwrap();
+        }
+    });
+    // Its tasks end with the runtime.
+    drop(rt);
 
     let mut s = UnixStream::connect(&server.socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

@@ -430,9 +430,12 @@ async fn read_loop(mut rd: OwnedReadHalf, shared: Arc<Shared>) {
 async fn read_responses(rd: &mut OwnedReadHalf, shared: &Shared) -> Failure {
     let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
     // Responses may carry plaintext (Decrypt, GenerateDataKey).
-    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    // Wiped when dropped: the reader task is aborted when the last handle
+    // goes, possibly holding part of an answer.
+    let mut rbuf = frame::WipeOnDrop(BytesMut::with_capacity(64 * 1024));
+    let rbuf = &mut rbuf.0;
     let failure = loop {
-        match decoder.decode(&mut rbuf) {
+        match decoder.decode(rbuf) {
             Ok(Some(frame)) => {
                 // The frame may hold plaintext: it zeroes itself when
                 // dropped, right after decoding.
@@ -460,8 +463,8 @@ async fn read_responses(rd: &mut OwnedReadHalf, shared: &Shared) -> Failure {
             Err(e) => break Failure::Kms(KmsError::new(ErrorKind::Serialization, e.to_string())),
         }
         // Grows without leaving an unzeroed copy behind (never `reserve`).
-        frame::make_room(&mut rbuf, 16 * 1024, 64 * 1024);
-        match rd.read_buf(&mut rbuf).await {
+        frame::make_room(rbuf, 16 * 1024, 64 * 1024);
+        match rd.read_buf(rbuf).await {
             Ok(0) => {
                 break Failure::Io(
                     io::ErrorKind::UnexpectedEof,
@@ -472,7 +475,6 @@ async fn read_responses(rd: &mut OwnedReadHalf, shared: &Shared) -> Failure {
             Err(e) => break Failure::from_io(&e),
         }
     };
-    frame::wipe(&mut rbuf);
     failure
 }
 

@@ -43,6 +43,17 @@ pub fn wipe(buf: &mut BytesMut) {
     buf.clear();
 }
 
+/// A read buffer wiped when dropped, also when the task holding it is
+/// dropped mid-read (a connection outliving the shutdown grace period, a
+/// client's aborted reader).
+pub struct WipeOnDrop(pub BytesMut);
+
+impl Drop for WipeOnDrop {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
 /// One whole frame (without its length prefix), uniquely owned, zeroed when
 /// dropped: a request may carry plaintext. Usually a view into the
 /// connection's read buffer (no copy).

@@ -8,7 +8,7 @@ use super::{
     Shutdown, WriteQueue, READ_CHUNK,
 };
 use bytes::BytesMut;
-use kms_proto::frame::make_room;
+use kms_proto::frame::{make_room, WipeOnDrop};
 use std::io;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
@@ -77,25 +77,28 @@ async fn connection(h: Handoff, shared: Arc<Shared>, shutdown: Shutdown) {
 }
 
 async fn read_loop(mut rd: ReadHalf<'_>, conn: Conn, mut shutdown: Shutdown, limits: ConnLimits) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Wiped when dropped too: a connection that outlives the grace period
+    // is dropped with its runtime, mid-read.
+    let mut buf = WipeOnDrop(BytesMut::with_capacity(READ_CHUNK));
+    let buf = &mut buf.0;
     let mut timer = ReadTimer::new(limits);
     let sleep = tokio::time::sleep_until(timer.deadline());
     tokio::pin!(sleep);
     loop {
-        if conn.drain(&mut buf, &mut shutdown).await == ReadStep::Stop {
+        if conn.drain(buf, &mut shutdown).await == ReadStep::Stop {
             break;
         }
         // Room for the next read, grown with what has arrived (never by
         // what a length prefix announces) and without leaving an unzeroed
         // copy behind; this also keeps reads from shrinking to a few bytes.
-        make_room(&mut buf, READ_CHUNK / 4, READ_CHUNK);
+        make_room(buf, READ_CHUNK / 4, READ_CHUNK);
         if let Some(due) = timer.before_read(buf.len()) {
             sleep.as_mut().reset(due);
         }
         let read = tokio::select! {
             biased;
             () = super::wait_shutdown(&mut shutdown) => break,
-            r = rd.read_buf(&mut buf) => r,
+            r = rd.read_buf(buf) => r,
             () = &mut sleep => match timer.expired(&conn, buf.len()) {
                 Expiry::Rearm(due) => {
                     sleep.as_mut().reset(due);
@@ -106,7 +109,7 @@ async fn read_loop(mut rd: ReadHalf<'_>, conn: Conn, mut shutdown: Shutdown, lim
         };
         match read {
             Ok(0) => {
-                conn.eof(&buf);
+                conn.eof(buf);
                 break;
             }
             Ok(_) => timer.on_read(),
@@ -116,7 +119,7 @@ async fn read_loop(mut rd: ReadHalf<'_>, conn: Conn, mut shutdown: Shutdown, lim
             }
         }
     }
-    wipe(&mut buf);
+    wipe(buf);
     // `conn` (and its sender) drops here: the writer finishes once every
     // in-flight answer is written.
 }

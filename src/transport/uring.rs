@@ -13,7 +13,7 @@ use super::{
     ReadTimer, Shared, Shutdown, WriteQueue, READ_CHUNK,
 };
 use bytes::BytesMut;
-use kms_proto::frame::{make_room, zero};
+use kms_proto::frame::{make_room, zero, WipeOnDrop};
 use std::io;
 use std::net::Shutdown as How;
 use std::os::unix::net::UnixListener;
@@ -113,7 +113,10 @@ async fn connection(h: Handoff, shared: Arc<Shared>, stop: Shutdown) {
 const GIVE_BACK: Duration = Duration::from_secs(1);
 
 async fn read_loop(stream: &UnixStream, conn: Conn, mut stop: Shutdown, limits: ConnLimits) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Wiped when dropped too: a connection that outlives the grace period
+    // is dropped with its runtime, mid-read.
+    let mut buf = WipeOnDrop(BytesMut::with_capacity(READ_CHUNK));
+    let buf = &mut buf.0;
     // tokio-uring reads into an owned buffer from its start (BytesMut would
     // need tokio-uring's `bytes` feature), so read into a staging Vec and
     // append: one memcpy per read, small next to the syscall it replaces.
@@ -126,7 +129,7 @@ async fn read_loop(stream: &UnixStream, conn: Conn, mut stop: Shutdown, limits: 
     tokio::pin!(sleep);
     let mut stopping = false;
     while !stopping {
-        if conn.drain(&mut buf, &mut stop).await == ReadStep::Stop {
+        if conn.drain(buf, &mut stop).await == ReadStep::Stop {
             break;
         }
         if let Some(due) = timer.before_read(buf.len()) {
@@ -153,7 +156,7 @@ async fn read_loop(stream: &UnixStream, conn: Conn, mut stop: Shutdown, limits: 
                     Ok(r) => break r,
                     Err(_) => {
                         tracing::debug!(peer = ?conn.peer(), "a cancelled read never came back");
-                        wipe(&mut buf);
+                        wipe(buf);
                         return;
                     }
                 }
@@ -163,7 +166,7 @@ async fn read_loop(stream: &UnixStream, conn: Conn, mut stop: Shutdown, limits: 
         match read {
             Ok(0) => {
                 if !stopping {
-                    conn.eof(&buf);
+                    conn.eof(buf);
                 }
                 break;
             }
@@ -171,7 +174,7 @@ async fn read_loop(stream: &UnixStream, conn: Conn, mut stop: Shutdown, limits: 
                 timer.on_read();
                 // Grown with what has arrived, never by what a length
                 // prefix announces, and without leaving a copy behind.
-                make_room(&mut buf, n, READ_CHUNK);
+                make_room(buf, n, READ_CHUNK);
                 buf.extend_from_slice(&chunk[..n]);
                 zero(&mut chunk[..n]);
             }
@@ -182,7 +185,7 @@ async fn read_loop(stream: &UnixStream, conn: Conn, mut stop: Shutdown, limits: 
             }
         }
     }
-    wipe(&mut buf);
+    wipe(buf);
     zero(&mut chunk);
 }
 
