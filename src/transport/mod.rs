@@ -8,7 +8,15 @@
 //! (`accept_loop`) and the connection count (`Tracker`).
 //!
 //! Per connection:
-//! - SO_PEERCRED is read once at accept; it is the caller's identity.
+//! - SO_PEERCRED is read once at accept; it is the caller's identity. A uid
+//!   holding `max_connections_per_uid` connections has its new ones closed
+//!   at accept, so one user cannot take every slot.
+//! - Deadlines (`ReadTimer`, the engines' writers): an idle connection, a
+//!   frame whose last byte is late, and a write without progress each close
+//!   the connection quietly.
+//! - The read buffer grows with what arrived (`kms_proto::frame::make_room`),
+//!   never with what a length prefix announces; frames zero themselves when
+//!   dropped, and nothing that held a request is freed unzeroed.
 //! - Whole frames are cut out of the byte stream (sans-I/O `FrameDecoder`)
 //!   and handed to [`Dispatcher::dispatch`], which never blocks.
 //! - Each frame takes one of `max_in_flight` permits first; the permit rides
@@ -529,8 +537,9 @@ impl ReadTimer {
         if self.frame_started.is_some() {
             return None;
         }
-        let due = Instant::now() + self.limits.frame;
-        self.frame_started = Some(Instant::now());
+        let now = Instant::now();
+        let due = now + self.limits.frame;
+        self.frame_started = Some(now);
         if due < self.armed {
             self.armed = due;
             return Some(due);
