@@ -183,6 +183,22 @@ pub struct TransportConfig {
     pub socket_mode: u32,
     /// Seconds to finish in-flight requests after SIGTERM/SIGINT. Default: 10.
     pub shutdown_grace_secs: u64,
+    /// Most connections one uid (SO_PEERCRED at accept) may hold; beyond it
+    /// its new connections are closed at once, while other uids still get
+    /// in. Root is not exempt. Default: 256, a quarter of the default
+    /// `max_connections`, so one user cannot take every slot; values above
+    /// `max_connections` act as `max_connections`.
+    pub max_connections_per_uid: usize,
+    /// A connection with no frame in progress, nothing in flight and no
+    /// byte received for this long is closed (it is closed between this and
+    /// twice this after its last byte). Default: 300000 ms (5 minutes).
+    pub idle_timeout_ms: u64,
+    /// Longest from a frame's first byte to its last; a slower sender is
+    /// closed. Default: 10000 ms (an 8 MiB frame at under 1 MB/s).
+    pub frame_timeout_ms: u64,
+    /// A write of answers that makes no progress for this long (the peer
+    /// does not read them) closes the connection. Default: 10000 ms.
+    pub write_timeout_ms: u64,
 }
 
 /// Dispatch settings.
@@ -227,6 +243,10 @@ impl Default for TransportConfig {
             socket_group: None,
             socket_mode: 0o660,
             shutdown_grace_secs: 10,
+            max_connections_per_uid: 256,
+            idle_timeout_ms: 300_000,
+            frame_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
         }
     }
 }
@@ -330,7 +350,7 @@ impl Config {
         let l = &self.limits;
         let c = &self.cache;
         let p = self.root.pkcs11.as_ref();
-        let checks: [(bool, &str); 16] = [
+        let checks: [(bool, &str); 20] = [
             (
                 t.io_threads >= 1 && t.io_threads <= 256,
                 "transport.io_threads must be 1..=256",
@@ -342,6 +362,22 @@ impl Config {
             (
                 t.max_in_flight >= 1 && t.max_in_flight <= 65536,
                 "transport.max_in_flight must be 1..=65536",
+            ),
+            (
+                t.max_connections_per_uid >= 1,
+                "transport.max_connections_per_uid must be at least 1",
+            ),
+            (
+                t.idle_timeout_ms >= 1 && t.idle_timeout_ms <= 86_400_000,
+                "transport.idle_timeout_ms must be 1..=86400000",
+            ),
+            (
+                t.frame_timeout_ms >= 1 && t.frame_timeout_ms <= 600_000,
+                "transport.frame_timeout_ms must be 1..=600000",
+            ),
+            (
+                t.write_timeout_ms >= 1 && t.write_timeout_ms <= 600_000,
+                "transport.write_timeout_ms must be 1..=600000",
             ),
             (
                 t.socket_mode <= 0o777,
@@ -426,5 +462,26 @@ mod tests {
         let mut c = Config::default();
         c.transport.max_in_flight = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn connection_limits_and_deadlines_have_defaults_and_ranges() {
+        let c: Config = toml::from_str("[transport]\nidle_timeout_ms = 50\n").unwrap();
+        assert_eq!(c.transport.idle_timeout_ms, 50);
+        assert_eq!(c.transport.max_connections_per_uid, 256);
+        assert_eq!(c.transport.frame_timeout_ms, 10_000);
+        assert_eq!(c.transport.write_timeout_ms, 10_000);
+        c.validate().unwrap();
+        let bad: [fn(&mut TransportConfig); 4] = [
+            |t| t.max_connections_per_uid = 0,
+            |t| t.idle_timeout_ms = 0,
+            |t| t.frame_timeout_ms = 600_001,
+            |t| t.write_timeout_ms = 0,
+        ];
+        for f in bad {
+            let mut c = Config::default();
+            f(&mut c.transport);
+            assert!(c.validate().is_err(), "{:?}", c.transport);
+        }
     }
 }

@@ -20,8 +20,8 @@
 use crate::config::DispatchConfig;
 use crate::service::loader::Prefetched;
 use crate::service::{ExecMode, Service};
-use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
+use kms_proto::frame::Frame;
 use kms_proto::{ErrorKind, KmsError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -79,7 +79,8 @@ impl Reply {
 }
 
 struct Job {
-    frame: Bytes,
+    /// Zeroed when the job is dropped (it may hold plaintext).
+    frame: Frame,
     peer: Peer,
     reply: Reply,
     /// What the key loader got for its missing keys (it runs with them,
@@ -136,10 +137,10 @@ impl Dispatcher {
     }
 
     /// Answers `frame` inline or queues it for a worker, after its missing
-    /// keys are loaded. Never blocks.
-    pub fn dispatch(&self, frame: Bytes, peer: Peer, reply: Reply) {
+    /// keys are loaded. Never blocks. The frame is zeroed once answered.
+    pub fn dispatch(&self, frame: impl Into<Frame>, peer: Peer, reply: Reply) {
         let job = Job {
-            frame,
+            frame: frame.into(),
             peer,
             reply,
             prefetched: None,

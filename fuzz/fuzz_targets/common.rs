@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use flatbuffers::FlatBufferBuilder;
-use kms_proto::frame::FrameDecoder;
+use kms_proto::frame::{Frame, FrameDecoder};
 use kms_proto::{
     decode_request, decode_response, encode_request, encode_response, DecodeLimits, ErrorKind,
     RequestBody, ResponseBody,
@@ -24,7 +24,7 @@ pub fn limits() -> DecodeLimits {
 }
 
 /// The one frame of `wire`, which must hold exactly one.
-fn only_frame(wire: &[u8]) -> bytes::Bytes {
+fn only_frame(wire: &[u8]) -> Frame {
     let mut buf = BytesMut::from(wire);
     let frame = FrameDecoder::new(usize::MAX)
         .decode(&mut buf)

@@ -6,12 +6,12 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
-use kms_proto::frame::{FrameDecoder, FrameError};
+use bytes::BytesMut;
+use kms_proto::frame::{Frame, FrameDecoder, FrameError};
 use libfuzzer_sys::fuzz_target;
 
 /// Frames of `stream` delivered `piece` bytes at a time, and how it ended.
-fn split(stream: &[u8], piece: usize) -> (Vec<Bytes>, Option<FrameError>) {
+fn split(stream: &[u8], piece: usize) -> (Vec<Frame>, Option<FrameError>) {
     let dec = FrameDecoder::new(common::MAX_FRAME);
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();

@@ -23,12 +23,11 @@
 //! writer then waits (backpressure) while the reader keeps collecting answers.
 
 use crate::client::{batch_answer, mismatch, single_answer, ClientError, ServerUid};
-use crate::codec::{decode_response, encode_request};
+use crate::codec::{decode_response, RequestEncoder};
 use crate::error::{ErrorKind, KmsError};
-use crate::frame::{FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::frame::{self, FrameDecoder, DEFAULT_MAX_FRAME};
 use crate::types::*;
 use bytes::BytesMut;
-use flatbuffers::FlatBufferBuilder;
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
@@ -138,7 +137,7 @@ struct Inner {
     shared: Arc<Shared>,
     frames: mpsc::Sender<Zeroizing<Vec<u8>>>,
     /// Request encoder. Held only while encoding (no await inside).
-    fbb: Mutex<FlatBufferBuilder<'static>>,
+    encoder: Mutex<RequestEncoder>,
     next_id: AtomicU64,
     reader: JoinHandle<()>,
 }
@@ -220,7 +219,7 @@ impl AsyncClient {
             inner: Arc::new(Inner {
                 shared,
                 frames,
-                fbb: Mutex::new(FlatBufferBuilder::with_capacity(4096)),
+                encoder: Mutex::new(RequestEncoder::with_capacity(4096)),
                 next_id: AtomicU64::new(1),
                 reader,
             }),
@@ -237,14 +236,16 @@ impl AsyncClient {
         let inner = &*self.inner;
         let request_id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         // Encode first: the request's borrows end here. The frame may hold
-        // plaintext (Encrypt), hence Zeroizing; encode_request resets (and
-        // thereby zeroes) the builder before each use.
+        // plaintext (Encrypt), hence Zeroizing, allocated at its final size
+        // (a vector that grows frees its old block unzeroed); the encoder
+        // never grows while it holds a request and zeroes itself after.
         let frame = {
-            let mut out = Zeroizing::new(Vec::new());
-            let mut fbb = inner.fbb.lock().unwrap_or_else(|p| p.into_inner());
-            encode_request(&mut fbb, &Request { request_id, body }, &mut out);
-            fbb.reset();
-            out
+            let mut encoder = inner.encoder.lock().unwrap_or_else(|p| p.into_inner());
+            encoder.encode(&Request { request_id, body }, |payload| {
+                let mut out = Zeroizing::new(Vec::with_capacity(frame::LEN_PREFIX + payload.len()));
+                frame::write_frame(&mut out, payload);
+                out
+            })
         };
         let (tx, rx) = oneshot::channel();
         {
@@ -414,11 +415,16 @@ async fn write_loop(
 ) {
     let mut buf = Zeroizing::new(Vec::with_capacity(64 * 1024));
     while let Some(frame) = rx.recv().await {
+        // Grow without leaving a copy of the requests behind.
+        frame::reserve_zeroizing(&mut buf, frame.len());
         buf.extend_from_slice(&frame);
         drop(frame);
         while buf.len() < COALESCE_BYTES {
             match rx.try_recv() {
-                Ok(frame) => buf.extend_from_slice(&frame),
+                Ok(frame) => {
+                    frame::reserve_zeroizing(&mut buf, frame.len());
+                    buf.extend_from_slice(&frame);
+                }
                 Err(_) => break,
             }
         }
@@ -445,16 +451,17 @@ async fn read_loop(mut rd: OwnedReadHalf, shared: Arc<Shared>) {
 async fn read_responses(rd: &mut OwnedReadHalf, shared: &Shared) -> Failure {
     let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
     // Responses may carry plaintext (Decrypt, GenerateDataKey).
-    let mut rbuf = BytesMut::with_capacity(64 * 1024);
+    // Wiped when dropped: the reader task is aborted when the last handle
+    // goes, possibly holding part of an answer.
+    let mut rbuf = frame::WipeOnDrop(BytesMut::with_capacity(64 * 1024));
+    let rbuf = &mut rbuf.0;
     let failure = loop {
-        match decoder.decode(&mut rbuf) {
+        match decoder.decode(rbuf) {
             Ok(Some(frame)) => {
+                // The frame may hold plaintext: it zeroes itself when
+                // dropped, right after decoding.
                 let resp = decode_response(&frame, decoder.max_frame());
-                // The frame may hold plaintext: zero it when it is ours alone
-                // (it is, once decoded, unless rbuf still shares the block).
-                if let Ok(mut frame) = frame.try_into_mut() {
-                    zeroize::Zeroize::zeroize(&mut frame[..]);
-                }
+                drop(frame);
                 match resp {
                     Ok(resp) => {
                         let Err(body) = shared.complete(resp.request_id, resp.body) else {
@@ -476,10 +483,9 @@ async fn read_responses(rd: &mut OwnedReadHalf, shared: &Shared) -> Failure {
             Ok(None) => {}
             Err(e) => break Failure::Kms(KmsError::new(ErrorKind::Serialization, e.to_string())),
         }
-        if rbuf.capacity() - rbuf.len() < 16 * 1024 {
-            rbuf.reserve(64 * 1024);
-        }
-        match rd.read_buf(&mut rbuf).await {
+        // Grows without leaving an unzeroed copy behind (never `reserve`).
+        frame::make_room(rbuf, 16 * 1024, 64 * 1024);
+        match rd.read_buf(rbuf).await {
             Ok(0) => {
                 break Failure::Io(
                     io::ErrorKind::UnexpectedEof,
@@ -490,7 +496,6 @@ async fn read_responses(rd: &mut OwnedReadHalf, shared: &Shared) -> Failure {
             Err(e) => break Failure::from_io(&e),
         }
     };
-    zeroize::Zeroize::zeroize(&mut rbuf[..]);
     failure
 }
 
@@ -499,6 +504,7 @@ mod tests {
     use super::*;
     use crate::codec::{decode_request, encode_response, DecodeLimits};
     use crate::frame::write_frame;
+    use flatbuffers::FlatBufferBuilder;
     use tokio::net::UnixListener;
 
     /// How the fake server behaves.

@@ -7,14 +7,13 @@
 //! in flight per connection and stops reading beyond that); a window of a few
 //! hundred is plenty to saturate it.
 
-use crate::codec::{decode_response, encode_request};
+use crate::codec::{decode_response, RequestEncoder};
 use crate::error::{ErrorKind, KmsError};
-use crate::frame::{FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::frame::{self, write_frame, FrameDecoder, DEFAULT_MAX_FRAME};
 use crate::peer::check_server;
 pub use crate::peer::{default_socket_path, ServerUid, UnexpectedServer};
 use crate::types::*;
 use bytes::BytesMut;
-use flatbuffers::FlatBufferBuilder;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -46,7 +45,7 @@ pub struct Client {
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     decoder: FrameDecoder,
-    fbb: FlatBufferBuilder<'static>,
+    encoder: RequestEncoder,
     next_id: u64,
 }
 
@@ -77,7 +76,7 @@ impl Client {
             rbuf: BytesMut::with_capacity(64 * 1024),
             wbuf: Vec::with_capacity(64 * 1024),
             decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
-            fbb: FlatBufferBuilder::with_capacity(4096),
+            encoder: RequestEncoder::with_capacity(4096),
             next_id: 1,
         }
     }
@@ -90,7 +89,14 @@ impl Client {
     fn queue(&mut self, body: RequestBody<'_>) -> u64 {
         let request_id = self.next_id;
         self.next_id += 1;
-        encode_request(&mut self.fbb, &Request { request_id, body }, &mut self.wbuf);
+        let wbuf = &mut self.wbuf;
+        self.encoder
+            .encode(&Request { request_id, body }, |payload| {
+                // Queued requests may carry plaintext: grow without leaving
+                // a copy.
+                frame::reserve_zeroizing(wbuf, frame::LEN_PREFIX + payload.len());
+                write_frame(wbuf, payload);
+            });
         request_id
     }
 
@@ -107,8 +113,11 @@ impl Client {
     /// Writes everything queued.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf)?;
+            let written = self.stream.write_all(&self.wbuf);
+            // Requests carry plaintext: zero them once sent (or failed).
+            frame::zero(&mut self.wbuf);
             self.wbuf.clear();
+            written?;
         }
         Ok(())
     }
@@ -118,6 +127,8 @@ impl Client {
         self.flush()?;
         loop {
             match self.decoder.decode(&mut self.rbuf) {
+                // The frame zeroes itself (answers carry plaintext) once
+                // decoded into an owned response.
                 Ok(Some(frame)) => {
                     return Ok(decode_response(&frame, self.decoder.max_frame())?);
                 }
@@ -126,8 +137,11 @@ impl Client {
                     return Err(KmsError::new(ErrorKind::Serialization, e.to_string()).into());
                 }
             }
+            // Grows without leaving an unzeroed copy behind (never
+            // `reserve`); the resize below stays within the capacity.
+            frame::make_room(&mut self.rbuf, 16 * 1024, 64 * 1024);
             let start = self.rbuf.len();
-            let want = (start + 64 * 1024).max(self.rbuf.capacity());
+            let want = self.rbuf.capacity();
             self.rbuf.resize(want, 0);
             let n = self.stream.read(&mut self.rbuf[start..]);
             let n = match n {
@@ -280,6 +294,15 @@ impl Client {
             Output::GenerateRandom(o) => Ok(o.plaintext),
             _ => Err(mismatch()),
         }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Unsent requests and unread answers may hold plaintext (the
+        // encoder zeroes itself).
+        frame::zero(&mut self.wbuf);
+        frame::wipe(&mut self.rbuf);
     }
 }
 

@@ -502,6 +502,117 @@ fn put_operation(
 /// # Panics
 /// If a batch item is `Err`.
 pub fn encode_request(fbb: &mut Fbb<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
+    build_request(fbb, req);
+    write_frame(out, fbb.finished_data());
+}
+
+/// An upper bound on the bytes a builder needs to build `req` (see
+/// [`build_request`]), so that a client can size its builder first: a
+/// flatbuffers builder that grows copies what it holds into a new buffer and
+/// frees the old one unzeroed, and a request may carry plaintext.
+///
+/// Generous by construction: every table is counted at [`TABLE_BOUND`] bytes
+/// (its offset, a vtable of at most eight fields and eight fields of at most
+/// eight bytes, each with alignment padding), every string or byte vector at
+/// its length plus [`VECTOR_OVERHEAD`] (length, terminator, padding), plus
+/// [`FRAME_SLACK`] for the root offset, final alignment and a vtable written
+/// and then dropped as a duplicate.
+pub fn request_size_bound(req: &Request<'_>) -> usize {
+    let ops: usize = match &req.body {
+        RequestBody::Single(op) => op.as_ref().map_or(0, operation_size_bound),
+        RequestBody::Batch(items) => items
+            .iter()
+            .map(|op| TABLE_BOUND + VECTOR_OVERHEAD + op.as_ref().map_or(0, operation_size_bound))
+            .sum(),
+    };
+    TABLE_BOUND + VECTOR_OVERHEAD + ops + FRAME_SLACK
+}
+
+/// A request builder that never grows while it holds a request: before
+/// each build it is replaced by one of at least [`request_size_bound`]
+/// bytes if it is smaller (the old one is zeroed first), and it is zeroed
+/// after each use and on drop. For clients, whose requests carry plaintext.
+pub struct RequestEncoder {
+    fbb: Fbb<'static>,
+    capacity: usize,
+}
+
+impl RequestEncoder {
+    /// An encoder whose builder starts at `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> RequestEncoder {
+        RequestEncoder {
+            fbb: Fbb::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// Builds `req` and hands its payload (the frame without its length
+    /// prefix) to `f`; the builder is zeroed afterwards.
+    pub fn encode<T>(&mut self, req: &Request<'_>, f: impl FnOnce(&[u8]) -> T) -> T {
+        let need = request_size_bound(req);
+        if need > self.capacity {
+            self.fbb.reset();
+            self.capacity = need.next_power_of_two();
+            self.fbb = Fbb::with_capacity(self.capacity);
+        }
+        build_request(&mut self.fbb, req);
+        let out = f(self.fbb.finished_data());
+        self.fbb.reset();
+        out
+    }
+}
+
+impl Drop for RequestEncoder {
+    fn drop(&mut self) {
+        self.fbb.reset();
+    }
+}
+
+/// See [`request_size_bound`].
+pub const TABLE_BOUND: usize = 4 + (4 + 2 * 8) + 8 * 16;
+/// See [`request_size_bound`].
+pub const VECTOR_OVERHEAD: usize = 4 + 1 + 7 + 4;
+/// See [`request_size_bound`].
+pub const FRAME_SLACK: usize = 256;
+
+fn operation_size_bound(op: &Operation<'_>) -> usize {
+    let bytes = |n: usize| n + VECTOR_OVERHEAD;
+    let opt = |s: Option<&str>| s.map_or(0, |s| bytes(s.len()));
+    let context = |c: &Context<'_>| {
+        VECTOR_OVERHEAD
+            + c.iter()
+                .map(|(k, v)| TABLE_BOUND + 4 + bytes(k.len()) + bytes(v.len()))
+                .sum::<usize>()
+    };
+    TABLE_BOUND
+        + match op {
+            Operation::CreateKey(o) => bytes(o.description.len()),
+            Operation::DescribeKey(o) => bytes(o.key_id.len()),
+            Operation::ListKeys(o) => opt(o.marker),
+            Operation::GenerateDataKey(o) | Operation::GenerateDataKeyWithoutPlaintext(o) => {
+                bytes(o.key_id.len()) + context(&o.context)
+            }
+            Operation::Encrypt(o) => {
+                bytes(o.key_id.len()) + bytes(o.plaintext.len()) + context(&o.context)
+            }
+            Operation::Decrypt(o) => {
+                bytes(o.ciphertext_blob.len()) + opt(o.key_id) + context(&o.context)
+            }
+            Operation::ReEncrypt(o) => {
+                bytes(o.ciphertext_blob.len())
+                    + opt(o.source_key_id)
+                    + context(&o.source_context)
+                    + bytes(o.destination_key_id.len())
+                    + context(&o.destination_context)
+            }
+            Operation::GenerateRandom(_) => 0,
+        }
+}
+
+/// Builds `req` in `fbb` (its finished data is the frame's payload), for a
+/// caller that sizes its own output buffer first (the clients grow theirs
+/// without leaving unzeroed copies behind).
+pub fn build_request(fbb: &mut Fbb<'_>, req: &Request<'_>) {
     fbb.reset();
     let (operation_type, operation, batch) = match &req.body {
         RequestBody::Single(op) => {
@@ -538,7 +649,6 @@ pub fn encode_request(fbb: &mut Fbb<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
         },
     );
     fbb.finish_minimal(root);
-    write_frame(out, fbb.finished_data());
 }
 
 fn put_error<'b>(fbb: &mut Fbb<'b>, e: &KmsError) -> WIPOffset<fb::Error<'b>> {

@@ -2,8 +2,20 @@
 //!
 //! Sans-I/O: [`FrameDecoder::decode`] takes the bytes received so far and
 //! returns whole frames; "not enough bytes yet" is `Ok(None)`, not an error.
-//! The length is checked against the maximum before any buffer is grown for
-//! the frame, so a hostile length costs nothing.
+//! The length is checked against the maximum before anything else, and the
+//! decoder never grows the buffer: the reader grows it as bytes arrive
+//! ([`make_room`]), so a length prefix announcing a large frame costs nothing
+//! until the peer actually sends the bytes.
+//!
+//! Requests and answers carry plaintext (Encrypt, data keys), so every buffer
+//! that held one is zeroed before it is freed or reallocated:
+//! - a [`Frame`] is a view into the read buffer and zeroes its bytes when it
+//!   is dropped (the length prefix before it is not secret);
+//! - [`make_room`] never lets `BytesMut` reallocate (which would free the old
+//!   block unzeroed): it moves the unconsumed bytes into a new buffer and
+//!   zeroes them in the old one, whose block is freed once its last frame is
+//!   dropped (zeroed);
+//! - [`wipe`] zeroes what is left when a connection ends.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -13,6 +25,141 @@ pub const LEN_PREFIX: usize = 4;
 /// Default largest frame: a full batch of 1024 Encrypt requests of 4096 bytes
 /// (4 MiB of plaintext) plus the flatbuffer's own overhead fits.
 pub const DEFAULT_MAX_FRAME: usize = 8 << 20;
+
+/// Zeroes `bytes` in a way the compiler may not remove even if the memory is
+/// freed right after. A plain `fill` is a memset (fast, vectorized; the
+/// `zeroize` crate's volatile byte loop is several times slower on frames of
+/// kilobytes), and the barrier keeps it from being optimized away as a dead
+/// store.
+pub fn zero(bytes: &mut [u8]) {
+    bytes.fill(0);
+    zeroize::optimization_barrier(bytes);
+}
+
+/// Zeroes what is left in a read buffer and empties it (its spare capacity
+/// never held data: reads append at the end).
+pub fn wipe(buf: &mut BytesMut) {
+    zero(&mut buf[..]);
+    buf.clear();
+}
+
+/// A read buffer wiped when dropped, also when the task holding it is
+/// dropped mid-read (a connection outliving the shutdown grace period, a
+/// client's aborted reader).
+pub struct WipeOnDrop(pub BytesMut);
+
+impl Drop for WipeOnDrop {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// One whole frame (without its length prefix), uniquely owned, zeroed when
+/// dropped: a request may carry plaintext. Usually a view into the
+/// connection's read buffer (no copy).
+pub struct Frame(BytesMut);
+
+impl Frame {
+    /// The frame's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Frame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        zero(&mut self.0[..]);
+    }
+}
+
+/// Never shows the bytes (they may be plaintext).
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Frame({} bytes)", self.0.len())
+    }
+}
+
+impl PartialEq for Frame {
+    fn eq(&self, other: &Frame) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Frame {}
+
+impl From<Vec<u8>> for Frame {
+    /// Takes the vector's allocation (no copy).
+    fn from(v: Vec<u8>) -> Frame {
+        Frame(BytesMut::from(Bytes::from(v)))
+    }
+}
+
+impl From<&[u8]> for Frame {
+    /// Copies the bytes.
+    fn from(s: &[u8]) -> Frame {
+        Frame(BytesMut::from(s))
+    }
+}
+
+impl From<Bytes> for Frame {
+    /// Takes the bytes without a copy when they are not shared, else copies
+    /// them (the shared original is then not zeroed by this frame).
+    fn from(b: Bytes) -> Frame {
+        Frame(BytesMut::from(b))
+    }
+}
+
+/// Makes sure `buf` has at least `need` bytes of spare capacity for the next
+/// read, without letting `BytesMut` reallocate. When it must grow, the new
+/// buffer holds what is unconsumed plus room for at least `chunk` more bytes;
+/// while a large frame is arriving the room doubles with what has arrived
+/// (never past the frame's end plus `chunk`), so a frame of n bytes costs
+/// O(n) copying rather than O(n²), and the memory held stays within twice
+/// what the peer actually sent plus one chunk. The unconsumed bytes are
+/// zeroed in the old buffer, whose block is freed when its last frame is
+/// dropped (frames zero themselves), so no copy of a request is left behind.
+pub fn make_room(buf: &mut BytesMut, need: usize, chunk: usize) {
+    if buf.capacity() - buf.len() >= need {
+        return;
+    }
+    let len = buf.len();
+    let mut extra = need.max(chunk);
+    if let Some(frame_len) = peek_len(buf) {
+        let rest = (LEN_PREFIX + frame_len).saturating_sub(len);
+        extra = extra.max(len.min(rest));
+    }
+    let mut grown = BytesMut::with_capacity(len + extra);
+    grown.extend_from_slice(buf);
+    wipe(buf);
+    *buf = grown;
+}
+
+/// Makes room for `additional` more bytes in `v` without letting `Vec`
+/// reallocate (which would free the old block unzeroed): when it must grow,
+/// the bytes move to a new vector of at least twice the capacity and are
+/// zeroed in the old one. For buffers of requests or answers.
+pub fn reserve_zeroizing(v: &mut Vec<u8>, additional: usize) {
+    if v.capacity() - v.len() >= additional {
+        return;
+    }
+    let mut grown = Vec::with_capacity((v.len() + additional).max(2 * v.capacity()));
+    grown.extend_from_slice(v);
+    zero(v);
+    *v = grown;
+}
 
 /// A framing failure. Both are fatal for the connection: the stream can no
 /// longer be split into frames reliably.
@@ -50,9 +197,9 @@ impl FrameDecoder {
     }
 
     /// Takes the next whole frame off the front of `buf`, without copying.
-    /// Returns `Ok(None)` when more bytes are needed; in that case `buf` has
-    /// been given room for the rest of the frame.
-    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+    /// Returns `Ok(None)` when more bytes are needed. Never grows `buf`: the
+    /// reader does, as bytes arrive (see [`make_room`]).
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         let Some(len) = peek_len(buf) else {
             return Ok(None);
         };
@@ -65,13 +212,11 @@ impl FrameDecoder {
                 max: self.max_frame,
             });
         }
-        let total = LEN_PREFIX + len;
-        if buf.len() < total {
-            buf.reserve(total - buf.len());
+        if buf.len() < LEN_PREFIX + len {
             return Ok(None);
         }
         buf.advance(LEN_PREFIX);
-        Ok(Some(buf.split_to(len).freeze()))
+        Ok(Some(Frame(buf.split_to(len))))
     }
 }
 
@@ -112,10 +257,7 @@ mod tests {
         assert_eq!(d.decode(&mut buf), Ok(None));
         buf.extend_from_slice(b"c");
         buf.extend_from_slice(&[1, 0, 0, 0]);
-        assert_eq!(
-            d.decode(&mut buf).unwrap().unwrap(),
-            Bytes::from_static(b"abc")
-        );
+        assert_eq!(&*d.decode(&mut buf).unwrap().unwrap(), b"abc");
         assert_eq!(d.decode(&mut buf), Ok(None));
         assert_eq!(buf.len(), 4);
     }
@@ -139,5 +281,62 @@ mod tests {
         let d = FrameDecoder::new(16);
         let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
         assert_eq!(d.decode(&mut buf), Err(FrameError::Empty));
+    }
+
+    #[test]
+    fn a_prefix_announcing_the_largest_frame_leaves_the_buffer_small() {
+        // Regression: the decoder used to reserve the whole announced frame
+        // (8 MiB by default) as soon as the four prefix bytes arrived.
+        let d = FrameDecoder::default();
+        let chunk = 64 * 1024;
+        let mut buf = BytesMut::new();
+        make_room(&mut buf, chunk / 4, chunk);
+        buf.extend_from_slice(&(DEFAULT_MAX_FRAME as u32).to_le_bytes());
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        make_room(&mut buf, chunk / 4, chunk);
+        assert!(
+            buf.capacity() <= LEN_PREFIX + chunk,
+            "capacity {} for 4 bytes received",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn growth_follows_what_arrived_and_bounds_the_copying() {
+        let chunk = 1024;
+        let frame_len = 100 * chunk;
+        let mut buf = BytesMut::new();
+        let mut grows = 0;
+        let mut arrived = 0;
+        let body = vec![7u8; frame_len];
+        let mut wire = (frame_len as u32).to_le_bytes().to_vec();
+        wire.extend_from_slice(&body);
+        while arrived < wire.len() {
+            let before = buf.capacity();
+            make_room(&mut buf, chunk / 4, chunk);
+            if buf.capacity() != before {
+                grows += 1;
+            }
+            // Never more than twice what arrived plus one chunk.
+            assert!(buf.capacity() <= 2 * arrived + 2 * chunk, "{arrived}");
+            let n = (buf.capacity() - buf.len())
+                .min(chunk)
+                .min(wire.len() - arrived);
+            buf.extend_from_slice(&wire[arrived..arrived + n]);
+            arrived += n;
+        }
+        // Doubling: a logarithmic number of moves, not one per chunk.
+        assert!(grows < 20, "{grows} moves");
+        let frame = FrameDecoder::new(frame_len)
+            .decode(&mut buf)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&*frame, &body[..]);
+    }
+
+    #[test]
+    fn debug_never_shows_the_bytes() {
+        let f = Frame::from(b"secret".to_vec());
+        assert_eq!(format!("{f:?}"), "Frame(6 bytes)");
     }
 }

@@ -448,6 +448,18 @@ proptest! {
         prop_assert_eq!(decoded, req);
     }
 
+    /// A builder sized at `request_size_bound` never grows (growing would
+    /// free a copy of the request, plaintext included, unzeroed).
+    #[test]
+    fn request_size_bound_is_never_exceeded(owned in owned_request()) {
+        let req = owned.borrow();
+        let bound = kms_proto::codec::request_size_bound(&req);
+        let mut fbb = FlatBufferBuilder::with_capacity(bound);
+        kms_proto::codec::build_request(&mut fbb, &req);
+        let (buf, _) = fbb.collapse();
+        prop_assert_eq!(buf.len(), bound);
+    }
+
     #[test]
     fn response_round_trips(resp in response()) {
         let wire = encode_resp(&resp);

@@ -3,11 +3,16 @@
 //! writer over the stream's halves).
 
 use super::threads::{self, serve_handoffs, Blocking, Handoff, Handoffs, Ready};
-use super::{run_both, wipe, Chunk, Conn, ReadStep, Shared, Shutdown, WriteQueue, READ_CHUNK};
+use super::{
+    run_both, wipe, write_timed_out, Chunk, Conn, ConnLimits, Expiry, ReadStep, ReadTimer, Shared,
+    Shutdown, WriteQueue, READ_CHUNK,
+};
 use bytes::BytesMut;
+use kms_proto::frame::{make_room, WipeOnDrop};
 use std::io;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
@@ -59,55 +64,95 @@ async fn connection(h: Handoff, shared: Arc<Shared>, shutdown: Shutdown) {
         }
     };
     let (conn, queue) = Conn::new(&shared, peer);
+    let limits = shared.conn_limits;
     let (rd, wr) = stream.split();
-    run_both(peer, read_loop(rd, conn, shutdown), write_loop(wr, queue)).await;
+    run_both(
+        peer,
+        read_loop(rd, conn, shutdown, limits),
+        write_loop(wr, queue, limits),
+    )
+    .await;
     drop(stream);
     drop(guard);
 }
 
-async fn read_loop(mut rd: ReadHalf<'_>, conn: Conn, mut shutdown: Shutdown) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+async fn read_loop(mut rd: ReadHalf<'_>, conn: Conn, mut shutdown: Shutdown, limits: ConnLimits) {
+    // Wiped when dropped too: a connection that outlives the grace period
+    // is dropped with its runtime, mid-read.
+    let mut buf = WipeOnDrop(BytesMut::with_capacity(READ_CHUNK));
+    let buf = &mut buf.0;
+    let mut timer = ReadTimer::new(limits);
+    let sleep = tokio::time::sleep_until(timer.deadline());
+    tokio::pin!(sleep);
     loop {
-        if conn.drain(&mut buf, &mut shutdown).await == ReadStep::Stop {
+        if conn.drain(buf, &mut shutdown).await == ReadStep::Stop {
             break;
         }
-        // The decoder reserves room for a large frame's remainder itself;
-        // this keeps small reads from shrinking to a few bytes each.
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+        // Room for the next read, grown with what has arrived (never by
+        // what a length prefix announces) and without leaving an unzeroed
+        // copy behind; this also keeps reads from shrinking to a few bytes.
+        make_room(buf, READ_CHUNK / 4, READ_CHUNK);
+        if let Some(due) = timer.before_read(buf.len()) {
+            sleep.as_mut().reset(due);
         }
         let read = tokio::select! {
             biased;
             () = super::wait_shutdown(&mut shutdown) => break,
-            r = rd.read_buf(&mut buf) => r,
+            r = rd.read_buf(buf) => r,
+            () = &mut sleep => match timer.expired(&conn, buf.len()) {
+                Expiry::Rearm(due) => {
+                    sleep.as_mut().reset(due);
+                    continue;
+                }
+                Expiry::Close => break,
+            },
         };
         match read {
             Ok(0) => {
-                conn.eof(&buf);
+                conn.eof(buf);
                 break;
             }
-            Ok(_) => {}
+            Ok(_) => timer.on_read(),
             Err(e) => {
                 tracing::debug!(peer = ?conn.peer(), error = %e, "read failed; closing the connection");
                 break;
             }
         }
     }
-    wipe(&mut buf);
+    wipe(buf);
     // `conn` (and its sender) drops here: the writer finishes once every
     // in-flight answer is written.
 }
 
-async fn write_loop(mut wr: WriteHalf<'_>, mut queue: WriteQueue) -> io::Result<()> {
+async fn write_loop(
+    mut wr: WriteHalf<'_>,
+    mut queue: WriteQueue,
+    limits: ConnLimits,
+) -> io::Result<()> {
     while let Some(chunk) = queue.next().await {
         match chunk {
             Chunk::Gathered => {
-                let r = wr.write_all(&queue.buf).await;
+                let r = write_all(&mut wr, &queue.buf, limits.write).await;
                 queue.written();
                 r?;
             }
             // Outgoing zeroizes its own frame when dropped.
-            Chunk::Large(o) => wr.write_all(&o.frame).await?,
+            Chunk::Large(o) => write_all(&mut wr, &o.frame, limits.write).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes`, failing once one write makes no progress for
+/// `limit` (the write deadline: a peer that stops reading its answers).
+async fn write_all(wr: &mut WriteHalf<'_>, bytes: &[u8], limit: Duration) -> io::Result<()> {
+    let mut pos = 0;
+    while pos < bytes.len() {
+        match tokio::time::timeout(limit, wr.write(&bytes[pos..])).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => pos += n,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(write_timed_out(limit)),
         }
     }
     Ok(())

@@ -140,6 +140,9 @@ pub fn prepare_dir(path: &Path) -> io::Result<()> {
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot create {}: {e}", parent.display()))
             })?;
+        // The mode again, umask aside: another thread's bind may have the
+        // process umask at 0o177 just now (tests bind in parallel).
+        fs::set_permissions(parent, fs::Permissions::from_mode(0o700))?;
     }
     check_socket_dir(parent)
 }

@@ -9,14 +9,18 @@
 
 use super::threads::{self, serve_handoffs, Blocking, Handoff, Handoffs, Ready};
 use super::{
-    run_both, wait_shutdown, wipe, Chunk, Conn, ReadStep, Shared, Shutdown, WriteQueue, READ_CHUNK,
+    run_both, wait_shutdown, wipe, write_timed_out, Chunk, Conn, ConnLimits, Expiry, ReadStep,
+    ReadTimer, Shared, Shutdown, WriteQueue, READ_CHUNK,
 };
 use bytes::BytesMut;
+use kms_proto::frame::{make_room, zero, WipeOnDrop};
 use std::io;
+use std::net::Shutdown as How;
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::UnixStream;
-use zeroize::Zeroize;
 
 /// Checks, once per process, that io_uring can be set up and completes an
 /// operation here (seccomp profiles and container runtimes often refuse it
@@ -88,10 +92,11 @@ async fn connection(h: Handoff, shared: Arc<Shared>, stop: Shutdown) {
     } = h;
     let stream = UnixStream::from_std(stream);
     let (conn, queue) = Conn::new(&shared, peer);
+    let limits = shared.conn_limits;
     run_both(
         peer,
-        read_loop(&stream, conn, stop),
-        write_loop(&stream, queue),
+        read_loop(&stream, conn, stop, limits),
+        write_loop(&stream, queue, limits),
     )
     .await;
     // A read still pending in the ring (the writer failed first) keeps the
@@ -102,63 +107,147 @@ async fn connection(h: Handoff, shared: Arc<Shared>, stop: Shutdown) {
     drop(guard);
 }
 
-async fn read_loop(stream: &UnixStream, conn: Conn, mut stop: Shutdown) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+/// How long to wait for an operation to come back from the ring after the
+/// socket was shut down under it (shutdown completes it at once; this only
+/// bounds a kernel that would not).
+const GIVE_BACK: Duration = Duration::from_secs(1);
+
+async fn read_loop(stream: &UnixStream, conn: Conn, mut stop: Shutdown, limits: ConnLimits) {
+    // Wiped when dropped too: a connection that outlives the grace period
+    // is dropped with its runtime, mid-read.
+    let mut buf = WipeOnDrop(BytesMut::with_capacity(READ_CHUNK));
+    let buf = &mut buf.0;
     // tokio-uring reads into an owned buffer from its start (BytesMut would
     // need tokio-uring's `bytes` feature), so read into a staging Vec and
     // append: one memcpy per read, small next to the syscall it replaces.
+    // It holds request bytes, so it is zeroed after each copy and never
+    // abandoned to the ring: a read that must stop is completed by shutting
+    // the socket's read side down, and the buffer taken back.
     let mut chunk: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    loop {
-        if conn.drain(&mut buf, &mut stop).await == ReadStep::Stop {
+    let mut timer = ReadTimer::new(limits);
+    let sleep = tokio::time::sleep_until(timer.deadline());
+    tokio::pin!(sleep);
+    let mut stopping = false;
+    while !stopping {
+        if conn.drain(buf, &mut stop).await == ReadStep::Stop {
             break;
         }
+        if let Some(due) = timer.before_read(buf.len()) {
+            sleep.as_mut().reset(due);
+        }
         chunk.clear();
-        let (read, back) = tokio::select! {
-            biased;
-            // The staging buffer goes with the cancelled read; it is freed
-            // when the ring gives it back.
-            () = wait_shutdown(&mut stop) => {
-                wipe(&mut buf);
-                return;
+        let read = stream.read(chunk);
+        tokio::pin!(read);
+        let (read, back) = loop {
+            tokio::select! {
+                biased;
+                () = wait_shutdown(&mut stop), if !stopping => stopping = true,
+                r = &mut read => break r,
+                () = &mut sleep, if !stopping => match timer.expired(&conn, buf.len()) {
+                    Expiry::Rearm(due) => sleep.as_mut().reset(due),
+                    Expiry::Close => stopping = true,
+                },
             }
-            r = stream.read(chunk) => r,
+            if stopping {
+                // Completes the pending read (with 0 or with data already
+                // queued); the writer may still finish in-flight answers.
+                let _ = stream.shutdown(How::Read);
+                match tokio::time::timeout(GIVE_BACK, &mut read).await {
+                    Ok(r) => break r,
+                    Err(_) => {
+                        tracing::debug!(peer = ?conn.peer(), "a cancelled read never came back");
+                        wipe(buf);
+                        return;
+                    }
+                }
+            }
         };
         chunk = back;
         match read {
             Ok(0) => {
-                conn.eof(&buf);
+                if !stopping {
+                    conn.eof(buf);
+                }
                 break;
             }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) if !stopping => {
+                timer.on_read();
+                // Grown with what has arrived, never by what a length
+                // prefix announces, and without leaving a copy behind.
+                make_room(buf, n, READ_CHUNK);
+                buf.extend_from_slice(&chunk[..n]);
+                zero(&mut chunk[..n]);
+            }
+            Ok(n) => zero(&mut chunk[..n]),
             Err(e) => {
                 tracing::debug!(peer = ?conn.peer(), error = %e, "read failed; closing the connection");
                 break;
             }
         }
     }
-    wipe(&mut buf);
-    chunk.zeroize();
+    wipe(buf);
+    zero(&mut chunk);
 }
 
-async fn write_loop(stream: &UnixStream, mut queue: WriteQueue) -> io::Result<()> {
+async fn write_loop(
+    stream: &UnixStream,
+    mut queue: WriteQueue,
+    limits: ConnLimits,
+) -> io::Result<()> {
     while let Some(chunk) = queue.next().await {
         match chunk {
             Chunk::Gathered => {
                 // tokio-uring writes owned buffers: lend the gather buffer
                 // to the ring and take it back.
                 let buf = std::mem::take(&mut queue.buf);
-                let (r, buf) = stream.write_all(buf).await;
+                let (r, buf) = write_all(stream, buf, limits.write).await;
                 queue.buf = buf;
                 queue.written();
                 r?;
             }
             Chunk::Large(mut o) => {
                 let frame = std::mem::take(&mut o.frame);
-                let (r, mut frame) = stream.write_all(frame).await;
-                frame.zeroize();
+                let (r, mut frame) = write_all(stream, frame, limits.write).await;
+                zero(&mut frame);
                 r?;
             }
         }
     }
     Ok(())
+}
+
+/// Writes all of `buf` and gives it back, failing once one write makes no
+/// progress for `limit` (the write deadline). A write that times out is
+/// completed by shutting the socket down rather than abandoned, so the
+/// buffer (answers carry plaintext) comes back to be zeroed.
+async fn write_all(
+    stream: &UnixStream,
+    mut buf: Vec<u8>,
+    limit: Duration,
+) -> (io::Result<()>, Vec<u8>) {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let write = stream.write(buf.slice(pos..)).submit();
+        tokio::pin!(write);
+        let (r, slice) = tokio::select! {
+            biased;
+            r = &mut write => r,
+            () = tokio::time::sleep(limit) => {
+                let _ = stream.shutdown(How::Both);
+                match tokio::time::timeout(GIVE_BACK, &mut write).await {
+                    Ok((_, slice)) => return (Err(write_timed_out(limit)), slice.into_inner()),
+                    // The ring kept the buffer; it is freed when the
+                    // operation ends, and nothing is left to give back.
+                    Err(_) => return (Err(write_timed_out(limit)), Vec::new()),
+                }
+            }
+        };
+        buf = slice.into_inner();
+        match r {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+            Ok(n) => pos += n,
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
 }
