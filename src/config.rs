@@ -183,6 +183,22 @@ pub struct TransportConfig {
     pub socket_mode: u32,
     /// Seconds to finish in-flight requests after SIGTERM/SIGINT. Default: 10.
     pub shutdown_grace_secs: u64,
+    /// Largest answer frame in bytes (length prefix included): a batch whose
+    /// answer could be larger runs only the items that fit, the others are
+    /// answered ValidationException (docs/protocol.md). At least 1 MiB and
+    /// 1 KiB per `limits.max_batch` item, at most 64 MiB. Default: 8 MiB
+    /// (the default largest request frame, which clients accept).
+    pub max_answer_bytes: usize,
+    /// Bytes one connection may hold for its frames in flight: request
+    /// bytes plus each answer's bound, from reading a frame until its
+    /// answer is written; beyond it the connection is not read. A frame
+    /// larger than the budget runs alone. At least 64 KiB. Default: 16 MiB.
+    pub connection_budget_bytes: usize,
+    /// The same for all connections together. A connection with nothing in
+    /// flight may still run one frame of up to 64 KiB beyond it, so that
+    /// clients that never read cannot starve the others. At least 1 MiB.
+    /// Default: 128 MiB.
+    pub total_budget_bytes: usize,
 }
 
 /// Dispatch settings.
@@ -226,6 +242,9 @@ impl Default for TransportConfig {
             socket_group: None,
             socket_mode: 0o660,
             shutdown_grace_secs: 10,
+            max_answer_bytes: crate::service::DEFAULT_MAX_ANSWER,
+            connection_budget_bytes: 16 << 20,
+            total_budget_bytes: 128 << 20,
         }
     }
 }
@@ -387,10 +406,35 @@ impl Config {
                 "root.pkcs11.pool_size must be 1..=64",
             ),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
+        match checks
+            .iter()
+            .chain(&self.budget_checks())
+            .find(|(ok, _)| !ok)
+        {
             Some((_, msg)) => Err(ConfigError::Invalid((*msg).to_owned())),
             None => Ok(()),
         }
+    }
+
+    /// The answer bound and the byte budgets.
+    fn budget_checks(&self) -> [(bool, &'static str); 3] {
+        let t = &self.transport;
+        [
+            (
+                t.max_answer_bytes >= 1 << 20
+                    && t.max_answer_bytes <= 64 << 20
+                    && t.max_answer_bytes / 1024 >= self.limits.max_batch,
+                "transport.max_answer_bytes must be 1 MiB..=64 MiB and at least 1 KiB per limits.max_batch item",
+            ),
+            (
+                t.connection_budget_bytes >= 64 << 10,
+                "transport.connection_budget_bytes must be at least 64 KiB",
+            ),
+            (
+                t.total_budget_bytes >= 1 << 20,
+                "transport.total_budget_bytes must be at least 1 MiB",
+            ),
+        ]
     }
 
     /// Decoding limits for the protocol layer.

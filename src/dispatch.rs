@@ -17,8 +17,9 @@
 //!
 //! Invariant: [`Dispatcher::dispatch`] never blocks.
 
+use crate::budget::{Charge, ConnBudget};
 use crate::config::DispatchConfig;
-use crate::service::{ExecMode, Service};
+use crate::service::{ExecMode, FrameOptions, NotRun, Service};
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use kms_proto::{ErrorKind, KmsError};
@@ -37,14 +38,35 @@ pub struct Peer {
     pub pid: i32,
 }
 
+/// What a frame holds until its answer has been written (or dropped): one
+/// of the connection's in-flight permits and its byte charge.
+#[derive(Default)]
+pub struct Admission {
+    /// One of the connection's `max_in_flight` permits.
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// Request bytes plus the answer's bound, in the connection's and the
+    /// global budget (see [`crate::budget`]).
+    pub charge: Option<Charge>,
+}
+
+impl Admission {
+    /// An admission holding only an in-flight permit.
+    pub fn permit(permit: OwnedSemaphorePermit) -> Admission {
+        Admission {
+            permit: Some(permit),
+            charge: None,
+        }
+    }
+}
+
 /// An encoded response frame on its way to a connection's writer, with the
-/// in-flight permit it releases once written. The frame may carry plaintext:
-/// it is zeroized on drop.
+/// admission it releases once written. The frame may carry plaintext: it is
+/// zeroized on drop.
 pub struct Outgoing {
     /// Length-prefixed response frame.
     pub frame: Vec<u8>,
     /// Released when the writer drops this after writing.
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<Admission>,
 }
 
 impl Drop for Outgoing {
@@ -56,23 +78,62 @@ impl Drop for Outgoing {
 /// Where the answer to one request goes.
 pub struct Reply {
     tx: mpsc::UnboundedSender<Outgoing>,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Admission>,
 }
+
+/// A charge smaller than the answer bound by less than this is kept whole
+/// after the answer is encoded: giving back the difference costs two
+/// atomic operations on shared budgets, worth it only for large bounds.
+const SHRINK_MIN: usize = 16 * 1024;
 
 impl Reply {
     /// A reply slot on a connection's write queue. The channel is unbounded
-    /// but the permits bound it: each entry holds one of the connection's
-    /// in-flight permits until it is written.
-    pub fn new(tx: mpsc::UnboundedSender<Outgoing>, permit: Option<OwnedSemaphorePermit>) -> Self {
+    /// but admissions bound it: each entry holds one of the connection's
+    /// in-flight permits and its byte charge until it is written.
+    pub fn new(tx: mpsc::UnboundedSender<Outgoing>, permit: Option<Admission>) -> Self {
         Reply { tx, permit }
     }
 
-    /// Queues the answer. A connection that has gone away drops it.
-    pub fn send(self, frame: Vec<u8>) {
+    /// Whether the connection is gone: nobody will read this answer, and
+    /// the work for it may be dropped.
+    pub fn is_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    fn is_charged(&self) -> bool {
+        self.permit.as_ref().is_some_and(|a| a.charge.is_some())
+    }
+
+    fn attach(&mut self, charge: Charge) {
+        self.permit.get_or_insert_with(Admission::default).charge = Some(charge);
+    }
+
+    /// Queues the answer. A connection that has gone away drops it. The
+    /// charge is cut down to the answer's real size.
+    pub fn send(mut self, frame: Vec<u8>) {
+        if let Some(c) = self.permit.as_mut().and_then(|a| a.charge.as_mut()) {
+            if c.bytes() > frame.len() + SHRINK_MIN {
+                c.shrink_to(frame.len());
+            }
+        }
         let _ = self.tx.send(Outgoing {
             frame,
-            permit: self.permit,
+            permit: self.permit.take(),
         });
+    }
+}
+
+/// A frame the budget could not take yet: charge [`Waiting::bytes`], then
+/// hand it back to [`Dispatcher::resume`]. Nothing of it has run.
+pub struct Waiting {
+    job: Job,
+    bytes: usize,
+}
+
+impl Waiting {
+    /// Bytes to charge (request plus answer bound).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -80,6 +141,8 @@ struct Job {
     frame: Bytes,
     peer: Peer,
     reply: Reply,
+    /// Largest answer frame.
+    max_answer: usize,
     /// Its keys were just loaded: whether it needs the HSM executor is
     /// decided by the worker that takes it (finding out decodes the frame,
     /// work the key loader's threads should not do).
@@ -122,25 +185,106 @@ impl Dispatcher {
     }
 
     /// Answers `frame` inline or queues it for a worker, after its missing
-    /// keys are loaded. Never blocks.
+    /// keys are loaded, with no byte budget and the default answer bound.
+    /// Never blocks.
     pub fn dispatch(&self, frame: Bytes, peer: Peer, reply: Reply) {
         let job = Job {
             frame,
             peer,
             reply,
+            max_answer: crate::service::DEFAULT_MAX_ANSWER,
             after_load: false,
         };
+        if let Err(w) = self.start(job, None) {
+            unreachable!("no budget to refuse {} bytes", w.bytes);
+        }
+    }
+
+    /// Like [`Dispatcher::dispatch`], but the frame is first charged its
+    /// request bytes and its answer's bound (answers are at most
+    /// `max_answer` bytes) in `budget`. If the budget has no room now,
+    /// nothing runs and the frame comes back as [`Waiting`]: charge it and
+    /// call [`Dispatcher::resume`]. Never blocks.
+    pub fn offer(
+        &self,
+        frame: Bytes,
+        peer: Peer,
+        reply: Reply,
+        max_answer: usize,
+        budget: &Arc<ConnBudget>,
+    ) -> Result<(), Waiting> {
+        let job = Job {
+            frame,
+            peer,
+            reply,
+            max_answer,
+            after_load: false,
+        };
+        self.start(job, Some(budget))
+    }
+
+    /// Runs a frame that came back from [`Dispatcher::offer`] with the
+    /// charge it waited for.
+    pub fn resume(&self, waiting: Waiting, charge: Charge) {
+        let mut job = waiting.job;
+        job.reply.attach(charge);
+        if let Err(w) = self.start(job, None) {
+            unreachable!("already charged, yet refused {} bytes", w.bytes);
+        }
+    }
+
+    fn start(&self, mut job: Job, budget: Option<&Arc<ConnBudget>>) -> Result<(), Waiting> {
         let service = &self.inner.service;
+        let frame_len = job.frame.len();
+        let charge_for = |bound: usize| frame_len + bound;
         if !self.inline_small {
-            let hsm = service.frame_uses_hsm(&job.frame);
+            let (bound, hsm) = service.inspect_frame(&job.frame, job.max_answer);
+            if let Some(budget) = budget.filter(|_| !job.reply.is_charged()) {
+                match budget.try_charge(charge_for(bound)) {
+                    Some(c) => job.reply.attach(c),
+                    None => {
+                        let bytes = charge_for(bound);
+                        return Err(Waiting { job, bytes });
+                    }
+                }
+            }
             Inner::route(&self.inner, job, hsm);
-            return;
+            return Ok(());
         }
         let mut out = Vec::new();
-        match service.handle_frame(&job.frame, &job.peer, ExecMode::NonBlocking, &mut out) {
+        let mut charge = None;
+        let mut admit = |bound: usize| match budget {
+            Some(b) => {
+                charge = b.try_charge(charge_for(bound));
+                charge.is_some()
+            }
+            None => true,
+        };
+        let opts = FrameOptions {
+            max_answer: job.max_answer,
+            admit: if budget.is_some() && !job.reply.is_charged() {
+                Some(&mut admit)
+            } else {
+                None
+            },
+            gone: None,
+        };
+        let result =
+            service.handle_frame_with(&job.frame, &job.peer, ExecMode::NonBlocking, &mut out, opts);
+        if let Some(c) = charge {
+            job.reply.attach(c);
+        }
+        match result {
             Ok(()) => job.reply.send(out),
-            Err(d) if d.missing.is_empty() => Inner::route(&self.inner, job, d.hsm),
-            Err(d) => {
+            Err(NotRun::OverBudget(bound)) => {
+                let bytes = charge_for(bound);
+                return Err(Waiting { job, bytes });
+            }
+            Err(NotRun::Gone) => {}
+            Err(NotRun::Deferred(d)) if d.missing.is_empty() => {
+                Inner::route(&self.inner, job, d.hsm)
+            }
+            Err(NotRun::Deferred(d)) => {
                 let inner = Arc::clone(&self.inner);
                 service
                     .loader()
@@ -156,6 +300,7 @@ impl Dispatcher {
                     });
             }
         }
+        Ok(())
     }
 }
 
@@ -176,12 +321,31 @@ impl Inner {
         }
     }
 
+    /// Runs a frame to its answer, unless its connection is gone: then the
+    /// work is dropped (before it starts, or between batch items), and its
+    /// admission with it.
     fn run(&self, job: Job) {
+        if job.reply.is_gone() {
+            return;
+        }
         let mut out = Vec::new();
-        self.service
-            .handle_frame(&job.frame, &job.peer, ExecMode::Blocking, &mut out)
-            .expect("blocking execution always completes");
-        job.reply.send(out);
+        let gone = || job.reply.is_gone();
+        let opts = FrameOptions {
+            max_answer: job.max_answer,
+            admit: None,
+            gone: Some(&gone),
+        };
+        match self.service.handle_frame_with(
+            &job.frame,
+            &job.peer,
+            ExecMode::Blocking,
+            &mut out,
+            opts,
+        ) {
+            Ok(()) => job.reply.send(out),
+            Err(NotRun::Gone) => {}
+            Err(other) => unreachable!("blocking execution, already charged: {other:?}"),
+        }
     }
 
     fn enqueue(this: &Arc<Inner>, job: Job) {
@@ -192,6 +356,10 @@ impl Inner {
                 // keeps arrival order; rayon only supplies the threads.
                 this.pool.spawn(move || {
                     let Some(job) = inner.queue.pop() else { return };
+                    if job.reply.is_gone() {
+                        // Nobody will read it: do not even decode it.
+                        return;
+                    }
                     if job.after_load && inner.service.frame_uses_hsm(&job.frame) {
                         Inner::route(&inner, job, true);
                     } else {

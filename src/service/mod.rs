@@ -59,6 +59,33 @@ pub struct Deferred {
     pub hsm: bool,
 }
 
+/// How [`Service::handle_frame_with`] runs one frame.
+pub struct FrameOptions<'a> {
+    /// Largest answer frame, length prefix included.
+    pub max_answer: usize,
+    /// Offered the frame's answer bound before anything runs; false leaves
+    /// the frame unrun ([`NotRun::OverBudget`]). None: not charged (already
+    /// charged, or no budget).
+    pub admit: Option<&'a mut dyn FnMut(usize) -> bool>,
+    /// True once nobody will read the answer (checked between items).
+    pub gone: Option<&'a dyn Fn() -> bool>,
+}
+
+/// Why [`Service::handle_frame_with`] wrote no answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotRun {
+    /// Run it on a worker (after loading keys).
+    Deferred(Deferred),
+    /// The budget refused a frame whose answer is bounded by this many
+    /// bytes; nothing ran.
+    OverBudget(usize),
+    /// The connection is gone; the work was dropped.
+    Gone,
+}
+
+/// The default largest answer frame: the default largest request frame.
+pub const DEFAULT_MAX_ANSWER: usize = kms_proto::frame::DEFAULT_MAX_FRAME;
+
 /// Why an operation did not produce an output.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ExecError {
@@ -456,7 +483,8 @@ impl Service {
 
     /// Decodes a frame, runs it and appends the encoded answer to `out`. In
     /// non-blocking mode returns [`Deferred`] (with `out` untouched) when the
-    /// request needs a worker, naming the keys to load first.
+    /// request needs a worker, naming the keys to load first. Answers are
+    /// bounded by [`DEFAULT_MAX_ANSWER`] (see [`Service::handle_frame_with`]).
     pub fn handle_frame(
         &self,
         frame: &[u8],
@@ -464,45 +492,110 @@ impl Service {
         mode: ExecMode,
         out: &mut Vec<u8>,
     ) -> Result<(), Deferred> {
+        let opts = FrameOptions {
+            max_answer: DEFAULT_MAX_ANSWER,
+            admit: None,
+            gone: None,
+        };
+        match self.handle_frame_with(frame, peer, mode, out, opts) {
+            Ok(()) => Ok(()),
+            Err(NotRun::Deferred(d)) => Err(d),
+            Err(NotRun::OverBudget(_) | NotRun::Gone) => {
+                unreachable!("no budget and no connection to lose")
+            }
+        }
+    }
+
+    /// [`Service::handle_frame`] with an answer size bound, a budget and a
+    /// connection that may go away.
+    ///
+    /// After decoding, the answer's size is bounded from the request alone
+    /// ([`answer_plan`]): a batch whose answer could exceed
+    /// `opts.max_answer` runs only the items before the first one that would
+    /// not fit; that item and every one after it are answered
+    /// ValidationException without running (a single request that could not
+    /// fit is answered the same way). Then `opts.admit` is offered the
+    /// frame's answer bound; if it refuses, nothing has run and the answer
+    /// is [`NotRun::OverBudget`]. A blocking run checks `opts.gone` before
+    /// each item and stops with [`NotRun::Gone`] once it is true: nobody
+    /// would read the answer.
+    pub fn handle_frame_with(
+        &self,
+        frame: &[u8],
+        peer: &Peer,
+        mode: ExecMode,
+        out: &mut Vec<u8>,
+        opts: FrameOptions<'_>,
+    ) -> Result<(), NotRun> {
         let request = match kms_proto::decode_request(frame, &self.limits) {
             Ok(r) => r,
             Err(e) => {
+                // A frame-level error is small (no client text beyond the
+                // bounded messages) and is not charged.
                 encode_error_response(e.request_id, &e.error, out);
                 return Ok(());
             }
         };
+        let plan = answer_plan(&request, opts.max_answer);
+        if let Some(admit) = opts.admit {
+            if !admit(plan.bound) {
+                return Err(NotRun::OverBudget(plan.bound));
+            }
+        }
+        let gone = || mode == ExecMode::Blocking && opts.gone.is_some_and(|g| g());
+        if gone() {
+            return Err(NotRun::Gone);
+        }
         let defer = |request: &Request<'_>| {
             let ids = request_key_ids(request);
-            Deferred {
+            NotRun::Deferred(Deferred {
                 hsm: self.any_hsm_only(&ids),
                 missing: ids
                     .into_iter()
                     .filter(|id| !self.core.cache.contains(id))
                     .collect(),
-            }
+            })
         };
         if mode == ExecMode::NonBlocking && !is_small(&request) {
             return Err(defer(&request));
         }
+        let too_large = || answer_too_large(opts.max_answer);
         let body = match &request.body {
+            RequestBody::Single(_) if plan.runs == 0 => ResponseBody::Single(Err(too_large())),
             RequestBody::Single(op) => match self.run(op, peer, mode) {
                 Ok(outcome) => ResponseBody::Single(outcome),
                 Err(WouldBlock) => return Err(defer(&request)),
             },
-            RequestBody::Batch(items) => match items
-                .iter()
-                .map(|op| self.run(op, peer, mode))
-                .collect::<Result<_, _>>()
-            {
-                Ok(outcomes) => ResponseBody::Batch(outcomes),
-                Err(WouldBlock) => return Err(defer(&request)),
-            },
+            RequestBody::Batch(items) => {
+                let mut outcomes = Vec::with_capacity(items.len());
+                for (i, op) in items.iter().enumerate() {
+                    if i >= plan.runs {
+                        outcomes.push(Err(too_large()));
+                        continue;
+                    }
+                    if gone() {
+                        return Err(NotRun::Gone);
+                    }
+                    match self.run(op, peer, mode) {
+                        Ok(outcome) => outcomes.push(outcome),
+                        Err(WouldBlock) => return Err(defer(&request)),
+                    }
+                }
+                ResponseBody::Batch(outcomes)
+            }
         };
         let response = Response {
             request_id: request.request_id,
             body,
         };
+        let start = out.len();
         encode(&response, out);
+        debug_assert!(
+            out.len() - start <= plan.bound,
+            "answer of {} bytes over its bound {}",
+            out.len() - start,
+            plan.bound
+        );
         Ok(())
     }
 
@@ -582,6 +675,20 @@ impl Service {
         })
     }
 
+    /// One decode of `frame` for a dispatcher that does not run it inline:
+    /// the bound of its answer under `max_answer` ([`answer_plan`]), and
+    /// whether it uses a cached HSM-only key. A frame that does not decode
+    /// is answered with one small error: bound 0.
+    pub fn inspect_frame(&self, frame: &[u8], max_answer: usize) -> (usize, bool) {
+        match kms_proto::decode_request(frame, &self.limits) {
+            Ok(r) => (
+                answer_plan(&r, max_answer).bound,
+                self.any_hsm_only(&request_key_ids(&r)),
+            ),
+            Err(_) => (0, false),
+        }
+    }
+
     /// Whether `frame` uses a cached HSM-only key (see [`Deferred::hsm`]);
     /// false for a frame that does not decode.
     pub fn frame_uses_hsm(&self, frame: &[u8]) -> bool {
@@ -654,6 +761,148 @@ fn is_small(request: &Request<'_>) -> bool {
                 && items.iter().map(payload).sum::<usize>() <= INLINE_MAX_PAYLOAD
         }
     }
+}
+
+// Answer size bounds. They follow `kms_proto::codec::response_size_hint`
+// (an upper bound of the encoded size, which sizes the builder): a frame
+// costs 128 bytes and its length prefix, an outcome 256 bytes of tables and
+// padding, a batch entry 8, plus the variable parts, bounded here from the
+// request alone so that they are known before any work is done.
+
+/// A frame's fixed part.
+const FRAME_FIXED: usize = 128 + kms_proto::frame::LEN_PREFIX;
+/// An outcome's fixed part, batch entry and exception name included.
+const OUTCOME_FIXED: usize = 256 + 8 + 40;
+/// Longest error message kmsd writes that holds no client text of
+/// unbounded length: the longest quotes a key identifier of at most 128
+/// characters Debug-escaped (at most 10 bytes each).
+const ERROR_TEXT_MAX: usize = 1536;
+/// A key id as clients see it (a hyphenated UUID).
+const KEY_ID_TEXT: usize = 36;
+/// A key ARN.
+const ARN_TEXT: usize = ARN_PREFIX.len() + KEY_ID_TEXT;
+/// What a ciphertext blob adds to its plaintext, for either format (61 and
+/// 49 bytes).
+const BLOB_OVERHEAD_MAX: usize = 64;
+/// A ListKeys entry beyond its two strings (`response_size_hint`).
+const LIST_ENTRY_FIXED: usize = 64;
+/// The answer to an item that does not fit the answer frame.
+const TOO_LARGE_BOUND: usize = OUTCOME_FIXED + 256;
+
+/// Which items of a request run, and the bound of its whole answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnswerPlan {
+    /// Items from the start that run (0 or 1 for a single request); the
+    /// rest are answered [`answer_too_large`].
+    pub runs: usize,
+    /// Upper bound of the encoded answer frame, length prefix included.
+    pub bound: usize,
+}
+
+/// Upper bound of the bytes one outcome adds to an answer, from its
+/// request: the larger of its success and its longest error.
+pub fn outcome_bound(op: &Result<Operation<'_>, KmsError>) -> usize {
+    use kms_proto::types::limits::{
+        DEFAULT_LIST_LIMIT, MAX_DATA_KEY_BYTES, MAX_DESCRIPTION_LEN, MAX_LIST_LIMIT, MAX_PLAINTEXT,
+    };
+    let op = match op {
+        Ok(op) => op,
+        Err(e) => return OUTCOME_FIXED + e.message.len(),
+    };
+    // A duplicate context key is quoted Debug-escaped: at most 6 bytes per
+    // byte (`\u{1}` is 5).
+    let context = |c: &[(&str, &str)]| c.iter().map(|(k, _)| 6 * k.len()).sum::<usize>();
+    let data_key = |r: &kms_proto::GenerateDataKey<'_>| {
+        let n = match (r.number_of_bytes, r.key_spec) {
+            (Some(n), _) => n,
+            (None, Some(spec)) => spec.num_bytes(),
+            (None, None) => 0,
+        };
+        n.min(MAX_DATA_KEY_BYTES) as usize
+    };
+    let (success, error_text) = match op {
+        Operation::CreateKey(r) => (KEY_ID_TEXT + ARN_TEXT + r.description.len(), 0),
+        // A stored description is at most 8192 characters of up to 4 bytes.
+        Operation::DescribeKey(_) => (KEY_ID_TEXT + ARN_TEXT + 4 * MAX_DESCRIPTION_LEN, 0),
+        Operation::ListKeys(r) => {
+            let limit = match r.limit {
+                0 => DEFAULT_LIST_LIMIT,
+                n => n.min(MAX_LIST_LIMIT),
+            } as usize;
+            (
+                KEY_ID_TEXT + limit * (LIST_ENTRY_FIXED + KEY_ID_TEXT + ARN_TEXT),
+                0,
+            )
+        }
+        Operation::GenerateDataKey(r) => (
+            KEY_ID_TEXT + 2 * data_key(r) + BLOB_OVERHEAD_MAX,
+            context(&r.context),
+        ),
+        Operation::GenerateDataKeyWithoutPlaintext(r) => (
+            KEY_ID_TEXT + data_key(r) + BLOB_OVERHEAD_MAX,
+            context(&r.context),
+        ),
+        Operation::Encrypt(r) => (
+            KEY_ID_TEXT + r.plaintext.len().min(MAX_PLAINTEXT) + BLOB_OVERHEAD_MAX,
+            context(&r.context),
+        ),
+        // The plaintext is shorter than its blob.
+        Operation::Decrypt(r) => (KEY_ID_TEXT + r.ciphertext_blob.len(), context(&r.context)),
+        Operation::ReEncrypt(r) => (
+            2 * KEY_ID_TEXT + r.ciphertext_blob.len() + BLOB_OVERHEAD_MAX,
+            context(&r.source_context) + context(&r.destination_context),
+        ),
+        Operation::GenerateRandom(r) => (r.number_of_bytes.min(MAX_DATA_KEY_BYTES) as usize, 0),
+    };
+    OUTCOME_FIXED + success.max(ERROR_TEXT_MAX + error_text)
+}
+
+/// Which items of `request` run under an answer frame of at most
+/// `max_answer` bytes, and the bound of the answer. Items run in order up
+/// to the first one whose outcome, with the over-size errors of every item
+/// after it, would not fit; it and the rest are answered
+/// [`answer_too_large`]. One pass over the decoded items, no allocation.
+pub fn answer_plan(request: &Request<'_>, max_answer: usize) -> AnswerPlan {
+    match &request.body {
+        RequestBody::Single(op) => {
+            let bound = FRAME_FIXED + outcome_bound(op);
+            if bound <= max_answer {
+                AnswerPlan { runs: 1, bound }
+            } else {
+                AnswerPlan {
+                    runs: 0,
+                    bound: FRAME_FIXED + TOO_LARGE_BOUND,
+                }
+            }
+        }
+        RequestBody::Batch(items) => {
+            let n = items.len();
+            let mut bound = FRAME_FIXED;
+            for (i, op) in items.iter().enumerate() {
+                let b = outcome_bound(op);
+                if bound + b + (n - i - 1) * TOO_LARGE_BOUND > max_answer {
+                    return AnswerPlan {
+                        runs: i,
+                        bound: bound + (n - i) * TOO_LARGE_BOUND,
+                    };
+                }
+                bound += b;
+            }
+            AnswerPlan { runs: n, bound }
+        }
+    }
+}
+
+/// The error of an item whose answer would not fit the answer frame.
+/// ValidationException rather than LimitExceededException: the request as
+/// sent can never succeed (a retry of it fails the same way), and SDK
+/// retry modes retry LimitExceededException as throttling; the client must
+/// send the item again in another frame.
+pub fn answer_too_large(max_answer: usize) -> KmsError {
+    KmsError::validation(format!(
+        "the answer to this batch would exceed the largest answer frame ({max_answer} bytes) \
+         from this item on; send this item and the ones after it in another frame"
+    ))
 }
 
 /// Encodes with this thread's builder, making sure it never has to grow.

@@ -30,8 +30,9 @@ mod epoll;
 mod threads;
 mod uring;
 
+use crate::budget::{Budget, ConnBudget};
 use crate::config::{IoMode, TransportConfig};
-use crate::dispatch::{Dispatcher, Outgoing, Peer, Reply};
+use crate::dispatch::{Admission, Dispatcher, Outgoing, Peer, Reply};
 use bytes::BytesMut;
 use kms_proto::frame::{FrameDecoder, FrameError};
 use kms_proto::KmsError;
@@ -110,6 +111,9 @@ pub fn serve(
         dispatcher,
         max_frame,
         max_in_flight: config.max_in_flight.max(1),
+        max_answer: config.max_answer_bytes,
+        connection_budget: config.connection_budget_bytes,
+        budget: Arc::new(Budget::new(config.total_budget_bytes)),
         max_connections: config.max_connections.max(1),
         grace: Duration::from_secs(config.shutdown_grace_secs),
         tracker: Arc::new(Tracker::default()),
@@ -142,6 +146,12 @@ pub(crate) struct Shared {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) max_frame: usize,
     pub(crate) max_in_flight: usize,
+    /// Largest answer frame (`transport.max_answer_bytes`).
+    pub(crate) max_answer: usize,
+    /// Each connection's byte budget (`transport.connection_budget_bytes`).
+    pub(crate) connection_budget: usize,
+    /// Every connection's bytes together (`transport.total_budget_bytes`).
+    pub(crate) budget: Arc<Budget>,
     pub(crate) max_connections: usize,
     pub(crate) grace: Duration,
     pub(crate) tracker: Arc<Tracker>,
@@ -294,6 +304,8 @@ pub(crate) struct Conn {
     peer: Peer,
     decoder: FrameDecoder,
     permits: Arc<Semaphore>,
+    budget: Arc<ConnBudget>,
+    max_answer: usize,
     tx: mpsc::UnboundedSender<Outgoing>,
 }
 
@@ -307,6 +319,8 @@ impl Conn {
             peer,
             decoder: FrameDecoder::new(shared.max_frame),
             permits: Arc::new(Semaphore::new(shared.max_in_flight)),
+            budget: ConnBudget::new(shared.connection_budget, Arc::clone(&shared.budget)),
+            max_answer: shared.max_answer,
             tx,
         };
         (conn, WriteQueue::new(rx))
@@ -318,7 +332,9 @@ impl Conn {
     }
 
     /// Dispatches every whole frame at the front of `buf`. Waits for an
-    /// in-flight permit before each (that wait is the backpressure). Stops on
+    /// in-flight permit before each, and for room in the byte budgets (its
+    /// request bytes and its answer's bound) before it runs: those waits are
+    /// the backpressure, during which the connection is not read. Stops on
     /// shutdown or a framing error.
     pub(crate) async fn drain(&self, buf: &mut BytesMut, shutdown: &mut Shutdown) -> ReadStep {
         loop {
@@ -340,8 +356,18 @@ impl Conn {
                     }
                 },
             };
-            self.dispatcher
-                .dispatch(frame, self.peer, Reply::new(self.tx.clone(), Some(permit)));
+            let reply = Reply::new(self.tx.clone(), Some(Admission::permit(permit)));
+            if let Err(waiting) =
+                self.dispatcher
+                    .offer(frame, self.peer, reply, self.max_answer, &self.budget)
+            {
+                let charge = tokio::select! {
+                    biased;
+                    () = wait_shutdown(shutdown) => return ReadStep::Stop,
+                    c = self.budget.charge(waiting.bytes()) => c,
+                };
+                self.dispatcher.resume(waiting, charge);
+            }
         }
     }
 
@@ -396,7 +422,10 @@ pub(crate) struct WriteQueue {
     pending: Option<Outgoing>,
     /// Gathered answer bytes (see [`Chunk::Gathered`]).
     pub(crate) buf: Vec<u8>,
-    held: Vec<Outgoing>,
+    /// Admissions of the gathered answers, returned once they are written.
+    /// The answers themselves are dropped (zeroized) as soon as they are
+    /// copied into `buf`, so a gathered answer is held once, not twice.
+    held: Vec<Admission>,
 }
 
 impl WriteQueue {
@@ -431,9 +460,11 @@ impl WriteQueue {
         Some(Chunk::Gathered)
     }
 
-    fn push(&mut self, o: Outgoing) {
+    fn push(&mut self, mut o: Outgoing) {
         self.buf.extend_from_slice(&o.frame);
-        self.held.push(o);
+        if let Some(a) = o.permit.take() {
+            self.held.push(a);
+        }
     }
 
     /// The gathered bytes have been written (or failed): wipe the buffer and
@@ -982,7 +1013,13 @@ mod tests {
             let sem = Arc::new(Semaphore::new(1));
             let (tx, rx) = mpsc::unbounded_channel();
             let mut q = WriteQueue::new(rx);
-            Reply::new(tx, Some(Arc::clone(&sem).try_acquire_owned().unwrap())).send(vec![9; 10]);
+            Reply::new(
+                tx,
+                Some(Admission::permit(
+                    Arc::clone(&sem).try_acquire_owned().unwrap(),
+                )),
+            )
+            .send(vec![9; 10]);
             assert!(matches!(q.next().await, Some(Chunk::Gathered)));
             assert_eq!(sem.available_permits(), 0, "held while being written");
             q.written();
