@@ -788,6 +788,13 @@ const BLOB_OVERHEAD_MAX: usize = 64;
 const LIST_ENTRY_FIXED: usize = 64;
 /// The answer to an item that does not fit the answer frame.
 const TOO_LARGE_BOUND: usize = OUTCOME_FIXED + 256;
+/// Tables of a frame, and of an outcome beyond the entries of a ListKeys
+/// page (outcome, output, metadata or error), as the response verifier
+/// counts them.
+const FRAME_TABLES: usize = 4;
+const OUTCOME_TABLES: usize = 4;
+/// Most tables in an answer: more and kms-proto clients refuse it.
+const MAX_TABLES: usize = kms_proto::codec::MAX_RESPONSE_TABLES;
 
 /// Which items of a request run, and the bound of its whole answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -799,12 +806,29 @@ pub struct AnswerPlan {
     pub bound: usize,
 }
 
+/// The page size a ListKeys request asks for (an out-of-range one fails).
+fn list_limit(r: &kms_proto::ListKeys<'_>) -> usize {
+    use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+    let limit = match r.limit {
+        0 => DEFAULT_LIST_LIMIT,
+        n => n.min(MAX_LIST_LIMIT),
+    };
+    limit as usize
+}
+
+/// Tables one outcome adds to an answer, from its request.
+fn outcome_tables(op: &Result<Operation<'_>, KmsError>) -> usize {
+    OUTCOME_TABLES
+        + match op {
+            Ok(Operation::ListKeys(r)) => list_limit(r),
+            _ => 0,
+        }
+}
+
 /// Upper bound of the bytes one outcome adds to an answer, from its
 /// request: the larger of its success and its longest error.
 pub fn outcome_bound(op: &Result<Operation<'_>, KmsError>) -> usize {
-    use kms_proto::types::limits::{
-        DEFAULT_LIST_LIMIT, MAX_DATA_KEY_BYTES, MAX_DESCRIPTION_LEN, MAX_LIST_LIMIT, MAX_PLAINTEXT,
-    };
+    use kms_proto::types::limits::{MAX_DATA_KEY_BYTES, MAX_DESCRIPTION_LEN, MAX_PLAINTEXT};
     let op = match op {
         Ok(op) => op,
         Err(e) => return OUTCOME_FIXED + e.message.len(),
@@ -825,10 +849,7 @@ pub fn outcome_bound(op: &Result<Operation<'_>, KmsError>) -> usize {
         // A stored description is at most 8192 characters of up to 4 bytes.
         Operation::DescribeKey(_) => (KEY_ID_TEXT + ARN_TEXT + 4 * MAX_DESCRIPTION_LEN, 0),
         Operation::ListKeys(r) => {
-            let limit = match r.limit {
-                0 => DEFAULT_LIST_LIMIT,
-                n => n.min(MAX_LIST_LIMIT),
-            } as usize;
+            let limit = list_limit(r);
             (
                 KEY_ID_TEXT + limit * (LIST_ENTRY_FIXED + KEY_ID_TEXT + ARN_TEXT),
                 0,
@@ -858,15 +879,16 @@ pub fn outcome_bound(op: &Result<Operation<'_>, KmsError>) -> usize {
 }
 
 /// Which items of `request` run under an answer frame of at most
-/// `max_answer` bytes, and the bound of the answer. Items run in order up
-/// to the first one whose outcome, with the over-size errors of every item
-/// after it, would not fit; it and the rest are answered
-/// [`answer_too_large`]. One pass over the decoded items, no allocation.
+/// `max_answer` bytes and [`MAX_TABLES`] tables (what clients accept), and
+/// the bound of the answer. Items run in order up to the first one whose
+/// outcome, with the over-size errors of every item after it, would not
+/// fit; it and the rest are answered [`answer_too_large`]. One pass over
+/// the decoded items, no allocation.
 pub fn answer_plan(request: &Request<'_>, max_answer: usize) -> AnswerPlan {
     match &request.body {
         RequestBody::Single(op) => {
             let bound = FRAME_FIXED + outcome_bound(op);
-            if bound <= max_answer {
+            if bound <= max_answer && FRAME_TABLES + outcome_tables(op) <= MAX_TABLES {
                 AnswerPlan { runs: 1, bound }
             } else {
                 AnswerPlan {
@@ -878,15 +900,21 @@ pub fn answer_plan(request: &Request<'_>, max_answer: usize) -> AnswerPlan {
         RequestBody::Batch(items) => {
             let n = items.len();
             let mut bound = FRAME_FIXED;
+            let mut tables = FRAME_TABLES;
             for (i, op) in items.iter().enumerate() {
                 let b = outcome_bound(op);
-                if bound + b + (n - i - 1) * TOO_LARGE_BOUND > max_answer {
+                let t = outcome_tables(op);
+                let rest = n - i - 1;
+                if bound + b + rest * TOO_LARGE_BOUND > max_answer
+                    || tables + t + rest * OUTCOME_TABLES > MAX_TABLES
+                {
                     return AnswerPlan {
                         runs: i,
                         bound: bound + (n - i) * TOO_LARGE_BOUND,
                     };
                 }
                 bound += b;
+                tables += t;
             }
             AnswerPlan { runs: n, bound }
         }
@@ -900,8 +928,9 @@ pub fn answer_plan(request: &Request<'_>, max_answer: usize) -> AnswerPlan {
 /// send the item again in another frame.
 pub fn answer_too_large(max_answer: usize) -> KmsError {
     KmsError::validation(format!(
-        "the answer to this batch would exceed the largest answer frame ({max_answer} bytes) \
-         from this item on; send this item and the ones after it in another frame"
+        "the answer to this batch would exceed the largest answer frame ({max_answer} bytes, \
+         {MAX_TABLES} tables) from this item on; send this item and the ones after it in \
+         another frame"
     ))
 }
 
@@ -924,4 +953,220 @@ fn encode(response: &Response, out: &mut Vec<u8>) {
         }
         encode_response(&mut b.0, response, out);
     });
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+    use crate::root::FileRoot;
+    use kms_proto::{CreateKey, ListKeys};
+
+    const PEER: Peer = Peer {
+        uid: 1000,
+        gid: 1000,
+        pid: 1,
+    };
+
+    fn service() -> Service {
+        Service::with_store(
+            Keystore::open_in_memory().unwrap(),
+            Arc::new(FileRoot::from_key(KeyMaterial::from_bytes([7; 32]))),
+            DecodeLimits::default(),
+            10_000,
+        )
+        .unwrap()
+    }
+
+    fn create(svc: &Service, description: &str) -> String {
+        let op = Operation::CreateKey(CreateKey {
+            description,
+            ..CreateKey::default()
+        });
+        match svc.call(&op, &PEER).unwrap() {
+            Output::CreateKey(m) => m.key_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn frame(body: RequestBody<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        kms_proto::codec::encode_request(
+            &mut FlatBufferBuilder::new(),
+            &Request {
+                request_id: 7,
+                body,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    /// Runs a frame (without its length prefix) as a worker would.
+    fn answer(svc: &Service, frame: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        svc.handle_frame(&frame[4..], &PEER, ExecMode::Blocking, &mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_batch_whose_answer_would_exceed_the_bound_runs_only_the_items_that_fit() {
+        // The issue's case: 1,024 ListKeys(Limit 1000) over 1,000 keys was
+        // one answer of 127 MB.
+        let svc = service();
+        for _ in 0..1000 {
+            create(&svc, "");
+        }
+        let list = || {
+            Ok(Operation::ListKeys(ListKeys {
+                limit: 1000,
+                marker: None,
+            }))
+        };
+        let f = frame(RequestBody::Batch((0..1024).map(|_| list()).collect()));
+        let out = answer(&svc, &f);
+        assert!(
+            out.len() <= DEFAULT_MAX_ANSWER,
+            "answer of {} bytes",
+            out.len()
+        );
+        let r = kms_proto::decode_response(&out[4..], 1 << 30).unwrap();
+        assert_eq!(r.request_id, 7);
+        let ResponseBody::Batch(items) = r.body else {
+            panic!("a batch answer")
+        };
+        assert_eq!(items.len(), 1024);
+        let runs = items.iter().take_while(|o| o.is_ok()).count();
+        // One page of 1,000 keys per answer: clients accept no more tables.
+        assert_eq!(runs, 1);
+        for o in &items[..runs] {
+            let Ok(Output::ListKeys(l)) = o else {
+                panic!("{o:?}")
+            };
+            assert_eq!(l.keys.len(), 1000);
+        }
+        for o in &items[runs..] {
+            let e = o.as_ref().expect_err("past the bound");
+            assert_eq!(e.kind, ErrorKind::Validation);
+            assert!(e.message.contains("largest answer frame"), "{e}");
+        }
+        // The plan said so before anything ran.
+        let req = kms_proto::decode_request(&f[4..], &DecodeLimits::default()).unwrap();
+        let plan = answer_plan(&req, DEFAULT_MAX_ANSWER);
+        assert_eq!(plan.runs, runs);
+        assert!(out.len() <= plan.bound);
+        // A single request over a (small) bound gets the same error.
+        let single = frame(RequestBody::Single(list()));
+        let req = kms_proto::decode_request(&single[4..], &DecodeLimits::default()).unwrap();
+        assert_eq!(answer_plan(&req, 100_000).runs, 0);
+    }
+
+    #[test]
+    fn answer_bounds_hold_for_the_largest_answers_and_errors() {
+        use kms_proto::types::limits::{MAX_DESCRIPTION_LEN, MAX_PLAINTEXT};
+        let svc = service();
+        // The longest description: 8192 four-byte characters.
+        let long = "\u{10348}".repeat(MAX_DESCRIPTION_LEN);
+        let key = create(&svc, &long);
+        let blob = match svc
+            .call(
+                &Operation::Encrypt(kms_proto::Encrypt {
+                    key_id: &key,
+                    plaintext: &[1; MAX_PLAINTEXT],
+                    context: vec![],
+                }),
+                &PEER,
+            )
+            .unwrap()
+        {
+            Output::Encrypt(o) => o.ciphertext_blob,
+            other => panic!("{other:?}"),
+        };
+        // Client text quoted in errors, escaped as much as possible.
+        let bad_id = "\u{1}".repeat(2048);
+        let dup = "\u{1}".repeat(4000);
+        let gdk = |key_id, n, context| {
+            Operation::GenerateDataKey(kms_proto::GenerateDataKey {
+                key_id,
+                number_of_bytes: Some(n),
+                key_spec: None,
+                context,
+            })
+        };
+        let ops = vec![
+            Operation::DescribeKey(kms_proto::DescribeKey { key_id: &key }),
+            Operation::DescribeKey(kms_proto::DescribeKey { key_id: &bad_id }),
+            Operation::CreateKey(CreateKey {
+                description: &long,
+                ..CreateKey::default()
+            }),
+            Operation::ListKeys(ListKeys {
+                limit: 1000,
+                marker: None,
+            }),
+            gdk(&key, 1024, vec![]),
+            gdk(&key, 1024, vec![(&dup, "a"), (&dup, "b")]),
+            gdk(&bad_id, 1024, vec![]),
+            Operation::GenerateDataKeyWithoutPlaintext(kms_proto::GenerateDataKey {
+                key_id: &key,
+                number_of_bytes: Some(1024),
+                key_spec: None,
+                context: vec![],
+            }),
+            Operation::Encrypt(kms_proto::Encrypt {
+                key_id: &key,
+                plaintext: &[2; MAX_PLAINTEXT],
+                context: vec![],
+            }),
+            Operation::Decrypt(kms_proto::Decrypt {
+                ciphertext_blob: &blob,
+                key_id: None,
+                context: vec![],
+            }),
+            Operation::Decrypt(kms_proto::Decrypt {
+                ciphertext_blob: &blob,
+                key_id: Some(&bad_id),
+                context: vec![],
+            }),
+            Operation::ReEncrypt(kms_proto::ReEncrypt {
+                ciphertext_blob: &blob,
+                source_key_id: None,
+                source_context: vec![],
+                destination_key_id: &key,
+                destination_context: vec![(&dup, "a"), (&dup, "b")],
+            }),
+            Operation::ReEncrypt(kms_proto::ReEncrypt {
+                ciphertext_blob: &blob,
+                source_key_id: None,
+                source_context: vec![],
+                destination_key_id: &key,
+                destination_context: vec![],
+            }),
+            Operation::GenerateRandom(kms_proto::GenerateRandom {
+                number_of_bytes: 1024,
+            }),
+            Operation::GenerateRandom(kms_proto::GenerateRandom {
+                number_of_bytes: 5000,
+            }),
+        ];
+        for op in &ops {
+            let f = frame(RequestBody::Single(Ok(op.clone())));
+            let req = kms_proto::decode_request(&f[4..], &DecodeLimits::default()).unwrap();
+            let bound = answer_plan(&req, DEFAULT_MAX_ANSWER).bound;
+            let out = answer(&svc, &f);
+            assert!(out.len() <= bound, "{op:?}: {} > {bound}", out.len());
+        }
+        // And all of them in one batch.
+        let f = frame(RequestBody::Batch(ops.into_iter().map(Ok).collect()));
+        let req = kms_proto::decode_request(&f[4..], &DecodeLimits::default()).unwrap();
+        let plan = answer_plan(&req, DEFAULT_MAX_ANSWER);
+        assert_eq!(plan.runs, 15);
+        assert!(answer(&svc, &f).len() <= plan.bound);
+    }
+
+    #[test]
+    fn blob_overheads_are_within_the_bound() {
+        assert!(crate::crypto::blob::OVERHEAD <= BLOB_OVERHEAD_MAX);
+        assert!(crate::crypto::hsm_blob::MIN_LEN - 1 <= BLOB_OVERHEAD_MAX);
+    }
 }
