@@ -23,6 +23,7 @@ use crate::service::{ExecMode, FrameOptions, NotRun, Service};
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use kms_proto::{ErrorKind, KmsError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use zeroize::Zeroize;
@@ -159,6 +160,9 @@ struct Inner {
     service: Arc<Service>,
     queue: ArrayQueue<Job>,
     pool: rayon::ThreadPool,
+    /// Frames whose work was dropped because their connection had gone
+    /// (counted off the data path: only when it happens).
+    dropped: AtomicU64,
 }
 
 impl Dispatcher {
@@ -174,6 +178,7 @@ impl Dispatcher {
                 service,
                 queue: ArrayQueue::new(config.queue_capacity),
                 pool,
+                dropped: AtomicU64::new(0),
             }),
             inline_small: config.inline_small,
         })
@@ -182,6 +187,12 @@ impl Dispatcher {
     /// The service behind this dispatcher.
     pub fn service(&self) -> &Arc<Service> {
         &self.inner.service
+    }
+
+    /// Frames not run (or not run to the end) because their connection had
+    /// gone, since start.
+    pub fn dropped_frames(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     /// Answers `frame` inline or queues it for a worker, after its missing
@@ -326,6 +337,7 @@ impl Inner {
     /// admission with it.
     fn run(&self, job: Job) {
         if job.reply.is_gone() {
+            self.drop_gone();
             return;
         }
         let mut out = Vec::new();
@@ -343,7 +355,7 @@ impl Inner {
             opts,
         ) {
             Ok(()) => job.reply.send(out),
-            Err(NotRun::Gone) => {}
+            Err(NotRun::Gone) => self.drop_gone(),
             Err(other) => unreachable!("blocking execution, already charged: {other:?}"),
         }
     }
@@ -358,6 +370,7 @@ impl Inner {
                     let Some(job) = inner.queue.pop() else { return };
                     if job.reply.is_gone() {
                         // Nobody will read it: do not even decode it.
+                        inner.drop_gone();
                         return;
                     }
                     if job.after_load && inner.service.frame_uses_hsm(&job.frame) {
@@ -369,6 +382,10 @@ impl Inner {
             }
             Err(job) => this.busy(job),
         }
+    }
+
+    fn drop_gone(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Answers ServiceUnavailableException: a queue is full.

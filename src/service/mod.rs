@@ -1166,7 +1166,7 @@ mod answer_tests {
 
     #[test]
     fn blob_overheads_are_within_the_bound() {
-        assert!(crate::crypto::blob::OVERHEAD <= BLOB_OVERHEAD_MAX);
-        assert!(crate::crypto::hsm_blob::MIN_LEN - 1 <= BLOB_OVERHEAD_MAX);
+        const { assert!(crate::crypto::blob::OVERHEAD <= BLOB_OVERHEAD_MAX) };
+        const { assert!(crate::crypto::hsm_blob::MIN_LEN - 1 <= BLOB_OVERHEAD_MAX) };
     }
 }

@@ -547,6 +547,7 @@ mod tests {
 
     struct Server {
         socket: PathBuf,
+        dispatcher: Arc<Dispatcher>,
         stop: tokio::sync::watch::Sender<bool>,
         thread: Option<std::thread::JoinHandle<io::Result<Engine>>>,
         _dir: tempfile::TempDir,
@@ -554,6 +555,15 @@ mod tests {
 
     impl Server {
         fn start(io: IoMode, tweak: impl FnOnce(&mut TransportConfig)) -> Server {
+            Server::start_with_keys(io, 0, tweak)
+        }
+
+        /// A server whose store holds `keys` keys.
+        fn start_with_keys(
+            io: IoMode,
+            keys: usize,
+            tweak: impl FnOnce(&mut TransportConfig),
+        ) -> Server {
             let dir = tempfile::tempdir().unwrap();
             let socket = dir.path().join("run/kmsd.sock");
             let data = dir.path().join("data");
@@ -571,7 +581,19 @@ mod tests {
                 max_frame: MAX_FRAME,
                 ..kms_proto::DecodeLimits::default()
             };
-            let service = Arc::new(Service::open(&data, root, limits, 100).unwrap());
+            let service = Arc::new(Service::open(&data, root, limits, 1000).unwrap());
+            for _ in 0..keys {
+                service
+                    .call(
+                        &Operation::CreateKey(kms_proto::CreateKey::default()),
+                        &Peer {
+                            uid: 0,
+                            gid: 0,
+                            pid: 0,
+                        },
+                    )
+                    .unwrap();
+            }
             let dispatch = DispatchConfig {
                 queue_capacity: 1024,
                 workers: 1,
@@ -580,8 +602,8 @@ mod tests {
             let dispatcher = Arc::new(Dispatcher::new(service, &dispatch).unwrap());
             let (stop, rx) = tokio::sync::watch::channel(false);
             let path = socket.clone();
-            let thread =
-                std::thread::spawn(move || serve(&path, &config, dispatcher, MAX_FRAME, rx));
+            let d = Arc::clone(&dispatcher);
+            let thread = std::thread::spawn(move || serve(&path, &config, d, MAX_FRAME, rx));
             // bind() listens at once, so the file's existence means
             // connections will be queued; no probe connection is needed
             // (it would count against max_connections).
@@ -596,6 +618,7 @@ mod tests {
             }
             Server {
                 socket,
+                dispatcher,
                 stop,
                 thread: Some(thread),
                 _dir: dir,
@@ -660,6 +683,171 @@ mod tests {
             ))),
         };
         kms_proto::codec::encode_request(&mut flatbuffers::FlatBufferBuilder::new(), &req, out);
+    }
+
+    /// A batch of `items` GenerateRandom(1024): a small request whose
+    /// answer is about 1.3 KiB per item (bound: about 1.8 KiB per item).
+    fn random_batch(id: u64, items: usize, out: &mut Vec<u8>) {
+        let req = kms_proto::Request {
+            request_id: id,
+            body: kms_proto::RequestBody::Batch(
+                (0..items)
+                    .map(|_| {
+                        Ok(Operation::GenerateRandom(kms_proto::GenerateRandom {
+                            number_of_bytes: 1024,
+                        }))
+                    })
+                    .collect(),
+            ),
+        };
+        kms_proto::codec::encode_request(&mut flatbuffers::FlatBufferBuilder::new(), &req, out);
+    }
+
+    /// Writes `frame` over and over on a non-blocking `s` without reading
+    /// anything, until `limit` bytes are sent or the daemon has taken
+    /// nothing for 500 ms; returns the bytes sent.
+    fn flood(s: &UnixStream, frame: &[u8], limit: usize) -> usize {
+        let mut s = s.try_clone().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let batch: Vec<u8> = frame
+            .iter()
+            .copied()
+            .cycle()
+            .take(frame.len() * (256 * 1024 / frame.len()).max(1))
+            .collect();
+        let (mut sent, mut pos) = (0usize, 0usize);
+        let mut last_progress = Instant::now();
+        while sent < limit && last_progress.elapsed() < Duration::from_millis(500) {
+            match s.write(&batch[pos..]) {
+                Ok(n) => {
+                    sent += n;
+                    pos = (pos + n) % batch.len();
+                    last_progress = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn a_peer_over_its_byte_budget_stops_being_read() {
+        for io in engines() {
+            // The count of requests in flight would allow 4096 batches
+            // (about 350 MB of answers); the byte budget stops at 1 MiB.
+            let server = Server::start(io, |c| {
+                c.max_in_flight = 4096;
+                c.connection_budget_bytes = 1 << 20;
+            });
+            let mut frame = Vec::new();
+            random_batch(1, 64, &mut frame);
+            let s = server.raw();
+            let sent = flood(&s, &frame, 8 << 20);
+            // About 8 batches in the budget, a few answers in the socket
+            // buffer, the rest of what was sent in the other socket buffer.
+            assert!(
+                sent < 2 << 20,
+                "{io:?}: the daemon kept reading ({sent} bytes, {} frames)",
+                sent / frame.len()
+            );
+            // Everyone else is unaffected.
+            let mut other = server.client();
+            assert_eq!(other.generate_random(4).unwrap().expose().len(), 4);
+            let outcomes = other
+                .batch(
+                    (0..64)
+                        .map(|_| {
+                            Operation::GenerateRandom(kms_proto::GenerateRandom {
+                                number_of_bytes: 1024,
+                            })
+                        })
+                        .collect(),
+                )
+                .unwrap();
+            assert!(outcomes.iter().all(Result::is_ok), "{io:?}");
+            // The flooder's answers are all there once it reads.
+            let mut buf = BytesMut::new();
+            let mut s = s;
+            let r = read_response(&mut s, &mut buf).expect("an answer");
+            assert!(matches!(r.body, ResponseBody::Batch(_)), "{io:?}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn peers_that_never_read_hold_at_most_the_global_budget_and_others_are_served() {
+        for io in engines() {
+            let server = Server::start(io, |c| {
+                c.max_in_flight = 4096;
+                c.total_budget_bytes = 1 << 20;
+            });
+            let mut frame = Vec::new();
+            random_batch(1, 64, &mut frame);
+            let hostile: Vec<UnixStream> = (0..8).map(|_| server.raw()).collect();
+            let sent: Vec<usize> = std::thread::scope(|scope| {
+                let handles: Vec<_> = hostile
+                    .iter()
+                    .map(|s| scope.spawn(|| flood(s, &frame, 8 << 20)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let total: usize = sent.iter().sum();
+            // The global budget is about 8 batches, the floor none (a batch
+            // is over it): what was read beyond that sits in socket buffers.
+            assert!(
+                total < 8 * (1 << 20),
+                "{io:?}: the daemon kept reading ({sent:?})"
+            );
+            // A small request still runs on the connection's floor, and a
+            // normal client's ListKeys too.
+            let mut c = server.client();
+            assert_eq!(c.generate_random(32).unwrap().expose().len(), 32, "{io:?}");
+            c.list_keys(0, None).unwrap();
+            assert_eq!(c.generate_random(32).unwrap().expose().len(), 32, "{io:?}");
+        }
+    }
+
+    #[test]
+    fn the_work_of_a_closed_connection_is_dropped_and_others_are_served_at_once() {
+        for io in engines() {
+            let server = Server::start_with_keys(io, 300, |_| {});
+            let mut frame = Vec::new();
+            let req = kms_proto::Request {
+                request_id: 1,
+                body: kms_proto::RequestBody::Single(Ok(Operation::ListKeys(
+                    kms_proto::ListKeys {
+                        limit: 1000,
+                        marker: None,
+                    },
+                ))),
+            };
+            for _ in 0..2000 {
+                kms_proto::codec::encode_request(
+                    &mut flatbuffers::FlatBufferBuilder::new(),
+                    &req,
+                    &mut frame,
+                );
+            }
+            // Pipelined pages of 300 keys, then gone without reading.
+            for _ in 0..4 {
+                let s = server.raw();
+                flood(&s, &frame, frame.len());
+                drop(s);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while server.dispatcher.dropped_frames() == 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{io:?}: the work of closed connections was not dropped"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let mut c = server.client();
+            let page = c.list_keys(10, None).unwrap();
+            assert_eq!(page.keys.len(), 10, "{io:?}");
+        }
     }
 
     #[test]
