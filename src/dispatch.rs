@@ -17,7 +17,7 @@
 //!
 //! Invariant: [`Dispatcher::dispatch`] never blocks.
 
-use crate::budget::{Charge, ConnBudget};
+use crate::budget::{Charge, ConnBudget, FLOOR};
 use crate::config::DispatchConfig;
 use crate::service::{ExecMode, FrameOptions, NotRun, Service};
 use bytes::Bytes;
@@ -144,6 +144,9 @@ struct Job {
     reply: Reply,
     /// Largest answer frame.
     max_answer: usize,
+    /// Its request and answer bound fit [`crate::budget::FLOOR`]: it takes
+    /// the workers' small lane.
+    small: bool,
     /// Its keys were just loaded: whether it needs the HSM executor is
     /// decided by the worker that takes it (finding out decodes the frame,
     /// work the key loader's threads should not do).
@@ -158,6 +161,12 @@ pub struct Dispatcher {
 
 struct Inner {
     service: Arc<Service>,
+    /// The workers' lanes: small frames (request and answer bound within
+    /// [`FLOOR`]: a DescribeKey, a short ListKeys page, one data key) are
+    /// taken first, so that a backlog of large batches (whose answers the
+    /// budgets admit, up to tens of MiB) never holds up a normal client's
+    /// control-plane request for longer than the batches already running.
+    small: ArrayQueue<Job>,
     queue: ArrayQueue<Job>,
     pool: rayon::ThreadPool,
     /// Frames whose work was dropped because their connection had gone
@@ -176,6 +185,7 @@ impl Dispatcher {
         Ok(Dispatcher {
             inner: Arc::new(Inner {
                 service,
+                small: ArrayQueue::new(config.queue_capacity),
                 queue: ArrayQueue::new(config.queue_capacity),
                 pool,
                 dropped: AtomicU64::new(0),
@@ -204,6 +214,7 @@ impl Dispatcher {
             peer,
             reply,
             max_answer: crate::service::DEFAULT_MAX_ANSWER,
+            small: false,
             after_load: false,
         };
         if let Err(w) = self.start(job, None) {
@@ -229,6 +240,7 @@ impl Dispatcher {
             peer,
             reply,
             max_answer,
+            small: false,
             after_load: false,
         };
         self.start(job, Some(budget))
@@ -250,6 +262,7 @@ impl Dispatcher {
         let charge_for = |bound: usize| frame_len + bound;
         if !self.inline_small {
             let (bound, hsm) = service.inspect_frame(&job.frame, job.max_answer);
+            job.small = charge_for(bound) <= FLOOR;
             if let Some(budget) = budget.filter(|_| !job.reply.is_charged()) {
                 match budget.try_charge(charge_for(bound)) {
                     Some(c) => job.reply.attach(c),
@@ -264,20 +277,21 @@ impl Dispatcher {
         }
         let mut out = Vec::new();
         let mut charge = None;
-        let mut admit = |bound: usize| match budget {
-            Some(b) => {
-                charge = b.try_charge(charge_for(bound));
-                charge.is_some()
+        let mut cost = 0;
+        let budget = budget.filter(|_| !job.reply.is_charged());
+        let mut admit = |bound: usize| {
+            cost = charge_for(bound);
+            match budget {
+                Some(b) => {
+                    charge = b.try_charge(cost);
+                    charge.is_some()
+                }
+                None => true,
             }
-            None => true,
         };
         let opts = FrameOptions {
             max_answer: job.max_answer,
-            admit: if budget.is_some() && !job.reply.is_charged() {
-                Some(&mut admit)
-            } else {
-                None
-            },
+            admit: Some(&mut admit),
             gone: None,
         };
         let result =
@@ -285,6 +299,7 @@ impl Dispatcher {
         if let Some(c) = charge {
             job.reply.attach(c);
         }
+        job.small = cost <= FLOOR;
         match result {
             Ok(()) => job.reply.send(out),
             Err(NotRun::OverBudget(bound)) => {
@@ -326,7 +341,7 @@ impl Inner {
         if let Err((_, job)) = this
             .service
             .loader()
-            .run_frame(work, |(inner, job)| inner.run(job))
+            .run_frame(work, |(inner, job)| Inner::run(&inner, job, false))
         {
             this.busy(job);
         }
@@ -334,20 +349,31 @@ impl Inner {
 
     /// Runs a frame to its answer, unless its connection is gone: then the
     /// work is dropped (before it starts, or between batch items), and its
-    /// admission with it.
-    fn run(&self, job: Job) {
+    /// admission with it. With `serve_small` (a worker running a large
+    /// frame), the small lane's frames are run between its items, so that
+    /// a DescribeKey waits for one item of a large batch, not for all of it.
+    fn run(this: &Arc<Inner>, job: Job, serve_small: bool) {
         if job.reply.is_gone() {
-            self.drop_gone();
+            this.drop_gone();
             return;
         }
         let mut out = Vec::new();
-        let gone = || job.reply.is_gone();
+        let gone = || {
+            if serve_small {
+                while let Some(small) = this.small.pop() {
+                    // The small frame's own spawned task will find one job
+                    // fewer; no job is ever left without a task.
+                    Inner::take(this, small, false);
+                }
+            }
+            job.reply.is_gone()
+        };
         let opts = FrameOptions {
             max_answer: job.max_answer,
             admit: None,
             gone: Some(&gone),
         };
-        match self.service.handle_frame_with(
+        match this.service.handle_frame_with(
             &job.frame,
             &job.peer,
             ExecMode::Blocking,
@@ -355,32 +381,42 @@ impl Inner {
             opts,
         ) {
             Ok(()) => job.reply.send(out),
-            Err(NotRun::Gone) => self.drop_gone(),
+            Err(NotRun::Gone) => this.drop_gone(),
             Err(other) => unreachable!("blocking execution, already charged: {other:?}"),
         }
     }
 
     fn enqueue(this: &Arc<Inner>, job: Job) {
-        match this.queue.push(job) {
+        let lane = if job.small { &this.small } else { &this.queue };
+        match lane.push(job) {
             Ok(()) => {
                 let inner = Arc::clone(this);
-                // One spawn per queued job: the queue bounds admission and
-                // keeps arrival order; rayon only supplies the threads.
+                // One spawn per queued job: the queues bound admission and
+                // keep arrival order; rayon only supplies the threads. Each
+                // task takes one job, from the small lane first.
                 this.pool.spawn(move || {
-                    let Some(job) = inner.queue.pop() else { return };
-                    if job.reply.is_gone() {
-                        // Nobody will read it: do not even decode it.
-                        inner.drop_gone();
-                        return;
-                    }
-                    if job.after_load && inner.service.frame_uses_hsm(&job.frame) {
-                        Inner::route(&inner, job, true);
-                    } else {
-                        inner.run(job);
+                    if let Some(job) = inner.small.pop().or_else(|| inner.queue.pop()) {
+                        let large = !job.small;
+                        Inner::take(&inner, job, large);
                     }
                 });
             }
             Err(job) => this.busy(job),
+        }
+    }
+
+    /// A worker's job: dropped if its connection is gone, else run here or
+    /// on the HSM executor.
+    fn take(this: &Arc<Inner>, job: Job, serve_small: bool) {
+        if job.reply.is_gone() {
+            // Nobody will read it: do not even decode it.
+            this.drop_gone();
+            return;
+        }
+        if job.after_load && this.service.frame_uses_hsm(&job.frame) {
+            Inner::route(this, job, true);
+        } else {
+            Inner::run(this, job, serve_small);
         }
     }
 

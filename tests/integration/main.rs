@@ -4,6 +4,7 @@
 mod e2e;
 mod hsm;
 mod kmsctl;
+mod memory;
 mod protocol;
 mod service;
 mod support;
