@@ -15,7 +15,16 @@
 //! the key loader's threads, the HSM executor that owns the PKCS#11
 //! sessions, instead of a worker; its queue is bounded the same way.
 //!
-//! Invariant: [`Dispatcher::dispatch`] never blocks.
+//!
+//! Workers have two lanes: frames whose request and answer bound fit the
+//! budget's floor (64 KiB) are taken first, and a worker running a large
+//! batch runs them between its items; so a flood of large batches cannot
+//! hold up a normal client's DescribeKey or ListKeys. Work for a connection
+//! that has gone (its answer channel is closed) is dropped without running,
+//! and a running batch stops at its next item.
+//!
+//! Invariant: [`Dispatcher::dispatch`] and [`Dispatcher::offer`] never
+//! block.
 
 use crate::budget::{Charge, ConnBudget, FLOOR};
 use crate::config::DispatchConfig;

@@ -11,10 +11,16 @@
 //! - SO_PEERCRED is read once at accept; it is the caller's identity.
 //! - Whole frames are cut out of the byte stream (sans-I/O `FrameDecoder`)
 //!   and handed to [`Dispatcher::dispatch`], which never blocks.
-//! - Each frame takes one of `max_in_flight` permits first; the permit rides
-//!   with the answer and is released only once the answer is written. A
-//!   connection that sends too much or never reads its answers simply stops
-//!   being read; nobody else is affected.
+//! - Each frame takes one of `max_in_flight` permits first, and is charged
+//!   its request bytes and its answer's bound in the connection's and the
+//!   global byte budget before it runs (`crate::budget`); both ride with
+//!   the answer and are released only once the answer is written (or
+//!   dropped: the connection is gone). A connection that sends too much or
+//!   never reads its answers simply stops being read; nobody else is
+//!   affected (a connection with nothing in flight always gets one small
+//!   frame through: the budget's floor).
+//! - Answers are at most `max_answer_bytes` (the service bounds them before
+//!   running anything; see docs/protocol.md).
 //! - Answers are gathered into one write of up to 256 KiB,
 //!   then that buffer is zeroized (answers carry plaintext data keys).
 //! - A framing error (too large, empty) is answered with one
