@@ -879,8 +879,8 @@ pub fn outcome_bound(op: &Result<Operation<'_>, KmsError>) -> usize {
 }
 
 /// Which items of `request` run under an answer frame of at most
-/// `max_answer` bytes and [`MAX_TABLES`] tables (what clients accept), and
-/// the bound of the answer. Items run in order up to the first one whose
+/// `max_answer` bytes and `kms_proto::codec::MAX_RESPONSE_TABLES` tables
+/// (what clients accept), and the bound of the answer. Items run in order up to the first one whose
 /// outcome, with the over-size errors of every item after it, would not
 /// fit; it and the rest are answered [`answer_too_large`]. One pass over
 /// the decoded items, no allocation.
