@@ -466,6 +466,31 @@ mod tests {
     }
 
     #[test]
+    fn answer_bound_and_budgets_are_validated() {
+        let c: Config = toml::from_str(
+            "[transport]\nmax_answer_bytes = 2097152\nconnection_budget_bytes = 65536\n\
+             total_budget_bytes = 1048576\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        for (field, value) in [
+            ("max_answer_bytes", "1048575"),
+            ("max_answer_bytes", "67108865"),
+            ("connection_budget_bytes", "65535"),
+            ("total_budget_bytes", "1048575"),
+        ] {
+            let c: Config = toml::from_str(&format!("[transport]\n{field} = {value}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field} = {value}: {err}");
+        }
+        // Room for an over-size error per batch item.
+        let c: Config =
+            toml::from_str("[limits]\nmax_batch = 4096\n[transport]\nmax_answer_bytes = 2097152\n")
+                .unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
     fn out_of_range_values_are_rejected() {
         let mut c = Config::default();
         c.transport.max_in_flight = 0;
