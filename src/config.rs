@@ -199,6 +199,22 @@ pub struct TransportConfig {
     /// A write of answers that makes no progress for this long (the peer
     /// does not read them) closes the connection. Default: 10000 ms.
     pub write_timeout_ms: u64,
+    /// Largest answer frame in bytes (length prefix included): a batch whose
+    /// answer could be larger runs only the items that fit, the others are
+    /// answered ValidationException (docs/protocol.md). At least 1 MiB and
+    /// 1 KiB per `limits.max_batch` item, at most 64 MiB. Default: 8 MiB
+    /// (the default largest request frame, which clients accept).
+    pub max_answer_bytes: usize,
+    /// Bytes one connection may hold for its frames in flight: request
+    /// bytes plus each answer's bound, from reading a frame until its
+    /// answer is written; beyond it the connection is not read. A frame
+    /// larger than the budget runs alone. At least 64 KiB. Default: 16 MiB.
+    pub connection_budget_bytes: usize,
+    /// The same for all connections together. A connection with nothing in
+    /// flight may still run one frame of up to 64 KiB beyond it, so that
+    /// clients that never read cannot starve the others. At least 1 MiB.
+    /// Default: 128 MiB.
+    pub total_budget_bytes: usize,
 }
 
 /// Dispatch settings.
@@ -247,6 +263,9 @@ impl Default for TransportConfig {
             idle_timeout_ms: 300_000,
             frame_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
+            max_answer_bytes: crate::service::DEFAULT_MAX_ANSWER,
+            connection_budget_bytes: 16 << 20,
+            total_budget_bytes: 128 << 20,
         }
     }
 }
@@ -423,10 +442,35 @@ impl Config {
                 "root.pkcs11.pool_size must be 1..=64",
             ),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
+        match checks
+            .iter()
+            .chain(&self.budget_checks())
+            .find(|(ok, _)| !ok)
+        {
             Some((_, msg)) => Err(ConfigError::Invalid((*msg).to_owned())),
             None => Ok(()),
         }
+    }
+
+    /// The answer bound and the byte budgets.
+    fn budget_checks(&self) -> [(bool, &'static str); 3] {
+        let t = &self.transport;
+        [
+            (
+                t.max_answer_bytes >= 1 << 20
+                    && t.max_answer_bytes <= 64 << 20
+                    && t.max_answer_bytes / 1024 >= self.limits.max_batch,
+                "transport.max_answer_bytes must be 1 MiB..=64 MiB and at least 1 KiB per limits.max_batch item",
+            ),
+            (
+                t.connection_budget_bytes >= 64 << 10,
+                "transport.connection_budget_bytes must be at least 64 KiB",
+            ),
+            (
+                t.total_budget_bytes >= 1 << 20,
+                "transport.total_budget_bytes must be at least 1 MiB",
+            ),
+        ]
     }
 
     /// Decoding limits for the protocol layer.
@@ -455,6 +499,31 @@ mod tests {
         assert_eq!(c.dispatch.workers, 3);
         assert_eq!(c.dispatch.queue_capacity, 4096);
         assert_eq!(c.transport.max_in_flight, 256);
+    }
+
+    #[test]
+    fn answer_bound_and_budgets_are_validated() {
+        let c: Config = toml::from_str(
+            "[transport]\nmax_answer_bytes = 2097152\nconnection_budget_bytes = 65536\n\
+             total_budget_bytes = 1048576\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        for (field, value) in [
+            ("max_answer_bytes", "1048575"),
+            ("max_answer_bytes", "67108865"),
+            ("connection_budget_bytes", "65535"),
+            ("total_budget_bytes", "1048575"),
+        ] {
+            let c: Config = toml::from_str(&format!("[transport]\n{field} = {value}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field} = {value}: {err}");
+        }
+        // Room for an over-size error per batch item.
+        let c: Config =
+            toml::from_str("[limits]\nmax_batch = 4096\n[transport]\nmax_answer_bytes = 2097152\n")
+                .unwrap();
+        assert!(c.validate().is_err());
     }
 
     #[test]

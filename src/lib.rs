@@ -16,6 +16,7 @@
 //! crate, which knows none of this.
 #![deny(unsafe_code)]
 
+pub mod budget;
 pub mod config;
 pub mod crypto;
 pub mod data_dir;

@@ -902,13 +902,18 @@ pub fn encode_error_response(request_id: u64, error: &KmsError, out: &mut Vec<u8
 
 // ------------------------------------------------------------------ responses
 
+/// Most tables in a response a client accepts: 4 for the frame, 4 per
+/// batch item (outcome, output, metadata or error), and one full ListKeys
+/// page. The daemon plans its answers within it (`kmsd::service::answer_plan`).
+pub const MAX_RESPONSE_TABLES: usize = 4 + DEFAULT_MAX_BATCH * 4 + limits::MAX_LIST_LIMIT as usize;
+
 /// Verifier limits for responses. A client trusts its daemon less than
 /// blindly: responses are verified like requests, with room for the largest
 /// batch of the largest outputs.
 fn response_verifier_options(max_frame: usize) -> VerifierOptions {
     VerifierOptions {
         max_depth: 8,
-        max_tables: 4 + DEFAULT_MAX_BATCH * 4 + limits::MAX_LIST_LIMIT as usize,
+        max_tables: MAX_RESPONSE_TABLES,
         max_apparent_size: max_frame,
         ignore_missing_null_terminator: false,
     }

@@ -62,6 +62,33 @@ pub struct Deferred {
     pub hsm: bool,
 }
 
+/// How [`Service::handle_frame_with`] runs one frame.
+pub struct FrameOptions<'a> {
+    /// Largest answer frame, length prefix included.
+    pub max_answer: usize,
+    /// Offered the frame's answer bound before anything runs; false leaves
+    /// the frame unrun ([`NotRun::OverBudget`]). None: not charged (already
+    /// charged, or no budget).
+    pub admit: Option<&'a mut dyn FnMut(usize) -> bool>,
+    /// True once nobody will read the answer (checked between items).
+    pub gone: Option<&'a dyn Fn() -> bool>,
+}
+
+/// Why [`Service::handle_frame_with`] wrote no answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotRun {
+    /// Run it on a worker (after loading keys).
+    Deferred(Deferred),
+    /// The budget refused a frame whose answer is bounded by this many
+    /// bytes; nothing ran.
+    OverBudget(usize),
+    /// The connection is gone; the work was dropped.
+    Gone,
+}
+
+/// The default largest answer frame: the default largest request frame.
+pub const DEFAULT_MAX_ANSWER: usize = kms_proto::frame::DEFAULT_MAX_FRAME;
+
 /// Why an operation did not produce an output.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ExecError {
@@ -249,13 +276,15 @@ thread_local! {
     static PREFETCHED: RefCell<Option<loader::Prefetched>> = const { RefCell::new(None) };
 }
 
-/// Clears this thread's prefetched keys when the frame is done (also on
-/// unwinding), so their material is released with the frame.
-struct PrefetchedScope;
+/// Puts back the prefetched keys this thread had before the frame (also on
+/// unwinding), so their material is released with the frame, and a frame
+/// run between the items of another (a worker serving its small lane) does
+/// not take the outer frame's keys away.
+struct PrefetchedScope(Option<loader::Prefetched>);
 
 impl Drop for PrefetchedScope {
     fn drop(&mut self) {
-        PREFETCHED.take();
+        PREFETCHED.set(self.0.take());
     }
 }
 
@@ -489,7 +518,8 @@ impl Service {
 
     /// Decodes a frame, runs it and appends the encoded answer to `out`. In
     /// non-blocking mode returns [`Deferred`] (with `out` untouched) when the
-    /// request needs a worker, naming the keys to load first.
+    /// request needs a worker, naming the keys to load first. Answers are
+    /// bounded by [`DEFAULT_MAX_ANSWER`] (see [`Service::handle_frame_with`]).
     pub fn handle_frame(
         &self,
         frame: &[u8],
@@ -497,87 +527,120 @@ impl Service {
         mode: ExecMode,
         out: &mut Vec<u8>,
     ) -> Result<(), Deferred> {
+        let opts = FrameOptions {
+            max_answer: DEFAULT_MAX_ANSWER,
+            admit: None,
+            gone: None,
+        };
+        match self.handle_frame_with(frame, peer, mode, out, opts) {
+            Ok(()) => Ok(()),
+            Err(NotRun::Deferred(d)) => Err(d),
+            Err(NotRun::OverBudget(_) | NotRun::Gone) => {
+                unreachable!("no budget and no connection to lose")
+            }
+        }
+    }
+
+    /// [`Service::handle_frame`] with an answer size bound, a budget and a
+    /// connection that may go away.
+    ///
+    /// After decoding, the answer's size is bounded from the request alone
+    /// ([`answer_plan`]): a batch whose answer could exceed
+    /// `opts.max_answer` runs only the items before the first one that would
+    /// not fit; that item and every one after it are answered
+    /// ValidationException without running (a single request that could not
+    /// fit is answered the same way). Then `opts.admit` is offered the
+    /// frame's answer bound; if it refuses, nothing has run and the answer
+    /// is [`NotRun::OverBudget`]. A blocking run checks `opts.gone` before
+    /// each item and stops with [`NotRun::Gone`] once it is true: nobody
+    /// would read the answer.
+    pub fn handle_frame_with(
+        &self,
+        frame: &[u8],
+        peer: &Peer,
+        mode: ExecMode,
+        out: &mut Vec<u8>,
+        opts: FrameOptions<'_>,
+    ) -> Result<(), NotRun> {
         let request = match kms_proto::decode_request(frame, &self.limits) {
             Ok(r) => r,
             Err(e) => {
+                // A frame-level error is small (no client text beyond the
+                // bounded messages) and is not charged.
                 encode_error_response(e.request_id, &e.error, out);
                 return Ok(());
             }
         };
-        let defer = |request: &Request<'_>| {
-            let ids = request_key_ids(request);
-            Deferred {
-                hsm: self.any_hsm_only(&ids),
-                missing: ids
-                    .into_iter()
-                    .filter(|id| !self.core.cache.contains(id))
-                    .collect(),
+        let plan = answer_plan(&request, opts.max_answer);
+        if let Some(admit) = opts.admit {
+            if !admit(plan.bound) {
+                return Err(NotRun::OverBudget(plan.bound));
             }
-        };
+        }
+        let gone = || mode == ExecMode::Blocking && opts.gone.is_some_and(|g| g());
+        if gone() {
+            return Err(NotRun::Gone);
+        }
+        let defer = |request: &Request<'_>| NotRun::Deferred(self.deferred(request));
         if mode == ExecMode::NonBlocking && !is_small(&request) {
             return Err(defer(&request));
         }
+        let too_large = || answer_too_large(opts.max_answer);
         let body = match &request.body {
+            RequestBody::Single(_) if plan.runs == 0 => ResponseBody::Single(Err(too_large())),
             RequestBody::Single(op) => match self.run(op, peer, mode) {
                 Ok(outcome) => ResponseBody::Single(outcome),
                 Err(WouldBlock) => return Err(defer(&request)),
             },
-            RequestBody::Batch(items) => match items
-                .iter()
-                .map(|op| self.run(op, peer, mode))
-                .collect::<Result<_, _>>()
-            {
-                Ok(outcomes) => ResponseBody::Batch(outcomes),
-                Err(WouldBlock) => return Err(defer(&request)),
-            },
+            RequestBody::Batch(items) => {
+                let mut outcomes = Vec::with_capacity(items.len());
+                for (i, op) in items.iter().enumerate() {
+                    if i >= plan.runs {
+                        outcomes.push(Err(too_large()));
+                        continue;
+                    }
+                    if gone() {
+                        return Err(NotRun::Gone);
+                    }
+                    match self.run(op, peer, mode) {
+                        Ok(outcome) => outcomes.push(outcome),
+                        Err(WouldBlock) => return Err(defer(&request)),
+                    }
+                }
+                ResponseBody::Batch(outcomes)
+            }
         };
         let response = Response {
             request_id: request.request_id,
             body,
         };
+        let start = out.len();
         encode(&response, out);
+        debug_assert!(
+            out.len() - start <= plan.bound,
+            "answer of {} bytes over its bound {}",
+            out.len() - start,
+            plan.bound
+        );
         Ok(())
     }
 
-    /// Runs a frame whose keys were prefetched (on a worker or the HSM
-    /// executor, after [`Deferred`]): as [`Service::handle_frame`] in
-    /// blocking mode, with the prefetch's outcomes taking the place of
-    /// loads, so an item whose key failed to load (or timed out) is answered
-    /// that error at once and its neighbours are served.
+    /// Runs a frame off the I/O threads (on a worker or the HSM executor),
+    /// as [`Service::handle_frame_with`] in blocking mode. With `prefetched`
+    /// (the frame was deferred and its keys loaded first), the prefetch's
+    /// outcomes take the place of loads, so an item whose key failed to load
+    /// (or timed out) is answered that error at once and its neighbours are
+    /// served.
     pub fn handle_frame_prefetched(
         &self,
         frame: &[u8],
         peer: &Peer,
-        prefetched: loader::Prefetched,
+        prefetched: Option<loader::Prefetched>,
         out: &mut Vec<u8>,
-    ) {
-        PREFETCHED.set(Some(prefetched));
-        let _scope = PrefetchedScope;
-        self.handle_frame(frame, peer, ExecMode::Blocking, out)
-            .expect("blocking execution always completes");
-    }
-
-    /// What a frame needs before it can run off the I/O thread, without
-    /// running it: the keys it names that are not cached, and whether it
-    /// uses a cached HSM-only key. A frame that does not decode needs
-    /// nothing (running it answers the error).
-    pub fn defer_frame(&self, frame: &[u8]) -> Deferred {
-        match kms_proto::decode_request(frame, &self.limits) {
-            Ok(r) => {
-                let ids = request_key_ids(&r);
-                Deferred {
-                    hsm: self.any_hsm_only(&ids),
-                    missing: ids
-                        .into_iter()
-                        .filter(|id| !self.core.cache.contains(id))
-                        .collect(),
-                }
-            }
-            Err(_) => Deferred {
-                missing: Vec::new(),
-                hsm: false,
-            },
-        }
+        opts: FrameOptions<'_>,
+    ) -> Result<(), NotRun> {
+        let _scope = PrefetchedScope(PREFETCHED.replace(prefetched));
+        self.handle_frame_with(frame, peer, ExecMode::Blocking, out, opts)
     }
 
     /// Inserts a freshly created key into the store and the cache.
@@ -681,6 +744,38 @@ impl Service {
         })
     }
 
+    /// One decode of `frame` for a dispatcher that does not run it inline:
+    /// the bound of its answer under `max_answer` ([`answer_plan`]), the
+    /// keys it names that are not cached, and whether it uses a cached
+    /// HSM-only key. A frame that does not decode is answered with one small
+    /// error: bound 0, nothing to load.
+    pub fn inspect_frame(&self, frame: &[u8], max_answer: usize) -> (usize, Deferred) {
+        match kms_proto::decode_request(frame, &self.limits) {
+            Ok(r) => (answer_plan(&r, max_answer).bound, self.deferred(&r)),
+            Err(_) => (
+                0,
+                Deferred {
+                    missing: Vec::new(),
+                    hsm: false,
+                },
+            ),
+        }
+    }
+
+    /// What `request` needs before it can run off the I/O thread: the keys
+    /// it names that are not cached, and whether it uses a cached HSM-only
+    /// key.
+    fn deferred(&self, request: &Request<'_>) -> Deferred {
+        let ids = request_key_ids(request);
+        Deferred {
+            hsm: self.any_hsm_only(&ids),
+            missing: ids
+                .into_iter()
+                .filter(|id| !self.core.cache.contains(id))
+                .collect(),
+        }
+    }
+
     /// Whether `frame` uses a cached HSM-only key (see [`Deferred::hsm`]);
     /// false for a frame that does not decode.
     pub fn frame_uses_hsm(&self, frame: &[u8]) -> bool {
@@ -755,6 +850,177 @@ fn is_small(request: &Request<'_>) -> bool {
     }
 }
 
+// Answer size bounds. They follow `kms_proto::codec::response_size_hint`
+// (an upper bound of the encoded size, which sizes the builder): a frame
+// costs 128 bytes and its length prefix, an outcome 256 bytes of tables and
+// padding, a batch entry 8, plus the variable parts, bounded here from the
+// request alone so that they are known before any work is done.
+
+/// A frame's fixed part.
+const FRAME_FIXED: usize = 128 + kms_proto::frame::LEN_PREFIX;
+/// An outcome's fixed part, batch entry and exception name included.
+const OUTCOME_FIXED: usize = 256 + 8 + 40;
+/// Longest error message kmsd writes that holds no client text of
+/// unbounded length: the longest quotes a key identifier of at most 128
+/// characters Debug-escaped (at most 10 bytes each).
+const ERROR_TEXT_MAX: usize = 1536;
+/// A key id as clients see it (a hyphenated UUID).
+const KEY_ID_TEXT: usize = 36;
+/// A key ARN.
+const ARN_TEXT: usize = ARN_PREFIX.len() + KEY_ID_TEXT;
+/// What a ciphertext blob adds to its plaintext, for either format (61 and
+/// 49 bytes).
+const BLOB_OVERHEAD_MAX: usize = 64;
+/// A ListKeys entry beyond its two strings (`response_size_hint`).
+const LIST_ENTRY_FIXED: usize = 64;
+/// The answer to an item that does not fit the answer frame.
+const TOO_LARGE_BOUND: usize = OUTCOME_FIXED + 256;
+/// Tables of a frame, and of an outcome beyond the entries of a ListKeys
+/// page (outcome, output, metadata or error), as the response verifier
+/// counts them.
+const FRAME_TABLES: usize = 4;
+const OUTCOME_TABLES: usize = 4;
+/// Most tables in an answer: more and kms-proto clients refuse it.
+const MAX_TABLES: usize = kms_proto::codec::MAX_RESPONSE_TABLES;
+
+/// Which items of a request run, and the bound of its whole answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnswerPlan {
+    /// Items from the start that run (0 or 1 for a single request); the
+    /// rest are answered [`answer_too_large`].
+    pub runs: usize,
+    /// Upper bound of the encoded answer frame, length prefix included.
+    pub bound: usize,
+}
+
+/// The page size a ListKeys request asks for (an out-of-range one fails).
+fn list_limit(r: &kms_proto::ListKeys<'_>) -> usize {
+    use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
+    let limit = match r.limit {
+        0 => DEFAULT_LIST_LIMIT,
+        n => n.min(MAX_LIST_LIMIT),
+    };
+    limit as usize
+}
+
+/// Tables one outcome adds to an answer, from its request.
+fn outcome_tables(op: &Result<Operation<'_>, KmsError>) -> usize {
+    OUTCOME_TABLES
+        + match op {
+            Ok(Operation::ListKeys(r)) => list_limit(r),
+            _ => 0,
+        }
+}
+
+/// Upper bound of the bytes one outcome adds to an answer, from its
+/// request: the larger of its success and its longest error.
+pub fn outcome_bound(op: &Result<Operation<'_>, KmsError>) -> usize {
+    use kms_proto::types::limits::{MAX_DATA_KEY_BYTES, MAX_DESCRIPTION_LEN, MAX_PLAINTEXT};
+    let op = match op {
+        Ok(op) => op,
+        Err(e) => return OUTCOME_FIXED + e.message.len(),
+    };
+    // A duplicate context key is quoted Debug-escaped: at most 6 bytes per
+    // byte (`\u{1}` is 5).
+    let context = |c: &[(&str, &str)]| c.iter().map(|(k, _)| 6 * k.len()).sum::<usize>();
+    let data_key = |r: &kms_proto::GenerateDataKey<'_>| {
+        let n = match (r.number_of_bytes, r.key_spec) {
+            (Some(n), _) => n,
+            (None, Some(spec)) => spec.num_bytes(),
+            (None, None) => 0,
+        };
+        n.min(MAX_DATA_KEY_BYTES) as usize
+    };
+    let (success, error_text) = match op {
+        Operation::CreateKey(r) => (KEY_ID_TEXT + ARN_TEXT + r.description.len(), 0),
+        // A stored description is at most 8192 characters of up to 4 bytes.
+        Operation::DescribeKey(_) => (KEY_ID_TEXT + ARN_TEXT + 4 * MAX_DESCRIPTION_LEN, 0),
+        Operation::ListKeys(r) => {
+            let limit = list_limit(r);
+            (
+                KEY_ID_TEXT + limit * (LIST_ENTRY_FIXED + KEY_ID_TEXT + ARN_TEXT),
+                0,
+            )
+        }
+        Operation::GenerateDataKey(r) => (
+            KEY_ID_TEXT + 2 * data_key(r) + BLOB_OVERHEAD_MAX,
+            context(&r.context),
+        ),
+        Operation::GenerateDataKeyWithoutPlaintext(r) => (
+            KEY_ID_TEXT + data_key(r) + BLOB_OVERHEAD_MAX,
+            context(&r.context),
+        ),
+        Operation::Encrypt(r) => (
+            KEY_ID_TEXT + r.plaintext.len().min(MAX_PLAINTEXT) + BLOB_OVERHEAD_MAX,
+            context(&r.context),
+        ),
+        // The plaintext is shorter than its blob.
+        Operation::Decrypt(r) => (KEY_ID_TEXT + r.ciphertext_blob.len(), context(&r.context)),
+        Operation::ReEncrypt(r) => (
+            2 * KEY_ID_TEXT + r.ciphertext_blob.len() + BLOB_OVERHEAD_MAX,
+            context(&r.source_context) + context(&r.destination_context),
+        ),
+        Operation::GenerateRandom(r) => (r.number_of_bytes.min(MAX_DATA_KEY_BYTES) as usize, 0),
+    };
+    OUTCOME_FIXED + success.max(ERROR_TEXT_MAX + error_text)
+}
+
+/// Which items of `request` run under an answer frame of at most
+/// `max_answer` bytes and `kms_proto::codec::MAX_RESPONSE_TABLES` tables
+/// (what clients accept), and the bound of the answer. Items run in order up to the first one whose
+/// outcome, with the over-size errors of every item after it, would not
+/// fit; it and the rest are answered [`answer_too_large`]. One pass over
+/// the decoded items, no allocation.
+pub fn answer_plan(request: &Request<'_>, max_answer: usize) -> AnswerPlan {
+    match &request.body {
+        RequestBody::Single(op) => {
+            let bound = FRAME_FIXED + outcome_bound(op);
+            if bound <= max_answer && FRAME_TABLES + outcome_tables(op) <= MAX_TABLES {
+                AnswerPlan { runs: 1, bound }
+            } else {
+                AnswerPlan {
+                    runs: 0,
+                    bound: FRAME_FIXED + TOO_LARGE_BOUND,
+                }
+            }
+        }
+        RequestBody::Batch(items) => {
+            let n = items.len();
+            let mut bound = FRAME_FIXED;
+            let mut tables = FRAME_TABLES;
+            for (i, op) in items.iter().enumerate() {
+                let b = outcome_bound(op);
+                let t = outcome_tables(op);
+                let rest = n - i - 1;
+                if bound + b + rest * TOO_LARGE_BOUND > max_answer
+                    || tables + t + rest * OUTCOME_TABLES > MAX_TABLES
+                {
+                    return AnswerPlan {
+                        runs: i,
+                        bound: bound + (n - i) * TOO_LARGE_BOUND,
+                    };
+                }
+                bound += b;
+                tables += t;
+            }
+            AnswerPlan { runs: n, bound }
+        }
+    }
+}
+
+/// The error of an item whose answer would not fit the answer frame.
+/// ValidationException rather than LimitExceededException: the request as
+/// sent can never succeed (a retry of it fails the same way), and SDK
+/// retry modes retry LimitExceededException as throttling; the client must
+/// send the item again in another frame.
+pub fn answer_too_large(max_answer: usize) -> KmsError {
+    KmsError::validation(format!(
+        "the answer to this batch would exceed the largest answer frame ({max_answer} bytes, \
+         {MAX_TABLES} tables) from this item on; send this item and the ones after it in \
+         another frame"
+    ))
+}
+
 /// Encodes with this thread's builder, making sure it never has to grow.
 fn encode(response: &Response, out: &mut Vec<u8>) {
     let hint = response_size_hint(response);
@@ -774,4 +1040,220 @@ fn encode(response: &Response, out: &mut Vec<u8>) {
         }
         encode_response(&mut b.0, response, out);
     });
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+    use crate::root::FileRoot;
+    use kms_proto::{CreateKey, ListKeys};
+
+    const PEER: Peer = Peer {
+        uid: 1000,
+        gid: 1000,
+        pid: 1,
+    };
+
+    fn service() -> Service {
+        Service::with_store(
+            Keystore::open_in_memory().unwrap(),
+            Arc::new(FileRoot::from_key(KeyMaterial::from_bytes([7; 32]))),
+            DecodeLimits::default(),
+            10_000,
+        )
+        .unwrap()
+    }
+
+    fn create(svc: &Service, description: &str) -> String {
+        let op = Operation::CreateKey(CreateKey {
+            description,
+            ..CreateKey::default()
+        });
+        match svc.call(&op, &PEER).unwrap() {
+            Output::CreateKey(m) => m.key_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn frame(body: RequestBody<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        kms_proto::codec::encode_request(
+            &mut FlatBufferBuilder::new(),
+            &Request {
+                request_id: 7,
+                body,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    /// Runs a frame (without its length prefix) as a worker would.
+    fn answer(svc: &Service, frame: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        svc.handle_frame(&frame[4..], &PEER, ExecMode::Blocking, &mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_batch_whose_answer_would_exceed_the_bound_runs_only_the_items_that_fit() {
+        // The issue's case: 1,024 ListKeys(Limit 1000) over 1,000 keys was
+        // one answer of 127 MB.
+        let svc = service();
+        for _ in 0..1000 {
+            create(&svc, "");
+        }
+        let list = || {
+            Ok(Operation::ListKeys(ListKeys {
+                limit: 1000,
+                marker: None,
+            }))
+        };
+        let f = frame(RequestBody::Batch((0..1024).map(|_| list()).collect()));
+        let out = answer(&svc, &f);
+        assert!(
+            out.len() <= DEFAULT_MAX_ANSWER,
+            "answer of {} bytes",
+            out.len()
+        );
+        let r = kms_proto::decode_response(&out[4..], 1 << 30).unwrap();
+        assert_eq!(r.request_id, 7);
+        let ResponseBody::Batch(items) = r.body else {
+            panic!("a batch answer")
+        };
+        assert_eq!(items.len(), 1024);
+        let runs = items.iter().take_while(|o| o.is_ok()).count();
+        // One page of 1,000 keys per answer: clients accept no more tables.
+        assert_eq!(runs, 1);
+        for o in &items[..runs] {
+            let Ok(Output::ListKeys(l)) = o else {
+                panic!("{o:?}")
+            };
+            assert_eq!(l.keys.len(), 1000);
+        }
+        for o in &items[runs..] {
+            let e = o.as_ref().expect_err("past the bound");
+            assert_eq!(e.kind, ErrorKind::Validation);
+            assert!(e.message.contains("largest answer frame"), "{e}");
+        }
+        // The plan said so before anything ran.
+        let req = kms_proto::decode_request(&f[4..], &DecodeLimits::default()).unwrap();
+        let plan = answer_plan(&req, DEFAULT_MAX_ANSWER);
+        assert_eq!(plan.runs, runs);
+        assert!(out.len() <= plan.bound);
+        // A single request over a (small) bound gets the same error.
+        let single = frame(RequestBody::Single(list()));
+        let req = kms_proto::decode_request(&single[4..], &DecodeLimits::default()).unwrap();
+        assert_eq!(answer_plan(&req, 100_000).runs, 0);
+    }
+
+    #[test]
+    fn answer_bounds_hold_for_the_largest_answers_and_errors() {
+        use kms_proto::types::limits::{MAX_DESCRIPTION_LEN, MAX_PLAINTEXT};
+        let svc = service();
+        // The longest description: 8192 four-byte characters.
+        let long = "\u{10348}".repeat(MAX_DESCRIPTION_LEN);
+        let key = create(&svc, &long);
+        let blob = match svc
+            .call(
+                &Operation::Encrypt(kms_proto::Encrypt {
+                    key_id: &key,
+                    plaintext: &[1; MAX_PLAINTEXT],
+                    context: vec![],
+                }),
+                &PEER,
+            )
+            .unwrap()
+        {
+            Output::Encrypt(o) => o.ciphertext_blob,
+            other => panic!("{other:?}"),
+        };
+        // Client text quoted in errors, escaped as much as possible.
+        let bad_id = "\u{1}".repeat(2048);
+        let dup = "\u{1}".repeat(4000);
+        let gdk = |key_id, n, context| {
+            Operation::GenerateDataKey(kms_proto::GenerateDataKey {
+                key_id,
+                number_of_bytes: Some(n),
+                key_spec: None,
+                context,
+            })
+        };
+        let ops = vec![
+            Operation::DescribeKey(kms_proto::DescribeKey { key_id: &key }),
+            Operation::DescribeKey(kms_proto::DescribeKey { key_id: &bad_id }),
+            Operation::CreateKey(CreateKey {
+                description: &long,
+                ..CreateKey::default()
+            }),
+            Operation::ListKeys(ListKeys {
+                limit: 1000,
+                marker: None,
+            }),
+            gdk(&key, 1024, vec![]),
+            gdk(&key, 1024, vec![(&dup, "a"), (&dup, "b")]),
+            gdk(&bad_id, 1024, vec![]),
+            Operation::GenerateDataKeyWithoutPlaintext(kms_proto::GenerateDataKey {
+                key_id: &key,
+                number_of_bytes: Some(1024),
+                key_spec: None,
+                context: vec![],
+            }),
+            Operation::Encrypt(kms_proto::Encrypt {
+                key_id: &key,
+                plaintext: &[2; MAX_PLAINTEXT],
+                context: vec![],
+            }),
+            Operation::Decrypt(kms_proto::Decrypt {
+                ciphertext_blob: &blob,
+                key_id: None,
+                context: vec![],
+            }),
+            Operation::Decrypt(kms_proto::Decrypt {
+                ciphertext_blob: &blob,
+                key_id: Some(&bad_id),
+                context: vec![],
+            }),
+            Operation::ReEncrypt(kms_proto::ReEncrypt {
+                ciphertext_blob: &blob,
+                source_key_id: None,
+                source_context: vec![],
+                destination_key_id: &key,
+                destination_context: vec![(&dup, "a"), (&dup, "b")],
+            }),
+            Operation::ReEncrypt(kms_proto::ReEncrypt {
+                ciphertext_blob: &blob,
+                source_key_id: None,
+                source_context: vec![],
+                destination_key_id: &key,
+                destination_context: vec![],
+            }),
+            Operation::GenerateRandom(kms_proto::GenerateRandom {
+                number_of_bytes: 1024,
+            }),
+            Operation::GenerateRandom(kms_proto::GenerateRandom {
+                number_of_bytes: 5000,
+            }),
+        ];
+        for op in &ops {
+            let f = frame(RequestBody::Single(Ok(op.clone())));
+            let req = kms_proto::decode_request(&f[4..], &DecodeLimits::default()).unwrap();
+            let bound = answer_plan(&req, DEFAULT_MAX_ANSWER).bound;
+            let out = answer(&svc, &f);
+            assert!(out.len() <= bound, "{op:?}: {} > {bound}", out.len());
+        }
+        // And all of them in one batch.
+        let f = frame(RequestBody::Batch(ops.into_iter().map(Ok).collect()));
+        let req = kms_proto::decode_request(&f[4..], &DecodeLimits::default()).unwrap();
+        let plan = answer_plan(&req, DEFAULT_MAX_ANSWER);
+        assert_eq!(plan.runs, 15);
+        assert!(answer(&svc, &f).len() <= plan.bound);
+    }
+
+    #[test]
+    fn blob_overheads_are_within_the_bound() {
+        const { assert!(crate::crypto::blob::OVERHEAD <= BLOB_OVERHEAD_MAX) };
+        const { assert!(crate::crypto::hsm_blob::MIN_LEN - 1 <= BLOB_OVERHEAD_MAX) };
+    }
 }

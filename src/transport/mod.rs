@@ -19,10 +19,16 @@
 //!   dropped, and nothing that held a request is freed unzeroed.
 //! - Whole frames are cut out of the byte stream (sans-I/O `FrameDecoder`)
 //!   and handed to [`Dispatcher::dispatch`], which never blocks.
-//! - Each frame takes one of `max_in_flight` permits first; the permit rides
-//!   with the answer and is released only once the answer is written. A
-//!   connection that sends too much or never reads its answers simply stops
-//!   being read; nobody else is affected.
+//! - Each frame takes one of `max_in_flight` permits first, and is charged
+//!   its request bytes and its answer's bound in the connection's and the
+//!   global byte budget before it runs (`crate::budget`); both ride with
+//!   the answer and are released only once the answer is written (or
+//!   dropped: the connection is gone). A connection that sends too much or
+//!   never reads its answers simply stops being read; nobody else is
+//!   affected (a connection with nothing in flight always gets one small
+//!   frame through: the budget's floor).
+//! - Answers are at most `max_answer_bytes` (the service bounds them before
+//!   running anything; see docs/protocol.md).
 //! - Answers are gathered into one write of up to 256 KiB,
 //!   then that buffer is zeroized (answers carry plaintext data keys).
 //! - A framing error (too large, empty) is answered with one
@@ -38,8 +44,9 @@ mod epoll;
 mod threads;
 mod uring;
 
+use crate::budget::{Budget, ConnBudget};
 use crate::config::{IoMode, TransportConfig};
-use crate::dispatch::{Dispatcher, Outgoing, Peer, Reply};
+use crate::dispatch::{Admission, Dispatcher, Outgoing, Peer, Reply};
 use bytes::BytesMut;
 use kms_proto::frame::{FrameDecoder, FrameError};
 use kms_proto::KmsError;
@@ -120,6 +127,9 @@ pub fn serve(
         dispatcher,
         max_frame,
         max_in_flight: config.max_in_flight.max(1),
+        max_answer: config.max_answer_bytes,
+        connection_budget: config.connection_budget_bytes,
+        budget: Arc::new(Budget::new(config.total_budget_bytes)),
         max_connections: config.max_connections.max(1),
         grace: Duration::from_secs(config.shutdown_grace_secs),
         tracker: Arc::new(Tracker::default()),
@@ -153,6 +163,12 @@ pub(crate) struct Shared {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) max_frame: usize,
     pub(crate) max_in_flight: usize,
+    /// Largest answer frame (`transport.max_answer_bytes`).
+    pub(crate) max_answer: usize,
+    /// Each connection's byte budget (`transport.connection_budget_bytes`).
+    pub(crate) connection_budget: usize,
+    /// Every connection's bytes together (`transport.total_budget_bytes`).
+    pub(crate) budget: Arc<Budget>,
     pub(crate) max_connections: usize,
     pub(crate) grace: Duration,
     pub(crate) tracker: Arc<Tracker>,
@@ -393,6 +409,8 @@ pub(crate) struct Conn {
     peer: Peer,
     decoder: FrameDecoder,
     permits: Arc<Semaphore>,
+    budget: Arc<ConnBudget>,
+    max_answer: usize,
     tx: mpsc::UnboundedSender<Outgoing>,
 }
 
@@ -406,6 +424,8 @@ impl Conn {
             peer,
             decoder: FrameDecoder::new(shared.max_frame),
             permits: Arc::new(Semaphore::new(shared.max_in_flight)),
+            budget: ConnBudget::new(shared.connection_budget, Arc::clone(&shared.budget)),
+            max_answer: shared.max_answer,
             tx,
         };
         (conn, WriteQueue::new(rx))
@@ -424,7 +444,9 @@ impl Conn {
     }
 
     /// Dispatches every whole frame at the front of `buf`. Waits for an
-    /// in-flight permit before each (that wait is the backpressure). Stops on
+    /// in-flight permit before each, and for room in the byte budgets (its
+    /// request bytes and its answer's bound) before it runs: those waits are
+    /// the backpressure, during which the connection is not read. Stops on
     /// shutdown or a framing error.
     pub(crate) async fn drain(&self, buf: &mut BytesMut, shutdown: &mut Shutdown) -> ReadStep {
         loop {
@@ -446,8 +468,18 @@ impl Conn {
                     }
                 },
             };
-            self.dispatcher
-                .dispatch(frame, self.peer, Reply::new(self.tx.clone(), Some(permit)));
+            let reply = Reply::new(self.tx.clone(), Some(Admission::permit(permit)));
+            if let Err(waiting) =
+                self.dispatcher
+                    .offer(frame, self.peer, reply, self.max_answer, &self.budget)
+            {
+                let charge = tokio::select! {
+                    biased;
+                    () = wait_shutdown(shutdown) => return ReadStep::Stop,
+                    c = self.budget.charge(waiting.bytes()) => c,
+                };
+                self.dispatcher.resume(*waiting, charge);
+            }
         }
     }
 
@@ -615,7 +647,10 @@ pub(crate) struct WriteQueue {
     pending: Option<Outgoing>,
     /// Gathered answer bytes (see [`Chunk::Gathered`]).
     pub(crate) buf: Vec<u8>,
-    held: Vec<Outgoing>,
+    /// Admissions of the gathered answers, returned once they are written.
+    /// The answers themselves are dropped (zeroized) as soon as they are
+    /// copied into `buf`, so a gathered answer is held once, not twice.
+    held: Vec<Admission>,
 }
 
 impl WriteQueue {
@@ -650,9 +685,11 @@ impl WriteQueue {
         Some(Chunk::Gathered)
     }
 
-    fn push(&mut self, o: Outgoing) {
+    fn push(&mut self, mut o: Outgoing) {
         self.buf.extend_from_slice(&o.frame);
-        self.held.push(o);
+        if let Some(a) = o.permit.take() {
+            self.held.push(a);
+        }
     }
 
     /// The gathered bytes have been written (or failed): wipe the buffer and
@@ -735,6 +772,7 @@ mod tests {
 
     struct Server {
         socket: PathBuf,
+        dispatcher: Arc<Dispatcher>,
         stop: tokio::sync::watch::Sender<bool>,
         thread: Option<std::thread::JoinHandle<io::Result<Engine>>>,
         _dir: tempfile::TempDir,
@@ -742,7 +780,16 @@ mod tests {
 
     impl Server {
         fn start(io: IoMode, tweak: impl FnOnce(&mut TransportConfig)) -> Server {
-            Server::start_in(tempfile::tempdir().unwrap(), io, tweak)
+            Server::start_in(tempfile::tempdir().unwrap(), io, 0, tweak)
+        }
+
+        /// A server whose store holds `keys` keys.
+        fn start_with_keys(
+            io: IoMode,
+            keys: usize,
+            tweak: impl FnOnce(&mut TransportConfig),
+        ) -> Server {
+            Server::start_in(tempfile::tempdir().unwrap(), io, keys, tweak)
         }
 
         /// A server whose socket every uid can reach (mode 0o666 in
@@ -754,7 +801,7 @@ mod tests {
             std::fs::set_permissions(dir.path(), traverse()).unwrap();
             std::fs::create_dir(dir.path().join("run")).unwrap();
             std::fs::set_permissions(dir.path().join("run"), traverse()).unwrap();
-            Server::start_in(dir, io, |c| {
+            Server::start_in(dir, io, 0, |c| {
                 c.socket_mode = 0o666;
                 tweak(c);
             })
@@ -763,6 +810,7 @@ mod tests {
         fn start_in(
             dir: tempfile::TempDir,
             io: IoMode,
+            keys: usize,
             tweak: impl FnOnce(&mut TransportConfig),
         ) -> Server {
             let socket = dir.path().join("run/kmsd.sock");
@@ -781,7 +829,19 @@ mod tests {
                 max_frame: MAX_FRAME,
                 ..kms_proto::DecodeLimits::default()
             };
-            let service = Arc::new(Service::open(&data, root, limits, 100).unwrap());
+            let service = Arc::new(Service::open(&data, root, limits, 1000).unwrap());
+            for _ in 0..keys {
+                service
+                    .call(
+                        &Operation::CreateKey(kms_proto::CreateKey::default()),
+                        &Peer {
+                            uid: 0,
+                            gid: 0,
+                            pid: 0,
+                        },
+                    )
+                    .unwrap();
+            }
             let dispatch = DispatchConfig {
                 queue_capacity: 1024,
                 workers: 1,
@@ -790,8 +850,8 @@ mod tests {
             let dispatcher = Arc::new(Dispatcher::new(service, &dispatch).unwrap());
             let (stop, rx) = tokio::sync::watch::channel(false);
             let path = socket.clone();
-            let thread =
-                std::thread::spawn(move || serve(&path, &config, dispatcher, MAX_FRAME, rx));
+            let d = Arc::clone(&dispatcher);
+            let thread = std::thread::spawn(move || serve(&path, &config, d, MAX_FRAME, rx));
             // bind() listens at once, so the file's existence means
             // connections will be queued; no probe connection is needed
             // (it would count against max_connections).
@@ -806,6 +866,7 @@ mod tests {
             }
             Server {
                 socket,
+                dispatcher,
                 stop,
                 thread: Some(thread),
                 _dir: dir,
@@ -870,6 +931,174 @@ mod tests {
             ))),
         };
         kms_proto::codec::encode_request(&mut flatbuffers::FlatBufferBuilder::new(), &req, out);
+    }
+
+    /// A batch of `items` GenerateRandom(1024): a small request whose
+    /// answer is about 1.3 KiB per item (bound: about 1.8 KiB per item).
+    fn random_batch(id: u64, items: usize, out: &mut Vec<u8>) {
+        let req = kms_proto::Request {
+            request_id: id,
+            body: kms_proto::RequestBody::Batch(
+                (0..items)
+                    .map(|_| {
+                        Ok(Operation::GenerateRandom(kms_proto::GenerateRandom {
+                            number_of_bytes: 1024,
+                        }))
+                    })
+                    .collect(),
+            ),
+        };
+        kms_proto::codec::encode_request(&mut flatbuffers::FlatBufferBuilder::new(), &req, out);
+    }
+
+    /// Writes `frame` over and over on a non-blocking `s` without reading
+    /// anything, until `limit` bytes are sent or the daemon has taken
+    /// nothing for 2 s; returns the bytes sent. (The daemon reads a chunk of
+    /// frames and runs them all before it reads again: in a debug build 40
+    /// batches of random bytes take about half a second.)
+    fn flood(s: &UnixStream, frame: &[u8], limit: usize) -> usize {
+        let mut s = s.try_clone().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let batch: Vec<u8> = frame
+            .iter()
+            .copied()
+            .cycle()
+            .take(frame.len() * (256 * 1024 / frame.len()).max(1))
+            .collect();
+        let (mut sent, mut pos) = (0usize, 0usize);
+        let mut last_progress = Instant::now();
+        while sent < limit && last_progress.elapsed() < Duration::from_secs(2) {
+            match s.write(&batch[pos..]) {
+                Ok(n) => {
+                    sent += n;
+                    pos = (pos + n) % batch.len();
+                    last_progress = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // The clone shares the file description, and so its mode.
+        s.set_nonblocking(false).unwrap();
+        sent
+    }
+
+    #[test]
+    fn a_peer_over_its_byte_budget_stops_being_read() {
+        for io in engines() {
+            // The count of requests in flight would allow 4096 batches
+            // (about 350 MB of answers); the byte budget stops at 1 MiB.
+            let server = Server::start(io, |c| {
+                c.max_in_flight = 4096;
+                c.connection_budget_bytes = 1 << 20;
+            });
+            let mut frame = Vec::new();
+            random_batch(1, 64, &mut frame);
+            let s = server.raw();
+            let sent = flood(&s, &frame, 4 << 20);
+            // About 8 batches in the budget, a few answers in the socket
+            // buffer, the rest of what was sent in the other socket buffer.
+            assert!(
+                sent < 2 << 20,
+                "{io:?}: the daemon kept reading ({sent} bytes, {} frames)",
+                sent / frame.len()
+            );
+            // Everyone else is unaffected.
+            let mut other = server.client();
+            assert_eq!(other.generate_random(4).unwrap().expose().len(), 4);
+            let outcomes = other
+                .batch(
+                    (0..64)
+                        .map(|_| {
+                            Operation::GenerateRandom(kms_proto::GenerateRandom {
+                                number_of_bytes: 1024,
+                            })
+                        })
+                        .collect(),
+                )
+                .unwrap();
+            assert!(outcomes.iter().all(Result::is_ok), "{io:?}");
+            // The flooder's answers are all there once it reads.
+            let mut buf = BytesMut::new();
+            let mut s = s;
+            let r = read_response(&mut s, &mut buf).expect("an answer");
+            assert!(matches!(r.body, ResponseBody::Batch(_)), "{io:?}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn peers_that_never_read_hold_at_most_the_global_budget_and_others_are_served() {
+        for io in engines() {
+            let server = Server::start(io, |c| {
+                c.max_in_flight = 4096;
+                c.total_budget_bytes = 1 << 20;
+            });
+            let mut frame = Vec::new();
+            random_batch(1, 64, &mut frame);
+            let hostile: Vec<UnixStream> = (0..8).map(|_| server.raw()).collect();
+            let sent: Vec<usize> = std::thread::scope(|scope| {
+                let handles: Vec<_> = hostile
+                    .iter()
+                    .map(|s| scope.spawn(|| flood(s, &frame, 1 << 20)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            // The global budget is about 8 batches, the floor none (a batch
+            // is over it): what was sent beyond that sits in socket buffers.
+            assert!(
+                sent.iter().all(|&n| n < 1 << 20),
+                "{io:?}: the daemon kept reading ({sent:?})"
+            );
+            // A small request still runs on the connection's floor, and a
+            // normal client's ListKeys too.
+            let mut c = server.client();
+            assert_eq!(c.generate_random(32).unwrap().expose().len(), 32, "{io:?}");
+            c.list_keys(0, None).unwrap();
+            assert_eq!(c.generate_random(32).unwrap().expose().len(), 32, "{io:?}");
+        }
+    }
+
+    #[test]
+    fn the_work_of_a_closed_connection_is_dropped_and_others_are_served_at_once() {
+        for io in engines() {
+            let server = Server::start_with_keys(io, 300, |_| {});
+            let mut frame = Vec::new();
+            let req = kms_proto::Request {
+                request_id: 1,
+                body: kms_proto::RequestBody::Single(Ok(Operation::ListKeys(
+                    kms_proto::ListKeys {
+                        limit: 1000,
+                        marker: None,
+                    },
+                ))),
+            };
+            for _ in 0..2000 {
+                kms_proto::codec::encode_request(
+                    &mut flatbuffers::FlatBufferBuilder::new(),
+                    &req,
+                    &mut frame,
+                );
+            }
+            // Pipelined pages of 300 keys, then gone without reading.
+            for _ in 0..4 {
+                let s = server.raw();
+                flood(&s, &frame, frame.len());
+                drop(s);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while server.dispatcher.dropped_frames() == 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{io:?}: the work of closed connections was not dropped"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let mut c = server.client();
+            let page = c.list_keys(10, None).unwrap();
+            assert_eq!(page.keys.len(), 10, "{io:?}");
+        }
     }
 
     #[test]
@@ -1223,7 +1452,13 @@ mod tests {
             let sem = Arc::new(Semaphore::new(1));
             let (tx, rx) = mpsc::unbounded_channel();
             let mut q = WriteQueue::new(rx);
-            Reply::new(tx, Some(Arc::clone(&sem).try_acquire_owned().unwrap())).send(vec![9; 10]);
+            Reply::new(
+                tx,
+                Some(Admission::permit(
+                    Arc::clone(&sem).try_acquire_owned().unwrap(),
+                )),
+            )
+            .send(vec![9; 10]);
             assert!(matches!(q.next().await, Some(Chunk::Gathered)));
             assert_eq!(sem.available_permits(), 0, "held while being written");
             q.written();

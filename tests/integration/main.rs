@@ -5,6 +5,7 @@ mod e2e;
 mod errors;
 mod hsm;
 mod kmsctl;
+mod memory;
 mod protocol;
 mod service;
 mod support;

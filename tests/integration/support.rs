@@ -123,6 +123,11 @@ impl Daemon {
         c
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the daemon process is running (as far as this harness knows).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
