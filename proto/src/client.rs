@@ -146,6 +146,12 @@ impl Client {
             let n = self.stream.read(&mut self.rbuf[start..]);
             let n = match n {
                 Ok(n) => n,
+                // A signal handled by the caller's process is not an error
+                // of the connection (as `write_all` retries it too).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    self.rbuf.truncate(start);
+                    continue;
+                }
                 Err(e) => {
                     self.rbuf.truncate(start);
                     return Err(e.into());

@@ -60,8 +60,10 @@ fn frame(body: RequestBody<'_>) -> Vec<u8> {
 }
 
 /// Connects `HOSTILE` sockets and writes `frame` on each, over and over,
-/// never reading, until `stop`; then closes them all.
-fn hostile(daemon: &Daemon, frame: &[u8], stop: &AtomicBool) {
+/// never reading, until `stop`; then closes them all. The daemon may close
+/// them first (its write deadline disconnects a client that does not read
+/// its answers): a closed socket is left alone. Returns how many it closed.
+fn hostile(daemon: &Daemon, frame: &[u8], stop: &AtomicBool) -> usize {
     let mut socks: Vec<(UnixStream, usize)> = (0..HOSTILE)
         .map(|_| {
             let s = UnixStream::connect(&daemon.socket).expect("hostile connect");
@@ -71,21 +73,39 @@ fn hostile(daemon: &Daemon, frame: &[u8], stop: &AtomicBool) {
         .collect();
     while !stop.load(Ordering::Relaxed) {
         let mut progress = false;
-        for (s, pos) in &mut socks {
-            loop {
-                match s.write(&frame[*pos..]) {
-                    Ok(n) => {
-                        progress = true;
-                        *pos = (*pos + n) % frame.len();
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => panic!("hostile write: {e}"),
+        socks.retain_mut(|(s, pos)| loop {
+            match s.write(&frame[*pos..]) {
+                Ok(n) => {
+                    progress = true;
+                    *pos = (*pos + n) % frame.len();
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return false
+                }
+                Err(e) => panic!("hostile write: {e}"),
             }
-        }
+        });
         if !progress {
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+    HOSTILE - socks.len()
+}
+
+/// Sets `stop` when dropped, so that a failed assertion in the test's
+/// thread stops the client threads instead of leaving the scope waiting
+/// for them forever.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -139,7 +159,7 @@ fn daemon() -> (Daemon, String, tempfile::TempDir) {
     std::fs::write(
         &config,
         "[transport]\nmax_connections = 4096\ntotal_budget_bytes = 33554432\n\
-         io_threads = 2\n\n[dispatch]\nworkers = 2\n",
+         max_connections_per_uid = 4096\nio_threads = 2\n\n[dispatch]\nworkers = 2\n",
     )
     .unwrap();
     let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
@@ -167,7 +187,9 @@ fn hostile_kind(kind: &str, make: impl Fn(&str) -> Vec<u8>) {
     let mut peak = vm_rss(pid);
     let stop = AtomicBool::new(false);
     let rounds = AtomicU64::new(0);
+    let mut closed = 0;
     std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&stop);
         let mut good = well_behaved_client(&daemon);
         round(&mut good, &key, &daemon);
         let good = scope.spawn(|| well_behaved(good, &daemon, &key, &stop, &rounds));
@@ -182,12 +204,13 @@ fn hostile_kind(kind: &str, make: impl Fn(&str) -> Vec<u8>) {
             std::thread::sleep(Duration::from_millis(50));
         }
         stop.store(true, Ordering::Relaxed);
-        flood.join().expect("hostile clients");
+        closed = flood.join().expect("hostile clients");
         good.join().expect("the well-behaved client");
     });
     let rounds = rounds.load(Ordering::Relaxed);
     eprintln!(
-        "{kind}: peak VmRSS {} MiB, well-behaved rounds {rounds}",
+        "{kind}: peak VmRSS {} MiB, well-behaved rounds {rounds}, \
+         hostile connections closed by the daemon {closed}",
         peak >> 20
     );
     assert!(
