@@ -2,13 +2,11 @@
 //! misbehaving clients, concurrency, restart and shutdown, on both I/O
 //! engines.
 
-use crate::support::Daemon;
+use crate::support::{raw, read_response, Daemon};
 use bytes::BytesMut;
 use kms_proto::client::Client;
-use kms_proto::frame::FrameDecoder;
 use kms_proto::*;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::time::Duration;
 
 /// One way of running the daemon: an I/O engine and a root of trust.
@@ -59,28 +57,6 @@ fn start(v: &Variant) -> Daemon {
     match v.hsm_config {
         Some(c) => Daemon::start(&["--io", v.io, "--config", c.to_str().unwrap()]),
         None => Daemon::start(&["--io", v.io]),
-    }
-}
-
-fn raw(d: &Daemon) -> UnixStream {
-    let s = UnixStream::connect(&d.socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
-/// Reads one response frame; None on EOF.
-fn read_response(s: &mut UnixStream, buf: &mut BytesMut) -> Option<Response> {
-    let dec = FrameDecoder::default();
-    loop {
-        if let Some(frame) = dec.decode(buf).unwrap() {
-            return Some(decode_response(&frame, dec.max_frame()).unwrap());
-        }
-        let mut chunk = [0u8; 65536];
-        let n = s.read(&mut chunk).unwrap();
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -2,38 +2,14 @@
 //! request an error answers, AWS's name for an overloaded daemon, and what
 //! happens to the connection after a frame-level error or a half-close.
 
-use crate::support::Daemon;
+use crate::support::{raw, read_response, Daemon};
 use bytes::BytesMut;
 use flatbuffers::FlatBufferBuilder;
-use kms_proto::frame::{write_frame, FrameDecoder};
+use kms_proto::frame::write_frame;
 use kms_proto::generated as fb;
 use kms_proto::*;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::time::Duration;
-
-fn raw(d: &Daemon) -> UnixStream {
-    let s = UnixStream::connect(&d.socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
-/// Reads one response frame; None on EOF.
-fn read_response(s: &mut UnixStream, buf: &mut BytesMut) -> Option<Response> {
-    let dec = FrameDecoder::default();
-    loop {
-        if let Some(frame) = dec.decode(buf).unwrap() {
-            return Some(decode_response(&frame, dec.max_frame()).unwrap());
-        }
-        let mut chunk = [0u8; 65536];
-        let n = s.read(&mut chunk).unwrap();
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
+use std::io::Write;
 
 /// Appends a request frame to `out`.
 fn push(out: &mut Vec<u8>, id: u64, op: Operation<'_>) {

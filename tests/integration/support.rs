@@ -6,8 +6,12 @@
 //! `<dir>/kmsd.log` (appended across restarts); failures quote it.
 #![allow(dead_code)]
 
+use bytes::BytesMut;
 use kms_proto::client::Client;
+use kms_proto::frame::FrameDecoder;
+use kms_proto::{decode_response, Response};
 use std::fs::OpenOptions;
+use std::io::Read;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -315,4 +319,27 @@ pub fn hsm_root_config() -> Option<&'static std::path::Path> {
         })
         .as_ref()
         .map(|(_, c)| c.as_path())
+}
+
+/// A raw connection to the daemon (answers within 20 s or the read fails).
+pub fn raw(d: &Daemon) -> UnixStream {
+    let s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Reads one response frame; None on EOF.
+pub fn read_response(s: &mut UnixStream, buf: &mut BytesMut) -> Option<Response> {
+    let dec = FrameDecoder::default();
+    loop {
+        if let Some(frame) = dec.decode(buf).unwrap() {
+            return Some(decode_response(&frame, dec.max_frame()).unwrap());
+        }
+        let mut chunk = [0u8; 65536];
+        let n = s.read(&mut chunk).unwrap();
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
