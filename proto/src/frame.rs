@@ -131,8 +131,13 @@ impl From<Bytes> for Frame {
 /// what the peer actually sent plus one chunk. The unconsumed bytes are
 /// zeroed in the old buffer, whose block is freed when its last frame is
 /// dropped (frames zero themselves), so no copy of a request is left behind.
+/// Before growing, the buffer's own block is reused when no frame still
+/// refers to it (see `reclaim`).
 pub fn make_room(buf: &mut BytesMut, need: usize, chunk: usize) {
     if buf.capacity() - buf.len() >= need {
+        return;
+    }
+    if reclaim(buf, need) {
         return;
     }
     let len = buf.len();
@@ -145,6 +150,34 @@ pub fn make_room(buf: &mut BytesMut, need: usize, chunk: usize) {
     grown.extend_from_slice(buf);
     wipe(buf);
     *buf = grown;
+}
+
+/// Reuses `buf`'s own block when nothing else refers to it (every frame cut
+/// from it has been dropped, and so zeroed): `BytesMut` then moves the
+/// unconsumed bytes back to the block's start, and their old place, which
+/// does not overlap the new one, is zeroed here. Measured: a fresh block per
+/// frame of 4 KiB Encrypt batches cost 70,000 page faults a second and a
+/// fifth of the daemon's throughput (ARCHITECTURE.md, "Zeroed buffers").
+fn reclaim(buf: &mut BytesMut, need: usize) -> bool {
+    let len = buf.len();
+    let from = buf.as_ptr() as usize;
+    if !buf.try_reclaim(need) {
+        return false;
+    }
+    let to = buf.as_ptr() as usize;
+    if len > 0 && from != to {
+        // The old copy starts `from - to` bytes after the new start, at
+        // least `len` bytes in (BytesMut moves only without overlap): in
+        // the spare capacity, which begins `len` bytes in.
+        let off = from - to;
+        let spare = buf.spare_capacity_mut();
+        let old = &mut spare[off - len..off];
+        for b in old.iter_mut() {
+            b.write(0);
+        }
+        zeroize::optimization_barrier(old);
+    }
+    true
 }
 
 /// Makes room for `additional` more bytes in `v` without letting `Vec`
@@ -246,6 +279,28 @@ pub fn write_frame(out: &mut Vec<u8>, payload: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(unsafe_code)] // reads back bytes the test wrote, to see them zeroed
+    fn room_made_in_the_same_block_leaves_no_copy_of_what_moved() {
+        let d = FrameDecoder::new(64);
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&[40, 0, 0, 0]);
+        buf.extend_from_slice(&[0xAA; 40]);
+        buf.extend_from_slice(&[40, 0, 0, 0]);
+        buf.extend_from_slice(&[0xBB; 10]);
+        let base = buf.as_ptr() as usize;
+        drop(d.decode(&mut buf).unwrap().unwrap());
+        assert_eq!(buf.len(), 14);
+        make_room(&mut buf, 16, 16);
+        assert_eq!(buf.as_ptr() as usize, base, "the block is reused");
+        assert_eq!(&buf[4..], &[0xBB; 10]);
+        // Bytes 14..58 of the block held the frame (zeroed by its drop) and
+        // the moved bytes' old copy (zeroed by make_room).
+        let spare = buf.spare_capacity_mut();
+        let written = &spare[..44];
+        assert!(written.iter().all(|b| unsafe { b.assume_init() } == 0));
+    }
 
     #[test]
     fn partial_then_whole() {
