@@ -59,7 +59,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
-use zeroize::Zeroize;
 
 /// Completes when shutdown is requested (SIGTERM/SIGINT are turned into this
 /// by the caller): `true` means shut down. A dropped sender also counts as
@@ -695,7 +694,7 @@ impl WriteQueue {
     /// The gathered bytes have been written (or failed): wipe the buffer and
     /// release the answers, which zeroizes them and returns their permits.
     pub(crate) fn written(&mut self) {
-        self.buf.as_mut_slice().zeroize();
+        kms_proto::frame::zero(&mut self.buf);
         self.buf.clear();
         self.held.clear();
     }
@@ -704,7 +703,7 @@ impl WriteQueue {
 impl Drop for WriteQueue {
     fn drop(&mut self) {
         // A write cancelled at shutdown leaves gathered plaintext behind.
-        self.buf.as_mut_slice().zeroize();
+        kms_proto::frame::zero(&mut self.buf);
     }
 }
 
