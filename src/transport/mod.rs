@@ -932,6 +932,18 @@ mod tests {
         kms_proto::codec::encode_request(&mut flatbuffers::FlatBufferBuilder::new(), &req, out);
     }
 
+    /// A connection that has sent 2,000 GenerateRandom(1024), about 2 MiB of
+    /// answers, and reads none of them.
+    fn flood_unread(server: &Server) -> UnixStream {
+        let mut s = server.raw();
+        let mut frames = Vec::new();
+        for id in 1..=2000 {
+            random_request(id, 1024, &mut frames);
+        }
+        s.write_all(&frames).unwrap();
+        s
+    }
+
     /// A batch of `items` GenerateRandom(1024): a small request whose
     /// answer is about 1.3 KiB per item (bound: about 1.8 KiB per item).
     fn random_batch(id: u64, items: usize, out: &mut Vec<u8>) {
@@ -1316,14 +1328,8 @@ mod tests {
                 c.shutdown_grace_secs = 1;
                 c.max_in_flight = 4096;
             });
-            // ~2 MiB of answers nobody reads: the writer is stuck on a full
-            // socket buffer.
-            let mut s = server.raw();
-            let mut frames = Vec::new();
-            for id in 1..=2000 {
-                random_request(id, 1024, &mut frames);
-            }
-            s.write_all(&frames).unwrap();
+            // The writer is stuck on a full socket buffer.
+            let _unread = flood_unread(&server);
             std::thread::sleep(Duration::from_millis(300));
             let socket = server.socket.clone();
             let (r, took) = server.shutdown();
@@ -1546,14 +1552,8 @@ mod tests {
                 c.idle_timeout_ms = 600_000;
                 c.max_in_flight = 4096;
             });
-            // ~2 MiB of answers nobody reads: the writer makes no progress
-            // once the socket buffers are full.
-            let mut s = server.raw();
-            let mut frames = Vec::new();
-            for id in 1..=2000 {
-                random_request(id, 1024, &mut frames);
-            }
-            s.write_all(&frames).unwrap();
+            // The writer makes no progress once the socket buffers are full.
+            let mut s = flood_unread(&server);
             assert!(wait_closed_by_daemon(&s), "{io:?}");
             // What was written before the deadline can be read, then EOF:
             // not every answer.
