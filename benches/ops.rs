@@ -6,13 +6,13 @@ use aes_gcm::aead::{AeadInOut, KeyInit};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kms_proto::*;
 use kmsd::crypto::{CanonicalContext, KeyMaterial};
-use kmsd::dispatch::Peer;
+use kmsd::identity::Identity;
 use kmsd::keystore::Keystore;
 use kmsd::root::FileRoot;
 use kmsd::service::Service;
 use std::sync::Arc;
 
-const PEER: Peer = Peer {
+const PEER: Identity = Identity {
     uid: 0,
     gid: 0,
     pid: 0,

@@ -10,7 +10,8 @@ use kms_proto::client::Client;
 use kms_proto::*;
 use kmsd::config::{Config, IoMode};
 use kmsd::crypto::KeyMaterial;
-use kmsd::dispatch::{Dispatcher, Peer};
+use kmsd::dispatch::Dispatcher;
+use kmsd::identity::Identity;
 use kmsd::root::FileRoot;
 use kmsd::service::{ExecMode, Service};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -115,7 +116,7 @@ fn in_process(svc: &Service, key: &str, batch: usize, secs: f64) -> f64 {
         },
         &mut frame,
     );
-    let peer = Peer {
+    let peer = Identity {
         uid: 0,
         gid: 0,
         pid: 0,
@@ -163,7 +164,7 @@ fn main() {
             let key = match svc
                 .call(
                     &Operation::CreateKey(CreateKey::default()),
-                    &Peer {
+                    &Identity {
                         uid: 0,
                         gid: 0,
                         pid: 0,

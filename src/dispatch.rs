@@ -29,6 +29,7 @@
 
 use crate::budget::{Charge, ConnBudget, FLOOR};
 use crate::config::DispatchConfig;
+use crate::identity::Identity;
 use crate::service::loader::Prefetched;
 use crate::service::{ExecMode, FrameOptions, NotRun, Service};
 use crossbeam_queue::ArrayQueue;
@@ -37,17 +38,6 @@ use kms_proto::{ErrorKind, KmsError};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-
-/// The caller's identity, read from the socket with SO_PEERCRED at accept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peer {
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-    /// Process id (at connect time).
-    pub pid: i32,
-}
 
 /// What a frame holds until its answer has been written (or dropped): one
 /// of the connection's in-flight permits and its byte charge.
@@ -155,7 +145,7 @@ impl Waiting {
 struct Job {
     /// Zeroed when the job is dropped (it may hold plaintext).
     frame: Frame,
-    peer: Peer,
+    peer: Identity,
     reply: Reply,
     /// Largest answer frame.
     max_answer: usize,
@@ -235,7 +225,7 @@ impl Dispatcher {
     /// Answers `frame` inline or queues it for a worker, after its missing
     /// keys are loaded, with no byte budget and the default answer bound.
     /// Never blocks. The frame is zeroed once answered.
-    pub fn dispatch(&self, frame: impl Into<Frame>, peer: Peer, reply: Reply) {
+    pub fn dispatch(&self, frame: impl Into<Frame>, peer: Identity, reply: Reply) {
         let job = Job {
             frame: frame.into(),
             peer,
@@ -257,7 +247,7 @@ impl Dispatcher {
     pub fn offer(
         &self,
         frame: impl Into<Frame>,
-        peer: Peer,
+        peer: Identity,
         reply: Reply,
         max_answer: usize,
         budget: &Arc<ConnBudget>,

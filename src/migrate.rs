@@ -97,13 +97,13 @@ pub fn migrate_root(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::Peer;
+    use crate::identity::Identity;
     use crate::root::FileRoot;
     use crate::service::Service;
     use kms_proto::*;
     use std::sync::Arc;
 
-    const PEER: Peer = Peer {
+    const PEER: Identity = Identity {
         uid: 0,
         gid: 0,
         pid: 0,

@@ -19,7 +19,7 @@ use crate::workload::FramePool;
 use anyhow::{anyhow, bail, Context as _};
 use hdrhistogram::Histogram;
 use kms_proto::frame::peek_len;
-use kmsd::dispatch::Peer;
+use kmsd::identity::Identity;
 use kmsd::service::{ExecMode, Service};
 use parking_lot::Mutex;
 use rustix::net::RecvFlags;
@@ -738,7 +738,7 @@ fn in_process(
     first: usize,
     shared: &Shared,
 ) -> anyhow::Result<Tally> {
-    let peer = Peer {
+    let peer = Identity {
         uid: rustix::process::getuid().as_raw(),
         gid: rustix::process::getgid().as_raw(),
         pid: std::process::id() as i32,

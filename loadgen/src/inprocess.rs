@@ -8,14 +8,14 @@ use crate::run::RunResult;
 use crate::workload::{FramePool, Prepared, Setup, WorkloadSpec};
 use kms_proto::{Operation, Outcome};
 use kmsd::config::Config;
-use kmsd::dispatch::Peer;
+use kmsd::identity::Identity;
 use kmsd::root::FileRoot;
 use kmsd::service::Service;
 use std::sync::Arc;
 
 struct InProcessSetup<'a> {
     svc: &'a Service,
-    peer: Peer,
+    peer: Identity,
 }
 
 impl Setup for InProcessSetup<'_> {
@@ -42,7 +42,7 @@ pub fn open_service() -> anyhow::Result<(Service, tempfile::TempDir)> {
 /// Prepares `spec` on a fresh in-process service and runs it.
 pub fn run(spec: &WorkloadSpec, opts: &RunOptions, name: &str) -> anyhow::Result<RunResult> {
     let (svc, _dir) = open_service()?;
-    let peer = Peer {
+    let peer = Identity {
         uid: rustix::process::getuid().as_raw(),
         gid: rustix::process::getgid().as_raw(),
         pid: std::process::id() as i32,

@@ -123,7 +123,7 @@ impl Service {
     ) -> Result<Vec<u8>, ExecError> {
         let (version, backing) = key.current();
         let header = BlobHeader {
-            key_id: key.record.key_id,
+            key_id: *key.id(),
             key_version: version,
         };
         match backing {
@@ -132,7 +132,7 @@ impl Service {
                 if mode == ExecMode::NonBlocking {
                     return Err(ExecError::WouldBlock);
                 }
-                self.count_encryption(&key.record.key_id, version, h)?;
+                self.count_encryption(key.id(), version, h)?;
                 let mut iv = [0u8; hsm_blob::IV_LEN];
                 rng::fill(&mut iv);
                 let head = hsm_blob::header(&header, &iv);
@@ -242,7 +242,7 @@ mod tests {
 
     use super::*;
     use crate::crypto::KeyMaterial;
-    use crate::dispatch::Peer;
+    use crate::identity::Identity;
     use crate::keystore::Keystore;
     use crate::root::{FileRoot, KeyVault, RootError, RootOfTrust};
     use crate::service::ServiceOptions;
@@ -331,7 +331,7 @@ mod tests {
         }
     }
 
-    const PEER: Peer = Peer {
+    const PEER: Identity = Identity {
         uid: 0,
         gid: 0,
         pid: 0,

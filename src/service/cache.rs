@@ -125,8 +125,8 @@ mod tests {
     use kms_proto::{KeyState, Origin};
 
     fn key(n: u8) -> Arc<LoadedKey> {
-        Arc::new(LoadedKey {
-            record: KeyRecord {
+        Arc::new(LoadedKey::new(
+            KeyRecord {
                 key_id: [n; 16],
                 created_at: 0,
                 description: String::new(),
@@ -134,11 +134,10 @@ mod tests {
                 origin: Origin::Kmsd,
                 current_version: 1,
             },
-            versions: vec![crate::service::Backing::Soft(XaesKey::new(
+            vec![crate::service::Backing::Soft(XaesKey::new(
                 &KeyMaterial::from_bytes([n; 32]),
             ))],
-            loaded_at: Instant::now(),
-        })
+        ))
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl Prefetched {
     pub fn any_hsm(&self) -> bool {
         self.keys
             .iter()
-            .any(|(_, k)| matches!(k, Ok(k) if k.record.origin == kms_proto::Origin::Hsm))
+            .any(|(_, k)| matches!(k, Ok(k) if k.origin() == kms_proto::Origin::Hsm))
     }
 }
 
@@ -794,7 +794,7 @@ mod tests {
     use super::*;
     use crate::config::CacheConfig;
     use crate::crypto::KeyMaterial;
-    use crate::dispatch::Peer;
+    use crate::identity::Identity;
     use crate::keystore::Keystore;
     use crate::root::{FileRoot, RootOfTrust};
     use crate::service::{ExecMode, Service, ServiceOptions};
@@ -844,7 +844,7 @@ mod tests {
     /// A timeout no test reaches.
     const LONG: Duration = Duration::from_secs(600);
 
-    const PEER: Peer = Peer {
+    const PEER: Identity = Identity {
         uid: 0,
         gid: 0,
         pid: 0,

@@ -19,11 +19,12 @@
 
 pub mod backing;
 pub mod cache;
+pub mod keys;
 pub mod loader;
 pub mod ops;
 
 use crate::crypto::{KeyMaterial, XaesKey};
-use crate::dispatch::Peer;
+use crate::identity::Identity;
 use crate::keystore::{KeyRecord, Keystore, StoreError};
 use crate::root::{RootError, RootOfTrust};
 use flatbuffers::FlatBufferBuilder;
@@ -129,95 +130,8 @@ const INLINE_MAX_ITEMS: usize = 64;
 const INLINE_MAX_PAYLOAD: usize = 64 * 1024;
 
 pub use backing::Backing;
-
-/// A key with its unwrapped backing keys, ready for crypto.
-pub struct LoadedKey {
-    /// The stored record, as of loading.
-    pub record: KeyRecord,
-    /// Backing keys by version; index 0 is version 1.
-    versions: Vec<Backing>,
-    /// When it was unwrapped (the cache's TTL counts from here).
-    pub loaded_at: std::time::Instant,
-}
-
-impl LoadedKey {
-    /// The backing key of `version`, if the key has it.
-    pub fn version(&self, version: u32) -> Option<&Backing> {
-        let index = usize::try_from(version).ok()?.checked_sub(1)?;
-        self.versions.get(index)
-    }
-
-    /// The version and backing key new ciphertexts use.
-    pub fn current(&self) -> (u32, &Backing) {
-        let v = self.record.current_version;
-        (v, self.version(v).expect("current version is loaded"))
-    }
-
-    /// Fails unless the key may be used for cryptographic operations.
-    pub fn check_usable(&self) -> Result<(), KmsError> {
-        match self.record.state {
-            KeyState::Enabled => Ok(()),
-            KeyState::Disabled => Err(KmsError::new(
-                ErrorKind::Disabled,
-                format!("{} is disabled", format_key_id(&self.record.key_id)),
-            )),
-            other => Err(KmsError::new(
-                ErrorKind::KmsInvalidState,
-                format!("{} is {}", format_key_id(&self.record.key_id), other.name()),
-            )),
-        }
-    }
-}
-
-/// What the service and its loader threads share.
-pub(crate) struct Core {
-    store: Mutex<Keystore>,
-    root: Arc<dyn RootOfTrust>,
-    cache: cache::KeyCache,
-    /// Encryption counters of HSM-only key versions (outside the cache, so
-    /// that they survive reloads).
-    usage: backing::UsageCounters,
-}
-
-impl Core {
-    /// Unwraps every version of a stored key (HSM-only versions stay in
-    /// the HSM: `usage` holds their reserved encryption counts).
-    fn unwrap_key(
-        &self,
-        record: KeyRecord,
-        wrapped: &[crate::keystore::WrappedVersion],
-        usage: &[u64],
-    ) -> Result<LoadedKey, KmsError> {
-        let id = record.key_id;
-        let mut versions = Vec::with_capacity(wrapped.len());
-        for (i, w) in wrapped.iter().enumerate() {
-            if w.version as usize != i + 1 {
-                return Err(internal(
-                    "loading key",
-                    format!("{}: versions are not contiguous", format_key_id(&id)),
-                ));
-            }
-            if record.origin == kms_proto::Origin::Hsm {
-                let reserved = usage.get(i).copied().unwrap_or(0);
-                versions.push(Backing::Hsm(self.usage.version(&id, w.version, reserved)));
-                continue;
-            }
-            let material = self.root.unwrap(&w.wrapped).map_err(loader::root_error)?;
-            versions.push(Backing::Soft(XaesKey::new(&material)));
-        }
-        if record.current_version == 0 || record.current_version as usize > versions.len() {
-            return Err(internal(
-                "loading key",
-                format!("{}: current version is missing", format_key_id(&id)),
-            ));
-        }
-        Ok(LoadedKey {
-            record,
-            versions,
-            loaded_at: std::time::Instant::now(),
-        })
-    }
-}
+pub(crate) use keys::Core;
+pub use keys::LoadedKey;
 
 /// How a service is put together beyond its store and root.
 #[derive(Clone, Debug)]
@@ -469,7 +383,7 @@ impl Service {
     pub fn execute(
         &self,
         op: &Operation<'_>,
-        peer: &Peer,
+        peer: &Identity,
         mode: ExecMode,
     ) -> Result<Output, ExecError> {
         match op {
@@ -491,7 +405,7 @@ impl Service {
 
     /// Runs one operation to completion on the calling thread (tests, the
     /// in-process baseline, the control plane).
-    pub fn call(&self, op: &Operation<'_>, peer: &Peer) -> Result<Output, KmsError> {
+    pub fn call(&self, op: &Operation<'_>, peer: &Identity) -> Result<Output, KmsError> {
         match self.execute(op, peer, ExecMode::Blocking) {
             Ok(o) => Ok(o),
             Err(ExecError::Kms(e)) => Err(e),
@@ -502,7 +416,7 @@ impl Service {
     fn run(
         &self,
         op: &Result<Operation<'_>, KmsError>,
-        peer: &Peer,
+        peer: &Identity,
         mode: ExecMode,
     ) -> Result<Result<Output, KmsError>, WouldBlock> {
         let op = match op {
@@ -523,7 +437,7 @@ impl Service {
     pub fn handle_frame(
         &self,
         frame: &[u8],
-        peer: &Peer,
+        peer: &Identity,
         mode: ExecMode,
         out: &mut Vec<u8>,
     ) -> Result<(), Deferred> {
@@ -557,7 +471,7 @@ impl Service {
     pub fn handle_frame_with(
         &self,
         frame: &[u8],
-        peer: &Peer,
+        peer: &Identity,
         mode: ExecMode,
         out: &mut Vec<u8>,
         opts: FrameOptions<'_>,
@@ -634,7 +548,7 @@ impl Service {
     pub fn handle_frame_prefetched(
         &self,
         frame: &[u8],
-        peer: &Peer,
+        peer: &Identity,
         prefetched: Option<loader::Prefetched>,
         out: &mut Vec<u8>,
         opts: FrameOptions<'_>,
@@ -684,11 +598,7 @@ impl Service {
             Some(m) => Backing::Soft(XaesKey::new(m)),
             None => Backing::Hsm(self.core.usage.version(&record.key_id, 1, 0)),
         };
-        let loaded = LoadedKey {
-            versions: vec![backing],
-            record,
-            loaded_at: std::time::Instant::now(),
-        };
+        let loaded = LoadedKey::new(record, vec![backing]);
         self.loader.forget_failure(&loaded.record.key_id);
         self.core.cache.insert(Arc::new(loaded));
         Ok(())
@@ -740,7 +650,7 @@ impl Service {
             self.core
                 .cache
                 .get(id)
-                .is_some_and(|k| k.record.origin == kms_proto::Origin::Hsm)
+                .is_some_and(|k| k.origin() == kms_proto::Origin::Hsm)
         })
     }
 
@@ -1048,7 +958,7 @@ mod answer_tests {
     use crate::root::FileRoot;
     use kms_proto::{CreateKey, ListKeys};
 
-    const PEER: Peer = Peer {
+    const PEER: Identity = Identity {
         uid: 1000,
         gid: 1000,
         pid: 1,

@@ -46,7 +46,8 @@ mod uring;
 
 use crate::budget::{Budget, ConnBudget};
 use crate::config::{IoMode, TransportConfig};
-use crate::dispatch::{Admission, Dispatcher, Outgoing, Peer, Reply};
+use crate::dispatch::{Admission, Dispatcher, Outgoing, Reply};
+use crate::identity::Identity;
 use bytes::BytesMut;
 use kms_proto::frame::{FrameDecoder, FrameError};
 use kms_proto::KmsError;
@@ -328,7 +329,7 @@ pub(crate) async fn accept_loop(
     listener: tokio::net::UnixListener,
     shared: &Shared,
     mut shutdown: Shutdown,
-    mut handoff: impl FnMut(tokio::net::UnixStream, Peer, ConnGuard),
+    mut handoff: impl FnMut(tokio::net::UnixStream, Identity, ConnGuard),
 ) {
     loop {
         let accepted = tokio::select! {
@@ -405,7 +406,7 @@ pub(crate) enum ReadStep {
 /// in-flight answer has been written.
 pub(crate) struct Conn {
     dispatcher: Arc<Dispatcher>,
-    peer: Peer,
+    peer: Identity,
     decoder: FrameDecoder,
     permits: Arc<Semaphore>,
     budget: Arc<ConnBudget>,
@@ -416,7 +417,7 @@ pub(crate) struct Conn {
 impl Conn {
     /// A connection for `peer`, returning the receiving end of its answer
     /// queue for the writer.
-    pub(crate) fn new(shared: &Shared, peer: Peer) -> (Conn, WriteQueue) {
+    pub(crate) fn new(shared: &Shared, peer: Identity) -> (Conn, WriteQueue) {
         let (tx, rx) = mpsc::unbounded_channel();
         let conn = Conn {
             dispatcher: Arc::clone(&shared.dispatcher),
@@ -431,7 +432,7 @@ impl Conn {
     }
 
     /// The caller.
-    pub(crate) fn peer(&self) -> Peer {
+    pub(crate) fn peer(&self) -> Identity {
         self.peer
     }
 
@@ -715,7 +716,7 @@ impl Drop for WriteQueue {
 /// One task rather than two: a connection's reads and writes never need two
 /// threads at once, and one task saves a cross-thread wake-up per answer.
 /// Writes are asynchronous, so a slow reader of answers blocks only itself.
-pub(crate) async fn run_both<R, W>(peer: Peer, reader: R, writer: W)
+pub(crate) async fn run_both<R, W>(peer: Identity, reader: R, writer: W)
 where
     R: Future<Output = ()>,
     W: Future<Output = io::Result<()>>,
@@ -833,7 +834,7 @@ mod tests {
                 service
                     .call(
                         &Operation::CreateKey(kms_proto::CreateKey::default()),
-                        &Peer {
+                        &Identity {
                             uid: 0,
                             gid: 0,
                             pid: 0,

@@ -12,7 +12,7 @@
 //! `/tmp/kmsd-$UID` is a name any local user can create first).
 
 use crate::config::TransportConfig;
-use crate::dispatch::Peer;
+use crate::identity::Identity;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -269,9 +269,9 @@ fn lookup_group(table: &str, name: &str) -> Option<u32> {
 /// that call undefined behaviour. tokio's accessor reads a plain `ucred`.
 /// Both engines accept through a tokio listener, so both use this.
 /// A pid the kernel cannot name in our namespace is reported as 0.
-pub fn peer_of(stream: &tokio::net::UnixStream) -> io::Result<Peer> {
+pub fn peer_of(stream: &tokio::net::UnixStream) -> io::Result<Identity> {
     let cred = stream.peer_cred()?;
-    Ok(Peer {
+    Ok(Identity {
         uid: cred.uid(),
         gid: cred.gid(),
         pid: cred.pid().unwrap_or(0),
@@ -483,7 +483,7 @@ mod tests {
         });
         assert_eq!(
             peer,
-            Peer {
+            Identity {
                 uid: rustix::process::geteuid().as_raw(),
                 gid: rustix::process::getegid().as_raw(),
                 pid: std::process::id() as i32,

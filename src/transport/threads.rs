@@ -16,7 +16,7 @@
 //! only read, answer small requests and write.
 
 use super::{accept_loop, wait_shutdown, ConnGuard, Shared, Shutdown};
-use crate::dispatch::Peer;
+use crate::identity::Identity;
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 /// A connection on its way from the acceptor to an I/O thread.
 pub(super) struct Handoff {
     pub(super) stream: UnixStream,
-    pub(super) peer: Peer,
+    pub(super) peer: Identity,
     pub(super) guard: ConnGuard,
 }
 

@@ -183,7 +183,8 @@ fn a_full_queue_is_throttling_for_its_request_and_counted_as_overload() {
 #[test]
 fn overload_is_counted_apart_by_the_dispatcher() {
     use kmsd::config::DispatchConfig;
-    use kmsd::dispatch::{Dispatcher, Peer, Reply};
+    use kmsd::dispatch::{Dispatcher, Reply};
+    use kmsd::identity::Identity;
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let service = kmsd::service::Service::open(
@@ -207,7 +208,7 @@ fn overload_is_counted_apart_by_the_dispatcher() {
     let db = rusqlite::Connection::open(dir.path().join("keys.db")).unwrap();
     db.execute_batch("BEGIN IMMEDIATE").unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let peer = Peer {
+    let peer = Identity {
         uid: 0,
         gid: 0,
         pid: 1,

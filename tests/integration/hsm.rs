@@ -1710,7 +1710,7 @@ fn crash_child() {
         },
     )
     .unwrap();
-    let peer = kmsd::dispatch::Peer {
+    let peer = kmsd::identity::Identity {
         uid: 0,
         gid: 0,
         pid: 0,

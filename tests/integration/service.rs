@@ -3,13 +3,13 @@
 
 use kms_proto::*;
 use kmsd::crypto::KeyMaterial;
-use kmsd::dispatch::Peer;
+use kmsd::identity::Identity;
 use kmsd::keystore::Keystore;
 use kmsd::root::FileRoot;
 use kmsd::service::{ExecError, ExecMode, Service};
 use std::sync::Arc;
 
-const PEER: Peer = Peer {
+const PEER: Identity = Identity {
     uid: 1000,
     gid: 1000,
     pid: 1,

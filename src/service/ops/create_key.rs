@@ -12,7 +12,7 @@
 //! names a token key that was not made.
 
 use crate::crypto::{rng, KeyMaterial};
-use crate::dispatch::Peer;
+use crate::identity::Identity;
 use crate::keystore::KeyRecord;
 use crate::root::KeyVault;
 use crate::service::backing::vault_id;
@@ -42,7 +42,7 @@ pub fn validate(req: &CreateKey<'_>) -> Result<(), KmsError> {
 pub fn apply(
     svc: &Service,
     req: &CreateKey<'_>,
-    _peer: &Peer,
+    _peer: &Identity,
     mode: ExecMode,
 ) -> Result<Output, ExecError> {
     validate(req)?;

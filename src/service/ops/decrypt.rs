@@ -2,7 +2,7 @@
 //! too, and must supply the same encryption context.
 
 use crate::crypto::CanonicalContext;
-use crate::dispatch::Peer;
+use crate::identity::Identity;
 use crate::service::{format_key_id, parse_key_id, ExecError, ExecMode, LoadedKey, Service};
 use kms_proto::types::limits::MAX_CIPHERTEXT_BLOB;
 use kms_proto::{Decrypt, DecryptOutput, ErrorKind, KmsError, Output, SecretBytes};
@@ -75,13 +75,13 @@ pub(crate) fn open(
 pub fn apply(
     svc: &Service,
     req: &Decrypt<'_>,
-    _peer: &Peer,
+    _peer: &Identity,
     mode: ExecMode,
 ) -> Result<Output, ExecError> {
     let context = super::context(&req.context)?;
     let (key, plaintext) = open(svc, req.ciphertext_blob, req.key_id, &context, mode)?;
     Ok(Output::Decrypt(DecryptOutput {
-        key_id: format_key_id(&key.record.key_id),
+        key_id: format_key_id(key.id()),
         plaintext,
     }))
 }

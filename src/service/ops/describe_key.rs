@@ -1,6 +1,6 @@
 //! DescribeKey: a key's metadata.
 
-use crate::dispatch::Peer;
+use crate::identity::Identity;
 use crate::service::{format_key_id, internal, parse_key_id, ExecError, ExecMode, Service};
 use kms_proto::{DescribeKey, ErrorKind, KmsError, Output};
 
@@ -8,7 +8,7 @@ use kms_proto::{DescribeKey, ErrorKind, KmsError, Output};
 pub fn apply(
     svc: &Service,
     req: &DescribeKey<'_>,
-    _peer: &Peer,
+    _peer: &Identity,
     mode: ExecMode,
 ) -> Result<Output, ExecError> {
     let id = parse_key_id(req.key_id)?;

@@ -1,6 +1,6 @@
 //! Encrypt: up to 4096 bytes under a KMS key's current version.
 
-use crate::dispatch::Peer;
+use crate::identity::Identity;
 use crate::service::{format_key_id, ExecError, ExecMode, Service};
 use kms_proto::types::limits::MAX_PLAINTEXT;
 use kms_proto::{Encrypt, EncryptOutput, KmsError, Output};
@@ -20,7 +20,7 @@ pub fn validate(req: &Encrypt<'_>) -> Result<(), KmsError> {
 pub fn apply(
     svc: &Service,
     req: &Encrypt<'_>,
-    _peer: &Peer,
+    _peer: &Identity,
     mode: ExecMode,
 ) -> Result<Output, ExecError> {
     validate(req)?;
@@ -29,7 +29,7 @@ pub fn apply(
     key.check_usable()?;
     let ciphertext_blob = svc.seal(&key, &context, req.plaintext, mode)?;
     Ok(Output::Encrypt(EncryptOutput {
-        key_id: format_key_id(&key.record.key_id),
+        key_id: format_key_id(key.id()),
         ciphertext_blob,
     }))
 }

@@ -2,7 +2,7 @@
 //! returned encrypted under the KMS key (and in plaintext for the former).
 
 use crate::crypto::rng;
-use crate::dispatch::Peer;
+use crate::identity::Identity;
 use crate::service::{format_key_id, ExecError, ExecMode, Service};
 use kms_proto::types::limits::MAX_DATA_KEY_BYTES;
 use kms_proto::{
@@ -29,7 +29,7 @@ pub fn validate(req: &GenerateDataKey<'_>) -> Result<usize, KmsError> {
 pub fn apply(
     svc: &Service,
     req: &GenerateDataKey<'_>,
-    _peer: &Peer,
+    _peer: &Identity,
     mode: ExecMode,
     with_plaintext: bool,
 ) -> Result<Output, ExecError> {
@@ -40,7 +40,7 @@ pub fn apply(
     let mut plaintext = SecretBytes::new(vec![0; len]);
     rng::fill(plaintext.expose_mut());
     let ciphertext_blob = svc.seal(&key, &context, plaintext.expose(), mode)?;
-    let key_id = format_key_id(&key.record.key_id);
+    let key_id = format_key_id(key.id());
     Ok(if with_plaintext {
         Output::GenerateDataKey(GenerateDataKeyOutput {
             key_id,

@@ -1,6 +1,6 @@
 //! ListKeys: keys in key-id order, paginated with an opaque marker.
 
-use crate::dispatch::Peer;
+use crate::identity::Identity;
 use crate::service::{format_key_id, internal, key_arn, ExecError, ExecMode, Service};
 use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use kms_proto::{ErrorKind, KeyListEntry, KmsError, ListKeys, ListKeysOutput, Output};
@@ -36,7 +36,7 @@ pub fn validate(req: &ListKeys<'_>) -> Result<(u32, Option<[u8; 16]>), KmsError>
 pub fn apply(
     svc: &Service,
     req: &ListKeys<'_>,
-    _peer: &Peer,
+    _peer: &Identity,
     mode: ExecMode,
 ) -> Result<Output, ExecError> {
     let (limit, after) = validate(req)?;

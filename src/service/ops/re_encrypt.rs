@@ -1,7 +1,7 @@
 //! ReEncrypt: decrypt under the source key and encrypt under the destination
 //! key inside the daemon; the plaintext never leaves it.
 
-use crate::dispatch::Peer;
+use crate::identity::Identity;
 use crate::service::{format_key_id, ExecError, ExecMode, Service};
 use kms_proto::{Output, ReEncrypt, ReEncryptOutput};
 
@@ -9,7 +9,7 @@ use kms_proto::{Output, ReEncrypt, ReEncryptOutput};
 pub fn apply(
     svc: &Service,
     req: &ReEncrypt<'_>,
-    _peer: &Peer,
+    _peer: &Identity,
     mode: ExecMode,
 ) -> Result<Output, ExecError> {
     // Before the destination key is loaded: a bad blob costs nothing.
@@ -27,8 +27,8 @@ pub fn apply(
     )?;
     let ciphertext_blob = svc.seal(&destination, &destination_context, plaintext.expose(), mode)?;
     Ok(Output::ReEncrypt(ReEncryptOutput {
-        source_key_id: format_key_id(&source.record.key_id),
-        key_id: format_key_id(&destination.record.key_id),
+        source_key_id: format_key_id(source.id()),
+        key_id: format_key_id(destination.id()),
         ciphertext_blob,
     }))
 }
