@@ -13,7 +13,7 @@ use kmsd::crypto::KeyMaterial;
 use kmsd::dispatch::Dispatcher;
 use kmsd::identity::Identity;
 use kmsd::root::FileRoot;
-use kmsd::service::{ExecMode, Service};
+use kmsd::service::Service;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,7 +100,7 @@ fn drive(socket: &std::path::Path, key: &str, shape: &Shape, secs: f64) -> f64 {
     total.load(Ordering::Relaxed) as f64 / secs
 }
 
-/// The same frames through `Service::handle_frame` on one thread.
+/// The same frames through `kmsd::wire::handle_frame` on one thread.
 fn in_process(svc: &Service, key: &str, batch: usize, secs: f64) -> f64 {
     let body = if batch == 1 {
         RequestBody::Single(Ok(ops(key, 1).pop().unwrap()))
@@ -127,8 +127,7 @@ fn in_process(svc: &Service, key: &str, batch: usize, secs: f64) -> f64 {
     while start.elapsed().as_secs_f64() < secs {
         for _ in 0..64 {
             out.clear();
-            svc.handle_frame(&frame[4..], &peer, ExecMode::Blocking, &mut out)
-                .unwrap();
+            kmsd::wire::handle_frame(&svc, &frame[4..], &peer, &mut out);
         }
         n += 64 * batch as u64;
     }

@@ -231,6 +231,10 @@ pub struct DispatchConfig {
     /// instead of handing them to a worker. Default: true (see
     /// ARCHITECTURE.md for the measurement).
     pub inline_small: bool,
+    /// Threads of the control-plane executor (operations that read or write
+    /// the store: CreateKey, DescribeKey, ListKeys). Default: 2, so that a
+    /// DescribeKey need not wait for a CreateKey's fsync.
+    pub control_threads: usize,
 }
 
 /// Protocol and API limits.
@@ -263,7 +267,7 @@ impl Default for TransportConfig {
             idle_timeout_ms: 300_000,
             frame_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
-            max_answer_bytes: crate::service::DEFAULT_MAX_ANSWER,
+            max_answer_bytes: crate::wire::DEFAULT_MAX_ANSWER,
             connection_budget_bytes: 16 << 20,
             total_budget_bytes: 128 << 20,
         }
@@ -276,6 +280,7 @@ impl Default for DispatchConfig {
             queue_capacity: 4096,
             workers: cpus(),
             inline_small: true,
+            control_threads: 2,
         }
     }
 }
@@ -369,7 +374,7 @@ impl Config {
         let l = &self.limits;
         let c = &self.cache;
         let p = self.root.pkcs11.as_ref();
-        let checks: [(bool, &str); 20] = [
+        let checks: [(bool, &str); 21] = [
             (
                 t.io_threads >= 1 && t.io_threads <= 256,
                 "transport.io_threads must be 1..=256",
@@ -409,6 +414,10 @@ impl Config {
             (
                 d.workers >= 1 && d.workers <= 256,
                 "dispatch.workers must be 1..=256",
+            ),
+            (
+                d.control_threads >= 1 && d.control_threads <= 64,
+                "dispatch.control_threads must be 1..=64",
             ),
             (
                 l.max_frame_bytes >= 1024 && l.max_frame_bytes <= 64 << 20,

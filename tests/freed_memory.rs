@@ -177,6 +177,7 @@ fn start(io: IoMode) -> Server {
         queue_capacity: 1024,
         workers: 1,
         inline_small: true,
+        control_threads: 1,
     };
     let dispatcher = Arc::new(Dispatcher::new(service, &dispatch).unwrap());
     let (stop, rx) = tokio::sync::watch::channel(false);

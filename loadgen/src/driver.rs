@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context as _};
 use hdrhistogram::Histogram;
 use kms_proto::frame::peek_len;
 use kmsd::identity::Identity;
-use kmsd::service::{ExecMode, Service};
+use kmsd::service::Service;
 use parking_lot::Mutex;
 use rustix::net::RecvFlags;
 use std::collections::{BTreeMap, VecDeque};
@@ -729,7 +729,7 @@ impl RecvBuf {
     }
 }
 
-/// The in-process baseline: the same frames through `Service::handle_frame`
+/// The in-process baseline: the same frames through `kmsd::wire::handle_frame`
 /// on this thread, one after another (a closed loop with one in flight per
 /// thread), answers tallied like the daemon's.
 fn in_process(
@@ -753,8 +753,7 @@ fn in_process(
         cursor += 1;
         out.clear();
         let t = Instant::now();
-        svc.handle_frame(&frame[4..], &peer, ExecMode::Blocking, &mut out)
-            .map_err(|_| anyhow!("the service would block in blocking mode"))?;
+        kmsd::wire::handle_frame(svc, &frame[4..], &peer, &mut out);
         let now = Instant::now();
         let measuring = shared.in_window(now);
         tally.answer(shared, &out[4..], pool.items as u64, |_| measuring)?;

@@ -22,7 +22,7 @@ pub enum LoadModel {
 pub enum TargetKind {
     /// kmsd over its Unix socket.
     Daemon,
-    /// The same frames through `Service::handle_frame` in this process.
+    /// The same frames through `kmsd::wire::handle_frame` in this process.
     InProcess,
     /// A minimal echo server over the same socket type.
     Echo,

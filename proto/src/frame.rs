@@ -73,6 +73,14 @@ impl std::ops::Deref for Frame {
     }
 }
 
+// SAFETY: a `Frame`'s bytes live in its `BytesMut`'s heap block, which
+// does not move when the `Frame` moves, and `Frame` offers no `&mut` access
+// that could reallocate it (it is only zeroed in place on drop). So a
+// decoded request borrowing the frame can travel with it (kmsd keeps the
+// two together with `yoke`, so that a frame is decoded once).
+#[allow(unsafe_code)]
+unsafe impl stable_deref_trait::StableDeref for Frame {}
+
 impl AsRef<[u8]> for Frame {
     fn as_ref(&self) -> &[u8] {
         &self.0

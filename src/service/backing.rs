@@ -18,7 +18,7 @@
 //! encryption after it reserves the next block, so each restart costs at
 //! most one block (65,536 of the 2^32) per key version used.
 
-use super::{internal, ExecError, ExecMode, LoadedKey, Service};
+use super::{internal, ExecError, LoadedKey, Service, Site};
 use crate::crypto::{blob, hsm_blob, rng, BlobError, BlobHeader, CanonicalContext, XaesKey};
 use kms_proto::{ErrorKind, KmsError};
 use parking_lot::Mutex;
@@ -101,7 +101,7 @@ pub fn vault_id(key_id: &[u8; 16], version: u32) -> [u8; 20] {
     id
 }
 
-use super::ops::decrypt::invalid_ciphertext;
+use crate::errors::invalid_ciphertext;
 
 /// The key id and version a blob of any known format names (not yet
 /// authenticated).
@@ -119,7 +119,7 @@ impl Service {
         key: &LoadedKey,
         context: &CanonicalContext,
         plaintext: &[u8],
-        mode: ExecMode,
+        site: Site<'_>,
     ) -> Result<Vec<u8>, ExecError> {
         let (version, backing) = key.current();
         let header = BlobHeader {
@@ -129,8 +129,8 @@ impl Service {
         match backing {
             Backing::Soft(x) => Ok(blob::seal(x, &header, context, plaintext)),
             Backing::Hsm(h) => {
-                if mode == ExecMode::NonBlocking {
-                    return Err(ExecError::WouldBlock);
+                if !site.may_block() {
+                    return Err(ExecError::NotReady);
                 }
                 self.count_encryption(key.id(), version, h)?;
                 let mut iv = [0u8; hsm_blob::IV_LEN];
@@ -156,7 +156,7 @@ impl Service {
         key_version: u32,
         ciphertext_blob: &[u8],
         context: &CanonicalContext,
-        mode: ExecMode,
+        site: Site<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, ExecError> {
         let backing = key.version(key_version).ok_or_else(invalid_ciphertext)?;
         match (backing, ciphertext_blob.first()) {
@@ -164,8 +164,8 @@ impl Service {
                 Ok(blob::open(x, ciphertext_blob, context).map_err(|_| invalid_ciphertext())?)
             }
             (Backing::Hsm(h), Some(&hsm_blob::VERSION)) => {
-                if mode == ExecMode::NonBlocking {
-                    return Err(ExecError::WouldBlock);
+                if !site.may_block() {
+                    return Err(ExecError::NotReady);
                 }
                 let parts = hsm_blob::split(ciphertext_blob).map_err(|_| invalid_ciphertext())?;
                 let aad = hsm_blob::aad(parts.header, context);
@@ -388,7 +388,7 @@ mod tests {
         }
     }
 
-    fn gdk(svc: &Service, key: &str, mode: ExecMode) -> Result<Output, ExecError> {
+    fn gdk(svc: &Service, key: &str, site: Site<'_>) -> Result<Output, ExecError> {
         svc.execute(
             &Operation::GenerateDataKey(GenerateDataKey {
                 key_id: key,
@@ -397,7 +397,7 @@ mod tests {
                 context: vec![("app", "x")],
             }),
             &PEER,
-            mode,
+            site,
         )
     }
 
@@ -420,11 +420,10 @@ mod tests {
             let svc = service(dir.path(), &vault);
             let key = create_hsm_key(&svc);
             // Never on an I/O thread: the HSM call needs a worker.
-            assert_eq!(
-                gdk(&svc, &key, ExecMode::NonBlocking).unwrap_err(),
-                ExecError::WouldBlock
-            );
-            let Ok(Output::GenerateDataKey(o)) = gdk(&svc, &key, ExecMode::Blocking) else {
+            assert_eq!(gdk(&svc, &key, Site::Io).unwrap_err(), ExecError::NotReady);
+            let Ok(Output::GenerateDataKey(o)) =
+                gdk(&svc, &key, Site::Blocking { prefetched: None })
+            else {
                 panic!()
             };
             assert_eq!(o.ciphertext_blob[0], hsm_blob::VERSION);
@@ -541,7 +540,7 @@ mod tests {
             let svc = service(dir.path(), &vault);
             let key = create_hsm_key(&svc);
             for _ in 0..3 {
-                gdk(&svc, &key, ExecMode::Blocking).unwrap();
+                gdk(&svc, &key, Site::Blocking { prefetched: None }).unwrap();
             }
             key
         };
@@ -555,8 +554,8 @@ mod tests {
         drop(store);
         let svc = service(dir.path(), &vault);
         let before = vault.seals.load(Ordering::SeqCst);
-        gdk(&svc, &key, ExecMode::Blocking).unwrap();
-        match gdk(&svc, &key, ExecMode::Blocking) {
+        gdk(&svc, &key, Site::Blocking { prefetched: None }).unwrap();
+        match gdk(&svc, &key, Site::Blocking { prefetched: None }) {
             Err(ExecError::Kms(e)) => assert_eq!(e.kind, ErrorKind::LimitExceeded, "{e}"),
             other => panic!("{:?}", other.map(|_| ())),
         }
@@ -586,8 +585,8 @@ mod tests {
         };
         let id = crate::service::parse_key_id(&hsm_key).unwrap();
         for _ in 0..5 {
-            gdk(&svc, &hsm_key, ExecMode::Blocking).unwrap();
-            gdk(&svc, &soft.key_id, ExecMode::Blocking).unwrap();
+            gdk(&svc, &hsm_key, Site::Blocking { prefetched: None }).unwrap();
+            gdk(&svc, &soft.key_id, Site::Blocking { prefetched: None }).unwrap();
         }
         assert!(
             svc.loader().stats().loaded >= 9,
@@ -601,8 +600,8 @@ mod tests {
         // A restart loses the count in memory: the next block, once.
         let svc = service_with(dir.path(), &vault, one);
         for _ in 0..3 {
-            gdk(&svc, &hsm_key, ExecMode::Blocking).unwrap();
-            gdk(&svc, &soft.key_id, ExecMode::Blocking).unwrap();
+            gdk(&svc, &hsm_key, Site::Blocking { prefetched: None }).unwrap();
+            gdk(&svc, &soft.key_id, Site::Blocking { prefetched: None }).unwrap();
         }
         assert_eq!(
             svc.store().usage_reserved(&id, 1).unwrap(),

@@ -126,3 +126,14 @@ pub struct KeyRef {
     /// The version a ciphertext names, or `None` for the current one.
     pub version: Option<u32>,
 }
+
+/// A key a request needs, and the cache's entry for it when admission
+/// looked (so that running inline looks each key up once per frame, not
+/// once per item).
+#[derive(Clone)]
+pub struct Needed {
+    /// The key (and version) named.
+    pub key: KeyRef,
+    /// Its cached entry at admission, if any.
+    pub cached: Option<Arc<LoadedKey>>,
+}

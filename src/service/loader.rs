@@ -797,7 +797,7 @@ mod tests {
     use crate::identity::Identity;
     use crate::keystore::Keystore;
     use crate::root::{FileRoot, RootOfTrust};
-    use crate::service::{ExecMode, Service, ServiceOptions};
+    use crate::service::{Service, ServiceOptions, Site};
     use kms_proto::{CreateKey, GenerateDataKey, Operation, Output};
     use std::sync::atomic::{AtomicBool, AtomicUsize};
 
@@ -954,7 +954,9 @@ mod tests {
                     // On a loader thread, a key that is not cached is loaded
                     // right here rather than queued behind this frame.
                     let thread = std::thread::current().name().map(str::to_owned);
-                    let loaded = svc.load_key(&id, ExecMode::Blocking).is_ok();
+                    let loaded = svc
+                        .load_key(&id, Site::Blocking { prefetched: None })
+                        .is_ok();
                     tx.send((i, thread, loaded)).unwrap();
                 });
             assert!(queued.is_ok(), "frame {i}");
@@ -1192,7 +1194,10 @@ mod tests {
         root.delay_ms.store(50, Ordering::SeqCst);
         std::thread::scope(|s| {
             for _ in 0..16 {
-                s.spawn(|| svc.load_key(&id, ExecMode::Blocking).unwrap());
+                s.spawn(|| {
+                    svc.load_key(&id, Site::Blocking { prefetched: None })
+                        .unwrap()
+                });
             }
         });
         assert_eq!(root.unwraps.load(Ordering::SeqCst), 1);
@@ -1213,7 +1218,10 @@ mod tests {
         root.delay_ms.store(20, Ordering::SeqCst);
         std::thread::scope(|s| {
             for _ in 0..8 {
-                s.spawn(|| svc.load_key(&id, ExecMode::Blocking).unwrap());
+                s.spawn(|| {
+                    svc.load_key(&id, Site::Blocking { prefetched: None })
+                        .unwrap()
+                });
             }
         });
         assert_eq!(root.unwraps.load(Ordering::SeqCst), 8);
@@ -1240,7 +1248,7 @@ mod tests {
         assert!(stats.max_batch > 1, "{stats:?}");
         assert!(stats.batches < 150, "{stats:?}");
         for id in &ids {
-            assert!(svc.load_key(id, ExecMode::NonBlocking).is_ok());
+            assert!(svc.load_key(id, Site::Io).is_ok());
         }
         assert_eq!(root.unwraps.load(Ordering::SeqCst), 150);
         // Records are read by the store stage, but every root call is made
@@ -1301,10 +1309,10 @@ mod tests {
         svc.loader()
             .prefetch(&ids[3..], LONG, move |_| tx.send(()).unwrap());
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert!(svc.load_key(&ids[3], ExecMode::NonBlocking).is_ok());
+        assert!(svc.load_key(&ids[3], Site::Io).is_ok());
         assert_eq!(root.unwraps.load(Ordering::SeqCst), 2);
         for id in &ids[1..3] {
-            assert!(svc.load_key(id, ExecMode::NonBlocking).is_err());
+            assert!(svc.load_key(id, Site::Io).is_err());
         }
     }
 

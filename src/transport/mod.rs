@@ -846,6 +846,7 @@ mod tests {
                 queue_capacity: 1024,
                 workers: 1,
                 inline_small: true,
+                control_threads: 2,
             };
             let dispatcher = Arc::new(Dispatcher::new(service, &dispatch).unwrap());
             let (stop, rx) = tokio::sync::watch::channel(false);

@@ -122,11 +122,16 @@ fn after_a_half_close_every_whole_request_is_answered_then_the_connection_closes
 
 #[test]
 fn a_full_queue_is_throttling_for_its_request_and_counted_as_overload() {
-    // One worker and a queue of one: a worker held up by the store (a
-    // writer holds SQLite's lock) leaves room for at most two requests.
+    // One control-plane thread and a queue of one: the thread held up by
+    // the store (a writer holds SQLite's lock) leaves room for at most two
+    // CreateKey requests.
     let conf = tempfile::tempdir().unwrap();
     let path = conf.path().join("kmsd.toml");
-    std::fs::write(&path, "[dispatch]\nqueue_capacity = 1\nworkers = 1\n").unwrap();
+    std::fs::write(
+        &path,
+        "[dispatch]\nqueue_capacity = 1\nworkers = 1\ncontrol_threads = 1\n",
+    )
+    .unwrap();
     let d = Daemon::start(&["--config", path.to_str().unwrap()]);
     let mut s = raw(&d);
     s.write_all(&{
@@ -202,6 +207,7 @@ fn overload_is_counted_apart_by_the_dispatcher() {
             queue_capacity: 1,
             workers: 1,
             inline_small: true,
+            control_threads: 1,
         },
     )
     .unwrap();

@@ -6,7 +6,8 @@ use kmsd::crypto::KeyMaterial;
 use kmsd::identity::Identity;
 use kmsd::keystore::Keystore;
 use kmsd::root::FileRoot;
-use kmsd::service::{ExecError, ExecMode, Service};
+use kmsd::service::op::{self, PlaneKind};
+use kmsd::service::{ExecError, Service, Site};
 use std::sync::Arc;
 
 const PEER: Identity = Identity {
@@ -527,10 +528,10 @@ fn blobs_longer_than_any_valid_one_are_refused_before_the_key_is_loaded() {
                 context: vec![],
             }),
             &PEER,
-            ExecMode::NonBlocking,
+            Site::Io,
         )
     };
-    assert_eq!(dec(&max), Err(ExecError::WouldBlock));
+    assert_eq!(dec(&max), Err(ExecError::NotReady));
     // One byte longer (same header): refused from its length alone.
     let mut longer = max.clone();
     longer.push(0);
@@ -553,7 +554,7 @@ fn blobs_longer_than_any_valid_one_are_refused_before_the_key_is_loaded() {
             destination_context: vec![],
         }),
         &PEER,
-        ExecMode::NonBlocking,
+        Site::Io,
     );
     match re {
         Err(ExecError::Kms(e)) => assert_eq!(e.kind, ErrorKind::Validation, "{e}"),
@@ -586,7 +587,7 @@ fn context_validation() {
 }
 
 #[test]
-fn non_blocking_mode_defers_uncached_work_and_runs_cached_work() {
+fn io_threads_run_cached_data_plane_work_only() {
     let svc = service();
     let key = create(&svc); // cached by creation
     let op = Operation::GenerateDataKey(GenerateDataKey {
@@ -595,14 +596,15 @@ fn non_blocking_mode_defers_uncached_work_and_runs_cached_work() {
         key_spec: None,
         context: vec![],
     });
-    assert!(svc.execute(&op, &PEER, ExecMode::NonBlocking).is_ok());
+    assert!(svc.execute(&op, &PEER, Site::Io).is_ok());
+    let create_key = Operation::CreateKey(CreateKey::default());
+    // The plane is declared, so admission never sends it to an I/O thread;
+    // asked to run it there anyway, the service refuses before any effect.
+    assert_eq!(op::plane(&create_key), PlaneKind::Control);
+    assert_eq!(op::plane(&op), PlaneKind::Data);
     assert_eq!(
-        svc.execute(
-            &Operation::CreateKey(CreateKey::default()),
-            &PEER,
-            ExecMode::NonBlocking
-        ),
-        Err(ExecError::WouldBlock)
+        svc.execute(&create_key, &PEER, Site::Io),
+        Err(ExecError::NotReady)
     );
 }
 
@@ -629,8 +631,7 @@ fn batches_are_answered_item_by_item() {
     let mut frame = Vec::new();
     encode_request(&mut flatbuffers::FlatBufferBuilder::new(), &req, &mut frame);
     let mut out = Vec::new();
-    svc.handle_frame(&frame[4..], &PEER, ExecMode::Blocking, &mut out)
-        .unwrap();
+    kmsd::wire::handle_frame(&svc, &frame[4..], &PEER, &mut out);
     let resp = decode_response(&out[4..], 1 << 20).unwrap();
     assert_eq!(resp.request_id, 42);
     match resp.body {

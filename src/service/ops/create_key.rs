@@ -12,12 +12,13 @@
 //! names a token key that was not made.
 
 use crate::crypto::{rng, KeyMaterial};
+use crate::errors;
 use crate::identity::Identity;
 use crate::keystore::KeyRecord;
 use crate::root::KeyVault;
 use crate::service::backing::vault_id;
-use crate::service::loader::root_error;
-use crate::service::{format_key_id, internal, ExecError, ExecMode, Service};
+use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::{format_key_id, Service, ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
 use kms_proto::{CreateKey, ErrorKind, KeyState, KmsError, Origin, Output};
 
@@ -37,58 +38,65 @@ pub fn validate(req: &CreateKey<'_>) -> Result<(), KmsError> {
     Ok(())
 }
 
-/// Creates the key: generates the backing key, wraps it with the root of
-/// trust, stores it durably, and caches it.
-pub fn apply(
-    svc: &Service,
-    req: &CreateKey<'_>,
-    _peer: &Identity,
-    mode: ExecMode,
-) -> Result<Output, ExecError> {
-    validate(req)?;
-    if mode == ExecMode::NonBlocking {
-        return Err(ExecError::WouldBlock);
+impl Op for CreateKey<'_> {
+    const NAME: &'static str = "CreateKey";
+    const ACTION: &'static str = "kms:CreateKey";
+    type Plane = Control;
+
+    fn output_size(&self) -> OutputSize {
+        OutputSize {
+            success: KEY_ID_TEXT + ARN_TEXT + self.description.len(),
+            ..OutputSize::default()
+        }
     }
-    let mut id = [0u8; 16];
-    rng::fill(&mut id);
-    let key_id = *uuid::Builder::from_random_bytes(id).into_uuid().as_bytes();
-    let created_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let record = KeyRecord {
-        key_id,
-        created_at,
-        description: req.description.to_owned(),
-        state: KeyState::Enabled,
-        origin: req.origin,
-        current_version: 1,
-    };
-    if req.origin == Origin::Hsm {
-        create_in_hsm(svc, &record)?;
-    } else {
-        let material = KeyMaterial::generate();
-        svc.store_new_key(record.clone(), Some(&material))?;
+
+    /// Creates the key: generates the backing key, wraps it with the root
+    /// of trust, stores it durably, and caches it.
+    fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        validate(self)?;
+        let svc = ctx.service();
+        let mut id = [0u8; 16];
+        rng::fill(&mut id);
+        let key_id = *uuid::Builder::from_random_bytes(id).into_uuid().as_bytes();
+        let created_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let record = KeyRecord {
+            key_id,
+            created_at,
+            description: self.description.to_owned(),
+            state: KeyState::Enabled,
+            origin: self.origin,
+            current_version: 1,
+        };
+        if self.origin == Origin::Hsm {
+            create_in_hsm(ctx, &record)?;
+        } else {
+            let material = KeyMaterial::generate();
+            svc.store_new_key(record.clone(), Some(&material))?;
+        }
+        tracing::info!(key_id = %format_key_id(&key_id), "created key");
+        Ok(Output::CreateKey(Service::metadata(&record)))
     }
-    tracing::info!(key_id = %format_key_id(&key_id), "created key");
-    Ok(Output::CreateKey(Service::metadata(&record)))
 }
 
 /// The HSM-only key's steps: limit and pending record, token key, store.
-fn create_in_hsm(svc: &Service, record: &KeyRecord) -> Result<(), KmsError> {
+fn create_in_hsm(ctx: &ControlCtx<'_>, record: &KeyRecord) -> Result<(), KmsError> {
+    let svc = ctx.service();
     let vault = svc.vault_for_create()?;
     let key_id = &record.key_id;
-    let room = svc
+    let room = ctx
         .store()
         .begin_hsm_key(key_id, 1, record.created_at, svc.max_keys())
-        .map_err(|e| internal("recording a pending HSM key", e))?;
+        .map_err(|e| errors::store("recording a pending HSM key", e))?;
     if !room {
-        return Err(svc.store_full());
+        return Err(errors::store_full(svc.max_keys()));
     }
     if let Err(e) = vault.generate(&vault_id(key_id, 1)) {
         // A failed generation (a timeout, a lost session) may still have
         // made the key.
         abandon(svc, vault, key_id, 1);
-        return Err(root_error(e));
+        return Err(errors::root("generating an HSM-only key", e));
     }
     if let Err(e) = svc.store_new_key(record.clone(), None) {
         abandon(svc, vault, key_id, 1);

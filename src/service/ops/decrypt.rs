@@ -2,8 +2,11 @@
 //! too, and must supply the same encryption context.
 
 use crate::crypto::CanonicalContext;
+use crate::errors;
 use crate::identity::Identity;
-use crate::service::{format_key_id, parse_key_id, ExecError, ExecMode, LoadedKey, Service};
+use crate::service::keys::KeyRef;
+use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
+use crate::service::{backing, format_key_id, parse_key_id, LoadedKey, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_CIPHERTEXT_BLOB;
 use kms_proto::{Decrypt, DecryptOutput, ErrorKind, KmsError, Output, SecretBytes};
 use std::sync::Arc;
@@ -20,13 +23,14 @@ pub(crate) fn validate_blob(ciphertext_blob: &[u8]) -> Result<(), KmsError> {
     Ok(())
 }
 
-pub(crate) fn invalid_ciphertext() -> KmsError {
-    // One message for every cause: a tampered blob must not learn which
-    // check failed.
-    KmsError::new(
-        ErrorKind::InvalidCiphertext,
-        "the ciphertext is invalid, or the encryption context does not match",
-    )
+/// The key and version a blob names, if its header parses (shared by
+/// ReEncrypt's `keys`).
+pub(crate) fn blob_key(ciphertext_blob: &[u8]) -> Option<KeyRef> {
+    let h = backing::parse_any_header(ciphertext_blob).ok()?;
+    Some(KeyRef {
+        id: h.key_id,
+        version: Some(h.key_version),
+    })
 }
 
 /// Opens a blob: checks the named key, loads the blob's key and version,
@@ -35,53 +39,72 @@ pub(crate) fn invalid_ciphertext() -> KmsError {
 /// The blob's length is checked first: one longer than any valid blob is
 /// refused before a key is loaded, copied or authenticated.
 pub(crate) fn open(
-    svc: &Service,
+    ctx: &DataCtx<'_>,
     ciphertext_blob: &[u8],
     key_id: Option<&str>,
     context: &CanonicalContext,
-    mode: ExecMode,
 ) -> Result<(Arc<LoadedKey>, SecretBytes), ExecError> {
     validate_blob(ciphertext_blob)?;
     let expected = key_id.map(parse_key_id).transpose()?;
-    let header = crate::service::backing::parse_any_header(ciphertext_blob)
-        .map_err(|_| invalid_ciphertext())?;
+    let header =
+        backing::parse_any_header(ciphertext_blob).map_err(|_| errors::invalid_ciphertext())?;
     if let Some(expected) = expected {
         if expected != header.key_id {
-            return Err(KmsError::new(
-                ErrorKind::IncorrectKey,
-                format!(
-                    "the ciphertext was not encrypted under key {}",
-                    format_key_id(&expected)
-                ),
-            )
-            .into());
+            return Err(errors::incorrect_key(&expected).into());
         }
     }
-    let key = match svc.load_key(&header.key_id, mode) {
+    let key = match ctx.key(KeyRef {
+        id: header.key_id,
+        version: Some(header.key_version),
+    }) {
         Ok(k) => k,
         // A blob naming a key that does not exist is a bad blob.
         Err(ExecError::Kms(e)) if e.kind == ErrorKind::NotFound => {
-            return Err(invalid_ciphertext().into())
+            return Err(errors::invalid_ciphertext().into())
         }
         Err(e) => return Err(e),
     };
     key.check_usable()?;
-    let mut plaintext = svc.open_blob(&key, header.key_version, ciphertext_blob, context, mode)?;
+    let mut plaintext = ctx.service().open_blob(
+        &key,
+        header.key_version,
+        ciphertext_blob,
+        context,
+        ctx.site(),
+    )?;
     // Move the buffer out; the emptied Zeroizing wrapper has nothing left.
     Ok((key, SecretBytes::new(std::mem::take(&mut *plaintext))))
 }
 
-/// Decrypts the blob.
-pub fn apply(
-    svc: &Service,
-    req: &Decrypt<'_>,
-    _peer: &Identity,
-    mode: ExecMode,
-) -> Result<Output, ExecError> {
-    let context = super::context(&req.context)?;
-    let (key, plaintext) = open(svc, req.ciphertext_blob, req.key_id, &context, mode)?;
-    Ok(Output::Decrypt(DecryptOutput {
-        key_id: format_key_id(key.id()),
-        plaintext,
-    }))
+impl Op for Decrypt<'_> {
+    const NAME: &'static str = "Decrypt";
+    const ACTION: &'static str = "kms:Decrypt";
+    type Plane = Data;
+
+    fn keys(&self, out: &mut Vec<KeyRef>) {
+        out.extend(blob_key(self.ciphertext_blob));
+    }
+
+    fn payload(&self) -> usize {
+        self.ciphertext_blob.len()
+    }
+
+    fn output_size(&self) -> OutputSize {
+        // The plaintext is shorter than its blob.
+        OutputSize {
+            success: KEY_ID_TEXT + self.ciphertext_blob.len(),
+            error_text: super::context_error_text(&self.context),
+            entries: 0,
+        }
+    }
+
+    /// Decrypts the blob.
+    fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        let context = super::context(&self.context)?;
+        let (key, plaintext) = open(ctx, self.ciphertext_blob, self.key_id, &context)?;
+        Ok(Output::Decrypt(DecryptOutput {
+            key_id: format_key_id(key.id()),
+            plaintext,
+        }))
+    }
 }

@@ -1,29 +1,34 @@
 //! DescribeKey: a key's metadata.
 
+use crate::errors;
 use crate::identity::Identity;
-use crate::service::{format_key_id, internal, parse_key_id, ExecError, ExecMode, Service};
-use kms_proto::{DescribeKey, ErrorKind, KmsError, Output};
+use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::{parse_key_id, Service, ARN_TEXT, KEY_ID_TEXT};
+use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
+use kms_proto::{DescribeKey, Output};
 
-/// Reads the key's record from the store (the source of truth for state).
-pub fn apply(
-    svc: &Service,
-    req: &DescribeKey<'_>,
-    _peer: &Identity,
-    mode: ExecMode,
-) -> Result<Output, ExecError> {
-    let id = parse_key_id(req.key_id)?;
-    if mode == ExecMode::NonBlocking {
-        return Err(ExecError::WouldBlock);
+impl Op for DescribeKey<'_> {
+    const NAME: &'static str = "DescribeKey";
+    const ACTION: &'static str = "kms:DescribeKey";
+    type Plane = Control;
+
+    fn output_size(&self) -> OutputSize {
+        // A stored description is at most 8192 characters of up to 4 bytes.
+        OutputSize {
+            success: KEY_ID_TEXT + ARN_TEXT + 4 * MAX_DESCRIPTION_LEN,
+            ..OutputSize::default()
+        }
     }
-    let record = svc
-        .store()
-        .get_key(&id)
-        .map_err(|e| internal("reading key", e))?
-        .ok_or_else(|| {
-            KmsError::new(
-                ErrorKind::NotFound,
-                format!("key {} does not exist", format_key_id(&id)),
-            )
-        })?;
-    Ok(Output::DescribeKey(Service::metadata(&record)))
+
+    /// Reads the key's record from the store (the source of truth for
+    /// state).
+    fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        let id = parse_key_id(self.key_id)?;
+        let record = ctx
+            .store()
+            .get_key(&id)
+            .map_err(|e| errors::store("reading key", e))?
+            .ok_or_else(|| errors::key_not_found(&id))?;
+        Ok(Output::DescribeKey(Service::metadata(&record)))
+    }
 }

@@ -1,7 +1,9 @@
 //! Encrypt: up to 4096 bytes under a KMS key's current version.
 
 use crate::identity::Identity;
-use crate::service::{format_key_id, ExecError, ExecMode, Service};
+use crate::service::keys::KeyRef;
+use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
+use crate::service::{format_key_id, parse_key_id, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_PLAINTEXT;
 use kms_proto::{Encrypt, EncryptOutput, KmsError, Output};
 
@@ -16,20 +18,41 @@ pub fn validate(req: &Encrypt<'_>) -> Result<(), KmsError> {
     Ok(())
 }
 
-/// Seals the plaintext, bound to the encryption context.
-pub fn apply(
-    svc: &Service,
-    req: &Encrypt<'_>,
-    _peer: &Identity,
-    mode: ExecMode,
-) -> Result<Output, ExecError> {
-    validate(req)?;
-    let context = super::context(&req.context)?;
-    let key = svc.load_key_by_name(req.key_id, mode)?;
-    key.check_usable()?;
-    let ciphertext_blob = svc.seal(&key, &context, req.plaintext, mode)?;
-    Ok(Output::Encrypt(EncryptOutput {
-        key_id: format_key_id(key.id()),
-        ciphertext_blob,
-    }))
+impl Op for Encrypt<'_> {
+    const NAME: &'static str = "Encrypt";
+    const ACTION: &'static str = "kms:Encrypt";
+    type Plane = Data;
+
+    fn keys(&self, out: &mut Vec<KeyRef>) {
+        if let Ok(id) = parse_key_id(self.key_id) {
+            out.push(KeyRef { id, version: None });
+        }
+    }
+
+    fn payload(&self) -> usize {
+        self.plaintext.len()
+    }
+
+    fn output_size(&self) -> OutputSize {
+        OutputSize {
+            success: KEY_ID_TEXT + self.plaintext.len().min(MAX_PLAINTEXT) + BLOB_OVERHEAD_MAX,
+            error_text: super::context_error_text(&self.context),
+            entries: 0,
+        }
+    }
+
+    /// Seals the plaintext, bound to the encryption context.
+    fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        validate(self)?;
+        let context = super::context(&self.context)?;
+        let key = ctx.key_named(self.key_id)?;
+        key.check_usable()?;
+        let ciphertext_blob = ctx
+            .service()
+            .seal(&key, &context, self.plaintext, ctx.site())?;
+        Ok(Output::Encrypt(EncryptOutput {
+            key_id: format_key_id(key.id()),
+            ciphertext_blob,
+        }))
+    }
 }

@@ -1,9 +1,13 @@
 //! GenerateDataKey and GenerateDataKeyWithoutPlaintext: a random data key,
 //! returned encrypted under the KMS key (and in plaintext for the former).
+//! The two share the request type; [`WithoutPlaintext`] is the second's
+//! [`Op`].
 
 use crate::crypto::rng;
 use crate::identity::Identity;
-use crate::service::{format_key_id, ExecError, ExecMode, Service};
+use crate::service::keys::KeyRef;
+use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
+use crate::service::{format_key_id, parse_key_id, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_DATA_KEY_BYTES;
 use kms_proto::{
     GenerateDataKey, GenerateDataKeyOutput, GenerateDataKeyWithoutPlaintextOutput, KmsError,
@@ -25,21 +29,42 @@ pub fn validate(req: &GenerateDataKey<'_>) -> Result<usize, KmsError> {
     }
 }
 
+/// The data key's size as asked, capped (for bounds; validation is
+/// `validate`'s).
+fn asked(req: &GenerateDataKey<'_>) -> usize {
+    let n = match (req.number_of_bytes, req.key_spec) {
+        (Some(n), _) => n,
+        (None, Some(spec)) => spec.num_bytes(),
+        (None, None) => 0,
+    };
+    n.min(MAX_DATA_KEY_BYTES) as usize
+}
+
+fn keys(req: &GenerateDataKey<'_>, out: &mut Vec<KeyRef>) {
+    if let Ok(id) = parse_key_id(req.key_id) {
+        out.push(KeyRef { id, version: None });
+    }
+}
+
+fn payload(req: &GenerateDataKey<'_>) -> usize {
+    req.number_of_bytes.unwrap_or(32) as usize
+}
+
 /// Generates the data key and seals it under the key's current version.
-pub fn apply(
-    svc: &Service,
+fn generate(
     req: &GenerateDataKey<'_>,
-    _peer: &Identity,
-    mode: ExecMode,
+    ctx: &DataCtx<'_>,
     with_plaintext: bool,
 ) -> Result<Output, ExecError> {
     let len = validate(req)?;
     let context = super::context(&req.context)?;
-    let key = svc.load_key_by_name(req.key_id, mode)?;
+    let key = ctx.key_named(req.key_id)?;
     key.check_usable()?;
     let mut plaintext = SecretBytes::new(vec![0; len]);
     rng::fill(plaintext.expose_mut());
-    let ciphertext_blob = svc.seal(&key, &context, plaintext.expose(), mode)?;
+    let ciphertext_blob = ctx
+        .service()
+        .seal(&key, &context, plaintext.expose(), ctx.site())?;
     let key_id = format_key_id(key.id());
     Ok(if with_plaintext {
         Output::GenerateDataKey(GenerateDataKeyOutput {
@@ -53,4 +78,60 @@ pub fn apply(
             ciphertext_blob,
         })
     })
+}
+
+impl Op for GenerateDataKey<'_> {
+    const NAME: &'static str = "GenerateDataKey";
+    const ACTION: &'static str = "kms:GenerateDataKey";
+    type Plane = Data;
+
+    fn keys(&self, out: &mut Vec<KeyRef>) {
+        keys(self, out)
+    }
+
+    fn payload(&self) -> usize {
+        payload(self)
+    }
+
+    fn output_size(&self) -> OutputSize {
+        OutputSize {
+            success: KEY_ID_TEXT + 2 * asked(self) + BLOB_OVERHEAD_MAX,
+            error_text: super::context_error_text(&self.context),
+            entries: 0,
+        }
+    }
+
+    fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        generate(self, ctx, true)
+    }
+}
+
+/// GenerateDataKeyWithoutPlaintext's [`Op`] (its request is
+/// GenerateDataKey's).
+pub struct WithoutPlaintext<'r, 'a>(pub &'r GenerateDataKey<'a>);
+
+impl Op for WithoutPlaintext<'_, '_> {
+    const NAME: &'static str = "GenerateDataKeyWithoutPlaintext";
+    const ACTION: &'static str = "kms:GenerateDataKeyWithoutPlaintext";
+    type Plane = Data;
+
+    fn keys(&self, out: &mut Vec<KeyRef>) {
+        keys(self.0, out)
+    }
+
+    fn payload(&self) -> usize {
+        payload(self.0)
+    }
+
+    fn output_size(&self) -> OutputSize {
+        OutputSize {
+            success: KEY_ID_TEXT + asked(self.0) + BLOB_OVERHEAD_MAX,
+            error_text: super::context_error_text(&self.0.context),
+            entries: 0,
+        }
+    }
+
+    fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        generate(self.0, ctx, false)
+    }
 }

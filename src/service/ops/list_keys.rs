@@ -1,7 +1,9 @@
 //! ListKeys: keys in key-id order, paginated with an opaque marker.
 
+use crate::errors;
 use crate::identity::Identity;
-use crate::service::{format_key_id, internal, key_arn, ExecError, ExecMode, Service};
+use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::{format_key_id, key_arn, ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use kms_proto::{ErrorKind, KeyListEntry, KmsError, ListKeys, ListKeysOutput, Output};
 
@@ -32,34 +34,51 @@ pub fn validate(req: &ListKeys<'_>) -> Result<(u32, Option<[u8; 16]>), KmsError>
     Ok((limit, after))
 }
 
-/// Reads one page from the store.
-pub fn apply(
-    svc: &Service,
-    req: &ListKeys<'_>,
-    _peer: &Identity,
-    mode: ExecMode,
-) -> Result<Output, ExecError> {
-    let (limit, after) = validate(req)?;
-    if mode == ExecMode::NonBlocking {
-        return Err(ExecError::WouldBlock);
+/// The page size a request asks for, as it will be served (for bounds;
+/// an out-of-range one fails in `validate`).
+pub(crate) fn page_size(req: &ListKeys<'_>) -> usize {
+    let n = match req.limit {
+        0 => DEFAULT_LIST_LIMIT,
+        n => n.min(MAX_LIST_LIMIT),
+    };
+    n as usize
+}
+
+impl Op for ListKeys<'_> {
+    const NAME: &'static str = "ListKeys";
+    const ACTION: &'static str = "kms:ListKeys";
+    type Plane = Control;
+
+    fn output_size(&self) -> OutputSize {
+        let n = page_size(self);
+        OutputSize {
+            success: KEY_ID_TEXT + n * (KEY_ID_TEXT + ARN_TEXT),
+            error_text: 0,
+            entries: n,
+        }
     }
-    // One more than asked tells whether another page exists.
-    let mut keys = svc
-        .store()
-        .list_keys(after.as_ref(), limit + 1)
-        .map_err(|e| internal("listing keys", e))?;
-    let truncated = keys.len() > limit as usize;
-    keys.truncate(limit as usize);
-    let next_marker = truncated.then(|| format_key_id(&keys.last().expect("non-empty").key_id));
-    Ok(Output::ListKeys(ListKeysOutput {
-        keys: keys
-            .iter()
-            .map(|k| KeyListEntry {
-                key_id: format_key_id(&k.key_id),
-                arn: key_arn(&k.key_id),
-            })
-            .collect(),
-        next_marker,
-        truncated,
-    }))
+
+    /// Reads one page from the store.
+    fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        let (limit, after) = validate(self)?;
+        // One more than asked tells whether another page exists.
+        let mut keys = ctx
+            .store()
+            .list_keys(after.as_ref(), limit + 1)
+            .map_err(|e| errors::store("listing keys", e))?;
+        let truncated = keys.len() > limit as usize;
+        keys.truncate(limit as usize);
+        let next_marker = truncated.then(|| format_key_id(&keys.last().expect("non-empty").key_id));
+        Ok(Output::ListKeys(ListKeysOutput {
+            keys: keys
+                .iter()
+                .map(|k| KeyListEntry {
+                    key_id: format_key_id(&k.key_id),
+                    arn: key_arn(&k.key_id),
+                })
+                .collect(),
+            next_marker,
+            truncated,
+        }))
+    }
 }

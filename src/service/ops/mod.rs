@@ -1,8 +1,6 @@
-//! One file per operation: its validation and its apply function.
-//!
-//! Every apply function takes the service, the typed request, the caller and
-//! the execution mode, and returns the output or an error with an AWS
-//! exception name. Validation comes first: cheap checks fail before any key is
+//! One file per operation: its validation and its [`Op`](super::op::Op)
+//! implementation (name, action, plane, keys, payload, output bound,
+//! apply). Validation comes first: cheap checks fail before any key is
 //! loaded.
 
 pub mod create_key;
@@ -22,4 +20,10 @@ use kms_proto::KmsError;
 pub(crate) fn context(pairs: &[(&str, &str)]) -> Result<CanonicalContext, KmsError> {
     CanonicalContext::new(pairs)
         .map_err(|e| KmsError::validation(format!("encryption context: {e}")))
+}
+
+/// Bytes of client text a context error may quote: a duplicate key is
+/// quoted Debug-escaped, at most 6 bytes per byte (`\u{1}` is 5).
+pub(crate) fn context_error_text(pairs: &[(&str, &str)]) -> usize {
+    pairs.iter().map(|(k, _)| 6 * k.len()).sum()
 }

@@ -2,33 +2,62 @@
 //! key inside the daemon; the plaintext never leaves it.
 
 use crate::identity::Identity;
-use crate::service::{format_key_id, ExecError, ExecMode, Service};
+use crate::service::keys::KeyRef;
+use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
+use crate::service::{format_key_id, parse_key_id, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
 use kms_proto::{Output, ReEncrypt, ReEncryptOutput};
 
-/// Opens the source blob and seals its plaintext for the destination.
-pub fn apply(
-    svc: &Service,
-    req: &ReEncrypt<'_>,
-    _peer: &Identity,
-    mode: ExecMode,
-) -> Result<Output, ExecError> {
-    // Before the destination key is loaded: a bad blob costs nothing.
-    super::decrypt::validate_blob(req.ciphertext_blob)?;
-    let source_context = super::context(&req.source_context)?;
-    let destination_context = super::context(&req.destination_context)?;
-    let destination = svc.load_key_by_name(req.destination_key_id, mode)?;
-    destination.check_usable()?;
-    let (source, plaintext) = super::decrypt::open(
-        svc,
-        req.ciphertext_blob,
-        req.source_key_id,
-        &source_context,
-        mode,
-    )?;
-    let ciphertext_blob = svc.seal(&destination, &destination_context, plaintext.expose(), mode)?;
-    Ok(Output::ReEncrypt(ReEncryptOutput {
-        source_key_id: format_key_id(source.id()),
-        key_id: format_key_id(destination.id()),
-        ciphertext_blob,
-    }))
+impl Op for ReEncrypt<'_> {
+    const NAME: &'static str = "ReEncrypt";
+    // AWS checks kms:ReEncryptFrom on the source key and kms:ReEncryptTo on
+    // the destination; this is the action's family name in policies.
+    const ACTION: &'static str = "kms:ReEncrypt*";
+    type Plane = Data;
+
+    fn keys(&self, out: &mut Vec<KeyRef>) {
+        if let Ok(id) = parse_key_id(self.destination_key_id) {
+            out.push(KeyRef { id, version: None });
+        }
+        out.extend(super::decrypt::blob_key(self.ciphertext_blob));
+    }
+
+    fn payload(&self) -> usize {
+        self.ciphertext_blob.len()
+    }
+
+    fn output_size(&self) -> OutputSize {
+        OutputSize {
+            success: 2 * KEY_ID_TEXT + self.ciphertext_blob.len() + BLOB_OVERHEAD_MAX,
+            error_text: super::context_error_text(&self.source_context)
+                + super::context_error_text(&self.destination_context),
+            entries: 0,
+        }
+    }
+
+    /// Opens the source blob and seals its plaintext for the destination.
+    fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        // Before the destination key is loaded: a bad blob costs nothing.
+        super::decrypt::validate_blob(self.ciphertext_blob)?;
+        let source_context = super::context(&self.source_context)?;
+        let destination_context = super::context(&self.destination_context)?;
+        let destination = ctx.key_named(self.destination_key_id)?;
+        destination.check_usable()?;
+        let (source, plaintext) = super::decrypt::open(
+            ctx,
+            self.ciphertext_blob,
+            self.source_key_id,
+            &source_context,
+        )?;
+        let ciphertext_blob = ctx.service().seal(
+            &destination,
+            &destination_context,
+            plaintext.expose(),
+            ctx.site(),
+        )?;
+        Ok(Output::ReEncrypt(ReEncryptOutput {
+            source_key_id: format_key_id(source.id()),
+            key_id: format_key_id(destination.id()),
+            ciphertext_blob,
+        }))
+    }
 }

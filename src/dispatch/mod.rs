@@ -1,0 +1,341 @@
+//! Dispatch: from a whole frame on an I/O thread to an answer on the
+//! connection's write queue.
+//!
+//! Every frame is admitted once ([`crate::wire::admit`]: decoded, its
+//! answer bounded, its plane, keys and payload known), charged to the byte
+//! budgets, then sent where its admission says:
+//!
+//! - **inline**, on the I/O thread: a small data-plane request (at most 64
+//!   items, 64 KiB of payload) whose keys are all cached and none HSM-only
+//!   (a hand-off that parks a thread costs a ~25 µs wake-up, more than the
+//!   work itself; docs/perf/);
+//! - **the control-plane executor** ([`control`]): any frame with a
+//!   control-plane operation (it reads or writes the store: an fsync per
+//!   CreateKey must not hold up cache misses or I/O threads);
+//! - **the key loader** first, if keys are not cached: the frame waits,
+//!   holding no thread, with a deadline, and misses for many keys reach the
+//!   root of trust in batches; then
+//! - **the HSM executor** if it uses HSM-only keys (each operation an HSM
+//!   call, made by the threads that own the sessions), else
+//! - **the workers** ([`workers`]): two bounded lock-free lanes (crossbeam
+//!   `ArrayQueue`) feeding a rayon pool, small frames first.
+//!
+//! A full queue answers ThrottlingException at once (counted as overload,
+//! apart from any quota): latency never grows without bound. Work for a
+//! connection that has gone is dropped without running.
+//!
+//! Invariant: [`Dispatcher::dispatch`], [`Dispatcher::offer`] and
+//! [`Dispatcher::resume`] never block.
+
+mod control;
+mod reply;
+mod workers;
+
+pub use reply::{Admission, Outgoing, Reply};
+
+use crate::budget::{Charge, ConnBudget, FLOOR};
+use crate::config::DispatchConfig;
+use crate::errors;
+use crate::identity::Identity;
+use crate::service::loader::Prefetched;
+use crate::service::op::{PlaneKind, Site};
+use crate::service::Service;
+use crate::wire::{self, AdmittedFrame, AnswerOptions, NotRun};
+use kms_proto::frame::Frame;
+use kms_proto::KmsError;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A frame the budget could not take yet: charge [`Waiting::bytes`], then
+/// hand it back to [`Dispatcher::resume`]. Nothing of it has run; it is
+/// not decoded again. Boxed where it is returned: only a connection at its
+/// budget pays for that.
+pub struct Waiting {
+    job: Job,
+    bytes: usize,
+}
+
+impl Waiting {
+    /// Bytes to charge (request plus answer bound).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// An admitted frame on its way to an answer.
+struct Job {
+    /// The frame with its decoded request (the frame is zeroed when the
+    /// job is dropped: it may hold plaintext).
+    admitted: AdmittedFrame,
+    caller: Identity,
+    reply: Reply,
+    /// Largest answer frame.
+    max_answer: usize,
+    /// Its request and answer bound fit [`crate::budget::FLOOR`]: it takes
+    /// the workers' small lane.
+    small: bool,
+    /// What the key loader got for its missing keys (it runs with them,
+    /// failures included, and never loads them again).
+    prefetched: Option<Prefetched>,
+}
+
+/// Routes frames to inline execution, the control plane, the HSM executor
+/// or the worker pool.
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+    inline_small: bool,
+}
+
+/// What the dispatcher's executors share.
+struct Inner {
+    service: Arc<Service>,
+    workers: workers::Workers,
+    control: control::ControlPlane,
+    /// Requests refused because a queue was full (see [`Inner::busy`]).
+    overloaded: AtomicU64,
+    /// Frames whose work was dropped because their connection had gone
+    /// (counted off the data path: only when it happens).
+    dropped: AtomicU64,
+}
+
+impl Dispatcher {
+    /// Starts the worker pool and the control-plane executor.
+    pub fn new(service: Arc<Service>, config: &DispatchConfig) -> std::io::Result<Dispatcher> {
+        Ok(Dispatcher {
+            inner: Arc::new(Inner {
+                service,
+                workers: workers::Workers::new(config)?,
+                control: control::ControlPlane::new(config)?,
+                overloaded: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+            }),
+            inline_small: config.inline_small,
+        })
+    }
+
+    /// The service behind this dispatcher.
+    pub fn service(&self) -> &Arc<Service> {
+        &self.inner.service
+    }
+
+    /// Requests refused with ThrottlingException because a queue (workers,
+    /// control plane, HSM executor) was full: the daemon's overload,
+    /// counted apart from any quota throttling.
+    pub fn overloaded(&self) -> u64 {
+        self.inner.overloaded.load(Ordering::Relaxed)
+    }
+
+    /// Frames not run (or not run to the end) because their connection had
+    /// gone, since start.
+    pub fn dropped_frames(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Answers `frame` inline or queues it, after its missing keys are
+    /// loaded, with no byte budget and the default answer bound. Never
+    /// blocks. The frame is zeroed once answered.
+    pub fn dispatch(&self, frame: impl Into<Frame>, caller: Identity, reply: Reply) {
+        if let Err(w) =
+            self.offer_inner(frame.into(), caller, reply, wire::DEFAULT_MAX_ANSWER, None)
+        {
+            unreachable!("no budget to refuse {} bytes", w.bytes);
+        }
+    }
+
+    /// Like [`Dispatcher::dispatch`], but the frame is first charged its
+    /// request bytes and its answer's bound (answers are at most
+    /// `max_answer` bytes) in `budget`. If the budget has no room now,
+    /// nothing runs and the frame comes back as [`Waiting`]: charge it and
+    /// call [`Dispatcher::resume`]. Never blocks.
+    pub fn offer(
+        &self,
+        frame: impl Into<Frame>,
+        caller: Identity,
+        reply: Reply,
+        max_answer: usize,
+        budget: &Arc<ConnBudget>,
+    ) -> Result<(), Box<Waiting>> {
+        self.offer_inner(frame.into(), caller, reply, max_answer, Some(budget))
+    }
+
+    /// Runs a frame that came back from [`Dispatcher::offer`] with the
+    /// charge it waited for.
+    pub fn resume(&self, waiting: Waiting, charge: Charge) {
+        let mut job = waiting.job;
+        job.reply.attach(charge);
+        self.proceed(job);
+    }
+
+    /// Admits the frame (the one decode), charges it, then proceeds.
+    fn offer_inner(
+        &self,
+        frame: Frame,
+        caller: Identity,
+        reply: Reply,
+        max_answer: usize,
+        budget: Option<&Arc<ConnBudget>>,
+    ) -> Result<(), Box<Waiting>> {
+        let frame_len = frame.len();
+        let admitted = match wire::admit(&self.inner.service, frame, max_answer) {
+            Ok(a) => a,
+            Err(e) => {
+                // A frame-level error is small (no client text beyond the
+                // bounded messages) and is not charged.
+                let mut out = Vec::new();
+                wire::reject(&e, &mut out);
+                reply.send(out);
+                return Ok(());
+            }
+        };
+        let cost = frame_len + admitted.get().plan.bound;
+        let mut job = Job {
+            admitted,
+            caller,
+            reply,
+            max_answer,
+            small: cost <= FLOOR,
+            prefetched: None,
+        };
+        if let Some(budget) = budget.filter(|_| !job.reply.is_charged()) {
+            match budget.try_charge(cost) {
+                Some(c) => job.reply.attach(c),
+                None => return Err(Box::new(Waiting { job, bytes: cost })),
+            }
+        }
+        self.proceed(job);
+        Ok(())
+    }
+
+    /// Sends an admitted, charged frame where its admission says.
+    fn proceed(&self, job: Job) {
+        let inner = &self.inner;
+        let a = job.admitted.get();
+        if a.plane == PlaneKind::Control {
+            return inner.control.submit(inner, job);
+        }
+        if self.inline_small && a.small() && !a.hsm && a.all_cached() {
+            let mut out = Vec::new();
+            let opts = AnswerOptions {
+                max_answer: job.max_answer,
+                gone: None,
+            };
+            match wire::answer(&inner.service, a, &job.caller, Site::Io, opts, &mut out) {
+                Ok(()) => return job.reply.send(out),
+                Err(NotRun::Gone) => return inner.drop_gone(),
+                // A key evicted since admission: load it off this thread.
+                Err(NotRun::NotReady) => {}
+            }
+        }
+        // Keys cached at admission travel with the frame (the worker uses
+        // them, even if they are evicted meanwhile); the others are loaded.
+        let missing: Vec<[u8; 16]> = a.missing().iter().map(|r| r.id).collect();
+        let hsm = a.hsm;
+        if missing.is_empty() {
+            return Inner::route(inner, job, hsm);
+        }
+        let service = &inner.service;
+        let inner = Arc::clone(inner);
+        service
+            .loader()
+            .prefetch(&missing, service.load_timeout(), move |keys| {
+                // Called on a loader thread (or the deadline sweep, when a
+                // load timed out): the frame runs with what its keys got,
+                // so a failed or timed-out load is answered at once, item
+                // by item.
+                let hsm = hsm || keys.any_hsm();
+                let job = Job {
+                    prefetched: Some(keys),
+                    ..job
+                };
+                Inner::route(&inner, job, hsm)
+            });
+    }
+}
+
+impl Inner {
+    /// To the HSM executor if the frame uses HSM-only keys, else to the
+    /// workers.
+    fn route(this: &Arc<Inner>, job: Job, hsm: bool) {
+        if !hsm {
+            return this.workers.enqueue(this, job);
+        }
+        let work = (Arc::clone(this), job);
+        // Queued HSM frames have the key loads' deadline too: past it they
+        // are answered KeyUnavailableException unrun.
+        let timeout = this.service.load_timeout();
+        if let Err((_, job)) =
+            this.service
+                .loader()
+                .run_frame(work, timeout, |(inner, job), expired| match expired {
+                    None => Inner::run(&inner, job, None),
+                    Some(e) => inner.fail(job, &e),
+                })
+        {
+            this.busy(job);
+        }
+    }
+
+    /// Runs a frame to its answer on a thread that may block, unless its
+    /// connection is gone: then the work is dropped (before it starts, or
+    /// between batch items), and its admission with it. `between_items`
+    /// runs between the items of a batch (a worker serving the small lane).
+    fn run(this: &Arc<Inner>, job: Job, between_items: Option<&dyn Fn()>) {
+        if job.reply.is_gone() {
+            this.drop_gone();
+            return;
+        }
+        let Job {
+            admitted,
+            caller,
+            reply,
+            max_answer,
+            prefetched,
+            ..
+        } = job;
+        let mut out = Vec::new();
+        let gone = || {
+            if let Some(f) = between_items {
+                f();
+            }
+            reply.is_gone()
+        };
+        let opts = AnswerOptions {
+            max_answer,
+            gone: Some(&gone),
+        };
+        let site = Site::Blocking {
+            prefetched: prefetched.as_ref(),
+        };
+        match wire::answer(&this.service, admitted.get(), &caller, site, opts, &mut out) {
+            Ok(()) => reply.send(out),
+            Err(NotRun::Gone) => this.drop_gone(),
+            Err(NotRun::NotReady) => unreachable!("a blocking site always gets its keys"),
+        }
+    }
+
+    fn drop_gone(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Answers ThrottlingException: a queue is full. The daemon keeps it
+    /// apart from quota throttling: its message says "overloaded", it is
+    /// counted in [`Dispatcher::overloaded`], and logged (at the 1st, 2nd,
+    /// 4th, 8th, ... refusal, so a flood cannot flood the log).
+    fn busy(&self, job: Job) {
+        let n = self.overloaded.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                refused = n,
+                "overloaded: a request queue is full; answering ThrottlingException"
+            );
+        }
+        self.fail(job, &errors::overloaded());
+    }
+
+    /// Answers the whole frame with `error`, unrun.
+    fn fail(&self, job: Job, error: &KmsError) {
+        let mut out = Vec::new();
+        wire::fail(job.admitted.backing_cart(), error, &mut out);
+        job.reply.send(out);
+    }
+}

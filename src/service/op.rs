@@ -1,0 +1,330 @@
+//! What every operation declares, and the one place an [`Operation`] is
+//! turned into its implementation.
+//!
+//! Each operation is one file under `ops/` implementing [`Op`] for its typed
+//! request: its AWS name and policy action, its plane, the keys it needs,
+//! its payload, a bound of its answer, and `apply`. Admission, routing,
+//! the inline decision and execution derive from these declarations
+//! through [`with_op!`], the one `match` over the operations: adding an
+//! operation is its file plus one arm there (and its wire encoding).
+//!
+//! The plane is a type: a data-plane operation's `apply` gets a
+//! [`DataCtx`], which can reach keys (cached, prefetched, or loaded off
+//! the I/O threads) and crypto but not the store; a control-plane
+//! operation's gets a [`ControlCtx`], which adds the store, and is only
+//! made off the I/O threads (by the control-plane executor, or by
+//! in-process callers). So an operation cannot forget to stay off the
+//! store on an I/O thread: it has no way to reach it there.
+
+use super::keys::{KeyRef, Needed};
+use super::loader::Prefetched;
+use super::{LoadedKey, Service};
+use crate::identity::Identity;
+use crate::keystore::Keystore;
+use kms_proto::{KmsError, Operation, Output};
+use std::sync::Arc;
+
+/// Which plane an operation belongs to, as a value (for routing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PlaneKind {
+    /// Data-key operations on cached keys: fast, may run inline on an I/O
+    /// thread.
+    Data,
+    /// Key management: reads or writes the store; runs on the control-plane
+    /// executor only.
+    Control,
+}
+
+/// A plane, as a type: what context its operations get.
+pub trait Plane {
+    /// The plane as a value.
+    const KIND: PlaneKind;
+    /// What an operation of this plane may use.
+    type Ctx<'s>;
+    /// Runs `op` at `site` with this plane's context.
+    fn run<O: Op<Plane = Self>>(
+        op: &O,
+        svc: &Service,
+        caller: &Identity,
+        site: Site<'_>,
+        resolved: &[Needed],
+    ) -> Result<Output, ExecError>;
+}
+
+/// The data plane.
+pub struct Data;
+/// The control plane.
+pub struct Control;
+
+impl Plane for Data {
+    const KIND: PlaneKind = PlaneKind::Data;
+    type Ctx<'s> = DataCtx<'s>;
+    fn run<O: Op<Plane = Self>>(
+        op: &O,
+        svc: &Service,
+        caller: &Identity,
+        site: Site<'_>,
+        resolved: &[Needed],
+    ) -> Result<Output, ExecError> {
+        op.apply(
+            &DataCtx {
+                svc,
+                site,
+                resolved,
+            },
+            caller,
+        )
+    }
+}
+
+impl Plane for Control {
+    const KIND: PlaneKind = PlaneKind::Control;
+    type Ctx<'s> = ControlCtx<'s>;
+    fn run<O: Op<Plane = Self>>(
+        op: &O,
+        svc: &Service,
+        caller: &Identity,
+        site: Site<'_>,
+        resolved: &[Needed],
+    ) -> Result<Output, ExecError> {
+        if matches!(site, Site::Io) {
+            // Admission routes control-plane frames to their executor, so
+            // the daemon never gets here; an in-process caller asking for
+            // it is told to run it where it may block.
+            return Err(ExecError::NotReady);
+        }
+        op.apply(
+            &ControlCtx {
+                data: DataCtx {
+                    svc,
+                    site,
+                    resolved,
+                },
+            },
+            caller,
+        )
+    }
+}
+
+/// Upper bounds of what one outcome of an operation can hold, from its
+/// request alone (before it runs), independent of any encoding: each
+/// encoding adds its own overheads (see `wire::bound`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutputSize {
+    /// Bytes of strings and blobs in a success.
+    pub success: usize,
+    /// Bytes of client text an error message may quote (escaped), beyond
+    /// the longest fixed message.
+    pub error_text: usize,
+    /// List entries in a success (each is a table of its own).
+    pub entries: usize,
+}
+
+/// One operation: its declarations and its implementation.
+pub trait Op {
+    /// AWS's operation name, e.g. "Encrypt".
+    const NAME: &'static str;
+    /// The action a key policy names for it, e.g. "kms:Encrypt".
+    const ACTION: &'static str;
+    /// Its plane ([`Data`] or [`Control`]).
+    type Plane: Plane;
+    /// The keys it needs loaded before it runs (by key id, or by the key id
+    /// and version a ciphertext names); what it cannot parse is skipped
+    /// here and answered by `apply`.
+    fn keys(&self, _out: &mut Vec<KeyRef>) {}
+    /// Bytes of client payload it carries (plaintext, ciphertext, or the
+    /// bytes it asks to be generated), for the inline decision.
+    fn payload(&self) -> usize {
+        0
+    }
+    /// Bounds of its outcome.
+    fn output_size(&self) -> OutputSize;
+    /// Runs it.
+    fn apply(
+        &self,
+        ctx: &<Self::Plane as Plane>::Ctx<'_>,
+        caller: &Identity,
+    ) -> Result<Output, ExecError>;
+}
+
+/// Why an operation produced no output.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ExecError {
+    /// Answer the client with this error.
+    Kms(KmsError),
+    /// On an I/O thread, it needs a key that is not cached (evicted since
+    /// admission): run it off the I/O thread instead. Nothing visible has
+    /// happened.
+    NotReady,
+}
+
+impl From<KmsError> for ExecError {
+    fn from(e: KmsError) -> Self {
+        ExecError::Kms(e)
+    }
+}
+
+/// Where an operation runs, and so how it gets a key that is not cached.
+#[derive(Clone, Copy)]
+pub enum Site<'a> {
+    /// An I/O thread: cached keys only (anything else is
+    /// [`ExecError::NotReady`]); no store, no PKCS#11, no waiting.
+    Io,
+    /// A worker, the control-plane executor, the HSM executor or an
+    /// in-process caller: keys the dispatcher prefetched come from
+    /// `prefetched` (a failed load is answered with its error, never
+    /// loaded again), others are loaded, waiting at most the load timeout.
+    Blocking {
+        /// What the key loader got for the frame's missing keys.
+        prefetched: Option<&'a Prefetched>,
+    },
+}
+
+impl Site<'_> {
+    /// Whether the thread may block (store, PKCS#11, key loads).
+    pub fn may_block(&self) -> bool {
+        !matches!(self, Site::Io)
+    }
+}
+
+/// What a data-plane operation may use: keys and crypto, no store.
+pub struct DataCtx<'a> {
+    svc: &'a Service,
+    site: Site<'a>,
+    /// The keys admission found cached, sorted by key id.
+    resolved: &'a [Needed],
+}
+
+impl<'a> DataCtx<'a> {
+    /// The service's key material and crypto helpers.
+    pub fn service(&self) -> &'a Service {
+        self.svc
+    }
+
+    /// Where this runs.
+    pub fn site(&self) -> Site<'a> {
+        self.site
+    }
+
+    /// The key `r` names: from the cache, else from the prefetch, else
+    /// loaded (off the I/O threads only).
+    pub fn key(&self, r: KeyRef) -> Result<Arc<LoadedKey>, ExecError> {
+        // A frame's keys were looked up once, at admission: no second
+        // cache lookup per item.
+        let i = self.resolved.partition_point(|n| n.key.id < r.id);
+        if let Some(Some(k)) = self
+            .resolved
+            .get(i)
+            .filter(|n| n.key.id == r.id)
+            .map(|n| &n.cached)
+        {
+            return Ok(Arc::clone(k));
+        }
+        self.svc.key_at(r, self.site)
+    }
+
+    /// The key a client-supplied identifier names (current version).
+    pub fn key_named(&self, key_id: &str) -> Result<Arc<LoadedKey>, ExecError> {
+        let id = super::parse_key_id(key_id)?;
+        self.key(KeyRef { id, version: None })
+    }
+}
+
+/// What a control-plane operation may use: a [`DataCtx`] and the store.
+pub struct ControlCtx<'a> {
+    data: DataCtx<'a>,
+}
+
+impl<'a> ControlCtx<'a> {
+    /// The data-plane context (keys, crypto).
+    pub fn data(&self) -> &DataCtx<'a> {
+        &self.data
+    }
+
+    /// The service.
+    pub fn service(&self) -> &'a Service {
+        self.data.svc
+    }
+
+    /// The store (the thread may block: this context is never made on an
+    /// I/O thread).
+    pub fn store(&self) -> parking_lot::MutexGuard<'a, Keystore> {
+        self.data.svc.store()
+    }
+}
+
+/// Runs `$body` with `$r` bound to the [`Op`] implementation of `$op` (an
+/// `&Operation`): the one `match` over the operations.
+macro_rules! with_op {
+    ($op:expr, $r:ident => $body:expr) => {{
+        use kms_proto::Operation as O;
+        match $op {
+            O::CreateKey($r) => $body,
+            O::DescribeKey($r) => $body,
+            O::ListKeys($r) => $body,
+            O::GenerateDataKey($r) => $body,
+            O::GenerateDataKeyWithoutPlaintext(r) => {
+                let $r = &$crate::service::ops::generate_data_key::WithoutPlaintext(r);
+                $body
+            }
+            O::Encrypt($r) => $body,
+            O::Decrypt($r) => $body,
+            O::ReEncrypt($r) => $body,
+            O::GenerateRandom($r) => $body,
+        }
+    }};
+}
+
+fn plane_of<O: Op>(_: &O) -> PlaneKind {
+    <O::Plane as Plane>::KIND
+}
+
+fn run_one<O: Op>(
+    op: &O,
+    svc: &Service,
+    caller: &Identity,
+    site: Site<'_>,
+    resolved: &[Needed],
+) -> Result<Output, ExecError> {
+    <O::Plane as Plane>::run(op, svc, caller, site, resolved)
+}
+
+/// The plane of `op`.
+pub fn plane(op: &Operation<'_>) -> PlaneKind {
+    with_op!(op, r => plane_of(r))
+}
+
+/// AWS's name of `op` and its policy action.
+pub fn names(op: &Operation<'_>) -> (&'static str, &'static str) {
+    fn of<O: Op>(_: &O) -> (&'static str, &'static str) {
+        (O::NAME, O::ACTION)
+    }
+    with_op!(op, r => of(r))
+}
+
+/// Appends the keys `op` needs.
+pub fn keys(op: &Operation<'_>, out: &mut Vec<KeyRef>) {
+    with_op!(op, r => r.keys(out))
+}
+
+/// The payload `op` carries.
+pub fn payload(op: &Operation<'_>) -> usize {
+    with_op!(op, r => r.payload())
+}
+
+/// Bounds of `op`'s outcome.
+pub fn output_size(op: &Operation<'_>) -> OutputSize {
+    with_op!(op, r => r.output_size())
+}
+
+/// Runs `op` for `caller` at `site`, with the keys admission looked up
+/// (`resolved`, sorted by key; may be empty).
+pub fn execute(
+    svc: &Service,
+    op: &Operation<'_>,
+    caller: &Identity,
+    site: Site<'_>,
+    resolved: &[Needed],
+) -> Result<Output, ExecError> {
+    with_op!(op, r => run_one(r, svc, caller, site, resolved))
+}
