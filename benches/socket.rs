@@ -127,7 +127,7 @@ fn in_process(svc: &Service, key: &str, batch: usize, secs: f64) -> f64 {
     while start.elapsed().as_secs_f64() < secs {
         for _ in 0..64 {
             out.clear();
-            kmsd::wire::handle_frame(&svc, &frame[4..], &peer, &mut out);
+            kmsd::wire::handle_frame(svc, &frame[4..], &peer, &mut out);
         }
         n += 64 * batch as u64;
     }
