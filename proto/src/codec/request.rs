@@ -1,0 +1,601 @@
+//! Requests: verified and decoded in place by the daemon
+//! ([`decode_request`], [`request_id_of`] for frames that fail), built by
+//! the clients ([`encode_request`], [`build_request`], [`RequestEncoder`])
+//! within a size bound computed first ([`request_size_bound`]) so that a
+//! builder holding plaintext never grows.
+
+use super::{origin_to_wire, DecodeLimits, Fbb, PROTOCOL_VERSION};
+use crate::error::{ErrorKind, KmsError};
+use crate::frame::write_frame;
+use crate::generated as fb;
+use crate::types::*;
+use flatbuffers::{ForwardsUOffset, Vector, WIPOffset};
+
+/// A request frame that could not be decoded at all. `request_id` is the
+/// request's when it could be read, else 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestError {
+    /// Id to answer with.
+    pub request_id: u64,
+    /// Why.
+    pub error: KmsError,
+}
+
+/// Reads the `operation` union of a `Request` or a `BatchItem` (both have the
+/// same generated accessors) into an [`Operation`].
+macro_rules! decode_operation {
+    ($src:expr) => {{
+        let src = &$src;
+        match src.operation_type() {
+            fb::Operation::CreateKeyRequest => src
+                .operation_as_create_key_request()
+                .ok_or_else(missing_union)
+                .and_then(read_create_key),
+            fb::Operation::DescribeKeyRequest => src
+                .operation_as_describe_key_request()
+                .ok_or_else(missing_union)
+                .and_then(read_describe_key),
+            fb::Operation::ListKeysRequest => src
+                .operation_as_list_keys_request()
+                .ok_or_else(missing_union)
+                .and_then(read_list_keys),
+            fb::Operation::GenerateDataKeyRequest => src
+                .operation_as_generate_data_key_request()
+                .ok_or_else(missing_union)
+                .and_then(|r| {
+                    read_generate_data_key(
+                        r.key_id(),
+                        r.number_of_bytes(),
+                        r.key_spec(),
+                        r.encryption_context(),
+                    )
+                    .map(Operation::GenerateDataKey)
+                }),
+            fb::Operation::GenerateDataKeyWithoutPlaintextRequest => src
+                .operation_as_generate_data_key_without_plaintext_request()
+                .ok_or_else(missing_union)
+                .and_then(|r| {
+                    read_generate_data_key(
+                        r.key_id(),
+                        r.number_of_bytes(),
+                        r.key_spec(),
+                        r.encryption_context(),
+                    )
+                    .map(Operation::GenerateDataKeyWithoutPlaintext)
+                }),
+            fb::Operation::EncryptRequest => src
+                .operation_as_encrypt_request()
+                .ok_or_else(missing_union)
+                .and_then(read_encrypt),
+            fb::Operation::DecryptRequest => src
+                .operation_as_decrypt_request()
+                .ok_or_else(missing_union)
+                .and_then(read_decrypt),
+            fb::Operation::ReEncryptRequest => src
+                .operation_as_re_encrypt_request()
+                .ok_or_else(missing_union)
+                .and_then(read_re_encrypt),
+            fb::Operation::GenerateRandomRequest => src
+                .operation_as_generate_random_request()
+                .ok_or_else(missing_union)
+                .map(|r| {
+                    Operation::GenerateRandom(GenerateRandom {
+                        number_of_bytes: r.number_of_bytes(),
+                    })
+                }),
+            fb::Operation::NONE => Err(KmsError::validation("item has no operation")),
+            other => Err(KmsError::new(
+                ErrorKind::UnsupportedOperation,
+                format!("unknown operation type {}", other.0),
+            )),
+        }
+    }};
+}
+
+/// Verifies `buf` and reads the request in place.
+pub fn decode_request<'a>(
+    buf: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<Request<'a>, RequestError> {
+    let req = flatbuffers::root_with_opts::<fb::Request>(&limits.verifier_options(), buf).map_err(
+        |e| RequestError {
+            // A pipelining client needs to know which request failed.
+            request_id: request_id_of(buf).unwrap_or(0),
+            error: KmsError::new(
+                ErrorKind::Serialization,
+                format!("request is not a valid kmsd flatbuffer: {e}"),
+            ),
+        },
+    )?;
+    let request_id = req.request_id();
+    let fail = |error: KmsError| RequestError { request_id, error };
+    if req.protocol_version() != PROTOCOL_VERSION {
+        return Err(fail(KmsError::validation(format!(
+            "unsupported protocol version {} (this daemon speaks {PROTOCOL_VERSION})",
+            req.protocol_version()
+        ))));
+    }
+    let body = match (req.operation_type(), req.batch()) {
+        (fb::Operation::NONE, Some(items)) => {
+            if items.len() > limits.max_batch {
+                return Err(fail(KmsError::validation(format!(
+                    "batch of {} items exceeds the limit of {}",
+                    items.len(),
+                    limits.max_batch
+                ))));
+            }
+            if items.is_empty() {
+                return Err(fail(KmsError::validation("batch is empty")));
+            }
+            RequestBody::Batch(items.iter().map(|item| decode_operation!(item)).collect())
+        }
+        (fb::Operation::NONE, None) => {
+            return Err(fail(KmsError::validation(
+                "request has neither an operation nor a batch",
+            )))
+        }
+        (_, Some(_)) => {
+            return Err(fail(KmsError::validation(
+                "request has both an operation and a batch",
+            )))
+        }
+        (_, None) => RequestBody::Single(decode_operation!(req)),
+    };
+    Ok(Request { request_id, body })
+}
+
+/// Reads a request's `request_id` without verifying the rest of the frame:
+/// a frame that fails verification (invalid UTF-8 in a context string, an
+/// operation type without its table, ...) is still answered with its own id
+/// when the id itself can be read. Every offset is bounds-checked here, so
+/// this never reads outside `buf`; `None` when the root table, its vtable or
+/// the field is out of bounds (the answer then carries id 0). An absent
+/// field is the schema's default, 0. Also cheap enough for overload
+/// answers, which should not decode the whole frame.
+pub fn request_id_of(buf: &[u8]) -> Option<u64> {
+    fn u16_at(buf: &[u8], pos: usize) -> Option<u16> {
+        Some(u16::from_le_bytes(
+            buf.get(pos..pos.checked_add(2)?)?.try_into().ok()?,
+        ))
+    }
+    fn u32_at(buf: &[u8], pos: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(
+            buf.get(pos..pos.checked_add(4)?)?.try_into().ok()?,
+        ))
+    }
+    let table = u32_at(buf, 0)? as usize;
+    // The table starts with a signed offset back (usually) to its vtable.
+    let soffset = u32_at(buf, table)? as i32;
+    let vtable = usize::try_from(table as i64 - i64::from(soffset)).ok()?;
+    let vtable_len = usize::from(u16_at(buf, vtable)?);
+    let table_len = usize::from(u16_at(buf, vtable.checked_add(2)?)?);
+    let slot = usize::from(fb::Request::VT_REQUEST_ID);
+    if slot + 2 > vtable_len {
+        return Some(0);
+    }
+    let field = usize::from(u16_at(buf, vtable.checked_add(slot)?)?);
+    if field == 0 {
+        return Some(0);
+    }
+    if field + 8 > table_len {
+        return None;
+    }
+    let pos = table.checked_add(field)?;
+    Some(u64::from_le_bytes(
+        buf.get(pos..pos.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+fn missing_union() -> KmsError {
+    KmsError::validation("operation type is set but its table is missing")
+}
+
+fn required<'a>(v: Option<&'a str>, field: &str) -> Result<&'a str, KmsError> {
+    v.ok_or_else(|| KmsError::validation(format!("{field} is required")))
+}
+
+fn read_context<'a>(
+    v: Option<Vector<'a, ForwardsUOffset<fb::ContextEntry<'a>>>>,
+) -> Result<Context<'a>, KmsError> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    if v.len() > limits::MAX_CONTEXT_ENTRIES {
+        return Err(KmsError::validation(format!(
+            "encryption context has {} pairs; at most {} are allowed",
+            v.len(),
+            limits::MAX_CONTEXT_ENTRIES
+        )));
+    }
+    Ok(v.iter()
+        .map(|e| (e.key().unwrap_or(""), e.value().unwrap_or("")))
+        .collect())
+}
+
+fn read_create_key(r: fb::CreateKeyRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    let key_usage = match r.key_usage() {
+        fb::KeyUsage::ENCRYPT_DECRYPT => KeyUsage::EncryptDecrypt,
+        other => {
+            return Err(KmsError::validation(format!(
+                "unknown KeyUsage {}",
+                other.0
+            )))
+        }
+    };
+    let key_spec = match r.key_spec() {
+        fb::KeySpec::SYMMETRIC_DEFAULT => KeySpec::SymmetricDefault,
+        other => return Err(KmsError::validation(format!("unknown KeySpec {}", other.0))),
+    };
+    let origin = match r.origin() {
+        fb::Origin::KMSD => Origin::Kmsd,
+        fb::Origin::EXTERNAL => Origin::External,
+        fb::Origin::HSM => Origin::Hsm,
+        other => return Err(KmsError::validation(format!("unknown Origin {}", other.0))),
+    };
+    Ok(Operation::CreateKey(CreateKey {
+        description: r.description().unwrap_or(""),
+        key_usage,
+        key_spec,
+        origin,
+    }))
+}
+
+fn read_describe_key(r: fb::DescribeKeyRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::DescribeKey(DescribeKey {
+        key_id: required(r.key_id(), "KeyId")?,
+    }))
+}
+
+fn read_list_keys(r: fb::ListKeysRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::ListKeys(ListKeys {
+        limit: r.limit(),
+        marker: r.marker(),
+    }))
+}
+
+fn read_generate_data_key<'a>(
+    key_id: Option<&'a str>,
+    number_of_bytes: u32,
+    key_spec: fb::DataKeySpec,
+    context: Option<Vector<'a, ForwardsUOffset<fb::ContextEntry<'a>>>>,
+) -> Result<GenerateDataKey<'a>, KmsError> {
+    let key_spec = match key_spec {
+        fb::DataKeySpec::NONE => None,
+        fb::DataKeySpec::AES_128 => Some(DataKeySpec::Aes128),
+        fb::DataKeySpec::AES_256 => Some(DataKeySpec::Aes256),
+        other => return Err(KmsError::validation(format!("unknown KeySpec {}", other.0))),
+    };
+    Ok(GenerateDataKey {
+        key_id: required(key_id, "KeyId")?,
+        number_of_bytes: (number_of_bytes != 0).then_some(number_of_bytes),
+        key_spec,
+        context: read_context(context)?,
+    })
+}
+
+fn read_encrypt(r: fb::EncryptRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::Encrypt(Encrypt {
+        key_id: required(r.key_id(), "KeyId")?,
+        plaintext: r.plaintext().map(|v| v.bytes()).unwrap_or_default(),
+        context: read_context(r.encryption_context())?,
+    }))
+}
+
+fn read_decrypt(r: fb::DecryptRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::Decrypt(Decrypt {
+        ciphertext_blob: r.ciphertext_blob().map(|v| v.bytes()).unwrap_or_default(),
+        key_id: r.key_id(),
+        context: read_context(r.encryption_context())?,
+    }))
+}
+
+fn read_re_encrypt(r: fb::ReEncryptRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::ReEncrypt(ReEncrypt {
+        ciphertext_blob: r.ciphertext_blob().map(|v| v.bytes()).unwrap_or_default(),
+        source_key_id: r.source_key_id(),
+        source_context: read_context(r.source_encryption_context())?,
+        destination_key_id: required(r.destination_key_id(), "DestinationKeyId")?,
+        destination_context: read_context(r.destination_encryption_context())?,
+    }))
+}
+
+fn put_context<'b>(
+    fbb: &mut Fbb<'b>,
+    ctx: &Context<'_>,
+) -> Option<WIPOffset<Vector<'b, ForwardsUOffset<fb::ContextEntry<'b>>>>> {
+    if ctx.is_empty() {
+        return None;
+    }
+    let entries: Vec<_> = ctx
+        .iter()
+        .map(|(k, v)| {
+            let key = Some(fbb.create_string(k));
+            let value = Some(fbb.create_string(v));
+            fb::ContextEntry::create(fbb, &fb::ContextEntryArgs { key, value })
+        })
+        .collect();
+    Some(fbb.create_vector(&entries))
+}
+
+fn put_operation(
+    fbb: &mut Fbb<'_>,
+    op: &Operation<'_>,
+) -> (fb::Operation, WIPOffset<flatbuffers::UnionWIPOffset>) {
+    match op {
+        Operation::CreateKey(r) => {
+            let description = (!r.description.is_empty()).then(|| fbb.create_string(r.description));
+            let t = fb::CreateKeyRequest::create(
+                fbb,
+                &fb::CreateKeyRequestArgs {
+                    description,
+                    key_usage: fb::KeyUsage::ENCRYPT_DECRYPT,
+                    key_spec: fb::KeySpec::SYMMETRIC_DEFAULT,
+                    origin: origin_to_wire(r.origin),
+                },
+            );
+            (fb::Operation::CreateKeyRequest, t.as_union_value())
+        }
+        Operation::DescribeKey(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::DescribeKeyRequest::create(fbb, &fb::DescribeKeyRequestArgs { key_id });
+            (fb::Operation::DescribeKeyRequest, t.as_union_value())
+        }
+        Operation::ListKeys(r) => {
+            let marker = r.marker.map(|m| fbb.create_string(m));
+            let t = fb::ListKeysRequest::create(
+                fbb,
+                &fb::ListKeysRequestArgs {
+                    limit: r.limit,
+                    marker,
+                },
+            );
+            (fb::Operation::ListKeysRequest, t.as_union_value())
+        }
+        Operation::GenerateDataKey(r) | Operation::GenerateDataKeyWithoutPlaintext(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let encryption_context = put_context(fbb, &r.context);
+            let number_of_bytes = r.number_of_bytes.unwrap_or(0);
+            let key_spec = match r.key_spec {
+                None => fb::DataKeySpec::NONE,
+                Some(DataKeySpec::Aes128) => fb::DataKeySpec::AES_128,
+                Some(DataKeySpec::Aes256) => fb::DataKeySpec::AES_256,
+            };
+            if matches!(op, Operation::GenerateDataKey(_)) {
+                let t = fb::GenerateDataKeyRequest::create(
+                    fbb,
+                    &fb::GenerateDataKeyRequestArgs {
+                        key_id,
+                        number_of_bytes,
+                        key_spec,
+                        encryption_context,
+                    },
+                );
+                (fb::Operation::GenerateDataKeyRequest, t.as_union_value())
+            } else {
+                let t = fb::GenerateDataKeyWithoutPlaintextRequest::create(
+                    fbb,
+                    &fb::GenerateDataKeyWithoutPlaintextRequestArgs {
+                        key_id,
+                        number_of_bytes,
+                        key_spec,
+                        encryption_context,
+                    },
+                );
+                (
+                    fb::Operation::GenerateDataKeyWithoutPlaintextRequest,
+                    t.as_union_value(),
+                )
+            }
+        }
+        Operation::Encrypt(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let plaintext = Some(fbb.create_vector(r.plaintext));
+            let encryption_context = put_context(fbb, &r.context);
+            let t = fb::EncryptRequest::create(
+                fbb,
+                &fb::EncryptRequestArgs {
+                    key_id,
+                    plaintext,
+                    encryption_context,
+                },
+            );
+            (fb::Operation::EncryptRequest, t.as_union_value())
+        }
+        Operation::Decrypt(r) => {
+            let ciphertext_blob = Some(fbb.create_vector(r.ciphertext_blob));
+            let key_id = r.key_id.map(|k| fbb.create_string(k));
+            let encryption_context = put_context(fbb, &r.context);
+            let t = fb::DecryptRequest::create(
+                fbb,
+                &fb::DecryptRequestArgs {
+                    ciphertext_blob,
+                    key_id,
+                    encryption_context,
+                },
+            );
+            (fb::Operation::DecryptRequest, t.as_union_value())
+        }
+        Operation::ReEncrypt(r) => {
+            let ciphertext_blob = Some(fbb.create_vector(r.ciphertext_blob));
+            let source_key_id = r.source_key_id.map(|k| fbb.create_string(k));
+            let source_encryption_context = put_context(fbb, &r.source_context);
+            let destination_key_id = Some(fbb.create_string(r.destination_key_id));
+            let destination_encryption_context = put_context(fbb, &r.destination_context);
+            let t = fb::ReEncryptRequest::create(
+                fbb,
+                &fb::ReEncryptRequestArgs {
+                    ciphertext_blob,
+                    source_key_id,
+                    source_encryption_context,
+                    destination_key_id,
+                    destination_encryption_context,
+                },
+            );
+            (fb::Operation::ReEncryptRequest, t.as_union_value())
+        }
+        Operation::GenerateRandom(r) => {
+            let t = fb::GenerateRandomRequest::create(
+                fbb,
+                &fb::GenerateRandomRequestArgs {
+                    number_of_bytes: r.number_of_bytes,
+                },
+            );
+            (fb::Operation::GenerateRandomRequest, t.as_union_value())
+        }
+    }
+}
+
+/// Builds a request with a single operation or a batch. Items of a batch that
+/// are `Err` cannot be encoded (a client has nothing to send for them).
+///
+/// # Panics
+/// If a batch item is `Err`.
+pub fn encode_request(fbb: &mut Fbb<'_>, req: &Request<'_>, out: &mut Vec<u8>) {
+    build_request(fbb, req);
+    write_frame(out, fbb.finished_data());
+}
+
+/// An upper bound on the bytes a builder needs to build `req` (see
+/// [`build_request`]), so that a client can size its builder first: a
+/// flatbuffers builder that grows copies what it holds into a new buffer and
+/// frees the old one unzeroed, and a request may carry plaintext.
+///
+/// Generous by construction: every table is counted at [`TABLE_BOUND`] bytes
+/// (its offset, a vtable of at most eight fields and eight fields of at most
+/// eight bytes, each with alignment padding), every string or byte vector at
+/// its length plus [`VECTOR_OVERHEAD`] (length, terminator, padding), plus
+/// [`FRAME_SLACK`] for the root offset, final alignment and a vtable written
+/// and then dropped as a duplicate.
+pub fn request_size_bound(req: &Request<'_>) -> usize {
+    let ops: usize = match &req.body {
+        RequestBody::Single(op) => op.as_ref().map_or(0, operation_size_bound),
+        RequestBody::Batch(items) => items
+            .iter()
+            .map(|op| TABLE_BOUND + VECTOR_OVERHEAD + op.as_ref().map_or(0, operation_size_bound))
+            .sum(),
+    };
+    TABLE_BOUND + VECTOR_OVERHEAD + ops + FRAME_SLACK
+}
+
+/// A request builder that never grows while it holds a request: before
+/// each build it is replaced by one of at least [`request_size_bound`]
+/// bytes if it is smaller (the old one is zeroed first), and it is zeroed
+/// after each use and on drop. For clients, whose requests carry plaintext.
+pub struct RequestEncoder {
+    fbb: Fbb<'static>,
+    capacity: usize,
+}
+
+impl RequestEncoder {
+    /// An encoder whose builder starts at `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> RequestEncoder {
+        RequestEncoder {
+            fbb: Fbb::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// Builds `req` and hands its payload (the frame without its length
+    /// prefix) to `f`; the builder is zeroed afterwards.
+    pub fn encode<T>(&mut self, req: &Request<'_>, f: impl FnOnce(&[u8]) -> T) -> T {
+        let need = request_size_bound(req);
+        if need > self.capacity {
+            self.fbb.reset();
+            self.capacity = need.next_power_of_two();
+            self.fbb = Fbb::with_capacity(self.capacity);
+        }
+        build_request(&mut self.fbb, req);
+        let out = f(self.fbb.finished_data());
+        self.fbb.reset();
+        out
+    }
+}
+
+impl Drop for RequestEncoder {
+    fn drop(&mut self) {
+        self.fbb.reset();
+    }
+}
+
+/// See [`request_size_bound`].
+pub const TABLE_BOUND: usize = 4 + (4 + 2 * 8) + 8 * 16;
+/// See [`request_size_bound`].
+pub const VECTOR_OVERHEAD: usize = 4 + 1 + 7 + 4;
+/// See [`request_size_bound`].
+pub const FRAME_SLACK: usize = 256;
+
+fn operation_size_bound(op: &Operation<'_>) -> usize {
+    let bytes = |n: usize| n + VECTOR_OVERHEAD;
+    let opt = |s: Option<&str>| s.map_or(0, |s| bytes(s.len()));
+    let context = |c: &Context<'_>| {
+        VECTOR_OVERHEAD
+            + c.iter()
+                .map(|(k, v)| TABLE_BOUND + 4 + bytes(k.len()) + bytes(v.len()))
+                .sum::<usize>()
+    };
+    TABLE_BOUND
+        + match op {
+            Operation::CreateKey(o) => bytes(o.description.len()),
+            Operation::DescribeKey(o) => bytes(o.key_id.len()),
+            Operation::ListKeys(o) => opt(o.marker),
+            Operation::GenerateDataKey(o) | Operation::GenerateDataKeyWithoutPlaintext(o) => {
+                bytes(o.key_id.len()) + context(&o.context)
+            }
+            Operation::Encrypt(o) => {
+                bytes(o.key_id.len()) + bytes(o.plaintext.len()) + context(&o.context)
+            }
+            Operation::Decrypt(o) => {
+                bytes(o.ciphertext_blob.len()) + opt(o.key_id) + context(&o.context)
+            }
+            Operation::ReEncrypt(o) => {
+                bytes(o.ciphertext_blob.len())
+                    + opt(o.source_key_id)
+                    + context(&o.source_context)
+                    + bytes(o.destination_key_id.len())
+                    + context(&o.destination_context)
+            }
+            Operation::GenerateRandom(_) => 0,
+        }
+}
+
+/// Builds `req` in `fbb` (its finished data is the frame's payload), for a
+/// caller that sizes its own output buffer first (the clients grow theirs
+/// without leaving unzeroed copies behind).
+pub fn build_request(fbb: &mut Fbb<'_>, req: &Request<'_>) {
+    fbb.reset();
+    let (operation_type, operation, batch) = match &req.body {
+        RequestBody::Single(op) => {
+            let op = op.as_ref().expect("cannot encode an undecodable operation");
+            let (ty, off) = put_operation(fbb, op);
+            (ty, Some(off), None)
+        }
+        RequestBody::Batch(items) => {
+            let items: Vec<_> = items
+                .iter()
+                .map(|op| {
+                    let op = op.as_ref().expect("cannot encode an undecodable operation");
+                    let (operation_type, off) = put_operation(fbb, op);
+                    fb::BatchItem::create(
+                        fbb,
+                        &fb::BatchItemArgs {
+                            operation_type,
+                            operation: Some(off),
+                        },
+                    )
+                })
+                .collect();
+            (fb::Operation::NONE, None, Some(fbb.create_vector(&items)))
+        }
+    };
+    let root = fb::Request::create(
+        fbb,
+        &fb::RequestArgs {
+            protocol_version: PROTOCOL_VERSION,
+            request_id: req.request_id,
+            operation_type,
+            operation,
+            batch,
+        },
+    );
+    fbb.finish_minimal(root);
+}
