@@ -101,8 +101,9 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 ///
 /// [`IoMode::Auto`] probes io_uring and falls back to epoll with an info
 /// log; [`IoMode::Uring`] fails with a clear error if io_uring is
-/// unavailable; [`IoMode::Epoll`] uses tokio. Runs on the calling thread
-/// (blocking) and creates `config.io_threads` I/O threads of its own.
+/// unavailable; [`IoMode::Epoll`] uses tokio. Blocks the calling thread,
+/// which it leaves unmarked (see `threads.rs`), and creates an acceptor and
+/// `config.io_threads` I/O threads of its own.
 pub fn serve(
     socket_path: &Path,
     config: &TransportConfig,
