@@ -2,11 +2,11 @@
 //! (thread per core, `threads.rs`), one task per connection (reader and
 //! writer over the stream's halves).
 
-use super::threads::{self, serve_handoffs, Blocking, Handoff, Handoffs, Ready};
-use super::{
-    run_both, wipe, write_timed_out, Chunk, Conn, ConnLimits, Expiry, ReadStep, ReadTimer, Shared,
-    Shutdown, WriteQueue, READ_CHUNK,
-};
+use super::accept::ConnLimits;
+use super::conn::{run_both, wipe, Conn, Expiry, ReadStep, ReadTimer};
+use super::threads::{self, serve_handoffs, Handoff, Handoffs, Ready, SocketMode};
+use super::write_queue::{write_timed_out, Chunk, WriteQueue};
+use super::{ServeState, Shutdown, READ_CHUNK};
 use bytes::BytesMut;
 use kms_proto::frame::{make_room, WipeOnDrop};
 use std::io;
@@ -21,36 +21,36 @@ use tokio::net::UnixStream;
 pub(super) fn run(
     listener: UnixListener,
     io_threads: usize,
-    shared: Arc<Shared>,
+    state: Arc<ServeState>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     threads::run(
         "io",
         listener,
         io_threads,
-        shared,
+        state,
         shutdown,
-        Blocking::NonBlocking,
+        SocketMode::NonBlocking,
         io_thread,
     )
 }
 
-fn io_thread(rx: Handoffs, shared: Arc<Shared>, stop: Shutdown, ready: Ready) {
+fn io_thread(rx: Handoffs, state: Arc<ServeState>, stop: Shutdown, ready: Ready) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
     let Some(rt) = threads::started(runtime, &ready) else {
         return;
     };
-    rt.block_on(serve_handoffs(rx, shared, stop, |h, shared, stop| {
-        tokio::spawn(connection(h, shared, stop));
+    rt.block_on(serve_handoffs(rx, state, stop, |h, state, stop| {
+        tokio::spawn(connection(h, state, stop));
     }));
     // Dropping the runtime drops the tasks of connections that outlived the
     // grace period, which closes their sockets.
     drop(rt);
 }
 
-async fn connection(h: Handoff, shared: Arc<Shared>, shutdown: Shutdown) {
+async fn connection(h: Handoff, state: Arc<ServeState>, shutdown: Shutdown) {
     let Handoff {
         stream,
         peer,
@@ -63,8 +63,8 @@ async fn connection(h: Handoff, shared: Arc<Shared>, shutdown: Shutdown) {
             return;
         }
     };
-    let (conn, queue) = Conn::new(&shared, peer);
-    let limits = shared.conn_limits;
+    let (conn, queue) = Conn::new(&state, peer);
+    let limits = state.conn_limits;
     let (rd, wr) = stream.split();
     run_both(
         peer,

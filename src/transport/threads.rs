@@ -1,8 +1,15 @@
-//! Thread per core, shared by both engines: the calling thread accepts
+//! Thread per core, shared by both engines: an acceptor thread accepts
 //! connections and hands each to one of `io_threads` I/O threads round
 //! robin; each I/O thread runs its own single-threaded runtime (tokio's for
 //! epoll, tokio-uring's for io_uring) and owns its connections for their
-//! whole life.
+//! whole life. The calling thread only starts, waits for and stops them.
+//!
+//! The acceptor and the I/O threads are marked as I/O threads
+//! ([`crate::thread_role::enter_io`]) before they run anything, so in debug
+//! builds a store or PKCS#11 call on them panics. The acceptor has a thread
+//! of its own rather than the caller's for that reason: the mark lasts for
+//! the thread's life, and the caller (the daemon's main thread, a test) may
+//! block once `serve` returns.
 //!
 //! Why not tokio's multi-thread scheduler: with it, a readiness event found
 //! by one worker wakes the connection's task on another, so under steady
@@ -15,7 +22,8 @@
 //! threads; heavy work goes to the worker pool anyway, and the I/O threads
 //! only read, answer small requests and write.
 
-use super::{accept_loop, wait_shutdown, ConnGuard, Shared, Shutdown};
+use super::accept::{accept_loop, ConnGuard};
+use super::{wait_shutdown, ServeState, Shutdown};
 use crate::identity::Identity;
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -35,27 +43,31 @@ pub(super) type Handoffs = mpsc::UnboundedReceiver<Handoff>;
 /// Reports whether an I/O thread's runtime started.
 pub(super) type Ready = std::sync::mpsc::Sender<io::Result<()>>;
 
-/// How accepted streams are handed over: io_uring wants blocking sockets
-/// (the ring, not the socket, is asynchronous: a non-blocking socket makes
-/// it report EAGAIN instead of waiting), tokio non-blocking ones.
+/// The `O_NONBLOCK` flag an accepted socket is handed over with; nothing to
+/// do with whether a thread may block (`crate::service::ExecMode`,
+/// `crate::thread_role`). io_uring wants blocking sockets (the ring, not
+/// the socket, is asynchronous: a non-blocking socket makes it report EAGAIN
+/// instead of waiting), tokio non-blocking ones.
 #[derive(Clone, Copy)]
-pub(super) enum Blocking {
+pub(super) enum SocketMode {
+    /// `O_NONBLOCK` cleared (io_uring).
     Blocking,
+    /// `O_NONBLOCK` set (tokio's epoll).
     NonBlocking,
 }
 
 /// Starts `io_threads` threads running `io_thread` (which builds its runtime,
-/// reports on `Ready`, then serves its `Handoffs` with [`serve_handoffs`]),
-/// accepts on the calling thread until `shutdown`, then stops the threads;
-/// each drains its connections within the grace period.
+/// reports on `Ready`, then serves its `Handoffs` with [`serve_handoffs`])
+/// and an acceptor thread that accepts until `shutdown`; then stops the I/O
+/// threads, each of which drains its connections within the grace period.
 pub(super) fn run(
     name: &str,
     listener: UnixListener,
     io_threads: usize,
-    shared: Arc<Shared>,
+    state: Arc<ServeState>,
     shutdown: Shutdown,
-    blocking: Blocking,
-    io_thread: fn(Handoffs, Arc<Shared>, Shutdown, Ready),
+    socket_mode: SocketMode,
+    io_thread: fn(Handoffs, Arc<ServeState>, Shutdown, Ready),
 ) -> io::Result<()> {
     // The I/O threads follow an internal stop signal rather than the
     // caller's, so that a failed start can stop the threads already running.
@@ -65,10 +77,10 @@ pub(super) fn run(
     let mut threads = Vec::with_capacity(io_threads);
     for i in 0..io_threads {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (shared, stop_rx, ready) = (Arc::clone(&shared), stop_rx.clone(), ready_tx.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("kmsd-{name}-{i}"))
-            .spawn(move || io_thread(rx, shared, stop_rx, ready));
+        let (state, stop_rx, ready) = (Arc::clone(&state), stop_rx.clone(), ready_tx.clone());
+        let spawned = spawn_io_thread(format!("kmsd-{name}-{i}"), move || {
+            io_thread(rx, state, stop_rx, ready);
+        });
         match spawned {
             Ok(t) => {
                 senders.push(tx);
@@ -91,11 +103,35 @@ pub(super) fn run(
         return Err(failed);
     }
 
-    let accepted = accept_on_this_thread(listener, &shared, shutdown, senders, blocking);
+    let acceptor = {
+        let state = Arc::clone(&state);
+        spawn_io_thread("kmsd-accept".into(), move || {
+            accept(listener, &state, shutdown, senders, socket_mode)
+        })
+    };
+    let accepted = acceptor.map(std::thread::JoinHandle::join);
     // Stop reading everywhere (this is also how a failed acceptor stops the
     // threads); each thread drains its connections within the grace period.
     stop(stop_tx, threads);
-    accepted
+    match accepted {
+        Ok(Ok(r)) => r,
+        Err(spawn_failed) => Err(spawn_failed),
+        // A panic stays a panic, as when the acceptor ran on this thread;
+        // the I/O threads are stopped first.
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Spawns a thread (the acceptor or an I/O thread) that is marked as an I/O
+/// thread before `body` runs, so the mark covers everything it ever does.
+pub(super) fn spawn_io_thread<T: Send + 'static>(
+    name: String,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new().name(name).spawn(move || {
+        crate::thread_role::enter_io();
+        body()
+    })
 }
 
 /// An I/O thread's runtime, once `ready` has been told whether it started.
@@ -122,12 +158,14 @@ fn stop(stop_tx: watch::Sender<bool>, threads: Vec<std::thread::JoinHandle<()>>)
     }
 }
 
-fn accept_on_this_thread(
+/// The acceptor thread's body: its own single-threaded tokio runtime running
+/// the accept loop, handing streams over round robin.
+fn accept(
     listener: UnixListener,
-    shared: &Shared,
+    state: &ServeState,
     shutdown: Shutdown,
     senders: Vec<mpsc::UnboundedSender<Handoff>>,
-    blocking: Blocking,
+    socket_mode: SocketMode,
 ) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -136,7 +174,7 @@ fn accept_on_this_thread(
     rt.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let mut next = 0usize;
-        accept_loop(listener, shared, shutdown, |stream, peer, guard| {
+        accept_loop(listener, state, shutdown, |stream, peer, guard| {
             // Detached tokio streams stay non-blocking.
             let stream = match stream.into_std() {
                 Ok(s) => s,
@@ -145,7 +183,7 @@ fn accept_on_this_thread(
                     return;
                 }
             };
-            if let Blocking::Blocking = blocking {
+            if let SocketMode::Blocking = socket_mode {
                 if let Err(e) = stream.set_nonblocking(false) {
                     tracing::warn!(error = %e, "cannot make an accepted stream blocking");
                     return;
@@ -170,9 +208,9 @@ fn accept_on_this_thread(
 /// closes the streams never adopted and waits for its connections to drain.
 pub(super) async fn serve_handoffs(
     mut rx: Handoffs,
-    shared: Arc<Shared>,
+    state: Arc<ServeState>,
     stop: Shutdown,
-    mut spawn: impl FnMut(Handoff, Arc<Shared>, Shutdown),
+    mut spawn: impl FnMut(Handoff, Arc<ServeState>, Shutdown),
 ) {
     let mut stopping = stop.clone();
     loop {
@@ -182,11 +220,11 @@ pub(super) async fn serve_handoffs(
             h = rx.recv() => h,
         };
         let Some(h) = handoff else { break };
-        spawn(h, Arc::clone(&shared), stop.clone());
+        spawn(h, Arc::clone(&state), stop.clone());
     }
     // Connections still queued for this thread were never read: close them
     // now.
     rx.close();
     while rx.try_recv().is_ok() {}
-    shared.drain().await;
+    state.drain().await;
 }

@@ -7,11 +7,11 @@
 //! AF_UNIX; tokio-rs/tokio-uring#323), and it has no SO_PEERCRED accessor.
 //! Each I/O thread adopts its streams with `UnixStream::from_std`.
 
-use super::threads::{self, serve_handoffs, Blocking, Handoff, Handoffs, Ready};
-use super::{
-    run_both, wait_shutdown, wipe, write_timed_out, Chunk, Conn, ConnLimits, Expiry, ReadStep,
-    ReadTimer, Shared, Shutdown, WriteQueue, READ_CHUNK,
-};
+use super::accept::ConnLimits;
+use super::conn::{run_both, wipe, Conn, Expiry, ReadStep, ReadTimer};
+use super::threads::{self, serve_handoffs, Handoff, Handoffs, Ready, SocketMode};
+use super::write_queue::{write_timed_out, Chunk, WriteQueue};
+use super::{wait_shutdown, ServeState, Shutdown, READ_CHUNK};
 use bytes::BytesMut;
 use kms_proto::frame::{make_room, zero, WipeOnDrop};
 use std::io;
@@ -57,42 +57,42 @@ pub(super) fn probe() -> io::Result<()> {
 pub(super) fn run(
     listener: UnixListener,
     io_threads: usize,
-    shared: Arc<Shared>,
+    state: Arc<ServeState>,
     shutdown: Shutdown,
 ) -> io::Result<()> {
     threads::run(
         "uring",
         listener,
         io_threads,
-        shared,
+        state,
         shutdown,
-        Blocking::Blocking,
+        SocketMode::Blocking,
         io_thread,
     )
 }
 
-fn io_thread(rx: Handoffs, shared: Arc<Shared>, stop: Shutdown, ready: Ready) {
+fn io_thread(rx: Handoffs, state: Arc<ServeState>, stop: Shutdown, ready: Ready) {
     let runtime = tokio_uring::Runtime::new(&tokio_uring::builder());
     let Some(rt) = threads::started(runtime, &ready) else {
         return;
     };
-    rt.block_on(serve_handoffs(rx, shared, stop, |h, shared, stop| {
-        tokio_uring::spawn(connection(h, shared, stop));
+    rt.block_on(serve_handoffs(rx, state, stop, |h, state, stop| {
+        tokio_uring::spawn(connection(h, state, stop));
     }));
     // Dropping the runtime drops the connections that outlived the grace
     // period and cancels their pending operations, which closes them.
     drop(rt);
 }
 
-async fn connection(h: Handoff, shared: Arc<Shared>, stop: Shutdown) {
+async fn connection(h: Handoff, state: Arc<ServeState>, stop: Shutdown) {
     let Handoff {
         stream,
         peer,
         guard,
     } = h;
     let stream = UnixStream::from_std(stream);
-    let (conn, queue) = Conn::new(&shared, peer);
-    let limits = shared.conn_limits;
+    let (conn, queue) = Conn::new(&state, peer);
+    let limits = state.conn_limits;
     run_both(
         peer,
         read_loop(&stream, conn, stop, limits),

@@ -1,0 +1,47 @@
+//! Conversion between flatbuffers and the typed messages of [`crate::types`].
+//!
+//! This is the one place where a verified flatbuffer becomes a typed request
+//! (and where typed messages become flatbuffers). Every buffer is verified
+//! with explicit limits before any field is read; nothing here uses the
+//! runtime's `_unchecked` accessors.
+//!
+//! Split by direction, because the daemon and a client each use one half
+//! of each: `request` (decoding requests, the daemon's side; encoding them,
+//! the clients', with the size bound that keeps a builder from growing),
+//! `response` (encoding answers, the daemon's side; decoding and tallying
+//! them, the clients'), and `verify` (the limits both directions verify
+//! with). Every item is re-exported here: `kms_proto::codec::X` is the one
+//! path callers use.
+
+mod request;
+mod response;
+mod verify;
+
+pub use request::{
+    build_request, decode_request, encode_request, request_id_of, request_size_bound,
+    RequestEncoder, RequestError, FRAME_SLACK, TABLE_BOUND, VECTOR_OVERHEAD,
+};
+pub use response::{
+    decode_response, encode_error_response, encode_response, response_size_hint, tally_response,
+    ResponseTally,
+};
+pub use verify::{DecodeLimits, DEFAULT_MAX_BATCH, MAX_RESPONSE_TABLES};
+
+use crate::generated as fb;
+use crate::types::Origin;
+use flatbuffers::FlatBufferBuilder;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+type Fbb<'b> = FlatBufferBuilder<'b>;
+
+/// A key's origin on the wire (requests name it in CreateKey, responses in
+/// the key's metadata).
+fn origin_to_wire(o: Origin) -> fb::Origin {
+    match o {
+        Origin::Kmsd => fb::Origin::KMSD,
+        Origin::External => fb::Origin::EXTERNAL,
+        Origin::Hsm => fb::Origin::HSM,
+    }
+}
