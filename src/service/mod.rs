@@ -19,6 +19,7 @@
 
 pub mod backing;
 pub mod cache;
+pub mod hsm_executor;
 pub mod keys;
 pub mod loader;
 pub mod ops;
@@ -290,6 +291,8 @@ impl Service {
         let check = root.wrap(&KeyMaterial::from_bytes([0; 32]))?;
         store.bind_root(root.kind(), &check)?;
         let c = &options.cache;
+        // The key loader reads through a connection of its own.
+        let reader = store.open_reader()?;
         let core = Arc::new(Core {
             store: Mutex::new(store),
             root,
@@ -298,6 +301,7 @@ impl Service {
         });
         let loader = loader::KeyLoader::start(
             Arc::clone(&core),
+            reader,
             loader::LoaderConfig {
                 threads: options.loader_threads,
                 batch_max: c.batch_max,
@@ -338,19 +342,11 @@ impl Service {
     /// Loads a key: from the cache, else (in blocking mode) through the
     /// loader, waiting at most the load timeout.
     pub fn load_key(&self, id: &[u8; 16], mode: ExecMode) -> Result<Arc<LoadedKey>, ExecError> {
+        // The hot path: one read lock, one hash lookup.
         if let Some(k) = self.core.cache.get(id) {
             return Ok(k);
         }
-        if mode == ExecMode::NonBlocking {
-            return Err(ExecError::WouldBlock);
-        }
-        // A frame that waited for its keys uses what it got, failures
-        // included: a second load would hold this thread up to another
-        // load timeout for a root that just failed to answer.
-        if let Some(r) = PREFETCHED.with_borrow(|p| p.as_ref().and_then(|p| p.get(id))) {
-            return Ok(r?);
-        }
-        Ok(self.loader.load_blocking(id, self.load_timeout)?)
+        self.load_ref(&keys::KeyRef::from(*id), mode)
     }
 
     /// Loads the key named by a client-supplied identifier.
@@ -565,6 +561,9 @@ impl Service {
     ) -> Result<(), KmsError> {
         // An HSM-only key (no material here) was generated in the HSM by
         // the caller and stores nothing wrapped.
+        // Taken before the store write, as every load does: an
+        // invalidation meanwhile keeps this entry out of the cache.
+        let seen = self.core.cache.revision(&record.key_id);
         let wrapped = match material {
             Some(m) => self.core.root.wrap(m).map_err(|e| match e {
                 RootError::Unavailable(_) => loader::root_error(e),
@@ -598,9 +597,11 @@ impl Service {
             Some(m) => Backing::Soft(XaesKey::new(m)),
             None => Backing::Hsm(self.core.usage.version(&record.key_id, 1, 0)),
         };
-        let loaded = LoadedKey::new(record, vec![backing]);
-        self.loader.forget_failure(&loaded.record.key_id);
-        self.core.cache.insert(Arc::new(loaded));
+        let id = record.key_id;
+        let loaded = LoadedKey::new(record, 1);
+        loaded.fill(1, backing);
+        self.loader.forget_failure(&id);
+        self.core.cache.insert(Arc::new(loaded), seen);
         Ok(())
     }
 
