@@ -829,4 +829,26 @@ mod tests {
         a.reserve_usage(&[1; 16], 1, 7).unwrap();
         assert_eq!(b.usage_reserved(&[1; 16], 1).unwrap(), 0);
     }
+
+    #[test]
+    fn store_calls_on_an_io_thread_panic_in_debug_builds() {
+        let s = Keystore::open_in_memory().unwrap();
+        let reader = s.open_reader().unwrap();
+        let on_io = |f: Box<dyn FnOnce() + Send>| {
+            std::thread::spawn(move || {
+                crate::thread_role::enter_io();
+                f();
+            })
+            .join()
+            .is_err()
+        };
+        let panicked = on_io(Box::new(move || {
+            let _ = reader.get_key(&[1; 16]);
+        }));
+        assert_eq!(panicked, cfg!(debug_assertions));
+        let panicked = on_io(Box::new(move || {
+            let _ = s.count_keys();
+        }));
+        assert_eq!(panicked, cfg!(debug_assertions));
+    }
 }

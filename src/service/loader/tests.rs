@@ -743,3 +743,19 @@ fn a_blocking_load_on_an_executor_thread_loads_in_place() {
     // Elsewhere the thread is not an executor thread.
     assert!(svc.hsm_executor().current_thread().is_none());
 }
+
+#[test]
+fn loads_read_the_store_through_their_own_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = keys_in(dir.path(), 1)[0];
+    let (svc, _root) = cold(dir.path(), CacheConfig::default());
+    // The service's store is held (as by a control-plane write waiting
+    // for its fsync); the load does not wait for it.
+    let store = svc.store();
+    let (tx, rx) = std::sync::mpsc::channel();
+    svc.loader().prefetch(&[id], LONG, move |p| {
+        tx.send(p.get(&id).unwrap().is_ok()).unwrap()
+    });
+    assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    drop(store);
+}
