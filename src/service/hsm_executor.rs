@@ -28,7 +28,7 @@ use kms_proto::{ErrorKind, KmsError};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,7 @@ pub struct HsmExecutor {
     /// One token per queued frame, to wake a thread.
     wake: Mutex<Option<Sender<()>>>,
     /// The executor's threads, to recognise them.
-    ids: OnceLock<Vec<ThreadId>>,
+    ids: Vec<ThreadId>,
     loads: Arc<LoaderState>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -116,8 +116,7 @@ impl HsmExecutor {
                     .spawn(move || serve(&queue, &loads, &batches, &wake))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
-        let ids = OnceLock::new();
-        let _ = ids.set(handles.iter().map(|t| t.thread().id()).collect());
+        let ids = handles.iter().map(|t| t.thread().id()).collect();
         Ok(HsmExecutor {
             queue,
             wake: Mutex::new(Some(wake_tx)),
@@ -163,8 +162,7 @@ impl HsmExecutor {
     pub fn current_thread(&self) -> Option<HsmThread<'_>> {
         let me = std::thread::current().id();
         self.ids
-            .get()
-            .is_some_and(|ids| ids.contains(&me))
+            .contains(&me)
             .then_some(HsmThread { loads: &self.loads })
     }
 
