@@ -8,12 +8,18 @@
 //! that starting with the wrong root key fails at once instead of on the first
 //! Decrypt.
 //!
-//! The store is used from worker threads and the control plane only, never
-//! from an I/O thread.
+//! The store is used from worker threads, the key loader and the control
+//! plane only, never from an I/O thread: every method that runs SQL asserts
+//! it in debug builds ([`crate::thread_role::assert_may_block`]).
+//!
+//! The key loader reads through a connection of its own ([`StoreReader`],
+//! opened read-only with [`Keystore::open_reader`]), so cache misses never
+//! queue behind the service's store mutex (a CreateKey's fsync), and the
+//! type says that the loader cannot write.
 
 use kms_proto::{KeyState, Origin};
-use rusqlite::{params, Connection, OptionalExtension};
-use std::path::Path;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "keys.db";
@@ -84,6 +90,33 @@ pub enum StoreError {
 /// The SQLite keystore.
 pub struct Keystore {
     conn: Connection,
+    /// Where the database lives, for [`Keystore::open_reader`].
+    source: Source,
+}
+
+/// Where a store's database lives.
+#[derive(Clone, Debug)]
+enum Source {
+    /// `<data_dir>/keys.db`.
+    File(PathBuf),
+    /// An in-memory database of SQLite's `memdb` VFS, shared by name with
+    /// the connections of this process that open it (the loader's reader);
+    /// it goes away with the last of them.
+    Memory(String),
+}
+
+/// A read-only connection to the store, for the key loader: key records,
+/// wrapped versions and HSM usage reservations, nothing else.
+pub struct StoreReader {
+    conn: Connection,
+}
+
+/// Announces a store call to the thread rules (debug builds panic on an
+/// I/O thread).
+#[inline]
+#[track_caller]
+fn may_block() {
+    crate::thread_role::assert_may_block("a store call");
 }
 
 fn state_name(s: KeyState) -> &'static str {
@@ -125,16 +158,48 @@ fn key_id_from(v: Vec<u8>) -> Result<[u8; 16], StoreError> {
 impl Keystore {
     /// Opens (creating if needed) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Keystore, StoreError> {
-        let conn = Connection::open(data_dir.join(DB_FILE))?;
-        Self::init(conn)
+        may_block();
+        let path = data_dir.join(DB_FILE);
+        let conn = Connection::open(&path)?;
+        Self::init(conn, Source::File(path))
     }
 
-    /// An in-memory store, for unit tests and benches.
+    /// An in-memory store, for unit tests and benches. Its readers
+    /// ([`Keystore::open_reader`]) see it through SQLite's `memdb` VFS,
+    /// which shares one database by name between the connections of a
+    /// process with the usual locks (a shared-cache `:memory:` database
+    /// would answer a reader's concurrent writer SQLITE_LOCKED at once,
+    /// where `busy_timeout` waits).
     pub fn open_in_memory() -> Result<Keystore, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        may_block();
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let uri = format!("file:/kmsd-memory-{}-{n}?vfs=memdb", std::process::id());
+        let conn = Connection::open_with_flags(
+            &uri,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        Self::init(conn, Source::Memory(uri))
     }
 
-    fn init(conn: Connection) -> Result<Keystore, StoreError> {
+    /// A second, read-only connection to this store, for the key loader.
+    pub fn open_reader(&self) -> Result<StoreReader, StoreError> {
+        may_block();
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match &self.source {
+            Source::File(path) => Connection::open_with_flags(path, flags)?,
+            Source::Memory(uri) => {
+                Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?
+            }
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(StoreReader { conn })
+    }
+
+    fn init(conn: Connection, source: Source) -> Result<Keystore, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -194,13 +259,14 @@ impl Keystore {
                 )))
             }
         }
-        Ok(Keystore { conn })
+        Ok(Keystore { conn, source })
     }
 
     /// Records the root of trust on first use, or checks that the configured
     /// root is the one the store was created with. `check_value` is the root's
     /// wrap of an all-zero key.
     pub fn bind_root(&self, kind: &str, check_value: &[u8]) -> Result<(), StoreError> {
+        may_block();
         let stored: Option<Vec<u8>> = self
             .conn
             .query_row(
@@ -244,6 +310,7 @@ impl Keystore {
 
     /// Number of keys stored.
     pub fn count_keys(&self) -> Result<u64, StoreError> {
+        may_block();
         let n: i64 = self
             .conn
             .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))?;
@@ -264,6 +331,7 @@ impl Keystore {
         created_at: i64,
         max_keys: u64,
     ) -> Result<bool, StoreError> {
+        may_block();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -286,6 +354,7 @@ impl Keystore {
     /// Forgets a pending HSM-only key version (its token key was destroyed,
     /// or never made).
     pub fn end_hsm_key(&self, key_id: &[u8; 16], version: u32) -> Result<(), StoreError> {
+        may_block();
         self.conn.execute(
             "DELETE FROM hsm_pending WHERE key_id = ?1 AND version = ?2",
             params![&key_id[..], version],
@@ -296,6 +365,7 @@ impl Keystore {
     /// HSM-only key versions recorded as pending (see
     /// [`Keystore::begin_hsm_key`]).
     pub fn pending_hsm_keys(&self) -> Result<Vec<([u8; 16], u32)>, StoreError> {
+        may_block();
         let mut stmt = self
             .conn
             .prepare("SELECT key_id, version FROM hsm_pending ORDER BY key_id, version")?;
@@ -310,6 +380,7 @@ impl Keystore {
     /// Keys stored plus HSM-only keys being created: what counts against
     /// `limits.max_keys`.
     pub fn count_keys_and_pending(&self) -> Result<u64, StoreError> {
+        may_block();
         let n: i64 = self.conn.query_row(
             "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM hsm_pending)",
             [],
@@ -325,6 +396,7 @@ impl Keystore {
         key: &KeyRecord,
         first: &WrappedVersion,
     ) -> Result<(), StoreError> {
+        may_block();
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO keys (key_id, created_at, description, state, origin, current_version)
@@ -356,9 +428,7 @@ impl Keystore {
         Ok(())
     }
 
-    fn row_to_key(
-        r: &rusqlite::Row<'_>,
-    ) -> rusqlite::Result<(Vec<u8>, i64, String, String, String, u32)> {
+    fn row_to_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
         Ok((
             r.get(0)?,
             r.get(1)?,
@@ -369,9 +439,7 @@ impl Keystore {
         ))
     }
 
-    fn key_from_row(
-        row: (Vec<u8>, i64, String, String, String, u32),
-    ) -> Result<KeyRecord, StoreError> {
+    fn key_from_row(row: KeyRow) -> Result<KeyRecord, StoreError> {
         let (id, created_at, description, state, origin, current_version) = row;
         Ok(KeyRecord {
             key_id: key_id_from(id)?,
@@ -384,9 +452,9 @@ impl Keystore {
     }
 
     /// Runs `f` inside one read transaction: one shared lock (and one pair of
-    /// file-lock calls) for many reads. The key loader reads a whole batch of
-    /// missed keys this way.
+    /// file-lock calls) for many reads.
     pub fn read_batch<R>(&self, f: impl FnOnce(&Keystore) -> R) -> Result<R, StoreError> {
+        may_block();
         let tx = self.conn.unchecked_transaction()?;
         let r = f(self);
         tx.commit()?;
@@ -395,29 +463,49 @@ impl Keystore {
 
     /// A key's record, if it exists.
     pub fn get_key(&self, key_id: &[u8; 16]) -> Result<Option<KeyRecord>, StoreError> {
-        let row = self
-            .conn
-            .prepare_cached(
-                "SELECT key_id, created_at, description, state, origin, current_version
-                 FROM keys WHERE key_id = ?1",
-            )?
-            .query_row(params![&key_id[..]], Self::row_to_key)
-            .optional()?;
-        row.map(Self::key_from_row).transpose()
+        may_block();
+        read_key(&self.conn, key_id)
     }
 
     /// All wrapped versions of a key, oldest first.
     pub fn get_versions(&self, key_id: &[u8; 16]) -> Result<Vec<WrappedVersion>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT version, wrapped_key FROM key_versions WHERE key_id = ?1 ORDER BY version",
+        may_block();
+        read_versions(&self.conn, key_id)
+    }
+
+    /// Adds a version to a stored key and makes it current (tests only:
+    /// key rotation, which will do this for real, does not exist yet).
+    #[cfg(test)]
+    pub(crate) fn add_version(
+        &mut self,
+        key_id: &[u8; 16],
+        version: &WrappedVersion,
+    ) -> Result<(), StoreError> {
+        may_block();
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO key_versions (key_id, version, wrapped_key, created_at)
+             VALUES (?1, ?2, ?3, 0)",
+            params![&key_id[..], version.version, version.wrapped],
         )?;
-        let rows = stmt.query_map(params![&key_id[..]], |r| {
-            Ok(WrappedVersion {
-                version: r.get(0)?,
-                wrapped: r.get(1)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        tx.execute(
+            "UPDATE keys SET current_version = ?2 WHERE key_id = ?1",
+            params![&key_id[..], version.version],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Changes a stored key's state (tests only: the lifecycle operations
+    /// that will do this come in a later issue).
+    #[cfg(test)]
+    pub(crate) fn set_state(&self, key_id: &[u8; 16], state: KeyState) -> Result<(), StoreError> {
+        may_block();
+        self.conn.execute(
+            "UPDATE keys SET state = ?2 WHERE key_id = ?1",
+            params![&key_id[..], state_name(state)],
+        )?;
+        Ok(())
     }
 
     /// Up to `limit` keys with ids greater than `after`, in id order.
@@ -426,6 +514,7 @@ impl Keystore {
         after: Option<&[u8; 16]>,
         limit: u32,
     ) -> Result<Vec<KeyRecord>, StoreError> {
+        may_block();
         let after: &[u8] = after.map_or(&[], |a| &a[..]);
         let mut stmt = self.conn.prepare_cached(
             "SELECT key_id, created_at, description, state, origin, current_version
@@ -438,15 +527,8 @@ impl Keystore {
     /// Encryptions reserved so far for an HSM-only key version (0 if none):
     /// an upper bound of the encryptions it has done.
     pub fn usage_reserved(&self, key_id: &[u8; 16], version: u32) -> Result<u64, StoreError> {
-        let n: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT reserved FROM hsm_usage WHERE key_id = ?1 AND version = ?2",
-                params![&key_id[..], version],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(n.unwrap_or(0) as u64)
+        may_block();
+        read_usage(&self.conn, key_id, version)
     }
 
     /// Records (durably, before they are used) that encryptions up to
@@ -458,6 +540,7 @@ impl Keystore {
         version: u32,
         reserved: u64,
     ) -> Result<(), StoreError> {
+        may_block();
         // Never lowers the stored value: a caller that read an older
         // reservation must not undo a newer one.
         self.conn.execute(
@@ -480,6 +563,7 @@ impl Keystore {
         new_check: &[u8],
         mut rewrap: impl FnMut(&[u8; 16], u32, &[u8]) -> Result<Vec<u8>, E>,
     ) -> Result<usize, E> {
+        may_block();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -520,6 +604,72 @@ impl Keystore {
         .map_err(StoreError::from)?;
         tx.commit().map_err(StoreError::from)?;
         Ok(moved)
+    }
+}
+
+/// A `keys` row as read, before its fields are checked.
+type KeyRow = (Vec<u8>, i64, String, String, String, u32);
+
+fn read_key(conn: &Connection, key_id: &[u8; 16]) -> Result<Option<KeyRecord>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT key_id, created_at, description, state, origin, current_version
+             FROM keys WHERE key_id = ?1",
+        )?
+        .query_row(params![&key_id[..]], Keystore::row_to_key)
+        .optional()?;
+    row.map(Keystore::key_from_row).transpose()
+}
+
+fn read_versions(conn: &Connection, key_id: &[u8; 16]) -> Result<Vec<WrappedVersion>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT version, wrapped_key FROM key_versions WHERE key_id = ?1 ORDER BY version",
+    )?;
+    let rows = stmt.query_map(params![&key_id[..]], |r| {
+        Ok(WrappedVersion {
+            version: r.get(0)?,
+            wrapped: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn read_usage(conn: &Connection, key_id: &[u8; 16], version: u32) -> Result<u64, StoreError> {
+    let n: Option<i64> = conn
+        .prepare_cached("SELECT reserved FROM hsm_usage WHERE key_id = ?1 AND version = ?2")?
+        .query_row(params![&key_id[..], version], |r| r.get(0))
+        .optional()?;
+    Ok(n.unwrap_or(0) as u64)
+}
+
+impl StoreReader {
+    /// Runs `f` inside one read transaction: one shared lock (and one pair
+    /// of file-lock calls) for many reads. The key loader reads a whole
+    /// batch of missed keys this way.
+    pub fn read_batch<R>(&self, f: impl FnOnce(&StoreReader) -> R) -> Result<R, StoreError> {
+        may_block();
+        let tx = self.conn.unchecked_transaction()?;
+        let r = f(self);
+        tx.commit()?;
+        Ok(r)
+    }
+
+    /// A key's record, if it exists.
+    pub fn get_key(&self, key_id: &[u8; 16]) -> Result<Option<KeyRecord>, StoreError> {
+        may_block();
+        read_key(&self.conn, key_id)
+    }
+
+    /// All wrapped versions of a key, oldest first.
+    pub fn get_versions(&self, key_id: &[u8; 16]) -> Result<Vec<WrappedVersion>, StoreError> {
+        may_block();
+        read_versions(&self.conn, key_id)
+    }
+
+    /// Encryptions reserved so far for an HSM-only key version (0 if none).
+    pub fn usage_reserved(&self, key_id: &[u8; 16], version: u32) -> Result<u64, StoreError> {
+        may_block();
+        read_usage(&self.conn, key_id, version)
     }
 }
 
@@ -634,5 +784,71 @@ mod tests {
             s.bind_root("file", b"check-b"),
             Err(StoreError::RootMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn readers_see_committed_writes_and_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = Keystore::open(dir.path()).unwrap();
+        for mut s in [on_disk, Keystore::open_in_memory().unwrap()] {
+            let reader = s.open_reader().unwrap();
+            assert_eq!(reader.get_key(&[1; 16]).unwrap(), None);
+            let v = WrappedVersion {
+                version: 1,
+                wrapped: vec![1; 40],
+            };
+            s.insert_key(&rec(1), &v).unwrap();
+            let (key, versions) = reader
+                .read_batch(|r| (r.get_key(&[1; 16]), r.get_versions(&[1; 16])))
+                .unwrap();
+            assert_eq!(key.unwrap(), Some(rec(1)));
+            assert_eq!(versions.unwrap(), [v]);
+            assert_eq!(reader.usage_reserved(&[1; 16], 1).unwrap(), 0);
+            // Read-only: the loader cannot change the store.
+            assert!(reader.conn.execute("DELETE FROM keys", []).is_err());
+            // A write during a reader's transaction succeeds (in WAL mode
+            // at once; in memory once the read ends: it waits, it does not
+            // fail).
+            std::thread::scope(|t| {
+                let (writer, read) = reader
+                    .read_batch(|r| {
+                        let w = t.spawn(move || s.reserve_usage(&[1; 16], 1, 5));
+                        (w, r.usage_reserved(&[1; 16], 1))
+                    })
+                    .unwrap();
+                assert!(read.is_ok(), "{read:?}");
+                writer.join().unwrap().unwrap();
+            });
+            assert_eq!(reader.usage_reserved(&[1; 16], 1).unwrap(), 5);
+        }
+        // Two in-memory stores are two databases.
+        let (a, b) = (
+            Keystore::open_in_memory().unwrap(),
+            Keystore::open_in_memory().unwrap(),
+        );
+        a.reserve_usage(&[1; 16], 1, 7).unwrap();
+        assert_eq!(b.usage_reserved(&[1; 16], 1).unwrap(), 0);
+    }
+
+    #[test]
+    fn store_calls_on_an_io_thread_panic_in_debug_builds() {
+        let s = Keystore::open_in_memory().unwrap();
+        let reader = s.open_reader().unwrap();
+        let on_io = |f: Box<dyn FnOnce() + Send>| {
+            std::thread::spawn(move || {
+                crate::thread_role::enter_io();
+                f();
+            })
+            .join()
+            .is_err()
+        };
+        let panicked = on_io(Box::new(move || {
+            let _ = reader.get_key(&[1; 16]);
+        }));
+        assert_eq!(panicked, cfg!(debug_assertions));
+        let panicked = on_io(Box::new(move || {
+            let _ = s.count_keys();
+        }));
+        assert_eq!(panicked, cfg!(debug_assertions));
     }
 }

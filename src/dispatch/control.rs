@@ -13,7 +13,7 @@
 //! client's DescribeKey. A data-plane item in a frame with a control-plane
 //! item runs here too, loading its keys itself.
 
-use super::{Inner, Job};
+use super::{Inner, Job, Runner};
 use crate::config::DispatchConfig;
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 use std::sync::Arc;
@@ -63,13 +63,13 @@ impl ControlPlane {
 fn serve(small: &Receiver<Queued>, large: &Receiver<Queued>) {
     let serve_small = || {
         while let Ok((inner, job)) = small.try_recv() {
-            Inner::run(&inner, job, None);
+            Inner::run(&inner, job, Runner::Plain);
         }
     };
     let (mut small_open, mut large_open) = (true, true);
     loop {
         if let Ok((inner, job)) = small.try_recv() {
-            Inner::run(&inner, job, None);
+            Inner::run(&inner, job, Runner::Plain);
             continue;
         }
         let mut select = Select::new();
@@ -81,12 +81,12 @@ fn serve(small: &Receiver<Queued>, large: &Receiver<Queued>) {
         let op = select.select();
         if Some(op.index()) == s {
             match op.recv(small) {
-                Ok((inner, job)) => Inner::run(&inner, job, None),
+                Ok((inner, job)) => Inner::run(&inner, job, Runner::Plain),
                 Err(_) => small_open = false,
             }
         } else {
             match op.recv(large) {
-                Ok((inner, job)) => Inner::run(&inner, job, Some(&serve_small)),
+                Ok((inner, job)) => Inner::run(&inner, job, Runner::ServingSmall(&serve_small)),
                 Err(_) => large_open = false,
             }
         }

@@ -37,6 +37,7 @@ use crate::budget::{Charge, ConnBudget, FLOOR};
 use crate::config::DispatchConfig;
 use crate::errors;
 use crate::identity::Identity;
+use crate::service::hsm_executor::HsmThread;
 use crate::service::loader::Prefetched;
 use crate::service::op::{PlaneKind, Site};
 use crate::service::Service;
@@ -47,16 +48,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A frame the budget could not take yet: charge [`Waiting::bytes`], then
-/// hand it back to [`Dispatcher::resume`]. Nothing of it has run; it is
-/// not decoded again. Boxed where it is returned: only a connection at its
-/// budget pays for that.
+/// hand it back to [`Dispatcher::resume`]. Nothing of it has run. It keeps
+/// only its bytes while it waits, not its decoded form (which is larger
+/// than the frame for a batch: 1,024 connections at their budget each
+/// holding a decoded 1,024-item batch came to 200 MB), and is decoded again
+/// when it resumes: the one exception to "decoded once", on a path only a
+/// connection at its budget takes. Boxed where it is returned, for the
+/// same reason.
 pub struct Waiting {
-    job: Job,
+    frame: Frame,
+    caller: Identity,
+    reply: Reply,
+    max_answer: usize,
     bytes: usize,
 }
 
 impl Waiting {
-    /// Bytes to charge (request plus answer bound).
+    /// Bytes to charge (request, its decoded form and answer bound).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -161,9 +169,17 @@ impl Dispatcher {
     /// Runs a frame that came back from [`Dispatcher::offer`] with the
     /// charge it waited for.
     pub fn resume(&self, waiting: Waiting, charge: Charge) {
-        let mut job = waiting.job;
-        job.reply.attach(charge);
-        self.proceed(job);
+        let Waiting {
+            frame,
+            caller,
+            mut reply,
+            max_answer,
+            ..
+        } = waiting;
+        reply.attach(charge);
+        if let Err(w) = self.offer_inner(frame, caller, reply, max_answer, None) {
+            unreachable!("already charged, yet refused {} bytes", w.bytes);
+        }
     }
 
     /// Admits the frame (the one decode), charges it, then proceeds.
@@ -187,7 +203,11 @@ impl Dispatcher {
                 return Ok(());
             }
         };
-        let cost = frame_len + admitted.get().plan.bound;
+        // Charged: the request's bytes, its decoded form and its answer's
+        // bound, so that the budgets bound what a frame holds until it is
+        // answered.
+        let a = admitted.get();
+        let cost = frame_len + a.decoded_bytes() + a.plan.bound;
         let mut job = Job {
             admitted,
             caller,
@@ -199,7 +219,15 @@ impl Dispatcher {
         if let Some(budget) = budget.filter(|_| !job.reply.is_charged()) {
             match budget.try_charge(cost) {
                 Some(c) => job.reply.attach(c),
-                None => return Err(Box::new(Waiting { job, bytes: cost })),
+                None => {
+                    return Err(Box::new(Waiting {
+                        frame: job.admitted.into_backing_cart(),
+                        caller: job.caller,
+                        reply: job.reply,
+                        max_answer,
+                        bytes: cost,
+                    }))
+                }
             }
         }
         self.proceed(job);
@@ -228,7 +256,7 @@ impl Dispatcher {
         }
         // Keys cached at admission travel with the frame (the worker uses
         // them, even if they are evicted meanwhile); the others are loaded.
-        let missing: Vec<[u8; 16]> = a.missing().iter().map(|r| r.id).collect();
+        let missing = a.missing();
         let hsm = a.hsm;
         if missing.is_empty() {
             return Inner::route(inner, job, hsm);
@@ -252,6 +280,17 @@ impl Dispatcher {
     }
 }
 
+/// What runs a frame off the I/O threads.
+enum Runner<'a> {
+    /// A worker or a control-plane thread.
+    Plain,
+    /// A worker or control-plane thread running a large frame: `.0` serves
+    /// the small lane between its items.
+    ServingSmall(&'a dyn Fn()),
+    /// A thread of the HSM executor.
+    Hsm(&'a HsmThread<'a>),
+}
+
 impl Inner {
     /// To the HSM executor if the frame uses HSM-only keys, else to the
     /// workers.
@@ -263,23 +302,23 @@ impl Inner {
         // Queued HSM frames have the key loads' deadline too: past it they
         // are answered KeyUnavailableException unrun.
         let timeout = this.service.load_timeout();
-        if let Err((_, job)) =
-            this.service
-                .loader()
-                .run_frame(work, timeout, |(inner, job), expired| match expired {
-                    None => Inner::run(&inner, job, None),
-                    Some(e) => inner.fail(job, &e),
-                })
-        {
+        let submitted = this.service.hsm_executor().submit(
+            work,
+            timeout,
+            |(inner, job), thread| match thread {
+                Ok(thread) => Inner::run(&inner, job, Runner::Hsm(thread)),
+                Err(e) => inner.fail(job, &e),
+            },
+        );
+        if let Err((_, job)) = submitted {
             this.busy(job);
         }
     }
 
     /// Runs a frame to its answer on a thread that may block, unless its
     /// connection is gone: then the work is dropped (before it starts, or
-    /// between batch items), and its admission with it. `between_items`
-    /// runs between the items of a batch (a worker serving the small lane).
-    fn run(this: &Arc<Inner>, job: Job, between_items: Option<&dyn Fn()>) {
+    /// between batch items), and its admission with it.
+    fn run(this: &Arc<Inner>, job: Job, runner: Runner<'_>) {
         if job.reply.is_gone() {
             this.drop_gone();
             return;
@@ -294,7 +333,7 @@ impl Inner {
         } = job;
         let mut out = Vec::new();
         let gone = || {
-            if let Some(f) = between_items {
+            if let Runner::ServingSmall(f) = runner {
                 f();
             }
             reply.is_gone()
@@ -303,8 +342,10 @@ impl Inner {
             max_answer,
             gone: Some(&gone),
         };
-        let site = Site::Blocking {
-            prefetched: prefetched.as_ref(),
+        let prefetched = prefetched.as_ref();
+        let site = match &runner {
+            Runner::Hsm(thread) => Site::Hsm { thread, prefetched },
+            _ => Site::Blocking { prefetched },
         };
         match wire::answer(&this.service, admitted.get(), &caller, site, opts, &mut out) {
             Ok(()) => reply.send(out),

@@ -8,7 +8,7 @@
 //! (whose answers the budgets admit, up to tens of MiB) cannot hold up a
 //! normal client's one data key for longer than the items already running.
 
-use super::{Inner, Job};
+use super::{Inner, Job, Runner};
 use crate::config::DispatchConfig;
 use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
@@ -62,14 +62,14 @@ impl Workers {
 /// large one runs the small lane's frames between its items.
 fn take(inner: &Arc<Inner>, job: Job) {
     if job.small {
-        return Inner::run(inner, job, None);
+        return Inner::run(inner, job, Runner::Plain);
     }
     let serve_small = || {
         while let Some(small) = inner.workers.small.pop() {
             // The small frame's own spawned task will find one job fewer;
             // no job is ever left without a task.
-            Inner::run(inner, small, None);
+            Inner::run(inner, small, Runner::Plain);
         }
     };
-    Inner::run(inner, job, Some(&serve_small));
+    Inner::run(inner, job, Runner::ServingSmall(&serve_small));
 }

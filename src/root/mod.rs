@@ -13,6 +13,8 @@
 //! from an I/O thread, because PKCS#11 calls block. [`open`] picks one by
 //! `root.kind`.
 
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod file;
 pub mod pkcs11;
 

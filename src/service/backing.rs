@@ -18,6 +18,7 @@
 //! encryption after it reserves the next block, so each restart costs at
 //! most one block (65,536 of the 2^32) per key version used.
 
+use super::keys::{KeyRef, VersionMissing};
 use super::{internal, ExecError, LoadedKey, Service, Site};
 use crate::crypto::{blob, hsm_blob, rng, BlobError, BlobHeader, CanonicalContext, XaesKey};
 use kms_proto::{ErrorKind, KmsError};
@@ -140,7 +141,7 @@ impl Service {
                 let body = self
                     .vault()?
                     .seal(&h.vault_id, &iv, &aad, plaintext)
-                    .map_err(super::loader::root_error)?;
+                    .map_err(|e| crate::errors::root("sealing with an HSM-only key", e))?;
                 let mut out = Vec::with_capacity(head.len() + body.len());
                 out.extend_from_slice(&head);
                 out.extend_from_slice(&body);
@@ -158,7 +159,23 @@ impl Service {
         context: &CanonicalContext,
         site: Site<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, ExecError> {
-        let backing = key.version(key_version).ok_or_else(invalid_ciphertext)?;
+        // An older version is unwrapped the first time a ciphertext names
+        // it (off the I/O thread), into the cached key.
+        let filled;
+        let backing = match key.version(key_version) {
+            Ok(b) => b,
+            Err(VersionMissing::NoSuchVersion) => return Err(invalid_ciphertext().into()),
+            Err(VersionMissing::NotLoaded) => {
+                let want = KeyRef {
+                    id: *key.id(),
+                    version: Some(key_version),
+                };
+                filled = self.key_at(want, site)?;
+                filled
+                    .version(key_version)
+                    .map_err(|_| invalid_ciphertext())?
+            }
+        };
         match (backing, ciphertext_blob.first()) {
             (Backing::Soft(x), Some(&blob::VERSION)) => {
                 Ok(blob::open(x, ciphertext_blob, context).map_err(|_| invalid_ciphertext())?)
@@ -172,7 +189,7 @@ impl Service {
                 match self
                     .vault()?
                     .open(&h.vault_id, &parts.iv, &aad, parts.body)
-                    .map_err(super::loader::root_error)?
+                    .map_err(|e| crate::errors::root("opening with an HSM-only key", e))?
                 {
                     Some(plaintext) => Ok(plaintext),
                     None => Err(invalid_ciphertext().into()),
@@ -237,99 +254,19 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
-    //! HSM-only keys against an in-memory vault (AES-256-GCM in software);
-    //! the real HSM runs the same operations in tests/integration/hsm.rs.
+    //! HSM-only keys against an in-memory vault (AES-256-GCM in software,
+    //! `root::fakes::MemVault`); the real HSM runs the same operations in
+    //! tests/integration/hsm.rs.
 
     use super::*;
     use crate::crypto::KeyMaterial;
     use crate::identity::Identity;
     use crate::keystore::Keystore;
-    use crate::root::{FileRoot, KeyVault, RootError, RootOfTrust};
+    use crate::root::fakes::{MemVault, VaultRoot};
+    use crate::root::{FileRoot, KeyVault};
     use crate::service::ServiceOptions;
-    use aes_gcm::aead::AeadInOut;
-    use aes_gcm::aes::cipher::KeyInit;
-    use aes_gcm::Aes256Gcm;
     use kms_proto::*;
-    use std::collections::HashMap;
     use std::sync::Arc;
-
-    #[derive(Default)]
-    struct MemVault {
-        keys: Mutex<HashMap<[u8; 20], [u8; 32]>>,
-        seals: AtomicU64,
-        // The thread each seal ran on.
-        sealed_on: Mutex<Vec<String>>,
-    }
-
-    impl KeyVault for MemVault {
-        fn generate(&self, id: &[u8; 20]) -> Result<(), RootError> {
-            let mut k = [0u8; 32];
-            rng::fill(&mut k);
-            self.keys.lock().insert(*id, k);
-            Ok(())
-        }
-        fn destroy(&self, id: &[u8; 20]) -> Result<bool, RootError> {
-            Ok(self.keys.lock().remove(id).is_some())
-        }
-        fn seal(
-            &self,
-            id: &[u8; 20],
-            iv: &[u8; 12],
-            aad: &[u8],
-            plaintext: &[u8],
-        ) -> Result<Vec<u8>, RootError> {
-            self.seals.fetch_add(1, Ordering::SeqCst);
-            let thread = std::thread::current();
-            self.sealed_on
-                .lock()
-                .push(thread.name().unwrap_or("unnamed").to_owned());
-            let key = self.keys.lock()[id];
-            let gcm = Aes256Gcm::new((&key).into());
-            let mut buf = plaintext.to_vec();
-            let tag = gcm
-                .encrypt_inout_detached(iv.into(), aad, buf.as_mut_slice().into())
-                .unwrap();
-            buf.extend_from_slice(&tag);
-            Ok(buf)
-        }
-        fn open(
-            &self,
-            id: &[u8; 20],
-            iv: &[u8; 12],
-            aad: &[u8],
-            ct: &[u8],
-        ) -> Result<Option<Zeroizing<Vec<u8>>>, RootError> {
-            let key = self.keys.lock()[id];
-            let gcm = Aes256Gcm::new((&key).into());
-            let (body, tag) = ct.split_at(ct.len() - 16);
-            let mut buf = Zeroizing::new(body.to_vec());
-            let tag: &[u8; 16] = tag.try_into().unwrap();
-            Ok(gcm
-                .decrypt_inout_detached(iv.into(), aad, buf.as_mut_slice().into(), tag.into())
-                .ok()
-                .map(|()| buf))
-        }
-    }
-
-    struct VaultRoot {
-        file: FileRoot,
-        vault: Arc<MemVault>,
-    }
-
-    impl RootOfTrust for VaultRoot {
-        fn kind(&self) -> &'static str {
-            "file"
-        }
-        fn wrap(&self, key: &KeyMaterial) -> Result<Vec<u8>, RootError> {
-            self.file.wrap(key)
-        }
-        fn unwrap(&self, wrapped: &[u8]) -> Result<KeyMaterial, RootError> {
-            self.file.unwrap(wrapped)
-        }
-        fn vault(&self) -> Option<&dyn KeyVault> {
-            Some(&*self.vault)
-        }
-    }
 
     const PEER: Identity = Identity {
         uid: 0,

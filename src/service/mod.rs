@@ -12,6 +12,7 @@
 
 pub mod backing;
 pub mod cache;
+pub mod hsm_executor;
 pub mod keys;
 pub mod loader;
 pub mod op;
@@ -182,6 +183,8 @@ impl Service {
         let check = root.wrap(&KeyMaterial::from_bytes([0; 32]))?;
         store.bind_root(root.kind(), &check)?;
         let c = &options.cache;
+        // The key loader reads through a connection of its own.
+        let reader = store.open_reader()?;
         let core = Arc::new(Core {
             store: Mutex::new(store),
             root,
@@ -190,6 +193,7 @@ impl Service {
         });
         let loader = loader::KeyLoader::start(
             Arc::clone(&core),
+            reader,
             loader::LoaderConfig {
                 threads: options.loader_threads,
                 batch_max: c.batch_max,
@@ -227,24 +231,35 @@ impl Service {
         &self.limits
     }
 
-    /// The key `r` names at `site`: from the cache; else, off the I/O
-    /// threads, from the frame's prefetch (a failed load is answered with
-    /// its error, never loaded again) or through the key loader, waiting at
-    /// most the load timeout.
+    /// The key `r` names at `site`: from the cache (with the version it
+    /// needs); else, off the I/O threads, from the frame's prefetch (a
+    /// failed load is answered with its error, never loaded again) or
+    /// through the key loader, waiting at most the load timeout.
     pub(crate) fn key_at(&self, r: KeyRef, site: Site<'_>) -> Result<Arc<LoadedKey>, ExecError> {
+        // The hot path: one read lock, one hash lookup.
         if let Some(k) = self.core.cache.get(&r.id) {
-            return Ok(k);
+            if r.version.is_none_or(|v| k.has_version(v)) {
+                return Ok(k);
+            }
         }
-        let Site::Blocking { prefetched } = site else {
-            return Err(ExecError::NotReady);
+        let (prefetched, thread) = match site {
+            Site::Io => return Err(ExecError::NotReady),
+            Site::Blocking { prefetched } => (prefetched, None),
+            Site::Hsm { thread, prefetched } => (prefetched, Some(thread)),
         };
         // A frame that waited for its keys uses what it got, failures
         // included: a second load would hold this thread up to another
         // load timeout for a root that just failed to answer.
-        if let Some(r) = prefetched.and_then(|p| p.get(&r.id)) {
-            return Ok(r?);
+        if let Some(loaded) = prefetched.and_then(|p| p.get_ref(&r)) {
+            let k = loaded?;
+            if r.version.is_none_or(|v| k.has_version(v)) {
+                return Ok(k);
+            }
         }
-        Ok(self.loader.load_blocking(&r.id, self.load_timeout)?)
+        Ok(match thread {
+            Some(t) => t.load(r)?,
+            None => self.loader.load_blocking(r, self.load_timeout)?,
+        })
     }
 
     /// Loads a key (current version) at `site`.
@@ -297,9 +312,13 @@ impl Service {
         op::execute(self, op, caller, site, resolved)
     }
 
-    /// The cached entry of a key, if any (admission looks each key up once).
-    pub(crate) fn cached(&self, id: &[u8; 16]) -> Option<Arc<LoadedKey>> {
-        self.core.cache.get(id)
+    /// The cached entry of a key, if it holds the version `r` needs
+    /// (admission looks each key up once).
+    pub(crate) fn cached(&self, r: &KeyRef) -> Option<Arc<LoadedKey>> {
+        self.core
+            .cache
+            .get(&r.id)
+            .filter(|k| r.version.is_none_or(|v| k.has_version(v)))
     }
 
     /// Runs one operation to completion on the calling thread (tests, the
@@ -320,6 +339,9 @@ impl Service {
     ) -> Result<(), KmsError> {
         // An HSM-only key (no material here) was generated in the HSM by
         // the caller and stores nothing wrapped.
+        // Taken before the store write, as every load does: an
+        // invalidation meanwhile keeps this entry out of the cache.
+        let seen = self.core.cache.revision(&record.key_id);
         let wrapped = match material {
             Some(m) => self.core.root.wrap(m).map_err(|e| match e {
                 RootError::Unavailable(_) => crate::errors::root("wrapping backing key", e),
@@ -353,9 +375,11 @@ impl Service {
             Some(m) => Backing::Soft(XaesKey::new(m)),
             None => Backing::Hsm(self.core.usage.version(&record.key_id, 1, 0)),
         };
-        let loaded = LoadedKey::new(record, vec![backing]);
-        self.loader.forget_failure(&loaded.record.key_id);
-        self.core.cache.insert(Arc::new(loaded));
+        let id = record.key_id;
+        let loaded = LoadedKey::new(record, 1);
+        loaded.fill(1, backing);
+        self.loader.forget_failure(&id);
+        self.core.cache.insert(Arc::new(loaded), seen);
         Ok(())
     }
 

@@ -16,6 +16,7 @@
 //! in-process callers). So an operation cannot forget to stay off the
 //! store on an I/O thread: it has no way to reach it there.
 
+use super::hsm_executor::HsmThread;
 use super::keys::{KeyRef, Needed};
 use super::loader::Prefetched;
 use super::{LoadedKey, Service};
@@ -137,6 +138,11 @@ pub trait Op {
     fn payload(&self) -> usize {
         0
     }
+    /// Heap bytes its decoded form holds (its encryption contexts), for
+    /// the byte budgets.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
     /// Bounds of its outcome.
     fn output_size(&self) -> OutputSize;
     /// Runs it.
@@ -175,6 +181,15 @@ pub enum Site<'a> {
     /// `prefetched` (a failed load is answered with its error, never
     /// loaded again), others are loaded, waiting at most the load timeout.
     Blocking {
+        /// What the key loader got for the frame's missing keys.
+        prefetched: Option<&'a Prefetched>,
+    },
+    /// A thread of the HSM executor: like `Blocking`, but a key that is
+    /// neither cached nor prefetched is loaded on this very thread (a load
+    /// queued for the executor could wait behind the frame itself).
+    Hsm {
+        /// The executor thread the frame runs on.
+        thread: &'a HsmThread<'a>,
         /// What the key loader got for the frame's missing keys.
         prefetched: Option<&'a Prefetched>,
     },
@@ -310,6 +325,11 @@ pub fn keys(op: &Operation<'_>, out: &mut Vec<KeyRef>) {
 /// The payload `op` carries.
 pub fn payload(op: &Operation<'_>) -> usize {
     with_op!(op, r => r.payload())
+}
+
+/// Heap bytes `op`'s decoded form holds.
+pub fn heap_bytes(op: &Operation<'_>) -> usize {
+    with_op!(op, r => r.heap_bytes())
 }
 
 /// Bounds of `op`'s outcome.

@@ -48,6 +48,8 @@ pub struct Admitted<'f> {
     pub payload: usize,
     /// Items (1 for a single request).
     pub items: usize,
+    /// Heap bytes the items' decoded forms hold (contexts).
+    pub heap: usize,
     /// It uses an HSM-only key (a cached one, or a format 2 ciphertext):
     /// it runs on the HSM executor.
     pub hsm: bool,
@@ -60,6 +62,15 @@ impl Admitted<'_> {
         self.plane == PlaneKind::Data
             && self.items <= INLINE_MAX_ITEMS
             && self.payload <= INLINE_MAX_PAYLOAD
+    }
+
+    /// Heap bytes its decoded form holds beyond the frame (the items,
+    /// their encryption contexts, the keys), charged to the byte budgets
+    /// with the frame.
+    pub fn decoded_bytes(&self) -> usize {
+        self.items * std::mem::size_of::<Result<Operation<'_>, KmsError>>()
+            + self.heap
+            + self.keys.len() * std::mem::size_of::<Needed>()
     }
 
     /// Whether every key it needs was cached at admission.
@@ -109,10 +120,12 @@ pub fn admit_slice<'f>(
     let mut plane = PlaneKind::Data;
     let mut payload = 0;
     let mut hsm = false;
+    let mut heap = 0;
     let mut refs = Vec::new();
     for op in ops.iter().flatten() {
         plane = plane.max(op::plane(op));
         payload += op::payload(op);
+        heap += op::heap_bytes(op);
         op::keys(op, &mut refs);
         hsm |= names_hsm_blob(op);
     }
@@ -122,7 +135,7 @@ pub fn admit_slice<'f>(
         .into_iter()
         .map(|key| Needed {
             key,
-            cached: svc.cached(&key.id),
+            cached: svc.cached(&key),
         })
         .collect();
     hsm |= keys.iter().any(|n| {
@@ -132,6 +145,7 @@ pub fn admit_slice<'f>(
     });
     Ok(Admitted {
         items: ops.len(),
+        heap,
         request,
         plan,
         plane,

@@ -89,6 +89,10 @@ impl Op for Decrypt<'_> {
         self.ciphertext_blob.len()
     }
 
+    fn heap_bytes(&self) -> usize {
+        super::context_heap(&self.context)
+    }
+
     fn output_size(&self) -> OutputSize {
         // The plaintext is shorter than its blob.
         OutputSize {

@@ -33,6 +33,10 @@ impl Op for Encrypt<'_> {
         self.plaintext.len()
     }
 
+    fn heap_bytes(&self) -> usize {
+        super::context_heap(&self.context)
+    }
+
     fn output_size(&self) -> OutputSize {
         OutputSize {
             success: KEY_ID_TEXT + self.plaintext.len().min(MAX_PLAINTEXT) + BLOB_OVERHEAD_MAX,

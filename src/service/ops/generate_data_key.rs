@@ -93,6 +93,10 @@ impl Op for GenerateDataKey<'_> {
         payload(self)
     }
 
+    fn heap_bytes(&self) -> usize {
+        super::context_heap(&self.context)
+    }
+
     fn output_size(&self) -> OutputSize {
         OutputSize {
             success: KEY_ID_TEXT + 2 * asked(self) + BLOB_OVERHEAD_MAX,
@@ -121,6 +125,10 @@ impl Op for WithoutPlaintext<'_, '_> {
 
     fn payload(&self) -> usize {
         payload(self.0)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        super::context_heap(&self.0.context)
     }
 
     fn output_size(&self) -> OutputSize {

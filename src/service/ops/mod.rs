@@ -27,3 +27,8 @@ pub(crate) fn context(pairs: &[(&str, &str)]) -> Result<CanonicalContext, KmsErr
 pub(crate) fn context_error_text(pairs: &[(&str, &str)]) -> usize {
     pairs.iter().map(|(k, _)| 6 * k.len()).sum()
 }
+
+/// Heap bytes a decoded encryption context holds.
+pub(crate) fn context_heap(pairs: &[(&str, &str)]) -> usize {
+    std::mem::size_of_val(pairs)
+}

@@ -25,6 +25,10 @@ impl Op for ReEncrypt<'_> {
         self.ciphertext_blob.len()
     }
 
+    fn heap_bytes(&self) -> usize {
+        super::context_heap(&self.source_context) + super::context_heap(&self.destination_context)
+    }
+
     fn output_size(&self) -> OutputSize {
         OutputSize {
             success: 2 * KEY_ID_TEXT + self.ciphertext_blob.len() + BLOB_OVERHEAD_MAX,
