@@ -26,7 +26,7 @@ pub mod identity;
 pub mod keystore;
 pub mod memlock;
 pub mod migrate;
-pub mod notify;
+pub(crate) mod notify;
 pub mod root;
 pub mod server;
 pub mod service;
