@@ -4,11 +4,11 @@
 //! documented default (see `docs/config.md` and [`Config::default`]).
 //! Command-line flags override the file.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Which I/O engine serves the socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum IoMode {
     /// io_uring when the kernel allows it, else epoll.
@@ -20,7 +20,7 @@ pub enum IoMode {
 }
 
 /// The whole configuration.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Socket path. Default: `$XDG_RUNTIME_DIR/kmsd/kmsd.sock`, else
@@ -42,7 +42,7 @@ pub struct Config {
 }
 
 /// Which root of trust wraps the backing keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RootKind {
     /// A 32-byte key file in the data directory (development only).
@@ -52,7 +52,7 @@ pub enum RootKind {
 }
 
 /// Root of trust settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RootConfig {
     /// `file` or `pkcs11`. Default: `file`.
@@ -63,7 +63,7 @@ pub struct RootConfig {
 
 /// A PKCS#11 token holding the root key. The PIN is read from a file or an
 /// environment variable, never from this file or the command line.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pkcs11Config {
     /// Path of the PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
@@ -79,7 +79,7 @@ pub struct Pkcs11Config {
     /// Environment variable holding the user PIN.
     pub pin_env: Option<String>,
     /// PKCS#11 sessions (and loader threads using them). Default: 1
-    /// (SoftHSM does not scale with sessions; see ARCHITECTURE.md).
+    /// (SoftHSM does not scale with sessions; see docs/perf/hsm.md).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Mechanism number of RFC 5649 AES key wrap with padding. Default:
@@ -116,11 +116,14 @@ fn default_true() -> bool {
 
 /// Cache of unwrapped backing keys, and the loader threads that fill it off
 /// the I/O threads.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// Most keys held unwrapped. Default: 100000.
-    pub max_keys: usize,
+    /// Most keys held unwrapped (the cache's capacity; the store's quota is
+    /// `limits.max_keys`). Default: 100000. Config files may still call it
+    /// `max_keys`, its name before 0.2.
+    #[serde(alias = "max_keys")]
+    pub capacity: usize,
     /// Seconds an unwrapped key stays cached after loading. Default: 3600.
     pub ttl_secs: u64,
     /// Longest a request waits for its keys to be loaded before it is
@@ -142,7 +145,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            max_keys: 100_000,
+            capacity: 100_000,
             ttl_secs: 3600,
             load_timeout_ms: 5000,
             batch_max: 64,
@@ -162,11 +165,11 @@ impl Default for RootConfig {
 }
 
 /// Transport settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportConfig {
     /// I/O engine. Default: `epoll` (measured faster on the reference machine;
-    /// see ARCHITECTURE.md).
+    /// see docs/perf/inline-dispatch.md).
     pub io: IoMode,
     /// I/O threads. Default: the number of CPUs.
     pub io_threads: usize,
@@ -218,7 +221,7 @@ pub struct TransportConfig {
 }
 
 /// Dispatch settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DispatchConfig {
     /// Capacity of the request queue to the worker pool; a request that finds
@@ -229,7 +232,7 @@ pub struct DispatchConfig {
     pub workers: usize,
     /// Run small data-plane requests whose keys are cached on the I/O thread
     /// instead of handing them to a worker. Default: true (see
-    /// ARCHITECTURE.md for the measurement).
+    /// docs/perf/inline-dispatch.md for the measurement).
     pub inline_small: bool,
     /// Threads of the control-plane executor (operations that read or write
     /// the store: CreateKey, DescribeKey, ListKeys). Default: 2, so that a
@@ -238,7 +241,7 @@ pub struct DispatchConfig {
 }
 
 /// Protocol and API limits.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest frame in bytes. Default: 8 MiB.
@@ -428,7 +431,7 @@ impl Config {
                 "limits.max_batch must be 1..=65536",
             ),
             (l.max_keys >= 1, "limits.max_keys must be at least 1"),
-            (c.max_keys >= 1, "cache.max_keys must be at least 1"),
+            (c.capacity >= 1, "cache.capacity must be at least 1"),
             (c.ttl_secs >= 1, "cache.ttl_secs must be at least 1"),
             (
                 c.load_timeout_ms >= 1 && c.load_timeout_ms <= 600_000,
@@ -511,6 +514,14 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_capacity_keeps_its_old_name() {
+        let old: Config = toml::from_str("[cache]\nmax_keys = 300\n").unwrap();
+        let new: Config = toml::from_str("[cache]\ncapacity = 300\n").unwrap();
+        assert_eq!((old.cache.capacity, new.cache.capacity), (300, 300));
+        assert_eq!(old.limits.max_keys, LimitsConfig::default().max_keys);
+    }
+
+    #[test]
     fn answer_bound_and_budgets_are_validated() {
         let c: Config = toml::from_str(
             "[transport]\nmax_answer_bytes = 2097152\nconnection_budget_bytes = 65536\n\
@@ -561,5 +572,140 @@ mod tests {
             f(&mut c.transport);
             assert!(c.validate().is_err(), "{:?}", c.transport);
         }
+    }
+
+    /// Every field of the config, as `(dotted.path, default)`: the default
+    /// config serialized and walked, plus `[root.pkcs11]` (absent by
+    /// default) from a minimal table, whose two required fields come out
+    /// as whatever the minimal table gave them.
+    fn fields() -> Vec<(String, serde_json::Value)> {
+        fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        let path = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&path, v, out);
+                    }
+                }
+                _ => out.push((prefix.to_owned(), v.clone())),
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            "",
+            &serde_json::to_value(Config::default()).unwrap(),
+            &mut out,
+        );
+        assert!(
+            out.iter().any(|(k, v)| k == "root.pkcs11" && v.is_null()),
+            "[root.pkcs11] is absent by default"
+        );
+        out.retain(|(k, _)| k != "root.pkcs11");
+        let pkcs11: Pkcs11Config =
+            toml::from_str("module = \"/m.so\"\ntoken_label = \"t\"\n").unwrap();
+        walk(
+            "root.pkcs11",
+            &serde_json::to_value(pkcs11).unwrap(),
+            &mut out,
+        );
+        out
+    }
+
+    /// docs/config.md's tables against `Config::default()`: every field has
+    /// a row, every row names a field, and every default written as a TOML
+    /// value (in backticks) is the real one. Defaults in words are allowed
+    /// only for the fields that depend on the machine, and "required" only
+    /// for the fields without a default. Every TOML example in the file
+    /// must parse as a config.
+    #[test]
+    fn docs_config_md_matches_the_defaults() {
+        const DOC: &str = include_str!("../docs/config.md");
+        const MACHINE: [&str; 4] = [
+            "socket",
+            "data_dir",
+            "transport.io_threads",
+            "dispatch.workers",
+        ];
+        const REQUIRED: [&str; 2] = ["root.pkcs11.module", "root.pkcs11.token_label"];
+        let fields = fields();
+        let mut documented = std::collections::BTreeSet::new();
+        let mut problems = Vec::new();
+        for line in DOC.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // A field row: | `path` | default | meaning |
+            if cells.len() < 4 || !cells[1].starts_with('`') || cells[1] == "field" {
+                continue;
+            }
+            let path = cells[1].trim_matches('`');
+            let default = cells[2];
+            if !documented.insert(path.to_owned()) {
+                problems.push(format!("{path}: documented twice"));
+            }
+            let Some((_, real)) = fields.iter().find(|(k, _)| k == path) else {
+                problems.push(format!("{path}: documented, but no such field"));
+                continue;
+            };
+            if let Some(literal) = default
+                .strip_prefix('`')
+                .and_then(|d| d.split('`').next())
+                .filter(|_| !MACHINE.contains(&path))
+            {
+                let parsed: toml::Table = match toml::from_str(&format!("v = {literal}")) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        problems.push(format!("{path}: default `{literal}` is not TOML: {e}"));
+                        continue;
+                    }
+                };
+                let doc_value = serde_json::to_value(&parsed["v"]).unwrap();
+                if &doc_value != real {
+                    problems.push(format!(
+                        "{path}: documented default {literal}, Config::default() has {real}"
+                    ));
+                }
+            } else if default.starts_with("none") {
+                if !real.is_null() {
+                    problems.push(format!("{path}: documented none, default is {real}"));
+                }
+            } else if default == "required" {
+                if !REQUIRED.contains(&path) {
+                    problems.push(format!("{path}: documented required, but it has a default"));
+                }
+            } else if !MACHINE.contains(&path) {
+                problems.push(format!(
+                    "{path}: default in words ({default}); write it as a TOML value in backticks"
+                ));
+            }
+        }
+        for (k, _) in &fields {
+            if !documented.contains(k) {
+                problems.push(format!("{k}: not documented in docs/config.md"));
+            }
+        }
+        // The machine-dependent defaults the words describe.
+        assert_eq!(Config::default().transport.io_threads, cpus());
+        assert_eq!(Config::default().dispatch.workers, cpus());
+
+        let mut examples = 0;
+        let mut rest = DOC;
+        while let Some(start) = rest.find("```toml\n") {
+            let body = &rest[start + 8..];
+            let end = body.find("```").expect("an unclosed ```toml block");
+            if let Err(e) = toml::from_str::<Config>(&body[..end]) {
+                problems.push(format!("a TOML example does not parse as a config: {e}"));
+            }
+            examples += 1;
+            rest = &body[end..];
+        }
+        assert!(examples >= 1, "no TOML example found");
+        assert!(
+            problems.is_empty(),
+            "docs/config.md:\n{}",
+            problems.join("\n")
+        );
     }
 }

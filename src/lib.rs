@@ -27,6 +27,7 @@ pub mod identity;
 pub mod keystore;
 pub mod memlock;
 pub mod migrate;
+pub(crate) mod notify;
 pub mod root;
 pub mod server;
 pub mod service;

@@ -4,9 +4,11 @@ use crate::config::Config;
 use crate::data_dir::DataDir;
 use crate::dispatch::Dispatcher;
 use crate::keystore::Keystore;
+use crate::notify::Notifier;
 use crate::root::RootOfTrust;
 use crate::service::{Service, ServiceOptions};
 use anyhow::Context as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains and returns.
@@ -42,8 +44,20 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         .reconcile_hsm_keys()
         .context("settling pending HSM-only keys")?;
     let dispatcher = Arc::new(Dispatcher::new(service, &config.dispatch)?);
+    // systemd (Type=notify): READY=1 once the socket accepts, STOPPING=1
+    // when draining starts. Nothing at all without NOTIFY_SOCKET.
+    let notifier = Notifier::from_env()?.map(Arc::new);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    spawn_signal_thread(shutdown_tx)?;
+    spawn_signal_thread(shutdown_tx, notifier.clone())?;
+    let stop_ready_probe = Arc::new(AtomicBool::new(false));
+    if let Some(n) = &notifier {
+        crate::notify::ready_when_accepting(
+            n.clone(),
+            config.socket.clone(),
+            stop_ready_probe.clone(),
+        )
+        .context("starting the readiness thread")?;
+    }
     tracing::info!(
         socket = %config.socket.display(),
         data_dir = %config.data_dir.display(),
@@ -56,7 +70,9 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         config.limits.max_frame_bytes,
         shutdown_rx,
     )
-    .with_context(|| format!("serving on {}", config.socket.display()))?;
+    .with_context(|| format!("serving on {}", config.socket.display()));
+    stop_ready_probe.store(true, Ordering::Release);
+    let engine = engine?;
     tracing::info!(?engine, "kmsd stopped cleanly");
     drop(data_dir);
     Ok(())
@@ -64,7 +80,10 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
 
 /// Turns SIGTERM and SIGINT into the shutdown signal. A second signal while
 /// draining exits at once.
-fn spawn_signal_thread(tx: tokio::sync::watch::Sender<bool>) -> std::io::Result<()> {
+fn spawn_signal_thread(
+    tx: tokio::sync::watch::Sender<bool>,
+    notifier: Option<Arc<Notifier>>,
+) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -84,6 +103,9 @@ fn spawn_signal_thread(tx: tokio::sync::watch::Sender<bool>) -> std::io::Result<
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM: draining"),
                     _ = int.recv() => tracing::info!("SIGINT: draining"),
+                }
+                if let Some(n) = &notifier {
+                    n.notify_or_log("STOPPING=1");
                 }
                 let _ = tx.send(true);
                 tokio::select! {

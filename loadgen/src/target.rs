@@ -103,7 +103,7 @@ impl Drop for Spawned {
 }
 
 /// The kmsd binary: `explicit`, else the one beside this program (cargo
-/// puts both in target/<profile>/).
+/// puts both in `target/<profile>/`).
 pub fn find_kmsd(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_owned());
@@ -130,7 +130,7 @@ pub struct ProcStat {
     pub peak_rss_bytes: u64,
 }
 
-/// Reads /proc/<pid>/stat and /proc/<pid>/status; None if the process is
+/// Reads `/proc/<pid>/stat` and `/proc/<pid>/status`; None if the process is
 /// gone or /proc is not there.
 pub fn proc_stat(pid: Option<i32>) -> Option<ProcStat> {
     let dir = match pid {

@@ -303,7 +303,7 @@ mod tests {
                 max_keys,
                 cache,
                 loader_threads: 1,
-                hsm_queue: 64,
+                queue_capacity: 64,
             },
         )
         .unwrap()
@@ -510,7 +510,7 @@ mod tests {
         // A cache of one key, alternating an HSM-only key and a soft key:
         // every operation evicts the other key and reloads its own.
         let one = crate::config::CacheConfig {
-            max_keys: 1,
+            capacity: 1,
             ..Default::default()
         };
         let svc = service_with(dir.path(), &vault, one.clone());

@@ -74,7 +74,7 @@ pub struct ServiceOptions {
     pub loader_threads: usize,
     /// Most frames with HSM-only keys queued for the loader threads (the
     /// worker queue's bound, `dispatch.queue_capacity`).
-    pub hsm_queue: usize,
+    pub queue_capacity: usize,
 }
 
 impl ServiceOptions {
@@ -88,7 +88,7 @@ impl ServiceOptions {
                 (crate::config::RootKind::Pkcs11, Some(p)) => p.pool_size,
                 _ => 1,
             },
-            hsm_queue: config.dispatch.queue_capacity,
+            queue_capacity: config.dispatch.queue_capacity,
         }
     }
 }
@@ -169,7 +169,7 @@ impl Service {
                 max_keys,
                 cache: crate::config::CacheConfig::default(),
                 loader_threads: 1,
-                hsm_queue: crate::config::DispatchConfig::default().queue_capacity,
+                queue_capacity: crate::config::DispatchConfig::default().queue_capacity,
             },
         )
     }
@@ -188,7 +188,7 @@ impl Service {
         let core = Arc::new(Core {
             store: Mutex::new(store),
             root,
-            cache: cache::KeyCache::new(c.max_keys, std::time::Duration::from_secs(c.ttl_secs)),
+            cache: cache::KeyCache::new(c.capacity, std::time::Duration::from_secs(c.ttl_secs)),
             usage: Default::default(),
         });
         let loader = loader::KeyLoader::start(
@@ -198,7 +198,7 @@ impl Service {
                 threads: options.loader_threads,
                 batch_max: c.batch_max,
                 batching: c.batching,
-                frame_queue: options.hsm_queue,
+                queue_capacity: options.queue_capacity,
             },
         )
         .map_err(ServiceError::Threads)?;

@@ -1706,7 +1706,7 @@ fn crash_child() {
             max_keys: 100,
             cache: Default::default(),
             loader_threads: 1,
-            hsm_queue: 64,
+            queue_capacity: 64,
         },
     )
     .unwrap();

@@ -7,6 +7,7 @@ mod hsm;
 mod kmsctl;
 mod memory;
 mod protocol;
+mod readiness;
 mod service;
 mod support;
 mod trust;

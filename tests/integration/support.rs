@@ -14,8 +14,9 @@ use std::fs::OpenOptions;
 use std::io::Read;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long start-up and shutdown may take.
@@ -192,7 +193,7 @@ impl Daemon {
     /// Runs the real kmsctl binary with `--socket <socket>` prepended and
     /// `stdin` (empty when None) as its standard input.
     pub fn kmsctl(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsctl"));
+        let mut cmd = Command::new(kmsctl_bin());
         cmd.arg("--socket").arg(&self.socket).args(args);
         run_with_stdin(cmd, stdin)
     }
@@ -203,6 +204,55 @@ impl Daemon {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_else(|e| format!("<no log: {e}>"))
     }
+}
+
+/// The real `kmsctl` binary, built (once per test process) into the target
+/// directory and profile that `kmsd` was built into.
+///
+/// kmsctl is a crate of its own (`kmsctl/`), and Cargo defines
+/// `CARGO_BIN_EXE_<name>` only for binaries of the package under test, so
+/// the tests build it themselves rather than run whatever `kmsctl` an
+/// earlier build left next to kmsd: `cargo build -p kmsctl` is a no-op when
+/// it is fresh, rebuilds it when it is stale, and builds it on a clean
+/// clone. Cargo releases the target directory's lock before it runs test
+/// binaries, so the nested build does not wait for the outer one.
+pub fn kmsctl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let kmsd = Path::new(env!("CARGO_BIN_EXE_kmsd"));
+        // <target dir>/<profile dir>/kmsd; the profile directory is "debug"
+        // for the dev and test profiles and the profile's name otherwise.
+        let profile_dir = kmsd.parent().expect("kmsd's directory");
+        let target_dir = profile_dir.parent().expect("the target directory");
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.args([
+            "build",
+            "--locked",
+            "--quiet",
+            "-p",
+            "kmsctl",
+            "--manifest-path",
+        ])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir);
+        match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => {}
+            Some(profile) => {
+                cmd.args(["--profile", profile]);
+            }
+            None => panic!("unexpected kmsd path {}", kmsd.display()),
+        }
+        let out = cmd.output().expect("running cargo build -p kmsctl");
+        assert!(
+            out.status.success(),
+            "cargo build -p kmsctl failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = profile_dir.join("kmsctl");
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin
+    })
 }
 
 /// Runs `cmd` with `stdin` fed from a thread (so a large input cannot

@@ -3,7 +3,7 @@
 //! unexpected uid before it sends anything, and one data directory serves
 //! one process at a time.
 
-use crate::support::{run_with_stdin, Daemon};
+use crate::support::{kmsctl_bin, run_with_stdin, Daemon};
 use kms_proto::client::{Client, ServerUid, UnexpectedServer};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -171,7 +171,7 @@ fn clients_refuse_a_server_of_another_uid() {
     assert_eq!(nothing_was_sent(&fake), 5);
 
     // kmsctl --expect-uid: exit 3, one reason and a hint, nothing sent.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsctl"));
+    let mut cmd = Command::new(kmsctl_bin());
     cmd.arg("--socket")
         .arg(&path)
         .args(["--expect-uid", "0", "encrypt", "--key-id", "k"]);
@@ -186,7 +186,7 @@ fn clients_refuse_a_server_of_another_uid() {
     let xdg = tmp.path().join("xdg");
     std::fs::create_dir_all(xdg.join("kmsd")).unwrap();
     let default_fake = listener_as(OTHER_UID, &xdg.join("kmsd/kmsd.sock"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsctl"));
+    let mut cmd = Command::new(kmsctl_bin());
     cmd.env("XDG_RUNTIME_DIR", &xdg)
         .args(["encrypt", "--key-id", "k"]);
     let out = run_with_stdin(cmd, Some(b"secret"));

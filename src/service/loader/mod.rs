@@ -159,7 +159,7 @@ pub struct LoaderConfig {
     /// Single flight and batches on (false: one unwrap per miss).
     pub batching: bool,
     /// Most HSM frames queued at once.
-    pub frame_queue: usize,
+    pub queue_capacity: usize,
 }
 
 /// The key loader: the store stage, the deadline sweep, and the HSM
@@ -196,7 +196,7 @@ impl KeyLoader {
         let executor = Arc::new(HsmExecutor::start(
             Arc::clone(&state),
             config.threads,
-            config.frame_queue,
+            config.queue_capacity,
             staged_rx,
         )?);
         let reader = Arc::clone(&state);

@@ -54,7 +54,7 @@ fn cold(dir: &std::path::Path, cache: CacheConfig) -> (Service, Arc<TestRoot>) {
             max_keys: 100_000,
             cache,
             loader_threads: 1,
-            hsm_queue: 64,
+            queue_capacity: 64,
         },
     )
     .unwrap();
@@ -507,7 +507,7 @@ fn the_cache_is_bounded_and_evicted_keys_reload() {
     let (svc, root) = cold(
         dir.path(),
         CacheConfig {
-            max_keys: 5,
+            capacity: 5,
             ..CacheConfig::default()
         },
     );

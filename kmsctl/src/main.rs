@@ -40,7 +40,7 @@ struct Cli {
         long,
         global = true,
         value_name = "PATH",
-        default_value_os_t = kmsd::config::default_socket()
+        default_value_os_t = kms_proto::peer::default_socket_path()
     )]
     socket: PathBuf,
     /// Refuse a daemon that does not run as this uid (checked with
@@ -244,7 +244,7 @@ fn wrong_answer() -> Failure {
 }
 
 fn connect_hint(socket: &Path, e: &io::Error) -> String {
-    let default = kmsd::config::default_socket();
+    let default = kms_proto::peer::default_socket_path();
     if let Some(u) = e
         .get_ref()
         .and_then(|e| e.downcast_ref::<UnexpectedServer>())
