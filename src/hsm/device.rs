@@ -89,6 +89,9 @@ impl Device {
     /// Loads and initialises the module and finds the token. On failure the
     /// module is left finalised if we initialised it.
     pub(crate) fn open(settings: &Settings) -> Result<Device, SetupError> {
+        // Every way into the module that is not a pool call (start-up, `kmsd
+        // hsm init`, a rebuild) starts here.
+        crate::thread_role::assert_may_block("a PKCS#11 call");
         if !settings.module.exists() {
             return Err(SetupError::ModuleNotFound {
                 path: settings.module.clone(),
@@ -299,7 +302,10 @@ pub(crate) struct Pooled {
     pub session: Option<Session>,
     /// The session copy of the root key, or the token key itself.
     pub root: CK_OBJECT_HANDLE,
-    /// Whether `root` is a session copy.
+    /// Whether `root` is a session copy. Read only by the fault hook
+    /// (`InjectedFault::DestroyRootCopy` destroys copies, never the token
+    /// key).
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     pub copied: bool,
     /// Session copies of HSM-only keys used on this session, by CKA_ID
     /// (with `session_copy`: a session object runs AES-GCM ~3x faster than
