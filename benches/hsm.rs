@@ -8,7 +8,7 @@
 //!   (size query, then read);
 //! - wrap: `C_CreateObject` + `C_WrapKey` + `C_DestroyObject`, the same
 //!   three ways (one `C_WrapKey` into a 40-byte buffer, or size query first);
-//! - AES-256-GCM of 32 bytes with an HSM-only (token) key;
+//! - AES-256-GCM of 32 bytes with an HSM-only key;
 //! - the file root's in-process KWP as the naive baseline.
 //!
 //! Which token: `KMSD_HSM_CONFIG=FILE` (a kmsd config whose [root.pkcs11]
@@ -116,7 +116,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| hsm.wrap_key_two_calls(&backing).unwrap())
         });
         // HSM-only key: with session_copy each session works on a session
-        // copy of the token key, without it on the token object.
+        // copy of its token object, without it on the token object itself.
         let id = format!("kmsd-bench-gcm-{name}-{}", std::process::id());
         let key = hsm.generate_key(&id, id.as_bytes()).unwrap();
         let iv = [9u8; 12];

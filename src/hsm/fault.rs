@@ -30,7 +30,7 @@ pub enum InjectedFault {
     CloseSession,
     /// The session copy of the root key is destroyed in the module first,
     /// so it answers `CKR_(UN)WRAPPING_KEY_HANDLE_INVALID`. Does nothing
-    /// without `session_copy` (the token key is never destroyed).
+    /// without `session_copy` (the root key's token object is never destroyed).
     DestroyRootCopy,
     /// `C_Finalize` is called on the module first (once no other call is in
     /// it), so it answers `CKR_CRYPTOKI_NOT_INITIALIZED` (a real

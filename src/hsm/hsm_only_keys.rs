@@ -2,7 +2,15 @@
 //! (sensitive, never extractable, encrypt/decrypt only), found by `CKA_ID`,
 //! used for AES-256-GCM inside the HSM, and destroyed there.
 //!
-//! An [`HsmKey`] holds no key material, only the id and a cached object
+//! One name for the concept: "HSM-only key", type [`HsmOnlyKey`]. It is a
+//! key created with origin HSM in the protocol's terms; AWS KMS's nearest
+//! is a key of origin `AWS_CLOUDHSM`, whose key material KMS creates in the
+//! CloudHSM cluster of a custom key store (CreateKey, `Origin`:
+//! <https://docs.aws.amazon.com/kms/latest/APIReference/API_CreateKey.html>).
+//! Its "token object" is the key itself in the token, as opposed to a
+//! session copy.
+//!
+//! An [`HsmOnlyKey`] holds no key material, only the id and a cached object
 //! handle, re-found when the pool's epoch moves (a session reopened or the
 //! context rebuilt gives objects new handles). With `session_copy`, GCM
 //! runs on a per-session `C_CopyObject` copy of the token object (a session
@@ -28,22 +36,22 @@ pub const GCM_TAG_LEN: usize = 16;
 
 /// An HSM-only AES-256 key, found by its `CKA_ID`. Holds no key material:
 /// only the id and a cached object handle.
-pub struct HsmKey {
+pub struct HsmOnlyKey {
     id: Vec<u8>,
     /// (epoch, handle) of the last lookup.
     cached: Mutex<(u64, CK_OBJECT_HANDLE)>,
 }
 
-impl HsmKey {
+impl HsmOnlyKey {
     /// The key's `CKA_ID`.
     pub fn id(&self) -> &[u8] {
         &self.id
     }
 }
 
-impl fmt::Debug for HsmKey {
+impl fmt::Debug for HsmOnlyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HsmKey(id {})", hex_id(&self.id))
+        write!(f, "HsmOnlyKey(id {})", hex_id(&self.id))
     }
 }
 
@@ -52,30 +60,35 @@ fn hex_id(id: &[u8]) -> String {
 }
 
 impl Hsm {
-    /// Generates an AES-256 token key that never leaves the HSM
-    /// (`CKA_SENSITIVE`, not `CKA_EXTRACTABLE`; encrypt/decrypt only) with
-    /// `label` and `CKA_ID` `id`.
+    /// Generates an HSM-only key: an AES-256 token object that never leaves
+    /// the HSM (`CKA_SENSITIVE`, not `CKA_EXTRACTABLE`; encrypt/decrypt
+    /// only) with `label` and `CKA_ID` `id`.
     ///
     /// # Errors
     ///
     /// [`HsmError::Invalid`] if a key with this id exists or `id` is empty;
     /// otherwise as any call.
-    pub fn generate_key(&self, label: &str, id: &[u8]) -> Result<HsmKey, HsmError> {
+    pub fn generate_key(&self, label: &str, id: &[u8]) -> Result<HsmOnlyKey, HsmError> {
         if id.is_empty() {
-            return Err(HsmError::Invalid("an HSM key id must not be empty".into()));
+            return Err(HsmError::Invalid(
+                "an HSM-only key id must not be empty".into(),
+            ));
         }
         self.call("C_GenerateKey", |_device, pooled, epoch| {
             if !find_by_id(pooled, id)?.is_empty() {
                 return Err(HsmError::Invalid(format!(
-                    "an HSM key with id {} already exists",
+                    "an HSM-only key with id {} already exists",
                     hex_id(id)
                 )));
             }
             let handle = pooled
                 .session()
-                .generate_key(&device::AES_KEY_GEN, &device::hsm_key_template(label, id))
+                .generate_key(
+                    &device::AES_KEY_GEN,
+                    &device::hsm_only_key_template(label, id),
+                )
                 .map_err(|e| CallFailure::from_cryptoki("C_GenerateKey", &e))?;
-            Ok(HsmKey {
+            Ok(HsmOnlyKey {
                 id: id.to_vec(),
                 cached: Mutex::new((epoch, handle.handle())),
             })
@@ -88,12 +101,14 @@ impl Hsm {
     ///
     /// [`HsmError::Invalid`] if several keys have this id; otherwise as any
     /// call.
-    pub fn find_key(&self, id: &[u8]) -> Result<Option<HsmKey>, HsmError> {
+    pub fn find_key(&self, id: &[u8]) -> Result<Option<HsmOnlyKey>, HsmError> {
         self.call("C_FindObjects", |_device, pooled, epoch| {
-            Ok(unique(find_by_id(pooled, id)?, id)?.map(|handle| HsmKey {
-                id: id.to_vec(),
-                cached: Mutex::new((epoch, handle)),
-            }))
+            Ok(
+                unique(find_by_id(pooled, id)?, id)?.map(|handle| HsmOnlyKey {
+                    id: id.to_vec(),
+                    cached: Mutex::new((epoch, handle)),
+                }),
+            )
         })
     }
 
@@ -103,12 +118,12 @@ impl Hsm {
     /// # Errors
     ///
     /// As any call; [`HsmError::Invalid`] if it no longer exists.
-    pub fn destroy_key(&self, key: &HsmKey) -> Result<(), HsmError> {
+    pub fn destroy_key(&self, key: &HsmOnlyKey) -> Result<(), HsmError> {
         self.call("C_DestroyObject", |device, pooled, epoch| {
-            if let Some(copy) = pooled.vault_copies.lock().remove(&key.id) {
+            if let Some(copy) = pooled.hsm_only_copies.lock().remove(&key.id) {
                 let _ = device.raw.destroy(pooled.handle(), copy);
             }
-            let handle = self.token_key_handle(pooled, key, epoch)?;
+            let handle = self.token_object_handle(pooled, key, epoch)?;
             device
                 .raw
                 .destroy(pooled.handle(), handle)
@@ -134,7 +149,7 @@ impl Hsm {
     /// HSM used another IV.
     pub fn gcm_encrypt(
         &self,
-        key: &HsmKey,
+        key: &HsmOnlyKey,
         iv: &[u8],
         aad: &[u8],
         plaintext: &[u8],
@@ -182,7 +197,7 @@ impl Hsm {
     /// authentication fails.
     pub fn gcm_decrypt(
         &self,
-        key: &HsmKey,
+        key: &HsmOnlyKey,
         iv: &[u8],
         aad: &[u8],
         ciphertext_and_tag: &[u8],
@@ -224,16 +239,16 @@ impl Hsm {
         &self,
         device: &Device,
         pooled: &Pooled,
-        key: &HsmKey,
+        key: &HsmOnlyKey,
         epoch: u64,
     ) -> Result<CK_OBJECT_HANDLE, HsmError> {
-        let token = self.token_key_handle(pooled, key, epoch)?;
+        let token = self.token_object_handle(pooled, key, epoch)?;
         if !self.settings.session_copy {
             return Ok(token);
         }
         // Crypto runs on this session's copy (a session object: ~3x faster
         // on SoftHSM, and still sensitive and never extractable).
-        let mut copies = pooled.vault_copies.lock();
+        let mut copies = pooled.hsm_only_copies.lock();
         if let Some(&copy) = copies.get(&key.id) {
             return Ok(copy);
         }
@@ -246,10 +261,10 @@ impl Hsm {
     }
 
     /// The token object handle of `key` in the current epoch.
-    fn token_key_handle(
+    fn token_object_handle(
         &self,
         pooled: &Pooled,
-        key: &HsmKey,
+        key: &HsmOnlyKey,
         epoch: u64,
     ) -> Result<CK_OBJECT_HANDLE, HsmError> {
         let mut cached = key.cached.lock();
@@ -258,7 +273,7 @@ impl Hsm {
         }
         let handle = unique(find_by_id(pooled, &key.id)?, &key.id)?.ok_or_else(|| {
             HsmError::Invalid(format!(
-                "no HSM key with id {} in the token",
+                "no HSM-only key with id {} in the token",
                 hex_id(&key.id)
             ))
         })?;
@@ -294,7 +309,7 @@ fn unique(found: Vec<CK_OBJECT_HANDLE>, id: &[u8]) -> Result<Option<CK_OBJECT_HA
         0 => Ok(None),
         1 => Ok(Some(found[0])),
         n => Err(HsmError::Invalid(format!(
-            "{n} HSM keys have id {}",
+            "{n} HSM-only keys have id {}",
             hex_id(id)
         ))),
     }

@@ -13,7 +13,7 @@
 //!   failures, and [`HsmStats`].
 //! - `root_key`: wrap and unwrap backing keys under the root key (RFC 5649
 //!   KWP, the same bytes as [`crate::root::FileRoot`]).
-//! - `hsm_only_keys`: HSM-only keys ([`HsmKey`]): generated in the token,
+//! - `hsm_only_keys`: HSM-only keys ([`HsmOnlyKey`]): generated in the token,
 //!   AES-256-GCM inside it, destroyed there.
 //! - `fault` (feature `fault-injection`): [`InjectedFault`], the test hook
 //!   for the recovery paths.
@@ -90,7 +90,7 @@ pub use error::{classify, rv_name, CallFailure, FaultClass, HsmError, SetupError
 pub use fault::InjectedFault;
 use health::{Counters, Health};
 pub use health::{HsmStats, BACKOFF_MAX, BACKOFF_START};
-pub use hsm_only_keys::{HsmKey, GCM_IV_LEN, GCM_TAG_LEN};
+pub use hsm_only_keys::{HsmOnlyKey, GCM_IV_LEN, GCM_TAG_LEN};
 pub use init::{init_root_key, InitReport};
 pub use pin::Pin;
 use pool::State;
@@ -135,7 +135,7 @@ pub struct Hsm {
     /// Incremented by every successful rebuild.
     generation: AtomicU64,
     /// Incremented whenever a session is opened: cached object handles of
-    /// HSM keys are re-found when it changes.
+    /// HSM-only keys are re-found when it changes.
     epoch: AtomicU64,
     next_session: AtomicUsize,
     #[cfg(feature = "fault-injection")]
