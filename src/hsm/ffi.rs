@@ -1,15 +1,16 @@
 //! The raw PKCS#11 calls that cryptoki's safe API cannot make for us.
 //!
 //! **Why this module is unsafe.** Everything else in `hsm` goes through
-//! cryptoki's safe wrappers. Five things do not, each for a measured or
+//! cryptoki's safe wrappers. Six things do not, each for a measured or
 //! stated reason:
 //!
 //! - `C_WrapKey` and `C_GetAttributeValue(CKA_VALUE)` in **one call** with a
 //!   preallocated buffer. cryptoki always asks for the size first and then
 //!   calls again; SoftHSM does the whole wrap on the size query too, so that
-//!   doubles the cost of every wrap (`benches/hsm.rs` measures both). Our sizes are known (a wrapped 32-byte key is 40 bytes,
-//!   a backing key is 32), so one call suffices and a too-small buffer is
-//!   itself the answer "this is not a 32-byte key".
+//!   doubles the cost of every wrap (`benches/hsm.rs` measures both). Our
+//!   sizes are known (a wrapped 32-byte key is 40 bytes, a backing key is
+//!   32), so one call suffices and a too-small buffer is itself the answer
+//!   "this is not a 32-byte key".
 //! - `C_WrapKey` / `C_UnwrapKey` with **any mechanism number**. The KWP
 //!   mechanism is configurable (`root.pkcs11.kwp_mechanism`: SoftHSM files
 //!   RFC 5649 under 0x210A, the standard under 0x210B), and cryptoki 0.12
