@@ -11,7 +11,7 @@
 //! healthy path costs one load; everything else sits behind the health
 //! mutex, taken only on failures.
 //!
-//! Also here: [`input_or_device`], which decides whether an ambiguous
+//! Also here: `input_or_device`, which decides whether an ambiguous
 //! failure of an input-checking call was the input's or the device's (see
 //! the module docs of [`crate::hsm`]), because the answer decides whether
 //! the pool goes down.

@@ -28,7 +28,7 @@ pub struct InitReport {
 /// # Errors
 ///
 /// [`SetupError::RootKeyExists`] if an object with that label exists, and
-/// the start-up errors of [`Hsm::open`].
+/// the start-up errors of [`Hsm::open`](super::Hsm::open).
 pub fn init_root_key(config: &Pkcs11Config) -> Result<InitReport, SetupError> {
     let settings = Settings::from_config(config)?;
     let pin = Pin::from_config(config)?;

@@ -15,7 +15,7 @@
 //!   KWP, the same bytes as [`crate::root::FileRoot`]).
 //! - `hsm_only_keys`: HSM-only keys ([`HsmOnlyKey`]): generated in the token,
 //!   AES-256-GCM inside it, destroyed there.
-//! - `fault` (feature `fault-injection`): [`InjectedFault`], the test hook
+//! - `fault` (feature `fault-injection`): `InjectedFault`, the test hook
 //!   for the recovery paths.
 //! - `init`: [`init_root_key`] (`kmsd hsm init`).
 //! - `ffi`: the few raw PKCS#11 calls cryptoki cannot make for us (one-call

@@ -1,4 +1,4 @@
-//! The session pool and the one way into the module: [`Hsm::call`].
+//! The session pool and the one way into the module: `Hsm::call`.
 //!
 //! Every PKCS#11 call of an opened [`Hsm`] goes through `call`, so the
 //! things each call needs happen in one place: the thread rule (no call on
