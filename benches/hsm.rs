@@ -8,7 +8,7 @@
 //!   (size query, then read);
 //! - wrap: `C_CreateObject` + `C_WrapKey` + `C_DestroyObject`, the same
 //!   three ways (one `C_WrapKey` into a 40-byte buffer, or size query first);
-//! - AES-256-GCM of 32 bytes with an HSM-only (token) key;
+//! - AES-256-GCM of 32 bytes with an HSM-only key;
 //! - the file root's in-process KWP as the naive baseline.
 //!
 //! Which token: `KMSD_HSM_CONFIG=FILE` (a kmsd config whose [root.pkcs11]
@@ -17,8 +17,11 @@
 //! `KMSD_TEST_TOKEN_LABEL`, `KMSD_TEST_PIN`, `SOFTHSM2_CONF`), in which the
 //! bench creates its own root key. With neither, it prints a note and exits.
 //!
+//! The size-query-first variants exist only with the `bench-ffi` feature
+//! (the bench's `required-features`):
+//!
 //! ```sh
-//! KMSD_HSM_CONFIG=/etc/kmsd.toml cargo bench --bench hsm
+//! KMSD_HSM_CONFIG=/etc/kmsd.toml cargo bench --features bench-ffi --bench hsm
 //! ```
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -101,19 +104,19 @@ fn bench(c: &mut Criterion) {
         let wrapped = hsm.wrap_key(&backing).unwrap();
         assert_eq!(hsm.unwrap_key(&wrapped).unwrap().expose(), backing.expose());
         g.bench_function(format!("unwrap/{name}/one_call"), |b| {
-            b.iter(|| hsm.unwrap_key_with(&wrapped, false).unwrap())
+            b.iter(|| hsm.unwrap_key(&wrapped).unwrap())
         });
         g.bench_function(format!("unwrap/{name}/two_calls"), |b| {
-            b.iter(|| hsm.unwrap_key_with(&wrapped, true).unwrap())
+            b.iter(|| hsm.unwrap_key_two_calls(&wrapped).unwrap())
         });
         g.bench_function(format!("wrap/{name}/one_call"), |b| {
-            b.iter(|| hsm.wrap_key_with(&backing, false).unwrap())
+            b.iter(|| hsm.wrap_key(&backing).unwrap())
         });
         g.bench_function(format!("wrap/{name}/two_calls"), |b| {
-            b.iter(|| hsm.wrap_key_with(&backing, true).unwrap())
+            b.iter(|| hsm.wrap_key_two_calls(&backing).unwrap())
         });
         // HSM-only key: with session_copy each session works on a session
-        // copy of the token key, without it on the token object.
+        // copy of its token object, without it on the token object itself.
         let id = format!("kmsd-bench-gcm-{name}-{}", std::process::id());
         let key = hsm.generate_key(&id, id.as_bytes()).unwrap();
         let iv = [9u8; 12];

@@ -17,7 +17,7 @@ use crate::target::proc_stat;
 use crate::workload::{OpKind, WorkloadSpec};
 use anyhow::{bail, Context as _};
 use kmsd::crypto::KeyMaterial;
-use kmsd::hsm::{Hsm, HsmKey};
+use kmsd::hsm::{Hsm, HsmOnlyKey};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -121,10 +121,10 @@ pub fn run(
     })
 }
 
-/// A token key for the GCM baseline, destroyed when dropped.
+/// An HSM-only key for the GCM baseline, destroyed when dropped.
 struct TempKey<'a> {
     hsm: &'a Hsm,
-    key: HsmKey,
+    key: HsmOnlyKey,
 }
 
 impl<'a> TempKey<'a> {
@@ -132,7 +132,7 @@ impl<'a> TempKey<'a> {
         let label = format!("kms-loadgen-raw-gcm-{}", std::process::id());
         let key = hsm
             .generate_key(&label, label.as_bytes())
-            .context("creating a temporary HSM key for the GCM baseline")?;
+            .context("creating a temporary HSM-only key for the GCM baseline")?;
         Ok(TempKey { hsm, key })
     }
 }
@@ -140,7 +140,7 @@ impl<'a> TempKey<'a> {
 impl Drop for TempKey<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.hsm.destroy_key(&self.key) {
-            eprintln!("kms-loadgen: could not destroy the temporary HSM key: {e}");
+            eprintln!("kms-loadgen: could not destroy the temporary HSM-only key: {e}");
         }
     }
 }

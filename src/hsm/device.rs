@@ -89,6 +89,9 @@ impl Device {
     /// Loads and initialises the module and finds the token. On failure the
     /// module is left finalised if we initialised it.
     pub(crate) fn open(settings: &Settings) -> Result<Device, SetupError> {
+        // Every way into the module that is not a pool call (start-up, `kmsd
+        // hsm init`, a rebuild) starts here.
+        crate::thread_role::assert_may_block("a PKCS#11 call");
         if !settings.module.exists() {
             return Err(SetupError::ModuleNotFound {
                 path: settings.module.clone(),
@@ -243,7 +246,7 @@ impl Device {
                 session: Some(session),
                 root,
                 copied,
-                vault_copies: parking_lot::Mutex::new(std::collections::HashMap::new()),
+                hsm_only_copies: parking_lot::Mutex::new(std::collections::HashMap::new()),
             }),
             Err(e) => {
                 close_session(session);
@@ -297,14 +300,17 @@ pub(crate) fn close_session(session: Session) {
 pub(crate) struct Pooled {
     /// Always `Some` until dropped.
     pub session: Option<Session>,
-    /// The session copy of the root key, or the token key itself.
+    /// The session copy of the root key, or its token object itself.
     pub root: CK_OBJECT_HANDLE,
-    /// Whether `root` is a session copy.
+    /// Whether `root` is a session copy. Read only by the fault hook
+    /// (`InjectedFault::DestroyRootCopy` destroys copies, never the token
+    /// key).
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     pub copied: bool,
     /// Session copies of HSM-only keys used on this session, by CKA_ID
     /// (with `session_copy`: a session object runs AES-GCM ~3x faster than
     /// a token object on SoftHSM). They go away with the session.
-    pub vault_copies: parking_lot::Mutex<std::collections::HashMap<Vec<u8>, CK_OBJECT_HANDLE>>,
+    pub hsm_only_copies: parking_lot::Mutex<std::collections::HashMap<Vec<u8>, CK_OBJECT_HANDLE>>,
 }
 
 impl Pooled {
@@ -374,22 +380,22 @@ pub(crate) fn root_key_template(label: &str) -> Vec<Attribute> {
     token_aes_key(label, Usage::Wrap)
 }
 
-/// The template of an HSM-only data key: AES-256 in the token, sensitive,
+/// The template of an HSM-only key: AES-256 in the token, sensitive,
 /// never extractable, for AES-GCM encrypt and decrypt only.
-pub(crate) fn hsm_key_template(label: &str, id: &[u8]) -> Vec<Attribute> {
+pub(crate) fn hsm_only_key_template(label: &str, id: &[u8]) -> Vec<Attribute> {
     let mut t = token_aes_key(label, Usage::Encrypt);
     t.push(Attribute::Id(id.to_vec()));
     t
 }
 
-/// What a token key kmsd creates may do: exactly one of the two.
+/// What a token object kmsd creates may do: exactly one of the two.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Usage {
     Wrap,
     Encrypt,
 }
 
-/// An AES-256 token key that is sensitive, never extractable, and usable
+/// An AES-256 token object that is sensitive, never extractable, and usable
 /// only as `usage` says.
 fn token_aes_key(label: &str, usage: Usage) -> Vec<Attribute> {
     let wrap = usage == Usage::Wrap;

@@ -1,16 +1,16 @@
 //! The raw PKCS#11 calls that cryptoki's safe API cannot make for us.
 //!
 //! **Why this module is unsafe.** Everything else in `hsm` goes through
-//! cryptoki's safe wrappers. Five things do not, each for a measured or
+//! cryptoki's safe wrappers. Six things do not, each for a measured or
 //! stated reason:
 //!
 //! - `C_WrapKey` and `C_GetAttributeValue(CKA_VALUE)` in **one call** with a
 //!   preallocated buffer. cryptoki always asks for the size first and then
 //!   calls again; SoftHSM does the whole wrap on the size query too, so that
-//!   doubles the cost of every wrap (PERF-LIMITS.md; `benches/hsm.rs`
-//!   measures both). Our sizes are known (a wrapped 32-byte key is 40 bytes,
-//!   a backing key is 32), so one call suffices and a too-small buffer is
-//!   itself the answer "this is not a 32-byte key".
+//!   doubles the cost of every wrap (`benches/hsm.rs` measures both). Our
+//!   sizes are known (a wrapped 32-byte key is 40 bytes, a backing key is
+//!   32), so one call suffices and a too-small buffer is itself the answer
+//!   "this is not a 32-byte key".
 //! - `C_WrapKey` / `C_UnwrapKey` with **any mechanism number**. The KWP
 //!   mechanism is configurable (`root.pkcs11.kwp_mechanism`: SoftHSM files
 //!   RFC 5649 under 0x210A, the standard under 0x210B), and cryptoki 0.12
@@ -22,9 +22,13 @@
 //!   cryptoki would copy them into plain `Vec`s.
 //! - AES-GCM `C_Encrypt` / `C_Decrypt` in one call each (cryptoki queries the
 //!   size first), with the plaintext in a caller-owned zeroized buffer.
-//! - The fault-injection hook's real faults: closing a session handle or
-//!   finalizing the module underneath the pool, so the HSM itself answers
-//!   with the error codes recovery has to handle.
+//! - The fault-injection hook's real faults (feature `fault-injection`
+//!   only): closing a session handle or finalizing the module underneath
+//!   the pool, so the HSM itself answers with the error codes recovery has
+//!   to handle.
+//! - cryptoki's way of wrapping and reading a value, size query first
+//!   (feature `bench-ffi` only), so that `benches/hsm.rs` can measure what
+//!   the one-call versions save.
 //!
 //! **How it stays sound.** The function list comes from the module's own
 //! `C_GetFunctionList`, through a second `dlopen` of the same path, which
@@ -221,6 +225,7 @@ impl RawApi {
         written(len, out.len())
     }
 
+    #[cfg(feature = "bench-ffi")]
     /// `C_WrapKey` the way cryptoki does it: a size query, then the call.
     /// Only for the benchmark that compares the two.
     pub(crate) fn wrap_two_calls(
@@ -327,6 +332,7 @@ impl RawApi {
         written(len, out.len())
     }
 
+    #[cfg(feature = "bench-ffi")]
     /// Reads `CKA_VALUE` the way cryptoki's `get_attributes` does for a
     /// variable-length attribute: a size query, then the call. Only for the
     /// benchmark that compares the two.
@@ -411,6 +417,7 @@ impl RawApi {
         .map(|(n, _)| n)
     }
 
+    #[cfg(feature = "fault-injection")]
     /// Closes a session handle behind cryptoki's back (fault injection: the
     /// next call on it gets a genuine `CKR_SESSION_HANDLE_INVALID`).
     pub(crate) fn close_session(&self, session: CK_SESSION_HANDLE) -> RawResult<()> {
@@ -419,6 +426,7 @@ impl RawApi {
         check(unsafe { f(session) })
     }
 
+    #[cfg(feature = "fault-injection")]
     /// Finalizes the module behind the pool's back (fault injection: every
     /// call then gets a genuine `CKR_CRYPTOKI_NOT_INITIALIZED`).
     pub(crate) fn finalize(&self) -> RawResult<()> {

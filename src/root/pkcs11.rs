@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use super::{KeyVault, RootError, RootOfTrust};
 use crate::config::Pkcs11Config;
 use crate::crypto::KeyMaterial;
-use crate::hsm::{FaultClass, Hsm, HsmError, HsmKey};
+use crate::hsm::{FaultClass, Hsm, HsmError, HsmOnlyKey};
 
 /// Length of an RFC 5649 wrapping of a 32-byte key.
 const WRAPPED_LEN: usize = KeyMaterial::LEN + 8;
@@ -30,7 +30,7 @@ pub struct Pkcs11Root {
     hsm: Hsm,
     /// HSM-only keys found so far, by id (no key material: ids and cached
     /// object handles).
-    vault_keys: Mutex<HashMap<[u8; 20], Arc<HsmKey>>>,
+    hsm_only_keys: Mutex<HashMap<[u8; 20], Arc<HsmOnlyKey>>>,
 }
 
 impl Pkcs11Root {
@@ -45,7 +45,7 @@ impl Pkcs11Root {
     pub fn open(config: &Pkcs11Config) -> Result<Pkcs11Root, HsmError> {
         Ok(Pkcs11Root {
             hsm: Hsm::open(config)?,
-            vault_keys: Mutex::new(HashMap::new()),
+            hsm_only_keys: Mutex::new(HashMap::new()),
         })
     }
 
@@ -56,8 +56,8 @@ impl Pkcs11Root {
     }
 
     /// The HSM-only key `id`, found once and then remembered.
-    fn vault_key(&self, id: &[u8; 20]) -> Result<Arc<HsmKey>, RootError> {
-        if let Some(key) = self.vault_keys.lock().get(id) {
+    fn hsm_only_key(&self, id: &[u8; 20]) -> Result<Arc<HsmOnlyKey>, RootError> {
+        if let Some(key) = self.hsm_only_keys.lock().get(id) {
             return Ok(Arc::clone(key));
         }
         let key = self
@@ -68,7 +68,7 @@ impl Pkcs11Root {
                 RootError::Invalid(format!("no HSM-only key {} in the token", hex(id)))
             })?;
         let key = Arc::new(key);
-        self.vault_keys.lock().insert(*id, Arc::clone(&key));
+        self.hsm_only_keys.lock().insert(*id, Arc::clone(&key));
         Ok(key)
     }
 }
@@ -118,7 +118,7 @@ impl RootOfTrust for Pkcs11Root {
     }
 }
 
-/// HSM-only keys: AES-256 token keys labelled `kmsd-key-<hex id>` with
+/// HSM-only keys: AES-256 token objects labelled `kmsd-key-<hex id>` with
 /// `CKA_ID` = id, generated in the token and never extractable.
 impl KeyVault for Pkcs11Root {
     fn generate(&self, id: &[u8; 20]) -> Result<(), RootError> {
@@ -126,12 +126,12 @@ impl KeyVault for Pkcs11Root {
             .hsm
             .generate_key(&format!("kmsd-key-{}", hex(id)), id)
             .map_err(|e| permanent_or(e, "PKCS#11 key generation failed"))?;
-        self.vault_keys.lock().insert(*id, Arc::new(key));
+        self.hsm_only_keys.lock().insert(*id, Arc::new(key));
         Ok(())
     }
 
     fn destroy(&self, id: &[u8; 20]) -> Result<bool, RootError> {
-        self.vault_keys.lock().remove(id);
+        self.hsm_only_keys.lock().remove(id);
         let Some(key) = self
             .hsm
             .find_key(id)
@@ -152,7 +152,7 @@ impl KeyVault for Pkcs11Root {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, RootError> {
-        let key = self.vault_key(id)?;
+        let key = self.hsm_only_key(id)?;
         self.hsm
             .gcm_encrypt(&key, iv, aad, plaintext)
             .map_err(|e| permanent_or(e, "PKCS#11 AES-GCM encryption failed"))
@@ -165,7 +165,7 @@ impl KeyVault for Pkcs11Root {
         aad: &[u8],
         ciphertext_and_tag: &[u8],
     ) -> Result<Option<Zeroizing<Vec<u8>>>, RootError> {
-        let key = self.vault_key(id)?;
+        let key = self.hsm_only_key(id)?;
         match self.hsm.gcm_decrypt(&key, iv, aad, ciphertext_and_tag) {
             Ok(plaintext) => Ok(Some(plaintext)),
             // A permanent failure of a decryption with a key that exists is

@@ -32,7 +32,9 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use kmsd::config::Pkcs11Config;
 use kmsd::crypto::KeyMaterial;
-use kmsd::hsm::{FaultClass, HsmError, InjectedFault, SetupError};
+#[cfg(feature = "fault-injection")]
+use kmsd::hsm::InjectedFault;
+use kmsd::hsm::{FaultClass, HsmError, SetupError};
 use kmsd::root::{FileRoot, Pkcs11Root, RootError, RootOfTrust};
 use serde_json::Value;
 
@@ -1195,6 +1197,8 @@ fn token_that_disappears_fails_fast_then_recovers_by_itself() {
     }
 }
 
+// Injects faults: needs the hook (scripts/test.sh turns every feature on).
+#[cfg(feature = "fault-injection")]
 #[test]
 fn lost_sessions_are_reopened_and_the_call_retried() {
     let Some((_lock, env)) = hsm_test("lost_sessions_are_reopened_and_the_call_retried") else {
@@ -1300,6 +1304,8 @@ fn lost_sessions_are_reopened_and_the_call_retried() {
     hsm.destroy_key(&key).unwrap();
 }
 
+// Injects faults: needs the hook (scripts/test.sh turns every feature on).
+#[cfg(feature = "fault-injection")]
 #[test]
 fn device_failures_rebuild_the_context_with_backoff() {
     let Some((_lock, env)) = hsm_test("device_failures_rebuild_the_context_with_backoff") else {
@@ -1388,6 +1394,85 @@ fn device_failures_rebuild_the_context_with_backoff() {
     std::thread::sleep(kmsd::hsm::BACKOFF_START * 2);
     assert_eq!(root.unwrap(&wrapped).unwrap().expose(), backing.expose());
     hsm.destroy_key(&key).unwrap();
+}
+
+/// Runs `f` on a thread marked as an I/O thread; returns the panic message
+/// if it panicked.
+fn on_io_thread(f: impl FnOnce() + Send) -> Option<String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            kmsd::thread_role::enter_io();
+            f();
+        })
+        .join()
+    })
+    .err()
+    .map(|payload| match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload
+            .downcast::<&str>()
+            .map(|m| (*m).to_owned())
+            .unwrap_or_default(),
+    })
+}
+
+/// The thread rule (ARCHITECTURE.md): a PKCS#11 call blocks, so it never
+/// runs on an I/O thread. Debug builds assert it at every way into the
+/// module (a pool call, opening the HSM, `kmsd hsm init`), before the
+/// module is reached; the HSM keeps serving other threads.
+#[test]
+fn a_pkcs11_call_on_an_io_thread_panics_in_debug_builds() {
+    let Some((_lock, env)) = hsm_test("a_pkcs11_call_on_an_io_thread_panics_in_debug_builds")
+    else {
+        return;
+    };
+    let cfg = config(env, &env.shared_key);
+    let root = Pkcs11Root::open(&cfg).unwrap();
+    let backing = KeyMaterial::generate();
+    let wrapped = root.wrap(&backing).unwrap();
+    let before = root.hsm().stats();
+    let broken = |panic: Option<String>, what: &str| {
+        if cfg!(debug_assertions) {
+            let message = panic.unwrap_or_else(|| panic!("{what} on an I/O thread did not panic"));
+            assert!(
+                message.contains("thread rule broken: a PKCS#11 call on an I/O thread"),
+                "{what}: {message}"
+            );
+        } else {
+            assert_eq!(panic, None, "{what}: release builds do not check");
+        }
+    };
+
+    broken(
+        on_io_thread(|| {
+            let _ = root.unwrap(&wrapped);
+        }),
+        "a pool call",
+    );
+    if cfg!(debug_assertions) {
+        assert_eq!(
+            root.hsm().stats().calls,
+            before.calls,
+            "the module was not reached"
+        );
+    }
+    broken(
+        on_io_thread(|| {
+            let _ = Pkcs11Root::open(&cfg);
+        }),
+        "opening the HSM",
+    );
+    // The shared root key exists, so in a release build this only fails.
+    broken(
+        on_io_thread(|| {
+            let _ = kmsd::hsm::init_root_key(&cfg);
+        }),
+        "kmsd hsm init",
+    );
+
+    // Other threads are unaffected.
+    assert_eq!(root.unwrap(&wrapped).unwrap().expose(), backing.expose());
+    assert!(root.hsm().is_available());
 }
 
 /// The HSM-only key primitives as the service sees them (`KeyVault`).
@@ -1836,10 +1921,13 @@ fn pin_env_is_removed_from_the_environment_once_read() {
         assert!(std::env::var_os(&var).is_some());
         let root = Pkcs11Root::open(&cfg).expect("logged in with the PIN from the environment");
         assert!(std::env::var_os(&var).is_none(), "{var} is still set");
-        // The PIN it keeps still works (a rebuild logs in again with it).
+        // The PIN it keeps still works (a rebuild logs in again with it;
+        // forcing one needs the fault hook).
+        #[cfg(feature = "fault-injection")]
         root.hsm()
             .inject_fault(InjectedFault::ReturnCode(cryptoki_sys::CKR_DEVICE_ERROR));
         let wrapped = root.wrap(&KeyMaterial::from_bytes([3; 32])).unwrap();
+        #[cfg(feature = "fault-injection")]
         assert_eq!(root.hsm().stats().rebuilds, 1);
         assert_eq!(root.unwrap(&wrapped).unwrap().expose(), &[3; 32]);
         return;
@@ -1865,6 +1953,8 @@ fn pin_env_is_removed_from_the_environment_once_read() {
     );
 }
 
+// Injects faults: needs the hook (scripts/test.sh turns every feature on).
+#[cfg(feature = "fault-injection")]
 #[test]
 fn gcm_encryption_fails_hard_when_the_hsm_used_an_iv_of_its_own() {
     let Some((_lock, env)) =
