@@ -165,7 +165,7 @@ pub fn make_room(buf: &mut BytesMut, need: usize, chunk: usize) {
 /// unconsumed bytes back to the block's start, and their old place, which
 /// does not overlap the new one, is zeroed here. Measured: a fresh block per
 /// frame of 4 KiB Encrypt batches cost 70,000 page faults a second and a
-/// fifth of the daemon's throughput (ARCHITECTURE.md, "Zeroed buffers").
+/// fifth of the daemon's throughput (docs/perf/zeroed-buffers.md).
 fn reclaim(buf: &mut BytesMut, need: usize) -> bool {
     let len = buf.len();
     let from = buf.as_ptr() as usize;

@@ -39,7 +39,7 @@ impl Drop for Outgoing {
     fn drop(&mut self) {
         // memset behind an optimization barrier: the `zeroize` crate's
         // volatile byte loop cost about a tenth of the I/O threads' time on
-        // 4 KiB Encrypt batches (ARCHITECTURE.md, "Zeroed buffers").
+        // 4 KiB Encrypt batches (docs/perf/zeroed-buffers.md).
         kms_proto::frame::zero(&mut self.frame);
     }
 }

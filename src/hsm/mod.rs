@@ -30,7 +30,7 @@
 //!
 //! **Threads.** Every call blocks in the PKCS#11 module (tens of
 //! microseconds on SoftHSM, milliseconds on a network HSM). Callers are
-//! worker or loader threads, never I/O threads (ARCHITECTURE.md).
+//! worker or loader threads, never I/O threads (ARCHITECTURE.md, "Threads").
 //! `cryptoki::Session` is `Send` but not `Sync`, so each pool session sits
 //! behind its own mutex; a caller takes a free one (round robin, then waits
 //! up to [`SESSION_WAIT`]).

@@ -9,7 +9,7 @@
 //! - `flight.rs`: **single flight and waiters**: concurrent misses for one
 //!   [`KeyRef`] wait on one load (only the first enqueues it); with
 //!   `batching = false` every miss is its own load and its own unwrap,
-//!   which is what the batching figures in ARCHITECTURE.md compare against.
+//!   which is what the batching figures in docs/perf/hsm.md compare against.
 //! - `pipeline.rs`: **the pipeline**: the store stage takes up to
 //!   `batch_max` queued loads at once and reads their records in one read
 //!   transaction; an executor thread then unwraps them one after another on

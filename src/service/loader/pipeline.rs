@@ -5,7 +5,7 @@
 //!
 //! The two stages overlap, so the threads that own the sessions spend their
 //! time in the HSM (reading records on them took ~10% of their time; see
-//! ARCHITECTURE.md). An executor thread caches a whole batch and answers
+//! docs/perf/hsm.md). An executor thread caches a whole batch and answers
 //! its waiters once it is unwrapped: caching each key and waking the frames
 //! that waited for it between unwraps measured 0.72 of the raw unwrap rate
 //! against 0.88 (a third thread doing it measured no better).
