@@ -3,7 +3,7 @@
 //!
 //! A frame is charged, before any of its work is done, its request bytes
 //! plus an upper bound of its answer (the service computes the bound from
-//! the decoded request: see `Service::handle_frame_with`). The charge rides
+//! the decoded request: see `wire::bound`). The charge rides
 //! with the answer and is given back when the answer has been written, or
 //! dropped (its connection is gone). A connection whose next frame does not
 //! fit is simply not read until enough comes back: that is the

@@ -184,7 +184,7 @@ pub fn answer_too_large(max_answer: usize, max_tables: usize) -> KmsError {
 }
 
 /// UnsupportedOperation: Origin HSM with a root of trust that has no HSM.
-pub fn no_vault_for_create() -> KmsError {
+pub fn no_hsm_for_hsm_only_keys() -> KmsError {
     KmsError::new(
         ErrorKind::UnsupportedOperation,
         "Origin HSM needs the PKCS#11 root of trust (root.kind = \"pkcs11\"); this daemon runs with the file root",

@@ -320,11 +320,11 @@ impl Keystore {
     /// Records, before an HSM-only key version is generated in the token,
     /// that it is about to be: a crash between the generation and
     /// [`Keystore::insert_key`] then leaves a record that start-up
-    /// reconciliation finds (and destroys the token key it names). A new
+    /// reconciliation finds (and destroys the token object it names). A new
     /// key's record counts against `max_keys` like a stored key, checked in
     /// the same transaction; returns false (and records nothing) when the
     /// store is full.
-    pub fn begin_hsm_key(
+    pub fn begin_hsm_only_key(
         &mut self,
         key_id: &[u8; 16],
         version: u32,
@@ -351,9 +351,9 @@ impl Keystore {
         Ok(true)
     }
 
-    /// Forgets a pending HSM-only key version (its token key was destroyed,
+    /// Forgets a pending HSM-only key version (its token object was destroyed,
     /// or never made).
-    pub fn end_hsm_key(&self, key_id: &[u8; 16], version: u32) -> Result<(), StoreError> {
+    pub fn end_hsm_only_key(&self, key_id: &[u8; 16], version: u32) -> Result<(), StoreError> {
         may_block();
         self.conn.execute(
             "DELETE FROM hsm_pending WHERE key_id = ?1 AND version = ?2",
@@ -363,8 +363,8 @@ impl Keystore {
     }
 
     /// HSM-only key versions recorded as pending (see
-    /// [`Keystore::begin_hsm_key`]).
-    pub fn pending_hsm_keys(&self) -> Result<Vec<([u8; 16], u32)>, StoreError> {
+    /// [`Keystore::begin_hsm_only_key`]).
+    pub fn pending_hsm_only_keys(&self) -> Result<Vec<([u8; 16], u32)>, StoreError> {
         may_block();
         let mut stmt = self
             .conn
@@ -762,16 +762,19 @@ mod tests {
             wrapped: Vec::new(),
         };
         s.insert_key(&rec(1), &v).unwrap();
-        assert!(s.begin_hsm_key(&[2; 16], 1, 0, 3).unwrap());
+        assert!(s.begin_hsm_only_key(&[2; 16], 1, 0, 3).unwrap());
         assert_eq!(s.count_keys_and_pending().unwrap(), 2);
-        assert!(s.begin_hsm_key(&[3; 16], 1, 0, 3).unwrap());
-        assert!(!s.begin_hsm_key(&[4; 16], 1, 0, 3).unwrap(), "full");
-        assert_eq!(s.pending_hsm_keys().unwrap(), [([2; 16], 1), ([3; 16], 1)]);
+        assert!(s.begin_hsm_only_key(&[3; 16], 1, 0, 3).unwrap());
+        assert!(!s.begin_hsm_only_key(&[4; 16], 1, 0, 3).unwrap(), "full");
+        assert_eq!(
+            s.pending_hsm_only_keys().unwrap(),
+            [([2; 16], 1), ([3; 16], 1)]
+        );
         // Storing the key ends its pending record in the same transaction.
         s.insert_key(&rec(2), &v).unwrap();
-        assert_eq!(s.pending_hsm_keys().unwrap(), [([3; 16], 1)]);
-        s.end_hsm_key(&[3; 16], 1).unwrap();
-        assert!(s.pending_hsm_keys().unwrap().is_empty());
+        assert_eq!(s.pending_hsm_only_keys().unwrap(), [([3; 16], 1)]);
+        s.end_hsm_only_key(&[3; 16], 1).unwrap();
+        assert!(s.pending_hsm_only_keys().unwrap().is_empty());
         assert_eq!(s.count_keys_and_pending().unwrap(), 2);
     }
 

@@ -1,20 +1,25 @@
 //! # kmsd: a local key-management daemon
 //!
-//! The pipeline, from the socket inwards:
+//! The path of a request, from the socket inwards (ARCHITECTURE.md has the
+//! whole map and the rules):
 //!
 //! ```text
-//! transport (epoll | io_uring) -- SO_PEERCRED at accept, frames split sans-I/O
-//!     -> dispatch (inline for small ops on cached keys, else a bounded
-//!        crossbeam queue feeding a rayon pool; full queue => ThrottlingException)
-//!     -> service (one file per operation under service/ops)
-//!         -> crypto (XAES-256-GCM, blob format, canonical encryption context)
-//!         -> root (root of trust: wraps backing keys; file root today)
-//!         -> keystore (SQLite: key metadata and wrapped backing keys)
+//! transport (epoll | io_uring) -- SO_PEERCRED -> Identity at accept, frames split sans-I/O
+//!     -> wire::admit (the one decode: typed request, plane, keys, answer bound)
+//!     -> dispatch (inline for small data-plane frames on cached keys; else the
+//!        control-plane executor, the key loader then the HSM executor or the
+//!        workers; every queue bounded, full => ThrottlingException)
+//!     -> service (typed; one file per operation under service/ops, each an Op)
+//!         -> crypto (XAES-256-GCM, blob formats, canonical encryption context)
+//!         -> root (root of trust: the file root, or a PKCS#11 HSM)
+//!         -> keystore (SQLite: key records and wrapped backing keys)
+//!     -> wire::answer (encode) -> the connection's write queue
 //! ```
 //!
 //! The wire protocol, its types and the client live in the `kms-proto`
 //! crate, which knows none of this.
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod budget;
 pub mod config;

@@ -39,9 +39,9 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         .context("opening the keystore")?,
     );
     // A CreateKey of an HSM-only key interrupted by a crash may have left a
-    // token key that no stored key names: destroyed before serving.
+    // token object that no stored key names: destroyed before serving.
     service
-        .reconcile_hsm_keys()
+        .reconcile_hsm_only_keys()
         .context("settling pending HSM-only keys")?;
     let dispatcher = Arc::new(Dispatcher::new(service, &config.dispatch)?);
     // systemd (Type=notify): READY=1 once the socket accepts, STOPPING=1

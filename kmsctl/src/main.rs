@@ -9,6 +9,7 @@
 //!
 //! Plaintext is never logged; buffers holding plaintext read from files or
 //! stdin, and the base64 text of plaintext, are zeroized when dropped.
+#![deny(missing_docs)]
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;

@@ -7,6 +7,7 @@
 //! `report` (summary text, JSON, .hgrm), `plot` (SVG latency by percentile),
 //! `gate` (ratio comparison against a committed baseline), `regress` (the
 //! fixed workload set the gate runs).
+#![deny(missing_docs)]
 
 pub mod driver;
 pub mod echo;

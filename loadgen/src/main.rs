@@ -1,6 +1,7 @@
 //! `kms-loadgen`: drives kmsd (or a baseline) with a workload and reports
 //! throughput, errors and latency percentiles; `regress` is the
 //! performance regression gate; `plot` compares saved histograms.
+#![deny(missing_docs)]
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};

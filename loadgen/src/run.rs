@@ -9,11 +9,21 @@ use std::collections::BTreeMap;
 pub enum LoadModel {
     /// As fast as the target answers: `connections` x `pipeline` requests in
     /// flight.
-    Closed { connections: usize, pipeline: usize },
+    Closed {
+        /// Connections to the target.
+        connections: usize,
+        /// Requests in flight per connection.
+        pipeline: usize,
+    },
     /// Requests (frames) scheduled at a fixed total rate per second, spread
     /// over `connections`; latency counts from each request's intended send
     /// time.
-    Open { connections: usize, rate: f64 },
+    Open {
+        /// Connections to the target.
+        connections: usize,
+        /// Requests (frames) per second over all connections.
+        rate: f64,
+    },
 }
 
 /// Which side answered.

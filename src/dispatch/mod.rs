@@ -9,7 +9,7 @@
 //!   items, 64 KiB of payload) whose keys are all cached and none HSM-only
 //!   (a hand-off that parks a thread costs a ~25 µs wake-up, more than the
 //!   work itself; docs/perf/);
-//! - **the control-plane executor** ([`control`]): any frame with a
+//! - **the control-plane executor** (`control`): any frame with a
 //!   control-plane operation (it reads or writes the store: an fsync per
 //!   CreateKey must not hold up cache misses or I/O threads);
 //! - **the key loader** first, if keys are not cached: the frame waits,
@@ -17,7 +17,7 @@
 //!   root of trust in batches; then
 //! - **the HSM executor** if it uses HSM-only keys (each operation an HSM
 //!   call, made by the threads that own the sessions), else
-//! - **the workers** ([`workers`]): two bounded lock-free lanes (crossbeam
+//! - **the workers** (`workers`): two bounded lock-free lanes (crossbeam
 //!   `ArrayQueue`) feeding a rayon pool, small frames first.
 //!
 //! A full queue answers ThrottlingException at once (counted as overload,
@@ -270,7 +270,7 @@ impl Dispatcher {
                 // load timed out): the frame runs with what its keys got,
                 // so a failed or timed-out load is answered at once, item
                 // by item.
-                let hsm = hsm || keys.any_hsm();
+                let hsm = hsm || keys.any_hsm_only();
                 let job = Job {
                     prefetched: Some(keys),
                     ..job

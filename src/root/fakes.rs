@@ -1,10 +1,10 @@
 //! Fake roots of trust for unit tests, in one place: a file root that
 //! counts its unwraps, slows down, stalls and fails on demand
 //! ([`TestRoot`]), and an in-memory vault of HSM-only keys (AES-256-GCM in
-//! software, [`MemVault`]) behind a file root ([`VaultRoot`]). The real
+//! software, [`MemHsmOnlyKeys`]) behind a file root ([`HsmOnlyRoot`]). The real
 //! HSM's faults and keys are tested end to end in tests/integration/hsm.rs.
 
-use super::{FileRoot, KeyVault, RootError, RootOfTrust};
+use super::{FileRoot, HsmOnlyKeys, RootError, RootOfTrust};
 use crate::crypto::{rng, KeyMaterial};
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::aes::cipher::KeyInit;
@@ -82,14 +82,14 @@ impl RootOfTrust for TestRoot {
 /// HSM-only keys in memory: AES-256-GCM in software, counting seals and
 /// the threads they ran on.
 #[derive(Default)]
-pub(crate) struct MemVault {
+pub(crate) struct MemHsmOnlyKeys {
     pub(crate) keys: Mutex<HashMap<[u8; 20], [u8; 32]>>,
     pub(crate) seals: AtomicU64,
     /// The thread each seal ran on.
     pub(crate) sealed_on: Mutex<Vec<String>>,
 }
 
-impl KeyVault for MemVault {
+impl HsmOnlyKeys for MemHsmOnlyKeys {
     fn generate(&self, id: &[u8; 20]) -> Result<(), RootError> {
         let mut k = [0u8; 32];
         rng::fill(&mut k);
@@ -139,13 +139,13 @@ impl KeyVault for MemVault {
     }
 }
 
-/// A file root with a [`MemVault`] for HSM-only keys.
-pub(crate) struct VaultRoot {
+/// A file root with a [`MemHsmOnlyKeys`] for HSM-only keys.
+pub(crate) struct HsmOnlyRoot {
     pub(crate) file: FileRoot,
-    pub(crate) vault: Arc<MemVault>,
+    pub(crate) vault: Arc<MemHsmOnlyKeys>,
 }
 
-impl RootOfTrust for VaultRoot {
+impl RootOfTrust for HsmOnlyRoot {
     fn kind(&self) -> &'static str {
         "file"
     }
@@ -155,7 +155,7 @@ impl RootOfTrust for VaultRoot {
     fn unwrap(&self, wrapped: &[u8]) -> Result<KeyMaterial, RootError> {
         self.file.unwrap(wrapped)
     }
-    fn vault(&self) -> Option<&dyn KeyVault> {
+    fn hsm_only_keys(&self) -> Option<&dyn HsmOnlyKeys> {
         Some(&*self.vault)
     }
 }

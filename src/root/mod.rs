@@ -94,7 +94,7 @@ pub trait RootOfTrust: Send + Sync + 'static {
     /// The root's store of HSM-only keys, if it has one (the PKCS#11 root
     /// does; the file root does not, and CreateKey with origin HSM is then
     /// refused).
-    fn vault(&self) -> Option<&dyn KeyVault> {
+    fn hsm_only_keys(&self) -> Option<&dyn HsmOnlyKeys> {
         None
     }
 }
@@ -103,7 +103,7 @@ pub trait RootOfTrust: Send + Sync + 'static {
 /// keys). Each is named by a 20-byte id: the KMS key id and the key
 /// version (u32, big-endian). Calls block: workers only, never an I/O
 /// thread.
-pub trait KeyVault: Send + Sync {
+pub trait HsmOnlyKeys: Send + Sync {
     /// Generates a new AES-256 key named `id`, usable only for encryption
     /// and decryption, never extractable.
     fn generate(&self, id: &[u8; 20]) -> Result<(), RootError>;

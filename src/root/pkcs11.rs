@@ -17,7 +17,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use zeroize::Zeroizing;
 
-use super::{KeyVault, RootError, RootOfTrust};
+use super::{HsmOnlyKeys, RootError, RootOfTrust};
 use crate::config::Pkcs11Config;
 use crate::crypto::KeyMaterial;
 use crate::hsm::{FaultClass, Hsm, HsmError, HsmOnlyKey};
@@ -113,14 +113,14 @@ impl RootOfTrust for Pkcs11Root {
             })
     }
 
-    fn vault(&self) -> Option<&dyn KeyVault> {
+    fn hsm_only_keys(&self) -> Option<&dyn HsmOnlyKeys> {
         Some(self)
     }
 }
 
 /// HSM-only keys: AES-256 token objects labelled `kmsd-key-<hex id>` with
 /// `CKA_ID` = id, generated in the token and never extractable.
-impl KeyVault for Pkcs11Root {
+impl HsmOnlyKeys for Pkcs11Root {
     fn generate(&self, id: &[u8; 20]) -> Result<(), RootError> {
         let key = self
             .hsm

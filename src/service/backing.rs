@@ -47,8 +47,8 @@ pub enum Backing {
 
 /// An HSM-only key version.
 pub struct HsmVersion {
-    /// The vault's name for it: key id, then version (u32 BE).
-    pub vault_id: [u8; 20],
+    /// the HSM's name for it (CKA_ID): key id, then version (u32 BE).
+    pub object_id: [u8; 20],
     usage: Arc<Usage>,
 }
 
@@ -67,7 +67,7 @@ impl HsmVersion {
 }
 
 /// The encryption counters of the HSM-only key versions this process has
-/// loaded, by vault id: kept outside the cache so that they survive
+/// loaded, by object id: kept outside the cache so that they survive
 /// reloads, and so that two loads of one version alive at once (a request
 /// still holding the evicted one) count through one block. One small entry
 /// per HSM-only key version used since start (the store holds at most
@@ -83,19 +83,19 @@ impl UsageCounters {
     /// one that starts at `stored` (the reservation read from the store,
     /// an upper bound of what was used before this process started).
     pub(crate) fn version(&self, key_id: &[u8; 16], version: u32, stored: u64) -> HsmVersion {
-        let vault_id = vault_id(key_id, version);
-        let usage = Arc::clone(self.by_version.lock().entry(vault_id).or_insert_with(|| {
+        let object_id = object_id(key_id, version);
+        let usage = Arc::clone(self.by_version.lock().entry(object_id).or_insert_with(|| {
             Arc::new(Usage {
                 used: AtomicU64::new(stored),
                 reserved: Mutex::new(stored),
             })
         }));
-        HsmVersion { vault_id, usage }
+        HsmVersion { object_id, usage }
     }
 }
 
-/// The vault id of a key version.
-pub fn vault_id(key_id: &[u8; 16], version: u32) -> [u8; 20] {
+/// The object id (CKA_ID) of a key version.
+pub fn object_id(key_id: &[u8; 16], version: u32) -> [u8; 20] {
     let mut id = [0u8; 20];
     id[..16].copy_from_slice(key_id);
     id[16..].copy_from_slice(&version.to_be_bytes());
@@ -139,8 +139,8 @@ impl Service {
                 let head = hsm_blob::header(&header, &iv);
                 let aad = hsm_blob::aad(&head, context);
                 let body = self
-                    .vault()?
-                    .seal(&h.vault_id, &iv, &aad, plaintext)
+                    .hsm_only_keys()?
+                    .seal(&h.object_id, &iv, &aad, plaintext)
                     .map_err(|e| crate::errors::root("sealing with an HSM-only key", e))?;
                 let mut out = Vec::with_capacity(head.len() + body.len());
                 out.extend_from_slice(&head);
@@ -187,8 +187,8 @@ impl Service {
                 let parts = hsm_blob::split(ciphertext_blob).map_err(|_| invalid_ciphertext())?;
                 let aad = hsm_blob::aad(parts.header, context);
                 match self
-                    .vault()?
-                    .open(&h.vault_id, &parts.iv, &aad, parts.body)
+                    .hsm_only_keys()?
+                    .open(&h.object_id, &parts.iv, &aad, parts.body)
                     .map_err(|e| crate::errors::root("opening with an HSM-only key", e))?
                 {
                     Some(plaintext) => Ok(plaintext),
@@ -200,22 +200,22 @@ impl Service {
         }
     }
 
-    /// The vault for a new HSM-only key; a clear client error when the root
+    /// The HSM-only keys of the root of trust, for a new one; a clear client error when the root
     /// of trust has none.
-    pub(crate) fn vault_for_create(&self) -> Result<&dyn crate::root::KeyVault, KmsError> {
-        self.core.root.vault().ok_or_else(|| {
-            KmsError::new(
-                ErrorKind::UnsupportedOperation,
-                "Origin HSM needs the PKCS#11 root of trust (root.kind = \"pkcs11\"); this daemon runs with the file root",
-            )
-        })
+    pub(crate) fn hsm_only_keys_for_create(
+        &self,
+    ) -> Result<&dyn crate::root::HsmOnlyKeys, KmsError> {
+        self.core
+            .root
+            .hsm_only_keys()
+            .ok_or_else(crate::errors::no_hsm_for_hsm_only_keys)
     }
 
-    fn vault(&self) -> Result<&dyn crate::root::KeyVault, KmsError> {
-        self.core.root.vault().ok_or_else(|| {
+    fn hsm_only_keys(&self) -> Result<&dyn crate::root::HsmOnlyKeys, KmsError> {
+        self.core.root.hsm_only_keys().ok_or_else(|| {
             internal(
                 "using an HSM-only key",
-                "the root of trust has no key vault (the store holds HSM-only keys; run with the PKCS#11 root)",
+                "the root of trust has no HSM for HSM-only keys (the store holds HSM-only keys; run with the PKCS#11 root)",
             )
         })
     }
@@ -254,16 +254,16 @@ impl Service {
 
 #[cfg(test)]
 mod tests {
-    //! HSM-only keys against an in-memory vault (AES-256-GCM in software,
-    //! `root::fakes::MemVault`); the real HSM runs the same operations in
+    //! HSM-only keys against an in-memory store (AES-256-GCM in software,
+    //! `root::fakes::MemHsmOnlyKeys`); the real HSM runs the same operations in
     //! tests/integration/hsm.rs.
 
     use super::*;
     use crate::crypto::KeyMaterial;
     use crate::identity::Identity;
     use crate::keystore::Keystore;
-    use crate::root::fakes::{MemVault, VaultRoot};
-    use crate::root::{FileRoot, KeyVault};
+    use crate::root::fakes::{HsmOnlyRoot, MemHsmOnlyKeys};
+    use crate::root::{FileRoot, HsmOnlyKeys};
     use crate::service::ServiceOptions;
     use kms_proto::*;
     use std::sync::Arc;
@@ -274,13 +274,13 @@ mod tests {
         pid: 0,
     };
 
-    fn service(dir: &std::path::Path, vault: &Arc<MemVault>) -> Service {
+    fn service(dir: &std::path::Path, vault: &Arc<MemHsmOnlyKeys>) -> Service {
         service_with(dir, vault, Default::default())
     }
 
     fn service_with(
         dir: &std::path::Path,
-        vault: &Arc<MemVault>,
+        vault: &Arc<MemHsmOnlyKeys>,
         cache: crate::config::CacheConfig,
     ) -> Service {
         service_max(dir, vault, cache, 1000)
@@ -288,13 +288,13 @@ mod tests {
 
     fn service_max(
         dir: &std::path::Path,
-        vault: &Arc<MemVault>,
+        vault: &Arc<MemHsmOnlyKeys>,
         cache: crate::config::CacheConfig,
         max_keys: u64,
     ) -> Service {
         Service::with_options(
             Keystore::open(dir).unwrap(),
-            Arc::new(VaultRoot {
+            Arc::new(HsmOnlyRoot {
                 file: FileRoot::from_key(KeyMaterial::from_bytes([4; 32])),
                 vault: Arc::clone(vault),
             }),
@@ -352,7 +352,7 @@ mod tests {
     #[test]
     fn hsm_only_keys_seal_in_the_vault_with_format_2_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Arc::new(MemVault::default());
+        let vault = Arc::new(MemHsmOnlyKeys::default());
         let (key, plaintext, blob) = {
             let svc = service(dir.path(), &vault);
             let key = create_hsm_key(&svc);
@@ -401,7 +401,7 @@ mod tests {
         use crate::config::DispatchConfig;
         use crate::dispatch::{Dispatcher, Reply};
         let dir = tempfile::tempdir().unwrap();
-        let vault = Arc::new(MemVault::default());
+        let vault = Arc::new(MemHsmOnlyKeys::default());
         let svc = Arc::new(service(dir.path(), &vault));
         let hsm_key = create_hsm_key(&svc);
         let Ok(Output::CreateKey(soft)) =
@@ -472,7 +472,7 @@ mod tests {
     #[test]
     fn encryptions_are_counted_durably_and_refused_at_2_pow_32() {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Arc::new(MemVault::default());
+        let vault = Arc::new(MemHsmOnlyKeys::default());
         let key = {
             let svc = service(dir.path(), &vault);
             let key = create_hsm_key(&svc);
@@ -506,7 +506,7 @@ mod tests {
     #[test]
     fn reloads_keep_counting_in_the_reserved_block() {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Arc::new(MemVault::default());
+        let vault = Arc::new(MemHsmOnlyKeys::default());
         // A cache of one key, alternating an HSM-only key and a soft key:
         // every operation evicts the other key and reloads its own.
         let one = crate::config::CacheConfig {
@@ -560,7 +560,7 @@ mod tests {
     #[test]
     fn hsm_create_key_checks_the_limit_before_generating() {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Arc::new(MemVault::default());
+        let vault = Arc::new(MemHsmOnlyKeys::default());
         let svc = service_max(dir.path(), &vault, Default::default(), 2);
         create_hsm_key(&svc);
         svc.call(&Operation::CreateKey(CreateKey::default()), &PEER)
@@ -572,7 +572,7 @@ mod tests {
         // Only the key that was created is in the vault: nothing generated
         // for the refused ones.
         assert_eq!(vault.keys.lock().len(), 1);
-        assert!(svc.store().pending_hsm_keys().unwrap().is_empty());
+        assert!(svc.store().pending_hsm_only_keys().unwrap().is_empty());
         let e = svc
             .call(&Operation::CreateKey(CreateKey::default()), &PEER)
             .unwrap_err();
@@ -582,7 +582,7 @@ mod tests {
     #[test]
     fn a_failed_insert_destroys_the_generated_hsm_key() {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Arc::new(MemVault::default());
+        let vault = Arc::new(MemHsmOnlyKeys::default());
         let svc = service(dir.path(), &vault);
         // The store refuses every new key (as a full disk would), after the
         // pending record and the generation succeeded.
@@ -596,36 +596,39 @@ mod tests {
         let e = create_hsm_key_err(&svc);
         assert_eq!(e.kind, ErrorKind::KmsInternal, "{e}");
         assert_eq!(vault.seals.load(Ordering::SeqCst), 0);
-        assert!(vault.keys.lock().is_empty(), "the token key was destroyed");
-        assert!(svc.store().pending_hsm_keys().unwrap().is_empty());
+        assert!(
+            vault.keys.lock().is_empty(),
+            "the token object was destroyed"
+        );
+        assert!(svc.store().pending_hsm_only_keys().unwrap().is_empty());
     }
 
     #[test]
     fn start_up_settles_hsm_keys_left_pending_by_a_crash() {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Arc::new(MemVault::default());
+        let vault = Arc::new(MemHsmOnlyKeys::default());
         let svc = service(dir.path(), &vault);
         let kept = create_hsm_key(&svc);
         let kept = crate::service::parse_key_id(&kept).unwrap();
-        // What a crash leaves: pending records, one with its token key
+        // What a crash leaves: pending records, one with its token object
         // generated, one without; and a (impossible) pending record of a
-        // stored key, whose token key must survive.
+        // stored key, whose token object must survive.
         for (id, generated) in [([1u8; 16], true), ([2; 16], false), (kept, false)] {
-            assert!(svc.store().begin_hsm_key(&id, 1, 0, 100).unwrap());
+            assert!(svc.store().begin_hsm_only_key(&id, 1, 0, 100).unwrap());
             if generated {
-                vault.generate(&vault_id(&id, 1)).unwrap();
+                vault.generate(&object_id(&id, 1)).unwrap();
             }
         }
         assert_eq!(vault.keys.lock().len(), 2);
         drop(svc);
         let svc = service(dir.path(), &vault);
-        assert_eq!(svc.reconcile_hsm_keys().unwrap(), 1);
-        assert!(svc.store().pending_hsm_keys().unwrap().is_empty());
+        assert_eq!(svc.reconcile_hsm_only_keys().unwrap(), 1);
+        assert!(svc.store().pending_hsm_only_keys().unwrap().is_empty());
         assert_eq!(
             vault.keys.lock().keys().copied().collect::<Vec<_>>(),
-            [vault_id(&kept, 1)]
+            [object_id(&kept, 1)]
         );
-        assert_eq!(svc.reconcile_hsm_keys().unwrap(), 0);
+        assert_eq!(svc.reconcile_hsm_only_keys().unwrap(), 0);
     }
 
     #[test]

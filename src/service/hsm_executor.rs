@@ -11,7 +11,7 @@
 //!   back, instead of by workers queueing for a session. The queue is
 //!   bounded (`submit` hands the work back when it is full) and every frame
 //!   has a deadline: one not started by then is answered, unrun, by the key
-//!   loader's deadline sweep ([`HsmExecutor::expire_frames`]).
+//!   loader's deadline sweep (`HsmExecutor::expire_frames`).
 //!
 //! A frame runs with a handle to the thread it runs on ([`HsmThread`]):
 //! a key it needs that is not cached (evicted since its prefetch) is loaded

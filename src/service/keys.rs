@@ -1,7 +1,7 @@
 //! Keys as the data path uses them: a key's metadata and its unwrapped
 //! backing keys ([`LoadedKey`]), the reference a request holds to a key and
 //! version ([`KeyRef`]), and what the service and the key loader share to
-//! make them ([`Core`]).
+//! make them (`Core`).
 //!
 //! Metadata ([`KeyMeta`]: state, current version, origin; later aliases and
 //! a policy revision) and material (one slot per version) are apart because

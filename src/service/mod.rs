@@ -394,14 +394,14 @@ impl Service {
     }
 
     /// Settles HSM-only keys left pending by a CreateKey that a crash
-    /// interrupted (see [`ops::create_key::reconcile_hsm_keys`]). The
+    /// interrupted (see [`ops::create_key::reconcile_hsm_only_keys`]). The
     /// daemon calls it at start-up, before serving.
     ///
     /// # Errors
     ///
     /// The store failing.
-    pub fn reconcile_hsm_keys(&self) -> Result<usize, StoreError> {
-        ops::create_key::reconcile_hsm_keys(self)
+    pub fn reconcile_hsm_only_keys(&self) -> Result<usize, StoreError> {
+        ops::create_key::reconcile_hsm_only_keys(self)
     }
 
     /// The store, for control-plane operations (workers only).

@@ -5,7 +5,7 @@
 //! request: its AWS name and policy action, its plane, the keys it needs,
 //! its payload, a bound of its answer, and `apply`. Admission, routing,
 //! the inline decision and execution derive from these declarations
-//! through [`with_op!`], the one `match` over the operations: adding an
+//! through `with_op!`, the one `match` over the operations: adding an
 //! operation is its file plus one arm there (and its wire encoding).
 //!
 //! The plane is a type: a data-plane operation's `apply` gets a

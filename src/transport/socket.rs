@@ -124,7 +124,7 @@ pub fn bind(path: &Path, config: &TransportConfig) -> io::Result<(UnixListener, 
 }
 
 /// Creates the directory of the socket `path` (mode 0700) if it is missing,
-/// and refuses one another user could write to ([`check_socket_dir`]). The
+/// and refuses one another user could write to (`check_socket_dir`). The
 /// daemon calls it first thing, so that a refused directory fails start-up
 /// before anything else is created; [`bind`] calls it again.
 pub fn prepare_dir(path: &Path) -> io::Result<()> {

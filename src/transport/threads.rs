@@ -44,7 +44,7 @@ pub(super) type Handoffs = mpsc::UnboundedReceiver<Handoff>;
 pub(super) type Ready = std::sync::mpsc::Sender<io::Result<()>>;
 
 /// The `O_NONBLOCK` flag an accepted socket is handed over with; nothing to
-/// do with whether a thread may block (`crate::service::ExecMode`,
+/// do with whether a thread may block (`crate::service::Site`,
 /// `crate::thread_role`). io_uring wants blocking sockets (the ring, not
 /// the socket, is asynchronous: a non-blocking socket makes it report EAGAIN
 /// instead of waiting), tokio non-blocking ones.

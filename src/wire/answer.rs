@@ -34,7 +34,7 @@ pub enum NotRun {
 
 /// Runs an admitted request for `caller` at `site` and appends the encoded
 /// answer to `out`. Items past the plan are answered ValidationException
-/// without running (see [`bound::answer_plan`]).
+/// without running (see [`super::bound::answer_plan`]).
 pub fn answer(
     svc: &Service,
     admitted: &Admitted<'_>,

@@ -1475,14 +1475,14 @@ fn a_pkcs11_call_on_an_io_thread_panics_in_debug_builds() {
     assert!(root.hsm().is_available());
 }
 
-/// The HSM-only key primitives as the service sees them (`KeyVault`).
+/// The HSM-only key primitives as the service sees them (`HsmOnlyKeys`).
 #[test]
 fn pkcs11_root_is_a_key_vault() {
     let Some((_lock, env)) = hsm_test("pkcs11_root_is_a_key_vault") else {
         return;
     };
     let root = Pkcs11Root::open(&config(env, &env.shared_key)).unwrap();
-    let vault = root.vault().expect("the PKCS#11 root has a vault");
+    let vault = root.hsm_only_keys().expect("the PKCS#11 root has a vault");
     let mut id = [0u8; 20];
     id[..16].copy_from_slice(&(std::process::id() as u128).to_be_bytes());
     id[19] = 1;
@@ -1514,7 +1514,7 @@ fn pkcs11_root_is_a_key_vault() {
     ));
     // The service's other root has none.
     assert!(FileRoot::from_key(KeyMaterial::generate())
-        .vault()
+        .hsm_only_keys()
         .is_none());
     let key = root.hsm().find_key(&id).unwrap().unwrap();
     root.hsm().destroy_key(&key).unwrap();
@@ -1675,7 +1675,7 @@ fn file_root_data_moves_to_the_hsm_and_hsm_only_keys_work_end_to_end() {
     // The token keeps the HSM-only key (label kmsd-key-<key id><version>);
     // this test's token objects go away with it.
     let id = kmsd::service::parse_key_id(&hsm_key.key_id).unwrap();
-    let vault_label: String = kmsd::service::backing::vault_id(&id, 1)
+    let vault_label: String = kmsd::service::backing::object_id(&id, 1)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -1738,14 +1738,14 @@ impl RootOfTrust for DiesAfterGenerating {
     fn unwrap(&self, wrapped: &[u8]) -> Result<KeyMaterial, RootError> {
         self.0.unwrap(wrapped)
     }
-    fn vault(&self) -> Option<&dyn kmsd::root::KeyVault> {
+    fn hsm_only_keys(&self) -> Option<&dyn kmsd::root::HsmOnlyKeys> {
         Some(self)
     }
 }
 
-impl kmsd::root::KeyVault for DiesAfterGenerating {
+impl kmsd::root::HsmOnlyKeys for DiesAfterGenerating {
     fn generate(&self, id: &[u8; 20]) -> Result<(), RootError> {
-        self.0.vault().unwrap().generate(id)?;
+        self.0.hsm_only_keys().unwrap().generate(id)?;
         use std::io::Write as _;
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let mut out = std::io::stdout().lock();
@@ -1754,7 +1754,7 @@ impl kmsd::root::KeyVault for DiesAfterGenerating {
         std::process::abort();
     }
     fn destroy(&self, id: &[u8; 20]) -> Result<bool, RootError> {
-        self.0.vault().unwrap().destroy(id)
+        self.0.hsm_only_keys().unwrap().destroy(id)
     }
     fn seal(
         &self,
@@ -1763,7 +1763,7 @@ impl kmsd::root::KeyVault for DiesAfterGenerating {
         aad: &[u8],
         pt: &[u8],
     ) -> Result<Vec<u8>, RootError> {
-        self.0.vault().unwrap().seal(id, iv, aad, pt)
+        self.0.hsm_only_keys().unwrap().seal(id, iv, aad, pt)
     }
     fn open(
         &self,
@@ -1772,7 +1772,7 @@ impl kmsd::root::KeyVault for DiesAfterGenerating {
         aad: &[u8],
         ct: &[u8],
     ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, RootError> {
-        self.0.vault().unwrap().open(id, iv, aad, ct)
+        self.0.hsm_only_keys().unwrap().open(id, iv, aad, ct)
     }
 }
 
@@ -1866,18 +1866,18 @@ fn a_crash_between_generating_an_hsm_key_and_storing_it_leaves_no_orphan() {
         .find_map(|l| l.split_once("generated ").map(|(_, hex)| hex))
         .unwrap_or_else(|| panic!("no key generated: {stdout}"))
         .trim();
-    let vault_id: Vec<u8> = (0..hex.len())
+    let object_id: Vec<u8> = (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
-    assert_eq!(vault_id.len(), 20);
+    assert_eq!(object_id.len(), 20);
     // The crash left the token key with no stored key naming it.
-    assert_eq!(token_objects_with_id(env, &vault_id), 1, "the orphan");
+    assert_eq!(token_objects_with_id(env, &object_id), 1, "the orphan");
     // The daemon's start settles it before serving: destroyed, and no half
     // key is usable.
     d.restart();
-    assert_eq!(token_objects_with_id(env, &vault_id), 0, "orphan left");
-    let key_id = uuid::Uuid::from_slice(&vault_id[..16])
+    assert_eq!(token_objects_with_id(env, &object_id), 0, "orphan left");
+    let key_id = uuid::Uuid::from_slice(&object_id[..16])
         .unwrap()
         .hyphenated()
         .to_string();
@@ -1902,7 +1902,7 @@ fn a_crash_between_generating_an_hsm_key_and_storing_it_leaves_no_orphan() {
     );
     d.stop();
     let after = kmsd::service::parse_key_id(&after).unwrap();
-    let after_label: String = kmsd::service::backing::vault_id(&after, 1)
+    let after_label: String = kmsd::service::backing::object_id(&after, 1)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -1979,7 +1979,7 @@ fn gcm_encryption_fails_hard_when_the_hsm_used_an_iv_of_its_own() {
     // The same through the vault the service uses: KMSInternalException.
     let mut id = [0u8; 20];
     id[..16].copy_from_slice(&(std::process::id() as u128 + 7).to_be_bytes());
-    let vault = root.vault().unwrap();
+    let vault = root.hsm_only_keys().unwrap();
     vault.generate(&id).unwrap();
     hsm.inject_fault(InjectedFault::ForeignGcmIv);
     assert!(matches!(

@@ -90,7 +90,7 @@ impl Prefetched {
 
     /// Whether a loaded key is HSM-only (the frame goes to the HSM
     /// executor).
-    pub fn any_hsm(&self) -> bool {
+    pub fn any_hsm_only(&self) -> bool {
         self.keys
             .iter()
             .any(|(_, k)| matches!(k, Ok(k) if k.origin() == kms_proto::Origin::Hsm))
@@ -228,7 +228,7 @@ impl KeyLoader {
     /// version, or [`KeyRef`]s), then calls `done` once with every key's
     /// outcome (on an executor thread or the deadline sweep, whatever the
     /// outcome: the caller runs its request with them, see
-    /// [`Service::handle_frame_prefetched`](super::Service::handle_frame_prefetched)).
+    /// `Site::Blocking`).
     pub fn prefetch<K: Copy + Into<KeyRef>>(
         &self,
         keys: &[K],

@@ -4,19 +4,19 @@
 //!
 //! An HSM-only key takes two steps that no transaction spans: the token
 //! key, then the store's record. So the limit is checked and the key is
-//! recorded as *pending* in the store before the token key is generated; a
-//! failure after the generation destroys the token key, and a crash in
+//! recorded as *pending* in the store before the token object is generated; a
+//! failure after the generation destroys the token object, and a crash in
 //! between leaves the pending record, which start-up reconciliation
-//! ([`reconcile_hsm_keys`]) settles by destroying the token key. A token
+//! ([`reconcile_hsm_only_keys`]) settles by destroying the token object. A token
 //! key is never left behind that no stored key names, and no stored key
-//! names a token key that was not made.
+//! names a token object that was not made.
 
 use crate::crypto::{rng, KeyMaterial};
 use crate::errors;
 use crate::identity::Identity;
 use crate::keystore::KeyRecord;
-use crate::root::KeyVault;
-use crate::service::backing::vault_id;
+use crate::root::HsmOnlyKeys;
+use crate::service::backing::object_id;
 use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{format_key_id, Service, ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
@@ -80,19 +80,19 @@ impl Op for CreateKey<'_> {
     }
 }
 
-/// The HSM-only key's steps: limit and pending record, token key, store.
+/// The HSM-only key's steps: limit and pending record, token object, store.
 fn create_in_hsm(ctx: &ControlCtx<'_>, record: &KeyRecord) -> Result<(), KmsError> {
     let svc = ctx.service();
-    let vault = svc.vault_for_create()?;
+    let vault = svc.hsm_only_keys_for_create()?;
     let key_id = &record.key_id;
     let room = ctx
         .store()
-        .begin_hsm_key(key_id, 1, record.created_at, svc.max_keys())
+        .begin_hsm_only_key(key_id, 1, record.created_at, svc.max_keys())
         .map_err(|e| errors::store("recording a pending HSM key", e))?;
     if !room {
         return Err(errors::store_full(svc.max_keys()));
     }
-    if let Err(e) = vault.generate(&vault_id(key_id, 1)) {
+    if let Err(e) = vault.generate(&object_id(key_id, 1)) {
         // A failed generation (a timeout, a lost session) may still have
         // made the key.
         abandon(svc, vault, key_id, 1);
@@ -105,13 +105,13 @@ fn create_in_hsm(ctx: &ControlCtx<'_>, record: &KeyRecord) -> Result<(), KmsErro
     Ok(())
 }
 
-/// Destroys the token key of a CreateKey that failed after its pending
+/// Destroys the token object of a CreateKey that failed after its pending
 /// record, then forgets the record; if either step fails the record stays
 /// for start-up reconciliation.
-fn abandon(svc: &Service, vault: &dyn KeyVault, key_id: &[u8; 16], version: u32) {
-    match vault.destroy(&vault_id(key_id, version)) {
+fn abandon(svc: &Service, vault: &dyn HsmOnlyKeys, key_id: &[u8; 16], version: u32) {
+    match vault.destroy(&object_id(key_id, version)) {
         Ok(_) => {
-            if let Err(e) = svc.store().end_hsm_key(key_id, version) {
+            if let Err(e) = svc.store().end_hsm_only_key(key_id, version) {
                 tracing::warn!(
                     key_id = %format_key_id(key_id),
                     "forgetting a pending HSM key: {e}; start-up will"
@@ -120,27 +120,27 @@ fn abandon(svc: &Service, vault: &dyn KeyVault, key_id: &[u8; 16], version: u32)
         }
         Err(e) => tracing::warn!(
             key_id = %format_key_id(key_id),
-            "destroying the token key of a failed CreateKey: {e}; start-up will retry"
+            "destroying the token object of a failed CreateKey: {e}; start-up will retry"
         ),
     }
 }
 
 /// Settles the HSM-only keys left pending by an interrupted CreateKey (a
-/// crash between generating the token key and storing the key): the token
+/// crash between generating the token object and storing the key): the token
 /// key, if it was made, is destroyed, and the record forgotten. Run at
 /// start-up, before the daemon serves (so no CreateKey is in flight).
-/// Returns how many token keys were destroyed; a record that cannot be
+/// Returns how many token objects were destroyed; a record that cannot be
 /// settled now (the HSM failing) is logged and kept for the next start.
 ///
 /// # Errors
 ///
 /// The store failing.
-pub fn reconcile_hsm_keys(svc: &Service) -> Result<usize, crate::keystore::StoreError> {
-    let pending = svc.store().pending_hsm_keys()?;
+pub fn reconcile_hsm_only_keys(svc: &Service) -> Result<usize, crate::keystore::StoreError> {
+    let pending = svc.store().pending_hsm_only_keys()?;
     if pending.is_empty() {
         return Ok(0);
     }
-    let Some(vault) = svc.core.root.vault() else {
+    let Some(vault) = svc.core.root.hsm_only_keys() else {
         tracing::warn!(
             pending = pending.len(),
             "HSM-only keys are pending but the root of trust has no HSM; kept for a start with the PKCS#11 root"
@@ -151,20 +151,20 @@ pub fn reconcile_hsm_keys(svc: &Service) -> Result<usize, crate::keystore::Store
     for (key_id, version) in pending {
         // Storing a key ends its pending record in the same transaction, so
         // a stored key is never pending; checked anyway, since destroying
-        // a stored key's token key would lose every ciphertext under it.
+        // a stored key's token object would lose every ciphertext under it.
         if svc.store().get_key(&key_id)?.is_some() {
-            svc.store().end_hsm_key(&key_id, version)?;
+            svc.store().end_hsm_only_key(&key_id, version)?;
             continue;
         }
-        match vault.destroy(&vault_id(&key_id, version)) {
+        match vault.destroy(&object_id(&key_id, version)) {
             Ok(was) => {
-                svc.store().end_hsm_key(&key_id, version)?;
+                svc.store().end_hsm_only_key(&key_id, version)?;
                 destroyed += usize::from(was);
                 tracing::warn!(
                     key_id = %format_key_id(&key_id),
                     version,
                     token_key_destroyed = was,
-                    "settled an HSM-only key whose CreateKey was interrupted (no orphan token key is left)"
+                    "settled an HSM-only key whose CreateKey was interrupted (no orphan token object is left)"
                 );
             }
             Err(e) => tracing::error!(
