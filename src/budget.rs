@@ -55,6 +55,7 @@ impl Budget {
         }
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// The capacity.
     pub fn cap(&self) -> usize {
         self.cap
@@ -144,6 +145,7 @@ impl ConnBudget {
         })
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Bytes this connection holds now.
     pub fn used(&self) -> usize {
         self.own.used()

@@ -6,7 +6,7 @@
 //!   constructors below, each with AWS's exception name and one message per
 //!   cause, so the same condition reads the same whichever operation hits it.
 //! - **Internal failures** (the store, the root of trust, the OS): a
-//!   [`Failure`], turned into a client error by [`Failure::to_client`], a
+//!   [`Failure`], turned into a client error by [`Failure::into_client`], a
 //!   total `match`: adding a failure kind without deciding what clients see
 //!   does not compile. Internal details are logged here and never sent: the
 //!   client gets KMSInternalException with no detail, or
@@ -28,9 +28,6 @@ pub enum Failure {
     Store(StoreError),
     /// The root of trust failed.
     Root(RootError),
-    /// Something else inside the daemon (an invariant the store or the root
-    /// broke, an OS call).
-    Other(String),
 }
 
 impl From<StoreError> for Failure {
@@ -48,7 +45,7 @@ impl From<RootError> for Failure {
 impl Failure {
     /// What the client sees of this failure while `context` was being done
     /// (e.g. "reading key"); the details go to the log.
-    pub fn to_client(self, context: &str) -> KmsError {
+    pub fn into_client(self, context: &str) -> KmsError {
         match self {
             Failure::Root(RootError::Unavailable(detail)) => {
                 tracing::warn!("{context}: root of trust unavailable: {detail}");
@@ -59,21 +56,20 @@ impl Failure {
             }
             Failure::Root(e) => internal(context, e),
             Failure::Store(e) => internal(context, e),
-            Failure::Other(e) => internal(context, e),
         }
     }
 }
 
 /// A store failure while `context` was being done, as the client sees it.
 pub fn store(context: &str, e: StoreError) -> KmsError {
-    Failure::Store(e).to_client(context)
+    Failure::Store(e).into_client(context)
 }
 
 /// A root-of-trust failure while `context` was being done, as the client
 /// sees it (KeyUnavailableException while the root is down, else
 /// KMSInternalException).
 pub fn root(context: &str, e: RootError) -> KmsError {
-    Failure::Root(e).to_client(context)
+    Failure::Root(e).into_client(context)
 }
 
 /// Logs an internal failure and turns it into what the client may see:
@@ -197,7 +193,8 @@ mod tests {
 
     #[test]
     fn internal_failures_never_reach_the_client() {
-        let e = Failure::Other("/secret/path: disk on fire".into()).to_client("reading key");
+        let e = Failure::Root(RootError::Invalid("/secret/path: disk on fire".into()))
+            .into_client("reading key");
         assert_eq!(e.kind, ErrorKind::KmsInternal);
         assert!(!e.message.contains("secret"), "{e}");
         let e = root("unwrapping", RootError::Unavailable("slot 3 gone".into()));

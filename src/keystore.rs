@@ -101,7 +101,9 @@ enum Source {
     File(PathBuf),
     /// An in-memory database of SQLite's `memdb` VFS, shared by name with
     /// the connections of this process that open it (the loader's reader);
-    /// it goes away with the last of them.
+    /// it goes away with the last of them. Made by `open_in_memory` (tests,
+    /// benches, the in-process baseline).
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     Memory(String),
 }
 
@@ -164,6 +166,7 @@ impl Keystore {
         Self::init(conn, Source::File(path))
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// An in-memory store, for unit tests and benches. Its readers
     /// ([`Keystore::open_reader`]) see it through SQLite's `memdb` VFS,
     /// which shares one database by name between the connections of a
@@ -308,6 +311,7 @@ impl Keystore {
         }
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Number of keys stored.
     pub fn count_keys(&self) -> Result<u64, StoreError> {
         may_block();
@@ -451,6 +455,7 @@ impl Keystore {
         })
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Runs `f` inside one read transaction: one shared lock (and one pair of
     /// file-lock calls) for many reads.
     pub fn read_batch<R>(&self, f: impl FnOnce(&Keystore) -> R) -> Result<R, StoreError> {
@@ -467,6 +472,7 @@ impl Keystore {
         read_key(&self.conn, key_id)
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// All wrapped versions of a key, oldest first.
     pub fn get_versions(&self, key_id: &[u8; 16]) -> Result<Vec<WrappedVersion>, StoreError> {
         may_block();
@@ -524,6 +530,7 @@ impl Keystore {
         rows.map(|r| Self::key_from_row(r?)).collect()
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Encryptions reserved so far for an HSM-only key version (0 if none):
     /// an upper bound of the encryptions it has done.
     pub fn usage_reserved(&self, key_id: &[u8; 16], version: u32) -> Result<u64, StoreError> {

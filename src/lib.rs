@@ -21,21 +21,36 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod budget;
 pub mod config;
 pub mod crypto;
 pub mod data_dir;
-pub mod dispatch;
-pub mod errors;
 pub mod hsm;
-pub mod identity;
-pub mod keystore;
-pub mod memlock;
 pub mod migrate;
 pub(crate) mod notify;
 pub mod root;
 pub mod server;
-pub mod service;
-pub mod thread_role;
-pub mod transport;
-pub mod wire;
+
+/// Declares modules public with the `internals` feature (kms-loadgen, the
+/// integration tests, the benches) and crate-private without it, so that a
+/// plain build of kmsd reports the code nothing uses.
+macro_rules! internals {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        pub(crate) mod $name;
+    )*};
+}
+
+internals!(
+    budget,
+    dispatch,
+    errors,
+    identity,
+    keystore,
+    memlock,
+    service,
+    thread_role,
+    transport,
+    wire,
+);

@@ -121,11 +121,13 @@ impl Dispatcher {
         })
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// The service behind this dispatcher.
     pub fn service(&self) -> &Arc<Service> {
         &self.inner.service
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Requests refused with ThrottlingException because a queue (workers,
     /// control plane, HSM executor) was full: the daemon's overload,
     /// counted apart from any quota throttling.
@@ -133,12 +135,14 @@ impl Dispatcher {
         self.inner.overloaded.load(Ordering::Relaxed)
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Frames not run (or not run to the end) because their connection had
     /// gone, since start.
     pub fn dropped_frames(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Answers `frame` inline or queues it, after its missing keys are
     /// loaded, with no byte budget and the default answer bound. Never
     /// blocks. The frame is zeroed once answered.

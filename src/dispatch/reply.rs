@@ -8,7 +8,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 /// of the connection's in-flight permits and its byte charge.
 #[derive(Default)]
 pub struct Admission {
-    /// One of the connection's `max_in_flight` permits.
+    /// One of the connection's `max_in_flight` permits: held, never read;
+    /// dropping it frees the slot.
+    #[allow(dead_code)]
     pub permit: Option<OwnedSemaphorePermit>,
     /// Request bytes plus the answer's bound, in the connection's and the
     /// global budget (see [`crate::budget`]).

@@ -60,6 +60,7 @@ struct Usage {
 }
 
 impl HsmVersion {
+    #[cfg(any(test, feature = "internals"))]
     /// Encryptions counted so far (reserved ones included after a restart).
     pub fn used(&self) -> u64 {
         self.usage.used.load(Ordering::Relaxed)

@@ -21,6 +21,7 @@
 //! another key of the same counter only makes a load in flight at that
 //! moment load once more (invalidations are control-plane events).
 
+#[cfg(any(test, feature = "internals"))]
 use super::keys::KeyRef;
 use super::LoadedKey;
 use parking_lot::{Mutex, RwLock};
@@ -78,6 +79,7 @@ impl KeyCache {
         Some(Arc::clone(k))
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Whether the key is cached and fresh (no clone).
     pub fn contains(&self, id: &[u8; 16]) -> bool {
         self.map
@@ -86,6 +88,7 @@ impl KeyCache {
             .is_some_and(|k| k.loaded_at.elapsed() < self.ttl)
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Whether a request needing `key` can run without a load: the key is
     /// cached and fresh, and the version it names is unwrapped (or is not
     /// one of the key's: the request fails without a load). No clone.
@@ -139,6 +142,9 @@ impl KeyCache {
 
     /// Bumps the key's revision and drops its entry: loads that read the
     /// store before now will not cache what they read.
+    // Every key change calls it (through `Service::invalidate`); the first
+    // operations that change a key come with the key lifecycle.
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     pub fn invalidate(&self, id: &[u8; 16]) {
         let dropped = {
             let mut map = self.map.write();
@@ -172,11 +178,13 @@ impl KeyCache {
         dropped.len()
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Keys cached now (expired ones included until swept).
     pub fn len(&self) -> usize {
         self.map.read().len()
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

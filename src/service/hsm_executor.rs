@@ -155,11 +155,13 @@ impl HsmExecutor {
             .then_some(HsmThread { loads: &self.loads })
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Frames run so far.
     pub fn frames_run(&self) -> u64 {
         self.queue.ran.load(Ordering::Relaxed)
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Frames answered at their deadline, unrun, so far.
     pub fn frames_expired(&self) -> u64 {
         self.queue.expired.load(Ordering::Relaxed)

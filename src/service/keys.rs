@@ -17,7 +17,7 @@ use super::{format_key_id, internal, Backing, Service};
 use crate::crypto::XaesKey;
 use crate::keystore::{KeyRecord, Keystore, WrappedVersion};
 use crate::root::RootOfTrust;
-use kms_proto::{ErrorKind, KeyState, KmsError};
+use kms_proto::KmsError;
 use parking_lot::Mutex;
 use std::sync::{Arc, OnceLock};
 
@@ -94,6 +94,7 @@ impl LoadedKey {
         !matches!(self.version(version), Err(VersionMissing::NotLoaded))
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// The stored record as of loading.
     pub fn record(&self) -> &KeyRecord {
         &self.meta.record
@@ -121,16 +122,9 @@ impl LoadedKey {
     /// Fails unless the key may be used for cryptographic operations.
     pub fn check_usable(&self) -> Result<(), KmsError> {
         let record = &self.meta.record;
-        match record.state {
-            KeyState::Enabled => Ok(()),
-            KeyState::Disabled => Err(KmsError::new(
-                ErrorKind::Disabled,
-                format!("{} is disabled", format_key_id(&record.key_id)),
-            )),
-            other => Err(KmsError::new(
-                ErrorKind::KmsInvalidState,
-                format!("{} is {}", format_key_id(&record.key_id), other.name()),
-            )),
+        match crate::errors::unusable(&record.key_id, record.state) {
+            None => Ok(()),
+            Some(e) => Err(e),
         }
     }
 }
@@ -273,6 +267,8 @@ impl Service {
     /// control plane calls it after a change to the key is committed to the
     /// store and before it acknowledges the change, so that no request
     /// after the acknowledgement sees the key as it was.
+    // The first operations that change a key come with the key lifecycle.
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     pub fn invalidate(&self, id: &[u8; 16]) {
         self.core.cache.invalidate(id);
         self.loader.forget_failure(id);

@@ -26,6 +26,7 @@ use crate::keystore::{KeyRecord, Keystore, StoreError};
 use crate::root::{RootError, RootOfTrust};
 use kms_proto::{DecodeLimits, ErrorKind, KeyMetadata, KeyState, KmsError, Operation, Output};
 use parking_lot::Mutex;
+#[cfg(any(test, feature = "internals"))]
 use std::path::Path;
 use std::sync::Arc;
 
@@ -143,6 +144,7 @@ pub fn parse_key_id(s: &str) -> Result<[u8; 16], KmsError> {
 pub(crate) use crate::errors::internal;
 
 impl Service {
+    #[cfg(any(test, feature = "internals"))]
     /// Opens the service over the keystore in `data_dir`.
     pub fn open(
         data_dir: &Path,
@@ -153,6 +155,7 @@ impl Service {
         Service::with_store(Keystore::open(data_dir)?, root, limits, max_keys)
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// A service over an already opened store (tests and benches use an
     /// in-memory one), with the default cache.
     pub fn with_store(
@@ -221,6 +224,7 @@ impl Service {
         self.load_timeout
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Keys cached now.
     pub fn cached_keys(&self) -> usize {
         self.core.cache.len()
@@ -262,6 +266,7 @@ impl Service {
         })
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Loads a key (current version) at `site`.
     pub fn load_key(&self, id: &[u8; 16], site: Site<'_>) -> Result<Arc<LoadedKey>, ExecError> {
         self.key_at(
@@ -289,6 +294,7 @@ impl Service {
         }
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Runs one operation for `caller` at `site` (an I/O thread runs only
     /// data-plane operations on cached keys; see [`op::Site`]).
     pub fn execute(
@@ -321,6 +327,7 @@ impl Service {
             .filter(|k| r.version.is_none_or(|v| k.has_version(v)))
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Runs one operation to completion on the calling thread (tests, the
     /// in-process baseline): it may block for the store and key loads.
     pub fn call(&self, op: &Operation<'_>, caller: &Identity) -> Result<Output, KmsError> {

@@ -152,6 +152,7 @@ pub fn serve(
     Ok(engine)
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Whether io_uring works here (the probe runs once per process). Tests and
 /// benches use it to decide whether to cover the io_uring engine.
 pub fn uring_available() -> bool {

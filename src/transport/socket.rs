@@ -35,6 +35,7 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
+    #[cfg(any(test, feature = "internals"))]
     /// The path of the socket file.
     pub fn path(&self) -> &Path {
         &self.path

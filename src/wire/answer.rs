@@ -1,9 +1,8 @@
 //! Answering: running an admitted request's items through the service
 //! and encoding the outcomes with this thread's flatbuffers builder.
 
-use super::admit::{admit_slice, Admitted};
+use super::admit::Admitted;
 use super::bound::answer_too_large;
-use super::DEFAULT_MAX_ANSWER;
 use crate::identity::Identity;
 use crate::service::op::{ExecError, Site};
 use crate::service::Service;
@@ -105,11 +104,13 @@ pub fn fail(frame: &[u8], error: &KmsError, out: &mut Vec<u8>) {
     encode_error_response(request_id, error, out);
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Decodes, runs and answers a frame (without its length prefix) on the
 /// calling thread, which may block: tests, benches and the in-process
 /// baseline, the same work the daemon does for a frame minus the
 /// hand-offs. Answers are bounded by the default largest answer.
 pub fn handle_frame(svc: &Service, frame: &[u8], caller: &Identity, out: &mut Vec<u8>) {
+    use super::{admit::admit_slice, DEFAULT_MAX_ANSWER};
     let admitted = match admit_slice(svc, frame, DEFAULT_MAX_ANSWER) {
         Ok(a) => a,
         Err(e) => return reject(&e, out),

@@ -17,8 +17,12 @@ mod admit;
 mod answer;
 pub mod bound;
 
-pub use admit::{admit, admit_slice, Admitted, AdmittedFrame};
-pub use answer::{answer, fail, handle_frame, reject, AnswerOptions, NotRun};
+pub use admit::{admit, AdmittedFrame};
+#[cfg(any(test, feature = "internals"))]
+pub use admit::{admit_slice, Admitted};
+#[cfg(any(test, feature = "internals"))]
+pub use answer::handle_frame;
+pub use answer::{answer, fail, reject, AnswerOptions, NotRun};
 
 /// The default largest answer frame: the default largest request frame.
 pub const DEFAULT_MAX_ANSWER: usize = kms_proto::frame::DEFAULT_MAX_FRAME;

@@ -74,6 +74,7 @@ impl Prefetched {
         Prefetched { keys }
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// The outcome for key `id` (its current version's load if this
     /// prefetch loaded it, else any of its loads).
     pub fn get(&self, id: &[u8; 16]) -> Option<Result<Arc<LoadedKey>, KmsError>> {
@@ -97,6 +98,7 @@ impl Prefetched {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// Counters of what the loader did, for tests and measurements.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoaderStats {
@@ -306,6 +308,7 @@ impl KeyLoader {
             .unwrap_or_else(|_| Err(timed_out()))
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// A load of `id`'s current version that failed within the last
     /// 100 ms.
     pub fn remembered_failure(&self, id: &[u8; 16]) -> Option<KmsError> {
@@ -322,6 +325,7 @@ impl KeyLoader {
         self.state.negative.lock().retain(|k, _| k.id != *id);
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// What the loader has done so far.
     pub fn stats(&self) -> LoaderStats {
         let c = &self.state.counters;
