@@ -13,12 +13,12 @@
 //! client's DescribeKey. A data-plane item in a frame with a control-plane
 //! item runs here too, loading its keys itself.
 
-use super::{Inner, Job, Runner};
+use super::{Executors, Job, Runner};
 use crate::config::DispatchConfig;
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 use std::sync::Arc;
 
-type Queued = (Arc<Inner>, Job);
+type Queued = (Arc<Executors>, Job);
 
 /// The control-plane threads and their lanes. The threads end once the
 /// dispatcher is gone and the lanes are empty.
@@ -47,7 +47,7 @@ impl ControlPlane {
 
     /// Queues `job` on its lane, or answers ThrottlingException if the lane
     /// is full.
-    pub(super) fn submit(&self, inner: &Arc<Inner>, job: Job) {
+    pub(super) fn submit(&self, inner: &Arc<Executors>, job: Job) {
         let lane = if job.small { &self.small } else { &self.large };
         match lane.try_send((Arc::clone(inner), job)) {
             Ok(()) => {}
@@ -63,13 +63,13 @@ impl ControlPlane {
 fn serve(small: &Receiver<Queued>, large: &Receiver<Queued>) {
     let serve_small = || {
         while let Ok((inner, job)) = small.try_recv() {
-            Inner::run(&inner, job, Runner::Plain);
+            Executors::run(&inner, job, Runner::Plain);
         }
     };
     let (mut small_open, mut large_open) = (true, true);
     loop {
         if let Ok((inner, job)) = small.try_recv() {
-            Inner::run(&inner, job, Runner::Plain);
+            Executors::run(&inner, job, Runner::Plain);
             continue;
         }
         let mut select = Select::new();
@@ -81,12 +81,12 @@ fn serve(small: &Receiver<Queued>, large: &Receiver<Queued>) {
         let op = select.select();
         if Some(op.index()) == s {
             match op.recv(small) {
-                Ok((inner, job)) => Inner::run(&inner, job, Runner::Plain),
+                Ok((inner, job)) => Executors::run(&inner, job, Runner::Plain),
                 Err(_) => small_open = false,
             }
         } else {
             match op.recv(large) {
-                Ok((inner, job)) => Inner::run(&inner, job, Runner::ServingSmall(&serve_small)),
+                Ok((inner, job)) => Executors::run(&inner, job, Runner::ServingSmall(&serve_small)),
                 Err(_) => large_open = false,
             }
         }

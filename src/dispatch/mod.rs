@@ -90,16 +90,16 @@ struct Job {
 /// Routes frames to inline execution, the control plane, the HSM executor
 /// or the worker pool.
 pub struct Dispatcher {
-    inner: Arc<Inner>,
+    inner: Arc<Executors>,
     inline_small: bool,
 }
 
 /// What the dispatcher's executors share.
-struct Inner {
+struct Executors {
     service: Arc<Service>,
     workers: workers::Workers,
     control: control::ControlPlane,
-    /// Requests refused because a queue was full (see [`Inner::busy`]).
+    /// Requests refused because a queue was full (see [`Executors::busy`]).
     overloaded: AtomicU64,
     /// Frames whose work was dropped because their connection had gone
     /// (counted off the data path: only when it happens).
@@ -110,7 +110,7 @@ impl Dispatcher {
     /// Starts the worker pool and the control-plane executor.
     pub fn new(service: Arc<Service>, config: &DispatchConfig) -> std::io::Result<Dispatcher> {
         Ok(Dispatcher {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Executors {
                 service,
                 workers: workers::Workers::new(config)?,
                 control: control::ControlPlane::new(config)?,
@@ -263,7 +263,7 @@ impl Dispatcher {
         let missing = a.missing();
         let hsm = a.hsm;
         if missing.is_empty() {
-            return Inner::route(inner, job, hsm);
+            return Executors::route(inner, job, hsm);
         }
         let service = &inner.service;
         let inner = Arc::clone(inner);
@@ -279,7 +279,7 @@ impl Dispatcher {
                     prefetched: Some(keys),
                     ..job
                 };
-                Inner::route(&inner, job, hsm)
+                Executors::route(&inner, job, hsm)
             });
     }
 }
@@ -295,10 +295,10 @@ enum Runner<'a> {
     Hsm(&'a HsmThread<'a>),
 }
 
-impl Inner {
+impl Executors {
     /// To the HSM executor if the frame uses HSM-only keys, else to the
     /// workers.
-    fn route(this: &Arc<Inner>, job: Job, hsm: bool) {
+    fn route(this: &Arc<Executors>, job: Job, hsm: bool) {
         if !hsm {
             return this.workers.enqueue(this, job);
         }
@@ -310,7 +310,7 @@ impl Inner {
             work,
             timeout,
             |(inner, job), thread| match thread {
-                Ok(thread) => Inner::run(&inner, job, Runner::Hsm(thread)),
+                Ok(thread) => Executors::run(&inner, job, Runner::Hsm(thread)),
                 Err(e) => inner.fail(job, &e),
             },
         );
@@ -322,7 +322,7 @@ impl Inner {
     /// Runs a frame to its answer on a thread that may block, unless its
     /// connection is gone: then the work is dropped (before it starts, or
     /// between batch items), and its admission with it.
-    fn run(this: &Arc<Inner>, job: Job, runner: Runner<'_>) {
+    fn run(this: &Arc<Executors>, job: Job, runner: Runner<'_>) {
         if job.reply.is_gone() {
             this.drop_gone();
             return;

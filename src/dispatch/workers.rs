@@ -8,7 +8,7 @@
 //! (whose answers the budgets admit, up to tens of MiB) cannot hold up a
 //! normal client's one data key for longer than the items already running.
 
-use super::{Inner, Job, Runner};
+use super::{Executors, Job, Runner};
 use crate::config::DispatchConfig;
 use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ impl Workers {
 
     /// Queues `job` on its lane, or answers ThrottlingException if the
     /// lane is full.
-    pub(super) fn enqueue(&self, inner: &Arc<Inner>, job: Job) {
+    pub(super) fn enqueue(&self, inner: &Arc<Executors>, job: Job) {
         let lane = if job.small { &self.small } else { &self.large };
         match lane.push(job) {
             Ok(()) => {
@@ -60,16 +60,16 @@ impl Workers {
 
 /// A worker's job: dropped if its connection is gone, else run here; a
 /// large one runs the small lane's frames between its items.
-fn take(inner: &Arc<Inner>, job: Job) {
+fn take(inner: &Arc<Executors>, job: Job) {
     if job.small {
-        return Inner::run(inner, job, Runner::Plain);
+        return Executors::run(inner, job, Runner::Plain);
     }
     let serve_small = || {
         while let Some(small) = inner.workers.small.pop() {
             // The small frame's own spawned task will find one job fewer;
             // no job is ever left without a task.
-            Inner::run(inner, small, Runner::Plain);
+            Executors::run(inner, small, Runner::Plain);
         }
     };
-    Inner::run(inner, job, Runner::ServingSmall(&serve_small));
+    Executors::run(inner, job, Runner::ServingSmall(&serve_small));
 }

@@ -152,7 +152,7 @@ impl Service {
     }
 
     /// Authenticates and decrypts a blob with the version it names.
-    pub(crate) fn open_blob(
+    pub(crate) fn unseal(
         &self,
         key: &LoadedKey,
         key_version: u32,

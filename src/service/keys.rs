@@ -1,7 +1,7 @@
 //! Keys as the data path uses them: a key's metadata and its unwrapped
 //! backing keys ([`LoadedKey`]), the reference a request holds to a key and
 //! version ([`KeyRef`]), and what the service and the key loader share to
-//! make them (`Core`).
+//! make them (`ServiceState`).
 //!
 //! Metadata ([`KeyMeta`]: state, current version, origin; later aliases and
 //! a policy revision) and material (one slot per version) are apart because
@@ -130,7 +130,7 @@ impl LoadedKey {
 }
 
 /// What the service and its loader threads share.
-pub(crate) struct Core {
+pub(crate) struct ServiceState {
     /// The store, for the service's reads and writes (the key loader reads
     /// through its own connection).
     pub(crate) store: Mutex<Keystore>,
@@ -149,10 +149,10 @@ pub(crate) struct StoredKey {
     pub(crate) usage: Vec<u64>,
 }
 
-impl Core {
+impl ServiceState {
     /// A loaded key from its stored form, with the current version and
     /// `also` (a version a ciphertext names) unwrapped; other versions are
-    /// unwrapped when first needed ([`Core::fill_version`]). HSM-only
+    /// unwrapped when first needed ([`ServiceState::fill_version`]). HSM-only
     /// versions stay in the HSM and cost no call: all of them are set.
     pub(crate) fn unwrap_key(
         &self,

@@ -59,7 +59,7 @@ pub(crate) const ARN_TEXT: usize = ARN_PREFIX.len() + KEY_ID_TEXT;
 pub(crate) const BLOB_OVERHEAD_MAX: usize = 64;
 
 pub use backing::Backing;
-pub(crate) use keys::Core;
+pub(crate) use keys::ServiceState;
 pub use keys::LoadedKey;
 
 /// How a service is put together beyond its store and root.
@@ -96,7 +96,7 @@ impl ServiceOptions {
 
 /// The key-management service.
 pub struct Service {
-    core: Arc<Core>,
+    core: Arc<ServiceState>,
     loader: loader::KeyLoader,
     limits: DecodeLimits,
     max_keys: u64,
@@ -188,7 +188,7 @@ impl Service {
         let c = &options.cache;
         // The key loader reads through a connection of its own.
         let reader = store.open_reader()?;
-        let core = Arc::new(Core {
+        let core = Arc::new(ServiceState {
             store: Mutex::new(store),
             root,
             cache: cache::KeyCache::new(c.capacity, std::time::Duration::from_secs(c.ttl_secs)),

@@ -44,7 +44,7 @@ pub(crate) use pipeline::{load_in_place, unwrap_batch, ReadBatch};
 
 use super::hsm_executor::HsmExecutor;
 use super::keys::KeyRef;
-use super::{Core, LoadedKey};
+use super::{ServiceState, LoadedKey};
 use crate::errors::{load_timed_out as timed_out, stopping};
 use crate::keystore::StoreReader;
 use crossbeam_channel::Sender;
@@ -136,7 +136,7 @@ struct Counters {
 /// the deadline sweep) share: the loads in flight and their waiters, the
 /// failure memo, the loader's store connection and its settings.
 pub(crate) struct LoaderState {
-    core: Arc<Core>,
+    core: Arc<ServiceState>,
     /// The loader's own read-only store connection (the store stage reads
     /// batches through it; a load in place on an executor thread, rarely,
     /// too).
@@ -176,7 +176,7 @@ pub struct KeyLoader {
 
 impl KeyLoader {
     pub(super) fn start(
-        core: Arc<Core>,
+        core: Arc<ServiceState>,
         reader: StoreReader,
         config: LoaderConfig,
     ) -> std::io::Result<KeyLoader> {

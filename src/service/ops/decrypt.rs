@@ -38,7 +38,7 @@ pub(crate) fn blob_key(ciphertext_blob: &[u8]) -> Option<KeyRef> {
 ///
 /// The blob's length is checked first: one longer than any valid blob is
 /// refused before a key is loaded, copied or authenticated.
-pub(crate) fn open(
+pub(crate) fn decrypt_blob(
     ctx: &DataCtx<'_>,
     ciphertext_blob: &[u8],
     key_id: Option<&str>,
@@ -65,7 +65,7 @@ pub(crate) fn open(
         Err(e) => return Err(e),
     };
     key.check_usable()?;
-    let mut plaintext = ctx.service().open_blob(
+    let mut plaintext = ctx.service().unseal(
         &key,
         header.key_version,
         ciphertext_blob,
@@ -105,7 +105,7 @@ impl Op for Decrypt<'_> {
     /// Decrypts the blob.
     fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         let context = super::context(&self.context)?;
-        let (key, plaintext) = open(ctx, self.ciphertext_blob, self.key_id, &context)?;
+        let (key, plaintext) = decrypt_blob(ctx, self.ciphertext_blob, self.key_id, &context)?;
         Ok(Output::Decrypt(DecryptOutput {
             key_id: format_key_id(key.id()),
             plaintext,

@@ -46,7 +46,7 @@ impl Op for ReEncrypt<'_> {
         let destination_context = super::context(&self.destination_context)?;
         let destination = ctx.key_named(self.destination_key_id)?;
         destination.check_usable()?;
-        let (source, plaintext) = super::decrypt::open(
+        let (source, plaintext) = super::decrypt::decrypt_blob(
             ctx,
             self.ciphertext_blob,
             self.source_key_id,
