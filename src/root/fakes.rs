@@ -32,6 +32,8 @@ pub(crate) struct TestRoot {
     pub(crate) failing: Mutex<Vec<Vec<u8>>>,
     /// Names of the threads that called unwrap.
     pub(crate) callers: Mutex<std::collections::BTreeSet<String>>,
+    /// Names of the threads that called wrap.
+    pub(crate) wrappers: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl TestRoot {
@@ -45,6 +47,7 @@ impl TestRoot {
             stall: AtomicBool::new(false),
             failing: Mutex::default(),
             callers: Mutex::default(),
+            wrappers: Mutex::default(),
         })
     }
 
@@ -59,6 +62,10 @@ impl RootOfTrust for TestRoot {
         "file"
     }
     fn wrap(&self, key: &KeyMaterial) -> Result<Vec<u8>, RootError> {
+        let me = std::thread::current();
+        self.wrappers
+            .lock()
+            .insert(me.name().unwrap_or("unnamed").to_owned());
         self.inner.wrap(key)
     }
     fn unwrap(&self, wrapped: &[u8]) -> Result<KeyMaterial, RootError> {

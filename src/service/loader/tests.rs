@@ -204,6 +204,46 @@ fn create(svc: &Service) -> String {
 }
 
 #[test]
+fn control_plane_frames_run_on_the_control_plane_executor() {
+    use crate::config::DispatchConfig;
+    use kms_proto::{GenerateRandom, RequestBody};
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, root) = cold(dir.path(), CacheConfig::default());
+    let d = crate::dispatch::Dispatcher::new(
+        Arc::new(svc),
+        &DispatchConfig {
+            workers: 1,
+            ..DispatchConfig::default()
+        },
+    )
+    .unwrap();
+    // Opening the service wrapped a check value on this thread.
+    root.wrappers.lock().clear();
+    // A CreateKey (a wrap and an fsync), and a batch mixing a data-plane
+    // item with one: neither may run on an I/O thread or a worker.
+    let create = || Ok(Operation::CreateKey(CreateKey::default()));
+    let one = through(&d, RequestBody::Single(create()));
+    assert!(matches!(one[..], [Ok(Output::CreateKey(_))]), "{one:?}");
+    let mixed = through(
+        &d,
+        RequestBody::Batch(vec![
+            Ok(Operation::GenerateRandom(GenerateRandom { number_of_bytes: 8 })),
+            create(),
+        ]),
+    );
+    assert!(
+        matches!(mixed[..], [Ok(Output::GenerateRandom(_)), Ok(Output::CreateKey(_))]),
+        "{mixed:?}"
+    );
+    // Each wrap happened before its answer was sent.
+    let wrappers = root.wrappers.lock().clone();
+    assert!(
+        !wrappers.is_empty() && wrappers.iter().all(|t| t.starts_with("kmsd-control-")),
+        "{wrappers:?}"
+    );
+}
+
+#[test]
 fn a_timed_out_load_holds_no_worker_and_fails_only_its_items() {
     use crate::config::DispatchConfig;
     use kms_proto::RequestBody;
