@@ -291,6 +291,8 @@ impl Service {
             key_spec: kms_proto::KeySpec::SymmetricDefault,
             origin: record.origin,
             current_version: record.current_version,
+            // Filled in by the lifecycle operations' records.
+            ..KeyMetadata::default()
         }
     }
 
