@@ -7,8 +7,8 @@ use super::conn::{run_both, wipe, Conn, Expiry, ReadStep, ReadTimer};
 use super::threads::{self, serve_handoffs, Handoff, Handoffs, Ready, SocketMode};
 use super::write_queue::{write_timed_out, Chunk, WriteQueue};
 use super::{ServeState, Shutdown, READ_CHUNK};
-use bytes::BytesMut;
-use kms_proto::frame::{make_room, WipeOnDrop};
+use bytes::{BufMut, BytesMut};
+use kms_proto::frame::{make_room, read_limit, WipeOnDrop};
 use std::io;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
@@ -91,14 +91,16 @@ async fn read_loop(mut rd: ReadHalf<'_>, conn: Conn, mut shutdown: Shutdown, lim
         // Room for the next read, grown with what has arrived (never by
         // what a length prefix announces) and without leaving an unzeroed
         // copy behind; this also keeps reads from shrinking to a few bytes.
+        // A read stops at the end of a large frame (`read_limit`).
         make_room(buf, READ_CHUNK / 4, READ_CHUNK);
         if let Some(due) = timer.before_read(buf.len()) {
             sleep.as_mut().reset(due);
         }
+        let limit = read_limit(buf, READ_CHUNK);
         let read = tokio::select! {
             biased;
             () = super::wait_shutdown(&mut shutdown) => break,
-            r = rd.read_buf(buf) => r,
+            r = async { rd.read_buf(&mut (&mut *buf).limit(limit)).await } => r,
             () = &mut sleep => match timer.expired(&conn, buf.len()) {
                 Expiry::Rearm(due) => {
                     sleep.as_mut().reset(due);

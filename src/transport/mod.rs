@@ -23,7 +23,8 @@
 //!   frame whose last byte is late, and a write without progress each close
 //!   the connection quietly.
 //! - The read buffer grows with what arrived (`kms_proto::frame::make_room`),
-//!   never with what a length prefix announces; frames zero themselves when
+//!   never with what a length prefix announces, and a read stops at the end
+//!   of a large frame (`read_limit`); frames zero themselves when
 //!   dropped, and nothing that held a request is freed unzeroed.
 //! - Whole frames are cut out of the byte stream (sans-I/O `FrameDecoder`)
 //!   and handed to [`Dispatcher::dispatch`], which never blocks.

@@ -13,7 +13,7 @@ use super::threads::{self, serve_handoffs, Handoff, Handoffs, Ready, SocketMode}
 use super::write_queue::{write_timed_out, Chunk, WriteQueue};
 use super::{wait_shutdown, ServeState, Shutdown, READ_CHUNK};
 use bytes::BytesMut;
-use kms_proto::frame::{make_room, zero, WipeOnDrop};
+use kms_proto::frame::{make_room, read_limit, zero, WipeOnDrop};
 use std::io;
 use std::net::Shutdown as How;
 use std::os::unix::net::UnixListener;
@@ -136,7 +136,8 @@ async fn read_loop(stream: &UnixStream, conn: Conn, mut stop: Shutdown, limits: 
             sleep.as_mut().reset(due);
         }
         chunk.clear();
-        let read = stream.read(chunk);
+        // Stops at the end of a large frame (`read_limit`).
+        let read = stream.read(chunk.slice(..read_limit(buf, READ_CHUNK)));
         tokio::pin!(read);
         let (read, back) = loop {
             tokio::select! {
@@ -162,7 +163,7 @@ async fn read_loop(stream: &UnixStream, conn: Conn, mut stop: Shutdown, limits: 
                 }
             }
         };
-        chunk = back;
+        chunk = back.into_inner();
         match read {
             Ok(0) => {
                 if !stopping {
