@@ -237,7 +237,12 @@ impl<'a> DataCtx<'a> {
             .filter(|n| n.key.id == r.id)
             .map(|n| &n.cached)
         {
-            return Ok(Arc::clone(k));
+            // Unless the key changed since admission (a DisableKey
+            // acknowledged while this frame was queued): then it is looked
+            // up again.
+            if self.svc.is_fresh(k) {
+                return Ok(Arc::clone(k));
+            }
         }
         self.svc.key_at(r, self.site)
     }
