@@ -39,6 +39,8 @@ pub struct Config {
     pub root: RootConfig,
     /// Cache of unwrapped backing keys and the loader that fills it.
     pub cache: CacheConfig,
+    /// The key lifecycle's scheduler.
+    pub lifecycle: LifecycleConfig,
 }
 
 /// Which root of trust wraps the backing keys.
@@ -250,6 +252,35 @@ pub struct LimitsConfig {
     pub max_batch: usize,
     /// Most KMS keys in the store (AWS's default quota). Default: 100000.
     pub max_keys: u64,
+    /// Most aliases per key (AWS: 50).
+    pub max_aliases_per_key: u32,
+    /// Most tags per key (AWS: 50).
+    pub max_tags_per_key: u32,
+    /// Longest tag key, in characters (AWS: 128).
+    pub max_tag_key_len: usize,
+    /// Longest tag value, in characters (AWS: 256).
+    pub max_tag_value_len: usize,
+    /// Longest key description, in characters (AWS: 8192).
+    pub max_description_len: usize,
+    /// On-demand rotations per key over its life (AWS: 25).
+    pub max_on_demand_rotations: u32,
+}
+
+/// The key lifecycle's due work: deletions, rotations, expiries.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// How often the scheduler looks for due work, in milliseconds. Work
+    /// that came due while kmsd was stopped is done at start.
+    pub scheduler_interval_ms: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            scheduler_interval_ms: 60_000,
+        }
+    }
 }
 
 fn cpus() -> usize {
@@ -294,6 +325,12 @@ impl Default for LimitsConfig {
             max_frame_bytes: kms_proto::frame::DEFAULT_MAX_FRAME,
             max_batch: kms_proto::codec::DEFAULT_MAX_BATCH,
             max_keys: 100_000,
+            max_aliases_per_key: 50,
+            max_tags_per_key: 50,
+            max_tag_key_len: 128,
+            max_tag_value_len: 256,
+            max_description_len: 8192,
+            max_on_demand_rotations: 25,
         }
     }
 }
@@ -308,6 +345,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             root: RootConfig::default(),
             cache: CacheConfig::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -377,7 +415,7 @@ impl Config {
         let l = &self.limits;
         let c = &self.cache;
         let p = self.root.pkcs11.as_ref();
-        let checks: [(bool, &str); 21] = [
+        let checks: [(bool, &str); 28] = [
             (
                 t.io_threads >= 1 && t.io_threads <= 256,
                 "transport.io_threads must be 1..=256",
@@ -431,6 +469,37 @@ impl Config {
                 "limits.max_batch must be 1..=65536",
             ),
             (l.max_keys >= 1, "limits.max_keys must be at least 1"),
+            (
+                l.max_aliases_per_key >= 1 && l.max_aliases_per_key <= 10_000,
+                "limits.max_aliases_per_key must be 1..=10000",
+            ),
+            (
+                l.max_tags_per_key >= 1 && l.max_tags_per_key <= 1000,
+                "limits.max_tags_per_key must be 1..=1000",
+            ),
+            (
+                // The wire's bounds are AWS's: a limit may be lowered, not
+                // raised past them.
+                l.max_tag_key_len >= 1 && l.max_tag_key_len <= 128,
+                "limits.max_tag_key_len must be 1..=128",
+            ),
+            (
+                l.max_tag_value_len <= 256,
+                "limits.max_tag_value_len must be 0..=256",
+            ),
+            (
+                l.max_description_len <= 8192,
+                "limits.max_description_len must be 0..=8192",
+            ),
+            (
+                l.max_on_demand_rotations <= 1000,
+                "limits.max_on_demand_rotations must be 0..=1000",
+            ),
+            (
+                self.lifecycle.scheduler_interval_ms >= 10
+                    && self.lifecycle.scheduler_interval_ms <= 3_600_000,
+                "lifecycle.scheduler_interval_ms must be 10..=3600000",
+            ),
             (c.capacity >= 1, "cache.capacity must be at least 1"),
             (c.ttl_secs >= 1, "cache.ttl_secs must be at least 1"),
             (

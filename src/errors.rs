@@ -17,7 +17,7 @@
 
 use crate::keystore::StoreError;
 use crate::root::RootError;
-use kms_proto::{ErrorKind, KeyState, KmsError};
+use kms_proto::{ErrorKind, KmsError};
 
 pub use crate::service::format_key_id;
 
@@ -110,23 +110,6 @@ pub fn key_not_found(id: &[u8; 16]) -> KmsError {
     )
 }
 
-/// The error for a key that may not be used for cryptographic operations
-/// in `state` (DisabledException, or KMSInvalidStateException), or `None`
-/// when it may.
-pub fn unusable(id: &[u8; 16], state: KeyState) -> Option<KmsError> {
-    match state {
-        KeyState::Enabled => None,
-        KeyState::Disabled => Some(KmsError::new(
-            ErrorKind::Disabled,
-            format!("{} is disabled", format_key_id(id)),
-        )),
-        other => Some(KmsError::new(
-            ErrorKind::KmsInvalidState,
-            format!("{} is {}", format_key_id(id), other.name()),
-        )),
-    }
-}
-
 /// InvalidCiphertextException, one message for every cause: a tampered
 /// blob must not learn which check failed.
 pub fn invalid_ciphertext() -> KmsError {
@@ -202,19 +185,5 @@ mod tests {
         assert!(!e.message.contains("slot"), "{e}");
         let e = root("unwrapping", RootError::Unwrap);
         assert_eq!(e.kind, ErrorKind::KmsInternal);
-    }
-
-    #[test]
-    fn key_states_map_to_aws_exceptions() {
-        let id = [1; 16];
-        assert!(unusable(&id, KeyState::Enabled).is_none());
-        assert_eq!(
-            unusable(&id, KeyState::Disabled).unwrap().kind,
-            ErrorKind::Disabled
-        );
-        assert_eq!(
-            unusable(&id, KeyState::PendingDeletion).unwrap().kind,
-            ErrorKind::KmsInvalidState
-        );
     }
 }

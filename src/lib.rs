@@ -44,6 +44,7 @@ macro_rules! internals {
 
 internals!(
     budget,
+    clock,
     dispatch,
     errors,
     identity,

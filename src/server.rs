@@ -43,6 +43,13 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     service
         .reconcile_hsm_only_keys()
         .context("settling pending HSM-only keys")?;
+    // Deletions, rotations and expiries that came due (also while kmsd was
+    // stopped): a pass now, then one per interval; stopped on return.
+    let scheduler = crate::service::scheduler::Scheduler::start(
+        Arc::clone(&service),
+        std::time::Duration::from_millis(config.lifecycle.scheduler_interval_ms),
+    )
+    .context("starting the lifecycle scheduler")?;
     let dispatcher = Arc::new(Dispatcher::new(service, &config.dispatch)?);
     // systemd (Type=notify): READY=1 once the socket accepts, STOPPING=1
     // when draining starts. Nothing at all without NOTIFY_SOCKET.
@@ -73,6 +80,7 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     .with_context(|| format!("serving on {}", config.socket.display()));
     stop_ready_probe.store(true, Ordering::Release);
     let engine = engine?;
+    drop(scheduler);
     tracing::info!(?engine, "kmsd stopped cleanly");
     drop(data_dir);
     Ok(())

@@ -119,15 +119,15 @@ impl Shared {
 
     /// Completes the call registered under `id`; gives the body back when
     /// no call is registered under it.
-    fn complete(&self, id: u64, body: ResponseBody) -> Result<(), ResponseBody> {
+    fn complete(&self, id: u64, body: ResponseBody) -> Option<ResponseBody> {
         let tx = self.lock().calls.remove(&id);
         match tx {
             Some(tx) => {
                 // The caller may have gone away; its answer is dropped.
                 let _ = tx.send(Ok(body));
-                Ok(())
+                None
             }
-            None => Err(body),
+            None => Some(body),
         }
     }
 }
@@ -464,7 +464,7 @@ async fn read_responses(rd: &mut OwnedReadHalf, shared: &Shared) -> Failure {
                 drop(frame);
                 match resp {
                     Ok(resp) => {
-                        let Err(body) = shared.complete(resp.request_id, resp.body) else {
+                        let Some(body) = shared.complete(resp.request_id, resp.body) else {
                             continue;
                         };
                         match body {

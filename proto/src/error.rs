@@ -43,13 +43,29 @@ pub enum ErrorKind {
     KeyUnavailable,
     /// Something went wrong inside the daemon; details are in its log.
     KmsInternal,
+    /// The resource already exists (CreateAlias of an alias name in use).
+    AlreadyExists,
+    /// The alias name is malformed, reserved (`alias/aws/`), or names an
+    /// alias where a key is required.
+    InvalidAliasName,
+    /// A tag could not be created, changed or removed (AWS TagException).
+    Tag,
+    /// The import token is not one this daemon issued for this key, or was
+    /// tampered with.
+    InvalidImportToken,
+    /// The import token (and its wrapping key) is past its validity.
+    ExpiredImportToken,
+    /// The imported material is not the material this key had before.
+    IncorrectKeyMaterial,
+    /// The request conflicts with one in progress (e.g. a rotation).
+    Conflict,
     /// A name this client does not know (a newer daemon).
     Unrecognized,
 }
 
 impl ErrorKind {
     /// Every kind except `Unrecognized`, for tests and documentation.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 22] = [
         ErrorKind::NotFound,
         ErrorKind::Disabled,
         ErrorKind::KmsInvalidState,
@@ -65,6 +81,13 @@ impl ErrorKind {
         ErrorKind::ServiceUnavailable,
         ErrorKind::KeyUnavailable,
         ErrorKind::KmsInternal,
+        ErrorKind::AlreadyExists,
+        ErrorKind::InvalidAliasName,
+        ErrorKind::Tag,
+        ErrorKind::InvalidImportToken,
+        ErrorKind::ExpiredImportToken,
+        ErrorKind::IncorrectKeyMaterial,
+        ErrorKind::Conflict,
     ];
 
     /// The exception name on the wire.
@@ -85,6 +108,13 @@ impl ErrorKind {
             ErrorKind::ServiceUnavailable => "ServiceUnavailableException",
             ErrorKind::KeyUnavailable => "KeyUnavailableException",
             ErrorKind::KmsInternal => "KMSInternalException",
+            ErrorKind::AlreadyExists => "AlreadyExistsException",
+            ErrorKind::InvalidAliasName => "InvalidAliasNameException",
+            ErrorKind::Tag => "TagException",
+            ErrorKind::InvalidImportToken => "InvalidImportTokenException",
+            ErrorKind::ExpiredImportToken => "ExpiredImportTokenException",
+            ErrorKind::IncorrectKeyMaterial => "IncorrectKeyMaterialException",
+            ErrorKind::Conflict => "ConflictException",
             ErrorKind::Unrecognized => "UnrecognizedException",
         }
     }

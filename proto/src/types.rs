@@ -31,6 +31,57 @@ pub mod limits {
     pub const MAX_KEY_ID_LEN: usize = 2048;
     /// Length of a key description.
     pub const MAX_DESCRIPTION_LEN: usize = 8192;
+
+    /// Alias name length range, in characters (AWS `AliasNameType`:
+    /// 1..=256, `^[a-zA-Z0-9:/_-]+$`, starts with `alias/`, and `alias/aws/`
+    /// is reserved).
+    pub const MAX_ALIAS_NAME_LEN: usize = 256;
+    /// Tag key length range, in characters (AWS `TagKeyType`: 1..=128).
+    pub const MAX_TAG_KEY_LEN: usize = 128;
+    /// Tag value length range, in characters (AWS `TagValueType`: 0..=256).
+    pub const MAX_TAG_VALUE_LEN: usize = 256;
+    /// Tags in one CreateKey or TagResource request, and tag keys in one
+    /// UntagResource request (AWS: at most 50 tags per resource).
+    pub const MAX_TAGS_PER_REQUEST: usize = 50;
+    /// Tags on one key (AWS resource quota: 50 user-created tags per
+    /// resource; more is LimitExceededException).
+    pub const MAX_TAGS_PER_KEY: usize = 50;
+    /// Aliases on one key (AWS resource quota: 50 aliases per KMS key).
+    pub const MAX_ALIASES_PER_KEY: usize = 50;
+    /// ListResourceTags: largest page (AWS: Limit 1..=50).
+    pub const MAX_LIST_TAGS_LIMIT: u32 = 50;
+    /// ListResourceTags: page size when the request says 0 (AWS: 50).
+    pub const DEFAULT_LIST_TAGS_LIMIT: u32 = 50;
+    /// ListAliases and ListKeyRotations use [`MAX_LIST_LIMIT`] and
+    /// [`DEFAULT_LIST_LIMIT`] (AWS: Limit 1..=1000, default 100).
+    pub const MAX_LIST_ALIASES_LIMIT: u32 = MAX_LIST_LIMIT;
+    /// ImportKeyMaterial / GetParametersForImport: import token size range
+    /// (AWS: 1..=6144 bytes).
+    pub const MAX_IMPORT_TOKEN: usize = 6144;
+    /// ImportKeyMaterial: encrypted key material size range (AWS:
+    /// 1..=6144 bytes).
+    pub const MAX_ENCRYPTED_KEY_MATERIAL: usize = 6144;
+    /// ScheduleKeyDeletion: shortest waiting period in days.
+    pub const MIN_PENDING_WINDOW_IN_DAYS: u32 = 7;
+    /// ScheduleKeyDeletion: longest waiting period in days.
+    pub const MAX_PENDING_WINDOW_IN_DAYS: u32 = 30;
+    /// ScheduleKeyDeletion: waiting period when the request gives none.
+    pub const DEFAULT_PENDING_WINDOW_IN_DAYS: u32 = 30;
+    /// EnableKeyRotation: shortest rotation period in days.
+    pub const MIN_ROTATION_PERIOD_IN_DAYS: u32 = 90;
+    /// EnableKeyRotation: longest rotation period in days.
+    pub const MAX_ROTATION_PERIOD_IN_DAYS: u32 = 2560;
+    /// EnableKeyRotation: rotation period when the request gives none.
+    pub const DEFAULT_ROTATION_PERIOD_IN_DAYS: u32 = 365;
+    /// RotateKeyOnDemand: most on-demand rotations of one key, ever
+    /// (AWS: 25, not adjustable; more is LimitExceededException).
+    pub const MAX_ON_DEMAND_ROTATIONS: u32 = 25;
+    /// GetParametersForImport: how long a wrapping key and import token
+    /// are valid (AWS: 24 hours), in seconds.
+    pub const IMPORT_PARAMETERS_VALIDITY_SECS: i64 = 24 * 60 * 60;
+    /// ImportKeyMaterial: latest ValidTo, in days after the request (AWS:
+    /// 365).
+    pub const MAX_VALID_TO_DAYS: i64 = 365;
 }
 
 /// Bytes that must not linger or leak: zeroized on drop, redacted in Debug.
@@ -110,6 +161,9 @@ pub enum KeyState {
     PendingDeletion,
     /// Waiting for imported material.
     PendingImport,
+    /// An HSM-only key whose HSM cannot be reached (AWS: a key in an
+    /// unavailable custom key store).
+    Unavailable,
 }
 
 impl KeyState {
@@ -120,6 +174,7 @@ impl KeyState {
             KeyState::Disabled => "Disabled",
             KeyState::PendingDeletion => "PendingDeletion",
             KeyState::PendingImport => "PendingImport",
+            KeyState::Unavailable => "Unavailable",
         }
     }
 }
@@ -143,9 +198,143 @@ impl DataKeySpec {
     }
 }
 
+/// Defines a fieldless enum with AWS's name for each value, `name`,
+/// `from_name` and `ALL`.
+macro_rules! aws_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $( $(#[$vmeta:meta])* $variant:ident = $aws:literal, )+ }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in wire order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// AWS's name of the value (e.g. in the AWS CLI and JSON).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $aws, )+
+                }
+            }
+
+            /// The value AWS names `name` (exact, case-sensitive).
+            pub fn from_name(name: &str) -> Option<$name> {
+                match name {
+                    $( $aws => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+aws_enum! {
+    /// GetParametersForImport: how the key material will be wrapped (AWS
+    /// `AlgorithmSpec`). All of AWS's RSA algorithms decode, so that the
+    /// daemon can refuse the ones it does not offer with a clear error.
+    WrappingAlgorithm {
+        /// RSAES-PKCS1-v1_5 (AWS deprecates it).
+        RsaesPkcs1V15 = "RSAES_PKCS1_V1_5",
+        /// RSAES-OAEP with SHA-1.
+        RsaesOaepSha1 = "RSAES_OAEP_SHA_1",
+        /// RSAES-OAEP with SHA-256.
+        RsaesOaepSha256 = "RSAES_OAEP_SHA_256",
+        /// RSAES-OAEP (SHA-1) of an ephemeral AES key, then AES key wrap
+        /// with padding (RFC 5649) of the material.
+        RsaAesKeyWrapSha1 = "RSA_AES_KEY_WRAP_SHA_1",
+        /// RSAES-OAEP (SHA-256) of an ephemeral AES key, then AES key wrap
+        /// with padding (RFC 5649) of the material.
+        RsaAesKeyWrapSha256 = "RSA_AES_KEY_WRAP_SHA_256",
+    }
+}
+
+aws_enum! {
+    /// GetParametersForImport: the wrapping key's type (AWS
+    /// `WrappingKeySpec`).
+    WrappingKeySpec {
+        /// RSA, 2048-bit modulus.
+        Rsa2048 = "RSA_2048",
+        /// RSA, 3072-bit modulus.
+        Rsa3072 = "RSA_3072",
+        /// RSA, 4096-bit modulus.
+        Rsa4096 = "RSA_4096",
+    }
+}
+
+aws_enum! {
+    /// Whether imported key material expires (AWS `ExpirationModelType`).
+    ExpirationModel {
+        /// The material expires at `valid_to` (AWS's default).
+        KeyMaterialExpires = "KEY_MATERIAL_EXPIRES",
+        /// The material does not expire.
+        KeyMaterialDoesNotExpire = "KEY_MATERIAL_DOES_NOT_EXPIRE",
+    }
+}
+
+impl Default for ExpirationModel {
+    /// AWS's default when a request names none.
+    fn default() -> Self {
+        ExpirationModel::KeyMaterialExpires
+    }
+}
+
+aws_enum! {
+    /// How a key version came to be (AWS `RotationType`).
+    RotationType {
+        /// By the automatic rotation schedule.
+        Automatic = "AUTOMATIC",
+        /// By RotateKeyOnDemand.
+        OnDemand = "ON_DEMAND",
+    }
+}
+
 /// An encryption context as sent: pairs in the client's order. The daemon
 /// sorts and validates it.
 pub type Context<'a> = Vec<(&'a str, &'a str)>;
+
+/// A tag as sent: borrowed from the frame (AWS `Tag`: TagKey 1..=128
+/// characters, TagValue 0..=256 characters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Tag<'a> {
+    /// Tag key (AWS TagKey).
+    pub key: &'a str,
+    /// Tag value (AWS TagValue; may be empty).
+    pub value: &'a str,
+}
+
+/// A tag as answered (ListResourceTags).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct OwnedTag {
+    /// Tag key (AWS TagKey).
+    pub key: String,
+    /// Tag value (AWS TagValue).
+    pub value: String,
+}
+
+impl Tag<'_> {
+    /// An owned copy.
+    pub fn to_owned_tag(&self) -> OwnedTag {
+        OwnedTag {
+            key: self.key.to_owned(),
+            value: self.value.to_owned(),
+        }
+    }
+}
+
+impl OwnedTag {
+    /// A borrowed view, for a request.
+    pub fn as_tag(&self) -> Tag<'_> {
+        Tag {
+            key: &self.key,
+            value: &self.value,
+        }
+    }
+}
 
 /// CreateKey.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -156,8 +345,12 @@ pub struct CreateKey<'a> {
     pub key_usage: KeyUsage,
     /// Key spec.
     pub key_spec: KeySpec,
-    /// Where the key material is made: `Kmsd` (default) or `Hsm`.
+    /// Where the key material is made: `Kmsd` (default), `Hsm`, or
+    /// `External` (AWS's EXTERNAL: the key starts PendingImport, its
+    /// material comes with ImportKeyMaterial).
     pub origin: Origin,
+    /// Tags of the new key (at most 50).
+    pub tags: Vec<Tag<'a>>,
 }
 
 /// DescribeKey.
@@ -246,6 +439,205 @@ pub struct GenerateRandom {
     pub number_of_bytes: u32,
 }
 
+/// UpdateKeyDescription.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct UpdateKeyDescription<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// The new description, 0..=8192 characters.
+    pub description: &'a str,
+}
+
+/// TagResource: adds tags, or replaces the value of a tag key the key has.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TagResource<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// 1..=50 tags.
+    pub tags: Vec<Tag<'a>>,
+}
+
+/// UntagResource.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct UntagResource<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// 1..=50 tag keys to remove.
+    pub tag_keys: Vec<&'a str>,
+}
+
+/// ListResourceTags.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListResourceTags<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// Page size, 1..=50; 0 for the default (50).
+    pub limit: u32,
+    /// Where the previous page stopped.
+    pub marker: Option<&'a str>,
+}
+
+/// CreateAlias.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CreateAlias<'a> {
+    /// `alias/...`, 1..=256 characters.
+    pub alias_name: &'a str,
+    /// Key id or ARN of the key it names (not an alias).
+    pub target_key_id: &'a str,
+}
+
+/// UpdateAlias: points an existing alias at another key.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct UpdateAlias<'a> {
+    /// `alias/...`, 1..=256 characters.
+    pub alias_name: &'a str,
+    /// Key id or ARN of the key it names from now on.
+    pub target_key_id: &'a str,
+}
+
+/// DeleteAlias.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeleteAlias<'a> {
+    /// `alias/...`, 1..=256 characters.
+    pub alias_name: &'a str,
+}
+
+/// ListAliases.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListAliases<'a> {
+    /// Only the aliases of this key (key id or ARN); all when absent.
+    pub key_id: Option<&'a str>,
+    /// Page size, 1..=1000; 0 for the default (100).
+    pub limit: u32,
+    /// Where the previous page stopped.
+    pub marker: Option<&'a str>,
+}
+
+/// EnableKey.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct EnableKey<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+}
+
+/// DisableKey.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DisableKey<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+}
+
+/// ScheduleKeyDeletion.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ScheduleKeyDeletion<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// Waiting period, 7..=30 days; absent for the default (30).
+    pub pending_window_in_days: Option<u32>,
+}
+
+/// CancelKeyDeletion (the key is Disabled afterwards, as in AWS).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CancelKeyDeletion<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+}
+
+/// EnableKeyRotation.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct EnableKeyRotation<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// Rotation period, 90..=2560 days; absent for the default (365).
+    pub rotation_period_in_days: Option<u32>,
+}
+
+/// DisableKeyRotation.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DisableKeyRotation<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+}
+
+/// GetKeyRotationStatus.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct GetKeyRotationStatus<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+}
+
+/// RotateKeyOnDemand.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RotateKeyOnDemand<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+}
+
+/// ListKeyRotations.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListKeyRotations<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// Page size, 1..=1000; 0 for the default (100).
+    pub limit: u32,
+    /// Where the previous page stopped.
+    pub marker: Option<&'a str>,
+}
+
+/// GetParametersForImport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetParametersForImport<'a> {
+    /// Key id or ARN of an EXTERNAL key.
+    pub key_id: &'a str,
+    /// How the material will be wrapped.
+    pub wrapping_algorithm: WrappingAlgorithm,
+    /// The wrapping key's type.
+    pub wrapping_key_spec: WrappingKeySpec,
+}
+
+/// ImportKeyMaterial. Its Debug output redacts the encrypted key material
+/// (wrapped, but still the key's material).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ImportKeyMaterial<'a> {
+    /// Key id or ARN of an EXTERNAL key.
+    pub key_id: &'a str,
+    /// The token GetParametersForImport returned, 1..=6144 bytes.
+    pub import_token: &'a [u8],
+    /// The material wrapped under that call's public key, 1..=6144 bytes.
+    /// Borrowed from the frame, never copied or logged.
+    pub encrypted_key_material: &'a [u8],
+    /// When the material expires, seconds since the Unix epoch; required
+    /// with `KeyMaterialExpires`, absent with `KeyMaterialDoesNotExpire`.
+    pub valid_to: Option<i64>,
+    /// Whether the material expires (AWS's default: it does).
+    pub expiration_model: ExpirationModel,
+}
+
+impl fmt::Debug for ImportKeyMaterial<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportKeyMaterial")
+            .field("key_id", &self.key_id)
+            .field(
+                "import_token",
+                &format_args!("<{} bytes>", self.import_token.len()),
+            )
+            .field(
+                "encrypted_key_material",
+                &format_args!("<{} bytes redacted>", self.encrypted_key_material.len()),
+            )
+            .field("valid_to", &self.valid_to)
+            .field("expiration_model", &self.expiration_model)
+            .finish()
+    }
+}
+
+/// DeleteImportedKeyMaterial.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeleteImportedKeyMaterial<'a> {
+    /// Key id or ARN of an EXTERNAL key.
+    pub key_id: &'a str,
+}
+
 /// One operation, the single typed form of every request item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation<'a> {
@@ -267,6 +659,46 @@ pub enum Operation<'a> {
     ReEncrypt(ReEncrypt<'a>),
     /// GenerateRandom.
     GenerateRandom(GenerateRandom),
+    /// UpdateKeyDescription.
+    UpdateKeyDescription(UpdateKeyDescription<'a>),
+    /// TagResource.
+    TagResource(TagResource<'a>),
+    /// UntagResource.
+    UntagResource(UntagResource<'a>),
+    /// ListResourceTags.
+    ListResourceTags(ListResourceTags<'a>),
+    /// CreateAlias.
+    CreateAlias(CreateAlias<'a>),
+    /// UpdateAlias.
+    UpdateAlias(UpdateAlias<'a>),
+    /// DeleteAlias.
+    DeleteAlias(DeleteAlias<'a>),
+    /// ListAliases.
+    ListAliases(ListAliases<'a>),
+    /// EnableKey.
+    EnableKey(EnableKey<'a>),
+    /// DisableKey.
+    DisableKey(DisableKey<'a>),
+    /// ScheduleKeyDeletion.
+    ScheduleKeyDeletion(ScheduleKeyDeletion<'a>),
+    /// CancelKeyDeletion.
+    CancelKeyDeletion(CancelKeyDeletion<'a>),
+    /// EnableKeyRotation.
+    EnableKeyRotation(EnableKeyRotation<'a>),
+    /// DisableKeyRotation.
+    DisableKeyRotation(DisableKeyRotation<'a>),
+    /// GetKeyRotationStatus.
+    GetKeyRotationStatus(GetKeyRotationStatus<'a>),
+    /// RotateKeyOnDemand.
+    RotateKeyOnDemand(RotateKeyOnDemand<'a>),
+    /// ListKeyRotations.
+    ListKeyRotations(ListKeyRotations<'a>),
+    /// GetParametersForImport.
+    GetParametersForImport(GetParametersForImport<'a>),
+    /// ImportKeyMaterial.
+    ImportKeyMaterial(ImportKeyMaterial<'a>),
+    /// DeleteImportedKeyMaterial.
+    DeleteImportedKeyMaterial(DeleteImportedKeyMaterial<'a>),
 }
 
 impl Operation<'_> {
@@ -282,6 +714,26 @@ impl Operation<'_> {
             Operation::Decrypt(_) => "Decrypt",
             Operation::ReEncrypt(_) => "ReEncrypt",
             Operation::GenerateRandom(_) => "GenerateRandom",
+            Operation::UpdateKeyDescription(_) => "UpdateKeyDescription",
+            Operation::TagResource(_) => "TagResource",
+            Operation::UntagResource(_) => "UntagResource",
+            Operation::ListResourceTags(_) => "ListResourceTags",
+            Operation::CreateAlias(_) => "CreateAlias",
+            Operation::UpdateAlias(_) => "UpdateAlias",
+            Operation::DeleteAlias(_) => "DeleteAlias",
+            Operation::ListAliases(_) => "ListAliases",
+            Operation::EnableKey(_) => "EnableKey",
+            Operation::DisableKey(_) => "DisableKey",
+            Operation::ScheduleKeyDeletion(_) => "ScheduleKeyDeletion",
+            Operation::CancelKeyDeletion(_) => "CancelKeyDeletion",
+            Operation::EnableKeyRotation(_) => "EnableKeyRotation",
+            Operation::DisableKeyRotation(_) => "DisableKeyRotation",
+            Operation::GetKeyRotationStatus(_) => "GetKeyRotationStatus",
+            Operation::RotateKeyOnDemand(_) => "RotateKeyOnDemand",
+            Operation::ListKeyRotations(_) => "ListKeyRotations",
+            Operation::GetParametersForImport(_) => "GetParametersForImport",
+            Operation::ImportKeyMaterial(_) => "ImportKeyMaterial",
+            Operation::DeleteImportedKeyMaterial(_) => "DeleteImportedKeyMaterial",
         }
     }
 }
@@ -329,6 +781,17 @@ pub struct KeyMetadata {
     pub origin: Origin,
     /// Version new ciphertexts are made with.
     pub current_version: u32,
+    /// When a key pending deletion will be deleted (seconds since the Unix
+    /// epoch); absent otherwise.
+    pub deletion_date: Option<i64>,
+    /// The waiting period of a key pending deletion, in days; absent
+    /// otherwise.
+    pub pending_deletion_window_in_days: Option<u32>,
+    /// When the imported material of an EXTERNAL key expires (seconds since
+    /// the Unix epoch); absent when it does not expire or there is none.
+    pub valid_to: Option<i64>,
+    /// Whether an EXTERNAL key's material expires; absent for other keys.
+    pub expiration_model: Option<ExpirationModel>,
 }
 
 /// One key of a ListKeys page.
@@ -407,6 +870,123 @@ pub struct GenerateRandomOutput {
     pub plaintext: SecretBytes,
 }
 
+/// ListResourceTags result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListResourceTagsOutput {
+    /// This page.
+    pub tags: Vec<OwnedTag>,
+    /// Pass as `marker` to get the next page; set when `truncated`.
+    pub next_marker: Option<String>,
+    /// Whether there are more tags.
+    pub truncated: bool,
+}
+
+/// One alias of a ListAliases page.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AliasListEntry {
+    /// `alias/...`.
+    pub alias_name: String,
+    /// The alias ARN (`arn:kmsd:kms:local:alias/...`).
+    pub alias_arn: String,
+    /// Key id of the key it names.
+    pub target_key_id: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub creation_date: i64,
+    /// When it was last pointed at a key, seconds since the Unix epoch.
+    pub last_updated_date: i64,
+}
+
+/// ListAliases result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListAliasesOutput {
+    /// This page.
+    pub aliases: Vec<AliasListEntry>,
+    /// Pass as `marker` to get the next page; set when `truncated`.
+    pub next_marker: Option<String>,
+    /// Whether there are more aliases.
+    pub truncated: bool,
+}
+
+/// ScheduleKeyDeletion result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ScheduleKeyDeletionOutput {
+    /// The key's ARN (AWS answers the ARN here).
+    pub key_id: String,
+    /// When the key will be deleted, seconds since the Unix epoch.
+    pub deletion_date: i64,
+    /// The key's state now (PendingDeletion).
+    pub key_state: KeyState,
+    /// The waiting period, in days.
+    pub pending_window_in_days: u32,
+}
+
+/// CancelKeyDeletion result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CancelKeyDeletionOutput {
+    /// The key's ARN (AWS answers the ARN here).
+    pub key_id: String,
+}
+
+/// GetKeyRotationStatus result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct GetKeyRotationStatusOutput {
+    /// The key's ARN (AWS answers the ARN here).
+    pub key_id: String,
+    /// Whether automatic rotation is on.
+    pub key_rotation_enabled: bool,
+    /// The automatic rotation period in days, when rotation is on.
+    pub rotation_period_in_days: Option<u32>,
+    /// Next automatic rotation, seconds since the Unix epoch, when
+    /// rotation is on.
+    pub next_rotation_date: Option<i64>,
+    /// When an on-demand rotation in progress started, seconds since the
+    /// Unix epoch.
+    pub on_demand_rotation_start_date: Option<i64>,
+}
+
+/// RotateKeyOnDemand result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RotateKeyOnDemandOutput {
+    /// The key's ARN (AWS answers the ARN here).
+    pub key_id: String,
+}
+
+/// One rotation of a ListKeyRotations page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationsListEntry {
+    /// The key's ARN.
+    pub key_id: String,
+    /// When it rotated, seconds since the Unix epoch.
+    pub rotation_date: i64,
+    /// Automatic or on demand.
+    pub rotation_type: RotationType,
+}
+
+/// ListKeyRotations result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListKeyRotationsOutput {
+    /// This page.
+    pub rotations: Vec<RotationsListEntry>,
+    /// Pass as `marker` to get the next page; set when `truncated`.
+    pub next_marker: Option<String>,
+    /// Whether there are more rotations.
+    pub truncated: bool,
+}
+
+/// GetParametersForImport result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct GetParametersForImportOutput {
+    /// The key's ARN (AWS answers the ARN here).
+    pub key_id: String,
+    /// Pass to ImportKeyMaterial with the material wrapped under
+    /// `public_key`.
+    pub import_token: Vec<u8>,
+    /// The wrapping public key, DER SubjectPublicKeyInfo (as AWS).
+    pub public_key: Vec<u8>,
+    /// Until when token and key may be used, seconds since the Unix epoch.
+    pub parameters_valid_to: i64,
+}
+
 /// The result of one successful operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -428,6 +1008,46 @@ pub enum Output {
     ReEncrypt(ReEncryptOutput),
     /// GenerateRandom.
     GenerateRandom(GenerateRandomOutput),
+    /// UpdateKeyDescription (no fields, as in AWS).
+    UpdateKeyDescription,
+    /// TagResource (no fields, as in AWS).
+    TagResource,
+    /// UntagResource (no fields, as in AWS).
+    UntagResource,
+    /// ListResourceTags.
+    ListResourceTags(ListResourceTagsOutput),
+    /// CreateAlias (no fields, as in AWS).
+    CreateAlias,
+    /// UpdateAlias (no fields, as in AWS).
+    UpdateAlias,
+    /// DeleteAlias (no fields, as in AWS).
+    DeleteAlias,
+    /// ListAliases.
+    ListAliases(ListAliasesOutput),
+    /// EnableKey (no fields, as in AWS).
+    EnableKey,
+    /// DisableKey (no fields, as in AWS).
+    DisableKey,
+    /// ScheduleKeyDeletion.
+    ScheduleKeyDeletion(ScheduleKeyDeletionOutput),
+    /// CancelKeyDeletion.
+    CancelKeyDeletion(CancelKeyDeletionOutput),
+    /// EnableKeyRotation (no fields, as in AWS).
+    EnableKeyRotation,
+    /// DisableKeyRotation (no fields, as in AWS).
+    DisableKeyRotation,
+    /// GetKeyRotationStatus.
+    GetKeyRotationStatus(GetKeyRotationStatusOutput),
+    /// RotateKeyOnDemand.
+    RotateKeyOnDemand(RotateKeyOnDemandOutput),
+    /// ListKeyRotations.
+    ListKeyRotations(ListKeyRotationsOutput),
+    /// GetParametersForImport.
+    GetParametersForImport(GetParametersForImportOutput),
+    /// ImportKeyMaterial (no fields, as in AWS).
+    ImportKeyMaterial,
+    /// DeleteImportedKeyMaterial (no fields, as in AWS).
+    DeleteImportedKeyMaterial,
 }
 
 /// The answer to one operation.

@@ -138,6 +138,7 @@ impl OwnedOp {
                 key_usage: KeyUsage::EncryptDecrypt,
                 key_spec: KeySpec::SymmetricDefault,
                 origin: if *hsm { Origin::Hsm } else { Origin::Kmsd },
+                tags: vec![],
             }),
             OwnedOp::DescribeKey { key_id } => Operation::DescribeKey(DescribeKey { key_id }),
             OwnedOp::ListKeys { limit, marker } => Operation::ListKeys(ListKeys {
@@ -359,6 +360,7 @@ fn key_metadata() -> impl Strategy<Value = KeyMetadata> {
                     key_spec: KeySpec::SymmetricDefault,
                     origin,
                     current_version: v,
+                    ..KeyMetadata::default()
                 }
             },
         )
@@ -653,6 +655,7 @@ fn golden_batch_request() -> Request<'static> {
             key_usage: KeyUsage::EncryptDecrypt,
             key_spec: KeySpec::SymmetricDefault,
             origin: Origin::Kmsd,
+            tags: vec![],
         }),
         Operation::DescribeKey(DescribeKey {
             key_id: "1234abcd-12ab-34cd-56ef-1234567890ab",
@@ -712,6 +715,7 @@ fn golden_metadata() -> KeyMetadata {
         key_spec: KeySpec::SymmetricDefault,
         origin: Origin::Kmsd,
         current_version: 1,
+        ..KeyMetadata::default()
     }
 }
 

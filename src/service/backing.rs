@@ -305,6 +305,7 @@ mod tests {
                 cache,
                 loader_threads: 1,
                 queue_capacity: 64,
+                clock: std::sync::Arc::new(crate::clock::SystemClock),
             },
         )
         .unwrap()

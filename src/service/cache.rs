@@ -109,6 +109,18 @@ impl KeyCache {
         self.revision(id) == seen
     }
 
+    /// Whether `key`, cached at some point, is still what the store holds:
+    /// no invalidation of its id since it was cached. One atomic load: the
+    /// data path asks it of every entry it did not just take from the map
+    /// (admission's lookup, a prefetch), so that a request queued before a
+    /// change and run after its acknowledgement loads the key again. An
+    /// entry never cached (its load raced an invalidation) is not fresh.
+    #[inline]
+    pub fn is_fresh(&self, key: &LoadedKey) -> bool {
+        let cached_at = key.revision.load(Ordering::Acquire);
+        cached_at != u64::MAX && self.revision(key.id()).0 == cached_at
+    }
+
     /// Caches `key`, loaded from what the store held at revision `seen`,
     /// evicting the oldest entries beyond the capacity. Returns false, and
     /// caches nothing, if the key was invalidated since `seen`: what the
@@ -122,6 +134,7 @@ impl KeyCache {
         if self.revision(&id) != seen {
             return false;
         }
+        key.revision.store(seen.0, Ordering::Release);
         map.insert(id, key);
         order.push_back((id, at));
         while map.len() > self.capacity {
@@ -142,9 +155,7 @@ impl KeyCache {
 
     /// Bumps the key's revision and drops its entry: loads that read the
     /// store before now will not cache what they read.
-    // Every key change calls it (through `Service::invalidate`); the first
-    // operations that change a key come with the key lifecycle.
-    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): used by the operations being built
     pub fn invalidate(&self, id: &[u8; 16]) {
         let dropped = {
             let mut map = self.map.write();
@@ -207,6 +218,7 @@ mod tests {
                 state: KeyState::Enabled,
                 origin: Origin::Kmsd,
                 current_version: 1,
+                ..Default::default()
             },
             1,
         );

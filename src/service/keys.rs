@@ -15,7 +15,7 @@
 
 use super::{format_key_id, internal, Backing, Service};
 use crate::crypto::XaesKey;
-use crate::keystore::{KeyRecord, Keystore, WrappedVersion};
+use crate::keystore::{KeyRecord, Keystore, StoredKey};
 use crate::root::RootOfTrust;
 use kms_proto::KmsError;
 use parking_lot::Mutex;
@@ -40,6 +40,13 @@ pub struct LoadedKey {
     versions: Box<[OnceLock<Backing>]>,
     /// When it was loaded (the cache's TTL counts from here).
     pub loaded_at: std::time::Instant,
+    /// The key's cache revision when this entry was cached
+    /// ([`KeyCache::insert`](super::cache::KeyCache::insert)); `u64::MAX`
+    /// until then. A request holding the entry since admission or a
+    /// prefetch uses it only while the revision is unchanged
+    /// ([`Service::is_fresh`]): a change acknowledged since makes it load
+    /// the key again.
+    pub(crate) revision: std::sync::atomic::AtomicU64,
 }
 
 /// Why [`LoadedKey::version`] has no backing key to give.
@@ -61,6 +68,7 @@ impl LoadedKey {
             meta: KeyMeta { record },
             versions: (0..version_count).map(|_| OnceLock::new()).collect(),
             loaded_at: std::time::Instant::now(),
+            revision: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
     }
 
@@ -119,13 +127,11 @@ impl LoadedKey {
         (v, backing)
     }
 
-    /// Fails unless the key may be used for cryptographic operations.
+    /// Fails unless the key may be used for cryptographic operations (AWS's
+    /// exception for its state).
     pub fn check_usable(&self) -> Result<(), KmsError> {
         let record = &self.meta.record;
-        match crate::errors::unusable(&record.key_id, record.state) {
-            None => Ok(()),
-            Some(e) => Err(e),
-        }
+        super::lifecycle::check(super::lifecycle::Use::Crypto, &record.key_id, record.state)
     }
 }
 
@@ -139,14 +145,8 @@ pub(crate) struct ServiceState {
     /// Encryption counters of HSM-only key versions (outside the cache, so
     /// that they survive reloads).
     pub(crate) usage: super::backing::UsageCounters,
-}
-
-/// A key as read from the store: its record, its wrapped versions (oldest
-/// first) and, for an HSM-only key, each version's reserved encryptions.
-pub(crate) struct StoredKey {
-    pub(crate) record: KeyRecord,
-    pub(crate) versions: Vec<WrappedVersion>,
-    pub(crate) usage: Vec<u64>,
+    /// The lifecycle's clock.
+    pub(crate) clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl ServiceState {
@@ -170,6 +170,11 @@ impl ServiceState {
             }
         }
         let count = stored.versions.len() as u32;
+        if record.current_version == 0 && record.state == kms_proto::KeyState::PendingImport {
+            // An EXTERNAL key without material: cached for its state (every
+            // use but reading it is refused), nothing to unwrap.
+            return Ok(LoadedKey::new(record.clone(), count));
+        }
         if record.current_version == 0 || record.current_version > count {
             return Err(internal(
                 "loading key",
@@ -267,8 +272,7 @@ impl Service {
     /// control plane calls it after a change to the key is committed to the
     /// store and before it acknowledges the change, so that no request
     /// after the acknowledgement sees the key as it was.
-    // The first operations that change a key come with the key lifecycle.
-    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): used by the operations being built
     pub fn invalidate(&self, id: &[u8; 16]) {
         self.core.cache.invalidate(id);
         self.loader.forget_failure(id);

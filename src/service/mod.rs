@@ -14,9 +14,11 @@ pub mod backing;
 pub mod cache;
 pub mod hsm_executor;
 pub mod keys;
+pub mod lifecycle;
 pub mod loader;
 pub mod op;
 pub mod ops;
+pub mod scheduler;
 
 pub use keys::KeyRef;
 
@@ -76,6 +78,9 @@ pub struct ServiceOptions {
     /// Most frames with HSM-only keys queued for the loader threads (the
     /// worker queue's bound, `dispatch.queue_capacity`).
     pub queue_capacity: usize,
+    /// The lifecycle's clock (deletion windows, rotation schedules,
+    /// expiries).
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl ServiceOptions {
@@ -90,6 +95,7 @@ impl ServiceOptions {
                 _ => 1,
             },
             queue_capacity: config.dispatch.queue_capacity,
+            clock: crate::clock::daemon_clock(),
         }
     }
 }
@@ -173,6 +179,7 @@ impl Service {
                 cache: crate::config::CacheConfig::default(),
                 loader_threads: 1,
                 queue_capacity: crate::config::DispatchConfig::default().queue_capacity,
+                clock: Arc::new(crate::clock::SystemClock),
             },
         )
     }
@@ -193,10 +200,11 @@ impl Service {
             root,
             cache: cache::KeyCache::new(c.capacity, std::time::Duration::from_secs(c.ttl_secs)),
             usage: Default::default(),
+            clock: options.clock,
         });
         let loader = loader::KeyLoader::start(
             Arc::clone(&core),
-            reader,
+            Box::new(reader),
             loader::LoaderConfig {
                 threads: options.loader_threads,
                 batch_max: c.batch_max,
@@ -217,6 +225,11 @@ impl Service {
     /// The loader (prefetching keys off the I/O threads, its counters).
     pub fn loader(&self) -> &loader::KeyLoader {
         &self.loader
+    }
+
+    /// Now, by the lifecycle's clock (seconds since the Unix epoch).
+    pub fn now(&self) -> i64 {
+        self.core.clock.now()
     }
 
     /// How long a request waits for its keys.
@@ -256,7 +269,8 @@ impl Service {
         // load timeout for a root that just failed to answer.
         if let Some(loaded) = prefetched.and_then(|p| p.get_ref(&r)) {
             let k = loaded?;
-            if r.version.is_none_or(|v| k.has_version(v)) {
+            // A key changed since its prefetch is loaded again.
+            if r.version.is_none_or(|v| k.has_version(v)) && self.is_fresh(&k) {
                 return Ok(k);
             }
         }
@@ -291,6 +305,8 @@ impl Service {
             key_spec: kms_proto::KeySpec::SymmetricDefault,
             origin: record.origin,
             current_version: record.current_version,
+            // Filled in by the lifecycle operations' records.
+            ..KeyMetadata::default()
         }
     }
 
@@ -316,6 +332,13 @@ impl Service {
         resolved: &[keys::Needed],
     ) -> Result<Output, ExecError> {
         op::execute(self, op, caller, site, resolved)
+    }
+
+    /// Whether `key` (taken from the cache earlier) is unchanged since: see
+    /// [`cache::KeyCache::is_fresh`].
+    #[inline]
+    pub(crate) fn is_fresh(&self, key: &LoadedKey) -> bool {
+        self.core.cache.is_fresh(key)
     }
 
     /// The cached entry of a key, if it holds the version `r` needs

@@ -237,6 +237,7 @@ fn read_create_key(r: fb::CreateKeyRequest<'_>) -> Result<Operation<'_>, KmsErro
         key_usage,
         key_spec,
         origin,
+        tags: Vec::new(),
     }))
 }
 
@@ -331,6 +332,7 @@ fn put_operation(
                     key_usage: fb::KeyUsage::ENCRYPT_DECRYPT,
                     key_spec: fb::KeySpec::SYMMETRIC_DEFAULT,
                     origin: origin_to_wire(r.origin),
+                    tags: None,
                 },
             );
             (fb::Operation::CreateKeyRequest, t.as_union_value())
@@ -442,6 +444,7 @@ fn put_operation(
             );
             (fb::Operation::GenerateRandomRequest, t.as_union_value())
         }
+        _ => todo!("wire: lifecycle operations"),
     }
 }
 
@@ -555,6 +558,7 @@ fn operation_size_bound(op: &Operation<'_>) -> usize {
                     + context(&o.destination_context)
             }
             Operation::GenerateRandom(_) => 0,
+            _ => 0,
         }
 }
 

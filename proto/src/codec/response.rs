@@ -35,11 +35,13 @@ fn put_metadata<'b>(fbb: &mut Fbb<'b>, m: &KeyMetadata) -> WIPOffset<fb::KeyMeta
                 KeyState::Disabled => fb::KeyState::Disabled,
                 KeyState::PendingDeletion => fb::KeyState::PendingDeletion,
                 KeyState::PendingImport => fb::KeyState::PendingImport,
+                KeyState::Unavailable => fb::KeyState::Unavailable,
             },
             key_usage: fb::KeyUsage::ENCRYPT_DECRYPT,
             key_spec: fb::KeySpec::SYMMETRIC_DEFAULT,
             origin: origin_to_wire(m.origin),
             current_version: m.current_version,
+            ..Default::default()
         },
     )
 }
@@ -151,6 +153,7 @@ fn put_output(
             );
             (fb::Output::GenerateRandomResponse, t.as_union_value())
         }
+        _ => todo!("wire: lifecycle operations"),
     }
 }
 
@@ -212,6 +215,7 @@ pub fn response_size_hint(resp: &Response) -> usize {
                 r.source_key_id.len() + r.key_id.len() + r.ciphertext_blob.len()
             }
             Ok(Output::GenerateRandom(r)) => r.plaintext.len(),
+            Ok(_) => 0,
         }
     }
     128 + match &resp.body {
@@ -303,6 +307,7 @@ fn read_metadata(m: Option<fb::KeyMetadata<'_>>) -> Result<KeyMetadata, KmsError
             _ => Origin::Kmsd,
         },
         current_version: m.current_version(),
+        ..Default::default()
     })
 }
 

@@ -286,14 +286,15 @@ impl flatbuffers::SimpleToVerifyInSlice for Origin {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_KEY_STATE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_KEY_STATE: u8 = 3;
+pub const ENUM_MAX_KEY_STATE: u8 = 4;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_KEY_STATE: [KeyState; 4] = [
+pub const ENUM_VALUES_KEY_STATE: [KeyState; 5] = [
   KeyState::Enabled,
   KeyState::Disabled,
   KeyState::PendingDeletion,
   KeyState::PendingImport,
+  KeyState::Unavailable,
 ];
 
 /// Lifecycle state of a KMS key (AWS KMS names).
@@ -306,14 +307,18 @@ impl KeyState {
   pub const Disabled: Self = Self(1);
   pub const PendingDeletion: Self = Self(2);
   pub const PendingImport: Self = Self(3);
+  /// An HSM-only key whose HSM cannot be reached (AWS: a key in an
+  /// unavailable custom key store).
+  pub const Unavailable: Self = Self(4);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_MAX: u8 = 4;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Enabled,
     Self::Disabled,
     Self::PendingDeletion,
     Self::PendingImport,
+    Self::Unavailable,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -322,6 +327,7 @@ impl KeyState {
       Self::Disabled => Some("Disabled"),
       Self::PendingDeletion => Some("PendingDeletion"),
       Self::PendingImport => Some("PendingImport"),
+      Self::Unavailable => Some("Unavailable"),
       _ => None,
     }
   }
@@ -468,12 +474,383 @@ impl<'a> flatbuffers::Verifiable for DataKeySpec {
 
 impl flatbuffers::SimpleToVerifyInSlice for DataKeySpec {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_OPERATION: u8 = 0;
+pub const ENUM_MIN_WRAPPING_ALGORITHM: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OPERATION: u8 = 9;
+pub const ENUM_MAX_WRAPPING_ALGORITHM: u8 = 5;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OPERATION: [Operation; 10] = [
+pub const ENUM_VALUES_WRAPPING_ALGORITHM: [WrappingAlgorithm; 6] = [
+  WrappingAlgorithm::NONE,
+  WrappingAlgorithm::RSAES_PKCS1_V1_5,
+  WrappingAlgorithm::RSAES_OAEP_SHA_1,
+  WrappingAlgorithm::RSAES_OAEP_SHA_256,
+  WrappingAlgorithm::RSA_AES_KEY_WRAP_SHA_1,
+  WrappingAlgorithm::RSA_AES_KEY_WRAP_SHA_256,
+];
+
+/// GetParametersForImport: how the key material will be wrapped (AWS
+/// AlgorithmSpec). NONE (absent) is a ValidationException: AWS requires it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct WrappingAlgorithm(pub u8);
+#[allow(non_upper_case_globals)]
+impl WrappingAlgorithm {
+  pub const NONE: Self = Self(0);
+  pub const RSAES_PKCS1_V1_5: Self = Self(1);
+  pub const RSAES_OAEP_SHA_1: Self = Self(2);
+  pub const RSAES_OAEP_SHA_256: Self = Self(3);
+  pub const RSA_AES_KEY_WRAP_SHA_1: Self = Self(4);
+  pub const RSA_AES_KEY_WRAP_SHA_256: Self = Self(5);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 5;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::NONE,
+    Self::RSAES_PKCS1_V1_5,
+    Self::RSAES_OAEP_SHA_1,
+    Self::RSAES_OAEP_SHA_256,
+    Self::RSA_AES_KEY_WRAP_SHA_1,
+    Self::RSA_AES_KEY_WRAP_SHA_256,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::NONE => Some("NONE"),
+      Self::RSAES_PKCS1_V1_5 => Some("RSAES_PKCS1_V1_5"),
+      Self::RSAES_OAEP_SHA_1 => Some("RSAES_OAEP_SHA_1"),
+      Self::RSAES_OAEP_SHA_256 => Some("RSAES_OAEP_SHA_256"),
+      Self::RSA_AES_KEY_WRAP_SHA_1 => Some("RSA_AES_KEY_WRAP_SHA_1"),
+      Self::RSA_AES_KEY_WRAP_SHA_256 => Some("RSA_AES_KEY_WRAP_SHA_256"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for WrappingAlgorithm {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for WrappingAlgorithm {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = flatbuffers::read_scalar_at::<u8>(buf, loc);
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for WrappingAlgorithm {
+    type Output = WrappingAlgorithm;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        flatbuffers::emplace_scalar::<u8>(dst, self.0);
+    }
+}
+
+impl flatbuffers::EndianScalar for WrappingAlgorithm {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for WrappingAlgorithm {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for WrappingAlgorithm {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_WRAPPING_KEY_SPEC: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_WRAPPING_KEY_SPEC: u8 = 3;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_WRAPPING_KEY_SPEC: [WrappingKeySpec; 4] = [
+  WrappingKeySpec::NONE,
+  WrappingKeySpec::RSA_2048,
+  WrappingKeySpec::RSA_3072,
+  WrappingKeySpec::RSA_4096,
+];
+
+/// GetParametersForImport: the wrapping key's type (AWS WrappingKeySpec).
+/// NONE (absent) is a ValidationException: AWS requires it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct WrappingKeySpec(pub u8);
+#[allow(non_upper_case_globals)]
+impl WrappingKeySpec {
+  pub const NONE: Self = Self(0);
+  pub const RSA_2048: Self = Self(1);
+  pub const RSA_3072: Self = Self(2);
+  pub const RSA_4096: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::NONE,
+    Self::RSA_2048,
+    Self::RSA_3072,
+    Self::RSA_4096,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::NONE => Some("NONE"),
+      Self::RSA_2048 => Some("RSA_2048"),
+      Self::RSA_3072 => Some("RSA_3072"),
+      Self::RSA_4096 => Some("RSA_4096"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for WrappingKeySpec {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for WrappingKeySpec {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = flatbuffers::read_scalar_at::<u8>(buf, loc);
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for WrappingKeySpec {
+    type Output = WrappingKeySpec;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        flatbuffers::emplace_scalar::<u8>(dst, self.0);
+    }
+}
+
+impl flatbuffers::EndianScalar for WrappingKeySpec {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for WrappingKeySpec {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for WrappingKeySpec {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_EXPIRATION_MODEL: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_EXPIRATION_MODEL: u8 = 1;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_EXPIRATION_MODEL: [ExpirationModel; 2] = [
+  ExpirationModel::KEY_MATERIAL_EXPIRES,
+  ExpirationModel::KEY_MATERIAL_DOES_NOT_EXPIRE,
+];
+
+/// Whether imported key material expires (AWS ExpirationModelType). The
+/// first value is AWS's default.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ExpirationModel(pub u8);
+#[allow(non_upper_case_globals)]
+impl ExpirationModel {
+  pub const KEY_MATERIAL_EXPIRES: Self = Self(0);
+  pub const KEY_MATERIAL_DOES_NOT_EXPIRE: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::KEY_MATERIAL_EXPIRES,
+    Self::KEY_MATERIAL_DOES_NOT_EXPIRE,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::KEY_MATERIAL_EXPIRES => Some("KEY_MATERIAL_EXPIRES"),
+      Self::KEY_MATERIAL_DOES_NOT_EXPIRE => Some("KEY_MATERIAL_DOES_NOT_EXPIRE"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for ExpirationModel {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for ExpirationModel {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = flatbuffers::read_scalar_at::<u8>(buf, loc);
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for ExpirationModel {
+    type Output = ExpirationModel;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        flatbuffers::emplace_scalar::<u8>(dst, self.0);
+    }
+}
+
+impl flatbuffers::EndianScalar for ExpirationModel {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for ExpirationModel {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for ExpirationModel {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_ROTATION_TYPE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_ROTATION_TYPE: u8 = 1;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_ROTATION_TYPE: [RotationType; 2] = [
+  RotationType::AUTOMATIC,
+  RotationType::ON_DEMAND,
+];
+
+/// How a key version came to be (AWS RotationType).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct RotationType(pub u8);
+#[allow(non_upper_case_globals)]
+impl RotationType {
+  pub const AUTOMATIC: Self = Self(0);
+  pub const ON_DEMAND: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::AUTOMATIC,
+    Self::ON_DEMAND,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::AUTOMATIC => Some("AUTOMATIC"),
+      Self::ON_DEMAND => Some("ON_DEMAND"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for RotationType {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for RotationType {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = flatbuffers::read_scalar_at::<u8>(buf, loc);
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for RotationType {
+    type Output = RotationType;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        flatbuffers::emplace_scalar::<u8>(dst, self.0);
+    }
+}
+
+impl flatbuffers::EndianScalar for RotationType {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for RotationType {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for RotationType {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_OPERATION: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_OPERATION: u8 = 29;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_OPERATION: [Operation; 30] = [
   Operation::NONE,
   Operation::CreateKeyRequest,
   Operation::DescribeKeyRequest,
@@ -484,6 +861,26 @@ pub const ENUM_VALUES_OPERATION: [Operation; 10] = [
   Operation::DecryptRequest,
   Operation::ReEncryptRequest,
   Operation::GenerateRandomRequest,
+  Operation::UpdateKeyDescriptionRequest,
+  Operation::TagResourceRequest,
+  Operation::UntagResourceRequest,
+  Operation::ListResourceTagsRequest,
+  Operation::CreateAliasRequest,
+  Operation::UpdateAliasRequest,
+  Operation::DeleteAliasRequest,
+  Operation::ListAliasesRequest,
+  Operation::EnableKeyRequest,
+  Operation::DisableKeyRequest,
+  Operation::ScheduleKeyDeletionRequest,
+  Operation::CancelKeyDeletionRequest,
+  Operation::EnableKeyRotationRequest,
+  Operation::DisableKeyRotationRequest,
+  Operation::GetKeyRotationStatusRequest,
+  Operation::RotateKeyOnDemandRequest,
+  Operation::ListKeyRotationsRequest,
+  Operation::GetParametersForImportRequest,
+  Operation::ImportKeyMaterialRequest,
+  Operation::DeleteImportedKeyMaterialRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -501,9 +898,29 @@ impl Operation {
   pub const DecryptRequest: Self = Self(7);
   pub const ReEncryptRequest: Self = Self(8);
   pub const GenerateRandomRequest: Self = Self(9);
+  pub const UpdateKeyDescriptionRequest: Self = Self(10);
+  pub const TagResourceRequest: Self = Self(11);
+  pub const UntagResourceRequest: Self = Self(12);
+  pub const ListResourceTagsRequest: Self = Self(13);
+  pub const CreateAliasRequest: Self = Self(14);
+  pub const UpdateAliasRequest: Self = Self(15);
+  pub const DeleteAliasRequest: Self = Self(16);
+  pub const ListAliasesRequest: Self = Self(17);
+  pub const EnableKeyRequest: Self = Self(18);
+  pub const DisableKeyRequest: Self = Self(19);
+  pub const ScheduleKeyDeletionRequest: Self = Self(20);
+  pub const CancelKeyDeletionRequest: Self = Self(21);
+  pub const EnableKeyRotationRequest: Self = Self(22);
+  pub const DisableKeyRotationRequest: Self = Self(23);
+  pub const GetKeyRotationStatusRequest: Self = Self(24);
+  pub const RotateKeyOnDemandRequest: Self = Self(25);
+  pub const ListKeyRotationsRequest: Self = Self(26);
+  pub const GetParametersForImportRequest: Self = Self(27);
+  pub const ImportKeyMaterialRequest: Self = Self(28);
+  pub const DeleteImportedKeyMaterialRequest: Self = Self(29);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 29;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateKeyRequest,
@@ -515,6 +932,26 @@ impl Operation {
     Self::DecryptRequest,
     Self::ReEncryptRequest,
     Self::GenerateRandomRequest,
+    Self::UpdateKeyDescriptionRequest,
+    Self::TagResourceRequest,
+    Self::UntagResourceRequest,
+    Self::ListResourceTagsRequest,
+    Self::CreateAliasRequest,
+    Self::UpdateAliasRequest,
+    Self::DeleteAliasRequest,
+    Self::ListAliasesRequest,
+    Self::EnableKeyRequest,
+    Self::DisableKeyRequest,
+    Self::ScheduleKeyDeletionRequest,
+    Self::CancelKeyDeletionRequest,
+    Self::EnableKeyRotationRequest,
+    Self::DisableKeyRotationRequest,
+    Self::GetKeyRotationStatusRequest,
+    Self::RotateKeyOnDemandRequest,
+    Self::ListKeyRotationsRequest,
+    Self::GetParametersForImportRequest,
+    Self::ImportKeyMaterialRequest,
+    Self::DeleteImportedKeyMaterialRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -529,6 +966,26 @@ impl Operation {
       Self::DecryptRequest => Some("DecryptRequest"),
       Self::ReEncryptRequest => Some("ReEncryptRequest"),
       Self::GenerateRandomRequest => Some("GenerateRandomRequest"),
+      Self::UpdateKeyDescriptionRequest => Some("UpdateKeyDescriptionRequest"),
+      Self::TagResourceRequest => Some("TagResourceRequest"),
+      Self::UntagResourceRequest => Some("UntagResourceRequest"),
+      Self::ListResourceTagsRequest => Some("ListResourceTagsRequest"),
+      Self::CreateAliasRequest => Some("CreateAliasRequest"),
+      Self::UpdateAliasRequest => Some("UpdateAliasRequest"),
+      Self::DeleteAliasRequest => Some("DeleteAliasRequest"),
+      Self::ListAliasesRequest => Some("ListAliasesRequest"),
+      Self::EnableKeyRequest => Some("EnableKeyRequest"),
+      Self::DisableKeyRequest => Some("DisableKeyRequest"),
+      Self::ScheduleKeyDeletionRequest => Some("ScheduleKeyDeletionRequest"),
+      Self::CancelKeyDeletionRequest => Some("CancelKeyDeletionRequest"),
+      Self::EnableKeyRotationRequest => Some("EnableKeyRotationRequest"),
+      Self::DisableKeyRotationRequest => Some("DisableKeyRotationRequest"),
+      Self::GetKeyRotationStatusRequest => Some("GetKeyRotationStatusRequest"),
+      Self::RotateKeyOnDemandRequest => Some("RotateKeyOnDemandRequest"),
+      Self::ListKeyRotationsRequest => Some("ListKeyRotationsRequest"),
+      Self::GetParametersForImportRequest => Some("GetParametersForImportRequest"),
+      Self::ImportKeyMaterialRequest => Some("ImportKeyMaterialRequest"),
+      Self::DeleteImportedKeyMaterialRequest => Some("DeleteImportedKeyMaterialRequest"),
       _ => None,
     }
   }
@@ -589,10 +1046,10 @@ pub struct OperationUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OUTPUT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OUTPUT: u8 = 9;
+pub const ENUM_MAX_OUTPUT: u8 = 29;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OUTPUT: [Output; 10] = [
+pub const ENUM_VALUES_OUTPUT: [Output; 30] = [
   Output::NONE,
   Output::CreateKeyResponse,
   Output::DescribeKeyResponse,
@@ -603,6 +1060,26 @@ pub const ENUM_VALUES_OUTPUT: [Output; 10] = [
   Output::DecryptResponse,
   Output::ReEncryptResponse,
   Output::GenerateRandomResponse,
+  Output::UpdateKeyDescriptionResponse,
+  Output::TagResourceResponse,
+  Output::UntagResourceResponse,
+  Output::ListResourceTagsResponse,
+  Output::CreateAliasResponse,
+  Output::UpdateAliasResponse,
+  Output::DeleteAliasResponse,
+  Output::ListAliasesResponse,
+  Output::EnableKeyResponse,
+  Output::DisableKeyResponse,
+  Output::ScheduleKeyDeletionResponse,
+  Output::CancelKeyDeletionResponse,
+  Output::EnableKeyRotationResponse,
+  Output::DisableKeyRotationResponse,
+  Output::GetKeyRotationStatusResponse,
+  Output::RotateKeyOnDemandResponse,
+  Output::ListKeyRotationsResponse,
+  Output::GetParametersForImportResponse,
+  Output::ImportKeyMaterialResponse,
+  Output::DeleteImportedKeyMaterialResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -620,9 +1097,29 @@ impl Output {
   pub const DecryptResponse: Self = Self(7);
   pub const ReEncryptResponse: Self = Self(8);
   pub const GenerateRandomResponse: Self = Self(9);
+  pub const UpdateKeyDescriptionResponse: Self = Self(10);
+  pub const TagResourceResponse: Self = Self(11);
+  pub const UntagResourceResponse: Self = Self(12);
+  pub const ListResourceTagsResponse: Self = Self(13);
+  pub const CreateAliasResponse: Self = Self(14);
+  pub const UpdateAliasResponse: Self = Self(15);
+  pub const DeleteAliasResponse: Self = Self(16);
+  pub const ListAliasesResponse: Self = Self(17);
+  pub const EnableKeyResponse: Self = Self(18);
+  pub const DisableKeyResponse: Self = Self(19);
+  pub const ScheduleKeyDeletionResponse: Self = Self(20);
+  pub const CancelKeyDeletionResponse: Self = Self(21);
+  pub const EnableKeyRotationResponse: Self = Self(22);
+  pub const DisableKeyRotationResponse: Self = Self(23);
+  pub const GetKeyRotationStatusResponse: Self = Self(24);
+  pub const RotateKeyOnDemandResponse: Self = Self(25);
+  pub const ListKeyRotationsResponse: Self = Self(26);
+  pub const GetParametersForImportResponse: Self = Self(27);
+  pub const ImportKeyMaterialResponse: Self = Self(28);
+  pub const DeleteImportedKeyMaterialResponse: Self = Self(29);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 29;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateKeyResponse,
@@ -634,6 +1131,26 @@ impl Output {
     Self::DecryptResponse,
     Self::ReEncryptResponse,
     Self::GenerateRandomResponse,
+    Self::UpdateKeyDescriptionResponse,
+    Self::TagResourceResponse,
+    Self::UntagResourceResponse,
+    Self::ListResourceTagsResponse,
+    Self::CreateAliasResponse,
+    Self::UpdateAliasResponse,
+    Self::DeleteAliasResponse,
+    Self::ListAliasesResponse,
+    Self::EnableKeyResponse,
+    Self::DisableKeyResponse,
+    Self::ScheduleKeyDeletionResponse,
+    Self::CancelKeyDeletionResponse,
+    Self::EnableKeyRotationResponse,
+    Self::DisableKeyRotationResponse,
+    Self::GetKeyRotationStatusResponse,
+    Self::RotateKeyOnDemandResponse,
+    Self::ListKeyRotationsResponse,
+    Self::GetParametersForImportResponse,
+    Self::ImportKeyMaterialResponse,
+    Self::DeleteImportedKeyMaterialResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -648,6 +1165,26 @@ impl Output {
       Self::DecryptResponse => Some("DecryptResponse"),
       Self::ReEncryptResponse => Some("ReEncryptResponse"),
       Self::GenerateRandomResponse => Some("GenerateRandomResponse"),
+      Self::UpdateKeyDescriptionResponse => Some("UpdateKeyDescriptionResponse"),
+      Self::TagResourceResponse => Some("TagResourceResponse"),
+      Self::UntagResourceResponse => Some("UntagResourceResponse"),
+      Self::ListResourceTagsResponse => Some("ListResourceTagsResponse"),
+      Self::CreateAliasResponse => Some("CreateAliasResponse"),
+      Self::UpdateAliasResponse => Some("UpdateAliasResponse"),
+      Self::DeleteAliasResponse => Some("DeleteAliasResponse"),
+      Self::ListAliasesResponse => Some("ListAliasesResponse"),
+      Self::EnableKeyResponse => Some("EnableKeyResponse"),
+      Self::DisableKeyResponse => Some("DisableKeyResponse"),
+      Self::ScheduleKeyDeletionResponse => Some("ScheduleKeyDeletionResponse"),
+      Self::CancelKeyDeletionResponse => Some("CancelKeyDeletionResponse"),
+      Self::EnableKeyRotationResponse => Some("EnableKeyRotationResponse"),
+      Self::DisableKeyRotationResponse => Some("DisableKeyRotationResponse"),
+      Self::GetKeyRotationStatusResponse => Some("GetKeyRotationStatusResponse"),
+      Self::RotateKeyOnDemandResponse => Some("RotateKeyOnDemandResponse"),
+      Self::ListKeyRotationsResponse => Some("ListKeyRotationsResponse"),
+      Self::GetParametersForImportResponse => Some("GetParametersForImportResponse"),
+      Self::ImportKeyMaterialResponse => Some("ImportKeyMaterialResponse"),
+      Self::DeleteImportedKeyMaterialResponse => Some("DeleteImportedKeyMaterialResponse"),
       _ => None,
     }
   }
@@ -705,6 +1242,121 @@ impl<'a> flatbuffers::Verifiable for Output {
 impl flatbuffers::SimpleToVerifyInSlice for Output {}
 pub struct OutputUnionTableOffset {}
 
+pub enum TagOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A resource tag (AWS Tag: TagKey 1..128 characters, TagValue 0..256).
+pub struct Tag<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for Tag<'a> {
+  type Inner = Tag<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> Tag<'a> {
+  pub const VT_TAG_KEY: flatbuffers::VOffsetT = 4;
+  pub const VT_TAG_VALUE: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    Tag { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args TagArgs<'args>
+  ) -> flatbuffers::WIPOffset<Tag<'bldr>> {
+    let mut builder = TagBuilder::new(_fbb);
+    if let Some(x) = args.tag_value { builder.add_tag_value(x); }
+    if let Some(x) = args.tag_key { builder.add_tag_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn tag_key(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Tag::VT_TAG_KEY, None)}
+  }
+  #[inline]
+  pub fn tag_value(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(Tag::VT_TAG_VALUE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for Tag<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("tag_key", Self::VT_TAG_KEY, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("tag_value", Self::VT_TAG_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TagArgs<'a> {
+    pub tag_key: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub tag_value: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for TagArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TagArgs {
+      tag_key: None,
+      tag_value: None,
+    }
+  }
+}
+
+pub struct TagBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> TagBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_tag_key(&mut self, tag_key: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Tag::VT_TAG_KEY, tag_key);
+  }
+  #[inline]
+  pub fn add_tag_value(&mut self, tag_value: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Tag::VT_TAG_VALUE, tag_value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> TagBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    TagBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<Tag<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for Tag<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("Tag");
+      ds.field("tag_key", &self.tag_key());
+      ds.field("tag_value", &self.tag_value());
+      ds.finish()
+  }
+}
 pub enum ContextEntryOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -848,6 +1500,10 @@ impl<'a> KeyMetadata<'a> {
   pub const VT_KEY_SPEC: flatbuffers::VOffsetT = 18;
   pub const VT_ORIGIN: flatbuffers::VOffsetT = 20;
   pub const VT_CURRENT_VERSION: flatbuffers::VOffsetT = 22;
+  pub const VT_DELETION_DATE: flatbuffers::VOffsetT = 24;
+  pub const VT_PENDING_DELETION_WINDOW_IN_DAYS: flatbuffers::VOffsetT = 26;
+  pub const VT_VALID_TO: flatbuffers::VOffsetT = 28;
+  pub const VT_EXPIRATION_MODEL: flatbuffers::VOffsetT = 30;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -859,11 +1515,15 @@ impl<'a> KeyMetadata<'a> {
     args: &'args KeyMetadataArgs<'args>
   ) -> flatbuffers::WIPOffset<KeyMetadata<'bldr>> {
     let mut builder = KeyMetadataBuilder::new(_fbb);
+    if let Some(x) = args.valid_to { builder.add_valid_to(x); }
+    if let Some(x) = args.deletion_date { builder.add_deletion_date(x); }
     builder.add_creation_date(args.creation_date);
+    if let Some(x) = args.pending_deletion_window_in_days { builder.add_pending_deletion_window_in_days(x); }
     builder.add_current_version(args.current_version);
     if let Some(x) = args.description { builder.add_description(x); }
     if let Some(x) = args.arn { builder.add_arn(x); }
     if let Some(x) = args.key_id { builder.add_key_id(x); }
+    if let Some(x) = args.expiration_model { builder.add_expiration_model(x); }
     builder.add_origin(args.origin);
     builder.add_key_spec(args.key_spec);
     builder.add_key_usage(args.key_usage);
@@ -945,6 +1605,38 @@ impl<'a> KeyMetadata<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(KeyMetadata::VT_CURRENT_VERSION, Some(0)).unwrap()}
   }
+  /// PendingDeletion only: when the key will be deleted (seconds since the
+  /// Unix epoch) and the waiting period in days.
+  #[inline]
+  pub fn deletion_date(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(KeyMetadata::VT_DELETION_DATE, None)}
+  }
+  #[inline]
+  pub fn pending_deletion_window_in_days(&self) -> Option<u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeyMetadata::VT_PENDING_DELETION_WINDOW_IN_DAYS, None)}
+  }
+  /// EXTERNAL keys only: when the imported material expires (absent when
+  /// it does not) and whether it does.
+  #[inline]
+  pub fn valid_to(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(KeyMetadata::VT_VALID_TO, None)}
+  }
+  #[inline]
+  pub fn expiration_model(&self) -> Option<ExpirationModel> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ExpirationModel>(KeyMetadata::VT_EXPIRATION_MODEL, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for KeyMetadata<'_> {
@@ -964,6 +1656,10 @@ impl flatbuffers::Verifiable for KeyMetadata<'_> {
      .visit_field::<KeySpec>("key_spec", Self::VT_KEY_SPEC, false)?
      .visit_field::<Origin>("origin", Self::VT_ORIGIN, false)?
      .visit_field::<u32>("current_version", Self::VT_CURRENT_VERSION, false)?
+     .visit_field::<i64>("deletion_date", Self::VT_DELETION_DATE, false)?
+     .visit_field::<u32>("pending_deletion_window_in_days", Self::VT_PENDING_DELETION_WINDOW_IN_DAYS, false)?
+     .visit_field::<i64>("valid_to", Self::VT_VALID_TO, false)?
+     .visit_field::<ExpirationModel>("expiration_model", Self::VT_EXPIRATION_MODEL, false)?
      .finish();
     Ok(())
   }
@@ -979,6 +1675,10 @@ pub struct KeyMetadataArgs<'a> {
     pub key_spec: KeySpec,
     pub origin: Origin,
     pub current_version: u32,
+    pub deletion_date: Option<i64>,
+    pub pending_deletion_window_in_days: Option<u32>,
+    pub valid_to: Option<i64>,
+    pub expiration_model: Option<ExpirationModel>,
 }
 impl<'a> Default for KeyMetadataArgs<'a> {
   #[inline]
@@ -994,6 +1694,10 @@ impl<'a> Default for KeyMetadataArgs<'a> {
       key_spec: KeySpec::SYMMETRIC_DEFAULT,
       origin: Origin::KMSD,
       current_version: 0,
+      deletion_date: None,
+      pending_deletion_window_in_days: None,
+      valid_to: None,
+      expiration_model: None,
     }
   }
 }
@@ -1044,6 +1748,22 @@ impl<'a: 'b, 'b> KeyMetadataBuilder<'a, 'b> {
     self.fbb_.push_slot::<u32>(KeyMetadata::VT_CURRENT_VERSION, current_version, 0);
   }
   #[inline]
+  pub fn add_deletion_date(&mut self, deletion_date: i64) {
+    self.fbb_.push_slot_always::<i64>(KeyMetadata::VT_DELETION_DATE, deletion_date);
+  }
+  #[inline]
+  pub fn add_pending_deletion_window_in_days(&mut self, pending_deletion_window_in_days: u32) {
+    self.fbb_.push_slot_always::<u32>(KeyMetadata::VT_PENDING_DELETION_WINDOW_IN_DAYS, pending_deletion_window_in_days);
+  }
+  #[inline]
+  pub fn add_valid_to(&mut self, valid_to: i64) {
+    self.fbb_.push_slot_always::<i64>(KeyMetadata::VT_VALID_TO, valid_to);
+  }
+  #[inline]
+  pub fn add_expiration_model(&mut self, expiration_model: ExpirationModel) {
+    self.fbb_.push_slot_always::<ExpirationModel>(KeyMetadata::VT_EXPIRATION_MODEL, expiration_model);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> KeyMetadataBuilder<'a, 'b> {
     let start = _fbb.start_table();
     KeyMetadataBuilder {
@@ -1071,6 +1791,311 @@ impl core::fmt::Debug for KeyMetadata<'_> {
       ds.field("key_spec", &self.key_spec());
       ds.field("origin", &self.origin());
       ds.field("current_version", &self.current_version());
+      ds.field("deletion_date", &self.deletion_date());
+      ds.field("pending_deletion_window_in_days", &self.pending_deletion_window_in_days());
+      ds.field("valid_to", &self.valid_to());
+      ds.field("expiration_model", &self.expiration_model());
+      ds.finish()
+  }
+}
+pub enum AliasListEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One alias of a ListAliases page.
+pub struct AliasListEntry<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AliasListEntry<'a> {
+  type Inner = AliasListEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AliasListEntry<'a> {
+  pub const VT_ALIAS_NAME: flatbuffers::VOffsetT = 4;
+  pub const VT_ALIAS_ARN: flatbuffers::VOffsetT = 6;
+  pub const VT_TARGET_KEY_ID: flatbuffers::VOffsetT = 8;
+  pub const VT_CREATION_DATE: flatbuffers::VOffsetT = 10;
+  pub const VT_LAST_UPDATED_DATE: flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AliasListEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AliasListEntryArgs<'args>
+  ) -> flatbuffers::WIPOffset<AliasListEntry<'bldr>> {
+    let mut builder = AliasListEntryBuilder::new(_fbb);
+    builder.add_last_updated_date(args.last_updated_date);
+    builder.add_creation_date(args.creation_date);
+    if let Some(x) = args.target_key_id { builder.add_target_key_id(x); }
+    if let Some(x) = args.alias_arn { builder.add_alias_arn(x); }
+    if let Some(x) = args.alias_name { builder.add_alias_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn alias_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AliasListEntry::VT_ALIAS_NAME, None)}
+  }
+  #[inline]
+  pub fn alias_arn(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AliasListEntry::VT_ALIAS_ARN, None)}
+  }
+  /// Key id of the key the alias names.
+  #[inline]
+  pub fn target_key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AliasListEntry::VT_TARGET_KEY_ID, None)}
+  }
+  /// Seconds since the Unix epoch.
+  #[inline]
+  pub fn creation_date(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(AliasListEntry::VT_CREATION_DATE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_updated_date(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(AliasListEntry::VT_LAST_UPDATED_DATE, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for AliasListEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("alias_name", Self::VT_ALIAS_NAME, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("alias_arn", Self::VT_ALIAS_ARN, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("target_key_id", Self::VT_TARGET_KEY_ID, false)?
+     .visit_field::<i64>("creation_date", Self::VT_CREATION_DATE, false)?
+     .visit_field::<i64>("last_updated_date", Self::VT_LAST_UPDATED_DATE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AliasListEntryArgs<'a> {
+    pub alias_name: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub alias_arn: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub target_key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub creation_date: i64,
+    pub last_updated_date: i64,
+}
+impl<'a> Default for AliasListEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AliasListEntryArgs {
+      alias_name: None,
+      alias_arn: None,
+      target_key_id: None,
+      creation_date: 0,
+      last_updated_date: 0,
+    }
+  }
+}
+
+pub struct AliasListEntryBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AliasListEntryBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_alias_name(&mut self, alias_name: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AliasListEntry::VT_ALIAS_NAME, alias_name);
+  }
+  #[inline]
+  pub fn add_alias_arn(&mut self, alias_arn: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AliasListEntry::VT_ALIAS_ARN, alias_arn);
+  }
+  #[inline]
+  pub fn add_target_key_id(&mut self, target_key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AliasListEntry::VT_TARGET_KEY_ID, target_key_id);
+  }
+  #[inline]
+  pub fn add_creation_date(&mut self, creation_date: i64) {
+    self.fbb_.push_slot::<i64>(AliasListEntry::VT_CREATION_DATE, creation_date, 0);
+  }
+  #[inline]
+  pub fn add_last_updated_date(&mut self, last_updated_date: i64) {
+    self.fbb_.push_slot::<i64>(AliasListEntry::VT_LAST_UPDATED_DATE, last_updated_date, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AliasListEntryBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AliasListEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AliasListEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AliasListEntry<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AliasListEntry");
+      ds.field("alias_name", &self.alias_name());
+      ds.field("alias_arn", &self.alias_arn());
+      ds.field("target_key_id", &self.target_key_id());
+      ds.field("creation_date", &self.creation_date());
+      ds.field("last_updated_date", &self.last_updated_date());
+      ds.finish()
+  }
+}
+pub enum RotationsListEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One rotation of a ListKeyRotations page.
+pub struct RotationsListEntry<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for RotationsListEntry<'a> {
+  type Inner = RotationsListEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> RotationsListEntry<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_ROTATION_DATE: flatbuffers::VOffsetT = 6;
+  pub const VT_ROTATION_TYPE: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    RotationsListEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args RotationsListEntryArgs<'args>
+  ) -> flatbuffers::WIPOffset<RotationsListEntry<'bldr>> {
+    let mut builder = RotationsListEntryBuilder::new(_fbb);
+    builder.add_rotation_date(args.rotation_date);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.add_rotation_type(args.rotation_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(RotationsListEntry::VT_KEY_ID, None)}
+  }
+  /// Seconds since the Unix epoch.
+  #[inline]
+  pub fn rotation_date(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(RotationsListEntry::VT_ROTATION_DATE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn rotation_type(&self) -> RotationType {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<RotationType>(RotationsListEntry::VT_ROTATION_TYPE, Some(RotationType::AUTOMATIC)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for RotationsListEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<i64>("rotation_date", Self::VT_ROTATION_DATE, false)?
+     .visit_field::<RotationType>("rotation_type", Self::VT_ROTATION_TYPE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RotationsListEntryArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub rotation_date: i64,
+    pub rotation_type: RotationType,
+}
+impl<'a> Default for RotationsListEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RotationsListEntryArgs {
+      key_id: None,
+      rotation_date: 0,
+      rotation_type: RotationType::AUTOMATIC,
+    }
+  }
+}
+
+pub struct RotationsListEntryBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> RotationsListEntryBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(RotationsListEntry::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_rotation_date(&mut self, rotation_date: i64) {
+    self.fbb_.push_slot::<i64>(RotationsListEntry::VT_ROTATION_DATE, rotation_date, 0);
+  }
+  #[inline]
+  pub fn add_rotation_type(&mut self, rotation_type: RotationType) {
+    self.fbb_.push_slot::<RotationType>(RotationsListEntry::VT_ROTATION_TYPE, rotation_type, RotationType::AUTOMATIC);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RotationsListEntryBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    RotationsListEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<RotationsListEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for RotationsListEntry<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("RotationsListEntry");
+      ds.field("key_id", &self.key_id());
+      ds.field("rotation_date", &self.rotation_date());
+      ds.field("rotation_type", &self.rotation_type());
       ds.finish()
   }
 }
@@ -1208,6 +2233,7 @@ impl<'a> CreateKeyRequest<'a> {
   pub const VT_KEY_USAGE: flatbuffers::VOffsetT = 6;
   pub const VT_KEY_SPEC: flatbuffers::VOffsetT = 8;
   pub const VT_ORIGIN: flatbuffers::VOffsetT = 10;
+  pub const VT_TAGS: flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -1219,6 +2245,7 @@ impl<'a> CreateKeyRequest<'a> {
     args: &'args CreateKeyRequestArgs<'args>
   ) -> flatbuffers::WIPOffset<CreateKeyRequest<'bldr>> {
     let mut builder = CreateKeyRequestBuilder::new(_fbb);
+    if let Some(x) = args.tags { builder.add_tags(x); }
     if let Some(x) = args.description { builder.add_description(x); }
     builder.add_origin(args.origin);
     builder.add_key_spec(args.key_spec);
@@ -1250,12 +2277,21 @@ impl<'a> CreateKeyRequest<'a> {
   }
   /// KMSD (default): a backing key made by kmsd, wrapped by the root of
   /// trust. HSM: a key generated in the HSM that never leaves it.
+  /// EXTERNAL: no material yet (PendingImport); ImportKeyMaterial brings it.
   #[inline]
   pub fn origin(&self) -> Origin {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<Origin>(CreateKeyRequest::VT_ORIGIN, Some(Origin::KMSD)).unwrap()}
+  }
+  /// At most 50.
+  #[inline]
+  pub fn tags(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Tag<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Tag>>>>(CreateKeyRequest::VT_TAGS, None)}
   }
 }
 
@@ -1270,6 +2306,7 @@ impl flatbuffers::Verifiable for CreateKeyRequest<'_> {
      .visit_field::<KeyUsage>("key_usage", Self::VT_KEY_USAGE, false)?
      .visit_field::<KeySpec>("key_spec", Self::VT_KEY_SPEC, false)?
      .visit_field::<Origin>("origin", Self::VT_ORIGIN, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<Tag>>>>("tags", Self::VT_TAGS, false)?
      .finish();
     Ok(())
   }
@@ -1279,6 +2316,7 @@ pub struct CreateKeyRequestArgs<'a> {
     pub key_usage: KeyUsage,
     pub key_spec: KeySpec,
     pub origin: Origin,
+    pub tags: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Tag<'a>>>>>,
 }
 impl<'a> Default for CreateKeyRequestArgs<'a> {
   #[inline]
@@ -1288,6 +2326,7 @@ impl<'a> Default for CreateKeyRequestArgs<'a> {
       key_usage: KeyUsage::ENCRYPT_DECRYPT,
       key_spec: KeySpec::SYMMETRIC_DEFAULT,
       origin: Origin::KMSD,
+      tags: None,
     }
   }
 }
@@ -1314,6 +2353,10 @@ impl<'a: 'b, 'b> CreateKeyRequestBuilder<'a, 'b> {
     self.fbb_.push_slot::<Origin>(CreateKeyRequest::VT_ORIGIN, origin, Origin::KMSD);
   }
   #[inline]
+  pub fn add_tags(&mut self, tags: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<Tag<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateKeyRequest::VT_TAGS, tags);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateKeyRequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     CreateKeyRequestBuilder {
@@ -1335,6 +2378,7 @@ impl core::fmt::Debug for CreateKeyRequest<'_> {
       ds.field("key_usage", &self.key_usage());
       ds.field("key_spec", &self.key_spec());
       ds.field("origin", &self.origin());
+      ds.field("tags", &self.tags());
       ds.finish()
   }
 }
@@ -2376,6 +3420,2282 @@ impl core::fmt::Debug for GenerateRandomRequest<'_> {
       ds.finish()
   }
 }
+pub enum UpdateKeyDescriptionRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UpdateKeyDescriptionRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for UpdateKeyDescriptionRequest<'a> {
+  type Inner = UpdateKeyDescriptionRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> UpdateKeyDescriptionRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_DESCRIPTION: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    UpdateKeyDescriptionRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args UpdateKeyDescriptionRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<UpdateKeyDescriptionRequest<'bldr>> {
+    let mut builder = UpdateKeyDescriptionRequestBuilder::new(_fbb);
+    if let Some(x) = args.description { builder.add_description(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UpdateKeyDescriptionRequest::VT_KEY_ID, None)}
+  }
+  /// 0..8192 characters.
+  #[inline]
+  pub fn description(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UpdateKeyDescriptionRequest::VT_DESCRIPTION, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for UpdateKeyDescriptionRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UpdateKeyDescriptionRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub description: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for UpdateKeyDescriptionRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UpdateKeyDescriptionRequestArgs {
+      key_id: None,
+      description: None,
+    }
+  }
+}
+
+pub struct UpdateKeyDescriptionRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UpdateKeyDescriptionRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UpdateKeyDescriptionRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_description(&mut self, description: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UpdateKeyDescriptionRequest::VT_DESCRIPTION, description);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UpdateKeyDescriptionRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UpdateKeyDescriptionRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<UpdateKeyDescriptionRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for UpdateKeyDescriptionRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("UpdateKeyDescriptionRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("description", &self.description());
+      ds.finish()
+  }
+}
+pub enum TagResourceRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct TagResourceRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for TagResourceRequest<'a> {
+  type Inner = TagResourceRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> TagResourceRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_TAGS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    TagResourceRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args TagResourceRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<TagResourceRequest<'bldr>> {
+    let mut builder = TagResourceRequestBuilder::new(_fbb);
+    if let Some(x) = args.tags { builder.add_tags(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(TagResourceRequest::VT_KEY_ID, None)}
+  }
+  /// 1..50 tags.
+  #[inline]
+  pub fn tags(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Tag<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Tag>>>>(TagResourceRequest::VT_TAGS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for TagResourceRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<Tag>>>>("tags", Self::VT_TAGS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TagResourceRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub tags: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Tag<'a>>>>>,
+}
+impl<'a> Default for TagResourceRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TagResourceRequestArgs {
+      key_id: None,
+      tags: None,
+    }
+  }
+}
+
+pub struct TagResourceRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> TagResourceRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TagResourceRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_tags(&mut self, tags: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<Tag<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TagResourceRequest::VT_TAGS, tags);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> TagResourceRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    TagResourceRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<TagResourceRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for TagResourceRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("TagResourceRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("tags", &self.tags());
+      ds.finish()
+  }
+}
+pub enum UntagResourceRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UntagResourceRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for UntagResourceRequest<'a> {
+  type Inner = UntagResourceRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> UntagResourceRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_TAG_KEYS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    UntagResourceRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args UntagResourceRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<UntagResourceRequest<'bldr>> {
+    let mut builder = UntagResourceRequestBuilder::new(_fbb);
+    if let Some(x) = args.tag_keys { builder.add_tag_keys(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UntagResourceRequest::VT_KEY_ID, None)}
+  }
+  /// 1..50 tag keys.
+  #[inline]
+  pub fn tag_keys(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(UntagResourceRequest::VT_TAG_KEYS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for UntagResourceRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("tag_keys", Self::VT_TAG_KEYS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UntagResourceRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub tag_keys: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for UntagResourceRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UntagResourceRequestArgs {
+      key_id: None,
+      tag_keys: None,
+    }
+  }
+}
+
+pub struct UntagResourceRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UntagResourceRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UntagResourceRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_tag_keys(&mut self, tag_keys: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UntagResourceRequest::VT_TAG_KEYS, tag_keys);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UntagResourceRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UntagResourceRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<UntagResourceRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for UntagResourceRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("UntagResourceRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("tag_keys", &self.tag_keys());
+      ds.finish()
+  }
+}
+pub enum ListResourceTagsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListResourceTagsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListResourceTagsRequest<'a> {
+  type Inner = ListResourceTagsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListResourceTagsRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_LIMIT: flatbuffers::VOffsetT = 6;
+  pub const VT_MARKER: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListResourceTagsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListResourceTagsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListResourceTagsRequest<'bldr>> {
+    let mut builder = ListResourceTagsRequestBuilder::new(_fbb);
+    if let Some(x) = args.marker { builder.add_marker(x); }
+    builder.add_limit(args.limit);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListResourceTagsRequest::VT_KEY_ID, None)}
+  }
+  /// 1..50; 0 means the default (50).
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListResourceTagsRequest::VT_LIMIT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListResourceTagsRequest::VT_MARKER, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ListResourceTagsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("marker", Self::VT_MARKER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListResourceTagsRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub limit: u32,
+    pub marker: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ListResourceTagsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListResourceTagsRequestArgs {
+      key_id: None,
+      limit: 0,
+      marker: None,
+    }
+  }
+}
+
+pub struct ListResourceTagsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListResourceTagsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListResourceTagsRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ListResourceTagsRequest::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn add_marker(&mut self, marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListResourceTagsRequest::VT_MARKER, marker);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListResourceTagsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListResourceTagsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListResourceTagsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListResourceTagsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListResourceTagsRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("limit", &self.limit());
+      ds.field("marker", &self.marker());
+      ds.finish()
+  }
+}
+pub enum CreateAliasRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CreateAliasRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for CreateAliasRequest<'a> {
+  type Inner = CreateAliasRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> CreateAliasRequest<'a> {
+  pub const VT_ALIAS_NAME: flatbuffers::VOffsetT = 4;
+  pub const VT_TARGET_KEY_ID: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    CreateAliasRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args CreateAliasRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<CreateAliasRequest<'bldr>> {
+    let mut builder = CreateAliasRequestBuilder::new(_fbb);
+    if let Some(x) = args.target_key_id { builder.add_target_key_id(x); }
+    if let Some(x) = args.alias_name { builder.add_alias_name(x); }
+    builder.finish()
+  }
+
+
+  /// alias/..., 1..256 characters.
+  #[inline]
+  pub fn alias_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CreateAliasRequest::VT_ALIAS_NAME, None)}
+  }
+  #[inline]
+  pub fn target_key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CreateAliasRequest::VT_TARGET_KEY_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for CreateAliasRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("alias_name", Self::VT_ALIAS_NAME, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("target_key_id", Self::VT_TARGET_KEY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CreateAliasRequestArgs<'a> {
+    pub alias_name: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub target_key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for CreateAliasRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CreateAliasRequestArgs {
+      alias_name: None,
+      target_key_id: None,
+    }
+  }
+}
+
+pub struct CreateAliasRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> CreateAliasRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_alias_name(&mut self, alias_name: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateAliasRequest::VT_ALIAS_NAME, alias_name);
+  }
+  #[inline]
+  pub fn add_target_key_id(&mut self, target_key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateAliasRequest::VT_TARGET_KEY_ID, target_key_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateAliasRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    CreateAliasRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<CreateAliasRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for CreateAliasRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("CreateAliasRequest");
+      ds.field("alias_name", &self.alias_name());
+      ds.field("target_key_id", &self.target_key_id());
+      ds.finish()
+  }
+}
+pub enum UpdateAliasRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UpdateAliasRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for UpdateAliasRequest<'a> {
+  type Inner = UpdateAliasRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> UpdateAliasRequest<'a> {
+  pub const VT_ALIAS_NAME: flatbuffers::VOffsetT = 4;
+  pub const VT_TARGET_KEY_ID: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    UpdateAliasRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args UpdateAliasRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<UpdateAliasRequest<'bldr>> {
+    let mut builder = UpdateAliasRequestBuilder::new(_fbb);
+    if let Some(x) = args.target_key_id { builder.add_target_key_id(x); }
+    if let Some(x) = args.alias_name { builder.add_alias_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn alias_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UpdateAliasRequest::VT_ALIAS_NAME, None)}
+  }
+  #[inline]
+  pub fn target_key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(UpdateAliasRequest::VT_TARGET_KEY_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for UpdateAliasRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("alias_name", Self::VT_ALIAS_NAME, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("target_key_id", Self::VT_TARGET_KEY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UpdateAliasRequestArgs<'a> {
+    pub alias_name: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub target_key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for UpdateAliasRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UpdateAliasRequestArgs {
+      alias_name: None,
+      target_key_id: None,
+    }
+  }
+}
+
+pub struct UpdateAliasRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UpdateAliasRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_alias_name(&mut self, alias_name: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UpdateAliasRequest::VT_ALIAS_NAME, alias_name);
+  }
+  #[inline]
+  pub fn add_target_key_id(&mut self, target_key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(UpdateAliasRequest::VT_TARGET_KEY_ID, target_key_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UpdateAliasRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UpdateAliasRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<UpdateAliasRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for UpdateAliasRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("UpdateAliasRequest");
+      ds.field("alias_name", &self.alias_name());
+      ds.field("target_key_id", &self.target_key_id());
+      ds.finish()
+  }
+}
+pub enum DeleteAliasRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteAliasRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DeleteAliasRequest<'a> {
+  type Inner = DeleteAliasRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DeleteAliasRequest<'a> {
+  pub const VT_ALIAS_NAME: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DeleteAliasRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DeleteAliasRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<DeleteAliasRequest<'bldr>> {
+    let mut builder = DeleteAliasRequestBuilder::new(_fbb);
+    if let Some(x) = args.alias_name { builder.add_alias_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn alias_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(DeleteAliasRequest::VT_ALIAS_NAME, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DeleteAliasRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("alias_name", Self::VT_ALIAS_NAME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteAliasRequestArgs<'a> {
+    pub alias_name: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DeleteAliasRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteAliasRequestArgs {
+      alias_name: None,
+    }
+  }
+}
+
+pub struct DeleteAliasRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DeleteAliasRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_alias_name(&mut self, alias_name: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DeleteAliasRequest::VT_ALIAS_NAME, alias_name);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteAliasRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DeleteAliasRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DeleteAliasRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DeleteAliasRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteAliasRequest");
+      ds.field("alias_name", &self.alias_name());
+      ds.finish()
+  }
+}
+pub enum ListAliasesRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListAliasesRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListAliasesRequest<'a> {
+  type Inner = ListAliasesRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListAliasesRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_LIMIT: flatbuffers::VOffsetT = 6;
+  pub const VT_MARKER: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListAliasesRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListAliasesRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListAliasesRequest<'bldr>> {
+    let mut builder = ListAliasesRequestBuilder::new(_fbb);
+    if let Some(x) = args.marker { builder.add_marker(x); }
+    builder.add_limit(args.limit);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  /// Optional: only the aliases of this key.
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListAliasesRequest::VT_KEY_ID, None)}
+  }
+  /// 1..1000; 0 means the default (100).
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListAliasesRequest::VT_LIMIT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListAliasesRequest::VT_MARKER, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ListAliasesRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("marker", Self::VT_MARKER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListAliasesRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub limit: u32,
+    pub marker: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ListAliasesRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListAliasesRequestArgs {
+      key_id: None,
+      limit: 0,
+      marker: None,
+    }
+  }
+}
+
+pub struct ListAliasesRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListAliasesRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListAliasesRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ListAliasesRequest::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn add_marker(&mut self, marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListAliasesRequest::VT_MARKER, marker);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListAliasesRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListAliasesRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListAliasesRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListAliasesRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListAliasesRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("limit", &self.limit());
+      ds.field("marker", &self.marker());
+      ds.finish()
+  }
+}
+pub enum EnableKeyRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct EnableKeyRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for EnableKeyRequest<'a> {
+  type Inner = EnableKeyRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> EnableKeyRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    EnableKeyRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args EnableKeyRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<EnableKeyRequest<'bldr>> {
+    let mut builder = EnableKeyRequestBuilder::new(_fbb);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(EnableKeyRequest::VT_KEY_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for EnableKeyRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EnableKeyRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for EnableKeyRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EnableKeyRequestArgs {
+      key_id: None,
+    }
+  }
+}
+
+pub struct EnableKeyRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> EnableKeyRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(EnableKeyRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> EnableKeyRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    EnableKeyRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<EnableKeyRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for EnableKeyRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("EnableKeyRequest");
+      ds.field("key_id", &self.key_id());
+      ds.finish()
+  }
+}
+pub enum DisableKeyRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DisableKeyRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DisableKeyRequest<'a> {
+  type Inner = DisableKeyRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DisableKeyRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DisableKeyRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DisableKeyRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<DisableKeyRequest<'bldr>> {
+    let mut builder = DisableKeyRequestBuilder::new(_fbb);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(DisableKeyRequest::VT_KEY_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DisableKeyRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DisableKeyRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DisableKeyRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DisableKeyRequestArgs {
+      key_id: None,
+    }
+  }
+}
+
+pub struct DisableKeyRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DisableKeyRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DisableKeyRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DisableKeyRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DisableKeyRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DisableKeyRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DisableKeyRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DisableKeyRequest");
+      ds.field("key_id", &self.key_id());
+      ds.finish()
+  }
+}
+pub enum ScheduleKeyDeletionRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ScheduleKeyDeletionRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ScheduleKeyDeletionRequest<'a> {
+  type Inner = ScheduleKeyDeletionRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ScheduleKeyDeletionRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_PENDING_WINDOW_IN_DAYS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ScheduleKeyDeletionRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ScheduleKeyDeletionRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<ScheduleKeyDeletionRequest<'bldr>> {
+    let mut builder = ScheduleKeyDeletionRequestBuilder::new(_fbb);
+    if let Some(x) = args.pending_window_in_days { builder.add_pending_window_in_days(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ScheduleKeyDeletionRequest::VT_KEY_ID, None)}
+  }
+  /// 7..30 days; absent means the default (30).
+  #[inline]
+  pub fn pending_window_in_days(&self) -> Option<u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ScheduleKeyDeletionRequest::VT_PENDING_WINDOW_IN_DAYS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ScheduleKeyDeletionRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<u32>("pending_window_in_days", Self::VT_PENDING_WINDOW_IN_DAYS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ScheduleKeyDeletionRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub pending_window_in_days: Option<u32>,
+}
+impl<'a> Default for ScheduleKeyDeletionRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ScheduleKeyDeletionRequestArgs {
+      key_id: None,
+      pending_window_in_days: None,
+    }
+  }
+}
+
+pub struct ScheduleKeyDeletionRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ScheduleKeyDeletionRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ScheduleKeyDeletionRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_pending_window_in_days(&mut self, pending_window_in_days: u32) {
+    self.fbb_.push_slot_always::<u32>(ScheduleKeyDeletionRequest::VT_PENDING_WINDOW_IN_DAYS, pending_window_in_days);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ScheduleKeyDeletionRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ScheduleKeyDeletionRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ScheduleKeyDeletionRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ScheduleKeyDeletionRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ScheduleKeyDeletionRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("pending_window_in_days", &self.pending_window_in_days());
+      ds.finish()
+  }
+}
+pub enum CancelKeyDeletionRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CancelKeyDeletionRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for CancelKeyDeletionRequest<'a> {
+  type Inner = CancelKeyDeletionRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> CancelKeyDeletionRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    CancelKeyDeletionRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args CancelKeyDeletionRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<CancelKeyDeletionRequest<'bldr>> {
+    let mut builder = CancelKeyDeletionRequestBuilder::new(_fbb);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CancelKeyDeletionRequest::VT_KEY_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for CancelKeyDeletionRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CancelKeyDeletionRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for CancelKeyDeletionRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CancelKeyDeletionRequestArgs {
+      key_id: None,
+    }
+  }
+}
+
+pub struct CancelKeyDeletionRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> CancelKeyDeletionRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CancelKeyDeletionRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CancelKeyDeletionRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    CancelKeyDeletionRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<CancelKeyDeletionRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for CancelKeyDeletionRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("CancelKeyDeletionRequest");
+      ds.field("key_id", &self.key_id());
+      ds.finish()
+  }
+}
+pub enum EnableKeyRotationRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct EnableKeyRotationRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for EnableKeyRotationRequest<'a> {
+  type Inner = EnableKeyRotationRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> EnableKeyRotationRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_ROTATION_PERIOD_IN_DAYS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    EnableKeyRotationRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args EnableKeyRotationRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<EnableKeyRotationRequest<'bldr>> {
+    let mut builder = EnableKeyRotationRequestBuilder::new(_fbb);
+    if let Some(x) = args.rotation_period_in_days { builder.add_rotation_period_in_days(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(EnableKeyRotationRequest::VT_KEY_ID, None)}
+  }
+  /// 90..2560 days; absent means the default (365).
+  #[inline]
+  pub fn rotation_period_in_days(&self) -> Option<u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(EnableKeyRotationRequest::VT_ROTATION_PERIOD_IN_DAYS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for EnableKeyRotationRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<u32>("rotation_period_in_days", Self::VT_ROTATION_PERIOD_IN_DAYS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EnableKeyRotationRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub rotation_period_in_days: Option<u32>,
+}
+impl<'a> Default for EnableKeyRotationRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EnableKeyRotationRequestArgs {
+      key_id: None,
+      rotation_period_in_days: None,
+    }
+  }
+}
+
+pub struct EnableKeyRotationRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> EnableKeyRotationRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(EnableKeyRotationRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_rotation_period_in_days(&mut self, rotation_period_in_days: u32) {
+    self.fbb_.push_slot_always::<u32>(EnableKeyRotationRequest::VT_ROTATION_PERIOD_IN_DAYS, rotation_period_in_days);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> EnableKeyRotationRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    EnableKeyRotationRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<EnableKeyRotationRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for EnableKeyRotationRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("EnableKeyRotationRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("rotation_period_in_days", &self.rotation_period_in_days());
+      ds.finish()
+  }
+}
+pub enum DisableKeyRotationRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DisableKeyRotationRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DisableKeyRotationRequest<'a> {
+  type Inner = DisableKeyRotationRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DisableKeyRotationRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DisableKeyRotationRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DisableKeyRotationRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<DisableKeyRotationRequest<'bldr>> {
+    let mut builder = DisableKeyRotationRequestBuilder::new(_fbb);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(DisableKeyRotationRequest::VT_KEY_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DisableKeyRotationRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DisableKeyRotationRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DisableKeyRotationRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DisableKeyRotationRequestArgs {
+      key_id: None,
+    }
+  }
+}
+
+pub struct DisableKeyRotationRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DisableKeyRotationRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DisableKeyRotationRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DisableKeyRotationRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DisableKeyRotationRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DisableKeyRotationRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DisableKeyRotationRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DisableKeyRotationRequest");
+      ds.field("key_id", &self.key_id());
+      ds.finish()
+  }
+}
+pub enum GetKeyRotationStatusRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetKeyRotationStatusRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GetKeyRotationStatusRequest<'a> {
+  type Inner = GetKeyRotationStatusRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GetKeyRotationStatusRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GetKeyRotationStatusRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GetKeyRotationStatusRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<GetKeyRotationStatusRequest<'bldr>> {
+    let mut builder = GetKeyRotationStatusRequestBuilder::new(_fbb);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GetKeyRotationStatusRequest::VT_KEY_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for GetKeyRotationStatusRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetKeyRotationStatusRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for GetKeyRotationStatusRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetKeyRotationStatusRequestArgs {
+      key_id: None,
+    }
+  }
+}
+
+pub struct GetKeyRotationStatusRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GetKeyRotationStatusRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetKeyRotationStatusRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GetKeyRotationStatusRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GetKeyRotationStatusRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GetKeyRotationStatusRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GetKeyRotationStatusRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GetKeyRotationStatusRequest");
+      ds.field("key_id", &self.key_id());
+      ds.finish()
+  }
+}
+pub enum RotateKeyOnDemandRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RotateKeyOnDemandRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for RotateKeyOnDemandRequest<'a> {
+  type Inner = RotateKeyOnDemandRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> RotateKeyOnDemandRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    RotateKeyOnDemandRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args RotateKeyOnDemandRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<RotateKeyOnDemandRequest<'bldr>> {
+    let mut builder = RotateKeyOnDemandRequestBuilder::new(_fbb);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(RotateKeyOnDemandRequest::VT_KEY_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for RotateKeyOnDemandRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RotateKeyOnDemandRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RotateKeyOnDemandRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RotateKeyOnDemandRequestArgs {
+      key_id: None,
+    }
+  }
+}
+
+pub struct RotateKeyOnDemandRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> RotateKeyOnDemandRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(RotateKeyOnDemandRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RotateKeyOnDemandRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    RotateKeyOnDemandRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<RotateKeyOnDemandRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for RotateKeyOnDemandRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("RotateKeyOnDemandRequest");
+      ds.field("key_id", &self.key_id());
+      ds.finish()
+  }
+}
+pub enum ListKeyRotationsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListKeyRotationsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListKeyRotationsRequest<'a> {
+  type Inner = ListKeyRotationsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListKeyRotationsRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_LIMIT: flatbuffers::VOffsetT = 6;
+  pub const VT_MARKER: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListKeyRotationsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListKeyRotationsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListKeyRotationsRequest<'bldr>> {
+    let mut builder = ListKeyRotationsRequestBuilder::new(_fbb);
+    if let Some(x) = args.marker { builder.add_marker(x); }
+    builder.add_limit(args.limit);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListKeyRotationsRequest::VT_KEY_ID, None)}
+  }
+  /// 1..1000; 0 means the default (100).
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListKeyRotationsRequest::VT_LIMIT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListKeyRotationsRequest::VT_MARKER, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ListKeyRotationsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("marker", Self::VT_MARKER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListKeyRotationsRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub limit: u32,
+    pub marker: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ListKeyRotationsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListKeyRotationsRequestArgs {
+      key_id: None,
+      limit: 0,
+      marker: None,
+    }
+  }
+}
+
+pub struct ListKeyRotationsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListKeyRotationsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListKeyRotationsRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ListKeyRotationsRequest::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn add_marker(&mut self, marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListKeyRotationsRequest::VT_MARKER, marker);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListKeyRotationsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListKeyRotationsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListKeyRotationsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListKeyRotationsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListKeyRotationsRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("limit", &self.limit());
+      ds.field("marker", &self.marker());
+      ds.finish()
+  }
+}
+pub enum GetParametersForImportRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetParametersForImportRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GetParametersForImportRequest<'a> {
+  type Inner = GetParametersForImportRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GetParametersForImportRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_WRAPPING_ALGORITHM: flatbuffers::VOffsetT = 6;
+  pub const VT_WRAPPING_KEY_SPEC: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GetParametersForImportRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GetParametersForImportRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<GetParametersForImportRequest<'bldr>> {
+    let mut builder = GetParametersForImportRequestBuilder::new(_fbb);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.add_wrapping_key_spec(args.wrapping_key_spec);
+    builder.add_wrapping_algorithm(args.wrapping_algorithm);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GetParametersForImportRequest::VT_KEY_ID, None)}
+  }
+  #[inline]
+  pub fn wrapping_algorithm(&self) -> WrappingAlgorithm {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<WrappingAlgorithm>(GetParametersForImportRequest::VT_WRAPPING_ALGORITHM, Some(WrappingAlgorithm::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn wrapping_key_spec(&self) -> WrappingKeySpec {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<WrappingKeySpec>(GetParametersForImportRequest::VT_WRAPPING_KEY_SPEC, Some(WrappingKeySpec::NONE)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for GetParametersForImportRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<WrappingAlgorithm>("wrapping_algorithm", Self::VT_WRAPPING_ALGORITHM, false)?
+     .visit_field::<WrappingKeySpec>("wrapping_key_spec", Self::VT_WRAPPING_KEY_SPEC, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetParametersForImportRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub wrapping_algorithm: WrappingAlgorithm,
+    pub wrapping_key_spec: WrappingKeySpec,
+}
+impl<'a> Default for GetParametersForImportRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetParametersForImportRequestArgs {
+      key_id: None,
+      wrapping_algorithm: WrappingAlgorithm::NONE,
+      wrapping_key_spec: WrappingKeySpec::NONE,
+    }
+  }
+}
+
+pub struct GetParametersForImportRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GetParametersForImportRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetParametersForImportRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_wrapping_algorithm(&mut self, wrapping_algorithm: WrappingAlgorithm) {
+    self.fbb_.push_slot::<WrappingAlgorithm>(GetParametersForImportRequest::VT_WRAPPING_ALGORITHM, wrapping_algorithm, WrappingAlgorithm::NONE);
+  }
+  #[inline]
+  pub fn add_wrapping_key_spec(&mut self, wrapping_key_spec: WrappingKeySpec) {
+    self.fbb_.push_slot::<WrappingKeySpec>(GetParametersForImportRequest::VT_WRAPPING_KEY_SPEC, wrapping_key_spec, WrappingKeySpec::NONE);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GetParametersForImportRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GetParametersForImportRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GetParametersForImportRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GetParametersForImportRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GetParametersForImportRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("wrapping_algorithm", &self.wrapping_algorithm());
+      ds.field("wrapping_key_spec", &self.wrapping_key_spec());
+      ds.finish()
+  }
+}
+pub enum ImportKeyMaterialRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ImportKeyMaterialRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ImportKeyMaterialRequest<'a> {
+  type Inner = ImportKeyMaterialRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ImportKeyMaterialRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_IMPORT_TOKEN: flatbuffers::VOffsetT = 6;
+  pub const VT_ENCRYPTED_KEY_MATERIAL: flatbuffers::VOffsetT = 8;
+  pub const VT_VALID_TO: flatbuffers::VOffsetT = 10;
+  pub const VT_EXPIRATION_MODEL: flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ImportKeyMaterialRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ImportKeyMaterialRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<ImportKeyMaterialRequest<'bldr>> {
+    let mut builder = ImportKeyMaterialRequestBuilder::new(_fbb);
+    if let Some(x) = args.valid_to { builder.add_valid_to(x); }
+    if let Some(x) = args.encrypted_key_material { builder.add_encrypted_key_material(x); }
+    if let Some(x) = args.import_token { builder.add_import_token(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.add_expiration_model(args.expiration_model);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ImportKeyMaterialRequest::VT_KEY_ID, None)}
+  }
+  /// 1..6144 bytes, from GetParametersForImport.
+  #[inline]
+  pub fn import_token(&self) -> Option<flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(ImportKeyMaterialRequest::VT_IMPORT_TOKEN, None)}
+  }
+  /// 1..6144 bytes: the material wrapped under that call's public key.
+  #[inline]
+  pub fn encrypted_key_material(&self) -> Option<flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(ImportKeyMaterialRequest::VT_ENCRYPTED_KEY_MATERIAL, None)}
+  }
+  /// Seconds since the Unix epoch; required with KEY_MATERIAL_EXPIRES.
+  #[inline]
+  pub fn valid_to(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ImportKeyMaterialRequest::VT_VALID_TO, None)}
+  }
+  #[inline]
+  pub fn expiration_model(&self) -> ExpirationModel {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ExpirationModel>(ImportKeyMaterialRequest::VT_EXPIRATION_MODEL, Some(ExpirationModel::KEY_MATERIAL_EXPIRES)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for ImportKeyMaterialRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("import_token", Self::VT_IMPORT_TOKEN, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("encrypted_key_material", Self::VT_ENCRYPTED_KEY_MATERIAL, false)?
+     .visit_field::<i64>("valid_to", Self::VT_VALID_TO, false)?
+     .visit_field::<ExpirationModel>("expiration_model", Self::VT_EXPIRATION_MODEL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ImportKeyMaterialRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub import_token: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub encrypted_key_material: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub valid_to: Option<i64>,
+    pub expiration_model: ExpirationModel,
+}
+impl<'a> Default for ImportKeyMaterialRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ImportKeyMaterialRequestArgs {
+      key_id: None,
+      import_token: None,
+      encrypted_key_material: None,
+      valid_to: None,
+      expiration_model: ExpirationModel::KEY_MATERIAL_EXPIRES,
+    }
+  }
+}
+
+pub struct ImportKeyMaterialRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ImportKeyMaterialRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ImportKeyMaterialRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_import_token(&mut self, import_token: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ImportKeyMaterialRequest::VT_IMPORT_TOKEN, import_token);
+  }
+  #[inline]
+  pub fn add_encrypted_key_material(&mut self, encrypted_key_material: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ImportKeyMaterialRequest::VT_ENCRYPTED_KEY_MATERIAL, encrypted_key_material);
+  }
+  #[inline]
+  pub fn add_valid_to(&mut self, valid_to: i64) {
+    self.fbb_.push_slot_always::<i64>(ImportKeyMaterialRequest::VT_VALID_TO, valid_to);
+  }
+  #[inline]
+  pub fn add_expiration_model(&mut self, expiration_model: ExpirationModel) {
+    self.fbb_.push_slot::<ExpirationModel>(ImportKeyMaterialRequest::VT_EXPIRATION_MODEL, expiration_model, ExpirationModel::KEY_MATERIAL_EXPIRES);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ImportKeyMaterialRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ImportKeyMaterialRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ImportKeyMaterialRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ImportKeyMaterialRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ImportKeyMaterialRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("import_token", &self.import_token());
+      ds.field("encrypted_key_material", &self.encrypted_key_material());
+      ds.field("valid_to", &self.valid_to());
+      ds.field("expiration_model", &self.expiration_model());
+      ds.finish()
+  }
+}
+pub enum DeleteImportedKeyMaterialRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteImportedKeyMaterialRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DeleteImportedKeyMaterialRequest<'a> {
+  type Inner = DeleteImportedKeyMaterialRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DeleteImportedKeyMaterialRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DeleteImportedKeyMaterialRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DeleteImportedKeyMaterialRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<DeleteImportedKeyMaterialRequest<'bldr>> {
+    let mut builder = DeleteImportedKeyMaterialRequestBuilder::new(_fbb);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(DeleteImportedKeyMaterialRequest::VT_KEY_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DeleteImportedKeyMaterialRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteImportedKeyMaterialRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DeleteImportedKeyMaterialRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteImportedKeyMaterialRequestArgs {
+      key_id: None,
+    }
+  }
+}
+
+pub struct DeleteImportedKeyMaterialRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DeleteImportedKeyMaterialRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DeleteImportedKeyMaterialRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteImportedKeyMaterialRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DeleteImportedKeyMaterialRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DeleteImportedKeyMaterialRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DeleteImportedKeyMaterialRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteImportedKeyMaterialRequest");
+      ds.field("key_id", &self.key_id());
+      ds.finish()
+  }
+}
 pub enum BatchItemOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2561,6 +5881,306 @@ impl<'a> BatchItem<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_update_key_description_request(&self) -> Option<UpdateKeyDescriptionRequest<'a>> {
+    if self.operation_type() == Operation::UpdateKeyDescriptionRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UpdateKeyDescriptionRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_tag_resource_request(&self) -> Option<TagResourceRequest<'a>> {
+    if self.operation_type() == Operation::TagResourceRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TagResourceRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_untag_resource_request(&self) -> Option<UntagResourceRequest<'a>> {
+    if self.operation_type() == Operation::UntagResourceRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UntagResourceRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_resource_tags_request(&self) -> Option<ListResourceTagsRequest<'a>> {
+    if self.operation_type() == Operation::ListResourceTagsRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListResourceTagsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_create_alias_request(&self) -> Option<CreateAliasRequest<'a>> {
+    if self.operation_type() == Operation::CreateAliasRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CreateAliasRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_update_alias_request(&self) -> Option<UpdateAliasRequest<'a>> {
+    if self.operation_type() == Operation::UpdateAliasRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UpdateAliasRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_delete_alias_request(&self) -> Option<DeleteAliasRequest<'a>> {
+    if self.operation_type() == Operation::DeleteAliasRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteAliasRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_aliases_request(&self) -> Option<ListAliasesRequest<'a>> {
+    if self.operation_type() == Operation::ListAliasesRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListAliasesRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_enable_key_request(&self) -> Option<EnableKeyRequest<'a>> {
+    if self.operation_type() == Operation::EnableKeyRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { EnableKeyRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_disable_key_request(&self) -> Option<DisableKeyRequest<'a>> {
+    if self.operation_type() == Operation::DisableKeyRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DisableKeyRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_schedule_key_deletion_request(&self) -> Option<ScheduleKeyDeletionRequest<'a>> {
+    if self.operation_type() == Operation::ScheduleKeyDeletionRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ScheduleKeyDeletionRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_cancel_key_deletion_request(&self) -> Option<CancelKeyDeletionRequest<'a>> {
+    if self.operation_type() == Operation::CancelKeyDeletionRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CancelKeyDeletionRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_enable_key_rotation_request(&self) -> Option<EnableKeyRotationRequest<'a>> {
+    if self.operation_type() == Operation::EnableKeyRotationRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { EnableKeyRotationRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_disable_key_rotation_request(&self) -> Option<DisableKeyRotationRequest<'a>> {
+    if self.operation_type() == Operation::DisableKeyRotationRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DisableKeyRotationRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_get_key_rotation_status_request(&self) -> Option<GetKeyRotationStatusRequest<'a>> {
+    if self.operation_type() == Operation::GetKeyRotationStatusRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetKeyRotationStatusRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_rotate_key_on_demand_request(&self) -> Option<RotateKeyOnDemandRequest<'a>> {
+    if self.operation_type() == Operation::RotateKeyOnDemandRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RotateKeyOnDemandRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_key_rotations_request(&self) -> Option<ListKeyRotationsRequest<'a>> {
+    if self.operation_type() == Operation::ListKeyRotationsRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListKeyRotationsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_get_parameters_for_import_request(&self) -> Option<GetParametersForImportRequest<'a>> {
+    if self.operation_type() == Operation::GetParametersForImportRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetParametersForImportRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_import_key_material_request(&self) -> Option<ImportKeyMaterialRequest<'a>> {
+    if self.operation_type() == Operation::ImportKeyMaterialRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ImportKeyMaterialRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_delete_imported_key_material_request(&self) -> Option<DeleteImportedKeyMaterialRequest<'a>> {
+    if self.operation_type() == Operation::DeleteImportedKeyMaterialRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteImportedKeyMaterialRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for BatchItem<'_> {
@@ -2581,6 +6201,26 @@ impl flatbuffers::Verifiable for BatchItem<'_> {
           Operation::DecryptRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DecryptRequest>>("Operation::DecryptRequest", pos),
           Operation::ReEncryptRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ReEncryptRequest>>("Operation::ReEncryptRequest", pos),
           Operation::GenerateRandomRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GenerateRandomRequest>>("Operation::GenerateRandomRequest", pos),
+          Operation::UpdateKeyDescriptionRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UpdateKeyDescriptionRequest>>("Operation::UpdateKeyDescriptionRequest", pos),
+          Operation::TagResourceRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<TagResourceRequest>>("Operation::TagResourceRequest", pos),
+          Operation::UntagResourceRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UntagResourceRequest>>("Operation::UntagResourceRequest", pos),
+          Operation::ListResourceTagsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListResourceTagsRequest>>("Operation::ListResourceTagsRequest", pos),
+          Operation::CreateAliasRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CreateAliasRequest>>("Operation::CreateAliasRequest", pos),
+          Operation::UpdateAliasRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UpdateAliasRequest>>("Operation::UpdateAliasRequest", pos),
+          Operation::DeleteAliasRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteAliasRequest>>("Operation::DeleteAliasRequest", pos),
+          Operation::ListAliasesRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListAliasesRequest>>("Operation::ListAliasesRequest", pos),
+          Operation::EnableKeyRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EnableKeyRequest>>("Operation::EnableKeyRequest", pos),
+          Operation::DisableKeyRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DisableKeyRequest>>("Operation::DisableKeyRequest", pos),
+          Operation::ScheduleKeyDeletionRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ScheduleKeyDeletionRequest>>("Operation::ScheduleKeyDeletionRequest", pos),
+          Operation::CancelKeyDeletionRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CancelKeyDeletionRequest>>("Operation::CancelKeyDeletionRequest", pos),
+          Operation::EnableKeyRotationRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EnableKeyRotationRequest>>("Operation::EnableKeyRotationRequest", pos),
+          Operation::DisableKeyRotationRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DisableKeyRotationRequest>>("Operation::DisableKeyRotationRequest", pos),
+          Operation::GetKeyRotationStatusRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetKeyRotationStatusRequest>>("Operation::GetKeyRotationStatusRequest", pos),
+          Operation::RotateKeyOnDemandRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RotateKeyOnDemandRequest>>("Operation::RotateKeyOnDemandRequest", pos),
+          Operation::ListKeyRotationsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListKeyRotationsRequest>>("Operation::ListKeyRotationsRequest", pos),
+          Operation::GetParametersForImportRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetParametersForImportRequest>>("Operation::GetParametersForImportRequest", pos),
+          Operation::ImportKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ImportKeyMaterialRequest>>("Operation::ImportKeyMaterialRequest", pos),
+          Operation::DeleteImportedKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteImportedKeyMaterialRequest>>("Operation::DeleteImportedKeyMaterialRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -2693,6 +6333,146 @@ impl core::fmt::Debug for BatchItem<'_> {
         },
         Operation::GenerateRandomRequest => {
           if let Some(x) = self.operation_as_generate_random_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::UpdateKeyDescriptionRequest => {
+          if let Some(x) = self.operation_as_update_key_description_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::TagResourceRequest => {
+          if let Some(x) = self.operation_as_tag_resource_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::UntagResourceRequest => {
+          if let Some(x) = self.operation_as_untag_resource_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListResourceTagsRequest => {
+          if let Some(x) = self.operation_as_list_resource_tags_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::CreateAliasRequest => {
+          if let Some(x) = self.operation_as_create_alias_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::UpdateAliasRequest => {
+          if let Some(x) = self.operation_as_update_alias_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::DeleteAliasRequest => {
+          if let Some(x) = self.operation_as_delete_alias_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListAliasesRequest => {
+          if let Some(x) = self.operation_as_list_aliases_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::EnableKeyRequest => {
+          if let Some(x) = self.operation_as_enable_key_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::DisableKeyRequest => {
+          if let Some(x) = self.operation_as_disable_key_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ScheduleKeyDeletionRequest => {
+          if let Some(x) = self.operation_as_schedule_key_deletion_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::CancelKeyDeletionRequest => {
+          if let Some(x) = self.operation_as_cancel_key_deletion_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::EnableKeyRotationRequest => {
+          if let Some(x) = self.operation_as_enable_key_rotation_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::DisableKeyRotationRequest => {
+          if let Some(x) = self.operation_as_disable_key_rotation_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::GetKeyRotationStatusRequest => {
+          if let Some(x) = self.operation_as_get_key_rotation_status_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::RotateKeyOnDemandRequest => {
+          if let Some(x) = self.operation_as_rotate_key_on_demand_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListKeyRotationsRequest => {
+          if let Some(x) = self.operation_as_list_key_rotations_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::GetParametersForImportRequest => {
+          if let Some(x) = self.operation_as_get_parameters_for_import_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ImportKeyMaterialRequest => {
+          if let Some(x) = self.operation_as_import_key_material_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::DeleteImportedKeyMaterialRequest => {
+          if let Some(x) = self.operation_as_delete_imported_key_material_request() {
             ds.field("operation", &x)
           } else {
             ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -2919,6 +6699,306 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_update_key_description_request(&self) -> Option<UpdateKeyDescriptionRequest<'a>> {
+    if self.operation_type() == Operation::UpdateKeyDescriptionRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UpdateKeyDescriptionRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_tag_resource_request(&self) -> Option<TagResourceRequest<'a>> {
+    if self.operation_type() == Operation::TagResourceRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TagResourceRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_untag_resource_request(&self) -> Option<UntagResourceRequest<'a>> {
+    if self.operation_type() == Operation::UntagResourceRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UntagResourceRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_resource_tags_request(&self) -> Option<ListResourceTagsRequest<'a>> {
+    if self.operation_type() == Operation::ListResourceTagsRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListResourceTagsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_create_alias_request(&self) -> Option<CreateAliasRequest<'a>> {
+    if self.operation_type() == Operation::CreateAliasRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CreateAliasRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_update_alias_request(&self) -> Option<UpdateAliasRequest<'a>> {
+    if self.operation_type() == Operation::UpdateAliasRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UpdateAliasRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_delete_alias_request(&self) -> Option<DeleteAliasRequest<'a>> {
+    if self.operation_type() == Operation::DeleteAliasRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteAliasRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_aliases_request(&self) -> Option<ListAliasesRequest<'a>> {
+    if self.operation_type() == Operation::ListAliasesRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListAliasesRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_enable_key_request(&self) -> Option<EnableKeyRequest<'a>> {
+    if self.operation_type() == Operation::EnableKeyRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { EnableKeyRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_disable_key_request(&self) -> Option<DisableKeyRequest<'a>> {
+    if self.operation_type() == Operation::DisableKeyRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DisableKeyRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_schedule_key_deletion_request(&self) -> Option<ScheduleKeyDeletionRequest<'a>> {
+    if self.operation_type() == Operation::ScheduleKeyDeletionRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ScheduleKeyDeletionRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_cancel_key_deletion_request(&self) -> Option<CancelKeyDeletionRequest<'a>> {
+    if self.operation_type() == Operation::CancelKeyDeletionRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CancelKeyDeletionRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_enable_key_rotation_request(&self) -> Option<EnableKeyRotationRequest<'a>> {
+    if self.operation_type() == Operation::EnableKeyRotationRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { EnableKeyRotationRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_disable_key_rotation_request(&self) -> Option<DisableKeyRotationRequest<'a>> {
+    if self.operation_type() == Operation::DisableKeyRotationRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DisableKeyRotationRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_get_key_rotation_status_request(&self) -> Option<GetKeyRotationStatusRequest<'a>> {
+    if self.operation_type() == Operation::GetKeyRotationStatusRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetKeyRotationStatusRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_rotate_key_on_demand_request(&self) -> Option<RotateKeyOnDemandRequest<'a>> {
+    if self.operation_type() == Operation::RotateKeyOnDemandRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RotateKeyOnDemandRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_key_rotations_request(&self) -> Option<ListKeyRotationsRequest<'a>> {
+    if self.operation_type() == Operation::ListKeyRotationsRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListKeyRotationsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_get_parameters_for_import_request(&self) -> Option<GetParametersForImportRequest<'a>> {
+    if self.operation_type() == Operation::GetParametersForImportRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetParametersForImportRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_import_key_material_request(&self) -> Option<ImportKeyMaterialRequest<'a>> {
+    if self.operation_type() == Operation::ImportKeyMaterialRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ImportKeyMaterialRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_delete_imported_key_material_request(&self) -> Option<DeleteImportedKeyMaterialRequest<'a>> {
+    if self.operation_type() == Operation::DeleteImportedKeyMaterialRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteImportedKeyMaterialRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -2941,6 +7021,26 @@ impl flatbuffers::Verifiable for Request<'_> {
           Operation::DecryptRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DecryptRequest>>("Operation::DecryptRequest", pos),
           Operation::ReEncryptRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ReEncryptRequest>>("Operation::ReEncryptRequest", pos),
           Operation::GenerateRandomRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GenerateRandomRequest>>("Operation::GenerateRandomRequest", pos),
+          Operation::UpdateKeyDescriptionRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UpdateKeyDescriptionRequest>>("Operation::UpdateKeyDescriptionRequest", pos),
+          Operation::TagResourceRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<TagResourceRequest>>("Operation::TagResourceRequest", pos),
+          Operation::UntagResourceRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UntagResourceRequest>>("Operation::UntagResourceRequest", pos),
+          Operation::ListResourceTagsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListResourceTagsRequest>>("Operation::ListResourceTagsRequest", pos),
+          Operation::CreateAliasRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CreateAliasRequest>>("Operation::CreateAliasRequest", pos),
+          Operation::UpdateAliasRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UpdateAliasRequest>>("Operation::UpdateAliasRequest", pos),
+          Operation::DeleteAliasRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteAliasRequest>>("Operation::DeleteAliasRequest", pos),
+          Operation::ListAliasesRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListAliasesRequest>>("Operation::ListAliasesRequest", pos),
+          Operation::EnableKeyRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EnableKeyRequest>>("Operation::EnableKeyRequest", pos),
+          Operation::DisableKeyRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DisableKeyRequest>>("Operation::DisableKeyRequest", pos),
+          Operation::ScheduleKeyDeletionRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ScheduleKeyDeletionRequest>>("Operation::ScheduleKeyDeletionRequest", pos),
+          Operation::CancelKeyDeletionRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CancelKeyDeletionRequest>>("Operation::CancelKeyDeletionRequest", pos),
+          Operation::EnableKeyRotationRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EnableKeyRotationRequest>>("Operation::EnableKeyRotationRequest", pos),
+          Operation::DisableKeyRotationRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DisableKeyRotationRequest>>("Operation::DisableKeyRotationRequest", pos),
+          Operation::GetKeyRotationStatusRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetKeyRotationStatusRequest>>("Operation::GetKeyRotationStatusRequest", pos),
+          Operation::RotateKeyOnDemandRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RotateKeyOnDemandRequest>>("Operation::RotateKeyOnDemandRequest", pos),
+          Operation::ListKeyRotationsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListKeyRotationsRequest>>("Operation::ListKeyRotationsRequest", pos),
+          Operation::GetParametersForImportRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetParametersForImportRequest>>("Operation::GetParametersForImportRequest", pos),
+          Operation::ImportKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ImportKeyMaterialRequest>>("Operation::ImportKeyMaterialRequest", pos),
+          Operation::DeleteImportedKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteImportedKeyMaterialRequest>>("Operation::DeleteImportedKeyMaterialRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -3074,6 +7174,146 @@ impl core::fmt::Debug for Request<'_> {
         },
         Operation::GenerateRandomRequest => {
           if let Some(x) = self.operation_as_generate_random_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::UpdateKeyDescriptionRequest => {
+          if let Some(x) = self.operation_as_update_key_description_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::TagResourceRequest => {
+          if let Some(x) = self.operation_as_tag_resource_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::UntagResourceRequest => {
+          if let Some(x) = self.operation_as_untag_resource_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListResourceTagsRequest => {
+          if let Some(x) = self.operation_as_list_resource_tags_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::CreateAliasRequest => {
+          if let Some(x) = self.operation_as_create_alias_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::UpdateAliasRequest => {
+          if let Some(x) = self.operation_as_update_alias_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::DeleteAliasRequest => {
+          if let Some(x) = self.operation_as_delete_alias_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListAliasesRequest => {
+          if let Some(x) = self.operation_as_list_aliases_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::EnableKeyRequest => {
+          if let Some(x) = self.operation_as_enable_key_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::DisableKeyRequest => {
+          if let Some(x) = self.operation_as_disable_key_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ScheduleKeyDeletionRequest => {
+          if let Some(x) = self.operation_as_schedule_key_deletion_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::CancelKeyDeletionRequest => {
+          if let Some(x) = self.operation_as_cancel_key_deletion_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::EnableKeyRotationRequest => {
+          if let Some(x) = self.operation_as_enable_key_rotation_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::DisableKeyRotationRequest => {
+          if let Some(x) = self.operation_as_disable_key_rotation_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::GetKeyRotationStatusRequest => {
+          if let Some(x) = self.operation_as_get_key_rotation_status_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::RotateKeyOnDemandRequest => {
+          if let Some(x) = self.operation_as_rotate_key_on_demand_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListKeyRotationsRequest => {
+          if let Some(x) = self.operation_as_list_key_rotations_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::GetParametersForImportRequest => {
+          if let Some(x) = self.operation_as_get_parameters_for_import_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ImportKeyMaterialRequest => {
+          if let Some(x) = self.operation_as_import_key_material_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::DeleteImportedKeyMaterialRequest => {
+          if let Some(x) = self.operation_as_delete_imported_key_material_request() {
             ds.field("operation", &x)
           } else {
             ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -4114,6 +8354,2007 @@ impl core::fmt::Debug for GenerateRandomResponse<'_> {
       ds.finish()
   }
 }
+pub enum UpdateKeyDescriptionResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UpdateKeyDescriptionResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for UpdateKeyDescriptionResponse<'a> {
+  type Inner = UpdateKeyDescriptionResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> UpdateKeyDescriptionResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    UpdateKeyDescriptionResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args UpdateKeyDescriptionResponseArgs
+  ) -> flatbuffers::WIPOffset<UpdateKeyDescriptionResponse<'bldr>> {
+    let mut builder = UpdateKeyDescriptionResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for UpdateKeyDescriptionResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UpdateKeyDescriptionResponseArgs {
+}
+impl<'a> Default for UpdateKeyDescriptionResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    UpdateKeyDescriptionResponseArgs {
+    }
+  }
+}
+
+pub struct UpdateKeyDescriptionResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UpdateKeyDescriptionResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UpdateKeyDescriptionResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UpdateKeyDescriptionResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<UpdateKeyDescriptionResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for UpdateKeyDescriptionResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("UpdateKeyDescriptionResponse");
+      ds.finish()
+  }
+}
+pub enum TagResourceResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct TagResourceResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for TagResourceResponse<'a> {
+  type Inner = TagResourceResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> TagResourceResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    TagResourceResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args TagResourceResponseArgs
+  ) -> flatbuffers::WIPOffset<TagResourceResponse<'bldr>> {
+    let mut builder = TagResourceResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for TagResourceResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TagResourceResponseArgs {
+}
+impl<'a> Default for TagResourceResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    TagResourceResponseArgs {
+    }
+  }
+}
+
+pub struct TagResourceResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> TagResourceResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> TagResourceResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    TagResourceResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<TagResourceResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for TagResourceResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("TagResourceResponse");
+      ds.finish()
+  }
+}
+pub enum UntagResourceResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UntagResourceResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for UntagResourceResponse<'a> {
+  type Inner = UntagResourceResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> UntagResourceResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    UntagResourceResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args UntagResourceResponseArgs
+  ) -> flatbuffers::WIPOffset<UntagResourceResponse<'bldr>> {
+    let mut builder = UntagResourceResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for UntagResourceResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UntagResourceResponseArgs {
+}
+impl<'a> Default for UntagResourceResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    UntagResourceResponseArgs {
+    }
+  }
+}
+
+pub struct UntagResourceResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UntagResourceResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UntagResourceResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UntagResourceResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<UntagResourceResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for UntagResourceResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("UntagResourceResponse");
+      ds.finish()
+  }
+}
+pub enum ListResourceTagsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListResourceTagsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListResourceTagsResponse<'a> {
+  type Inner = ListResourceTagsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListResourceTagsResponse<'a> {
+  pub const VT_TAGS: flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT_MARKER: flatbuffers::VOffsetT = 6;
+  pub const VT_TRUNCATED: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListResourceTagsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListResourceTagsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListResourceTagsResponse<'bldr>> {
+    let mut builder = ListResourceTagsResponseBuilder::new(_fbb);
+    if let Some(x) = args.next_marker { builder.add_next_marker(x); }
+    if let Some(x) = args.tags { builder.add_tags(x); }
+    builder.add_truncated(args.truncated);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn tags(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Tag<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Tag>>>>(ListResourceTagsResponse::VT_TAGS, None)}
+  }
+  #[inline]
+  pub fn next_marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListResourceTagsResponse::VT_NEXT_MARKER, None)}
+  }
+  #[inline]
+  pub fn truncated(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListResourceTagsResponse::VT_TRUNCATED, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for ListResourceTagsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<Tag>>>>("tags", Self::VT_TAGS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("next_marker", Self::VT_NEXT_MARKER, false)?
+     .visit_field::<bool>("truncated", Self::VT_TRUNCATED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListResourceTagsResponseArgs<'a> {
+    pub tags: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Tag<'a>>>>>,
+    pub next_marker: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub truncated: bool,
+}
+impl<'a> Default for ListResourceTagsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListResourceTagsResponseArgs {
+      tags: None,
+      next_marker: None,
+      truncated: false,
+    }
+  }
+}
+
+pub struct ListResourceTagsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListResourceTagsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_tags(&mut self, tags: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<Tag<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListResourceTagsResponse::VT_TAGS, tags);
+  }
+  #[inline]
+  pub fn add_next_marker(&mut self, next_marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListResourceTagsResponse::VT_NEXT_MARKER, next_marker);
+  }
+  #[inline]
+  pub fn add_truncated(&mut self, truncated: bool) {
+    self.fbb_.push_slot::<bool>(ListResourceTagsResponse::VT_TRUNCATED, truncated, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListResourceTagsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListResourceTagsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListResourceTagsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListResourceTagsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListResourceTagsResponse");
+      ds.field("tags", &self.tags());
+      ds.field("next_marker", &self.next_marker());
+      ds.field("truncated", &self.truncated());
+      ds.finish()
+  }
+}
+pub enum CreateAliasResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CreateAliasResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for CreateAliasResponse<'a> {
+  type Inner = CreateAliasResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> CreateAliasResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    CreateAliasResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args CreateAliasResponseArgs
+  ) -> flatbuffers::WIPOffset<CreateAliasResponse<'bldr>> {
+    let mut builder = CreateAliasResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for CreateAliasResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CreateAliasResponseArgs {
+}
+impl<'a> Default for CreateAliasResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    CreateAliasResponseArgs {
+    }
+  }
+}
+
+pub struct CreateAliasResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> CreateAliasResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateAliasResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    CreateAliasResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<CreateAliasResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for CreateAliasResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("CreateAliasResponse");
+      ds.finish()
+  }
+}
+pub enum UpdateAliasResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UpdateAliasResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for UpdateAliasResponse<'a> {
+  type Inner = UpdateAliasResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> UpdateAliasResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    UpdateAliasResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args UpdateAliasResponseArgs
+  ) -> flatbuffers::WIPOffset<UpdateAliasResponse<'bldr>> {
+    let mut builder = UpdateAliasResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for UpdateAliasResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UpdateAliasResponseArgs {
+}
+impl<'a> Default for UpdateAliasResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    UpdateAliasResponseArgs {
+    }
+  }
+}
+
+pub struct UpdateAliasResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> UpdateAliasResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> UpdateAliasResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    UpdateAliasResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<UpdateAliasResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for UpdateAliasResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("UpdateAliasResponse");
+      ds.finish()
+  }
+}
+pub enum DeleteAliasResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteAliasResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DeleteAliasResponse<'a> {
+  type Inner = DeleteAliasResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DeleteAliasResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DeleteAliasResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args DeleteAliasResponseArgs
+  ) -> flatbuffers::WIPOffset<DeleteAliasResponse<'bldr>> {
+    let mut builder = DeleteAliasResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for DeleteAliasResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteAliasResponseArgs {
+}
+impl<'a> Default for DeleteAliasResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    DeleteAliasResponseArgs {
+    }
+  }
+}
+
+pub struct DeleteAliasResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DeleteAliasResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteAliasResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DeleteAliasResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DeleteAliasResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DeleteAliasResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteAliasResponse");
+      ds.finish()
+  }
+}
+pub enum ListAliasesResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListAliasesResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListAliasesResponse<'a> {
+  type Inner = ListAliasesResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListAliasesResponse<'a> {
+  pub const VT_ALIASES: flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT_MARKER: flatbuffers::VOffsetT = 6;
+  pub const VT_TRUNCATED: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListAliasesResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListAliasesResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListAliasesResponse<'bldr>> {
+    let mut builder = ListAliasesResponseBuilder::new(_fbb);
+    if let Some(x) = args.next_marker { builder.add_next_marker(x); }
+    if let Some(x) = args.aliases { builder.add_aliases(x); }
+    builder.add_truncated(args.truncated);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn aliases(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AliasListEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AliasListEntry>>>>(ListAliasesResponse::VT_ALIASES, None)}
+  }
+  #[inline]
+  pub fn next_marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListAliasesResponse::VT_NEXT_MARKER, None)}
+  }
+  #[inline]
+  pub fn truncated(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListAliasesResponse::VT_TRUNCATED, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for ListAliasesResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<AliasListEntry>>>>("aliases", Self::VT_ALIASES, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("next_marker", Self::VT_NEXT_MARKER, false)?
+     .visit_field::<bool>("truncated", Self::VT_TRUNCATED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListAliasesResponseArgs<'a> {
+    pub aliases: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AliasListEntry<'a>>>>>,
+    pub next_marker: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub truncated: bool,
+}
+impl<'a> Default for ListAliasesResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListAliasesResponseArgs {
+      aliases: None,
+      next_marker: None,
+      truncated: false,
+    }
+  }
+}
+
+pub struct ListAliasesResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListAliasesResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_aliases(&mut self, aliases: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<AliasListEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListAliasesResponse::VT_ALIASES, aliases);
+  }
+  #[inline]
+  pub fn add_next_marker(&mut self, next_marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListAliasesResponse::VT_NEXT_MARKER, next_marker);
+  }
+  #[inline]
+  pub fn add_truncated(&mut self, truncated: bool) {
+    self.fbb_.push_slot::<bool>(ListAliasesResponse::VT_TRUNCATED, truncated, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListAliasesResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListAliasesResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListAliasesResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListAliasesResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListAliasesResponse");
+      ds.field("aliases", &self.aliases());
+      ds.field("next_marker", &self.next_marker());
+      ds.field("truncated", &self.truncated());
+      ds.finish()
+  }
+}
+pub enum EnableKeyResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct EnableKeyResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for EnableKeyResponse<'a> {
+  type Inner = EnableKeyResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> EnableKeyResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    EnableKeyResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args EnableKeyResponseArgs
+  ) -> flatbuffers::WIPOffset<EnableKeyResponse<'bldr>> {
+    let mut builder = EnableKeyResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for EnableKeyResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EnableKeyResponseArgs {
+}
+impl<'a> Default for EnableKeyResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    EnableKeyResponseArgs {
+    }
+  }
+}
+
+pub struct EnableKeyResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> EnableKeyResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> EnableKeyResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    EnableKeyResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<EnableKeyResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for EnableKeyResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("EnableKeyResponse");
+      ds.finish()
+  }
+}
+pub enum DisableKeyResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DisableKeyResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DisableKeyResponse<'a> {
+  type Inner = DisableKeyResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DisableKeyResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DisableKeyResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args DisableKeyResponseArgs
+  ) -> flatbuffers::WIPOffset<DisableKeyResponse<'bldr>> {
+    let mut builder = DisableKeyResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for DisableKeyResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DisableKeyResponseArgs {
+}
+impl<'a> Default for DisableKeyResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    DisableKeyResponseArgs {
+    }
+  }
+}
+
+pub struct DisableKeyResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DisableKeyResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DisableKeyResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DisableKeyResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DisableKeyResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DisableKeyResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DisableKeyResponse");
+      ds.finish()
+  }
+}
+pub enum ScheduleKeyDeletionResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ScheduleKeyDeletionResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ScheduleKeyDeletionResponse<'a> {
+  type Inner = ScheduleKeyDeletionResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ScheduleKeyDeletionResponse<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_DELETION_DATE: flatbuffers::VOffsetT = 6;
+  pub const VT_KEY_STATE: flatbuffers::VOffsetT = 8;
+  pub const VT_PENDING_WINDOW_IN_DAYS: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ScheduleKeyDeletionResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ScheduleKeyDeletionResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<ScheduleKeyDeletionResponse<'bldr>> {
+    let mut builder = ScheduleKeyDeletionResponseBuilder::new(_fbb);
+    builder.add_deletion_date(args.deletion_date);
+    builder.add_pending_window_in_days(args.pending_window_in_days);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.add_key_state(args.key_state);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ScheduleKeyDeletionResponse::VT_KEY_ID, None)}
+  }
+  /// Seconds since the Unix epoch.
+  #[inline]
+  pub fn deletion_date(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ScheduleKeyDeletionResponse::VT_DELETION_DATE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn key_state(&self) -> KeyState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<KeyState>(ScheduleKeyDeletionResponse::VT_KEY_STATE, Some(KeyState::Enabled)).unwrap()}
+  }
+  #[inline]
+  pub fn pending_window_in_days(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ScheduleKeyDeletionResponse::VT_PENDING_WINDOW_IN_DAYS, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for ScheduleKeyDeletionResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<i64>("deletion_date", Self::VT_DELETION_DATE, false)?
+     .visit_field::<KeyState>("key_state", Self::VT_KEY_STATE, false)?
+     .visit_field::<u32>("pending_window_in_days", Self::VT_PENDING_WINDOW_IN_DAYS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ScheduleKeyDeletionResponseArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub deletion_date: i64,
+    pub key_state: KeyState,
+    pub pending_window_in_days: u32,
+}
+impl<'a> Default for ScheduleKeyDeletionResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ScheduleKeyDeletionResponseArgs {
+      key_id: None,
+      deletion_date: 0,
+      key_state: KeyState::Enabled,
+      pending_window_in_days: 0,
+    }
+  }
+}
+
+pub struct ScheduleKeyDeletionResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ScheduleKeyDeletionResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ScheduleKeyDeletionResponse::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_deletion_date(&mut self, deletion_date: i64) {
+    self.fbb_.push_slot::<i64>(ScheduleKeyDeletionResponse::VT_DELETION_DATE, deletion_date, 0);
+  }
+  #[inline]
+  pub fn add_key_state(&mut self, key_state: KeyState) {
+    self.fbb_.push_slot::<KeyState>(ScheduleKeyDeletionResponse::VT_KEY_STATE, key_state, KeyState::Enabled);
+  }
+  #[inline]
+  pub fn add_pending_window_in_days(&mut self, pending_window_in_days: u32) {
+    self.fbb_.push_slot::<u32>(ScheduleKeyDeletionResponse::VT_PENDING_WINDOW_IN_DAYS, pending_window_in_days, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ScheduleKeyDeletionResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ScheduleKeyDeletionResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ScheduleKeyDeletionResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ScheduleKeyDeletionResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ScheduleKeyDeletionResponse");
+      ds.field("key_id", &self.key_id());
+      ds.field("deletion_date", &self.deletion_date());
+      ds.field("key_state", &self.key_state());
+      ds.field("pending_window_in_days", &self.pending_window_in_days());
+      ds.finish()
+  }
+}
+pub enum CancelKeyDeletionResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CancelKeyDeletionResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for CancelKeyDeletionResponse<'a> {
+  type Inner = CancelKeyDeletionResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> CancelKeyDeletionResponse<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    CancelKeyDeletionResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args CancelKeyDeletionResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<CancelKeyDeletionResponse<'bldr>> {
+    let mut builder = CancelKeyDeletionResponseBuilder::new(_fbb);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CancelKeyDeletionResponse::VT_KEY_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for CancelKeyDeletionResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CancelKeyDeletionResponseArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for CancelKeyDeletionResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CancelKeyDeletionResponseArgs {
+      key_id: None,
+    }
+  }
+}
+
+pub struct CancelKeyDeletionResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> CancelKeyDeletionResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CancelKeyDeletionResponse::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CancelKeyDeletionResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    CancelKeyDeletionResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<CancelKeyDeletionResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for CancelKeyDeletionResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("CancelKeyDeletionResponse");
+      ds.field("key_id", &self.key_id());
+      ds.finish()
+  }
+}
+pub enum EnableKeyRotationResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct EnableKeyRotationResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for EnableKeyRotationResponse<'a> {
+  type Inner = EnableKeyRotationResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> EnableKeyRotationResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    EnableKeyRotationResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args EnableKeyRotationResponseArgs
+  ) -> flatbuffers::WIPOffset<EnableKeyRotationResponse<'bldr>> {
+    let mut builder = EnableKeyRotationResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for EnableKeyRotationResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EnableKeyRotationResponseArgs {
+}
+impl<'a> Default for EnableKeyRotationResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    EnableKeyRotationResponseArgs {
+    }
+  }
+}
+
+pub struct EnableKeyRotationResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> EnableKeyRotationResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> EnableKeyRotationResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    EnableKeyRotationResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<EnableKeyRotationResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for EnableKeyRotationResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("EnableKeyRotationResponse");
+      ds.finish()
+  }
+}
+pub enum DisableKeyRotationResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DisableKeyRotationResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DisableKeyRotationResponse<'a> {
+  type Inner = DisableKeyRotationResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DisableKeyRotationResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DisableKeyRotationResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args DisableKeyRotationResponseArgs
+  ) -> flatbuffers::WIPOffset<DisableKeyRotationResponse<'bldr>> {
+    let mut builder = DisableKeyRotationResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for DisableKeyRotationResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DisableKeyRotationResponseArgs {
+}
+impl<'a> Default for DisableKeyRotationResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    DisableKeyRotationResponseArgs {
+    }
+  }
+}
+
+pub struct DisableKeyRotationResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DisableKeyRotationResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DisableKeyRotationResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DisableKeyRotationResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DisableKeyRotationResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DisableKeyRotationResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DisableKeyRotationResponse");
+      ds.finish()
+  }
+}
+pub enum GetKeyRotationStatusResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetKeyRotationStatusResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GetKeyRotationStatusResponse<'a> {
+  type Inner = GetKeyRotationStatusResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GetKeyRotationStatusResponse<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_KEY_ROTATION_ENABLED: flatbuffers::VOffsetT = 6;
+  pub const VT_ROTATION_PERIOD_IN_DAYS: flatbuffers::VOffsetT = 8;
+  pub const VT_NEXT_ROTATION_DATE: flatbuffers::VOffsetT = 10;
+  pub const VT_ON_DEMAND_ROTATION_START_DATE: flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GetKeyRotationStatusResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GetKeyRotationStatusResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<GetKeyRotationStatusResponse<'bldr>> {
+    let mut builder = GetKeyRotationStatusResponseBuilder::new(_fbb);
+    if let Some(x) = args.on_demand_rotation_start_date { builder.add_on_demand_rotation_start_date(x); }
+    if let Some(x) = args.next_rotation_date { builder.add_next_rotation_date(x); }
+    if let Some(x) = args.rotation_period_in_days { builder.add_rotation_period_in_days(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.add_key_rotation_enabled(args.key_rotation_enabled);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GetKeyRotationStatusResponse::VT_KEY_ID, None)}
+  }
+  #[inline]
+  pub fn key_rotation_enabled(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(GetKeyRotationStatusResponse::VT_KEY_ROTATION_ENABLED, Some(false)).unwrap()}
+  }
+  /// Set when rotation is enabled.
+  #[inline]
+  pub fn rotation_period_in_days(&self) -> Option<u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(GetKeyRotationStatusResponse::VT_ROTATION_PERIOD_IN_DAYS, None)}
+  }
+  #[inline]
+  pub fn next_rotation_date(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(GetKeyRotationStatusResponse::VT_NEXT_ROTATION_DATE, None)}
+  }
+  /// Set while an on-demand rotation is in progress.
+  #[inline]
+  pub fn on_demand_rotation_start_date(&self) -> Option<i64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(GetKeyRotationStatusResponse::VT_ON_DEMAND_ROTATION_START_DATE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for GetKeyRotationStatusResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<bool>("key_rotation_enabled", Self::VT_KEY_ROTATION_ENABLED, false)?
+     .visit_field::<u32>("rotation_period_in_days", Self::VT_ROTATION_PERIOD_IN_DAYS, false)?
+     .visit_field::<i64>("next_rotation_date", Self::VT_NEXT_ROTATION_DATE, false)?
+     .visit_field::<i64>("on_demand_rotation_start_date", Self::VT_ON_DEMAND_ROTATION_START_DATE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetKeyRotationStatusResponseArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub key_rotation_enabled: bool,
+    pub rotation_period_in_days: Option<u32>,
+    pub next_rotation_date: Option<i64>,
+    pub on_demand_rotation_start_date: Option<i64>,
+}
+impl<'a> Default for GetKeyRotationStatusResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetKeyRotationStatusResponseArgs {
+      key_id: None,
+      key_rotation_enabled: false,
+      rotation_period_in_days: None,
+      next_rotation_date: None,
+      on_demand_rotation_start_date: None,
+    }
+  }
+}
+
+pub struct GetKeyRotationStatusResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GetKeyRotationStatusResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetKeyRotationStatusResponse::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_key_rotation_enabled(&mut self, key_rotation_enabled: bool) {
+    self.fbb_.push_slot::<bool>(GetKeyRotationStatusResponse::VT_KEY_ROTATION_ENABLED, key_rotation_enabled, false);
+  }
+  #[inline]
+  pub fn add_rotation_period_in_days(&mut self, rotation_period_in_days: u32) {
+    self.fbb_.push_slot_always::<u32>(GetKeyRotationStatusResponse::VT_ROTATION_PERIOD_IN_DAYS, rotation_period_in_days);
+  }
+  #[inline]
+  pub fn add_next_rotation_date(&mut self, next_rotation_date: i64) {
+    self.fbb_.push_slot_always::<i64>(GetKeyRotationStatusResponse::VT_NEXT_ROTATION_DATE, next_rotation_date);
+  }
+  #[inline]
+  pub fn add_on_demand_rotation_start_date(&mut self, on_demand_rotation_start_date: i64) {
+    self.fbb_.push_slot_always::<i64>(GetKeyRotationStatusResponse::VT_ON_DEMAND_ROTATION_START_DATE, on_demand_rotation_start_date);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GetKeyRotationStatusResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GetKeyRotationStatusResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GetKeyRotationStatusResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GetKeyRotationStatusResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GetKeyRotationStatusResponse");
+      ds.field("key_id", &self.key_id());
+      ds.field("key_rotation_enabled", &self.key_rotation_enabled());
+      ds.field("rotation_period_in_days", &self.rotation_period_in_days());
+      ds.field("next_rotation_date", &self.next_rotation_date());
+      ds.field("on_demand_rotation_start_date", &self.on_demand_rotation_start_date());
+      ds.finish()
+  }
+}
+pub enum RotateKeyOnDemandResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RotateKeyOnDemandResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for RotateKeyOnDemandResponse<'a> {
+  type Inner = RotateKeyOnDemandResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> RotateKeyOnDemandResponse<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    RotateKeyOnDemandResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args RotateKeyOnDemandResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<RotateKeyOnDemandResponse<'bldr>> {
+    let mut builder = RotateKeyOnDemandResponseBuilder::new(_fbb);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(RotateKeyOnDemandResponse::VT_KEY_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for RotateKeyOnDemandResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RotateKeyOnDemandResponseArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RotateKeyOnDemandResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RotateKeyOnDemandResponseArgs {
+      key_id: None,
+    }
+  }
+}
+
+pub struct RotateKeyOnDemandResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> RotateKeyOnDemandResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(RotateKeyOnDemandResponse::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RotateKeyOnDemandResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    RotateKeyOnDemandResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<RotateKeyOnDemandResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for RotateKeyOnDemandResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("RotateKeyOnDemandResponse");
+      ds.field("key_id", &self.key_id());
+      ds.finish()
+  }
+}
+pub enum ListKeyRotationsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListKeyRotationsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListKeyRotationsResponse<'a> {
+  type Inner = ListKeyRotationsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListKeyRotationsResponse<'a> {
+  pub const VT_ROTATIONS: flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT_MARKER: flatbuffers::VOffsetT = 6;
+  pub const VT_TRUNCATED: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListKeyRotationsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListKeyRotationsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListKeyRotationsResponse<'bldr>> {
+    let mut builder = ListKeyRotationsResponseBuilder::new(_fbb);
+    if let Some(x) = args.next_marker { builder.add_next_marker(x); }
+    if let Some(x) = args.rotations { builder.add_rotations(x); }
+    builder.add_truncated(args.truncated);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn rotations(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<RotationsListEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<RotationsListEntry>>>>(ListKeyRotationsResponse::VT_ROTATIONS, None)}
+  }
+  #[inline]
+  pub fn next_marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListKeyRotationsResponse::VT_NEXT_MARKER, None)}
+  }
+  #[inline]
+  pub fn truncated(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListKeyRotationsResponse::VT_TRUNCATED, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for ListKeyRotationsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<RotationsListEntry>>>>("rotations", Self::VT_ROTATIONS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("next_marker", Self::VT_NEXT_MARKER, false)?
+     .visit_field::<bool>("truncated", Self::VT_TRUNCATED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListKeyRotationsResponseArgs<'a> {
+    pub rotations: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<RotationsListEntry<'a>>>>>,
+    pub next_marker: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub truncated: bool,
+}
+impl<'a> Default for ListKeyRotationsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListKeyRotationsResponseArgs {
+      rotations: None,
+      next_marker: None,
+      truncated: false,
+    }
+  }
+}
+
+pub struct ListKeyRotationsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListKeyRotationsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_rotations(&mut self, rotations: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<RotationsListEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListKeyRotationsResponse::VT_ROTATIONS, rotations);
+  }
+  #[inline]
+  pub fn add_next_marker(&mut self, next_marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListKeyRotationsResponse::VT_NEXT_MARKER, next_marker);
+  }
+  #[inline]
+  pub fn add_truncated(&mut self, truncated: bool) {
+    self.fbb_.push_slot::<bool>(ListKeyRotationsResponse::VT_TRUNCATED, truncated, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListKeyRotationsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListKeyRotationsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListKeyRotationsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListKeyRotationsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListKeyRotationsResponse");
+      ds.field("rotations", &self.rotations());
+      ds.field("next_marker", &self.next_marker());
+      ds.field("truncated", &self.truncated());
+      ds.finish()
+  }
+}
+pub enum GetParametersForImportResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetParametersForImportResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GetParametersForImportResponse<'a> {
+  type Inner = GetParametersForImportResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GetParametersForImportResponse<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_IMPORT_TOKEN: flatbuffers::VOffsetT = 6;
+  pub const VT_PUBLIC_KEY: flatbuffers::VOffsetT = 8;
+  pub const VT_PARAMETERS_VALID_TO: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GetParametersForImportResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GetParametersForImportResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<GetParametersForImportResponse<'bldr>> {
+    let mut builder = GetParametersForImportResponseBuilder::new(_fbb);
+    builder.add_parameters_valid_to(args.parameters_valid_to);
+    if let Some(x) = args.public_key { builder.add_public_key(x); }
+    if let Some(x) = args.import_token { builder.add_import_token(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GetParametersForImportResponse::VT_KEY_ID, None)}
+  }
+  #[inline]
+  pub fn import_token(&self) -> Option<flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(GetParametersForImportResponse::VT_IMPORT_TOKEN, None)}
+  }
+  /// DER SubjectPublicKeyInfo, as AWS.
+  #[inline]
+  pub fn public_key(&self) -> Option<flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(GetParametersForImportResponse::VT_PUBLIC_KEY, None)}
+  }
+  /// Seconds since the Unix epoch.
+  #[inline]
+  pub fn parameters_valid_to(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(GetParametersForImportResponse::VT_PARAMETERS_VALID_TO, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for GetParametersForImportResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("import_token", Self::VT_IMPORT_TOKEN, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("public_key", Self::VT_PUBLIC_KEY, false)?
+     .visit_field::<i64>("parameters_valid_to", Self::VT_PARAMETERS_VALID_TO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetParametersForImportResponseArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub import_token: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub public_key: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub parameters_valid_to: i64,
+}
+impl<'a> Default for GetParametersForImportResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetParametersForImportResponseArgs {
+      key_id: None,
+      import_token: None,
+      public_key: None,
+      parameters_valid_to: 0,
+    }
+  }
+}
+
+pub struct GetParametersForImportResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GetParametersForImportResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetParametersForImportResponse::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_import_token(&mut self, import_token: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetParametersForImportResponse::VT_IMPORT_TOKEN, import_token);
+  }
+  #[inline]
+  pub fn add_public_key(&mut self, public_key: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetParametersForImportResponse::VT_PUBLIC_KEY, public_key);
+  }
+  #[inline]
+  pub fn add_parameters_valid_to(&mut self, parameters_valid_to: i64) {
+    self.fbb_.push_slot::<i64>(GetParametersForImportResponse::VT_PARAMETERS_VALID_TO, parameters_valid_to, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GetParametersForImportResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GetParametersForImportResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GetParametersForImportResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GetParametersForImportResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GetParametersForImportResponse");
+      ds.field("key_id", &self.key_id());
+      ds.field("import_token", &self.import_token());
+      ds.field("public_key", &self.public_key());
+      ds.field("parameters_valid_to", &self.parameters_valid_to());
+      ds.finish()
+  }
+}
+pub enum ImportKeyMaterialResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ImportKeyMaterialResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ImportKeyMaterialResponse<'a> {
+  type Inner = ImportKeyMaterialResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ImportKeyMaterialResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ImportKeyMaterialResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args ImportKeyMaterialResponseArgs
+  ) -> flatbuffers::WIPOffset<ImportKeyMaterialResponse<'bldr>> {
+    let mut builder = ImportKeyMaterialResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for ImportKeyMaterialResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ImportKeyMaterialResponseArgs {
+}
+impl<'a> Default for ImportKeyMaterialResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    ImportKeyMaterialResponseArgs {
+    }
+  }
+}
+
+pub struct ImportKeyMaterialResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ImportKeyMaterialResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ImportKeyMaterialResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ImportKeyMaterialResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ImportKeyMaterialResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ImportKeyMaterialResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ImportKeyMaterialResponse");
+      ds.finish()
+  }
+}
+pub enum DeleteImportedKeyMaterialResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteImportedKeyMaterialResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DeleteImportedKeyMaterialResponse<'a> {
+  type Inner = DeleteImportedKeyMaterialResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DeleteImportedKeyMaterialResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DeleteImportedKeyMaterialResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args DeleteImportedKeyMaterialResponseArgs
+  ) -> flatbuffers::WIPOffset<DeleteImportedKeyMaterialResponse<'bldr>> {
+    let mut builder = DeleteImportedKeyMaterialResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for DeleteImportedKeyMaterialResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteImportedKeyMaterialResponseArgs {
+}
+impl<'a> Default for DeleteImportedKeyMaterialResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    DeleteImportedKeyMaterialResponseArgs {
+    }
+  }
+}
+
+pub struct DeleteImportedKeyMaterialResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DeleteImportedKeyMaterialResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteImportedKeyMaterialResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DeleteImportedKeyMaterialResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DeleteImportedKeyMaterialResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DeleteImportedKeyMaterialResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteImportedKeyMaterialResponse");
+      ds.finish()
+  }
+}
 pub enum ErrorOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4424,6 +10665,306 @@ impl<'a> Outcome<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_update_key_description_response(&self) -> Option<UpdateKeyDescriptionResponse<'a>> {
+    if self.output_type() == Output::UpdateKeyDescriptionResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UpdateKeyDescriptionResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_tag_resource_response(&self) -> Option<TagResourceResponse<'a>> {
+    if self.output_type() == Output::TagResourceResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TagResourceResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_untag_resource_response(&self) -> Option<UntagResourceResponse<'a>> {
+    if self.output_type() == Output::UntagResourceResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UntagResourceResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_list_resource_tags_response(&self) -> Option<ListResourceTagsResponse<'a>> {
+    if self.output_type() == Output::ListResourceTagsResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListResourceTagsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_create_alias_response(&self) -> Option<CreateAliasResponse<'a>> {
+    if self.output_type() == Output::CreateAliasResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CreateAliasResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_update_alias_response(&self) -> Option<UpdateAliasResponse<'a>> {
+    if self.output_type() == Output::UpdateAliasResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UpdateAliasResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_delete_alias_response(&self) -> Option<DeleteAliasResponse<'a>> {
+    if self.output_type() == Output::DeleteAliasResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteAliasResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_list_aliases_response(&self) -> Option<ListAliasesResponse<'a>> {
+    if self.output_type() == Output::ListAliasesResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListAliasesResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_enable_key_response(&self) -> Option<EnableKeyResponse<'a>> {
+    if self.output_type() == Output::EnableKeyResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { EnableKeyResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_disable_key_response(&self) -> Option<DisableKeyResponse<'a>> {
+    if self.output_type() == Output::DisableKeyResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DisableKeyResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_schedule_key_deletion_response(&self) -> Option<ScheduleKeyDeletionResponse<'a>> {
+    if self.output_type() == Output::ScheduleKeyDeletionResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ScheduleKeyDeletionResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_cancel_key_deletion_response(&self) -> Option<CancelKeyDeletionResponse<'a>> {
+    if self.output_type() == Output::CancelKeyDeletionResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CancelKeyDeletionResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_enable_key_rotation_response(&self) -> Option<EnableKeyRotationResponse<'a>> {
+    if self.output_type() == Output::EnableKeyRotationResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { EnableKeyRotationResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_disable_key_rotation_response(&self) -> Option<DisableKeyRotationResponse<'a>> {
+    if self.output_type() == Output::DisableKeyRotationResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DisableKeyRotationResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_get_key_rotation_status_response(&self) -> Option<GetKeyRotationStatusResponse<'a>> {
+    if self.output_type() == Output::GetKeyRotationStatusResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetKeyRotationStatusResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_rotate_key_on_demand_response(&self) -> Option<RotateKeyOnDemandResponse<'a>> {
+    if self.output_type() == Output::RotateKeyOnDemandResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RotateKeyOnDemandResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_list_key_rotations_response(&self) -> Option<ListKeyRotationsResponse<'a>> {
+    if self.output_type() == Output::ListKeyRotationsResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListKeyRotationsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_get_parameters_for_import_response(&self) -> Option<GetParametersForImportResponse<'a>> {
+    if self.output_type() == Output::GetParametersForImportResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetParametersForImportResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_import_key_material_response(&self) -> Option<ImportKeyMaterialResponse<'a>> {
+    if self.output_type() == Output::ImportKeyMaterialResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ImportKeyMaterialResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_delete_imported_key_material_response(&self) -> Option<DeleteImportedKeyMaterialResponse<'a>> {
+    if self.output_type() == Output::DeleteImportedKeyMaterialResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteImportedKeyMaterialResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Outcome<'_> {
@@ -4444,6 +10985,26 @@ impl flatbuffers::Verifiable for Outcome<'_> {
           Output::DecryptResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DecryptResponse>>("Output::DecryptResponse", pos),
           Output::ReEncryptResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ReEncryptResponse>>("Output::ReEncryptResponse", pos),
           Output::GenerateRandomResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GenerateRandomResponse>>("Output::GenerateRandomResponse", pos),
+          Output::UpdateKeyDescriptionResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UpdateKeyDescriptionResponse>>("Output::UpdateKeyDescriptionResponse", pos),
+          Output::TagResourceResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<TagResourceResponse>>("Output::TagResourceResponse", pos),
+          Output::UntagResourceResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UntagResourceResponse>>("Output::UntagResourceResponse", pos),
+          Output::ListResourceTagsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListResourceTagsResponse>>("Output::ListResourceTagsResponse", pos),
+          Output::CreateAliasResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CreateAliasResponse>>("Output::CreateAliasResponse", pos),
+          Output::UpdateAliasResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<UpdateAliasResponse>>("Output::UpdateAliasResponse", pos),
+          Output::DeleteAliasResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteAliasResponse>>("Output::DeleteAliasResponse", pos),
+          Output::ListAliasesResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListAliasesResponse>>("Output::ListAliasesResponse", pos),
+          Output::EnableKeyResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EnableKeyResponse>>("Output::EnableKeyResponse", pos),
+          Output::DisableKeyResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DisableKeyResponse>>("Output::DisableKeyResponse", pos),
+          Output::ScheduleKeyDeletionResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ScheduleKeyDeletionResponse>>("Output::ScheduleKeyDeletionResponse", pos),
+          Output::CancelKeyDeletionResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CancelKeyDeletionResponse>>("Output::CancelKeyDeletionResponse", pos),
+          Output::EnableKeyRotationResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<EnableKeyRotationResponse>>("Output::EnableKeyRotationResponse", pos),
+          Output::DisableKeyRotationResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DisableKeyRotationResponse>>("Output::DisableKeyRotationResponse", pos),
+          Output::GetKeyRotationStatusResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetKeyRotationStatusResponse>>("Output::GetKeyRotationStatusResponse", pos),
+          Output::RotateKeyOnDemandResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RotateKeyOnDemandResponse>>("Output::RotateKeyOnDemandResponse", pos),
+          Output::ListKeyRotationsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListKeyRotationsResponse>>("Output::ListKeyRotationsResponse", pos),
+          Output::GetParametersForImportResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetParametersForImportResponse>>("Output::GetParametersForImportResponse", pos),
+          Output::ImportKeyMaterialResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ImportKeyMaterialResponse>>("Output::ImportKeyMaterialResponse", pos),
+          Output::DeleteImportedKeyMaterialResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteImportedKeyMaterialResponse>>("Output::DeleteImportedKeyMaterialResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -4563,6 +11124,146 @@ impl core::fmt::Debug for Outcome<'_> {
         },
         Output::GenerateRandomResponse => {
           if let Some(x) = self.output_as_generate_random_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::UpdateKeyDescriptionResponse => {
+          if let Some(x) = self.output_as_update_key_description_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::TagResourceResponse => {
+          if let Some(x) = self.output_as_tag_resource_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::UntagResourceResponse => {
+          if let Some(x) = self.output_as_untag_resource_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::ListResourceTagsResponse => {
+          if let Some(x) = self.output_as_list_resource_tags_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::CreateAliasResponse => {
+          if let Some(x) = self.output_as_create_alias_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::UpdateAliasResponse => {
+          if let Some(x) = self.output_as_update_alias_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::DeleteAliasResponse => {
+          if let Some(x) = self.output_as_delete_alias_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::ListAliasesResponse => {
+          if let Some(x) = self.output_as_list_aliases_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::EnableKeyResponse => {
+          if let Some(x) = self.output_as_enable_key_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::DisableKeyResponse => {
+          if let Some(x) = self.output_as_disable_key_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::ScheduleKeyDeletionResponse => {
+          if let Some(x) = self.output_as_schedule_key_deletion_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::CancelKeyDeletionResponse => {
+          if let Some(x) = self.output_as_cancel_key_deletion_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::EnableKeyRotationResponse => {
+          if let Some(x) = self.output_as_enable_key_rotation_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::DisableKeyRotationResponse => {
+          if let Some(x) = self.output_as_disable_key_rotation_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::GetKeyRotationStatusResponse => {
+          if let Some(x) = self.output_as_get_key_rotation_status_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::RotateKeyOnDemandResponse => {
+          if let Some(x) = self.output_as_rotate_key_on_demand_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::ListKeyRotationsResponse => {
+          if let Some(x) = self.output_as_list_key_rotations_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::GetParametersForImportResponse => {
+          if let Some(x) = self.output_as_get_parameters_for_import_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::ImportKeyMaterialResponse => {
+          if let Some(x) = self.output_as_import_key_material_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::DeleteImportedKeyMaterialResponse => {
+          if let Some(x) = self.output_as_delete_imported_key_material_response() {
             ds.field("output", &x)
           } else {
             ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")

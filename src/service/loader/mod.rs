@@ -46,7 +46,7 @@ use super::hsm_executor::HsmExecutor;
 use super::keys::KeyRef;
 use super::{ServiceState, LoadedKey};
 use crate::errors::{load_timed_out as timed_out, stopping};
-use crate::keystore::StoreReader;
+use crate::keystore::KeySource;
 use crossbeam_channel::Sender;
 use flight::{KeyLoad, Waiter};
 use kms_proto::KmsError;
@@ -140,7 +140,7 @@ pub(crate) struct LoaderState {
     /// The loader's own read-only store connection (the store stage reads
     /// batches through it; a load in place on an executor thread, rarely,
     /// too).
-    reader: Mutex<StoreReader>,
+    reader: Mutex<Box<dyn KeySource>>,
     /// Waiters by key, with batching (single flight).
     pending: Mutex<HashMap<KeyRef, Vec<Waiter>>>,
     /// Failed loads, remembered until the instant given.
@@ -177,7 +177,7 @@ pub struct KeyLoader {
 impl KeyLoader {
     pub(super) fn start(
         core: Arc<ServiceState>,
-        reader: StoreReader,
+        reader: Box<dyn KeySource>,
         config: LoaderConfig,
     ) -> std::io::Result<KeyLoader> {
         let (tx, rx) = crossbeam_channel::unbounded();

@@ -21,12 +21,11 @@ use super::deadlines::NEGATIVE_TTL;
 use super::flight::{self, KeyLoad, Waiter};
 use super::{KeyRef, LoadedKey, LoaderState};
 use crate::errors::unavailable;
-use crate::keystore::StoreReader;
 use crate::service::cache::Revision;
 use crate::service::internal;
-use crate::service::keys::StoredKey;
+use crate::keystore::StoredKey;
 use crossbeam_channel::{Receiver, Sender};
-use kms_proto::{ErrorKind, KmsError};
+use kms_proto::KmsError;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -112,47 +111,24 @@ fn read_wanted(state: &LoaderState, batch: Vec<KeyLoad>) -> Option<ReadBatch> {
 fn read_many(state: &LoaderState, keys: &[KeyRef]) -> Vec<Read> {
     let cache = &state.core.cache;
     let seen: Vec<Revision> = keys.iter().map(|k| cache.revision(&k.id)).collect();
-    let reader = state.reader.lock();
-    let rows = reader.read_batch(|r| keys.iter().map(|k| read_one(r, &k.id)).collect());
+    let ids: Vec<[u8; 16]> = keys.iter().map(|k| k.id).collect();
+    let rows = state.reader.lock().read_keys(&ids);
     let rows: Vec<_> = match rows {
-        Ok(rows) => rows,
+        Ok(rows) => rows
+            .into_iter()
+            .zip(keys)
+            .map(|(row, k)| match row {
+                Ok(Some(stored)) => Ok(stored),
+                Ok(None) => Err(crate::errors::key_not_found(&k.id)),
+                Err(e) => Err(internal("reading key", e)),
+            })
+            .collect(),
         Err(e) => {
             let e = internal("reading keys", e);
             keys.iter().map(|_| Err(e.clone())).collect()
         }
     };
     seen.into_iter().zip(rows).collect()
-}
-
-/// Reads one key's record, wrapped versions and (HSM-only keys) reserved
-/// encryption counts.
-fn read_one(store: &StoreReader, id: &[u8; 16]) -> Result<StoredKey, KmsError> {
-    let record = store
-        .get_key(id)
-        .map_err(|e| internal("reading key", e))?
-        .ok_or_else(|| {
-            KmsError::new(
-                ErrorKind::NotFound,
-                format!("key {} does not exist", crate::service::format_key_id(id)),
-            )
-        })?;
-    let versions = store
-        .get_versions(id)
-        .map_err(|e| internal("reading key versions", e))?;
-    let usage = if record.origin == kms_proto::Origin::Hsm {
-        versions
-            .iter()
-            .map(|v| store.usage_reserved(id, v.version))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| internal("reading HSM usage", e))?
-    } else {
-        Vec::new()
-    };
-    Ok(StoredKey {
-        record,
-        versions,
-        usage,
-    })
 }
 
 /// An executor thread's part: unwraps the keys of a read batch that

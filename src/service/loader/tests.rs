@@ -55,6 +55,7 @@ fn cold(dir: &std::path::Path, cache: CacheConfig) -> (Service, Arc<TestRoot>) {
             cache,
             loader_threads: 1,
             queue_capacity: 64,
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
         },
     )
     .unwrap();
@@ -806,4 +807,54 @@ fn loads_read_the_store_through_their_own_connection() {
     });
     assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
     drop(store);
+}
+
+#[test]
+fn a_frame_holding_a_key_from_before_a_change_loads_it_again() {
+    use crate::service::keys::Needed;
+    use crate::service::ExecError;
+    use kms_proto::{Encrypt, KeyState};
+    let dir = tempfile::tempdir().unwrap();
+    let id = keys_in(dir.path(), 1)[0];
+    let (svc, _root) = cold(dir.path(), CacheConfig::default());
+    let key = svc.load_key(&id, Site::Blocking { prefetched: None }).unwrap();
+    assert!(svc.is_fresh(&key));
+    // What admission looked up for a frame that is then queued.
+    let resolved = [Needed {
+        key: KeyRef::from(id),
+        cached: Some(Arc::clone(&key)),
+    }];
+    // The prefetch of another frame waiting for the same key.
+    let (tx, rx) = std::sync::mpsc::channel();
+    svc.loader().prefetch(&[id], LONG, move |p| tx.send(p).unwrap());
+    let prefetched = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // DisableKey commits, invalidates, and is acknowledged...
+    svc.store().set_state(&id, KeyState::Disabled).unwrap();
+    svc.invalidate(&id);
+    assert!(!svc.is_fresh(&key));
+    // ...then the queued frames run: neither uses the key it held.
+    let key_id = crate::service::format_key_id(&id);
+    let op = Operation::Encrypt(Encrypt {
+        key_id: &key_id,
+        plaintext: b"x",
+        context: vec![],
+    });
+    let caller = Identity {
+        uid: 0,
+        gid: 0,
+        pid: 1,
+    };
+    let inline = crate::service::op::execute(&svc, &op, &caller, Site::Io, &resolved);
+    assert_eq!(inline, Err(ExecError::NotReady), "inline: the key is looked up again");
+    for site in [
+        Site::Blocking { prefetched: None },
+        Site::Blocking {
+            prefetched: Some(&prefetched),
+        },
+    ] {
+        match crate::service::op::execute(&svc, &op, &caller, site, &resolved) {
+            Err(ExecError::Kms(e)) => assert_eq!(e.kind, ErrorKind::Disabled),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -58,9 +58,7 @@ impl Op for CreateKey<'_> {
         let mut id = [0u8; 16];
         rng::fill(&mut id);
         let key_id = *uuid::Builder::from_random_bytes(id).into_uuid().as_bytes();
-        let created_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let created_at = svc.now();
         let record = KeyRecord {
             key_id,
             created_at,
@@ -68,6 +66,7 @@ impl Op for CreateKey<'_> {
             state: KeyState::Enabled,
             origin: self.origin,
             current_version: 1,
+            ..Default::default()
         };
         if self.origin == Origin::Hsm {
             create_in_hsm(ctx, &record)?;

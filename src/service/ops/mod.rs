@@ -10,6 +10,7 @@ pub mod encrypt;
 pub mod generate_data_key;
 pub mod generate_random;
 pub mod list_keys;
+pub mod not_yet;
 pub mod re_encrypt;
 
 use crate::crypto::CanonicalContext;

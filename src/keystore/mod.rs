@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "keys.db";
 
-const SCHEMA_VERSION: i64 = 1;
+pub mod schema;
 
 /// A KMS key as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct KeyRecord {
     /// UUID bytes.
     pub key_id: [u8; 16],
@@ -39,9 +39,28 @@ pub struct KeyRecord {
     pub state: KeyState,
     /// Where the material came from.
     pub origin: Origin,
-    /// Version new ciphertexts use.
+    /// Version new ciphertexts use (0: none yet, an EXTERNAL key before
+    /// its material is imported).
     pub current_version: u32,
+    /// When a key pending deletion is deleted (seconds since the epoch).
+    pub deletion_date: Option<i64>,
+    /// The waiting period ScheduleKeyDeletion was given, in days.
+    pub pending_window_days: Option<u32>,
+    /// The automatic rotation period in days, when automatic rotation is
+    /// enabled.
+    pub rotation_period_days: Option<u32>,
+    /// When the next automatic rotation is due (seconds since the epoch).
+    pub next_rotation_at: Option<i64>,
+    /// On-demand rotations done so far (AWS allows 25 per key).
+    pub on_demand_rotations: u32,
+    /// When imported key material expires (seconds since the epoch).
+    pub valid_to: Option<i64>,
 }
+
+/// The `keys` columns every read selects, in [`KeyRow`]'s order.
+const KEY_COLUMNS: &str = "key_id, created_at, description, state, origin, current_version, \
+     deletion_date, pending_window_days, rotation_period_days, next_rotation_at, \
+     on_demand_rotations, valid_to";
 
 /// A wrapped backing key of one key version. Not secret (wrapped), but there is
 /// no reason to print it.
@@ -64,6 +83,33 @@ impl std::fmt::Debug for WrappedVersion {
     }
 }
 
+/// A key as the data path reads it: its record, its wrapped versions
+/// (oldest first) and, for an HSM-only key, each version's reserved
+/// encryptions.
+pub struct StoredKey {
+    /// The key's record.
+    pub record: KeyRecord,
+    /// Its wrapped versions, oldest first.
+    pub versions: Vec<WrappedVersion>,
+    /// Reserved encryptions by version (HSM-only keys; empty otherwise).
+    pub usage: Vec<u64>,
+}
+
+/// What the data path reads from a keystore, and all it reads: keys by id,
+/// in batches, each batch as of one moment. The key loader holds one
+/// (`Box<dyn KeySource>`); the SQLite store's [`StoreReader`] is one, and
+/// a networked store would be another, with nothing on the data path
+/// changed. The control plane writes through [`Keystore`].
+pub trait KeySource: Send {
+    /// Reads `ids` in one consistent read (a transaction): for each id, its
+    /// key or `None` if there is no such key. A failure of the whole read
+    /// is an `Err`; a key that cannot be read, its item's `Err`.
+    fn read_keys(
+        &self,
+        ids: &[[u8; 16]],
+    ) -> Result<Vec<Result<Option<StoredKey>, StoreError>>, StoreError>;
+}
+
 /// A store failure. Details go to the log; clients see KMSInternalException.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,6 +119,16 @@ pub enum StoreError {
     /// The store holds something this version cannot read.
     #[error("keystore: {0}")]
     Corrupt(String),
+    /// The store was written by a newer kmsd.
+    #[error(
+        "keystore schema version {found} is newer than this kmsd supports ({supported}); run the kmsd that wrote it, or restore a backup"
+    )]
+    TooNew {
+        /// The version found.
+        found: i64,
+        /// The newest version this kmsd reads.
+        supported: i64,
+    },
     /// The store was created under another root of trust.
     #[error(
         "keystore was created with root of trust {stored}, not the configured {configured}; {hint}"
@@ -202,67 +258,32 @@ impl Keystore {
         Ok(StoreReader { conn })
     }
 
-    fn init(conn: Connection, source: Source) -> Result<Keystore, StoreError> {
+    fn init(mut conn: Connection, source: Source) -> Result<Keystore, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta (
-                 name  TEXT PRIMARY KEY,
-                 value BLOB NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS keys (
-                 key_id          BLOB PRIMARY KEY CHECK (length(key_id) = 16),
-                 created_at      INTEGER NOT NULL,
-                 description     TEXT NOT NULL,
-                 state           TEXT NOT NULL,
-                 origin          TEXT NOT NULL,
-                 current_version INTEGER NOT NULL
-             ) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS key_versions (
-                 key_id      BLOB NOT NULL REFERENCES keys(key_id),
-                 version     INTEGER NOT NULL,
-                 wrapped_key BLOB NOT NULL,
-                 created_at  INTEGER NOT NULL,
-                 PRIMARY KEY (key_id, version)
-             ) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS hsm_usage (
-                 key_id   BLOB NOT NULL,
-                 version  INTEGER NOT NULL,
-                 reserved INTEGER NOT NULL,
-                 PRIMARY KEY (key_id, version)
-             ) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS hsm_pending (
-                 key_id     BLOB NOT NULL,
-                 version    INTEGER NOT NULL,
-                 created_at INTEGER NOT NULL,
-                 PRIMARY KEY (key_id, version)
-             ) WITHOUT ROWID;",
-        )?;
-        let version: Option<Vec<u8>> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE name = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match version {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (name, value) VALUES ('schema_version', ?1)",
-                    params![SCHEMA_VERSION.to_string().into_bytes()],
-                )?;
-            }
-            Some(v) if v == SCHEMA_VERSION.to_string().as_bytes() => {}
-            Some(v) => {
+        if let Some(v) = schema::migrate(&mut conn)? {
+            // An existing store: a damaged page shows here, at start, not
+            // on the first request that reads it. `quick_check` reads every
+            // page once (milliseconds for 100,000 keys).
+            let verdict: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+            if verdict != "ok" {
                 return Err(StoreError::Corrupt(format!(
-                    "schema version {} is not supported (this kmsd reads {SCHEMA_VERSION})",
-                    String::from_utf8_lossy(&v)
-                )))
+                    "integrity check failed (schema version {v}): {verdict}"
+                )));
             }
         }
         Ok(Keystore { conn, source })
+    }
+
+    /// The schema version of the open store (always
+    /// [`schema::SCHEMA_VERSION`] once open).
+    #[cfg(any(test, feature = "internals"))]
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        may_block();
+        schema::stored_version(&self.conn)?
+            .ok_or_else(|| StoreError::Corrupt("no schema version".into()))
     }
 
     /// Records the root of trust on first use, or checks that the configured
@@ -403,15 +424,20 @@ impl Keystore {
         may_block();
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO keys (key_id, created_at, description, state, origin, current_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
             params![
                 &key.key_id[..],
                 key.created_at,
                 key.description,
                 state_name(key.state),
                 origin_name(key.origin),
-                key.current_version
+                key.current_version,
+                key.deletion_date,
+                key.pending_window_days,
+                key.rotation_period_days,
+                key.next_rotation_at,
+                key.on_demand_rotations,
+                key.valid_to,
             ],
         )?;
         tx.execute(
@@ -432,26 +458,37 @@ impl Keystore {
         Ok(())
     }
 
-    fn row_to_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-        ))
+    pub(crate) fn row_to_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
+        Ok(KeyRow {
+            id: r.get(0)?,
+            created_at: r.get(1)?,
+            description: r.get(2)?,
+            state: r.get(3)?,
+            origin: r.get(4)?,
+            current_version: r.get(5)?,
+            deletion_date: r.get(6)?,
+            pending_window_days: r.get(7)?,
+            rotation_period_days: r.get(8)?,
+            next_rotation_at: r.get(9)?,
+            on_demand_rotations: r.get(10)?,
+            valid_to: r.get(11)?,
+        })
     }
 
-    fn key_from_row(row: KeyRow) -> Result<KeyRecord, StoreError> {
-        let (id, created_at, description, state, origin, current_version) = row;
+    pub(crate) fn key_from_row(row: KeyRow) -> Result<KeyRecord, StoreError> {
         Ok(KeyRecord {
-            key_id: key_id_from(id)?,
-            created_at,
-            description,
-            state: state_from(&state)?,
-            origin: origin_from(&origin)?,
-            current_version,
+            key_id: key_id_from(row.id)?,
+            created_at: row.created_at,
+            description: row.description,
+            state: state_from(&row.state)?,
+            origin: origin_from(&row.origin)?,
+            current_version: row.current_version,
+            deletion_date: row.deletion_date,
+            pending_window_days: row.pending_window_days,
+            rotation_period_days: row.rotation_period_days,
+            next_rotation_at: row.next_rotation_at,
+            on_demand_rotations: row.on_demand_rotations,
+            valid_to: row.valid_to,
         })
     }
 
@@ -522,10 +559,9 @@ impl Keystore {
     ) -> Result<Vec<KeyRecord>, StoreError> {
         may_block();
         let after: &[u8] = after.map_or(&[], |a| &a[..]);
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT key_id, created_at, description, state, origin, current_version
-             FROM keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2"
+        ))?;
         let rows = stmt.query_map(params![after, limit], Self::row_to_key)?;
         rows.map(|r| Self::key_from_row(r?)).collect()
     }
@@ -615,14 +651,24 @@ impl Keystore {
 }
 
 /// A `keys` row as read, before its fields are checked.
-type KeyRow = (Vec<u8>, i64, String, String, String, u32);
+pub(crate) struct KeyRow {
+    id: Vec<u8>,
+    created_at: i64,
+    description: String,
+    state: String,
+    origin: String,
+    current_version: u32,
+    deletion_date: Option<i64>,
+    pending_window_days: Option<u32>,
+    rotation_period_days: Option<u32>,
+    next_rotation_at: Option<i64>,
+    on_demand_rotations: u32,
+    valid_to: Option<i64>,
+}
 
 fn read_key(conn: &Connection, key_id: &[u8; 16]) -> Result<Option<KeyRecord>, StoreError> {
     let row = conn
-        .prepare_cached(
-            "SELECT key_id, created_at, description, state, origin, current_version
-             FROM keys WHERE key_id = ?1",
-        )?
+        .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1"))?
         .query_row(params![&key_id[..]], Keystore::row_to_key)
         .optional()?;
     row.map(Keystore::key_from_row).transpose()
@@ -649,7 +695,36 @@ fn read_usage(conn: &Connection, key_id: &[u8; 16], version: u32) -> Result<u64,
     Ok(n.unwrap_or(0) as u64)
 }
 
+impl KeySource for StoreReader {
+    fn read_keys(
+        &self,
+        ids: &[[u8; 16]],
+    ) -> Result<Vec<Result<Option<StoredKey>, StoreError>>, StoreError> {
+        self.read_batch(|r| ids.iter().map(|id| r.read_stored(id)).collect())
+    }
+}
+
 impl StoreReader {
+    fn read_stored(&self, id: &[u8; 16]) -> Result<Option<StoredKey>, StoreError> {
+        let Some(record) = self.get_key(id)? else {
+            return Ok(None);
+        };
+        let versions = self.get_versions(id)?;
+        let usage = if record.origin == Origin::Hsm {
+            versions
+                .iter()
+                .map(|v| self.usage_reserved(id, v.version))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(StoredKey {
+            record,
+            versions,
+            usage,
+        }))
+    }
+
     /// Runs `f` inside one read transaction: one shared lock (and one pair
     /// of file-lock calls) for many reads. The key loader reads a whole
     /// batch of missed keys this way.
@@ -692,6 +767,7 @@ mod tests {
             state: KeyState::Enabled,
             origin: Origin::Kmsd,
             current_version: 1,
+            ..Default::default()
         }
     }
 
