@@ -190,8 +190,10 @@ pub trait ImportWrapping: Send + Sync {
     /// store destroys it). Returns whether something was destroyed.
     fn destroy(&self, id: &[u8; 20]) -> Result<bool, RootError>;
 
-    /// The ids of the pairs the root itself holds (PKCS#11 token objects),
-    /// for start-up reconciliation with the store; empty for the file root.
+    /// The ids of the pairs the root itself holds (PKCS#11 token objects,
+    /// any kmsd's that shares the token); empty for the file root. For
+    /// inspection and tests: reconciliation destroys only the pairs its
+    /// store recorded.
     fn held(&self) -> Result<Vec<[u8; 20]>, RootError>;
 }
 

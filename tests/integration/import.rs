@@ -330,3 +330,315 @@ fn openssl_cli_wrapped_material_imports_under_the_pkcs11_root() {
     assert!(root.hsm().is_available());
     assert_eq!(root.hsm().stats().rebuilds, 0);
 }
+
+// ---------------------------------------------------------------------------
+// A real daemon: CreateKey, GetParametersForImport, ImportKeyMaterial,
+// DeleteImportedKeyMaterial over the socket
+
+mod daemon {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use kms_proto::client::{Client, ClientError};
+    use kms_proto::{
+        CreateKey, DeleteImportedKeyMaterial, ErrorKind, ExpirationModel, GetParametersForImport,
+        GetParametersForImportOutput, ImportKeyMaterial, KeyMetadata, KeyState, Operation, Origin,
+        Output, WrappingAlgorithm, WrappingKeySpec,
+    };
+    use kmsd::crypto::import::ImportAlgorithm;
+
+    use super::{random_bytes, wrap_with_openssl_cli};
+    use crate::support::{hsm_root_config, Daemon};
+
+    const DAY: i64 = 24 * 60 * 60;
+
+    fn create_external(c: &mut Client) -> KeyMetadata {
+        match c
+            .call(Operation::CreateKey(CreateKey {
+                origin: Origin::External,
+                ..CreateKey::default()
+            }))
+            .unwrap()
+        {
+            Output::CreateKey(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn params(
+        c: &mut Client,
+        key: &str,
+        algorithm: WrappingAlgorithm,
+        spec: WrappingKeySpec,
+    ) -> GetParametersForImportOutput {
+        match c
+            .call(Operation::GetParametersForImport(GetParametersForImport {
+                key_id: key,
+                wrapping_algorithm: algorithm,
+                wrapping_key_spec: spec,
+            }))
+            .unwrap()
+        {
+            Output::GetParametersForImport(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn import(
+        c: &mut Client,
+        key: &str,
+        token: &[u8],
+        encrypted: &[u8],
+        valid_to: Option<i64>,
+    ) -> Result<Output, ClientError> {
+        c.call(Operation::ImportKeyMaterial(ImportKeyMaterial {
+            key_id: key,
+            import_token: token,
+            encrypted_key_material: encrypted,
+            valid_to,
+            expiration_model: if valid_to.is_some() {
+                ExpirationModel::KeyMaterialExpires
+            } else {
+                ExpirationModel::KeyMaterialDoesNotExpire
+            },
+        }))
+    }
+
+    fn delete(c: &mut Client, key: &str) -> Result<Output, ClientError> {
+        c.call(Operation::DeleteImportedKeyMaterial(
+            DeleteImportedKeyMaterial { key_id: key },
+        ))
+    }
+
+    fn kind<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorKind {
+        r.expect_err("an error").kind().expect("an AWS exception")
+    }
+
+    fn decrypt(c: &mut Client, blob: &[u8]) -> Result<Vec<u8>, ClientError> {
+        c.decrypt(blob, None, &[])
+            .map(|d| d.plaintext.expose().to_vec())
+    }
+
+    /// The whole import story against `d`, whose clock is shifted by the
+    /// offset in `clock`.
+    fn scenario(d: &mut Daemon, clock: &Path) {
+        let mut c = d.client();
+        let a = create_external(&mut c).key_id;
+        let b = create_external(&mut c).key_id;
+        let m = c.describe_key(&a).unwrap();
+        assert_eq!(
+            (m.key_state, m.current_version, m.origin),
+            (KeyState::PendingImport, 0, Origin::External)
+        );
+        assert_eq!(kind(c.encrypt(&a, b"x", &[])), ErrorKind::KmsInvalidState);
+
+        // Both wrapping algorithms, wrapped by OpenSSL's command line.
+        let material_a = random_bytes(32);
+        let material_b = random_bytes(32);
+        let pa = params(
+            &mut c,
+            &a,
+            WrappingAlgorithm::RsaesOaepSha256,
+            WrappingKeySpec::Rsa3072,
+        );
+        let now = pa.parameters_valid_to - DAY;
+        let wrapped = wrap_with_openssl_cli(
+            &pa.public_key,
+            ImportAlgorithm::RsaesOaepSha256,
+            &material_a,
+        );
+        import(&mut c, &a, &pa.import_token, &wrapped, None).unwrap();
+        let pb = params(
+            &mut c,
+            &b,
+            WrappingAlgorithm::RsaAesKeyWrapSha256,
+            WrappingKeySpec::Rsa4096,
+        );
+        let wrapped = wrap_with_openssl_cli(
+            &pb.public_key,
+            ImportAlgorithm::RsaAesKeyWrapSha256,
+            &material_b,
+        );
+        import(&mut c, &b, &pb.import_token, &wrapped, Some(now + 3600)).unwrap();
+        let ma = c.describe_key(&a).unwrap();
+        let mb = c.describe_key(&b).unwrap();
+        assert_eq!(
+            (ma.key_state, ma.expiration_model, ma.valid_to),
+            (
+                KeyState::Enabled,
+                Some(ExpirationModel::KeyMaterialDoesNotExpire),
+                None
+            )
+        );
+        assert_eq!(
+            (mb.key_state, mb.expiration_model, mb.valid_to),
+            (
+                KeyState::Enabled,
+                Some(ExpirationModel::KeyMaterialExpires),
+                Some(now + 3600)
+            )
+        );
+        let blob_a = c.encrypt(&a, b"under a", &[]).unwrap().ciphertext_blob;
+        let blob_b = c.encrypt(&b, b"under b", &[]).unwrap().ciphertext_blob;
+        assert_eq!(decrypt(&mut c, &blob_a).unwrap(), b"under a");
+        assert_eq!(decrypt(&mut c, &blob_b).unwrap(), b"under b");
+
+        // Deleted: pending import, crypto refused.
+        delete(&mut c, &a).unwrap();
+        assert_eq!(
+            c.describe_key(&a).unwrap().key_state,
+            KeyState::PendingImport
+        );
+        assert_eq!(kind(c.encrypt(&a, b"x", &[])), ErrorKind::KmsInvalidState);
+        assert_eq!(kind(decrypt(&mut c, &blob_a)), ErrorKind::KmsInvalidState);
+
+        // New parameters survive a restart; then every wrong import gets
+        // its exception, and the same material brings the old ciphertexts
+        // back.
+        let pa2 = params(
+            &mut c,
+            &a,
+            WrappingAlgorithm::RsaesOaepSha256,
+            WrappingKeySpec::Rsa2048,
+        );
+        d.restart();
+        let mut c = d.client();
+        let good = wrap_with_openssl_cli(
+            &pa2.public_key,
+            ImportAlgorithm::RsaesOaepSha256,
+            &material_a,
+        );
+        assert_eq!(
+            kind(import(&mut c, &a, b"not a token", &good, None)),
+            ErrorKind::InvalidImportToken
+        );
+        let pb2 = params(
+            &mut c,
+            &b,
+            WrappingAlgorithm::RsaesOaepSha256,
+            WrappingKeySpec::Rsa2048,
+        );
+        assert_eq!(
+            kind(import(&mut c, &a, &pb2.import_token, &good, None)),
+            ErrorKind::InvalidImportToken,
+            "another key's token"
+        );
+        for len in [16usize, 31, 33] {
+            let short = wrap_with_openssl_cli(
+                &pa2.public_key,
+                ImportAlgorithm::RsaesOaepSha256,
+                &random_bytes(len),
+            );
+            assert_eq!(
+                kind(import(&mut c, &a, &pa2.import_token, &short, None)),
+                ErrorKind::IncorrectKeyMaterial,
+                "{len} bytes"
+            );
+        }
+        let other = wrap_with_openssl_cli(
+            &pa2.public_key,
+            ImportAlgorithm::RsaesOaepSha256,
+            &random_bytes(32),
+        );
+        assert_eq!(
+            kind(import(&mut c, &a, &pa2.import_token, &other, None)),
+            ErrorKind::IncorrectKeyMaterial,
+            "not the material imported before"
+        );
+        let for_b = wrap_with_openssl_cli(
+            &pb2.public_key,
+            ImportAlgorithm::RsaesOaepSha256,
+            &material_a,
+        );
+        assert_eq!(
+            kind(import(&mut c, &a, &pa2.import_token, &for_b, None)),
+            ErrorKind::InvalidCiphertext
+        );
+        assert_eq!(
+            c.describe_key(&a).unwrap().key_state,
+            KeyState::PendingImport
+        );
+        import(&mut c, &a, &pa2.import_token, &good, None).unwrap();
+        assert_eq!(decrypt(&mut c, &blob_a).unwrap(), b"under a");
+
+        // A day later by the daemon's clock: the token of yesterday has
+        // expired, and so has b's material (the scheduler deletes it).
+        let pa3 = params(
+            &mut c,
+            &a,
+            WrappingAlgorithm::RsaAesKeyWrapSha256,
+            WrappingKeySpec::Rsa2048,
+        );
+        std::fs::write(clock, (DAY + 1).to_string()).unwrap();
+        let late = wrap_with_openssl_cli(
+            &pa3.public_key,
+            ImportAlgorithm::RsaAesKeyWrapSha256,
+            &material_a,
+        );
+        assert_eq!(
+            kind(import(&mut c, &a, &pa3.import_token, &late, None)),
+            ErrorKind::ExpiredImportToken
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let m = c.describe_key(&b).unwrap();
+            if m.key_state == KeyState::PendingImport {
+                assert_eq!((m.current_version, m.valid_to), (0, None));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "b's material did not expire; log:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(kind(decrypt(&mut c, &blob_b)), ErrorKind::KmsInvalidState);
+        // a's material does not expire.
+        assert_eq!(decrypt(&mut c, &blob_a).unwrap(), b"under a");
+    }
+
+    /// A config file: `base` (a root of trust section, or nothing) and a
+    /// fast scheduler.
+    fn start(base: Option<&Path>) -> (tempfile::TempDir, Daemon, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = dir.path().join("clock-offset");
+        std::fs::write(&clock, "0").unwrap();
+        let mut text = match base {
+            Some(p) => std::fs::read_to_string(p).unwrap(),
+            None => String::new(),
+        };
+        text.push_str("\n[lifecycle]\nscheduler_interval_ms = 50\n");
+        let config = dir.path().join("kmsd.toml");
+        std::fs::write(&config, text).unwrap();
+        let d = Daemon::start_with_env(
+            &["--config", config.to_str().unwrap()],
+            &[(kmsd::clock::TEST_CLOCK_ENV, clock.as_os_str())],
+        );
+        (dir, d, clock)
+    }
+
+    #[test]
+    fn import_over_the_socket_with_the_file_root() {
+        let (_dir, mut d, clock) = start(None);
+        scenario(&mut d, &clock);
+    }
+
+    #[test]
+    fn import_over_the_socket_with_the_pkcs11_root() {
+        let Some(config) = hsm_root_config() else {
+            eprintln!(
+                "NOTE: import_over_the_socket_with_the_pkcs11_root: no SoftHSM token \
+                 (scripts/test.sh prepares one); not run"
+            );
+            return;
+        };
+        let (_dir, mut d, clock) = start(Some(config));
+        scenario(&mut d, &clock);
+        assert!(
+            d.log().contains("PKCS#11 root of trust ready"),
+            "{}",
+            d.log()
+        );
+    }
+}
