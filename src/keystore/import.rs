@@ -4,10 +4,9 @@
 //! material as a key's version 1, its removal, and what the scheduler and
 //! start-up reconciliation read.
 //!
-//! A key's material digest (`keys.material_digest`, a digest keyed by the
-//! root of trust, see `service/imports.rs`) outlives the material: a
-//! re-import must bring the same material, as in AWS. Every write is one
-//! transaction.
+//! A key's material digest (`keys.material_digest`, see
+//! `service/imports.rs`) outlives the material: a re-import must bring the
+//! same material, as in AWS. Every write is one transaction.
 
 use kms_proto::{ExpirationModel, KeyState};
 use rusqlite::{params, OptionalExtension};
@@ -50,7 +49,7 @@ impl std::fmt::Debug for ImportParams {
 pub struct ImportedMaterial<'a> {
     /// The material wrapped by the root of trust.
     pub wrapped: &'a [u8],
-    /// The root-keyed digest of the material.
+    /// The digest of the material (`service/imports.rs`).
     pub digest: &'a [u8; 32],
     /// The key's state after the import.
     pub state: KeyState,

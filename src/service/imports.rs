@@ -9,14 +9,13 @@
 //! - **Wrapping key id** (the root's name for the RSA pair): the key id
 //!   and the token's first four random bytes, so the store needs no other
 //!   column and a token always names its pair.
-//! - **Material digest**: SHA-256 over a domain string, a secret of the
-//!   root of trust (its wrap of a fixed block: deterministic, the same
-//!   bytes under the file and the PKCS#11 roots, and nowhere on disk), the
-//!   key id and the material. It is kept when the material is deleted or
-//!   expires, so that a re-import can be checked to be the same material
-//!   (AWS: IncorrectKeyMaterialException otherwise) without keeping the
-//!   material; being keyed, it is no oracle for guessing weak material from
-//!   a copy of the store.
+//! - **Material digest**: SHA-256 over a domain string, the key id and the
+//!   material (AWS derives its key material id from the same two). It is
+//!   kept when the material is deleted or expires, so that a re-import can
+//!   be checked to be the same material (AWS: IncorrectKeyMaterialException
+//!   otherwise) without keeping the material. It is not keyed by the root
+//!   of trust on purpose: `kmsd migrate-root` moves a store to another root
+//!   key, and a digest keyed by the old one could never match again.
 //! - **Due work** (`scheduler::KINDS`): material whose ValidTo has passed
 //!   is deleted (the key goes PendingImport, or stays PendingDeletion);
 //!   import parameters whose 24 hours have passed lose their wrapping key
@@ -38,7 +37,7 @@ use crate::crypto::import::ImportAlgorithm;
 use crate::crypto::{rng, KeyMaterial};
 use crate::errors::{self, format_key_id};
 use crate::keystore::{KeyRecord, Keystore, StoreError};
-use crate::root::{ImportWrapping, RootError, RootOfTrust, WrappingKeySpec};
+use crate::root::{ImportWrapping, WrappingKeySpec};
 use kms_proto::{ErrorKind, KmsError, Origin};
 
 /// Length of an import token.
@@ -143,22 +142,15 @@ pub(crate) fn external_key(
     Ok(record)
 }
 
-/// The fixed block whose wrap by the root keys the material digest.
-const DIGEST_KEY_BLOCK: [u8; 32] = *b"kmsd imported material digest k1";
-
-/// The root-keyed digest of `material` for key `key_id` (module docs).
-pub(crate) fn material_digest(
-    root: &dyn RootOfTrust,
-    key_id: &[u8; 16],
-    material: &KeyMaterial,
-) -> Result<[u8; 32], RootError> {
-    let secret = Zeroizing::new(root.wrap(&KeyMaterial::from_bytes(DIGEST_KEY_BLOCK))?);
-    let mut input = Zeroizing::new(Vec::with_capacity(64 + secret.len() + 16 + 32));
+/// The digest of `material` for key `key_id` (module docs): what AWS calls
+/// the key material's identifier, "based on the KMS key ID and the
+/// imported key material".
+pub(crate) fn material_digest(key_id: &[u8; 16], material: &KeyMaterial) -> [u8; 32] {
+    let mut input = Zeroizing::new(Vec::with_capacity(40 + 16 + 32));
     input.extend_from_slice(b"kmsd imported key material digest v1");
-    input.extend_from_slice(&secret);
     input.extend_from_slice(key_id);
     input.extend_from_slice(material.expose());
-    Ok(crate::crypto::rsa::sha256(&input))
+    crate::crypto::rsa::sha256(&input)
 }
 
 /// Destroys wrapping key pair `id` in the root (if it holds one), then
@@ -306,7 +298,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::identity::Identity;
-    use crate::root::FileRoot;
+    use crate::root::{FileRoot, RootError, RootOfTrust};
     use crate::service::{scheduler, ServiceOptions};
     use kms_proto::*;
     use std::sync::Arc;
@@ -875,17 +867,15 @@ mod tests {
     }
 
     #[test]
-    fn the_digest_is_keyed_by_the_root_and_bound_to_the_key() {
-        let root = FileRoot::from_key(KeyMaterial::from_bytes([1; 32]));
-        let other = FileRoot::from_key(KeyMaterial::from_bytes([2; 32]));
+    fn the_digest_is_bound_to_the_key_and_the_material() {
         let m = KeyMaterial::from_bytes([5; 32]);
-        let d = material_digest(&root, &[1; 16], &m).unwrap();
-        assert!(same_digest(&d, &material_digest(&root, &[1; 16], &m).unwrap()));
-        assert!(!same_digest(&d, &material_digest(&other, &[1; 16], &m).unwrap()));
-        assert!(!same_digest(&d, &material_digest(&root, &[2; 16], &m).unwrap()));
+        let d = material_digest(&[1; 16], &m);
+        assert!(same_digest(&d, &material_digest(&[1; 16], &m.clone())));
+        assert!(!same_digest(&d, &material_digest(&[2; 16], &m)));
         let m2 = KeyMaterial::from_bytes([6; 32]);
-        assert!(!same_digest(&d, &material_digest(&root, &[1; 16], &m2).unwrap()));
-        // Not a plain hash of the material.
+        assert!(!same_digest(&d, &material_digest(&[1; 16], &m2)));
+        // Not a plain hash of the material: another key's digest of the
+        // same material tells nothing.
         assert_ne!(d, crate::crypto::rsa::sha256(m.expose()));
     }
 

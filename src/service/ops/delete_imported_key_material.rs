@@ -1,5 +1,5 @@
 //! DeleteImportedKeyMaterial: an EXTERNAL key's material is deleted from
-//! the store (its version rows; the root-keyed digest stays, so only the
+//! the store (its version rows; the material digest stays, so only the
 //! same material can be imported again), and the key goes PendingImport (a
 //! key pending deletion stays so; a key already pending import is left as
 //! it is, as AWS). Other origins: UnsupportedOperationException. The key

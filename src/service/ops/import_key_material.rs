@@ -13,8 +13,8 @@
 //! past its 24 hours: ExpiredImportTokenException); the material
 //! (InvalidCiphertextException when it does not decrypt,
 //! IncorrectKeyMaterialException when it is not 32 bytes, or not the
-//! material imported before, compared through the root-keyed digest in
-//! constant time). The RSA decryption runs without the store lock; the key,
+//! material imported before, compared through its digest in constant
+//! time). The RSA decryption runs without the store lock; the key,
 //! the token and the digest are checked again under it, and the version,
 //! state, expiry and digest are written in one transaction that also ends
 //! the token and records its wrapping pair pending. Then the key is
@@ -176,10 +176,10 @@ impl Op for ImportKeyMaterial<'_> {
             ImportError::Decryptor(e) => errors::root("decrypting imported key material", e),
         })?;
 
-        let root = &svc.core.root;
-        let digest = imports::material_digest(root.as_ref(), &id, &material)
-            .map_err(|e| errors::root("fingerprinting imported key material", e))?;
-        let wrapped = root
+        let digest = imports::material_digest(&id, &material);
+        let wrapped = svc
+            .core
+            .root
             .wrap(&material)
             .map_err(|e| errors::root("wrapping imported key material", e))?;
         drop(material);
