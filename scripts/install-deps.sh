@@ -3,7 +3,9 @@
 # cmake and g++ build the vendored flatc that checks the generated protocol
 # code; softhsm2 is the PKCS#11 token the HSM tests run against (and
 # softhsm2-util makes their throwaway token); opensc brings pkcs11-tool to
-# inspect tokens. Safe to run repeatedly: it installs only what is missing.
+# inspect tokens; libssl-dev and pkg-config let the openssl crate link the
+# system's OpenSSL (RSA for imports of key material), and the openssl
+# command line wraps key material in the import tests, as AWS's docs do. Safe to run repeatedly: it installs only what is missing.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
@@ -17,6 +19,9 @@ if [ -z "$softhsm_module" ] || ! command -v softhsm2-util >/dev/null 2>&1; then
   need+=(softhsm2)
 fi
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+if ! pkg-config --exists openssl 2>/dev/null; then need+=(libssl-dev); fi
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

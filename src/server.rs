@@ -43,6 +43,11 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     service
         .reconcile_hsm_only_keys()
         .context("settling pending HSM-only keys")?;
+    // Likewise an interrupted GetParametersForImport or ImportKeyMaterial
+    // may have left an import wrapping key in the token.
+    service
+        .reconcile_import_wrapping_keys()
+        .context("settling import wrapping keys")?;
     // Deletions, rotations and expiries that came due (also while kmsd was
     // stopped): a pass now, then one per interval; stopped on return.
     let scheduler = crate::service::scheduler::Scheduler::start(

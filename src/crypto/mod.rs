@@ -13,6 +13,13 @@
 //!   context ([`CanonicalContext`]) that is bound as additional data.
 //! - [`rng`]: the one place random bytes come from (the operating system
 //!   directly for long-term keys, a per-thread generator per request).
+//! - [`import`]: imported key material (BYOK): `RSAES_OAEP_SHA_256` and
+//!   `RSA_AES_KEY_WRAP_SHA_256` to a [`KeyMaterial`], given the root's RSA
+//!   private-key operation.
+//! - [`rsa`]: RSA wrapping key pairs, their DER public keys and RSAES-OAEP
+//!   SHA-256 decryption, by OpenSSL (constant-time; see its module docs).
+//! - [`oaep`]: constant-time EME-OAEP decoding, for tokens that can do only
+//!   raw RSA with the key (no OAEP with SHA-256).
 //!
 //! **Invariant**: key material lives only in [`KeyMaterial`] or inside a
 //! cipher whose key schedule is zeroized on drop; none of them prints its
@@ -24,7 +31,10 @@
 pub mod blob;
 pub mod context;
 pub mod hsm_blob;
+pub mod import;
+pub mod oaep;
 pub mod rng;
+pub mod rsa;
 pub mod xaes;
 
 pub use blob::{BlobError, BlobHeader};

@@ -15,6 +15,9 @@
 //!   KWP, the same bytes as [`crate::root::FileRoot`]).
 //! - `hsm_only_keys`: HSM-only keys ([`HsmOnlyKey`]): generated in the token,
 //!   AES-256-GCM inside it, destroyed there.
+//! - `import_keys`: the RSA wrapping key pairs of imports of key material:
+//!   generated in the token, RSA-OAEP (SHA-256) decryption inside it
+//!   ([`OaepPath`]), destroyed there.
 //! - `fault` (feature `fault-injection`): `InjectedFault`, the test hook
 //!   for the recovery paths.
 //! - `init`: [`init_root_key`] (`kmsd hsm init`).
@@ -71,6 +74,7 @@ mod fault;
 mod ffi;
 mod health;
 mod hsm_only_keys;
+mod import_keys;
 mod init;
 pub mod pin;
 mod pool;
@@ -78,7 +82,7 @@ mod root_key;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
@@ -91,6 +95,7 @@ pub use fault::InjectedFault;
 use health::{Counters, Health};
 pub use health::{HsmStats, BACKOFF_MAX, BACKOFF_START};
 pub use hsm_only_keys::{HsmOnlyKey, GCM_IV_LEN, GCM_TAG_LEN};
+pub use import_keys::{OaepPath, IMPORT_KEY_LABEL_PREFIX};
 pub use init::{init_root_key, InitReport};
 pub use pin::Pin;
 use pool::State;
@@ -138,6 +143,9 @@ pub struct Hsm {
     /// HSM-only keys are re-found when it changes.
     epoch: AtomicU64,
     next_session: AtomicUsize,
+    /// How the token decrypts RSA-OAEP with SHA-256, once known
+    /// (`import_keys`: 0 unknown, 1 the mechanism, 2 raw RSA).
+    oaep_path: AtomicU8,
     #[cfg(feature = "fault-injection")]
     faults: fault::Faults,
     counters: Counters,
@@ -186,6 +194,7 @@ impl Hsm {
             generation: AtomicU64::new(0),
             epoch: AtomicU64::new(n),
             next_session: AtomicUsize::new(0),
+            oaep_path: AtomicU8::new(0),
             #[cfg(feature = "fault-injection")]
             faults: fault::Faults::default(),
             counters: Counters::default(),

@@ -24,7 +24,10 @@ use std::path::{Path, PathBuf};
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "keys.db";
 
+mod import;
 pub mod schema;
+
+pub use import::{ImportParams, ImportedMaterial};
 
 /// A KMS key as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

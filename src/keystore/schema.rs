@@ -53,9 +53,12 @@ CREATE TABLE IF NOT EXISTS hsm_pending (
 /// Version 2: the key lifecycle. Keys gain their usage, deletion date,
 /// rotation schedule, on-demand rotation count and imported-material
 /// expiry; versions record how they were made; aliases, tags and import
-/// parameters get tables of their own. Columns a v1 store lacks get the
-/// values a v1 key had (ENCRYPT_DECRYPT, no deletion, no rotation, never
-/// expires).
+/// parameters get tables of their own; an EXTERNAL key keeps the digest of
+/// its imported material (a re-import must bring the same), and import
+/// wrapping keys being made or retired in the root of trust are recorded
+/// until they are settled (as `hsm_pending` does for HSM-only keys).
+/// Columns a v1 store lacks get the values a v1 key had (ENCRYPT_DECRYPT,
+/// no deletion, no rotation, never expires).
 const V2: &str = "
 ALTER TABLE keys ADD COLUMN key_usage TEXT NOT NULL DEFAULT 'ENCRYPT_DECRYPT';
 ALTER TABLE keys ADD COLUMN deletion_date INTEGER;
@@ -89,6 +92,11 @@ CREATE TABLE import_params (
     wrapping_key_spec TEXT NOT NULL,
     wrapping_key      BLOB NOT NULL,
     valid_to          INTEGER NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE keys ADD COLUMN material_digest BLOB;
+CREATE TABLE import_pending (
+    wrapping_key_id BLOB PRIMARY KEY CHECK (length(wrapping_key_id) = 20),
+    created_at      INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 

@@ -133,6 +133,12 @@ impl RootOfTrust for FileRoot {
             .map_err(|_| RootError::Unwrap)?;
         KeyMaterial::from_slice(key).ok_or(RootError::Unwrap)
     }
+
+    /// Import wrapping keys: OpenSSL key pairs whose private key is sealed
+    /// under the root key (`root/import_file.rs`).
+    fn import_wrapping(&self) -> Option<&dyn super::ImportWrapping> {
+        Some(self)
+    }
 }
 
 impl fmt::Debug for FileRoot {

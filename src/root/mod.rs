@@ -16,6 +16,7 @@
 #[cfg(test)]
 pub(crate) mod fakes;
 pub mod file;
+mod import_file;
 pub mod pkcs11;
 
 pub use file::FileRoot;
@@ -97,6 +98,103 @@ pub trait RootOfTrust: Send + Sync + 'static {
     fn hsm_only_keys(&self) -> Option<&dyn HsmOnlyKeys> {
         None
     }
+
+    /// The root's RSA wrapping keys for imports of key material
+    /// (GetParametersForImport, ImportKeyMaterial). Both roots have them;
+    /// `None` only for roots that cannot hold private keys (test fakes).
+    fn import_wrapping(&self) -> Option<&dyn ImportWrapping> {
+        None
+    }
+}
+
+/// The RSA key sizes of import wrapping keys (AWS's `WrappingKeySpec`,
+/// without SM2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WrappingKeySpec {
+    /// `RSA_2048`.
+    Rsa2048,
+    /// `RSA_3072`.
+    Rsa3072,
+    /// `RSA_4096`.
+    Rsa4096,
+}
+
+impl WrappingKeySpec {
+    /// The modulus size in bits.
+    pub fn bits(self) -> u32 {
+        match self {
+            WrappingKeySpec::Rsa2048 => 2048,
+            WrappingKeySpec::Rsa3072 => 3072,
+            WrappingKeySpec::Rsa4096 => 4096,
+        }
+    }
+
+    /// The modulus size in bytes: the length of one RSA ciphertext.
+    pub fn modulus_len(self) -> usize {
+        self.bits() as usize / 8
+    }
+
+    /// AWS's name (`RSA_2048`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            WrappingKeySpec::Rsa2048 => "RSA_2048",
+            WrappingKeySpec::Rsa3072 => "RSA_3072",
+            WrappingKeySpec::Rsa4096 => "RSA_4096",
+        }
+    }
+}
+
+/// A wrapping key pair just generated: what GetParametersForImport hands
+/// out and what the keystore keeps.
+#[derive(Clone, Debug)]
+pub struct WrappingKeyPair {
+    /// The public key, DER `SubjectPublicKeyInfo` (AWS's `PublicKey`).
+    pub public_key: Vec<u8>,
+    /// What the root needs to find or rebuild the private key: opaque,
+    /// safe to store (the file root's private key encrypted under the root
+    /// key, or the PKCS#11 object's id).
+    pub handle: Vec<u8>,
+}
+
+/// RSA key pairs whose private keys only the root of trust can use, for
+/// imports of key material. Each is named by a 20-byte id (the KMS key id
+/// and a per-key counter, u32 big-endian) and decrypts RSAES-OAEP with
+/// SHA-256 and MGF1-SHA-256 in constant time. Calls block (key generation
+/// takes up to seconds): control plane only, never an I/O thread.
+pub trait ImportWrapping: Send + Sync {
+    /// Generates a key pair of `spec` named `id`, replacing any the root
+    /// holds under that id (a generation interrupted after the key was
+    /// made, retried).
+    fn generate(&self, id: &[u8; 20], spec: WrappingKeySpec) -> Result<WrappingKeyPair, RootError>;
+
+    /// RSAES-OAEP (SHA-256, MGF1-SHA-256, empty label) decryption of
+    /// `ciphertext` with the private key of pair `id` (`handle` as
+    /// [`ImportWrapping::generate`] returned it). `Ok(None)` when the
+    /// ciphertext does not decrypt; every such case looks the same, in its
+    /// answer and its timing.
+    ///
+    /// # Errors
+    ///
+    /// [`RootError::Unavailable`] when the root cannot be reached,
+    /// [`RootError::Invalid`] when `handle` is not a key pair of this root
+    /// named `id`.
+    fn decrypt(
+        &self,
+        id: &[u8; 20],
+        handle: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, RootError>;
+
+    /// Destroys pair `id`, if the root holds anything for it (the file
+    /// root holds nothing: the handle is the key, and deleting it from the
+    /// store destroys it). Returns whether something was destroyed.
+    fn destroy(&self, id: &[u8; 20]) -> Result<bool, RootError>;
+
+    /// The ids of the pairs the root itself holds (PKCS#11 token objects,
+    /// any kmsd's that shares the token); empty for the file root. For
+    /// inspection and tests: reconciliation destroys only the pairs its
+    /// store recorded.
+    fn held(&self) -> Result<Vec<[u8; 20]>, RootError>;
 }
 
 /// Keys generated inside the root of trust that never leave it (HSM-only

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use zeroize::Zeroizing;
 
-use super::{HsmOnlyKeys, RootError, RootOfTrust};
+use super::{
+    HsmOnlyKeys, ImportWrapping, RootError, RootOfTrust, WrappingKeyPair, WrappingKeySpec,
+};
 use crate::config::Pkcs11Config;
 use crate::crypto::KeyMaterial;
 use crate::hsm::{FaultClass, Hsm, HsmError, HsmOnlyKey};
@@ -115,6 +117,61 @@ impl RootOfTrust for Pkcs11Root {
 
     fn hsm_only_keys(&self) -> Option<&dyn HsmOnlyKeys> {
         Some(self)
+    }
+
+    fn import_wrapping(&self) -> Option<&dyn ImportWrapping> {
+        Some(self)
+    }
+}
+
+/// Import wrapping keys: RSA private keys in the token labelled
+/// `kmsd-import-<hex id>` with `CKA_ID` = id (`hsm/import_keys.rs`). The
+/// handle is the id itself: the token holds the key.
+impl ImportWrapping for Pkcs11Root {
+    fn generate(&self, id: &[u8; 20], spec: WrappingKeySpec) -> Result<WrappingKeyPair, RootError> {
+        let label = format!("{}{}", crate::hsm::IMPORT_KEY_LABEL_PREFIX, hex(id));
+        let public_key = self
+            .hsm
+            .generate_import_key(&label, id, spec.bits())
+            .map_err(|e| permanent_or(e, "PKCS#11 RSA key pair generation failed"))?;
+        Ok(WrappingKeyPair {
+            public_key,
+            handle: id.to_vec(),
+        })
+    }
+
+    fn decrypt(
+        &self,
+        id: &[u8; 20],
+        handle: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, RootError> {
+        if handle != id {
+            return Err(RootError::Invalid(
+                "the import wrapping key handle does not name this key's pair in the token"
+                    .to_owned(),
+            ));
+        }
+        self.hsm
+            .import_key_decrypt(id, ciphertext)
+            .map_err(|e| permanent_or(e, "PKCS#11 RSA-OAEP decryption failed"))
+    }
+
+    fn destroy(&self, id: &[u8; 20]) -> Result<bool, RootError> {
+        self.hsm
+            .destroy_import_key(id)
+            .map_err(|e| permanent_or(e, "PKCS#11 key destruction failed"))
+    }
+
+    fn held(&self) -> Result<Vec<[u8; 20]>, RootError> {
+        let ids = self
+            .hsm
+            .import_key_ids()
+            .map_err(|e| permanent_or(e, "PKCS#11 key lookup failed"))?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| <[u8; 20]>::try_from(id.as_slice()).ok())
+            .collect())
     }
 }
 

@@ -131,7 +131,17 @@ impl LoadedKey {
     /// exception for its state).
     pub fn check_usable(&self) -> Result<(), KmsError> {
         let record = &self.meta.record;
-        super::lifecycle::check(super::lifecycle::Use::Crypto, &record.key_id, record.state)
+        super::lifecycle::check(super::lifecycle::Use::Crypto, &record.key_id, record.state)?;
+        if record.current_version == 0 {
+            // No material (an EXTERNAL key whose state says otherwise, e.g.
+            // after a CancelKeyDeletion): never reach for a missing version.
+            return super::lifecycle::check(
+                super::lifecycle::Use::Crypto,
+                &record.key_id,
+                kms_proto::KeyState::PendingImport,
+            );
+        }
+        Ok(())
     }
 }
 
@@ -170,9 +180,10 @@ impl ServiceState {
             }
         }
         let count = stored.versions.len() as u32;
-        if record.current_version == 0 && record.state == kms_proto::KeyState::PendingImport {
-            // An EXTERNAL key without material: cached for its state (every
-            // use but reading it is refused), nothing to unwrap.
+        if record.current_version == 0 && record.origin == kms_proto::Origin::External {
+            // An EXTERNAL key without material (pending import, or pending
+            // deletion after its material went): cached for its state
+            // (every use but reading it is refused), nothing to unwrap.
             return Ok(LoadedKey::new(record.clone(), count));
         }
         if record.current_version == 0 || record.current_version > count {

@@ -13,6 +13,7 @@
 pub mod backing;
 pub mod cache;
 pub mod hsm_executor;
+pub mod imports;
 pub mod keys;
 pub mod lifecycle;
 pub mod loader;
@@ -305,6 +306,16 @@ impl Service {
             key_spec: kms_proto::KeySpec::SymmetricDefault,
             origin: record.origin,
             current_version: record.current_version,
+            // An EXTERNAL key with material: whether and when it expires
+            // (the expiry is kept exactly when it does).
+            valid_to: record.valid_to,
+            expiration_model: (record.origin == kms_proto::Origin::External
+                && record.current_version > 0)
+                .then_some(if record.valid_to.is_some() {
+                    kms_proto::ExpirationModel::KeyMaterialExpires
+                } else {
+                    kms_proto::ExpirationModel::KeyMaterialDoesNotExpire
+                }),
             // Filled in by the lifecycle operations' records.
             ..KeyMetadata::default()
         }
@@ -432,6 +443,18 @@ impl Service {
     /// The store failing.
     pub fn reconcile_hsm_only_keys(&self) -> Result<usize, StoreError> {
         ops::create_key::reconcile_hsm_only_keys(self)
+    }
+
+    /// Destroys import wrapping keys that the root of trust holds and no
+    /// stored import names (see
+    /// [`imports::reconcile_import_wrapping_keys`]). The daemon calls it at
+    /// start-up, before serving.
+    ///
+    /// # Errors
+    ///
+    /// The store failing.
+    pub fn reconcile_import_wrapping_keys(&self) -> Result<usize, StoreError> {
+        imports::reconcile_import_wrapping_keys(self)
     }
 
     /// The store, for control-plane operations (workers only).

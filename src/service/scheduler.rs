@@ -23,7 +23,10 @@ pub type DueWork = fn(&Service, i64) -> Result<usize, KmsError>;
 
 /// Every kind of due work, by name (for the log), in the order a pass runs
 /// them.
-pub const KINDS: &[(&str, DueWork)] = &[];
+pub const KINDS: &[(&str, DueWork)] = &[
+    ("imported material expiry", super::imports::expire_material),
+    ("import parameters expiry", super::imports::expire_import_parameters),
+];
 
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

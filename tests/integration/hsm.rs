@@ -44,8 +44,9 @@ use kms_proto::{ErrorKind, Operation, Origin, Output, ReEncrypt};
 // ---------------------------------------------------------------------------
 // The test token
 
-/// Where the module and the token are, for every test of this file.
-struct Env {
+/// Where the module and the token are, for every test of this file (and
+/// of import.rs, which shares the token and its lock).
+pub(crate) struct Env {
     module: PathBuf,
     token_label: String,
     pin: String,
@@ -54,7 +55,7 @@ struct Env {
     /// SoftHSM's token directory (from SOFTHSM2_CONF), for the fault test.
     tokendir: Option<PathBuf>,
     /// A root key every test may use (created once per run).
-    shared_key: String,
+    pub(crate) shared_key: String,
 }
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -62,7 +63,7 @@ static ENV: OnceLock<Option<Env>> = OnceLock::new();
 
 /// The lock and the token, or `None` (after printing why) when no PKCS#11
 /// module is installed and `KMSD_REQUIRE_HSM` is not set.
-fn hsm_test(name: &str) -> Option<(MutexGuard<'static, ()>, &'static Env)> {
+pub(crate) fn hsm_test(name: &str) -> Option<(MutexGuard<'static, ()>, &'static Env)> {
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let env = ENV.get_or_init(setup).as_ref();
     match env {
@@ -218,7 +219,7 @@ fn softhsm_tokendir() -> Option<PathBuf> {
 
 /// The config of a root with key `key_label` on the test token (pool of 1,
 /// SoftHSM's KWP number, session copy on).
-fn config(env: &Env, key_label: &str) -> Pkcs11Config {
+pub(crate) fn config(env: &Env, key_label: &str) -> Pkcs11Config {
     Pkcs11Config {
         module: env.module.clone(),
         token_label: env.token_label.clone(),
@@ -248,14 +249,14 @@ fn label(prefix: &str) -> String {
 
 /// A session of our own on the test token. It must not outlive an `Hsm`
 /// opened after it (dropping it finalises the module it initialised).
-struct Admin {
+pub(crate) struct Admin {
     ctx: Pkcs11,
     session: Option<Session>,
     owns: bool,
 }
 
 impl Admin {
-    fn open(env: &Env) -> Admin {
+    pub(crate) fn open(env: &Env) -> Admin {
         let ctx = Pkcs11::new(&env.module).unwrap();
         let owns = match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) => true,
@@ -291,7 +292,7 @@ impl Admin {
         }
     }
 
-    fn session(&self) -> &Session {
+    pub(crate) fn session(&self) -> &Session {
         self.session.as_ref().unwrap()
     }
 

@@ -4,6 +4,7 @@
 mod e2e;
 mod errors;
 mod hsm;
+mod import;
 mod kmsctl;
 mod memory;
 mod protocol;

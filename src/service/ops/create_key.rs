@@ -20,7 +20,7 @@ use crate::service::backing::object_id;
 use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{format_key_id, Service, ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
-use kms_proto::{CreateKey, ErrorKind, KeyState, KmsError, Origin, Output};
+use kms_proto::{CreateKey, KeyState, KmsError, Origin, Output};
 
 /// Validates the request.
 pub fn validate(req: &CreateKey<'_>) -> Result<(), KmsError> {
@@ -28,12 +28,6 @@ pub fn validate(req: &CreateKey<'_>) -> Result<(), KmsError> {
         return Err(KmsError::validation(format!(
             "Description must be at most {MAX_DESCRIPTION_LEN} characters"
         )));
-    }
-    if req.origin == Origin::External {
-        return Err(KmsError::new(
-            ErrorKind::UnsupportedOperation,
-            "Origin EXTERNAL (importing key material) is not supported yet",
-        ));
     }
     Ok(())
 }
@@ -70,6 +64,23 @@ impl Op for CreateKey<'_> {
         };
         if self.origin == Origin::Hsm {
             create_in_hsm(ctx, &record)?;
+        } else if self.origin == Origin::External {
+            // No material until ImportKeyMaterial: PendingImport, no
+            // version (docs/import.md).
+            let record = KeyRecord {
+                state: KeyState::PendingImport,
+                current_version: 0,
+                ..record
+            };
+            let stored = ctx
+                .store()
+                .insert_key_without_material(&record, svc.max_keys())
+                .map_err(|e| errors::store("storing key", e))?;
+            if !stored {
+                return Err(svc.store_full().into());
+            }
+            tracing::info!(key_id = %format_key_id(&key_id), "created key pending import");
+            return Ok(Output::CreateKey(Service::metadata(&record)));
         } else {
             let material = KeyMaterial::generate();
             svc.store_new_key(record.clone(), Some(&material))?;

@@ -5,10 +5,13 @@
 
 pub mod create_key;
 pub mod decrypt;
+pub mod delete_imported_key_material;
 pub mod describe_key;
 pub mod encrypt;
 pub mod generate_data_key;
 pub mod generate_random;
+pub mod get_parameters_for_import;
+pub mod import_key_material;
 pub mod list_keys;
 pub mod not_yet;
 pub mod re_encrypt;

@@ -57,6 +57,3 @@ not_yet!(DisableKeyRotation);
 not_yet!(GetKeyRotationStatus);
 not_yet!(RotateKeyOnDemand);
 not_yet!(ListKeyRotations);
-not_yet!(GetParametersForImport);
-not_yet!(ImportKeyMaterial);
-not_yet!(DeleteImportedKeyMaterial);
