@@ -97,6 +97,15 @@ pub trait RootOfTrust: Send + Sync + 'static {
     fn hsm_only_keys(&self) -> Option<&dyn HsmOnlyKeys> {
         None
     }
+
+    /// Whether the root of trust can be reached now, as far as the daemon
+    /// knows without asking it: one atomic load, cheap enough for every
+    /// DescribeKey. False once a call has found the HSM down, until it
+    /// recovers. HSM-only keys show KeyState Unavailable while it is false.
+    /// The file root is always available.
+    fn is_available(&self) -> bool {
+        true
+    }
 }
 
 /// Keys generated inside the root of trust that never leave it (HSM-only

@@ -116,6 +116,10 @@ impl RootOfTrust for Pkcs11Root {
     fn hsm_only_keys(&self) -> Option<&dyn HsmOnlyKeys> {
         Some(self)
     }
+
+    fn is_available(&self) -> bool {
+        self.hsm.is_available()
+    }
 }
 
 /// HSM-only keys: AES-256 token objects labelled `kmsd-key-<hex id>` with
