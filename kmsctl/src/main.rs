@@ -66,6 +66,8 @@ enum OriginArg {
     Kmsd,
     /// Generated inside the HSM.
     Hsm,
+    /// None yet: the key waits (PendingImport) for import-key-material.
+    External,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +82,9 @@ enum Command {
         /// PKCS#11 root).
         #[arg(long, value_enum, default_value = "kmsd")]
         origin: OriginArg,
+        /// Tag of the new key (repeatable, at most 50).
+        #[arg(long = "tag", value_name = "K=V", value_parser = parse_pair)]
+        tags: Vec<(String, String)>,
     },
     /// Show a key's metadata.
     DescribeKey {
@@ -162,6 +167,319 @@ enum Command {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Replace a key's description.
+    UpdateKeyDescription {
+        #[command(flatten)]
+        key: KeyArg,
+        /// The new description (at most 8192 characters; empty clears it).
+        #[arg(long, value_name = "D")]
+        description: String,
+    },
+    /// Add tags to a key, or change the value of tags it has.
+    TagResource {
+        /// Key id or ARN.
+        #[arg(value_name = "KEY")]
+        key_id: String,
+        /// Tags (1 to 50).
+        #[arg(value_name = "K=V", required = true, value_parser = parse_pair)]
+        tags: Vec<(String, String)>,
+    },
+    /// Remove tags from a key.
+    UntagResource {
+        /// Key id or ARN.
+        #[arg(value_name = "KEY")]
+        key_id: String,
+        /// Tag keys to remove (1 to 50).
+        #[arg(value_name = "TAG_KEY", required = true)]
+        tag_keys: Vec<String>,
+    },
+    /// List a key's tags, one page (or every page with --all).
+    ListResourceTags {
+        #[command(flatten)]
+        key: KeyArg,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Create an alias (alias/NAME) for a key.
+    CreateAlias {
+        /// The alias: `alias/` and then letters, digits, `/`, `_`, `-`.
+        #[arg(value_name = "ALIAS")]
+        alias_name: String,
+        /// Key id or ARN of the key it names.
+        #[arg(value_name = "KEY")]
+        target_key_id: String,
+    },
+    /// Point an alias at another key.
+    UpdateAlias {
+        /// The alias.
+        #[arg(value_name = "ALIAS")]
+        alias_name: String,
+        /// Key id or ARN of the key it names from now on.
+        #[arg(value_name = "KEY")]
+        target_key_id: String,
+    },
+    /// Delete an alias (the key stays).
+    DeleteAlias {
+        /// The alias.
+        #[arg(value_name = "ALIAS")]
+        alias_name: String,
+    },
+    /// List aliases, one page (or every page with --all).
+    ListAliases {
+        /// Only the aliases of this key (id or ARN).
+        #[arg(long, value_name = "KEY")]
+        key_id: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Enable a key.
+    EnableKey {
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Disable a key: it stays, but cannot be used until enabled again.
+    DisableKey {
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Schedule a key's deletion after a waiting period.
+    ScheduleKeyDeletion {
+        #[command(flatten)]
+        key: KeyArg,
+        /// Waiting period in days (7..=30; default 30).
+        #[arg(long, value_name = "DAYS")]
+        pending_window_in_days: Option<u32>,
+    },
+    /// Cancel a scheduled deletion (the key is then Disabled).
+    CancelKeyDeletion {
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Turn on automatic rotation of a key.
+    EnableKeyRotation {
+        #[command(flatten)]
+        key: KeyArg,
+        /// Days between rotations (90..=2560; default 365).
+        #[arg(long, value_name = "DAYS")]
+        rotation_period_in_days: Option<u32>,
+    },
+    /// Turn off automatic rotation of a key.
+    DisableKeyRotation {
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Show whether a key rotates, and when next.
+    GetKeyRotationStatus {
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Rotate a key now.
+    RotateKeyOnDemand {
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// List a key's rotations, one page (or every page with --all).
+    ListKeyRotations {
+        #[command(flatten)]
+        key: KeyArg,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Get a wrapping public key and an import token for import-key-material.
+    GetParametersForImport {
+        #[command(flatten)]
+        key: KeyArg,
+        /// How the key material will be wrapped.
+        #[arg(long, value_name = "ALG", value_parser = wrapping_algorithm_parser())]
+        wrapping_algorithm: WrappingAlgorithm,
+        /// The wrapping key's type.
+        #[arg(long, value_name = "SPEC", value_parser = wrapping_key_spec_parser())]
+        wrapping_key_spec: WrappingKeySpec,
+        /// Write PublicKey.bin (DER) and ImportToken.bin (raw) in this
+        /// directory (created if missing) instead of printing them in base64.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Import key material wrapped with get-parameters-for-import's key.
+    ImportKeyMaterial {
+        #[command(flatten)]
+        key: KeyArg,
+        /// The import token (raw, e.g. ImportToken.bin).
+        #[arg(long, value_name = "FILE")]
+        import_token: PathBuf,
+        /// The wrapped key material (raw binary).
+        #[arg(long, value_name = "FILE")]
+        encrypted_key_material: PathBuf,
+        /// When the material expires: RFC 3339 (2026-01-31T00:00:00Z) or
+        /// seconds since the Unix epoch.
+        #[arg(
+            long,
+            value_name = "TIME",
+            value_parser = parse_time,
+            required_unless_present = "no_expiry",
+            conflicts_with = "no_expiry"
+        )]
+        valid_to: Option<i64>,
+        /// The material does not expire (KEY_MATERIAL_DOES_NOT_EXPIRE).
+        #[arg(long)]
+        no_expiry: bool,
+    },
+    /// Delete a key's imported material (the key waits for a new import).
+    DeleteImportedKeyMaterial {
+        #[command(flatten)]
+        key: KeyArg,
+    },
+}
+
+/// The key of a command: positional, or `--key-id` as in the AWS CLI.
+#[derive(Args)]
+#[group(id = "key_arg", required = true, multiple = false)]
+struct KeyArg {
+    /// Key id or ARN.
+    #[arg(value_name = "KEY")]
+    key: Option<String>,
+    /// Key id or ARN (the AWS CLI's spelling; same as KEY).
+    #[arg(long = "key-id", value_name = "KEY")]
+    key_id: Option<String>,
+}
+
+impl KeyArg {
+    fn get(&self) -> &str {
+        // clap requires exactly one of the two.
+        self.key
+            .as_deref()
+            .or(self.key_id.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// Paging options of the list commands.
+#[derive(Args)]
+struct PageArgs {
+    /// Page size (default: the daemon's: 50 for list-resource-tags, else
+    /// 100).
+    #[arg(long, value_name = "N")]
+    limit: Option<u32>,
+    /// Continue after this marker (NextMarker of the previous page).
+    #[arg(long, value_name = "M")]
+    marker: Option<String>,
+    /// Follow NextMarker until the last page; print everything at once.
+    #[arg(long)]
+    all: bool,
+}
+
+fn wrapping_algorithm_parser() -> impl clap::builder::TypedValueParser<Value = WrappingAlgorithm> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(WrappingAlgorithm::ALL.iter().map(|a| a.name()))
+        .map(|s| WrappingAlgorithm::from_name(&s).expect("a possible value"))
+}
+
+fn wrapping_key_spec_parser() -> impl clap::builder::TypedValueParser<Value = WrappingKeySpec> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(WrappingKeySpec::ALL.iter().map(|a| a.name()))
+        .map(|s| WrappingKeySpec::from_name(&s).expect("a possible value"))
+}
+
+/// A time given as RFC 3339 (`2026-01-31T00:00:00Z`, `...+02:00`, with
+/// optional fractions of a second, which are dropped) or as seconds since
+/// the Unix epoch; seconds since the epoch.
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs);
+    }
+    let bad =
+        || format!("expected RFC 3339 (e.g. 2026-01-31T00:00:00Z) or epoch seconds, found {s:?}");
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        let t = s.get(r).ok_or_else(bad)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().map_err(|_| bad())
+        } else {
+            Err(bad())
+        }
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(bad());
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let rb = rest.as_bytes();
+            if rb.len() != 6 || !matches!(rb[0], b'+' | b'-') || rb[3] != b':' {
+                return Err(bad());
+            }
+            let num = |t: &str| -> Result<i64, String> {
+                if t.bytes().all(|c| c.is_ascii_digit()) {
+                    t.parse().map_err(|_| bad())
+                } else {
+                    Err(bad())
+                }
+            };
+            let (h, m) = (num(&rest[1..3])?, num(&rest[4..6])?);
+            if h > 23 || m > 59 {
+                return Err(bad());
+            }
+            let o = h * 3600 + m * 60;
+            if rb[0] == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > month_days[(month - 1) as usize]
+        || hour > 23
+        || min > 59
+        || sec > 60
+    {
+        return Err(bad());
+    }
+    Ok(days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// days_from_civil; the inverse of [`rfc3339`]'s).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Options of generate-data-key and generate-data-key-without-plaintext.
@@ -420,6 +738,9 @@ impl Printer {
             })?;
             fields.retain(|(k, _)| *k != main.name);
         }
+        if !self.json {
+            humanize_times(&mut fields);
+        }
         let mut stdout = io::stdout().lock();
         let res = if self.json {
             serde_json::to_writer_pretty(&mut stdout, &Val::Obj(fields))
@@ -538,7 +859,7 @@ fn decode_base64_or_raw(input: &[u8]) -> Vec<u8> {
 // ------------------------------------------------------------------ commands
 
 fn metadata(m: &KeyMetadata) -> Val<'_> {
-    Val::Obj(vec![
+    let mut fields = vec![
         ("KeyId", s(&m.key_id)),
         ("Arn", s(&m.arn)),
         ("CreationDate", Val::Int(m.creation_date)),
@@ -565,18 +886,220 @@ fn metadata(m: &KeyMetadata) -> Val<'_> {
                 Origin::Hsm => "HSM",
             }),
         ),
+    ];
+    // As AWS, fields that do not apply to the key are left out.
+    if let Some(d) = m.deletion_date {
+        fields.push(("DeletionDate", Val::Int(d)));
+    }
+    if let Some(w) = m.pending_deletion_window_in_days {
+        fields.push(("PendingDeletionWindowInDays", Val::Int(w.into())));
+    }
+    if let Some(v) = m.valid_to {
+        fields.push(("ValidTo", Val::Int(v)));
+    }
+    if let Some(e) = m.expiration_model {
+        fields.push(("ExpirationModel", s(e.name())));
+    }
+    Val::Obj(fields)
+}
+
+/// Whether a field holds a time (seconds since the epoch in JSON, as AWS).
+fn is_time(name: &str) -> bool {
+    name.ends_with("Date") || name.ends_with("ValidTo")
+}
+
+/// Human times: RFC 3339 UTC instead of epoch seconds, at any depth.
+fn humanize_times(fields: &mut [(&'static str, Val<'_>)]) {
+    for (k, f) in fields.iter_mut() {
+        match f {
+            Val::Int(secs) if is_time(k) => *f = Val::Str(Cow::Owned(rfc3339(*secs))),
+            Val::Obj(inner) => humanize_times(inner),
+            Val::List(items) => {
+                for item in items {
+                    if let Val::Obj(inner) = item {
+                        humanize_times(inner);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn key_entry(k: &KeyListEntry) -> Val<'_> {
+    Val::Obj(vec![("KeyId", s(&k.key_id)), ("KeyArn", s(&k.arn))])
+}
+
+fn tag_entry(t: &OwnedTag) -> Val<'_> {
+    Val::Obj(vec![("TagKey", s(&t.key)), ("TagValue", s(&t.value))])
+}
+
+fn alias_entry(a: &AliasListEntry) -> Val<'_> {
+    let mut fields = vec![
+        ("AliasName", s(&a.alias_name)),
+        ("AliasArn", s(&a.alias_arn)),
+    ];
+    if let Some(k) = &a.target_key_id {
+        fields.push(("TargetKeyId", s(k)));
+    }
+    fields.push(("CreationDate", Val::Int(a.creation_date)));
+    fields.push(("LastUpdatedDate", Val::Int(a.last_updated_date)));
+    Val::Obj(fields)
+}
+
+fn rotation_entry(r: &RotationsListEntry) -> Val<'_> {
+    Val::Obj(vec![
+        ("KeyId", s(&r.key_id)),
+        ("RotationDate", Val::Int(r.rotation_date)),
+        ("RotationType", s(r.rotation_type.name())),
     ])
 }
 
-/// Human CreationDate: RFC 3339 UTC instead of epoch seconds.
-fn humanize_metadata(v: &mut Val<'_>) {
-    if let Val::Obj(fields) = v {
-        for (k, f) in fields.iter_mut() {
-            if let (&"CreationDate", Val::Int(secs)) = (&*k, &*f) {
-                *f = Val::Str(Cow::Owned(rfc3339(*secs)));
-            }
-        }
+/// The fields of a list command's output: `name` (the entries), then
+/// NextMarker when there is one, then Truncated.
+fn page_fields<'a>(
+    name: &'static str,
+    entries: Vec<Val<'a>>,
+    next_marker: Option<&'a str>,
+    truncated: bool,
+) -> Vec<(&'static str, Val<'a>)> {
+    let mut fields = vec![(name, Val::List(entries))];
+    if let Some(m) = next_marker {
+        fields.push(("NextMarker", s(m)));
     }
+    fields.push(("Truncated", Val::Bool(truncated)));
+    fields
+}
+
+/// The fields of the outputs that carry no secret and no main binary field
+/// (everything but the data-key, encrypt and decrypt family); `None` for
+/// those.
+fn output_fields(o: &Output) -> Option<Vec<(&'static str, Val<'_>)>> {
+    let opt_int = |name, v: Option<i64>| v.map(|v| (name, Val::Int(v)));
+    Some(match o {
+        Output::CreateKey(m) | Output::DescribeKey(m) => vec![("KeyMetadata", metadata(m))],
+        Output::ListKeys(l) => page_fields(
+            "Keys",
+            l.keys.iter().map(key_entry).collect(),
+            l.next_marker.as_deref(),
+            l.truncated,
+        ),
+        Output::ListResourceTags(l) => page_fields(
+            "Tags",
+            l.tags.iter().map(tag_entry).collect(),
+            l.next_marker.as_deref(),
+            l.truncated,
+        ),
+        Output::ListAliases(l) => page_fields(
+            "Aliases",
+            l.aliases.iter().map(alias_entry).collect(),
+            l.next_marker.as_deref(),
+            l.truncated,
+        ),
+        Output::ListKeyRotations(l) => page_fields(
+            "Rotations",
+            l.rotations.iter().map(rotation_entry).collect(),
+            l.next_marker.as_deref(),
+            l.truncated,
+        ),
+        Output::ScheduleKeyDeletion(o) => vec![
+            ("KeyId", s(&o.key_id)),
+            ("DeletionDate", Val::Int(o.deletion_date)),
+            ("KeyState", s(o.key_state.name())),
+            (
+                "PendingWindowInDays",
+                Val::Int(o.pending_window_in_days.into()),
+            ),
+        ],
+        Output::CancelKeyDeletion(o) => vec![("KeyId", s(&o.key_id))],
+        Output::RotateKeyOnDemand(o) => vec![("KeyId", s(&o.key_id))],
+        Output::GetKeyRotationStatus(o) => {
+            let mut fields = vec![
+                ("KeyRotationEnabled", Val::Bool(o.key_rotation_enabled)),
+                ("KeyId", s(&o.key_id)),
+            ];
+            fields.extend(
+                o.rotation_period_in_days
+                    .map(|d| ("RotationPeriodInDays", Val::Int(d.into()))),
+            );
+            fields.extend(opt_int("NextRotationDate", o.next_rotation_date));
+            fields.extend(opt_int(
+                "OnDemandRotationStartDate",
+                o.on_demand_rotation_start_date,
+            ));
+            fields
+        }
+        Output::GetParametersForImport(o) => vec![
+            ("KeyId", s(&o.key_id)),
+            ("ImportToken", Val::Bin(&o.import_token)),
+            ("PublicKey", Val::Bin(&o.public_key)),
+            ("ParametersValidTo", Val::Int(o.parameters_valid_to)),
+        ],
+        // AWS answers these with no fields: an empty object in JSON,
+        // nothing in human output.
+        Output::UpdateKeyDescription
+        | Output::TagResource
+        | Output::UntagResource
+        | Output::CreateAlias
+        | Output::UpdateAlias
+        | Output::DeleteAlias
+        | Output::EnableKey
+        | Output::DisableKey
+        | Output::EnableKeyRotation
+        | Output::DisableKeyRotation
+        | Output::ImportKeyMaterial
+        | Output::DeleteImportedKeyMaterial => vec![],
+        Output::GenerateDataKey(_)
+        | Output::GenerateDataKeyWithoutPlaintext(_)
+        | Output::Encrypt(_)
+        | Output::Decrypt(_)
+        | Output::ReEncrypt(_)
+        | Output::GenerateRandom(_) => return None,
+    })
+}
+
+/// One page (from `marker`), or with `all` that page and every page after
+/// it: the entries, then the last page's NextMarker and Truncated.
+fn pages<T>(
+    all: bool,
+    marker: Option<&str>,
+    mut fetch: impl FnMut(Option<&str>) -> Result<(Vec<T>, Option<String>, bool), Failure>,
+) -> Result<(Vec<T>, Option<String>, bool), Failure> {
+    let (mut entries, mut next, mut truncated) = fetch(marker)?;
+    while all && truncated {
+        let Some(m) = next.take() else {
+            break;
+        };
+        let (mut more, n, t) = fetch(Some(&m))?;
+        if n.as_deref() == Some(m.as_str()) {
+            return Err(Failure::Kms(KmsError::new(
+                ErrorKind::KmsInternal,
+                "the daemon returned the same marker twice",
+            )));
+        }
+        entries.append(&mut more);
+        (next, truncated) = (n, t);
+    }
+    Ok((entries, next, truncated))
+}
+
+/// Writes get-parameters-for-import's public key and token as the AWS CLI
+/// documentation does (`PublicKey.bin`, `ImportToken.bin`, raw bytes) in
+/// `dir`, created if missing; their paths.
+fn write_import_parameters(
+    dir: &Path,
+    o: &GetParametersForImportOutput,
+) -> Result<(PathBuf, PathBuf), Failure> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::Output(format!("creating {}: {e}", dir.display())))?;
+    let key = dir.join("PublicKey.bin");
+    let token = dir.join("ImportToken.bin");
+    write_file(&key, &o.public_key, false)
+        .map_err(|e| Failure::Output(format!("writing {}: {e}", key.display())))?;
+    // The token is bound to the key and its wrapping key: kept private.
+    write_file(&token, &o.import_token, true)
+        .map_err(|e| Failure::Output(format!("writing {}: {e}", token.display())))?;
+    Ok((key, token))
 }
 
 /// Seconds since the epoch as `YYYY-MM-DDThh:mm:ssZ` (proleptic Gregorian).
@@ -621,57 +1144,41 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::CreateKey {
             description,
             origin,
+            tags,
         } => {
             let origin = match origin {
                 OriginArg::Kmsd => Origin::Kmsd,
                 OriginArg::Hsm => Origin::Hsm,
+                OriginArg::External => Origin::External,
             };
-            let m = connect()?.create_key_with_origin(description, origin)?;
-            let mut md = metadata(&m);
-            if !p.json {
-                humanize_metadata(&mut md);
-            }
-            p.emit(None, vec![("KeyMetadata", md)], None)
+            let m = connect()?.create_key_with(CreateKey {
+                description,
+                origin,
+                tags: tag_list(tags),
+                ..CreateKey::default()
+            })?;
+            p.emit(None, vec![("KeyMetadata", metadata(&m))], None)
         }
         Command::DescribeKey { key_id } => {
             let m = connect()?.describe_key(key_id)?;
-            let mut md = metadata(&m);
-            if !p.json {
-                humanize_metadata(&mut md);
-            }
-            p.emit(None, vec![("KeyMetadata", md)], None)
+            p.emit(None, vec![("KeyMetadata", metadata(&m))], None)
         }
         Command::ListKeys { limit, marker, all } => {
             let mut c = connect()?;
-            let limit = limit.unwrap_or(0);
-            let mut page = c.list_keys(limit, marker.as_deref())?;
-            let mut keys = std::mem::take(&mut page.keys);
-            while *all && page.truncated {
-                let Some(next) = page.next_marker.take() else {
-                    break;
-                };
-                page = c.list_keys(limit, Some(&next))?;
-                if page.next_marker.as_deref() == Some(next.as_str()) {
-                    return Err(Failure::Kms(KmsError::new(
-                        ErrorKind::KmsInternal,
-                        "the daemon returned the same marker twice",
-                    )));
-                }
-                keys.append(&mut page.keys);
-            }
-            let mut fields = vec![(
-                "Keys",
-                Val::List(
-                    keys.iter()
-                        .map(|k| Val::Obj(vec![("KeyId", s(&k.key_id)), ("KeyArn", s(&k.arn))]))
-                        .collect(),
+            let (keys, next, truncated) = pages(*all, marker.as_deref(), |m| {
+                let o = c.list_keys(limit.unwrap_or(0), m)?;
+                Ok((o.keys, o.next_marker, o.truncated))
+            })?;
+            p.emit(
+                None,
+                page_fields(
+                    "Keys",
+                    keys.iter().map(key_entry).collect(),
+                    next.as_deref(),
+                    truncated,
                 ),
-            )];
-            if let Some(m) = &page.next_marker {
-                fields.push(("NextMarker", s(m)));
-            }
-            fields.push(("Truncated", Val::Bool(page.truncated)));
-            p.emit(None, fields, None)
+                None,
+            )
         }
         Command::GenerateDataKey(a) | Command::GenerateDataKeyWithoutPlaintext(a) => {
             let with_plaintext = matches!(cli.command, Command::GenerateDataKey(_));
@@ -814,7 +1321,193 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }),
             )
         }
+        Command::ListResourceTags { key, page } => {
+            let mut c = connect()?;
+            let (tags, next, truncated) = pages(page.all, page.marker.as_deref(), |m| {
+                let o = c.list_resource_tags(key.get(), page.limit.unwrap_or(0), m)?;
+                Ok((o.tags, o.next_marker, o.truncated))
+            })?;
+            p.emit(
+                None,
+                page_fields(
+                    "Tags",
+                    tags.iter().map(tag_entry).collect(),
+                    next.as_deref(),
+                    truncated,
+                ),
+                None,
+            )
+        }
+        Command::ListAliases { key_id, page } => {
+            let mut c = connect()?;
+            let (aliases, next, truncated) = pages(page.all, page.marker.as_deref(), |m| {
+                let o = c.list_aliases(key_id.as_deref(), page.limit.unwrap_or(0), m)?;
+                Ok((o.aliases, o.next_marker, o.truncated))
+            })?;
+            p.emit(
+                None,
+                page_fields(
+                    "Aliases",
+                    aliases.iter().map(alias_entry).collect(),
+                    next.as_deref(),
+                    truncated,
+                ),
+                None,
+            )
+        }
+        Command::ListKeyRotations { key, page } => {
+            let mut c = connect()?;
+            let (rotations, next, truncated) = pages(page.all, page.marker.as_deref(), |m| {
+                let o = c.list_key_rotations(key.get(), page.limit.unwrap_or(0), m)?;
+                Ok((o.rotations, o.next_marker, o.truncated))
+            })?;
+            p.emit(
+                None,
+                page_fields(
+                    "Rotations",
+                    rotations.iter().map(rotation_entry).collect(),
+                    next.as_deref(),
+                    truncated,
+                ),
+                None,
+            )
+        }
+        Command::GetParametersForImport {
+            key,
+            wrapping_algorithm,
+            wrapping_key_spec,
+            out_dir,
+        } => {
+            let o = connect()?.get_parameters_for_import(
+                key.get(),
+                *wrapping_algorithm,
+                *wrapping_key_spec,
+            )?;
+            let Some(dir) = out_dir else {
+                let out = Output::GetParametersForImport(o);
+                return p.emit(None, output_fields(&out).ok_or_else(wrong_answer)?, None);
+            };
+            let (public_key, token) = write_import_parameters(dir, &o)?;
+            let (public_key, token) = (
+                public_key.display().to_string(),
+                token.display().to_string(),
+            );
+            p.emit(
+                None,
+                vec![
+                    ("KeyId", s(&o.key_id)),
+                    ("PublicKeyFile", s(&public_key)),
+                    ("ImportTokenFile", s(&token)),
+                    ("ParametersValidTo", Val::Int(o.parameters_valid_to)),
+                ],
+                None,
+            )
+        }
+        Command::ImportKeyMaterial {
+            key,
+            import_token,
+            encrypted_key_material,
+            valid_to,
+            no_expiry: _,
+        } => {
+            // Both are raw binary files, as the AWS CLI's fileb://.
+            let token = read_input(Some(import_token), "the import token")?;
+            let material = read_input(Some(encrypted_key_material), "the key material")?;
+            connect()?.import_key_material(ImportKeyMaterial {
+                key_id: key.get(),
+                import_token: &token,
+                encrypted_key_material: &material,
+                valid_to: *valid_to,
+                // clap requires exactly one of --valid-to and --no-expiry.
+                expiration_model: if valid_to.is_some() {
+                    ExpirationModel::KeyMaterialExpires
+                } else {
+                    ExpirationModel::KeyMaterialDoesNotExpire
+                },
+            })?;
+            p.emit(None, vec![], None)
+        }
+        other => {
+            let Some(op) = simple_operation(other) else {
+                unreachable!("the commands simple_operation does not know are matched above")
+            };
+            let out = connect()?.call(op)?;
+            let fields = output_fields(&out).ok_or_else(wrong_answer)?;
+            p.emit(None, fields, None)
+        }
     }
+}
+
+fn tag_list(tags: &[(String, String)]) -> Vec<Tag<'_>> {
+    tags.iter().map(|(key, value)| Tag { key, value }).collect()
+}
+
+/// The request of a command that takes only arguments (no input files, no
+/// paging) and prints its output's fields; `None` for the others.
+fn simple_operation(c: &Command) -> Option<Operation<'_>> {
+    Some(match c {
+        Command::UpdateKeyDescription { key, description } => {
+            Operation::UpdateKeyDescription(UpdateKeyDescription {
+                key_id: key.get(),
+                description,
+            })
+        }
+        Command::TagResource { key_id, tags } => Operation::TagResource(TagResource {
+            key_id,
+            tags: tag_list(tags),
+        }),
+        Command::UntagResource { key_id, tag_keys } => Operation::UntagResource(UntagResource {
+            key_id,
+            tag_keys: tag_keys.iter().map(String::as_str).collect(),
+        }),
+        Command::CreateAlias {
+            alias_name,
+            target_key_id,
+        } => Operation::CreateAlias(CreateAlias {
+            alias_name,
+            target_key_id,
+        }),
+        Command::UpdateAlias {
+            alias_name,
+            target_key_id,
+        } => Operation::UpdateAlias(UpdateAlias {
+            alias_name,
+            target_key_id,
+        }),
+        Command::DeleteAlias { alias_name } => Operation::DeleteAlias(DeleteAlias { alias_name }),
+        Command::EnableKey { key } => Operation::EnableKey(EnableKey { key_id: key.get() }),
+        Command::DisableKey { key } => Operation::DisableKey(DisableKey { key_id: key.get() }),
+        Command::ScheduleKeyDeletion {
+            key,
+            pending_window_in_days,
+        } => Operation::ScheduleKeyDeletion(ScheduleKeyDeletion {
+            key_id: key.get(),
+            pending_window_in_days: *pending_window_in_days,
+        }),
+        Command::CancelKeyDeletion { key } => {
+            Operation::CancelKeyDeletion(CancelKeyDeletion { key_id: key.get() })
+        }
+        Command::EnableKeyRotation {
+            key,
+            rotation_period_in_days,
+        } => Operation::EnableKeyRotation(EnableKeyRotation {
+            key_id: key.get(),
+            rotation_period_in_days: *rotation_period_in_days,
+        }),
+        Command::DisableKeyRotation { key } => {
+            Operation::DisableKeyRotation(DisableKeyRotation { key_id: key.get() })
+        }
+        Command::GetKeyRotationStatus { key } => {
+            Operation::GetKeyRotationStatus(GetKeyRotationStatus { key_id: key.get() })
+        }
+        Command::RotateKeyOnDemand { key } => {
+            Operation::RotateKeyOnDemand(RotateKeyOnDemand { key_id: key.get() })
+        }
+        Command::DeleteImportedKeyMaterial { key } => {
+            Operation::DeleteImportedKeyMaterial(DeleteImportedKeyMaterial { key_id: key.get() })
+        }
+        _ => return None,
+    })
 }
 
 fn main() -> ExitCode {
@@ -885,5 +1578,428 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kmsctl").chain(args.iter().copied()))
+    }
+
+    fn op_of(args: &[&str]) -> String {
+        let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        format!(
+            "{:?}",
+            simple_operation(&cli.command).expect("a simple command")
+        )
+    }
+
+    #[test]
+    fn key_is_positional_or_key_id() {
+        for args in [&["enable-key", "k1"][..], &["enable-key", "--key-id", "k1"]] {
+            assert_eq!(op_of(args), r#"EnableKey(EnableKey { key_id: "k1" })"#);
+        }
+        // Both, or neither: a usage error.
+        assert!(parse(&["enable-key", "k1", "--key-id", "k2"]).is_err());
+        assert!(parse(&["disable-key"]).is_err());
+    }
+
+    #[test]
+    fn lifecycle_commands_build_their_requests() {
+        assert_eq!(
+            op_of(&[
+                "schedule-key-deletion",
+                "k",
+                "--pending-window-in-days",
+                "7"
+            ]),
+            r#"ScheduleKeyDeletion(ScheduleKeyDeletion { key_id: "k", pending_window_in_days: Some(7) })"#
+        );
+        assert_eq!(
+            op_of(&["schedule-key-deletion", "k"]),
+            r#"ScheduleKeyDeletion(ScheduleKeyDeletion { key_id: "k", pending_window_in_days: None })"#
+        );
+        assert_eq!(
+            op_of(&[
+                "enable-key-rotation",
+                "--key-id",
+                "k",
+                "--rotation-period-in-days",
+                "90"
+            ]),
+            r#"EnableKeyRotation(EnableKeyRotation { key_id: "k", rotation_period_in_days: Some(90) })"#
+        );
+        assert_eq!(
+            op_of(&["create-alias", "alias/x", "k"]),
+            r#"CreateAlias(CreateAlias { alias_name: "alias/x", target_key_id: "k" })"#
+        );
+        assert_eq!(
+            op_of(&["update-alias", "alias/x", "k2"]),
+            r#"UpdateAlias(UpdateAlias { alias_name: "alias/x", target_key_id: "k2" })"#
+        );
+        assert_eq!(
+            op_of(&["delete-alias", "alias/x"]),
+            r#"DeleteAlias(DeleteAlias { alias_name: "alias/x" })"#
+        );
+        assert_eq!(
+            op_of(&["tag-resource", "k", "team=pay", "note=a=b", "empty="]),
+            r#"TagResource(TagResource { key_id: "k", tags: [Tag { key: "team", value: "pay" }, Tag { key: "note", value: "a=b" }, Tag { key: "empty", value: "" }] })"#
+        );
+        assert_eq!(
+            op_of(&["untag-resource", "k", "team", "note"]),
+            r#"UntagResource(UntagResource { key_id: "k", tag_keys: ["team", "note"] })"#
+        );
+        assert_eq!(
+            op_of(&["update-key-description", "k", "--description", "d"]),
+            r#"UpdateKeyDescription(UpdateKeyDescription { key_id: "k", description: "d" })"#
+        );
+        for (cmd, name) in [
+            ("cancel-key-deletion", "CancelKeyDeletion"),
+            ("disable-key-rotation", "DisableKeyRotation"),
+            ("get-key-rotation-status", "GetKeyRotationStatus"),
+            ("rotate-key-on-demand", "RotateKeyOnDemand"),
+            ("delete-imported-key-material", "DeleteImportedKeyMaterial"),
+        ] {
+            assert_eq!(
+                op_of(&[cmd, "k"]),
+                format!(r#"{name}({name} {{ key_id: "k" }})"#)
+            );
+        }
+        // Tags and tag keys are required; a tag needs its '='.
+        assert!(parse(&["tag-resource", "k"]).is_err());
+        assert!(parse(&["tag-resource", "k", "novalue"]).is_err());
+        assert!(parse(&["untag-resource", "k"]).is_err());
+        assert!(parse(&["create-alias", "alias/x"]).is_err());
+    }
+
+    #[test]
+    fn create_key_takes_tags_and_origin_external() {
+        let cli = parse(&[
+            "create-key",
+            "--origin",
+            "external",
+            "--tag",
+            "a=1",
+            "--tag",
+            "b=",
+        ])
+        .unwrap();
+        let Command::CreateKey { origin, tags, .. } = cli.command else {
+            panic!("not create-key")
+        };
+        assert!(matches!(origin, OriginArg::External));
+        assert_eq!(
+            tag_list(&tags),
+            [
+                Tag {
+                    key: "a",
+                    value: "1"
+                },
+                Tag {
+                    key: "b",
+                    value: ""
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn import_commands_parse() {
+        let cli = parse(&[
+            "get-parameters-for-import",
+            "k",
+            "--wrapping-algorithm",
+            "RSAES_OAEP_SHA_256",
+            "--wrapping-key-spec",
+            "RSA_3072",
+            "--out-dir",
+            "d",
+        ])
+        .unwrap();
+        let Command::GetParametersForImport {
+            key,
+            wrapping_algorithm,
+            wrapping_key_spec,
+            out_dir,
+        } = cli.command
+        else {
+            panic!("not get-parameters-for-import")
+        };
+        assert_eq!(key.get(), "k");
+        assert_eq!(wrapping_algorithm, WrappingAlgorithm::RsaesOaepSha256);
+        assert_eq!(wrapping_key_spec, WrappingKeySpec::Rsa3072);
+        assert_eq!(out_dir.as_deref(), Some(Path::new("d")));
+        // Every AWS algorithm name parses (the daemon refuses what it does
+        // not offer); other spellings do not.
+        for a in WrappingAlgorithm::ALL {
+            assert!(parse(&[
+                "get-parameters-for-import",
+                "k",
+                "--wrapping-algorithm",
+                a.name(),
+                "--wrapping-key-spec",
+                "RSA_2048",
+            ])
+            .is_ok());
+        }
+        assert!(parse(&[
+            "get-parameters-for-import",
+            "k",
+            "--wrapping-algorithm",
+            "rsaes_oaep_sha_256",
+            "--wrapping-key-spec",
+            "RSA_2048",
+        ])
+        .is_err());
+
+        let import = |extra: &[&str]| {
+            let mut args = vec![
+                "import-key-material",
+                "k",
+                "--import-token",
+                "t.bin",
+                "--encrypted-key-material",
+                "m.bin",
+            ];
+            args.extend_from_slice(extra);
+            parse(&args)
+        };
+        let Command::ImportKeyMaterial { valid_to, .. } =
+            import(&["--valid-to", "2026-01-31T00:00:00Z"])
+                .unwrap()
+                .command
+        else {
+            panic!("not import-key-material")
+        };
+        assert_eq!(valid_to, Some(1_769_817_600));
+        let Command::ImportKeyMaterial {
+            valid_to,
+            no_expiry,
+            ..
+        } = import(&["--no-expiry"]).unwrap().command
+        else {
+            panic!("not import-key-material")
+        };
+        assert_eq!((valid_to, no_expiry), (None, true));
+        // Exactly one of --valid-to and --no-expiry.
+        assert!(import(&[]).is_err());
+        assert!(import(&["--no-expiry", "--valid-to", "5"]).is_err());
+        assert!(import(&["--valid-to", "next week"]).is_err());
+    }
+
+    #[test]
+    fn times_parse_as_rfc3339_or_epoch_seconds() {
+        for secs in [0, 951_782_400, 1_700_000_000, 4_102_444_800, -86_400] {
+            assert_eq!(parse_time(&rfc3339(secs)), Ok(secs), "{}", rfc3339(secs));
+        }
+        assert_eq!(parse_time("1700000000"), Ok(1_700_000_000));
+        assert_eq!(parse_time("2023-11-14T22:13:20.999Z"), Ok(1_700_000_000));
+        assert_eq!(parse_time("2023-11-15T00:13:20+02:00"), Ok(1_700_000_000));
+        assert_eq!(parse_time("2023-11-14t21:13:20-01:00"), Ok(1_700_000_000));
+        for bad in [
+            "",
+            "2023-11-14",
+            "2023-11-14T22:13:20",
+            "2023-02-29T00:00:00Z",
+            "2023-13-01T00:00:00Z",
+            "2023-11-14T24:00:00Z",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20+2:00",
+            "+023-11-14T22:13:20Z",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(parse_time("2024-02-29T00:00:00Z"), Ok(1_709_164_800));
+    }
+
+    fn json_of(o: &Output) -> serde_json::Value {
+        serde_json::to_value(Val::Obj(output_fields(o).expect("fields"))).unwrap()
+    }
+
+    #[test]
+    fn lifecycle_outputs_use_aws_field_names() {
+        use serde_json::json;
+        let m = KeyMetadata {
+            key_id: "k".into(),
+            arn: "arn:kmsd:kms:local:key/k".into(),
+            creation_date: 1,
+            key_state: KeyState::PendingDeletion,
+            origin: Origin::External,
+            deletion_date: Some(2),
+            pending_deletion_window_in_days: Some(7),
+            valid_to: Some(3),
+            expiration_model: Some(ExpirationModel::KeyMaterialExpires),
+            ..KeyMetadata::default()
+        };
+        assert_eq!(
+            json_of(&Output::DescribeKey(m)),
+            json!({"KeyMetadata": {
+                "KeyId": "k", "Arn": "arn:kmsd:kms:local:key/k", "CreationDate": 1,
+                "Enabled": false, "Description": "", "KeyState": "PendingDeletion",
+                "KeyUsage": "ENCRYPT_DECRYPT", "KeySpec": "SYMMETRIC_DEFAULT",
+                "Origin": "EXTERNAL", "DeletionDate": 2, "PendingDeletionWindowInDays": 7,
+                "ValidTo": 3, "ExpirationModel": "KEY_MATERIAL_EXPIRES"}})
+        );
+        assert_eq!(
+            json_of(&Output::ScheduleKeyDeletion(ScheduleKeyDeletionOutput {
+                key_id: "arn".into(),
+                deletion_date: 9,
+                key_state: KeyState::PendingDeletion,
+                pending_window_in_days: 30,
+            })),
+            json!({"KeyId": "arn", "DeletionDate": 9, "KeyState": "PendingDeletion",
+                   "PendingWindowInDays": 30})
+        );
+        assert_eq!(
+            json_of(&Output::GetKeyRotationStatus(GetKeyRotationStatusOutput {
+                key_id: "arn".into(),
+                key_rotation_enabled: true,
+                rotation_period_in_days: Some(365),
+                next_rotation_date: Some(5),
+                on_demand_rotation_start_date: None,
+            })),
+            json!({"KeyRotationEnabled": true, "KeyId": "arn", "RotationPeriodInDays": 365,
+                   "NextRotationDate": 5})
+        );
+        assert_eq!(
+            json_of(&Output::ListAliases(ListAliasesOutput {
+                aliases: vec![AliasListEntry {
+                    alias_name: "alias/a".into(),
+                    alias_arn: "arn:kmsd:kms:local:alias/a".into(),
+                    target_key_id: Some("k".into()),
+                    creation_date: 1,
+                    last_updated_date: 2,
+                }],
+                next_marker: Some("m".into()),
+                truncated: true,
+            })),
+            json!({"Aliases": [{"AliasName": "alias/a", "AliasArn": "arn:kmsd:kms:local:alias/a",
+                                "TargetKeyId": "k", "CreationDate": 1, "LastUpdatedDate": 2}],
+                   "NextMarker": "m", "Truncated": true})
+        );
+        assert_eq!(
+            json_of(&Output::ListResourceTags(ListResourceTagsOutput {
+                tags: vec![OwnedTag {
+                    key: "a".into(),
+                    value: "1".into(),
+                }],
+                next_marker: None,
+                truncated: false,
+            })),
+            json!({"Tags": [{"TagKey": "a", "TagValue": "1"}], "Truncated": false})
+        );
+        assert_eq!(
+            json_of(&Output::ListKeyRotations(ListKeyRotationsOutput {
+                rotations: vec![RotationsListEntry {
+                    key_id: "arn".into(),
+                    rotation_date: 4,
+                    rotation_type: RotationType::OnDemand,
+                }],
+                next_marker: None,
+                truncated: false,
+            })),
+            json!({"Rotations": [{"KeyId": "arn", "RotationDate": 4, "RotationType": "ON_DEMAND"}],
+                   "Truncated": false})
+        );
+        assert_eq!(
+            json_of(&Output::GetParametersForImport(
+                GetParametersForImportOutput {
+                    key_id: "arn".into(),
+                    import_token: vec![1, 2, 3],
+                    public_key: vec![0x30],
+                    parameters_valid_to: 6,
+                }
+            )),
+            json!({"KeyId": "arn", "ImportToken": "AQID", "PublicKey": "MA==",
+                   "ParametersValidTo": 6})
+        );
+        assert_eq!(
+            json_of(&Output::CancelKeyDeletion(CancelKeyDeletionOutput {
+                key_id: "arn".into()
+            })),
+            json!({"KeyId": "arn"})
+        );
+        assert_eq!(json_of(&Output::EnableKey), json!({}));
+        assert!(output_fields(&Output::GenerateRandom(GenerateRandomOutput {
+            plaintext: SecretBytes::new(vec![1])
+        }))
+        .is_none());
+    }
+
+    #[test]
+    fn human_output_shows_times_in_rfc3339_at_any_depth() {
+        let o = Output::ListAliases(ListAliasesOutput {
+            aliases: vec![AliasListEntry {
+                alias_name: "alias/a".into(),
+                alias_arn: "arn".into(),
+                target_key_id: None,
+                creation_date: 0,
+                last_updated_date: 1_700_000_000,
+            }],
+            next_marker: None,
+            truncated: false,
+        });
+        let mut fields = output_fields(&o).unwrap();
+        humanize_times(&mut fields);
+        let mut out = Vec::new();
+        write_human(&mut out, &fields).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "alias/a  arn  1970-01-01T00:00:00Z  2023-11-14T22:13:20Z\nTruncated: false\n"
+        );
+        let mut fields = vec![
+            ("ValidTo", Val::Int(0)),
+            ("PendingWindowInDays", Val::Int(7)),
+        ];
+        humanize_times(&mut fields);
+        assert!(matches!(&fields[0].1, Val::Str(t) if t == "1970-01-01T00:00:00Z"));
+        assert!(matches!(fields[1].1, Val::Int(7)));
+    }
+
+    #[test]
+    fn pages_follow_markers_and_refuse_a_repeated_one() {
+        // Three pages: a, b | c, d | e.
+        let book = |m: Option<&str>| -> Result<(Vec<&str>, Option<String>, bool), Failure> {
+            Ok(match m {
+                None => (vec!["a", "b"], Some("1".into()), true),
+                Some("1") => (vec!["c", "d"], Some("2".into()), true),
+                Some("2") => (vec!["e"], None, false),
+                Some(other) => panic!("unexpected marker {other}"),
+            })
+        };
+        let (all, next, truncated) = pages(true, None, book).ok().unwrap();
+        assert_eq!(
+            (all, next, truncated),
+            (vec!["a", "b", "c", "d", "e"], None, false)
+        );
+        let (one, next, truncated) = pages(false, Some("1"), book).ok().unwrap();
+        assert_eq!(
+            (one, next, truncated),
+            (vec!["c", "d"], Some("2".into()), true)
+        );
+        let stuck = |_: Option<&str>| -> Result<(Vec<u8>, Option<String>, bool), Failure> {
+            Ok((vec![1], Some("same".into()), true))
+        };
+        match pages(true, Some("same"), stuck) {
+            Err(Failure::Kms(e)) => assert_eq!(e.kind, ErrorKind::KmsInternal),
+            _ => panic!("a repeated marker must stop the walk"),
+        }
+    }
+
+    #[test]
+    fn import_parameters_are_written_as_the_aws_cli_names_them() {
+        let dir = std::env::temp_dir().join(format!("kmsctl-test-{}", std::process::id()));
+        let out_dir = dir.join("new");
+        let o = GetParametersForImportOutput {
+            key_id: "k".into(),
+            import_token: vec![1, 2, 3],
+            public_key: vec![0x30, 0x82],
+            parameters_valid_to: 0,
+        };
+        let (key, token) = write_import_parameters(&out_dir, &o).ok().unwrap();
+        assert_eq!(key, out_dir.join("PublicKey.bin"));
+        assert_eq!(token, out_dir.join("ImportToken.bin"));
+        assert_eq!(std::fs::read(&key).unwrap(), [0x30, 0x82]);
+        assert_eq!(std::fs::read(&token).unwrap(), [1, 2, 3]);
+        let mode = std::fs::metadata(&token).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

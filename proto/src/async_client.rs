@@ -404,6 +404,321 @@ impl AsyncClient {
             _ => Err(mismatch()),
         }
     }
+
+    /// CreateKey with every field of the request: description, origin (`Kmsd`, `Hsm`, or `External`: the key waits for ImportKeyMaterial) and tags.
+    pub async fn create_key_with(&self, req: CreateKey<'_>) -> Result<KeyMetadata, ClientError> {
+        match self.call(Operation::CreateKey(req)).await? {
+            Output::CreateKey(m) => Ok(m),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// UpdateKeyDescription.
+    pub async fn update_key_description(
+        &self,
+        key_id: &str,
+        description: &str,
+    ) -> Result<(), ClientError> {
+        match self
+            .call(Operation::UpdateKeyDescription(UpdateKeyDescription {
+                key_id,
+                description,
+            }))
+            .await?
+        {
+            Output::UpdateKeyDescription => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// TagResource: adds the tags, or changes the value of a tag key the key has.
+    pub async fn tag_resource(&self, key_id: &str, tags: &[Tag<'_>]) -> Result<(), ClientError> {
+        match self
+            .call(Operation::TagResource(TagResource {
+                key_id,
+                tags: tags.to_vec(),
+            }))
+            .await?
+        {
+            Output::TagResource => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// UntagResource.
+    pub async fn untag_resource(&self, key_id: &str, tag_keys: &[&str]) -> Result<(), ClientError> {
+        match self
+            .call(Operation::UntagResource(UntagResource {
+                key_id,
+                tag_keys: tag_keys.to_vec(),
+            }))
+            .await?
+        {
+            Output::UntagResource => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListResourceTags, one page (`limit` 0 for the default, 50).
+    pub async fn list_resource_tags(
+        &self,
+        key_id: &str,
+        limit: u32,
+        marker: Option<&str>,
+    ) -> Result<ListResourceTagsOutput, ClientError> {
+        match self
+            .call(Operation::ListResourceTags(ListResourceTags {
+                key_id,
+                limit,
+                marker,
+            }))
+            .await?
+        {
+            Output::ListResourceTags(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// CreateAlias.
+    pub async fn create_alias(
+        &self,
+        alias_name: &str,
+        target_key_id: &str,
+    ) -> Result<(), ClientError> {
+        match self
+            .call(Operation::CreateAlias(CreateAlias {
+                alias_name,
+                target_key_id,
+            }))
+            .await?
+        {
+            Output::CreateAlias => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// UpdateAlias.
+    pub async fn update_alias(
+        &self,
+        alias_name: &str,
+        target_key_id: &str,
+    ) -> Result<(), ClientError> {
+        match self
+            .call(Operation::UpdateAlias(UpdateAlias {
+                alias_name,
+                target_key_id,
+            }))
+            .await?
+        {
+            Output::UpdateAlias => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// DeleteAlias.
+    pub async fn delete_alias(&self, alias_name: &str) -> Result<(), ClientError> {
+        match self
+            .call(Operation::DeleteAlias(DeleteAlias { alias_name }))
+            .await?
+        {
+            Output::DeleteAlias => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListAliases, one page: every alias, or a key's (`limit` 0 for the default, 100).
+    pub async fn list_aliases(
+        &self,
+        key_id: Option<&str>,
+        limit: u32,
+        marker: Option<&str>,
+    ) -> Result<ListAliasesOutput, ClientError> {
+        match self
+            .call(Operation::ListAliases(ListAliases {
+                key_id,
+                limit,
+                marker,
+            }))
+            .await?
+        {
+            Output::ListAliases(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// EnableKey.
+    pub async fn enable_key(&self, key_id: &str) -> Result<(), ClientError> {
+        match self
+            .call(Operation::EnableKey(EnableKey { key_id }))
+            .await?
+        {
+            Output::EnableKey => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// DisableKey.
+    pub async fn disable_key(&self, key_id: &str) -> Result<(), ClientError> {
+        match self
+            .call(Operation::DisableKey(DisableKey { key_id }))
+            .await?
+        {
+            Output::DisableKey => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ScheduleKeyDeletion (`None`: the default waiting period, 30 days).
+    pub async fn schedule_key_deletion(
+        &self,
+        key_id: &str,
+        pending_window_in_days: Option<u32>,
+    ) -> Result<ScheduleKeyDeletionOutput, ClientError> {
+        match self
+            .call(Operation::ScheduleKeyDeletion(ScheduleKeyDeletion {
+                key_id,
+                pending_window_in_days,
+            }))
+            .await?
+        {
+            Output::ScheduleKeyDeletion(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// CancelKeyDeletion (the key is Disabled afterwards).
+    pub async fn cancel_key_deletion(
+        &self,
+        key_id: &str,
+    ) -> Result<CancelKeyDeletionOutput, ClientError> {
+        match self
+            .call(Operation::CancelKeyDeletion(CancelKeyDeletion { key_id }))
+            .await?
+        {
+            Output::CancelKeyDeletion(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// EnableKeyRotation (`None`: the default period, 365 days).
+    pub async fn enable_key_rotation(
+        &self,
+        key_id: &str,
+        rotation_period_in_days: Option<u32>,
+    ) -> Result<(), ClientError> {
+        match self
+            .call(Operation::EnableKeyRotation(EnableKeyRotation {
+                key_id,
+                rotation_period_in_days,
+            }))
+            .await?
+        {
+            Output::EnableKeyRotation => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// DisableKeyRotation.
+    pub async fn disable_key_rotation(&self, key_id: &str) -> Result<(), ClientError> {
+        match self
+            .call(Operation::DisableKeyRotation(DisableKeyRotation { key_id }))
+            .await?
+        {
+            Output::DisableKeyRotation => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GetKeyRotationStatus.
+    pub async fn get_key_rotation_status(
+        &self,
+        key_id: &str,
+    ) -> Result<GetKeyRotationStatusOutput, ClientError> {
+        match self
+            .call(Operation::GetKeyRotationStatus(GetKeyRotationStatus {
+                key_id,
+            }))
+            .await?
+        {
+            Output::GetKeyRotationStatus(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// RotateKeyOnDemand.
+    pub async fn rotate_key_on_demand(
+        &self,
+        key_id: &str,
+    ) -> Result<RotateKeyOnDemandOutput, ClientError> {
+        match self
+            .call(Operation::RotateKeyOnDemand(RotateKeyOnDemand { key_id }))
+            .await?
+        {
+            Output::RotateKeyOnDemand(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListKeyRotations, one page (`limit` 0 for the default, 100).
+    pub async fn list_key_rotations(
+        &self,
+        key_id: &str,
+        limit: u32,
+        marker: Option<&str>,
+    ) -> Result<ListKeyRotationsOutput, ClientError> {
+        match self
+            .call(Operation::ListKeyRotations(ListKeyRotations {
+                key_id,
+                limit,
+                marker,
+            }))
+            .await?
+        {
+            Output::ListKeyRotations(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GetParametersForImport: a wrapping public key (DER SubjectPublicKeyInfo) and an import token.
+    pub async fn get_parameters_for_import(
+        &self,
+        key_id: &str,
+        wrapping_algorithm: WrappingAlgorithm,
+        wrapping_key_spec: WrappingKeySpec,
+    ) -> Result<GetParametersForImportOutput, ClientError> {
+        match self
+            .call(Operation::GetParametersForImport(GetParametersForImport {
+                key_id,
+                wrapping_algorithm,
+                wrapping_key_spec,
+            }))
+            .await?
+        {
+            Output::GetParametersForImport(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ImportKeyMaterial: the request carries the import token, the wrapped material, and when it expires.
+    pub async fn import_key_material(&self, req: ImportKeyMaterial<'_>) -> Result<(), ClientError> {
+        match self.call(Operation::ImportKeyMaterial(req)).await? {
+            Output::ImportKeyMaterial => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// DeleteImportedKeyMaterial.
+    pub async fn delete_imported_key_material(&self, key_id: &str) -> Result<(), ClientError> {
+        match self
+            .call(Operation::DeleteImportedKeyMaterial(
+                DeleteImportedKeyMaterial { key_id },
+            ))
+            .await?
+        {
+            Output::DeleteImportedKeyMaterial => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
 }
 
 /// Writes queued frames, coalescing what is queued into one write. Ends when

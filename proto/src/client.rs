@@ -301,6 +301,264 @@ impl Client {
             _ => Err(mismatch()),
         }
     }
+
+    /// CreateKey with every field of the request: description, origin (`Kmsd`, `Hsm`, or `External`: the key waits for ImportKeyMaterial) and tags.
+    pub fn create_key_with(&mut self, req: CreateKey<'_>) -> Result<KeyMetadata, ClientError> {
+        match self.call(Operation::CreateKey(req))? {
+            Output::CreateKey(m) => Ok(m),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// UpdateKeyDescription.
+    pub fn update_key_description(
+        &mut self,
+        key_id: &str,
+        description: &str,
+    ) -> Result<(), ClientError> {
+        match self.call(Operation::UpdateKeyDescription(UpdateKeyDescription {
+            key_id,
+            description,
+        }))? {
+            Output::UpdateKeyDescription => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// TagResource: adds the tags, or changes the value of a tag key the key has.
+    pub fn tag_resource(&mut self, key_id: &str, tags: &[Tag<'_>]) -> Result<(), ClientError> {
+        match self.call(Operation::TagResource(TagResource {
+            key_id,
+            tags: tags.to_vec(),
+        }))? {
+            Output::TagResource => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// UntagResource.
+    pub fn untag_resource(&mut self, key_id: &str, tag_keys: &[&str]) -> Result<(), ClientError> {
+        match self.call(Operation::UntagResource(UntagResource {
+            key_id,
+            tag_keys: tag_keys.to_vec(),
+        }))? {
+            Output::UntagResource => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListResourceTags, one page (`limit` 0 for the default, 50).
+    pub fn list_resource_tags(
+        &mut self,
+        key_id: &str,
+        limit: u32,
+        marker: Option<&str>,
+    ) -> Result<ListResourceTagsOutput, ClientError> {
+        match self.call(Operation::ListResourceTags(ListResourceTags {
+            key_id,
+            limit,
+            marker,
+        }))? {
+            Output::ListResourceTags(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// CreateAlias.
+    pub fn create_alias(
+        &mut self,
+        alias_name: &str,
+        target_key_id: &str,
+    ) -> Result<(), ClientError> {
+        match self.call(Operation::CreateAlias(CreateAlias {
+            alias_name,
+            target_key_id,
+        }))? {
+            Output::CreateAlias => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// UpdateAlias.
+    pub fn update_alias(
+        &mut self,
+        alias_name: &str,
+        target_key_id: &str,
+    ) -> Result<(), ClientError> {
+        match self.call(Operation::UpdateAlias(UpdateAlias {
+            alias_name,
+            target_key_id,
+        }))? {
+            Output::UpdateAlias => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// DeleteAlias.
+    pub fn delete_alias(&mut self, alias_name: &str) -> Result<(), ClientError> {
+        match self.call(Operation::DeleteAlias(DeleteAlias { alias_name }))? {
+            Output::DeleteAlias => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListAliases, one page: every alias, or a key's (`limit` 0 for the default, 100).
+    pub fn list_aliases(
+        &mut self,
+        key_id: Option<&str>,
+        limit: u32,
+        marker: Option<&str>,
+    ) -> Result<ListAliasesOutput, ClientError> {
+        match self.call(Operation::ListAliases(ListAliases {
+            key_id,
+            limit,
+            marker,
+        }))? {
+            Output::ListAliases(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// EnableKey.
+    pub fn enable_key(&mut self, key_id: &str) -> Result<(), ClientError> {
+        match self.call(Operation::EnableKey(EnableKey { key_id }))? {
+            Output::EnableKey => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// DisableKey.
+    pub fn disable_key(&mut self, key_id: &str) -> Result<(), ClientError> {
+        match self.call(Operation::DisableKey(DisableKey { key_id }))? {
+            Output::DisableKey => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ScheduleKeyDeletion (`None`: the default waiting period, 30 days).
+    pub fn schedule_key_deletion(
+        &mut self,
+        key_id: &str,
+        pending_window_in_days: Option<u32>,
+    ) -> Result<ScheduleKeyDeletionOutput, ClientError> {
+        match self.call(Operation::ScheduleKeyDeletion(ScheduleKeyDeletion {
+            key_id,
+            pending_window_in_days,
+        }))? {
+            Output::ScheduleKeyDeletion(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// CancelKeyDeletion (the key is Disabled afterwards).
+    pub fn cancel_key_deletion(
+        &mut self,
+        key_id: &str,
+    ) -> Result<CancelKeyDeletionOutput, ClientError> {
+        match self.call(Operation::CancelKeyDeletion(CancelKeyDeletion { key_id }))? {
+            Output::CancelKeyDeletion(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// EnableKeyRotation (`None`: the default period, 365 days).
+    pub fn enable_key_rotation(
+        &mut self,
+        key_id: &str,
+        rotation_period_in_days: Option<u32>,
+    ) -> Result<(), ClientError> {
+        match self.call(Operation::EnableKeyRotation(EnableKeyRotation {
+            key_id,
+            rotation_period_in_days,
+        }))? {
+            Output::EnableKeyRotation => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// DisableKeyRotation.
+    pub fn disable_key_rotation(&mut self, key_id: &str) -> Result<(), ClientError> {
+        match self.call(Operation::DisableKeyRotation(DisableKeyRotation { key_id }))? {
+            Output::DisableKeyRotation => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GetKeyRotationStatus.
+    pub fn get_key_rotation_status(
+        &mut self,
+        key_id: &str,
+    ) -> Result<GetKeyRotationStatusOutput, ClientError> {
+        match self.call(Operation::GetKeyRotationStatus(GetKeyRotationStatus {
+            key_id,
+        }))? {
+            Output::GetKeyRotationStatus(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// RotateKeyOnDemand.
+    pub fn rotate_key_on_demand(
+        &mut self,
+        key_id: &str,
+    ) -> Result<RotateKeyOnDemandOutput, ClientError> {
+        match self.call(Operation::RotateKeyOnDemand(RotateKeyOnDemand { key_id }))? {
+            Output::RotateKeyOnDemand(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListKeyRotations, one page (`limit` 0 for the default, 100).
+    pub fn list_key_rotations(
+        &mut self,
+        key_id: &str,
+        limit: u32,
+        marker: Option<&str>,
+    ) -> Result<ListKeyRotationsOutput, ClientError> {
+        match self.call(Operation::ListKeyRotations(ListKeyRotations {
+            key_id,
+            limit,
+            marker,
+        }))? {
+            Output::ListKeyRotations(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GetParametersForImport: a wrapping public key (DER SubjectPublicKeyInfo) and an import token.
+    pub fn get_parameters_for_import(
+        &mut self,
+        key_id: &str,
+        wrapping_algorithm: WrappingAlgorithm,
+        wrapping_key_spec: WrappingKeySpec,
+    ) -> Result<GetParametersForImportOutput, ClientError> {
+        match self.call(Operation::GetParametersForImport(GetParametersForImport {
+            key_id,
+            wrapping_algorithm,
+            wrapping_key_spec,
+        }))? {
+            Output::GetParametersForImport(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ImportKeyMaterial: the request carries the import token, the wrapped material, and when it expires.
+    pub fn import_key_material(&mut self, req: ImportKeyMaterial<'_>) -> Result<(), ClientError> {
+        match self.call(Operation::ImportKeyMaterial(req))? {
+            Output::ImportKeyMaterial => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// DeleteImportedKeyMaterial.
+    pub fn delete_imported_key_material(&mut self, key_id: &str) -> Result<(), ClientError> {
+        match self.call(Operation::DeleteImportedKeyMaterial(
+            DeleteImportedKeyMaterial { key_id },
+        ))? {
+            Output::DeleteImportedKeyMaterial => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
 }
 
 impl Drop for Client {

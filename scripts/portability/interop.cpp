@@ -152,12 +152,47 @@ void check_batch(const Response *r) {
   check_error("item 9", batch->Get(9)->error(), "NotFoundException", "key k-9 does not exist");
 }
 
+// 1004: optional scalars set and absent, tags.
+void check_lifecycle(const Response *r) {
+  const auto *batch = r->batch();
+  expect(batch && batch->size() == 3, "lifecycle batch of 3 outcomes");
+  auto dk = batch->Get(0)->output_as_DescribeKeyResponse();
+  expect(dk != nullptr, "lifecycle DescribeKey");
+  const KeyMetadata *m = dk->metadata();
+  check_metadata("lifecycle", m, false, KeyState_PendingDeletion, Origin_EXTERNAL, 1);
+  expect(m->deletion_date().has_value() && *m->deletion_date() == 1700604800,
+         "lifecycle.deletion_date");
+  expect(m->pending_deletion_window_in_days() == flatbuffers::Optional<uint32_t>(7),
+         "lifecycle.pending_deletion_window_in_days");
+  expect(!m->valid_to().has_value(), "lifecycle.valid_to is absent");
+  expect(!m->expiration_model().has_value(), "lifecycle.expiration_model is absent");
+
+  auto rs = batch->Get(1)->output_as_GetKeyRotationStatusResponse();
+  expect(rs != nullptr, "GetKeyRotationStatus");
+  expect_str(rs->key_id(), "k-1", "GetKeyRotationStatus.key_id");
+  expect(rs->key_rotation_enabled(), "GetKeyRotationStatus.key_rotation_enabled");
+  expect(rs->rotation_period_in_days() == flatbuffers::Optional<uint32_t>(365),
+         "GetKeyRotationStatus.rotation_period_in_days");
+  expect(rs->next_rotation_date() == flatbuffers::Optional<int64_t>(1731536000),
+         "GetKeyRotationStatus.next_rotation_date");
+  expect(!rs->on_demand_rotation_start_date().has_value(),
+         "GetKeyRotationStatus.on_demand_rotation_start_date is absent");
+
+  auto lt = batch->Get(2)->output_as_ListResourceTagsResponse();
+  expect(lt && lt->tags() && lt->tags()->size() == 2, "ListResourceTags.tags");
+  expect_str(lt->tags()->Get(0)->tag_key(), "team", "ListResourceTags.tags[0].tag_key");
+  expect_str(lt->tags()->Get(0)->tag_value(), "pay", "ListResourceTags.tags[0].tag_value");
+  expect_str(lt->tags()->Get(1)->tag_key(), "empty", "ListResourceTags.tags[1].tag_key");
+  expect_str(lt->tags()->Get(1)->tag_value(), "", "ListResourceTags.tags[1].tag_value");
+  expect(lt->next_marker() == nullptr && !lt->truncated(), "ListResourceTags: last page");
+}
+
 void check_responses(const char *path) {
   std::ifstream in(path, std::ios::binary);
   expect(bool(in), std::string("cannot read ") + path);
   std::vector<uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   auto frames = split_frames(data);
-  expect(frames.size() == 3, "3 response frames");
+  expect(frames.size() == 4, "4 response frames");
 
   std::vector<const Response *> rs;
   uint64_t id = 1001;
@@ -175,6 +210,7 @@ void check_responses(const char *path) {
   expect(rs[2]->error() == nullptr && rs[2]->outcome() != nullptr, "frame 3 has an outcome");
   expect(rs[2]->outcome()->output_type() == Output_NONE, "frame 3 has no output");
   check_error("frame 3", rs[2]->outcome()->error(), "DisabledException", "key k-1 is disabled");
+  check_lifecycle(rs[3]);
 }
 
 // ------------------------------------------------------------------ requests
@@ -230,6 +266,25 @@ void write_requests(const char *path) {
     auto op = CreateReEncryptRequest(fbb, fbb.CreateVector(blob), 0, 0,
                                      fbb.CreateString("alias/next"), ctx);
     fbb.Finish(CreateRequest(fbb, 1, 1003, Operation_ReEncryptRequest, op.Union()));
+    append_frame(out, fbb);
+  }
+  {
+    // 1004: ScheduleKeyDeletion with a window of 0 (a value, not absent),
+    // EnableKeyRotation without a period (absent), TagResource.
+    flatbuffers::FlatBufferBuilder fbb;
+    auto key_id = fbb.CreateString("k-1");
+    auto schedule =
+        CreateScheduleKeyDeletionRequest(fbb, key_id, flatbuffers::Optional<uint32_t>(0));
+    auto rotation = CreateEnableKeyRotationRequest(fbb, key_id);
+    std::vector<flatbuffers::Offset<Tag>> tags = {CreateTagDirect(fbb, "team", "pay")};
+    auto tag_resource = CreateTagResourceRequest(fbb, key_id, fbb.CreateVector(tags));
+    std::vector<flatbuffers::Offset<BatchItem>> items = {
+        CreateBatchItem(fbb, Operation_ScheduleKeyDeletionRequest, schedule.Union()),
+        CreateBatchItem(fbb, Operation_EnableKeyRotationRequest, rotation.Union()),
+        CreateBatchItem(fbb, Operation_TagResourceRequest, tag_resource.Union()),
+    };
+    auto batch = fbb.CreateVector(items);
+    fbb.Finish(CreateRequest(fbb, 1, 1004, Operation_NONE, 0, batch));
     append_frame(out, fbb);
   }
   std::ofstream f(path, std::ios::binary);

@@ -27,6 +27,7 @@ from kms.v1 import (  # noqa: E402
     DataKeySpec,
     DecryptResponse,
     DescribeKeyResponse,
+    EnableKeyRotationRequest,
     EncryptRequest,
     EncryptResponse,
     GenerateDataKeyRequest,
@@ -34,8 +35,10 @@ from kms.v1 import (  # noqa: E402
     GenerateDataKeyWithoutPlaintextResponse,
     GenerateRandomRequest,
     GenerateRandomResponse,
+    GetKeyRotationStatusResponse,
     KeyState,
     ListKeysResponse,
+    ListResourceTagsResponse,
     Operation,
     Origin,
     Output,
@@ -43,6 +46,9 @@ from kms.v1 import (  # noqa: E402
     ReEncryptResponse,
     Request,
     Response,
+    ScheduleKeyDeletionRequest,
+    Tag,
+    TagResourceRequest,
 )
 
 PROTOCOL_VERSION = 1
@@ -160,12 +166,46 @@ def check_batch(r):
     check_error("item 9", items[9].Error(), b"NotFoundException", b"key k-9 does not exist")
 
 
+def check_lifecycle(r):
+    """1004: optional scalars set and absent, tags."""
+    expect("lifecycle batch length", r.BatchLength(), 3)
+    items = [r.Batch(i) for i in range(3)]
+    for o, t in zip(
+        items,
+        (
+            Output.Output.DescribeKeyResponse,
+            Output.Output.GetKeyRotationStatusResponse,
+            Output.Output.ListResourceTagsResponse,
+        ),
+    ):
+        expect("lifecycle output type", o.OutputType(), t)
+    m = union(items[0].Output(), DescribeKeyResponse.DescribeKeyResponse).Metadata()
+    check_metadata("lifecycle", m, False, KeyState.KeyState.PendingDeletion, Origin.Origin.EXTERNAL, 1)
+    expect("lifecycle.deletion_date", m.DeletionDate(), 1_700_604_800)
+    expect("lifecycle.pending_deletion_window_in_days", m.PendingDeletionWindowInDays(), 7)
+    expect("lifecycle.valid_to (absent)", m.ValidTo(), None)
+    expect("lifecycle.expiration_model (absent)", m.ExpirationModel(), None)
+
+    x = union(items[1].Output(), GetKeyRotationStatusResponse.GetKeyRotationStatusResponse)
+    expect("GetKeyRotationStatus.key_id", x.KeyId(), b"k-1")
+    expect("GetKeyRotationStatus.key_rotation_enabled", x.KeyRotationEnabled(), True)
+    expect("GetKeyRotationStatus.rotation_period_in_days", x.RotationPeriodInDays(), 365)
+    expect("GetKeyRotationStatus.next_rotation_date", x.NextRotationDate(), 1_731_536_000)
+    expect("GetKeyRotationStatus.on_demand_rotation_start_date", x.OnDemandRotationStartDate(), None)
+
+    x = union(items[2].Output(), ListResourceTagsResponse.ListResourceTagsResponse)
+    tags = [(x.Tags(i).TagKey(), x.Tags(i).TagValue()) for i in range(x.TagsLength())]
+    expect("ListResourceTags.tags", tags, [(b"team", b"pay"), (b"empty", b"")])
+    expect("ListResourceTags.next_marker", x.NextMarker(), None)
+    expect("ListResourceTags.truncated", x.Truncated(), False)
+
+
 def check_responses(path):
     with open(path, "rb") as f:
         frames = split_frames(f.read())
-    expect("response frames", len(frames), 3)
+    expect("response frames", len(frames), 4)
     rs = [Response.Response.GetRootAs(buf, 0) for buf in frames]
-    for r, rid in zip(rs, (1001, 1002, 1003)):
+    for r, rid in zip(rs, (1001, 1002, 1003, 1004)):
         expect("protocol_version", r.ProtocolVersion(), PROTOCOL_VERSION)
         expect("request_id", r.RequestId(), rid)
 
@@ -182,6 +222,8 @@ def check_responses(path):
         fail("frame 3 has no outcome")
     expect("frame 3 output type", outcome.OutputType(), Output.Output.NONE)
     check_error("frame 3 outcome", outcome.Error(), b"DisabledException", b"key k-1 is disabled")
+
+    check_lifecycle(rs[3])
 
 
 # ------------------------------------------------------------------- requests
@@ -286,7 +328,49 @@ def re_encrypt_request():
     return finish_request(b, 1003, Operation.Operation.ReEncryptRequest, op)
 
 
+def lifecycle_request():
+    """1004: ScheduleKeyDeletion with a window of 0 (a value, not absent),
+    EnableKeyRotation without a period (absent), TagResource."""
+    b = flatbuffers.Builder(256)
+    key_id = b.CreateString("k-1")
+    ScheduleKeyDeletionRequest.ScheduleKeyDeletionRequestStart(b)
+    ScheduleKeyDeletionRequest.ScheduleKeyDeletionRequestAddKeyId(b, key_id)
+    ScheduleKeyDeletionRequest.ScheduleKeyDeletionRequestAddPendingWindowInDays(b, 0)
+    schedule = ScheduleKeyDeletionRequest.ScheduleKeyDeletionRequestEnd(b)
+    EnableKeyRotationRequest.EnableKeyRotationRequestStart(b)
+    EnableKeyRotationRequest.EnableKeyRotationRequestAddKeyId(b, key_id)
+    rotation = EnableKeyRotationRequest.EnableKeyRotationRequestEnd(b)
+    tag_key, tag_value = b.CreateString("team"), b.CreateString("pay")
+    Tag.TagStart(b)
+    Tag.TagAddTagKey(b, tag_key)
+    Tag.TagAddTagValue(b, tag_value)
+    tag = Tag.TagEnd(b)
+    TagResourceRequest.TagResourceRequestStartTagsVector(b, 1)
+    b.PrependUOffsetTRelative(tag)
+    tags = b.EndVector()
+    TagResourceRequest.TagResourceRequestStart(b)
+    TagResourceRequest.TagResourceRequestAddKeyId(b, key_id)
+    TagResourceRequest.TagResourceRequestAddTags(b, tags)
+    tag_resource = TagResourceRequest.TagResourceRequestEnd(b)
+    items = []
+    for op_type, op in (
+        (Operation.Operation.ScheduleKeyDeletionRequest, schedule),
+        (Operation.Operation.EnableKeyRotationRequest, rotation),
+        (Operation.Operation.TagResourceRequest, tag_resource),
+    ):
+        BatchItem.BatchItemStart(b)
+        BatchItem.BatchItemAddOperationType(b, op_type)
+        BatchItem.BatchItemAddOperation(b, op)
+        items.append(BatchItem.BatchItemEnd(b))
+    Request.RequestStartBatchVector(b, len(items))
+    for item in reversed(items):
+        b.PrependUOffsetTRelative(item)
+    return finish_request(b, 1004, batch=b.EndVector())
+
+
 check_responses(responses_file)
 with open(requests_out, "wb") as f:
-    f.write(batch_request() + generate_data_key_request() + re_encrypt_request())
+    f.write(
+        batch_request() + generate_data_key_request() + re_encrypt_request() + lifecycle_request()
+    )
 print(f"interop.py: {responses_file} checked; wrote {requests_out}")

@@ -51,6 +51,27 @@ fn expected_requests() -> Vec<Request<'static>> {
                 destination_context: vec![("k", "v")],
             }))),
         },
+        // Key lifecycle: 0 is a value, not "absent"; absent stays absent.
+        Request {
+            request_id: 1004,
+            body: RequestBody::Batch(vec![
+                Ok(Operation::ScheduleKeyDeletion(ScheduleKeyDeletion {
+                    key_id: "k-1",
+                    pending_window_in_days: Some(0),
+                })),
+                Ok(Operation::EnableKeyRotation(EnableKeyRotation {
+                    key_id: "k-1",
+                    rotation_period_in_days: None,
+                })),
+                Ok(Operation::TagResource(TagResource {
+                    key_id: "k-1",
+                    tags: vec![Tag {
+                        key: "team",
+                        value: "pay",
+                    }],
+                })),
+            ]),
+        },
     ]
 }
 
@@ -66,6 +87,7 @@ fn metadata() -> KeyMetadata {
         key_spec: KeySpec::SymmetricDefault,
         origin: Origin::Kmsd,
         current_version: 1,
+        ..KeyMetadata::default()
     }
 }
 
@@ -137,6 +159,41 @@ fn responses() -> Vec<Response> {
                 ErrorKind::Disabled,
                 "key k-1 is disabled",
             ))),
+        },
+        // Key lifecycle: optional scalars set and absent, tags.
+        Response {
+            request_id: 1004,
+            body: ResponseBody::Batch(vec![
+                Ok(Output::DescribeKey(KeyMetadata {
+                    enabled: false,
+                    key_state: KeyState::PendingDeletion,
+                    origin: Origin::External,
+                    deletion_date: Some(1_700_604_800),
+                    pending_deletion_window_in_days: Some(7),
+                    ..metadata()
+                })),
+                Ok(Output::GetKeyRotationStatus(GetKeyRotationStatusOutput {
+                    key_id: "k-1".into(),
+                    key_rotation_enabled: true,
+                    rotation_period_in_days: Some(365),
+                    next_rotation_date: Some(1_731_536_000),
+                    on_demand_rotation_start_date: None,
+                })),
+                Ok(Output::ListResourceTags(ListResourceTagsOutput {
+                    tags: vec![
+                        OwnedTag {
+                            key: "team".into(),
+                            value: "pay".into(),
+                        },
+                        OwnedTag {
+                            key: "empty".into(),
+                            value: String::new(),
+                        },
+                    ],
+                    next_marker: None,
+                    truncated: false,
+                })),
+            ]),
         },
     ]
 }
