@@ -45,12 +45,12 @@ use kms_proto::{ErrorKind, Operation, Origin, Output, ReEncrypt};
 // The test token
 
 /// Where the module and the token are, for every test of this file.
-struct Env {
-    module: PathBuf,
-    token_label: String,
+pub(crate) struct Env {
+    pub(crate) module: PathBuf,
+    pub(crate) token_label: String,
     pin: String,
     /// A 0600 file holding `pin`.
-    pin_file: PathBuf,
+    pub(crate) pin_file: PathBuf,
     /// SoftHSM's token directory (from SOFTHSM2_CONF), for the fault test.
     tokendir: Option<PathBuf>,
     /// A root key every test may use (created once per run).
@@ -62,7 +62,7 @@ static ENV: OnceLock<Option<Env>> = OnceLock::new();
 
 /// The lock and the token, or `None` (after printing why) when no PKCS#11
 /// module is installed and `KMSD_REQUIRE_HSM` is not set.
-fn hsm_test(name: &str) -> Option<(MutexGuard<'static, ()>, &'static Env)> {
+pub(crate) fn hsm_test(name: &str) -> Option<(MutexGuard<'static, ()>, &'static Env)> {
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let env = ENV.get_or_init(setup).as_ref();
     match env {
@@ -218,7 +218,7 @@ fn softhsm_tokendir() -> Option<PathBuf> {
 
 /// The config of a root with key `key_label` on the test token (pool of 1,
 /// SoftHSM's KWP number, session copy on).
-fn config(env: &Env, key_label: &str) -> Pkcs11Config {
+pub(crate) fn config(env: &Env, key_label: &str) -> Pkcs11Config {
     Pkcs11Config {
         module: env.module.clone(),
         token_label: env.token_label.clone(),
@@ -233,7 +233,7 @@ fn config(env: &Env, key_label: &str) -> Pkcs11Config {
 }
 
 /// A label unique to this run and call.
-fn label(prefix: &str) -> String {
+pub(crate) fn label(prefix: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     format!(
         "{prefix}-{}-{}",
@@ -248,14 +248,14 @@ fn label(prefix: &str) -> String {
 
 /// A session of our own on the test token. It must not outlive an `Hsm`
 /// opened after it (dropping it finalises the module it initialised).
-struct Admin {
+pub(crate) struct Admin {
     ctx: Pkcs11,
     session: Option<Session>,
     owns: bool,
 }
 
 impl Admin {
-    fn open(env: &Env) -> Admin {
+    pub(crate) fn open(env: &Env) -> Admin {
         let ctx = Pkcs11::new(&env.module).unwrap();
         let owns = match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) => true,
@@ -334,7 +334,7 @@ impl Admin {
     }
 
     /// Destroys every token object whose label starts with `prefix`.
-    fn destroy_labelled(&self, labels: &[String]) {
+    pub(crate) fn destroy_labelled(&self, labels: &[String]) {
         for l in labels {
             for h in self
                 .session()
@@ -1814,7 +1814,7 @@ fn crash_child() {
 }
 
 /// Objects in the test token with `CKA_ID` = `id`.
-fn token_objects_with_id(env: &Env, id: &[u8]) -> usize {
+pub(crate) fn token_objects_with_id(env: &Env, id: &[u8]) -> usize {
     let admin = Admin::open(env);
     let n = admin
         .session()

@@ -32,6 +32,8 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Extra environment of every start (e.g. `KMSD_TEST_CLOCK_FILE`).
+    envs: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Daemon {
@@ -41,6 +43,12 @@ impl Daemon {
     /// (timeout 20 s; on timeout, or if kmsd exits first, panics with the
     /// log contents).
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_env(args, &[])
+    }
+
+    /// [`Daemon::start`] with `envs` added to the daemon's environment (at
+    /// every start).
+    pub fn start_env(args: &[&str], envs: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("kmsd-test-")
             .tempdir()
@@ -53,6 +61,10 @@ impl Daemon {
             data_dir,
             child: None,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_os_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -76,6 +88,7 @@ impl Daemon {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
             .stderr(log)
