@@ -502,3 +502,107 @@ fn hsm_only_keys_rotate_and_are_deleted_with_their_token_objects() {
     cd.d.stop();
     Admin::open(env).destroy_labelled(&[root_label]);
 }
+
+/// In process over SoftHSM: versions of an HSM-only key wear out after a
+/// (lowered) number of encryptions, and the key rotates instead of
+/// refusing; every version's ciphertexts decrypt, and no version is used
+/// past its limit.
+#[test]
+fn a_worn_hsm_only_version_rotates_its_key_in_the_token() {
+    use crate::hsm::{config, hsm_test, label, token_objects_with_id, Admin};
+    use kmsd::service::{scheduler::Scheduler, Service, ServiceOptions};
+    use std::sync::Arc;
+    let Some((_lock, env)) = hsm_test("a_worn_hsm_only_version_rotates_its_key_in_the_token")
+    else {
+        return;
+    };
+    let root_label = label("worn-root");
+    kmsd::hsm::init_root_key(&config(env, &root_label)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 16;
+    let svc = Arc::new(
+        Service::with_options(
+            kmsd::keystore::Keystore::open(dir.path()).unwrap(),
+            Arc::new(kmsd::root::Pkcs11Root::open(&config(env, &root_label)).unwrap()),
+            ServiceOptions {
+                limits: Default::default(),
+                max_keys: 100,
+                cache: Default::default(),
+                loader_threads: 1,
+                queue_capacity: 64,
+                clock: Arc::new(kmsd::clock::SystemClock),
+                lifecycle_limits: Default::default(),
+                hsm_invocation_limit: limit,
+            },
+        )
+        .unwrap(),
+    );
+    let scheduler = Scheduler::start(Arc::clone(&svc), Duration::from_secs(3600)).unwrap();
+    let peer = kmsd::identity::Identity {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+    let key = match svc
+        .call(
+            &Operation::CreateKey(kms_proto::CreateKey {
+                origin: kms_proto::Origin::Hsm,
+                ..Default::default()
+            }),
+            &peer,
+        )
+        .unwrap()
+    {
+        Output::CreateKey(m) => m.key_id,
+        other => panic!("{other:?}"),
+    };
+    let blobs: Vec<Vec<u8>> = (0..4 * limit)
+        .map(|i| {
+            match svc.call(
+                &Operation::Encrypt(kms_proto::Encrypt {
+                    key_id: &key,
+                    plaintext: &i.to_be_bytes(),
+                    context: vec![],
+                }),
+                &peer,
+            ) {
+                Ok(Output::Encrypt(e)) => e.ciphertext_blob,
+                other => panic!("encryption {i}: {other:?}"),
+            }
+        })
+        .collect();
+    let mut per_version: HashMap<u32, u64> = HashMap::new();
+    for (i, b) in blobs.iter().enumerate() {
+        *per_version.entry(blob_version(b)).or_default() += 1;
+        match svc.call(
+            &Operation::Decrypt(kms_proto::Decrypt {
+                ciphertext_blob: b,
+                key_id: None,
+                context: vec![],
+            }),
+            &peer,
+        ) {
+            Ok(Output::Decrypt(d)) => assert_eq!(d.plaintext.expose(), (i as u64).to_be_bytes()),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(per_version.len() >= 4, "{per_version:?}");
+    assert!(per_version.values().all(|n| *n <= limit), "{per_version:?}");
+    let id = kmsd::service::parse_key_id(&key).unwrap();
+    let versions = *per_version.keys().max().unwrap();
+    let mut labels = vec![root_label];
+    for v in 1..=versions {
+        let object = kmsd::service::backing::object_id(&id, v);
+        assert_eq!(token_objects_with_id(env, &object), 1, "version {v}");
+        labels.push(format!(
+            "kmsd-key-{}",
+            object
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ));
+    }
+    drop(scheduler);
+    drop(svc);
+    Admin::open(env).destroy_labelled(&labels);
+}

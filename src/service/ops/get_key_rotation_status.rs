@@ -10,6 +10,7 @@
 
 use crate::errors;
 use crate::identity::Identity;
+use crate::service::lifecycle::{check, Use};
 use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{key_arn, parse_key_id, ARN_TEXT};
 use kms_proto::{GetKeyRotationStatus, GetKeyRotationStatusOutput, KeyState, Output};
@@ -31,6 +32,7 @@ impl Op for GetKeyRotationStatus<'_> {
         let id = parse_key_id(self.key_id)?;
         let svc = ctx.service();
         let record = svc.read_key(&id)?;
+        check(Use::Read, &id, svc.effective_state(&record))?;
         let on = record.state != KeyState::PendingDeletion && record.rotation_period_days.is_some();
         let started = ctx
             .store()

@@ -6,6 +6,7 @@
 
 use crate::errors;
 use crate::identity::Identity;
+use crate::service::lifecycle::{check, Use};
 use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{key_arn, parse_key_id, ARN_TEXT};
 use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
@@ -69,7 +70,9 @@ impl Op for ListKeyRotations<'_> {
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         let (limit, after) = validate(self)?;
         let id = parse_key_id(self.key_id)?;
-        ctx.service().read_key(&id)?;
+        let svc = ctx.service();
+        let record = svc.read_key(&id)?;
+        check(Use::Read, &id, svc.effective_state(&record))?;
         // One more than asked tells whether another page exists.
         let mut rotations = ctx
             .store()
