@@ -4,18 +4,18 @@
 //! still decrypts (the loaded key unwraps older versions when a ciphertext
 //! first names them: `service::keys`).
 //!
-//! Three things rotate a key, all through [`Service::rotate_key`]:
+//! Three things rotate a key, all through `Service::rotate_key`:
 //! - RotateKeyOnDemand (RotationType ON_DEMAND; at most
 //!   `limits.max_on_demand_rotations` per key over its life; the automatic
 //!   schedule does not move, as in AWS);
 //! - the automatic schedule, as due work of the scheduler ([`run_due`];
 //!   RotationType AUTOMATIC; the next date moves one period on);
 //! - an HSM-only key version near its encryption limit (2^32 with random
-//!   96-bit IVs): the data path asks ([`Service::ask_rotation`]: a lock and
+//!   96-bit IVs): the data path asks (`Service::ask_rotation`: a lock and
 //!   a wake-up, never a store write or a PKCS#11 call on an I/O thread),
 //!   the scheduler rotates at once (AUTOMATIC; the schedule does not move),
 //!   and an encryption that finds the version worn out waits for the new
-//!   version ([`Service::await_rotation`], off the I/O threads, at most the
+//!   version (`Service::await_rotation`, off the I/O threads, at most the
 //!   load timeout) and uses it.
 //!
 //! A key made by kmsd gets new material wrapped by the root of trust. An

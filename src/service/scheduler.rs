@@ -11,7 +11,7 @@
 //! A failed key is logged and tried again at the next pass; it never stops
 //! the others. Tests call [`run_due`] directly with a manual clock.
 //!
-//! The data path may wake it before its interval ([`Wake::kick`]): an
+//! The data path may wake it before its interval (`Wake::kick`): an
 //! HSM-only key version near its encryption limit asks for a rotation
 //! (`super::rotation`), which the scheduler carries out at once.
 
