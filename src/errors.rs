@@ -110,6 +110,24 @@ pub fn key_not_found(id: &[u8; 16]) -> KmsError {
     )
 }
 
+/// What ends the message of [`key_deleted`] (and only its).
+const DELETED: &str = "was deleted: nothing under it can be decrypted any more";
+
+/// NotFoundException for a key that was deleted (its waiting period
+/// ended); every ciphertext under it gets it, forever.
+pub fn key_deleted(id: &[u8; 16]) -> KmsError {
+    KmsError::new(
+        ErrorKind::NotFound,
+        format!("key {} {DELETED}", format_key_id(id)),
+    )
+}
+
+/// Whether `e` is [`key_deleted`]'s (a blob naming a deleted key is
+/// answered so; one naming a key that never was is a bad blob).
+pub fn is_key_deleted(e: &KmsError) -> bool {
+    e.kind == ErrorKind::NotFound && e.message.ends_with(DELETED)
+}
+
 /// InvalidCiphertextException, one message for every cause: a tampered
 /// blob must not learn which check failed.
 pub fn invalid_ciphertext() -> KmsError {

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 pub const DB_FILE: &str = "keys.db";
 
 mod import;
+pub mod lifecycle;
 pub mod schema;
 
 pub use import::{ImportParams, ImportedMaterial};
@@ -132,6 +133,10 @@ pub enum StoreError {
         /// The newest version this kmsd reads.
         supported: i64,
     },
+    /// The key was deleted (its waiting period ended): it is not in the
+    /// store, and never will be again.
+    #[error("keystore: the key was deleted")]
+    KeyDeleted,
     /// The store was created under another root of trust.
     #[error(
         "keystore was created with root of trust {stored}, not the configured {configured}; {hint}"
@@ -364,7 +369,7 @@ impl Keystore {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n: i64 = tx.query_row(
-            "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM hsm_pending)",
+            "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM hsm_pending WHERE reason = 'create')",
             [],
             |r| r.get(0),
         )?;
@@ -390,6 +395,7 @@ impl Keystore {
         Ok(())
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// HSM-only key versions recorded as pending (see
     /// [`Keystore::begin_hsm_only_key`]).
     pub fn pending_hsm_only_keys(&self) -> Result<Vec<([u8; 16], u32)>, StoreError> {
@@ -410,7 +416,7 @@ impl Keystore {
     pub fn count_keys_and_pending(&self) -> Result<u64, StoreError> {
         may_block();
         let n: i64 = self.conn.query_row(
-            "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM hsm_pending)",
+            "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM hsm_pending WHERE reason = 'create')",
             [],
             |r| r.get(0),
         )?;
@@ -710,7 +716,12 @@ impl KeySource for StoreReader {
 impl StoreReader {
     fn read_stored(&self, id: &[u8; 16]) -> Result<Option<StoredKey>, StoreError> {
         let Some(record) = self.get_key(id)? else {
-            return Ok(None);
+            // Only on a miss: a deleted key says so.
+            return if lifecycle::was_deleted(&self.conn, id)? {
+                Err(StoreError::KeyDeleted)
+            } else {
+                Ok(None)
+            };
         };
         let versions = self.get_versions(id)?;
         let usage = if record.origin == Origin::Hsm {

@@ -58,7 +58,13 @@ CREATE TABLE IF NOT EXISTS hsm_pending (
 /// wrapping keys being made or retired in the root of trust are recorded
 /// until they are settled (as `hsm_pending` does for HSM-only keys).
 /// Columns a v1 store lacks get the values a v1 key had (ENCRYPT_DECRYPT,
-/// no deletion, no rotation, never expires).
+/// no deletion, no rotation, never expires). A pending HSM-only key version records why it is pending
+/// (`reason`: 'create', 'rotate' or 'delete'; a v1 store's were all
+/// CreateKey's), so that start-up and the scheduler know whether its token
+/// object is to be kept or destroyed. Deleted keys leave their id
+/// (`deleted_keys`), so that a ciphertext under one is answered
+/// NotFoundException (the key was deleted), not InvalidCiphertextException
+/// (a blob naming a key that never was).
 const V2: &str = "
 ALTER TABLE keys ADD COLUMN key_usage TEXT NOT NULL DEFAULT 'ENCRYPT_DECRYPT';
 ALTER TABLE keys ADD COLUMN deletion_date INTEGER;
@@ -97,6 +103,11 @@ ALTER TABLE keys ADD COLUMN material_digest BLOB;
 CREATE TABLE import_pending (
     wrapping_key_id BLOB PRIMARY KEY CHECK (length(wrapping_key_id) = 20),
     created_at      INTEGER NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE hsm_pending ADD COLUMN reason TEXT NOT NULL DEFAULT 'create';
+CREATE TABLE deleted_keys (
+    key_id     BLOB PRIMARY KEY CHECK (length(key_id) = 16),
+    deleted_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 

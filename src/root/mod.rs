@@ -105,6 +105,15 @@ pub trait RootOfTrust: Send + Sync + 'static {
     fn import_wrapping(&self) -> Option<&dyn ImportWrapping> {
         None
     }
+
+    /// Whether the root of trust can be reached now, as far as the daemon
+    /// knows without asking it: one atomic load, cheap enough for every
+    /// DescribeKey. False once a call has found the HSM down, until it
+    /// recovers. HSM-only keys show KeyState Unavailable while it is false.
+    /// The file root is always available.
+    fn is_available(&self) -> bool {
+        true
+    }
 }
 
 /// The RSA key sizes of import wrapping keys (AWS's `WrappingKeySpec`,

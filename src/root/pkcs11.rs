@@ -122,6 +122,10 @@ impl RootOfTrust for Pkcs11Root {
     fn import_wrapping(&self) -> Option<&dyn ImportWrapping> {
         Some(self)
     }
+
+    fn is_available(&self) -> bool {
+        self.hsm.is_available()
+    }
 }
 
 /// Import wrapping keys: RSA private keys in the token labelled

@@ -17,11 +17,19 @@
 //! about 45 days.) Only a restart loses the in-memory count: the first
 //! encryption after it reserves the next block, so each restart costs at
 //! most one block (65,536 of the 2^32) per key version used.
+//!
+//! A version does not stop the key at its limit: once its count reaches
+//! [`rotation_threshold`] (the limit less 1/64 of it: 67 million
+//! encryptions ahead at 2^32) the data path asks the scheduler to rotate
+//! the key (`super::rotation`: a lock and a wake-up, nothing that blocks),
+//! and an encryption that finds the version worn out waits for the new
+//! version (bounded by the load timeout) and seals with it. The limit is
+//! [`super::ServiceOptions::hsm_invocation_limit`] (2^32; tests lower it).
 
 use super::keys::{KeyRef, VersionMissing};
 use super::{internal, ExecError, LoadedKey, Service, Site};
 use crate::crypto::{blob, hsm_blob, rng, BlobError, BlobHeader, CanonicalContext, XaesKey};
-use kms_proto::{ErrorKind, KmsError};
+use kms_proto::KmsError;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +40,12 @@ use zeroize::Zeroizing;
 pub const HSM_INVOCATION_LIMIT: u64 = 1 << 32;
 /// Encryptions reserved in the store at a time.
 const RESERVE_BLOCK: u64 = 1 << 16;
+
+/// The count at which a version asks for its key's rotation: `limit` less
+/// 1/64 of it (at least one encryption before the limit).
+pub fn rotation_threshold(limit: u64) -> u64 {
+    limit - (limit / 64).max(1).min(limit - 1)
+}
 
 /// One key version's backing key.
 // The software key is the hot path and is used in place, without the
@@ -57,6 +71,9 @@ pub struct HsmVersion {
 struct Usage {
     used: AtomicU64,
     reserved: Mutex<u64>,
+    /// Whether this process asked for the key's rotation already (the
+    /// version is near its limit; see [`rotation_threshold`]).
+    rotation_asked: std::sync::atomic::AtomicBool,
 }
 
 impl HsmVersion {
@@ -89,9 +106,18 @@ impl UsageCounters {
             Arc::new(Usage {
                 used: AtomicU64::new(stored),
                 reserved: Mutex::new(stored),
+                rotation_asked: Default::default(),
             })
         }));
         HsmVersion { object_id, usage }
+    }
+
+    /// Drops the counters of a deleted key's versions (its token objects
+    /// are destroyed: nothing will count through them again).
+    pub(crate) fn forget_key(&self, key_id: &[u8; 16]) {
+        self.by_version
+            .lock()
+            .retain(|object_id, _| &object_id[..16] != key_id);
     }
 }
 
@@ -134,7 +160,11 @@ impl Service {
                 if !site.may_block() {
                     return Err(ExecError::NotReady);
                 }
-                self.count_encryption(key.id(), version, h)?;
+                if !self.count_encryption(key.id(), version, h)? {
+                    // Worn out: seal with the version its rotation makes.
+                    let rotated = self.await_rotation(key, version, site)?;
+                    return self.seal(&rotated, context, plaintext, site);
+                }
                 let mut iv = [0u8; hsm_blob::IV_LEN];
                 rng::fill(&mut iv);
                 let head = hsm_blob::header(&header, &iv);
@@ -222,34 +252,33 @@ impl Service {
     }
 
     /// Counts one encryption, reserving the next block durably first when
-    /// needed; refuses at the limit.
+    /// needed, and asks for the key's rotation once the version nears its
+    /// limit. False (nothing counted) when the version is worn out.
     fn count_encryption(
         &self,
         key_id: &[u8; 16],
         version: u32,
         h: &HsmVersion,
-    ) -> Result<(), KmsError> {
+    ) -> Result<bool, KmsError> {
+        let limit = self.hsm_invocation_limit;
         let usage = &h.usage;
         let n = usage.used.fetch_add(1, Ordering::AcqRel) + 1;
-        if n > HSM_INVOCATION_LIMIT {
+        if n > limit {
             usage.used.fetch_sub(1, Ordering::AcqRel);
-            return Err(KmsError::new(
-                ErrorKind::LimitExceeded,
-                format!(
-                    "key {} version {version} has done its 2^32 HSM encryptions (the limit for random 96-bit IVs); create a new key",
-                    super::format_key_id(key_id)
-                ),
-            ));
+            return Ok(false);
+        }
+        if n >= rotation_threshold(limit) && !usage.rotation_asked.swap(true, Ordering::AcqRel) {
+            self.ask_rotation(key_id, version);
         }
         let mut reserved = usage.reserved.lock();
         if n > *reserved {
-            let next = (*reserved + RESERVE_BLOCK).min(HSM_INVOCATION_LIMIT);
+            let next = (*reserved + RESERVE_BLOCK).min(limit);
             self.store()
                 .reserve_usage(key_id, version, next)
                 .map_err(|e| internal("reserving HSM encryptions", e))?;
             *reserved = next;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -306,6 +335,8 @@ mod tests {
                 loader_threads: 1,
                 queue_capacity: 64,
                 clock: std::sync::Arc::new(crate::clock::SystemClock),
+                lifecycle_limits: Default::default(),
+                hsm_invocation_limit: HSM_INVOCATION_LIMIT,
             },
         )
         .unwrap()
@@ -472,7 +503,7 @@ mod tests {
     }
 
     #[test]
-    fn encryptions_are_counted_durably_and_refused_at_2_pow_32() {
+    fn encryptions_are_counted_durably_and_a_worn_version_waits_for_its_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let vault = Arc::new(MemHsmOnlyKeys::default());
         let key = {
@@ -491,11 +522,21 @@ mod tests {
             .reserve_usage(&id, 1, HSM_INVOCATION_LIMIT - 1)
             .unwrap();
         drop(store);
-        let svc = service(dir.path(), &vault);
+        // No scheduler runs here: the worn version's rotation never comes,
+        // and the encryption that waits for it gives up at the load
+        // timeout (the rotation itself: service/rotation.rs's tests).
+        let quick = crate::config::CacheConfig {
+            load_timeout_ms: 100,
+            ..Default::default()
+        };
+        let svc = service_with(dir.path(), &vault, quick);
         let before = vault.seals.load(Ordering::SeqCst);
         gdk(&svc, &key, Site::Blocking { prefetched: None }).unwrap();
         match gdk(&svc, &key, Site::Blocking { prefetched: None }) {
-            Err(ExecError::Kms(e)) => assert_eq!(e.kind, ErrorKind::LimitExceeded, "{e}"),
+            Err(ExecError::Kms(e)) => {
+                assert_eq!(e.kind, ErrorKind::LimitExceeded, "{e}");
+                assert!(e.message.contains("rotation"), "{e}");
+            }
             other => panic!("{:?}", other.map(|_| ())),
         }
         assert_eq!(
@@ -503,6 +544,18 @@ mod tests {
             before + 1,
             "no HSM call past the limit"
         );
+    }
+
+    #[test]
+    fn the_rotation_threshold_is_below_the_limit() {
+        assert_eq!(
+            rotation_threshold(HSM_INVOCATION_LIMIT),
+            HSM_INVOCATION_LIMIT - HSM_INVOCATION_LIMIT / 64
+        );
+        assert_eq!(rotation_threshold(640), 630);
+        assert_eq!(rotation_threshold(10), 9);
+        assert_eq!(rotation_threshold(2), 1);
+        assert_eq!(rotation_threshold(1), 1);
     }
 
     #[test]

@@ -155,7 +155,6 @@ impl KeyCache {
 
     /// Bumps the key's revision and drops its entry: loads that read the
     /// store before now will not cache what they read.
-    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): used by the operations being built
     pub fn invalidate(&self, id: &[u8; 16]) {
         let dropped = {
             let mut map = self.map.write();

@@ -322,6 +322,8 @@ mod tests {
                 loader_threads: 1,
                 queue_capacity: 64,
                 clock: Arc::clone(clock) as Arc<dyn crate::clock::Clock>,
+                lifecycle_limits: Default::default(),
+                hsm_invocation_limit: crate::service::backing::HSM_INVOCATION_LIMIT,
             },
         )
         .unwrap()
@@ -804,10 +806,17 @@ mod tests {
                 loader_threads: 1,
                 queue_capacity: 64,
                 clock: Arc::clone(&clock) as Arc<dyn crate::clock::Clock>,
+                lifecycle_limits: Default::default(),
+                hsm_invocation_limit: crate::service::backing::HSM_INVOCATION_LIMIT,
             },
         )
         .unwrap();
-        let held = || root.held.lock().iter().copied().collect::<Vec<_>>();
+        // Sorted: the fake root keeps its pairs in a hash set.
+        let held = || {
+            let mut v = root.held.lock().iter().copied().collect::<Vec<_>>();
+            v.sort();
+            v
+        };
         let key = create(&svc, Origin::External).key_id;
 
         // New parameters replace the old, whose pair is destroyed.
@@ -832,7 +841,9 @@ mod tests {
         let foreign = [0xF0; 20];
         root.generate(&foreign, crate::root::WrappingKeySpec::Rsa2048).unwrap();
         assert_eq!(svc.reconcile_import_wrapping_keys().unwrap(), 1);
-        assert_eq!(held(), vec![live_id, foreign]);
+        let mut expected = vec![live_id, foreign];
+        expected.sort();
+        assert_eq!(held(), expected);
         assert!(svc.store().pending_wrapping_keys().unwrap().is_empty());
         assert_eq!(svc.reconcile_import_wrapping_keys().unwrap(), 0);
 
@@ -844,6 +855,23 @@ mod tests {
             kind(import(&svc, &key, &live.import_token, &oaep(&live.public_key, &[3; 32]), None)),
             ErrorKind::ExpiredImportToken
         );
+
+        // A key deleted with live parameters: its pair goes with it.
+        let doomed = create(&svc, Origin::External).key_id;
+        let doomed_params = params(&svc, &doomed, WrappingAlgorithm::RsaesOaepSha256).unwrap();
+        assert!(held().contains(&wrapping_key_id(&doomed_params.import_token).unwrap()));
+        call(
+            &svc,
+            Operation::ScheduleKeyDeletion(kms_proto::ScheduleKeyDeletion {
+                key_id: &doomed,
+                pending_window_in_days: Some(7),
+            }),
+        )
+        .unwrap();
+        clock.advance(7 * DAY);
+        assert!(scheduler::run_due(&svc).done.contains(&("deletion", 1)));
+        assert_eq!(held(), vec![foreign]);
+        assert!(svc.store().pending_wrapping_keys().unwrap().is_empty());
     }
 
     #[test]

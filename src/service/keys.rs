@@ -283,7 +283,6 @@ impl Service {
     /// control plane calls it after a change to the key is committed to the
     /// store and before it acknowledges the change, so that no request
     /// after the acknowledgement sees the key as it was.
-    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): used by the operations being built
     pub fn invalidate(&self, id: &[u8; 16]) {
         self.core.cache.invalidate(id);
         self.loader.forget_failure(id);

@@ -14,7 +14,7 @@
 use crate::errors::format_key_id;
 use kms_proto::{ErrorKind, KeyState, KmsError, Origin};
 
-#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): used by the operations being built
+#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): Annotate is for the tag and alias operations (life-aliases)
 /// How an operation uses a key: the rows of AWS's key-state table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Use {
@@ -123,7 +123,6 @@ pub enum Transition {
     RemoveMaterial,
 }
 
-#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): used by the operations being built
 /// The state a key in `from` goes to by `t`, or the AWS exception when the
 /// transition is not allowed. Enabling an Enabled key (or disabling a
 /// Disabled one) is allowed and changes nothing, as in AWS.
@@ -149,7 +148,6 @@ pub fn transition(id: &[u8; 16], from: KeyState, t: Transition) -> Result<KeySta
     })
 }
 
-#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): used by the operations being built
 /// UnsupportedOperationException for an operation that needs another
 /// origin (e.g. GetParametersForImport on a key kmsd made).
 pub fn wrong_origin(id: &[u8; 16], origin: Origin, operation: &str) -> KmsError {

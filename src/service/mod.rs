@@ -12,6 +12,7 @@
 
 pub mod backing;
 pub mod cache;
+pub mod deletion;
 pub mod hsm_executor;
 pub mod imports;
 pub mod keys;
@@ -19,7 +20,9 @@ pub mod lifecycle;
 pub mod loader;
 pub mod op;
 pub mod ops;
+pub mod rotation;
 pub mod scheduler;
+pub mod states;
 
 pub use keys::KeyRef;
 
@@ -82,6 +85,52 @@ pub struct ServiceOptions {
     /// The lifecycle's clock (deletion windows, rotation schedules,
     /// expiries).
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// The lifecycle's limits (`[limits]` in the config).
+    pub lifecycle_limits: LifecycleLimits,
+    /// Most encryptions with one HSM-only key version:
+    /// [`backing::HSM_INVOCATION_LIMIT`] (2^32, the bound for random 96-bit
+    /// IVs) in the daemon. Tests lower it to see a version wear out and the
+    /// key rotate (no test can do 2^32 encryptions); nothing raises it.
+    pub hsm_invocation_limit: u64,
+}
+
+/// The key lifecycle's limits, from `[limits]` in the config (AWS's
+/// resource quotas by default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LifecycleLimits {
+    /// Aliases per key (AWS: 50).
+    pub max_aliases_per_key: u32,
+    /// Tags per key (AWS: 50).
+    pub max_tags_per_key: u32,
+    /// Longest tag key, in characters (AWS: 128).
+    pub max_tag_key_len: usize,
+    /// Longest tag value, in characters (AWS: 256).
+    pub max_tag_value_len: usize,
+    /// Longest key description, in characters (AWS: 8192).
+    pub max_description_len: usize,
+    /// RotateKeyOnDemand calls per key over its life (AWS: 25).
+    pub max_on_demand_rotations: u32,
+}
+
+impl Default for LifecycleLimits {
+    fn default() -> Self {
+        LifecycleLimits::from_config(&crate::config::Config::default())
+    }
+}
+
+impl LifecycleLimits {
+    /// The limits of `config`.
+    pub fn from_config(config: &crate::config::Config) -> LifecycleLimits {
+        let l = &config.limits;
+        LifecycleLimits {
+            max_aliases_per_key: l.max_aliases_per_key,
+            max_tags_per_key: l.max_tags_per_key,
+            max_tag_key_len: l.max_tag_key_len,
+            max_tag_value_len: l.max_tag_value_len,
+            max_description_len: l.max_description_len,
+            max_on_demand_rotations: l.max_on_demand_rotations,
+        }
+    }
 }
 
 impl ServiceOptions {
@@ -97,6 +146,8 @@ impl ServiceOptions {
             },
             queue_capacity: config.dispatch.queue_capacity,
             clock: crate::clock::daemon_clock(),
+            lifecycle_limits: LifecycleLimits::from_config(config),
+            hsm_invocation_limit: backing::HSM_INVOCATION_LIMIT,
         }
     }
 }
@@ -108,6 +159,14 @@ pub struct Service {
     limits: DecodeLimits,
     max_keys: u64,
     load_timeout: std::time::Duration,
+    lifecycle_limits: LifecycleLimits,
+    /// See [`ServiceOptions::hsm_invocation_limit`].
+    hsm_invocation_limit: u64,
+    /// Rotations the data path asked for (HSM-only key versions near their
+    /// limit), and their waiters.
+    rotations: rotation::Requests,
+    /// Wakes the scheduler before its interval (a rotation asked for).
+    wake: scheduler::Wake,
 }
 
 /// Formats a key id the way clients see it (a hyphenated UUID).
@@ -181,6 +240,8 @@ impl Service {
                 loader_threads: 1,
                 queue_capacity: crate::config::DispatchConfig::default().queue_capacity,
                 clock: Arc::new(crate::clock::SystemClock),
+                lifecycle_limits: LifecycleLimits::default(),
+                hsm_invocation_limit: backing::HSM_INVOCATION_LIMIT,
             },
         )
     }
@@ -220,6 +281,10 @@ impl Service {
             limits: options.limits,
             max_keys: options.max_keys,
             load_timeout: std::time::Duration::from_millis(c.load_timeout_ms),
+            lifecycle_limits: options.lifecycle_limits,
+            hsm_invocation_limit: options.hsm_invocation_limit.max(1),
+            rotations: Default::default(),
+            wake: Default::default(),
         })
     }
 

@@ -10,6 +10,10 @@
 //! time, each key's change committed and invalidated like an operator's.
 //! A failed key is logged and tried again at the next pass; it never stops
 //! the others. Tests call [`run_due`] directly with a manual clock.
+//!
+//! The data path may wake it before its interval (`Wake::kick`): an
+//! HSM-only key version near its encryption limit asks for a rotation
+//! (`super::rotation`), which the scheduler carries out at once.
 
 use super::Service;
 use kms_proto::KmsError;
@@ -24,9 +28,49 @@ pub type DueWork = fn(&Service, i64) -> Result<usize, KmsError>;
 /// Every kind of due work, by name (for the log), in the order a pass runs
 /// them.
 pub const KINDS: &[(&str, DueWork)] = &[
+    ("deletion", super::deletion::run_due),
+    ("rotation", super::rotation::run_due),
     ("imported material expiry", super::imports::expire_material),
     ("import parameters expiry", super::imports::expire_import_parameters),
 ];
+
+/// What wakes the scheduler thread: its interval, a kick (work asked for
+/// by the data path), or its stop.
+#[derive(Default)]
+pub(crate) struct Wake {
+    state: Mutex<WakeState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct WakeState {
+    kicked: bool,
+    stopped: bool,
+}
+
+impl Wake {
+    /// Wakes the scheduler for a pass now (cheap: a lock and a notify; no
+    /// blocking call, so any thread may kick).
+    pub(crate) fn kick(&self) {
+        self.state.lock().kicked = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits for a kick, the stop or `interval`; true if stopped.
+    fn wait(&self, interval: Duration) -> bool {
+        let mut s = self.state.lock();
+        if !s.kicked && !s.stopped {
+            self.cv.wait_for(&mut s, interval);
+        }
+        s.kicked = false;
+        s.stopped
+    }
+
+    fn set_stopped(&self, stopped: bool) {
+        self.state.lock().stopped = stopped;
+        self.cv.notify_all();
+    }
+}
 
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,7 +82,7 @@ pub struct Pass {
 }
 
 impl Pass {
-    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): used by the operations being built
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     /// Keys changed in all.
     pub fn total(&self) -> usize {
         self.done.iter().map(|(_, n)| n).sum()
@@ -69,7 +113,7 @@ pub fn run_due(svc: &Service) -> Pass {
 
 /// The scheduler thread; stopped (and joined) on drop.
 pub struct Scheduler {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    svc: Arc<Service>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -80,23 +124,18 @@ impl Scheduler {
     ///
     /// The thread could not be spawned.
     pub fn start(svc: Arc<Service>, interval: Duration) -> std::io::Result<Scheduler> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let flag = Arc::clone(&stop);
+        svc.wake.set_stopped(false);
+        let own = Arc::clone(&svc);
         let thread = std::thread::Builder::new()
             .name("kmsd-scheduler".into())
             .spawn(move || loop {
-                run_due(&svc);
-                let (lock, cv) = &*flag;
-                let mut stopped = lock.lock();
-                if !*stopped {
-                    cv.wait_for(&mut stopped, interval);
-                }
-                if *stopped {
+                run_due(&own);
+                if own.wake.wait(interval) {
                     return;
                 }
             })?;
         Ok(Scheduler {
-            stop,
+            svc,
             thread: Some(thread),
         })
     }
@@ -104,9 +143,7 @@ impl Scheduler {
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        let (lock, cv) = &*self.stop;
-        *lock.lock() = true;
-        cv.notify_all();
+        self.svc.wake.set_stopped(true);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -45,13 +45,13 @@ use kms_proto::{ErrorKind, Operation, Origin, Output, ReEncrypt};
 // The test token
 
 /// Where the module and the token are, for every test of this file (and
-/// of import.rs, which shares the token and its lock).
+/// of import.rs and states.rs, which share the token and its lock).
 pub(crate) struct Env {
-    module: PathBuf,
-    token_label: String,
+    pub(crate) module: PathBuf,
+    pub(crate) token_label: String,
     pin: String,
     /// A 0600 file holding `pin`.
-    pin_file: PathBuf,
+    pub(crate) pin_file: PathBuf,
     /// SoftHSM's token directory (from SOFTHSM2_CONF), for the fault test.
     tokendir: Option<PathBuf>,
     /// A root key every test may use (created once per run).
@@ -234,7 +234,7 @@ pub(crate) fn config(env: &Env, key_label: &str) -> Pkcs11Config {
 }
 
 /// A label unique to this run and call.
-fn label(prefix: &str) -> String {
+pub(crate) fn label(prefix: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     format!(
         "{prefix}-{}-{}",
@@ -335,7 +335,7 @@ impl Admin {
     }
 
     /// Destroys every token object whose label starts with `prefix`.
-    fn destroy_labelled(&self, labels: &[String]) {
+    pub(crate) fn destroy_labelled(&self, labels: &[String]) {
         for l in labels {
             for h in self
                 .session()
@@ -1794,6 +1794,8 @@ fn crash_child() {
             loader_threads: 1,
             queue_capacity: 64,
             clock: std::sync::Arc::new(kmsd::clock::SystemClock),
+            lifecycle_limits: Default::default(),
+            hsm_invocation_limit: kmsd::service::backing::HSM_INVOCATION_LIMIT,
         },
     )
     .unwrap();
@@ -1813,7 +1815,7 @@ fn crash_child() {
 }
 
 /// Objects in the test token with `CKA_ID` = `id`.
-fn token_objects_with_id(env: &Env, id: &[u8]) -> usize {
+pub(crate) fn token_objects_with_id(env: &Env, id: &[u8]) -> usize {
     let admin = Admin::open(env);
     let n = admin
         .session()

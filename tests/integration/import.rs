@@ -624,7 +624,7 @@ mod daemon {
         text.push_str("\n[lifecycle]\nscheduler_interval_ms = 50\n");
         let config = dir.path().join("kmsd.toml");
         std::fs::write(&config, text).unwrap();
-        let d = Daemon::start_with_env(
+        let d = Daemon::start_env(
             &["--config", config.to_str().unwrap()],
             &[(kmsd::clock::TEST_CLOCK_ENV, clock.as_os_str())],
         );

@@ -10,6 +10,7 @@ mod memory;
 mod protocol;
 mod readiness;
 mod service;
+mod states;
 mod support;
 mod trust;
 mod vectors;

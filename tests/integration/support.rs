@@ -32,8 +32,8 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     child: Option<Child>,
     extra_args: Vec<String>,
-    /// Environment variables of every start (and restart).
-    extra_env: Vec<(String, std::ffi::OsString)>,
+    /// Extra environment of every start (e.g. `KMSD_TEST_CLOCK_FILE`).
+    envs: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Daemon {
@@ -43,12 +43,12 @@ impl Daemon {
     /// (timeout 20 s; on timeout, or if kmsd exits first, panics with the
     /// log contents).
     pub fn start(args: &[&str]) -> Daemon {
-        Daemon::start_with_env(args, &[])
+        Daemon::start_env(args, &[])
     }
 
-    /// [`Daemon::start`] with extra environment variables, kept across
-    /// restarts (e.g. `KMSD_TEST_CLOCK_FILE` for the test clock).
-    pub fn start_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
+    /// [`Daemon::start`] with `envs` added to the daemon's environment (at
+    /// every start).
+    pub fn start_env(args: &[&str], envs: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("kmsd-test-")
             .tempdir()
@@ -61,7 +61,7 @@ impl Daemon {
             data_dir,
             child: None,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
-            extra_env: env
+            envs: envs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_os_string()))
                 .collect(),
@@ -88,7 +88,7 @@ impl Daemon {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
-            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
             .stderr(log)

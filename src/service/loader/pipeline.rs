@@ -120,6 +120,9 @@ fn read_many(state: &LoaderState, keys: &[KeyRef]) -> Vec<Read> {
             .map(|(row, k)| match row {
                 Ok(Some(stored)) => Ok(stored),
                 Ok(None) => Err(crate::errors::key_not_found(&k.id)),
+                Err(crate::keystore::StoreError::KeyDeleted) => {
+                    Err(crate::errors::key_deleted(&k.id))
+                }
                 Err(e) => Err(internal("reading key", e)),
             })
             .collect(),

@@ -135,18 +135,22 @@ fn abandon(svc: &Service, vault: &dyn HsmOnlyKeys, key_id: &[u8; 16], version: u
     }
 }
 
-/// Settles the HSM-only keys left pending by an interrupted CreateKey (a
-/// crash between generating the token object and storing the key): the token
-/// key, if it was made, is destroyed, and the record forgotten. Run at
-/// start-up, before the daemon serves (so no CreateKey is in flight).
-/// Returns how many token objects were destroyed; a record that cannot be
-/// settled now (the HSM failing) is logged and kept for the next start.
+/// Settles the HSM-only key versions left pending by an interrupted
+/// CreateKey or rotation (a crash between generating the token object and
+/// storing it), or by a deletion whose token objects were not all
+/// destroyed: a token object is kept only if the store holds its version;
+/// otherwise it is destroyed (if it was made), and the record forgotten.
+/// Run at start-up, before the daemon serves and before the scheduler's
+/// first pass (so no CreateKey or rotation is in flight). Returns how many
+/// token objects were destroyed; a record that cannot be settled now (the
+/// HSM failing) is logged and kept for the next start.
 ///
 /// # Errors
 ///
 /// The store failing.
 pub fn reconcile_hsm_only_keys(svc: &Service) -> Result<usize, crate::keystore::StoreError> {
-    let pending = svc.store().pending_hsm_only_keys()?;
+    use crate::keystore::lifecycle::PendingReason;
+    let pending = svc.store().pending_hsm_versions()?;
     if pending.is_empty() {
         return Ok(0);
     }
@@ -158,11 +162,19 @@ pub fn reconcile_hsm_only_keys(svc: &Service) -> Result<usize, crate::keystore::
         return Ok(0);
     };
     let mut destroyed = 0;
-    for (key_id, version) in pending {
-        // Storing a key ends its pending record in the same transaction, so
-        // a stored key is never pending; checked anyway, since destroying
-        // a stored key's token object would lose every ciphertext under it.
-        if svc.store().get_key(&key_id)?.is_some() {
+    for p in pending {
+        let (key_id, version) = (p.key_id, p.version);
+        // Storing a key (or a version) ends its pending record in the same
+        // transaction, so a stored version is never pending; checked
+        // anyway, since destroying a stored version's token object would
+        // lose every ciphertext under it. A deleted key's versions are
+        // destroyed whatever is found: the key is gone.
+        let stored = match p.reason {
+            PendingReason::Delete => false,
+            PendingReason::Create => svc.store().get_key(&key_id)?.is_some(),
+            PendingReason::Rotate => svc.store().has_version(&key_id, version)?,
+        };
+        if stored {
             svc.store().end_hsm_only_key(&key_id, version)?;
             continue;
         }
@@ -173,8 +185,9 @@ pub fn reconcile_hsm_only_keys(svc: &Service) -> Result<usize, crate::keystore::
                 tracing::warn!(
                     key_id = %format_key_id(&key_id),
                     version,
+                    reason = ?p.reason,
                     token_key_destroyed = was,
-                    "settled an HSM-only key whose CreateKey was interrupted (no orphan token object is left)"
+                    "settled an HSM-only key whose CreateKey, rotation or deletion was interrupted (no orphan token object is left)"
                 );
             }
             Err(e) => tracing::error!(

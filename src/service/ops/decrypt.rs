@@ -58,8 +58,10 @@ pub(crate) fn decrypt_blob(
         version: Some(header.key_version),
     }) {
         Ok(k) => k,
-        // A blob naming a key that does not exist is a bad blob.
-        Err(ExecError::Kms(e)) if e.kind == ErrorKind::NotFound => {
+        // A blob naming a key that never existed is a bad blob; one naming
+        // a deleted key is answered NotFoundException (the key was
+        // deleted), forever.
+        Err(ExecError::Kms(e)) if e.kind == ErrorKind::NotFound && !errors::is_key_deleted(&e) => {
             return Err(errors::invalid_ciphertext().into())
         }
         Err(e) => return Err(e),

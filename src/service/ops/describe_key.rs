@@ -3,7 +3,7 @@
 use crate::errors;
 use crate::identity::Identity;
 use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{parse_key_id, Service, ARN_TEXT, KEY_ID_TEXT};
+use crate::service::{parse_key_id, ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
 use kms_proto::{DescribeKey, Output};
 
@@ -29,6 +29,8 @@ impl Op for DescribeKey<'_> {
             .get_key(&id)
             .map_err(|e| errors::store("reading key", e))?
             .ok_or_else(|| errors::key_not_found(&id))?;
-        Ok(Output::DescribeKey(Service::metadata(&record)))
+        // The state shown (Unavailable for an HSM-only key whose HSM is
+        // down), deletion date and window.
+        Ok(Output::DescribeKey(ctx.service().describe(&record)))
     }
 }

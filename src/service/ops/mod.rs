@@ -3,18 +3,27 @@
 //! apply). Validation comes first: cheap checks fail before any key is
 //! loaded.
 
+pub mod cancel_key_deletion;
 pub mod create_key;
 pub mod decrypt;
 pub mod delete_imported_key_material;
 pub mod describe_key;
+pub mod disable_key;
+pub mod disable_key_rotation;
+pub mod enable_key;
+pub mod enable_key_rotation;
 pub mod encrypt;
 pub mod generate_data_key;
 pub mod generate_random;
 pub mod get_parameters_for_import;
 pub mod import_key_material;
+pub mod get_key_rotation_status;
+pub mod list_key_rotations;
 pub mod list_keys;
 pub mod not_yet;
 pub mod re_encrypt;
+pub mod rotate_key_on_demand;
+pub mod schedule_key_deletion;
 
 use crate::crypto::CanonicalContext;
 use kms_proto::KmsError;
