@@ -306,6 +306,7 @@ mod tests {
                 loader_threads: 1,
                 queue_capacity: 64,
                 clock: std::sync::Arc::new(crate::clock::SystemClock),
+                lifecycle_limits: Default::default(),
             },
         )
         .unwrap()

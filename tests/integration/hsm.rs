@@ -1793,6 +1793,7 @@ fn crash_child() {
             loader_threads: 1,
             queue_capacity: 64,
             clock: std::sync::Arc::new(kmsd::clock::SystemClock),
+            lifecycle_limits: Default::default(),
         },
     )
     .unwrap();

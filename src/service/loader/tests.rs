@@ -56,6 +56,7 @@ fn cold(dir: &std::path::Path, cache: CacheConfig) -> (Service, Arc<TestRoot>) {
             loader_threads: 1,
             queue_capacity: 64,
             clock: std::sync::Arc::new(crate::clock::SystemClock),
+            lifecycle_limits: Default::default(),
         },
     )
     .unwrap();

@@ -1,9 +1,11 @@
-//! DescribeKey: a key's metadata.
+//! DescribeKey: a key's metadata. The key may be named by key id, key
+//! ARN, alias name or alias ARN (AWS).
 
 use crate::errors;
 use crate::identity::Identity;
 use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{parse_key_id, Service, ARN_TEXT, KEY_ID_TEXT};
+use crate::service::lifecycle::{self, Use};
+use crate::service::{Service, ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
 use kms_proto::{DescribeKey, Output};
 
@@ -23,12 +25,14 @@ impl Op for DescribeKey<'_> {
     /// Reads the key's record from the store (the source of truth for
     /// state).
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let svc = ctx.service();
+        let id = svc.resolve_key_id(self.key_id, "KeyId")?;
         let record = ctx
             .store()
             .get_key(&id)
             .map_err(|e| errors::store("reading key", e))?
             .ok_or_else(|| errors::key_not_found(&id))?;
+        lifecycle::check(Use::Read, &id, record.state)?;
         Ok(Output::DescribeKey(Service::metadata(&record)))
     }
 }

@@ -40,14 +40,6 @@ macro_rules! not_yet {
     };
 }
 
-not_yet!(UpdateKeyDescription);
-not_yet!(TagResource);
-not_yet!(UntagResource);
-not_yet!(ListResourceTags);
-not_yet!(CreateAlias);
-not_yet!(UpdateAlias);
-not_yet!(DeleteAlias);
-not_yet!(ListAliases);
 not_yet!(EnableKey);
 not_yet!(DisableKey);
 not_yet!(ScheduleKeyDeletion);
