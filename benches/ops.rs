@@ -1,6 +1,8 @@
 //! Each operation in-process through `Service::call` (no socket, no queue),
 //! with the raw crypto beside it as the naive baseline: the service's own
-//! overhead is the difference.
+//! overhead is the difference. Also: naming a key by alias against by key
+//! id (the resolution alone, and GenerateDataKey both through
+//! `Service::call` and as a whole frame, admission included).
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -89,12 +91,74 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
+    // Aliases: 50 on the key (AWS's limit per key), one of them used.
+    for i in 0..50 {
+        let name = format!("alias/bench/{i:02}");
+        svc.call(
+            &Operation::CreateAlias(CreateAlias {
+                alias_name: &name,
+                target_key_id: &key,
+            }),
+            &PEER,
+        )
+        .unwrap();
+    }
+    let alias = "alias/bench/07";
+    let gdk_alias = Operation::GenerateDataKey(GenerateDataKey {
+        key_id: alias,
+        number_of_bytes: Some(32),
+        key_spec: None,
+        context: ctx.clone(),
+    });
+    g.bench_function("GenerateDataKey_32B_by_alias", |b| {
+        b.iter(|| svc.call(&gdk_alias, &PEER).unwrap())
+    });
+    // Whole frames: admission resolves the name too.
+    for (name, op) in [("by_id", &gdk), ("by_alias", &gdk_alias)] {
+        let mut frame = Vec::new();
+        encode_request(
+            &mut flatbuffers::FlatBufferBuilder::new(),
+            &Request {
+                request_id: 1,
+                body: RequestBody::Single(Ok(op.clone())),
+            },
+            &mut frame,
+        );
+        let mut out = Vec::new();
+        g.bench_function(format!("frame_GenerateDataKey_32B_{name}"), |b| {
+            b.iter(|| {
+                out.clear();
+                kmsd::wire::handle_frame(&svc, &frame[4..], &PEER, &mut out);
+                out.len()
+            })
+        });
+    }
     let rnd = Operation::GenerateRandom(GenerateRandom {
         number_of_bytes: 32,
     });
     g.bench_function("GenerateRandom_32B", |b| {
         b.iter(|| svc.call(&rnd, &PEER).unwrap())
     });
+    g.finish();
+
+    // Resolving a client's key name to a key id.
+    let mut g = c.benchmark_group("resolve");
+    g.throughput(Throughput::Elements(1));
+    let arn = format!("arn:kmsd:kms:local:key/{key}");
+    let alias_arn = format!("arn:kmsd:kms:local:{alias}");
+    for (name, s) in [
+        ("key_id", key.as_str()),
+        ("key_arn", arn.as_str()),
+        ("alias", alias),
+        ("alias_arn", alias_arn.as_str()),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                svc.resolve_key_id(std::hint::black_box(s), "KeyId")
+                    .unwrap()
+            })
+        });
+    }
     g.finish();
 
     // Baselines: the crypto alone.

@@ -77,8 +77,8 @@ impl Clock for OffsetFileClock {
     }
 }
 
-#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): used by the operations being built
 /// Environment variable naming the offset file of a `test-clock` build.
+#[cfg(any(feature = "test-clock", feature = "internals"))]
 pub const TEST_CLOCK_ENV: &str = "KMSD_TEST_CLOCK_FILE";
 
 /// The daemon's clock: the system clock, or, in a `test-clock` build with

@@ -127,6 +127,10 @@ struct RunArgs {
     /// every operation an HSM call; needs a daemon with the PKCS#11 root).
     #[arg(long, value_parser = ["kmsd", "hsm"], default_value = "kmsd")]
     origin: String,
+    /// Name keys by alias: the run creates an alias per key and its
+    /// operations carry alias names (resolved by the daemon's alias table).
+    #[arg(long)]
+    by_alias: bool,
     /// Write a JSON summary here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -215,6 +219,7 @@ fn run_main(a: RunArgs) -> anyhow::Result<i32> {
         blobs_per_key: a.blobs_per_key,
         seed: a.seed,
         hsm_keys: a.origin == "hsm",
+        by_alias: a.by_alias,
     };
     spec.validate()?;
     if !(a.duration > 0.0 && a.duration.is_finite()) || a.warmup.is_nan() || a.warmup < 0.0 {

@@ -3,8 +3,9 @@
 //! server, reduced to ratios (which survive a noisy shared machine far
 //! better than absolute figures) and compared with `loadgen/baseline.json`.
 //!
-//! Workloads: closed loop GenerateDataKey (32 B), Decrypt of data keys and
-//! Encrypt of 4 KiB, each batched and pipelined on two connections; then
+//! Workloads: closed loop GenerateDataKey (32 B) by key id and by alias,
+//! Decrypt of data keys and Encrypt of 4 KiB, each batched and pipelined
+//! on two connections; then
 //! single-operation GenerateDataKey in open loop at half of its measured
 //! closed-loop peak, against kmsd and against the echo server at the same
 //! rate (five one-second daemon/echo pairs; the best ratio is gated).
@@ -80,15 +81,27 @@ struct Closed {
     payload: usize,
     batch: usize,
     keys: usize,
+    by_alias: bool,
 }
 
-const CLOSED: [Closed; 3] = [
+const CLOSED: [Closed; 4] = [
     Closed {
         name: "gdk32",
         mix: "generate-data-key",
         payload: 32,
         batch: 64,
         keys: 16,
+        by_alias: false,
+    },
+    // gdk32 with keys named by alias: resolving an alias on the data path
+    // (admission and the item) must cost about what parsing a key id does.
+    Closed {
+        name: "gdk32-alias",
+        mix: "generate-data-key",
+        payload: 32,
+        batch: 64,
+        keys: 16,
+        by_alias: true,
     },
     Closed {
         name: "decrypt",
@@ -96,6 +109,7 @@ const CLOSED: [Closed; 3] = [
         payload: 32,
         batch: 64,
         keys: 16,
+        by_alias: false,
     },
     Closed {
         name: "encrypt4k",
@@ -103,10 +117,17 @@ const CLOSED: [Closed; 3] = [
         payload: 4096,
         batch: 16,
         keys: 16,
+        by_alias: false,
     },
 ];
 
-fn spec(mix: &str, payload: usize, batch: usize, keys: usize) -> anyhow::Result<WorkloadSpec> {
+fn spec(
+    mix: &str,
+    payload: usize,
+    batch: usize,
+    keys: usize,
+    by_alias: bool,
+) -> anyhow::Result<WorkloadSpec> {
     Ok(WorkloadSpec {
         mix: Mix::parse(mix)?,
         payload_size: payload,
@@ -117,6 +138,7 @@ fn spec(mix: &str, payload: usize, batch: usize, keys: usize) -> anyhow::Result<
         blobs_per_key: 4,
         seed: 1,
         hsm_keys: false,
+        by_alias,
     })
 }
 
@@ -157,7 +179,7 @@ pub fn run(o: &RegressOptions) -> anyhow::Result<bool> {
         );
     };
     for w in &CLOSED {
-        let spec = spec(w.mix, w.payload, w.batch, w.keys)?;
+        let spec = spec(w.mix, w.payload, w.batch, w.keys, w.by_alias)?;
         let label = format!("{} ({})", w.name, spec.describe());
         let pool = FramePool::build(&spec, &Prepared::create(&mut client, &spec)?)?;
         eprintln!("regress: {label}");
@@ -205,7 +227,7 @@ pub fn run(o: &RegressOptions) -> anyhow::Result<bool> {
     }
 
     // Open loop: single operations at half the closed-loop peak.
-    let spec = spec("generate-data-key", 32, 1, 16)?;
+    let spec = spec("generate-data-key", 32, 1, 16, false)?;
     let pool = FramePool::build(&spec, &Prepared::create(&mut client, &spec)?)?;
     let label = format!("open-gdk32 ({})", spec.describe());
     eprintln!("regress: {label}: finding the closed-loop peak");

@@ -155,6 +155,9 @@ pub struct WorkloadSpec {
     pub seed: u64,
     /// Keys made by kmsd (false) or HSM-only keys (true: `--origin hsm`).
     pub hsm_keys: bool,
+    /// Operations name their keys by alias (`--by-alias`): an alias is
+    /// created for each key before the run, and frames carry alias names.
+    pub by_alias: bool,
 }
 
 impl WorkloadSpec {
@@ -197,8 +200,9 @@ impl WorkloadSpec {
         } else {
             String::new()
         };
+        let alias = if self.by_alias { " by-alias" } else { "" };
         format!(
-            "{} batch={}{payload} keys={} {pop} context={}",
+            "{} batch={}{payload} keys={} {pop} context={}{alias}",
             self.mix, self.batch, self.keys, self.context_pairs
         )
     }
@@ -215,7 +219,8 @@ impl WorkloadSpec {
 /// measured window (or synthetic ones, for the echo baseline, which never
 /// looks inside a frame).
 pub struct Prepared {
-    /// Key ids, most popular first.
+    /// How operations name the keys, most popular first: key ids, or alias
+    /// names with `by_alias`.
     pub key_ids: Vec<String>,
     /// Per key: data-key ciphertext blobs under the workload's context.
     pub blobs: Vec<Vec<Vec<u8>>>,
@@ -262,6 +267,9 @@ impl Prepared {
                 }
             }
         }
+        if spec.by_alias {
+            key_ids = create_aliases(target, &key_ids)?;
+        }
         let mut blobs = vec![Vec::new(); spec.keys];
         if spec.mix.needs_blobs() {
             let context = spec.context();
@@ -299,6 +307,15 @@ impl Prepared {
 
     /// Stand-in keys and blobs of the real sizes, for the echo baseline.
     pub fn synthetic(spec: &WorkloadSpec) -> Prepared {
+        let mut p = Prepared::synthetic_ids(spec);
+        if spec.by_alias {
+            // Alias names of the real length.
+            p.key_ids = (0..p.key_ids.len()).map(|i| alias_name(0, i)).collect();
+        }
+        p
+    }
+
+    fn synthetic_ids(spec: &WorkloadSpec) -> Prepared {
         // A data key's blob: version, key id, key version, nonce, 32 bytes, tag.
         const BLOB_LEN: usize = 1 + 16 + 4 + 24 + 32 + 16;
         let mut rng = StdRng::seed_from_u64(spec.seed ^ 0xec40);
@@ -330,6 +347,39 @@ impl Prepared {
             .collect();
         Prepared { key_ids, blobs }
     }
+}
+
+/// The name of the alias of the `i`th key of a run: the run's random tag
+/// keeps names apart across runs against one daemon.
+fn alias_name(run: u32, i: usize) -> String {
+    format!("alias/kms-loadgen/{run:08x}/{i:06}")
+}
+
+/// Creates an alias for each key of `key_ids` (in order); returns the
+/// alias names.
+fn create_aliases(target: &mut dyn Setup, key_ids: &[String]) -> anyhow::Result<Vec<String>> {
+    const CHUNK: usize = 512;
+    let run: u32 = rand::rng().random();
+    let names: Vec<String> = (0..key_ids.len()).map(|i| alias_name(run, i)).collect();
+    for (keys, chunk) in key_ids.chunks(CHUNK).zip(names.chunks(CHUNK)) {
+        let ops = keys
+            .iter()
+            .zip(chunk)
+            .map(|(key, name)| {
+                Operation::CreateAlias(CreateAlias {
+                    alias_name: name,
+                    target_key_id: key,
+                })
+            })
+            .collect();
+        for outcome in target.batch(ops)? {
+            match outcome.context("CreateAlias failed while preparing the workload")? {
+                Output::CreateAlias => {}
+                _ => bail!("CreateAlias answered with another operation's output"),
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// Prepared request frames (length prefix included), each with the offset
@@ -530,6 +580,7 @@ mod tests {
             blobs_per_key: 1,
             seed: 7,
             hsm_keys: false,
+            by_alias: false,
         }
     }
 

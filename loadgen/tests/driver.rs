@@ -105,6 +105,7 @@ fn pool() -> FramePool {
         blobs_per_key: 0,
         seed: 1,
         hsm_keys: false,
+        by_alias: false,
     };
     FramePool::build(&spec, &Prepared::synthetic(&spec)).unwrap()
 }
@@ -231,6 +232,7 @@ fn errors_are_counted_by_exception_name_per_item() {
         blobs_per_key: 1,
         seed: 3,
         hsm_keys: false,
+        by_alias: false,
     };
     let pool = FramePool::build(&spec, &Prepared::synthetic(&spec)).unwrap();
     let mut o = options(LoadModel::Closed {
@@ -249,6 +251,47 @@ fn errors_are_counted_by_exception_name_per_item() {
         .unwrap_or(0);
     assert!(nf > 0 && ic > 0, "{:?}", r.errors);
     assert_eq!(nf + ic, r.operations, "{:?}", r.errors);
+}
+
+#[test]
+fn by_alias_runs_name_keys_by_alias_and_succeed() {
+    // In-process: the run creates an alias per key and every frame names
+    // its key by alias.
+    let spec = WorkloadSpec {
+        mix: Mix::parse("generate-data-key=1,decrypt=1").unwrap(),
+        payload_size: 32,
+        keys: 3,
+        popularity: Popularity::Uniform,
+        context_pairs: 1,
+        batch: 4,
+        blobs_per_key: 1,
+        seed: 5,
+        hsm_keys: false,
+        by_alias: true,
+    };
+    assert!(spec.describe().ends_with("by-alias"), "{}", spec.describe());
+    let synthetic = Prepared::synthetic(&spec);
+    assert!(synthetic
+        .key_ids
+        .iter()
+        .all(|k| k.starts_with("alias/kms-loadgen/")));
+    let pool = FramePool::build(&spec, &synthetic).unwrap();
+    let req = kms_proto::decode_request(&pool.frame(0)[4..], &Default::default()).unwrap();
+    let RequestBody::Batch(items) = req.body else {
+        panic!("a batch")
+    };
+    assert!(items.iter().any(|i| matches!(
+        i,
+        Ok(Operation::GenerateDataKey(g)) if g.key_id.starts_with("alias/")
+    )));
+    let mut o = options(LoadModel::Closed {
+        connections: 1,
+        pipeline: 2,
+    });
+    o.duration = Duration::from_millis(300);
+    let r = kms_loadgen::inprocess::run(&spec, &o, "by alias").unwrap();
+    assert!(r.operations > 0);
+    assert_eq!(r.error_count(), 0, "{:?}", r.errors);
 }
 
 #[test]

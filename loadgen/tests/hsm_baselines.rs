@@ -49,6 +49,7 @@ fn spec(mix: &str) -> WorkloadSpec {
         blobs_per_key: 1,
         seed: 1,
         hsm_keys: true,
+        by_alias: false,
     }
 }
 

@@ -11,7 +11,7 @@
 use kms_proto::{ExpirationModel, KeyState};
 use rusqlite::{params, OptionalExtension};
 
-use super::{key_id_from, may_block, origin_name, state_name, KeyRecord, Keystore, StoreError};
+use super::{key_id_from, may_block, state_name, Keystore, StoreError};
 
 /// The parameters of one GetParametersForImport, as stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -69,41 +69,6 @@ pub struct ImportedMaterial<'a> {
 }
 
 impl Keystore {
-    /// Stores a new EXTERNAL key: no version, current version 0, until its
-    /// material is imported. Counts against `max_keys` like any key, in
-    /// the same transaction; false (nothing stored) when the store is full.
-    pub fn insert_key_without_material(
-        &mut self,
-        key: &KeyRecord,
-        max_keys: u64,
-    ) -> Result<bool, StoreError> {
-        may_block();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let n: i64 = tx.query_row(
-            "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM hsm_pending)",
-            [],
-            |r| r.get(0),
-        )?;
-        if n as u64 >= max_keys {
-            return Ok(false);
-        }
-        tx.execute(
-            "INSERT INTO keys (key_id, created_at, description, state, origin, current_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-            params![
-                &key.key_id[..],
-                key.created_at,
-                key.description,
-                state_name(key.state),
-                origin_name(key.origin),
-            ],
-        )?;
-        tx.commit()?;
-        Ok(true)
-    }
-
     /// Records that import wrapping key `id` is about to be made in the
     /// root of trust: a crash before its parameters are stored leaves this
     /// record, and start-up reconciliation destroys the key.
@@ -368,6 +333,7 @@ fn read_params(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keystore::KeyRecord;
     use kms_proto::Origin;
 
     fn external(id: u8) -> KeyRecord {
@@ -406,7 +372,7 @@ mod tests {
     #[test]
     fn an_external_key_gets_material_loses_it_and_keeps_its_digest() {
         let mut store = Keystore::open_in_memory().unwrap();
-        assert!(store.insert_key_without_material(&external(1), 10).unwrap());
+        store.insert_new_key(&external(1), None, &[]).unwrap();
         let key = store.get_key(&[1; 16]).unwrap().unwrap();
         assert_eq!(key.current_version, 0);
         assert_eq!(key.state, KeyState::PendingImport);
@@ -482,8 +448,8 @@ mod tests {
     #[test]
     fn expired_parameters_lose_their_wrapping_key_but_keep_their_token() {
         let mut store = Keystore::open_in_memory().unwrap();
-        store.insert_key_without_material(&external(2), 10).unwrap();
-        store.insert_key_without_material(&external(3), 10).unwrap();
+        store.insert_new_key(&external(2), None, &[]).unwrap();
+        store.insert_new_key(&external(3), None, &[]).unwrap();
         store
             .put_import_params(&[2; 16], &params_with(b"a", 100), &pair(b"a"), pair_of, 0)
             .unwrap();
@@ -501,13 +467,5 @@ mod tests {
         assert_eq!(p.token, b"a");
         assert_eq!(store.live_import_tokens().unwrap(), vec![b"b".to_vec()]);
         assert!(format!("{p:?}").contains("<1 bytes>"));
-    }
-
-    #[test]
-    fn a_full_store_takes_no_external_key() {
-        let mut store = Keystore::open_in_memory().unwrap();
-        assert!(store.insert_key_without_material(&external(4), 1).unwrap());
-        assert!(!store.insert_key_without_material(&external(5), 1).unwrap());
-        assert!(store.get_key(&[5; 16]).unwrap().is_none());
     }
 }

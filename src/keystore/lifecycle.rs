@@ -374,10 +374,8 @@ impl Keystore {
                 )?;
             }
         }
-        // TODO(life-aliases): replace with the alias engineer's
-        // `keystore::aliases::delete_for_key(&tx, key_id)` once merged.
-        tx.execute("DELETE FROM aliases WHERE key_id = ?1", params![id])?;
-        tx.execute("DELETE FROM tags WHERE key_id = ?1", params![id])?;
+        super::aliases::delete_for_key(&tx, key_id)?;
+        super::annotations::delete_tags_of(&tx, key_id)?;
         tx.execute("DELETE FROM import_params WHERE key_id = ?1", params![id])?;
         tx.execute("DELETE FROM hsm_usage WHERE key_id = ?1", params![id])?;
         tx.execute("DELETE FROM key_versions WHERE key_id = ?1", params![id])?;
@@ -425,14 +423,6 @@ impl Keystore {
             params![&key_id[..], version],
             |r| r.get(0),
         )?)
-    }
-
-    #[cfg(test)]
-    /// Runs `sql` with `key_id` as its one parameter (tests: rows of tables
-    /// no function of this branch writes).
-    pub(crate) fn exec_for_tests(&self, sql: &str, key_id: &[u8; 16]) -> Result<(), StoreError> {
-        self.conn.execute(sql, params![&key_id[..]])?;
-        Ok(())
     }
 
     #[cfg(any(test, feature = "internals"))]

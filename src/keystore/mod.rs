@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "keys.db";
 
+pub mod aliases;
+pub mod annotations;
 mod import;
 pub mod lifecycle;
 pub mod schema;
@@ -423,8 +425,10 @@ impl Keystore {
         Ok(n as u64)
     }
 
+    #[cfg(any(test, feature = "internals"))]
     /// Stores a new key with its first version, atomically; the key's
-    /// pending record, if any, goes in the same transaction.
+    /// pending record, if any, goes in the same transaction (the service
+    /// stores new keys with their tags: `Keystore::insert_new_key`).
     pub fn insert_key(
         &mut self,
         key: &KeyRecord,

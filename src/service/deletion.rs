@@ -67,10 +67,16 @@ impl Service {
                 .begin_wrapping_key(w, now)
                 .map_err(|e| errors::store("recording an import wrapping key to destroy", e))?;
         }
-        let deleted = self
-            .store()
-            .delete_key(id, now)
-            .map_err(|e| errors::store("deleting a key", e));
+        let deleted = {
+            let mut store = self.store();
+            let deleted = store.delete_key(id, now);
+            if let Ok(Some(_)) = deleted {
+                // Its alias rows went in the deletion's transaction; the
+                // in-memory table follows before the store is released.
+                self.forget_aliases_of(id);
+            }
+            deleted.map_err(|e| errors::store("deleting a key", e))
+        };
         let Some(deleted) = deleted? else {
             if let Some(w) = &wrapping {
                 // Not deleted: the pair stays, and so does its key's token.
@@ -84,9 +90,6 @@ impl Service {
         if let Some(w) = &wrapping {
             super::imports::settle_wrapping_key(self, w);
         }
-        // TODO(life-aliases): `self.forget_aliases_of(id)` (the in-memory
-        // alias table) once the alias branch is merged; the alias rows went
-        // with the key's transaction.
         tracing::info!(
             key_id = %format_key_id(id),
             versions = deleted.hsm_versions.len(),
@@ -215,14 +218,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(hsm.objects_of(&id(&only)), 2);
-        // What else names the soft key: an alias, a tag, import parameters
-        // (rows of the other engineers' tables).
-        for sql in [
-            "INSERT INTO aliases VALUES ('alias/doomed', ?1, 0, 0)",
-            "INSERT INTO tags VALUES (?1, 'team', 'x')",
-        ] {
-            rusqlite_exec(&svc, sql, &id(&soft));
-        }
+        // What else names the soft key: an alias and a tag.
+        call(
+            &svc,
+            Operation::CreateAlias(CreateAlias {
+                alias_name: "alias/doomed",
+                target_key_id: &soft,
+            }),
+        )
+        .unwrap();
+        call(
+            &svc,
+            Operation::TagResource(TagResource {
+                key_id: &soft,
+                tags: vec![Tag {
+                    key: "team",
+                    value: "x",
+                }],
+            }),
+        )
+        .unwrap();
+        assert_eq!(describe(&svc, "alias/doomed").key_id, soft);
         for k in [&soft, &only, &cancelled] {
             schedule(&svc, k, 7);
         }
@@ -248,6 +264,21 @@ mod tests {
             assert_eq!(encrypt(&svc, key).unwrap_err().kind, ErrorKind::NotFound);
             assert_eq!(svc.store().rows_naming(&id(key)).unwrap(), 0);
         }
+        // Its alias went with it, from the store and from the alias table
+        // requests resolve through.
+        let e = fails(
+            &svc,
+            Operation::DescribeKey(DescribeKey {
+                key_id: "alias/doomed",
+            }),
+        );
+        assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+        assert_eq!(encrypt(&svc, "alias/doomed").unwrap_err().kind, ErrorKind::NotFound);
+        assert_eq!(svc.aliases().get("alias/doomed"), None);
+        match call(&svc, Operation::ListAliases(ListAliases::default())).unwrap() {
+            Output::ListAliases(l) => assert!(l.aliases.is_empty(), "{l:?}"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(hsm.objects_of(&id(&only)), 0, "token objects destroyed");
         assert!(svc.store().pending_hsm_versions().unwrap().is_empty());
         let mut left = listed(&svc);
@@ -259,10 +290,6 @@ mod tests {
         // The next pass has nothing to do.
         clock.advance(DAY);
         assert_eq!(run_due(&svc).total(), 0);
-    }
-
-    fn rusqlite_exec(svc: &Service, sql: &str, key: &[u8; 16]) {
-        svc.store().exec_for_tests(sql, key).unwrap();
     }
 
     #[test]

@@ -14,7 +14,6 @@
 use crate::errors::format_key_id;
 use kms_proto::{ErrorKind, KeyState, KmsError, Origin};
 
-#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): Annotate is for the tag and alias operations (life-aliases)
 /// How an operation uses a key: the rows of AWS's key-state table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Use {
@@ -103,7 +102,6 @@ pub fn check(use_: Use, id: &[u8; 16], state: KeyState) -> Result<(), KmsError> 
     }
 }
 
-#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))] // TODO(lifecycle): used by the operations being built
 /// A change of a key's stored state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {

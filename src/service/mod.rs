@@ -10,11 +10,13 @@
 //! block). [`Service::call`] runs one operation to completion (tests, the
 //! in-process baseline).
 
+pub mod aliases;
 pub mod backing;
 pub mod cache;
 pub mod deletion;
 pub mod hsm_executor;
 pub mod imports;
+pub mod key_id;
 pub mod keys;
 pub mod lifecycle;
 pub mod loader;
@@ -30,7 +32,7 @@ use crate::crypto::{KeyMaterial, XaesKey};
 use crate::identity::Identity;
 use crate::keystore::{KeyRecord, Keystore, StoreError};
 use crate::root::{RootError, RootOfTrust};
-use kms_proto::{DecodeLimits, ErrorKind, KeyMetadata, KeyState, KmsError, Operation, Output};
+use kms_proto::{DecodeLimits, KeyMetadata, KeyState, KmsError, Operation, Output};
 use parking_lot::Mutex;
 #[cfg(any(test, feature = "internals"))]
 use std::path::Path;
@@ -52,14 +54,8 @@ pub enum ServiceError {
     Threads(std::io::Error),
 }
 
-/// Prefix of key ARNs. There is no account or region on a host; the ARN form
-/// is kept so that tools that pass ARNs around keep working.
-pub const ARN_PREFIX: &str = "arn:kmsd:kms:local:key/";
-
-/// A key id as clients see it (a hyphenated UUID).
-pub(crate) const KEY_ID_TEXT: usize = 36;
-/// A key ARN.
-pub(crate) const ARN_TEXT: usize = ARN_PREFIX.len() + KEY_ID_TEXT;
+pub use key_id::{alias_arn, format_key_id, key_arn, parse_key_id};
+pub(crate) use key_id::{ARN_TEXT, KEY_ID_TEXT};
 /// What a ciphertext blob adds to its plaintext, for either format (61 and
 /// 49 bytes).
 pub(crate) const BLOB_OVERHEAD_MAX: usize = 64;
@@ -167,44 +163,8 @@ pub struct Service {
     rotations: rotation::Requests,
     /// Wakes the scheduler before its interval (a rotation asked for).
     wake: scheduler::Wake,
-}
-
-/// Formats a key id the way clients see it (a hyphenated UUID).
-pub fn format_key_id(id: &[u8; 16]) -> String {
-    uuid::Uuid::from_bytes(*id).hyphenated().to_string()
-}
-
-/// The ARN of a key.
-pub fn key_arn(id: &[u8; 16]) -> String {
-    format!("{ARN_PREFIX}{}", format_key_id(id))
-}
-
-/// Parses a key id or key ARN. Anything else is NotFoundException, as AWS
-/// answers for identifiers it cannot resolve; an identifier over 2048
-/// characters is ValidationException.
-pub fn parse_key_id(s: &str) -> Result<[u8; 16], KmsError> {
-    use kms_proto::types::limits::MAX_KEY_ID_LEN;
-    // AWS's KeyId is 1..=2048 characters; outside that is a
-    // ValidationException (an absent KeyId is one too, in the codec).
-    if s.is_empty() {
-        return Err(KmsError::validation("KeyId must not be empty"));
-    }
-    if s.len() > MAX_KEY_ID_LEN {
-        return Err(KmsError::validation(format!(
-            "KeyId is longer than {MAX_KEY_ID_LEN} characters"
-        )));
-    }
-    let bare = s.strip_prefix(ARN_PREFIX).unwrap_or(s);
-    if bare.len() == 36 {
-        if let Ok(u) = uuid::Uuid::try_parse(bare) {
-            return Ok(*u.as_bytes());
-        }
-    }
-    let shown: String = s.chars().take(128).collect();
-    Err(KmsError::new(
-        ErrorKind::NotFound,
-        format!("invalid key identifier {shown:?}: expected a key id (UUID) or key ARN"),
-    ))
+    /// Alias name to key id, as the store has them (see [`aliases`]).
+    aliases: aliases::AliasTable,
 }
 
 pub(crate) use crate::errors::internal;
@@ -257,6 +217,7 @@ impl Service {
         let c = &options.cache;
         // The key loader reads through a connection of its own.
         let reader = store.open_reader()?;
+        let aliases = aliases::AliasTable::from_rows(store.all_aliases()?);
         let core = Arc::new(ServiceState {
             store: Mutex::new(store),
             root,
@@ -281,6 +242,7 @@ impl Service {
             limits: options.limits,
             max_keys: options.max_keys,
             load_timeout: std::time::Duration::from_millis(c.load_timeout_ms),
+            aliases,
             lifecycle_limits: options.lifecycle_limits,
             hsm_invocation_limit: options.hsm_invocation_limit.max(1),
             rotations: Default::default(),
@@ -437,14 +399,18 @@ impl Service {
         }
     }
 
-    /// Inserts a freshly created key into the store and the cache.
+    /// Inserts a freshly created key, with its tags, into the store (one
+    /// transaction) and the cache. `material` is the backing key of a key
+    /// kmsd made; an HSM-only key's (`None`) was generated in the HSM by
+    /// the caller and stores nothing wrapped; an EXTERNAL key (`None`) has
+    /// no version until its material is imported.
     pub(crate) fn store_new_key(
         &self,
         record: KeyRecord,
         material: Option<&KeyMaterial>,
+        tags: &[kms_proto::Tag<'_>],
     ) -> Result<(), KmsError> {
-        // An HSM-only key (no material here) was generated in the HSM by
-        // the caller and stores nothing wrapped.
+        let external = record.origin == kms_proto::Origin::External;
         // Taken before the store write, as every load does: an
         // invalidation meanwhile keeps this entry out of the cache.
         let seen = self.core.cache.revision(&record.key_id);
@@ -455,11 +421,15 @@ impl Service {
             })?,
             None => Vec::new(),
         };
+        let first = crate::keystore::WrappedVersion {
+            version: 1,
+            wrapped,
+        };
         {
             let mut store = self.core.store.lock();
             // An HSM-only key's slot was taken by its pending record, before
             // it was generated (`ops::create_key`).
-            if material.is_some() {
+            if material.is_some() || external {
                 let count = store
                     .count_keys_and_pending()
                     .map_err(|e| internal("counting keys", e))?;
@@ -468,22 +438,23 @@ impl Service {
                 }
             }
             store
-                .insert_key(
-                    &record,
-                    &crate::keystore::WrappedVersion {
-                        version: 1,
-                        wrapped,
-                    },
-                )
+                .insert_new_key(&record, (!external).then_some(&first), tags)
                 .map_err(|e| internal("storing key", e))?;
         }
-        let backing = match material {
-            Some(m) => Backing::Soft(XaesKey::new(m)),
-            None => Backing::Hsm(self.core.usage.version(&record.key_id, 1, 0)),
-        };
         let id = record.key_id;
-        let loaded = LoadedKey::new(record, 1);
-        loaded.fill(1, backing);
+        let loaded = if external {
+            // No material: cached for its state (every use but reading it
+            // is refused: pending import), as a load would make it.
+            LoadedKey::new(record, 0)
+        } else {
+            let backing = match material {
+                Some(m) => Backing::Soft(XaesKey::new(m)),
+                None => Backing::Hsm(self.core.usage.version(&record.key_id, 1, 0)),
+            };
+            let loaded = LoadedKey::new(record, 1);
+            loaded.fill(1, backing);
+            loaded
+        };
         self.loader.forget_failure(&id);
         self.core.cache.insert(Arc::new(loaded), seen);
         Ok(())

@@ -134,9 +134,11 @@ pub trait Op {
     /// Its plane ([`Data`] or [`Control`]).
     type Plane: Plane;
     /// The keys it needs loaded before it runs (by key id, or by the key id
-    /// and version a ciphertext names); what it cannot parse is skipped
-    /// here and answered by `apply`.
-    fn keys(&self, _out: &mut Vec<KeyRef>) {}
+    /// and version a ciphertext names), resolving alias names through
+    /// `svc` ([`Service::resolve_key_id`]: the in-memory alias table, never
+    /// the store: admission runs on I/O threads); what it cannot resolve is
+    /// skipped here and answered by `apply`.
+    fn keys(&self, _svc: &Service, _out: &mut Vec<KeyRef>) {}
     /// Bytes of client payload it carries (plaintext, ciphertext, or the
     /// bytes it asks to be generated), for the inline decision.
     fn payload(&self) -> usize {
@@ -247,9 +249,10 @@ impl<'a> DataCtx<'a> {
         self.svc.key_at(r, self.site)
     }
 
-    /// The key a client-supplied identifier names (current version).
-    pub fn key_named(&self, key_id: &str) -> Result<Arc<LoadedKey>, ExecError> {
-        let id = super::parse_key_id(key_id)?;
+    /// The key a client-supplied identifier in `field` names (a key id,
+    /// key ARN, alias name or alias ARN), current version.
+    pub fn key_named(&self, key_id: &str, field: &str) -> Result<Arc<LoadedKey>, ExecError> {
+        let id = self.svc.resolve_key_id(key_id, field)?;
         self.key(KeyRef { id, version: None })
     }
 }
@@ -290,8 +293,7 @@ macro_rules! with_op {
             O::Decrypt($r) => $body,
             O::ReEncrypt($r) => $body,
             O::GenerateRandom($r) => $body,
-            // Key lifecycle (answered by `ops::not_yet` until each has its
-            // own file).
+            // Key lifecycle.
             O::UpdateKeyDescription($r) => $body,
             O::TagResource($r) => $body,
             O::UntagResource($r) => $body,
@@ -344,9 +346,9 @@ pub fn names(op: &Operation<'_>) -> (&'static str, &'static str) {
     with_op!(op, r => of(r))
 }
 
-/// Appends the keys `op` needs.
-pub fn keys(op: &Operation<'_>, out: &mut Vec<KeyRef>) {
-    with_op!(op, r => r.keys(out))
+/// Appends the keys `op` needs, alias names resolved through `svc`.
+pub fn keys(op: &Operation<'_>, svc: &Service, out: &mut Vec<KeyRef>) {
+    with_op!(op, r => r.keys(svc, out))
 }
 
 /// The payload `op` carries.

@@ -110,7 +110,7 @@ pub fn admit_slice<'f>(
         plane = plane.max(op::plane(op));
         payload += op::payload(op);
         heap += op::heap_bytes(op);
-        op::keys(op, &mut refs);
+        op::keys(op, svc, &mut refs);
         hsm |= names_hsm_blob(op);
     }
     refs.sort_unstable();

@@ -11,6 +11,7 @@
 //! key is never left behind that no stored key names, and no stored key
 //! names a token object that was not made.
 
+use crate::service::LifecycleLimits;
 use crate::crypto::{rng, KeyMaterial};
 use crate::errors;
 use crate::identity::Identity;
@@ -19,15 +20,27 @@ use crate::root::HsmOnlyKeys;
 use crate::service::backing::object_id;
 use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{format_key_id, Service, ARN_TEXT, KEY_ID_TEXT};
-use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
-use kms_proto::{CreateKey, KeyState, KmsError, Origin, Output};
+use kms_proto::{CreateKey, ErrorKind, KeyState, KmsError, Origin, Output};
 
-/// Validates the request.
-pub fn validate(req: &CreateKey<'_>) -> Result<(), KmsError> {
-    if req.description.chars().count() > MAX_DESCRIPTION_LEN {
-        return Err(KmsError::validation(format!(
-            "Description must be at most {MAX_DESCRIPTION_LEN} characters"
-        )));
+/// Validates the request against the configured limits: the description
+/// (ValidationException naming Description), the tags (see
+/// [`super::tag_resource::validate_tags`]; more than
+/// `limits.max_tags_per_key` is TagException: the request's tags are not
+/// valid for a key, and no retry makes them so). KeyUsage and KeySpec
+/// decode only as ENCRYPT_DECRYPT and SYMMETRIC_DEFAULT, the only ones
+/// kmsd has (the codec answers others ValidationException).
+pub fn validate(req: &CreateKey<'_>, limits: &LifecycleLimits) -> Result<(), KmsError> {
+    super::update_key_description::validate_description(req.description, limits)?;
+    super::tag_resource::validate_tags(&req.tags, limits)?;
+    if req.tags.len() > limits.max_tags_per_key as usize {
+        return Err(KmsError::new(
+            ErrorKind::Tag,
+            format!(
+                "Tags: {} tags, more than the {} a key may have (limits.max_tags_per_key)",
+                req.tags.len(),
+                limits.max_tags_per_key
+            ),
+        ));
     }
     Ok(())
 }
@@ -45,53 +58,49 @@ impl Op for CreateKey<'_> {
     }
 
     /// Creates the key: generates the backing key, wraps it with the root
-    /// of trust, stores it durably, and caches it.
+    /// of trust, stores it durably with its tags, and caches it. An
+    /// EXTERNAL key is stored PendingImport with no version (current
+    /// version 0) until its material is imported.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        validate(self)?;
         let svc = ctx.service();
+        validate(self, svc.lifecycle_limits())?;
         let mut id = [0u8; 16];
         rng::fill(&mut id);
         let key_id = *uuid::Builder::from_random_bytes(id).into_uuid().as_bytes();
         let created_at = svc.now();
+        let external = self.origin == Origin::External;
         let record = KeyRecord {
             key_id,
             created_at,
             description: self.description.to_owned(),
-            state: KeyState::Enabled,
+            state: if external {
+                KeyState::PendingImport
+            } else {
+                KeyState::Enabled
+            },
             origin: self.origin,
-            current_version: 1,
+            current_version: u32::from(!external),
             ..Default::default()
         };
-        if self.origin == Origin::Hsm {
-            create_in_hsm(ctx, &record)?;
-        } else if self.origin == Origin::External {
-            // No material until ImportKeyMaterial: PendingImport, no
-            // version (docs/import.md).
-            let record = KeyRecord {
-                state: KeyState::PendingImport,
-                current_version: 0,
-                ..record
-            };
-            let stored = ctx
-                .store()
-                .insert_key_without_material(&record, svc.max_keys())
-                .map_err(|e| errors::store("storing key", e))?;
-            if !stored {
-                return Err(svc.store_full().into());
+        match self.origin {
+            Origin::Hsm => create_in_hsm(ctx, &record, &self.tags)?,
+            Origin::External => svc.store_new_key(record.clone(), None, &self.tags)?,
+            Origin::Kmsd => {
+                let material = KeyMaterial::generate();
+                svc.store_new_key(record.clone(), Some(&material), &self.tags)?;
             }
-            tracing::info!(key_id = %format_key_id(&key_id), "created key pending import");
-            return Ok(Output::CreateKey(Service::metadata(&record)));
-        } else {
-            let material = KeyMaterial::generate();
-            svc.store_new_key(record.clone(), Some(&material))?;
         }
-        tracing::info!(key_id = %format_key_id(&key_id), "created key");
+        tracing::info!(key_id = %format_key_id(&key_id), origin = ?self.origin, "created key");
         Ok(Output::CreateKey(Service::metadata(&record)))
     }
 }
 
 /// The HSM-only key's steps: limit and pending record, token object, store.
-fn create_in_hsm(ctx: &ControlCtx<'_>, record: &KeyRecord) -> Result<(), KmsError> {
+fn create_in_hsm(
+    ctx: &ControlCtx<'_>,
+    record: &KeyRecord,
+    tags: &[kms_proto::Tag<'_>],
+) -> Result<(), KmsError> {
     let svc = ctx.service();
     let vault = svc.hsm_only_keys_for_create()?;
     let key_id = &record.key_id;
@@ -108,7 +117,7 @@ fn create_in_hsm(ctx: &ControlCtx<'_>, record: &KeyRecord) -> Result<(), KmsErro
         abandon(svc, vault, key_id, 1);
         return Err(errors::root("generating an HSM-only key", e));
     }
-    if let Err(e) = svc.store_new_key(record.clone(), None) {
+    if let Err(e) = svc.store_new_key(record.clone(), None, tags) {
         abandon(svc, vault, key_id, 1);
         return Err(e);
     }
@@ -198,4 +207,119 @@ pub fn reconcile_hsm_only_keys(svc: &Service) -> Result<usize, crate::keystore::
         }
     }
     Ok(destroyed)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::service::LifecycleLimits;
+    use crate::service::ops::test_support::*;
+    use kms_proto::*;
+
+    #[test]
+    fn a_key_is_created_with_its_description_and_tags() {
+        let t = TestService::new();
+        let m = t.create(CreateKey {
+            description: "db",
+            tags: tags(&[("team", "red"), ("env", "")]),
+            ..Default::default()
+        });
+        assert_eq!((m.description.as_str(), m.key_state), ("db", KeyState::Enabled));
+        assert_eq!(
+            t.tags(&m.key_id),
+            [("env".into(), "".into()), ("team".into(), "red".into())]
+        );
+    }
+
+    #[test]
+    fn bad_descriptions_and_tags_create_nothing() {
+        let t = TestService::with_limits(LifecycleLimits {
+            max_tags_per_key: 2,
+            max_description_len: 10,
+            ..Default::default()
+        });
+        let cases: [(CreateKey<'_>, ErrorKind, &str); 4] = [
+            (
+                CreateKey {
+                    description: "12345678901",
+                    ..Default::default()
+                },
+                ErrorKind::Validation,
+                "Description",
+            ),
+            (
+                CreateKey {
+                    tags: tags(&[("a", "1"), ("b", "2"), ("c", "3")]),
+                    ..Default::default()
+                },
+                ErrorKind::Tag,
+                "max_tags_per_key",
+            ),
+            (
+                CreateKey {
+                    tags: tags(&[("aws:reserved", "1")]),
+                    ..Default::default()
+                },
+                ErrorKind::Tag,
+                "Tags[0].TagKey",
+            ),
+            (
+                CreateKey {
+                    tags: tags(&[("", "1")]),
+                    ..Default::default()
+                },
+                ErrorKind::Validation,
+                "Tags[0].TagKey",
+            ),
+        ];
+        for (req, kind, needle) in cases {
+            let e = t.call(Operation::CreateKey(req)).unwrap_err();
+            assert_eq!(e.kind, kind, "{e}");
+            assert!(e.message.contains(needle), "{e}");
+        }
+        assert_eq!(t.svc.store().count_keys().unwrap(), 0);
+    }
+
+    #[test]
+    fn an_external_key_waits_for_its_material_and_refuses_crypto() {
+        let t = TestService::new();
+        let m = t.create(CreateKey {
+            origin: Origin::External,
+            tags: tags(&[("k", "v")]),
+            ..Default::default()
+        });
+        assert_eq!(
+            (m.key_state, m.enabled, m.current_version, m.origin),
+            (KeyState::PendingImport, false, 0, Origin::External)
+        );
+        let id = crate::service::parse_key_id(&m.key_id).unwrap();
+        assert!(t.svc.store().get_versions(&id).unwrap().is_empty());
+        assert_eq!(t.describe(&m.key_id).key_state, KeyState::PendingImport);
+        t.alias("alias/ext", &m.key_id);
+        let check = |t: &TestService| {
+            for key_id in [m.key_id.as_str(), "alias/ext"] {
+                let e = t
+                    .call(Operation::GenerateDataKey(GenerateDataKey {
+                        key_id,
+                        number_of_bytes: Some(32),
+                        key_spec: None,
+                        context: vec![],
+                    }))
+                    .unwrap_err();
+                assert_eq!(e.kind, ErrorKind::KmsInvalidState);
+                assert!(e.message.contains("pending import"), "{e}");
+                let e = t
+                    .call(Operation::Encrypt(Encrypt {
+                        key_id,
+                        plaintext: b"x",
+                        context: vec![],
+                    }))
+                    .unwrap_err();
+                assert_eq!(e.kind, ErrorKind::KmsInvalidState);
+            }
+        };
+        // Cached at creation, and loaded from the store.
+        check(&t);
+        t.svc.invalidate(&id);
+        check(&t);
+    }
 }

@@ -6,7 +6,7 @@ use crate::errors;
 use crate::identity::Identity;
 use crate::service::keys::KeyRef;
 use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
-use crate::service::{backing, format_key_id, parse_key_id, LoadedKey, KEY_ID_TEXT};
+use crate::service::{backing, format_key_id, LoadedKey, Service, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_CIPHERTEXT_BLOB;
 use kms_proto::{Decrypt, DecryptOutput, ErrorKind, KmsError, Output, SecretBytes};
 use std::sync::Arc;
@@ -33,7 +33,8 @@ pub(crate) fn blob_key(ciphertext_blob: &[u8]) -> Option<KeyRef> {
     })
 }
 
-/// Opens a blob: checks the named key, loads the blob's key and version,
+/// Opens a blob: checks the named key (`key_id`: the identifier and its
+/// field; an alias is resolved), loads the blob's key and version,
 /// authenticates and decrypts. Shared by Decrypt and ReEncrypt.
 ///
 /// The blob's length is checked first: one longer than any valid blob is
@@ -41,11 +42,13 @@ pub(crate) fn blob_key(ciphertext_blob: &[u8]) -> Option<KeyRef> {
 pub(crate) fn decrypt_blob(
     ctx: &DataCtx<'_>,
     ciphertext_blob: &[u8],
-    key_id: Option<&str>,
+    key_id: Option<(&str, &str)>,
     context: &CanonicalContext,
 ) -> Result<(Arc<LoadedKey>, SecretBytes), ExecError> {
     validate_blob(ciphertext_blob)?;
-    let expected = key_id.map(parse_key_id).transpose()?;
+    let expected = key_id
+        .map(|(k, field)| ctx.service().resolve_key_id(k, field))
+        .transpose()?;
     let header =
         backing::parse_any_header(ciphertext_blob).map_err(|_| errors::invalid_ciphertext())?;
     if let Some(expected) = expected {
@@ -83,7 +86,7 @@ impl Op for Decrypt<'_> {
     const ACTION: &'static str = "kms:Decrypt";
     type Plane = Data;
 
-    fn keys(&self, out: &mut Vec<KeyRef>) {
+    fn keys(&self, _svc: &Service, out: &mut Vec<KeyRef>) {
         out.extend(blob_key(self.ciphertext_blob));
     }
 
@@ -107,7 +110,12 @@ impl Op for Decrypt<'_> {
     /// Decrypts the blob.
     fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         let context = super::context(&self.context)?;
-        let (key, plaintext) = decrypt_blob(ctx, self.ciphertext_blob, self.key_id, &context)?;
+        let (key, plaintext) = decrypt_blob(
+            ctx,
+            self.ciphertext_blob,
+            self.key_id.map(|k| (k, "KeyId")),
+            &context,
+        )?;
         Ok(Output::Decrypt(DecryptOutput {
             key_id: format_key_id(key.id()),
             plaintext,

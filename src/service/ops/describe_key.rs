@@ -1,9 +1,10 @@
-//! DescribeKey: a key's metadata.
+//! DescribeKey: a key's metadata. The key may be named by key id, key
+//! ARN, alias name or alias ARN (AWS).
 
 use crate::errors;
 use crate::identity::Identity;
 use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{parse_key_id, ARN_TEXT, KEY_ID_TEXT};
+use crate::service::{ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
 use kms_proto::{DescribeKey, Output};
 
@@ -23,7 +24,8 @@ impl Op for DescribeKey<'_> {
     /// Reads the key's record from the store (the source of truth for
     /// state).
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let svc = ctx.service();
+        let id = svc.resolve_key_id(self.key_id, "KeyId")?;
         let record = ctx
             .store()
             .get_key(&id)
@@ -31,6 +33,6 @@ impl Op for DescribeKey<'_> {
             .ok_or_else(|| errors::key_not_found(&id))?;
         // The state shown (Unavailable for an HSM-only key whose HSM is
         // down), deletion date and window.
-        Ok(Output::DescribeKey(ctx.service().describe(&record)))
+        Ok(Output::DescribeKey(svc.describe(&record)))
     }
 }

@@ -3,7 +3,7 @@
 use crate::identity::Identity;
 use crate::service::keys::KeyRef;
 use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
-use crate::service::{format_key_id, parse_key_id, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
+use crate::service::{format_key_id, Service, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_PLAINTEXT;
 use kms_proto::{Encrypt, EncryptOutput, KmsError, Output};
 
@@ -23,8 +23,8 @@ impl Op for Encrypt<'_> {
     const ACTION: &'static str = "kms:Encrypt";
     type Plane = Data;
 
-    fn keys(&self, out: &mut Vec<KeyRef>) {
-        if let Ok(id) = parse_key_id(self.key_id) {
+    fn keys(&self, svc: &Service, out: &mut Vec<KeyRef>) {
+        if let Ok(id) = svc.resolve_key_id(self.key_id, "KeyId") {
             out.push(KeyRef { id, version: None });
         }
     }
@@ -49,7 +49,7 @@ impl Op for Encrypt<'_> {
     fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         validate(self)?;
         let context = super::context(&self.context)?;
-        let key = ctx.key_named(self.key_id)?;
+        let key = ctx.key_named(self.key_id, "KeyId")?;
         key.check_usable()?;
         let ciphertext_blob = ctx
             .service()

@@ -7,7 +7,7 @@ use crate::crypto::rng;
 use crate::identity::Identity;
 use crate::service::keys::KeyRef;
 use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
-use crate::service::{format_key_id, parse_key_id, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
+use crate::service::{format_key_id, Service, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_DATA_KEY_BYTES;
 use kms_proto::{
     GenerateDataKey, GenerateDataKeyOutput, GenerateDataKeyWithoutPlaintextOutput, KmsError,
@@ -40,8 +40,8 @@ fn asked(req: &GenerateDataKey<'_>) -> usize {
     n.min(MAX_DATA_KEY_BYTES) as usize
 }
 
-fn keys(req: &GenerateDataKey<'_>, out: &mut Vec<KeyRef>) {
-    if let Ok(id) = parse_key_id(req.key_id) {
+fn keys(req: &GenerateDataKey<'_>, svc: &Service, out: &mut Vec<KeyRef>) {
+    if let Ok(id) = svc.resolve_key_id(req.key_id, "KeyId") {
         out.push(KeyRef { id, version: None });
     }
 }
@@ -58,7 +58,7 @@ fn generate(
 ) -> Result<Output, ExecError> {
     let len = validate(req)?;
     let context = super::context(&req.context)?;
-    let key = ctx.key_named(req.key_id)?;
+    let key = ctx.key_named(req.key_id, "KeyId")?;
     key.check_usable()?;
     let mut plaintext = SecretBytes::new(vec![0; len]);
     rng::fill(plaintext.expose_mut());
@@ -85,8 +85,8 @@ impl Op for GenerateDataKey<'_> {
     const ACTION: &'static str = "kms:GenerateDataKey";
     type Plane = Data;
 
-    fn keys(&self, out: &mut Vec<KeyRef>) {
-        keys(self, out)
+    fn keys(&self, svc: &Service, out: &mut Vec<KeyRef>) {
+        keys(self, svc, out)
     }
 
     fn payload(&self) -> usize {
@@ -119,8 +119,8 @@ impl Op for WithoutPlaintext<'_, '_> {
     const ACTION: &'static str = "kms:GenerateDataKeyWithoutPlaintext";
     type Plane = Data;
 
-    fn keys(&self, out: &mut Vec<KeyRef>) {
-        keys(self.0, out)
+    fn keys(&self, svc: &Service, out: &mut Vec<KeyRef>) {
+        keys(self.0, svc, out)
     }
 
     fn payload(&self) -> usize {

@@ -4,7 +4,7 @@
 use crate::identity::Identity;
 use crate::service::keys::KeyRef;
 use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
-use crate::service::{format_key_id, parse_key_id, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
+use crate::service::{format_key_id, Service, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
 use kms_proto::{Output, ReEncrypt, ReEncryptOutput};
 
 impl Op for ReEncrypt<'_> {
@@ -14,8 +14,8 @@ impl Op for ReEncrypt<'_> {
     const ACTION: &'static str = "kms:ReEncrypt*";
     type Plane = Data;
 
-    fn keys(&self, out: &mut Vec<KeyRef>) {
-        if let Ok(id) = parse_key_id(self.destination_key_id) {
+    fn keys(&self, svc: &Service, out: &mut Vec<KeyRef>) {
+        if let Ok(id) = svc.resolve_key_id(self.destination_key_id, "DestinationKeyId") {
             out.push(KeyRef { id, version: None });
         }
         out.extend(super::decrypt::blob_key(self.ciphertext_blob));
@@ -44,12 +44,12 @@ impl Op for ReEncrypt<'_> {
         super::decrypt::validate_blob(self.ciphertext_blob)?;
         let source_context = super::context(&self.source_context)?;
         let destination_context = super::context(&self.destination_context)?;
-        let destination = ctx.key_named(self.destination_key_id)?;
+        let destination = ctx.key_named(self.destination_key_id, "DestinationKeyId")?;
         destination.check_usable()?;
         let (source, plaintext) = super::decrypt::decrypt_blob(
             ctx,
             self.ciphertext_blob,
-            self.source_key_id,
+            self.source_key_id.map(|k| (k, "SourceKeyId")),
             &source_context,
         )?;
         let ciphertext_blob = ctx.service().seal(
