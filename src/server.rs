@@ -27,16 +27,17 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     // Checked and locked before anything in it is read, and held until
     // this function returns: one process per data directory.
     let data_dir = DataDir::create_or_open(&config.data_dir, "kmsd serve")?;
+    // The keystore before the root of trust: a damaged, truncated or too
+    // new keys.db stops start-up at once with one line naming the file and
+    // saying what to do (its own words: no context to repeat them), and a
+    // new one is created whole (keystore/durable.rs).
+    let store = Keystore::open(data_dir.path())?;
     // The file root or the PKCS#11 token, by root.kind; start-up errors are
     // one line that says what to do.
     let root: Arc<dyn RootOfTrust> = crate::root::open(config)?;
     let service = Arc::new(
-        Service::with_options(
-            Keystore::open(data_dir.path()).context("opening the keystore")?,
-            root,
-            ServiceOptions::from_config(config),
-        )
-        .context("opening the keystore")?,
+        Service::with_options(store, root, ServiceOptions::from_config(config))
+            .context("opening the keystore")?,
     );
     // A CreateKey of an HSM-only key interrupted by a crash may have left a
     // token object that no stored key names: destroyed before serving.

@@ -9,6 +9,7 @@ mod memory;
 mod protocol;
 mod readiness;
 mod service;
+mod store_open;
 mod support;
 mod trust;
 mod vectors;
