@@ -23,12 +23,12 @@ pub use request::{
 };
 pub use response::{
     decode_response, encode_error_response, encode_response, response_size_hint, tally_response,
-    ResponseTally,
+    ResponseTally, ALIAS_ENTRY_FIXED, KEY_ENTRY_FIXED, ROTATION_ENTRY_FIXED, TAG_ENTRY_FIXED,
 };
 pub use verify::{DecodeLimits, DEFAULT_MAX_BATCH, MAX_RESPONSE_TABLES};
 
 use crate::generated as fb;
-use crate::types::Origin;
+use crate::types::{ExpirationModel, Origin};
 use flatbuffers::FlatBufferBuilder;
 
 /// The protocol version this crate speaks.
@@ -43,5 +43,15 @@ fn origin_to_wire(o: Origin) -> fb::Origin {
         Origin::Kmsd => fb::Origin::KMSD,
         Origin::External => fb::Origin::EXTERNAL,
         Origin::Hsm => fb::Origin::HSM,
+    }
+}
+
+/// An expiration model on the wire (ImportKeyMaterial, key metadata).
+fn expiration_model_to_wire(m: ExpirationModel) -> fb::ExpirationModel {
+    match m {
+        ExpirationModel::KeyMaterialExpires => fb::ExpirationModel::KEY_MATERIAL_EXPIRES,
+        ExpirationModel::KeyMaterialDoesNotExpire => {
+            fb::ExpirationModel::KEY_MATERIAL_DOES_NOT_EXPIRE
+        }
     }
 }

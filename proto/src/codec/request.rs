@@ -4,12 +4,13 @@
 //! within a size bound computed first ([`request_size_bound`]) so that a
 //! builder holding plaintext never grows.
 
-use super::{origin_to_wire, DecodeLimits, Fbb, PROTOCOL_VERSION};
+use super::{expiration_model_to_wire, origin_to_wire, DecodeLimits, Fbb, PROTOCOL_VERSION};
 use crate::error::{ErrorKind, KmsError};
 use crate::frame::write_frame;
 use crate::generated as fb;
 use crate::types::*;
 use flatbuffers::{ForwardsUOffset, Vector, WIPOffset};
+use std::fmt;
 
 /// A request frame that could not be decoded at all. `request_id` is the
 /// request's when it could be read, else 0.
@@ -83,6 +84,86 @@ macro_rules! decode_operation {
                         number_of_bytes: r.number_of_bytes(),
                     })
                 }),
+            fb::Operation::UpdateKeyDescriptionRequest => src
+                .operation_as_update_key_description_request()
+                .ok_or_else(missing_union)
+                .and_then(read_update_key_description),
+            fb::Operation::TagResourceRequest => src
+                .operation_as_tag_resource_request()
+                .ok_or_else(missing_union)
+                .and_then(read_tag_resource),
+            fb::Operation::UntagResourceRequest => src
+                .operation_as_untag_resource_request()
+                .ok_or_else(missing_union)
+                .and_then(read_untag_resource),
+            fb::Operation::ListResourceTagsRequest => src
+                .operation_as_list_resource_tags_request()
+                .ok_or_else(missing_union)
+                .and_then(read_list_resource_tags),
+            fb::Operation::CreateAliasRequest => src
+                .operation_as_create_alias_request()
+                .ok_or_else(missing_union)
+                .and_then(read_create_alias),
+            fb::Operation::UpdateAliasRequest => src
+                .operation_as_update_alias_request()
+                .ok_or_else(missing_union)
+                .and_then(read_update_alias),
+            fb::Operation::DeleteAliasRequest => src
+                .operation_as_delete_alias_request()
+                .ok_or_else(missing_union)
+                .and_then(read_delete_alias),
+            fb::Operation::ListAliasesRequest => src
+                .operation_as_list_aliases_request()
+                .ok_or_else(missing_union)
+                .and_then(read_list_aliases),
+            fb::Operation::EnableKeyRequest => src
+                .operation_as_enable_key_request()
+                .ok_or_else(missing_union)
+                .and_then(read_enable_key),
+            fb::Operation::DisableKeyRequest => src
+                .operation_as_disable_key_request()
+                .ok_or_else(missing_union)
+                .and_then(read_disable_key),
+            fb::Operation::ScheduleKeyDeletionRequest => src
+                .operation_as_schedule_key_deletion_request()
+                .ok_or_else(missing_union)
+                .and_then(read_schedule_key_deletion),
+            fb::Operation::CancelKeyDeletionRequest => src
+                .operation_as_cancel_key_deletion_request()
+                .ok_or_else(missing_union)
+                .and_then(read_cancel_key_deletion),
+            fb::Operation::EnableKeyRotationRequest => src
+                .operation_as_enable_key_rotation_request()
+                .ok_or_else(missing_union)
+                .and_then(read_enable_key_rotation),
+            fb::Operation::DisableKeyRotationRequest => src
+                .operation_as_disable_key_rotation_request()
+                .ok_or_else(missing_union)
+                .and_then(read_disable_key_rotation),
+            fb::Operation::GetKeyRotationStatusRequest => src
+                .operation_as_get_key_rotation_status_request()
+                .ok_or_else(missing_union)
+                .and_then(read_get_key_rotation_status),
+            fb::Operation::RotateKeyOnDemandRequest => src
+                .operation_as_rotate_key_on_demand_request()
+                .ok_or_else(missing_union)
+                .and_then(read_rotate_key_on_demand),
+            fb::Operation::ListKeyRotationsRequest => src
+                .operation_as_list_key_rotations_request()
+                .ok_or_else(missing_union)
+                .and_then(read_list_key_rotations),
+            fb::Operation::GetParametersForImportRequest => src
+                .operation_as_get_parameters_for_import_request()
+                .ok_or_else(missing_union)
+                .and_then(read_get_parameters_for_import),
+            fb::Operation::ImportKeyMaterialRequest => src
+                .operation_as_import_key_material_request()
+                .ok_or_else(missing_union)
+                .and_then(read_import_key_material),
+            fb::Operation::DeleteImportedKeyMaterialRequest => src
+                .operation_as_delete_imported_key_material_request()
+                .ok_or_else(missing_union)
+                .and_then(read_delete_imported_key_material),
             fb::Operation::NONE => Err(KmsError::validation("item has no operation")),
             other => Err(KmsError::new(
                 ErrorKind::UnsupportedOperation,
@@ -237,7 +318,7 @@ fn read_create_key(r: fb::CreateKeyRequest<'_>) -> Result<Operation<'_>, KmsErro
         key_usage,
         key_spec,
         origin,
-        tags: Vec::new(),
+        tags: read_tags(r.tags(), "Tags", 0)?,
     }))
 }
 
@@ -300,6 +381,337 @@ fn read_re_encrypt(r: fb::ReEncryptRequest<'_>) -> Result<Operation<'_>, KmsErro
     }))
 }
 
+/// Checks that `s` has `min..=max` characters (AWS counts characters, not
+/// bytes); the error names `field` and never quotes the client's text.
+fn check_chars(s: &str, field: &dyn fmt::Display, min: usize, max: usize) -> Result<(), KmsError> {
+    // Most strings are short ASCII: no count when the bytes already fit.
+    let n = if s.len() <= max {
+        if s.len() >= min {
+            return Ok(());
+        }
+        s.chars().count()
+    } else {
+        s.chars().count()
+    };
+    if n < min || n > max {
+        let range = if min == 0 {
+            format!("at most {max}")
+        } else {
+            format!("{min} to {max}")
+        };
+        return Err(KmsError::validation(format!(
+            "{field} has {n} characters; it must have {range}"
+        )));
+    }
+    Ok(())
+}
+
+/// A required string of `min..=max` characters.
+fn required_chars<'a>(
+    v: Option<&'a str>,
+    field: &str,
+    min: usize,
+    max: usize,
+) -> Result<&'a str, KmsError> {
+    let s = required(v, field)?;
+    check_chars(s, &field, min, max)?;
+    Ok(s)
+}
+
+/// A required byte string of 1..=`max` bytes.
+fn required_bytes<'a>(
+    v: Option<Vector<'a, u8>>,
+    field: &str,
+    max: usize,
+) -> Result<&'a [u8], KmsError> {
+    let b = v.map(|v| v.bytes()).unwrap_or_default();
+    if b.is_empty() {
+        return Err(KmsError::validation(format!("{field} is required")));
+    }
+    if b.len() > max {
+        return Err(KmsError::validation(format!(
+            "{field} has {} bytes; at most {max} are allowed",
+            b.len()
+        )));
+    }
+    Ok(b)
+}
+
+/// Checks a vector's length against `min..=MAX_TAGS_PER_REQUEST`.
+fn check_count(n: usize, field: &str, min: usize) -> Result<(), KmsError> {
+    if n < min {
+        return Err(KmsError::validation(format!("{field} is required")));
+    }
+    if n > limits::MAX_TAGS_PER_REQUEST {
+        return Err(KmsError::validation(format!(
+            "{field} has {n} entries; at most {} are allowed",
+            limits::MAX_TAGS_PER_REQUEST
+        )));
+    }
+    Ok(())
+}
+
+fn read_tags<'a>(
+    v: Option<Vector<'a, ForwardsUOffset<fb::Tag<'a>>>>,
+    field: &str,
+    min: usize,
+) -> Result<Vec<Tag<'a>>, KmsError> {
+    let n = v.map_or(0, |v| v.len());
+    check_count(n, field, min)?;
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    v.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let key = t
+                .tag_key()
+                .ok_or_else(|| KmsError::validation(format!("{field}[{i}].TagKey is required")))?;
+            check_chars(
+                key,
+                &format_args!("{field}[{i}].TagKey"),
+                1,
+                limits::MAX_TAG_KEY_LEN,
+            )?;
+            // An absent value is the empty value (AWS allows 0 characters).
+            let value = t.tag_value().unwrap_or("");
+            check_chars(
+                value,
+                &format_args!("{field}[{i}].TagValue"),
+                0,
+                limits::MAX_TAG_VALUE_LEN,
+            )?;
+            Ok(Tag { key, value })
+        })
+        .collect()
+}
+
+fn read_update_key_description(
+    r: fb::UpdateKeyDescriptionRequest<'_>,
+) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::UpdateKeyDescription(UpdateKeyDescription {
+        key_id: required(r.key_id(), "KeyId")?,
+        // AWS requires the field; an empty description clears it.
+        description: required_chars(
+            r.description(),
+            "Description",
+            0,
+            limits::MAX_DESCRIPTION_LEN,
+        )?,
+    }))
+}
+
+fn read_tag_resource(r: fb::TagResourceRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::TagResource(TagResource {
+        key_id: required(r.key_id(), "KeyId")?,
+        tags: read_tags(r.tags(), "Tags", 1)?,
+    }))
+}
+
+fn read_untag_resource(r: fb::UntagResourceRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    let key_id = required(r.key_id(), "KeyId")?;
+    let keys = r.tag_keys();
+    check_count(keys.map_or(0, |v| v.len()), "TagKeys", 1)?;
+    let tag_keys = keys
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, k)| {
+            check_chars(k, &format_args!("TagKeys[{i}]"), 1, limits::MAX_TAG_KEY_LEN).map(|()| k)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Operation::UntagResource(UntagResource { key_id, tag_keys }))
+}
+
+fn read_list_resource_tags(r: fb::ListResourceTagsRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::ListResourceTags(ListResourceTags {
+        key_id: required(r.key_id(), "KeyId")?,
+        limit: r.limit(),
+        marker: r.marker(),
+    }))
+}
+
+fn alias_name(v: Option<&str>) -> Result<&str, KmsError> {
+    required_chars(v, "AliasName", 1, limits::MAX_ALIAS_NAME_LEN)
+}
+
+fn read_create_alias(r: fb::CreateAliasRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::CreateAlias(CreateAlias {
+        alias_name: alias_name(r.alias_name())?,
+        target_key_id: required(r.target_key_id(), "TargetKeyId")?,
+    }))
+}
+
+fn read_update_alias(r: fb::UpdateAliasRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::UpdateAlias(UpdateAlias {
+        alias_name: alias_name(r.alias_name())?,
+        target_key_id: required(r.target_key_id(), "TargetKeyId")?,
+    }))
+}
+
+fn read_delete_alias(r: fb::DeleteAliasRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::DeleteAlias(DeleteAlias {
+        alias_name: alias_name(r.alias_name())?,
+    }))
+}
+
+fn read_list_aliases(r: fb::ListAliasesRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::ListAliases(ListAliases {
+        key_id: r.key_id(),
+        limit: r.limit(),
+        marker: r.marker(),
+    }))
+}
+
+fn read_enable_key(r: fb::EnableKeyRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::EnableKey(EnableKey {
+        key_id: required(r.key_id(), "KeyId")?,
+    }))
+}
+
+fn read_disable_key(r: fb::DisableKeyRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::DisableKey(DisableKey {
+        key_id: required(r.key_id(), "KeyId")?,
+    }))
+}
+
+fn read_schedule_key_deletion(
+    r: fb::ScheduleKeyDeletionRequest<'_>,
+) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::ScheduleKeyDeletion(ScheduleKeyDeletion {
+        key_id: required(r.key_id(), "KeyId")?,
+        pending_window_in_days: r.pending_window_in_days(),
+    }))
+}
+
+fn read_cancel_key_deletion(
+    r: fb::CancelKeyDeletionRequest<'_>,
+) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::CancelKeyDeletion(CancelKeyDeletion {
+        key_id: required(r.key_id(), "KeyId")?,
+    }))
+}
+
+fn read_enable_key_rotation(
+    r: fb::EnableKeyRotationRequest<'_>,
+) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::EnableKeyRotation(EnableKeyRotation {
+        key_id: required(r.key_id(), "KeyId")?,
+        rotation_period_in_days: r.rotation_period_in_days(),
+    }))
+}
+
+fn read_disable_key_rotation(
+    r: fb::DisableKeyRotationRequest<'_>,
+) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::DisableKeyRotation(DisableKeyRotation {
+        key_id: required(r.key_id(), "KeyId")?,
+    }))
+}
+
+fn read_get_key_rotation_status(
+    r: fb::GetKeyRotationStatusRequest<'_>,
+) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::GetKeyRotationStatus(GetKeyRotationStatus {
+        key_id: required(r.key_id(), "KeyId")?,
+    }))
+}
+
+fn read_rotate_key_on_demand(
+    r: fb::RotateKeyOnDemandRequest<'_>,
+) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::RotateKeyOnDemand(RotateKeyOnDemand {
+        key_id: required(r.key_id(), "KeyId")?,
+    }))
+}
+
+fn read_list_key_rotations(r: fb::ListKeyRotationsRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::ListKeyRotations(ListKeyRotations {
+        key_id: required(r.key_id(), "KeyId")?,
+        limit: r.limit(),
+        marker: r.marker(),
+    }))
+}
+
+fn read_get_parameters_for_import(
+    r: fb::GetParametersForImportRequest<'_>,
+) -> Result<Operation<'_>, KmsError> {
+    let key_id = required(r.key_id(), "KeyId")?;
+    let wrapping_algorithm = match r.wrapping_algorithm() {
+        fb::WrappingAlgorithm::NONE => {
+            return Err(KmsError::validation("WrappingAlgorithm is required"))
+        }
+        fb::WrappingAlgorithm::RSAES_PKCS1_V1_5 => WrappingAlgorithm::RsaesPkcs1V15,
+        fb::WrappingAlgorithm::RSAES_OAEP_SHA_1 => WrappingAlgorithm::RsaesOaepSha1,
+        fb::WrappingAlgorithm::RSAES_OAEP_SHA_256 => WrappingAlgorithm::RsaesOaepSha256,
+        fb::WrappingAlgorithm::RSA_AES_KEY_WRAP_SHA_1 => WrappingAlgorithm::RsaAesKeyWrapSha1,
+        fb::WrappingAlgorithm::RSA_AES_KEY_WRAP_SHA_256 => WrappingAlgorithm::RsaAesKeyWrapSha256,
+        other => {
+            return Err(KmsError::validation(format!(
+                "unknown WrappingAlgorithm {}",
+                other.0
+            )))
+        }
+    };
+    let wrapping_key_spec = match r.wrapping_key_spec() {
+        fb::WrappingKeySpec::NONE => {
+            return Err(KmsError::validation("WrappingKeySpec is required"))
+        }
+        fb::WrappingKeySpec::RSA_2048 => WrappingKeySpec::Rsa2048,
+        fb::WrappingKeySpec::RSA_3072 => WrappingKeySpec::Rsa3072,
+        fb::WrappingKeySpec::RSA_4096 => WrappingKeySpec::Rsa4096,
+        other => {
+            return Err(KmsError::validation(format!(
+                "unknown WrappingKeySpec {}",
+                other.0
+            )))
+        }
+    };
+    Ok(Operation::GetParametersForImport(GetParametersForImport {
+        key_id,
+        wrapping_algorithm,
+        wrapping_key_spec,
+    }))
+}
+
+fn read_import_key_material(
+    r: fb::ImportKeyMaterialRequest<'_>,
+) -> Result<Operation<'_>, KmsError> {
+    let expiration_model = match r.expiration_model() {
+        fb::ExpirationModel::KEY_MATERIAL_EXPIRES => ExpirationModel::KeyMaterialExpires,
+        fb::ExpirationModel::KEY_MATERIAL_DOES_NOT_EXPIRE => {
+            ExpirationModel::KeyMaterialDoesNotExpire
+        }
+        other => {
+            return Err(KmsError::validation(format!(
+                "unknown ExpirationModel {}",
+                other.0
+            )))
+        }
+    };
+    Ok(Operation::ImportKeyMaterial(ImportKeyMaterial {
+        key_id: required(r.key_id(), "KeyId")?,
+        import_token: required_bytes(r.import_token(), "ImportToken", limits::MAX_IMPORT_TOKEN)?,
+        encrypted_key_material: required_bytes(
+            r.encrypted_key_material(),
+            "EncryptedKeyMaterial",
+            limits::MAX_ENCRYPTED_KEY_MATERIAL,
+        )?,
+        valid_to: r.valid_to(),
+        expiration_model,
+    }))
+}
+
+fn read_delete_imported_key_material(
+    r: fb::DeleteImportedKeyMaterialRequest<'_>,
+) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::DeleteImportedKeyMaterial(
+        DeleteImportedKeyMaterial {
+            key_id: required(r.key_id(), "KeyId")?,
+        },
+    ))
+}
+
 fn put_context<'b>(
     fbb: &mut Fbb<'b>,
     ctx: &Context<'_>,
@@ -318,6 +730,34 @@ fn put_context<'b>(
     Some(fbb.create_vector(&entries))
 }
 
+fn put_tags<'b>(
+    fbb: &mut Fbb<'b>,
+    tags: &[Tag<'_>],
+) -> Option<WIPOffset<Vector<'b, ForwardsUOffset<fb::Tag<'b>>>>> {
+    if tags.is_empty() {
+        return None;
+    }
+    let entries: Vec<_> = tags
+        .iter()
+        .map(|t| {
+            let tag_key = Some(fbb.create_string(t.key));
+            let tag_value = Some(fbb.create_string(t.value));
+            fb::Tag::create(fbb, &fb::TagArgs { tag_key, tag_value })
+        })
+        .collect();
+    Some(fbb.create_vector(&entries))
+}
+
+fn wrapping_algorithm_to_wire(a: WrappingAlgorithm) -> fb::WrappingAlgorithm {
+    match a {
+        WrappingAlgorithm::RsaesPkcs1V15 => fb::WrappingAlgorithm::RSAES_PKCS1_V1_5,
+        WrappingAlgorithm::RsaesOaepSha1 => fb::WrappingAlgorithm::RSAES_OAEP_SHA_1,
+        WrappingAlgorithm::RsaesOaepSha256 => fb::WrappingAlgorithm::RSAES_OAEP_SHA_256,
+        WrappingAlgorithm::RsaAesKeyWrapSha1 => fb::WrappingAlgorithm::RSA_AES_KEY_WRAP_SHA_1,
+        WrappingAlgorithm::RsaAesKeyWrapSha256 => fb::WrappingAlgorithm::RSA_AES_KEY_WRAP_SHA_256,
+    }
+}
+
 fn put_operation(
     fbb: &mut Fbb<'_>,
     op: &Operation<'_>,
@@ -325,6 +765,7 @@ fn put_operation(
     match op {
         Operation::CreateKey(r) => {
             let description = (!r.description.is_empty()).then(|| fbb.create_string(r.description));
+            let tags = put_tags(fbb, &r.tags);
             let t = fb::CreateKeyRequest::create(
                 fbb,
                 &fb::CreateKeyRequestArgs {
@@ -332,7 +773,7 @@ fn put_operation(
                     key_usage: fb::KeyUsage::ENCRYPT_DECRYPT,
                     key_spec: fb::KeySpec::SYMMETRIC_DEFAULT,
                     origin: origin_to_wire(r.origin),
-                    tags: None,
+                    tags,
                 },
             );
             (fb::Operation::CreateKeyRequest, t.as_union_value())
@@ -444,7 +885,222 @@ fn put_operation(
             );
             (fb::Operation::GenerateRandomRequest, t.as_union_value())
         }
-        _ => todo!("wire: lifecycle operations"),
+        Operation::UpdateKeyDescription(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let description = Some(fbb.create_string(r.description));
+            let t = fb::UpdateKeyDescriptionRequest::create(
+                fbb,
+                &fb::UpdateKeyDescriptionRequestArgs {
+                    key_id,
+                    description,
+                },
+            );
+            (
+                fb::Operation::UpdateKeyDescriptionRequest,
+                t.as_union_value(),
+            )
+        }
+        Operation::TagResource(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let tags = put_tags(fbb, &r.tags);
+            let t =
+                fb::TagResourceRequest::create(fbb, &fb::TagResourceRequestArgs { key_id, tags });
+            (fb::Operation::TagResourceRequest, t.as_union_value())
+        }
+        Operation::UntagResource(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let keys: Vec<_> = r.tag_keys.iter().map(|k| fbb.create_string(k)).collect();
+            let tag_keys = Some(fbb.create_vector(&keys));
+            let t = fb::UntagResourceRequest::create(
+                fbb,
+                &fb::UntagResourceRequestArgs { key_id, tag_keys },
+            );
+            (fb::Operation::UntagResourceRequest, t.as_union_value())
+        }
+        Operation::ListResourceTags(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let marker = r.marker.map(|m| fbb.create_string(m));
+            let t = fb::ListResourceTagsRequest::create(
+                fbb,
+                &fb::ListResourceTagsRequestArgs {
+                    key_id,
+                    limit: r.limit,
+                    marker,
+                },
+            );
+            (fb::Operation::ListResourceTagsRequest, t.as_union_value())
+        }
+        Operation::CreateAlias(r) => {
+            let alias_name = Some(fbb.create_string(r.alias_name));
+            let target_key_id = Some(fbb.create_string(r.target_key_id));
+            let t = fb::CreateAliasRequest::create(
+                fbb,
+                &fb::CreateAliasRequestArgs {
+                    alias_name,
+                    target_key_id,
+                },
+            );
+            (fb::Operation::CreateAliasRequest, t.as_union_value())
+        }
+        Operation::UpdateAlias(r) => {
+            let alias_name = Some(fbb.create_string(r.alias_name));
+            let target_key_id = Some(fbb.create_string(r.target_key_id));
+            let t = fb::UpdateAliasRequest::create(
+                fbb,
+                &fb::UpdateAliasRequestArgs {
+                    alias_name,
+                    target_key_id,
+                },
+            );
+            (fb::Operation::UpdateAliasRequest, t.as_union_value())
+        }
+        Operation::DeleteAlias(r) => {
+            let alias_name = Some(fbb.create_string(r.alias_name));
+            let t = fb::DeleteAliasRequest::create(fbb, &fb::DeleteAliasRequestArgs { alias_name });
+            (fb::Operation::DeleteAliasRequest, t.as_union_value())
+        }
+        Operation::ListAliases(r) => {
+            let key_id = r.key_id.map(|k| fbb.create_string(k));
+            let marker = r.marker.map(|m| fbb.create_string(m));
+            let t = fb::ListAliasesRequest::create(
+                fbb,
+                &fb::ListAliasesRequestArgs {
+                    key_id,
+                    limit: r.limit,
+                    marker,
+                },
+            );
+            (fb::Operation::ListAliasesRequest, t.as_union_value())
+        }
+        Operation::EnableKey(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::EnableKeyRequest::create(fbb, &fb::EnableKeyRequestArgs { key_id });
+            (fb::Operation::EnableKeyRequest, t.as_union_value())
+        }
+        Operation::DisableKey(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::DisableKeyRequest::create(fbb, &fb::DisableKeyRequestArgs { key_id });
+            (fb::Operation::DisableKeyRequest, t.as_union_value())
+        }
+        Operation::ScheduleKeyDeletion(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::ScheduleKeyDeletionRequest::create(
+                fbb,
+                &fb::ScheduleKeyDeletionRequestArgs {
+                    key_id,
+                    pending_window_in_days: r.pending_window_in_days,
+                },
+            );
+            (
+                fb::Operation::ScheduleKeyDeletionRequest,
+                t.as_union_value(),
+            )
+        }
+        Operation::CancelKeyDeletion(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::CancelKeyDeletionRequest::create(
+                fbb,
+                &fb::CancelKeyDeletionRequestArgs { key_id },
+            );
+            (fb::Operation::CancelKeyDeletionRequest, t.as_union_value())
+        }
+        Operation::EnableKeyRotation(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::EnableKeyRotationRequest::create(
+                fbb,
+                &fb::EnableKeyRotationRequestArgs {
+                    key_id,
+                    rotation_period_in_days: r.rotation_period_in_days,
+                },
+            );
+            (fb::Operation::EnableKeyRotationRequest, t.as_union_value())
+        }
+        Operation::DisableKeyRotation(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::DisableKeyRotationRequest::create(
+                fbb,
+                &fb::DisableKeyRotationRequestArgs { key_id },
+            );
+            (fb::Operation::DisableKeyRotationRequest, t.as_union_value())
+        }
+        Operation::GetKeyRotationStatus(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::GetKeyRotationStatusRequest::create(
+                fbb,
+                &fb::GetKeyRotationStatusRequestArgs { key_id },
+            );
+            (
+                fb::Operation::GetKeyRotationStatusRequest,
+                t.as_union_value(),
+            )
+        }
+        Operation::RotateKeyOnDemand(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::RotateKeyOnDemandRequest::create(
+                fbb,
+                &fb::RotateKeyOnDemandRequestArgs { key_id },
+            );
+            (fb::Operation::RotateKeyOnDemandRequest, t.as_union_value())
+        }
+        Operation::ListKeyRotations(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let marker = r.marker.map(|m| fbb.create_string(m));
+            let t = fb::ListKeyRotationsRequest::create(
+                fbb,
+                &fb::ListKeyRotationsRequestArgs {
+                    key_id,
+                    limit: r.limit,
+                    marker,
+                },
+            );
+            (fb::Operation::ListKeyRotationsRequest, t.as_union_value())
+        }
+        Operation::GetParametersForImport(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::GetParametersForImportRequest::create(
+                fbb,
+                &fb::GetParametersForImportRequestArgs {
+                    key_id,
+                    wrapping_algorithm: wrapping_algorithm_to_wire(r.wrapping_algorithm),
+                    wrapping_key_spec: match r.wrapping_key_spec {
+                        WrappingKeySpec::Rsa2048 => fb::WrappingKeySpec::RSA_2048,
+                        WrappingKeySpec::Rsa3072 => fb::WrappingKeySpec::RSA_3072,
+                        WrappingKeySpec::Rsa4096 => fb::WrappingKeySpec::RSA_4096,
+                    },
+                },
+            );
+            (
+                fb::Operation::GetParametersForImportRequest,
+                t.as_union_value(),
+            )
+        }
+        Operation::ImportKeyMaterial(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let import_token = Some(fbb.create_vector(r.import_token));
+            let encrypted_key_material = Some(fbb.create_vector(r.encrypted_key_material));
+            let t = fb::ImportKeyMaterialRequest::create(
+                fbb,
+                &fb::ImportKeyMaterialRequestArgs {
+                    key_id,
+                    import_token,
+                    encrypted_key_material,
+                    valid_to: r.valid_to,
+                    expiration_model: expiration_model_to_wire(r.expiration_model),
+                },
+            );
+            (fb::Operation::ImportKeyMaterialRequest, t.as_union_value())
+        }
+        Operation::DeleteImportedKeyMaterial(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let t = fb::DeleteImportedKeyMaterialRequest::create(
+                fbb,
+                &fb::DeleteImportedKeyMaterialRequestArgs { key_id },
+            );
+            (
+                fb::Operation::DeleteImportedKeyMaterialRequest,
+                t.as_union_value(),
+            )
+        }
     }
 }
 
@@ -536,9 +1192,15 @@ fn operation_size_bound(op: &Operation<'_>) -> usize {
                 .map(|(k, v)| TABLE_BOUND + 4 + bytes(k.len()) + bytes(v.len()))
                 .sum::<usize>()
     };
+    let tags = |t: &[Tag<'_>]| {
+        VECTOR_OVERHEAD
+            + t.iter()
+                .map(|t| TABLE_BOUND + 4 + bytes(t.key.len()) + bytes(t.value.len()))
+                .sum::<usize>()
+    };
     TABLE_BOUND
         + match op {
-            Operation::CreateKey(o) => bytes(o.description.len()),
+            Operation::CreateKey(o) => bytes(o.description.len()) + tags(&o.tags),
             Operation::DescribeKey(o) => bytes(o.key_id.len()),
             Operation::ListKeys(o) => opt(o.marker),
             Operation::GenerateDataKey(o) | Operation::GenerateDataKeyWithoutPlaintext(o) => {
@@ -558,7 +1220,38 @@ fn operation_size_bound(op: &Operation<'_>) -> usize {
                     + context(&o.destination_context)
             }
             Operation::GenerateRandom(_) => 0,
-            _ => 0,
+            Operation::UpdateKeyDescription(o) => {
+                bytes(o.key_id.len()) + bytes(o.description.len())
+            }
+            Operation::TagResource(o) => bytes(o.key_id.len()) + tags(&o.tags),
+            Operation::UntagResource(o) => {
+                bytes(o.key_id.len())
+                    + VECTOR_OVERHEAD
+                    + o.tag_keys.iter().map(|k| 4 + bytes(k.len())).sum::<usize>()
+            }
+            Operation::ListResourceTags(o) => bytes(o.key_id.len()) + opt(o.marker),
+            Operation::CreateAlias(o) => bytes(o.alias_name.len()) + bytes(o.target_key_id.len()),
+            Operation::UpdateAlias(o) => bytes(o.alias_name.len()) + bytes(o.target_key_id.len()),
+            Operation::DeleteAlias(o) => bytes(o.alias_name.len()),
+            Operation::ListAliases(o) => opt(o.key_id) + opt(o.marker),
+            Operation::ListKeyRotations(o) => bytes(o.key_id.len()) + opt(o.marker),
+            Operation::ImportKeyMaterial(o) => {
+                bytes(o.key_id.len())
+                    + bytes(o.import_token.len())
+                    + bytes(o.encrypted_key_material.len())
+            }
+            Operation::EnableKey(EnableKey { key_id })
+            | Operation::DisableKey(DisableKey { key_id })
+            | Operation::ScheduleKeyDeletion(ScheduleKeyDeletion { key_id, .. })
+            | Operation::CancelKeyDeletion(CancelKeyDeletion { key_id })
+            | Operation::EnableKeyRotation(EnableKeyRotation { key_id, .. })
+            | Operation::DisableKeyRotation(DisableKeyRotation { key_id })
+            | Operation::GetKeyRotationStatus(GetKeyRotationStatus { key_id })
+            | Operation::RotateKeyOnDemand(RotateKeyOnDemand { key_id })
+            | Operation::GetParametersForImport(GetParametersForImport { key_id, .. })
+            | Operation::DeleteImportedKeyMaterial(DeleteImportedKeyMaterial { key_id }) => {
+                bytes(key_id.len())
+            }
         }
 }
 
