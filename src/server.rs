@@ -13,6 +13,12 @@ use std::sync::Arc;
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: &Config) -> anyhow::Result<()> {
+    run_seeded(config, None)
+}
+
+/// [`run`], first making the keys of the seed file `seed` that the store
+/// does not have (`kmsd serve --seed FILE`; docs/seeding.md).
+pub fn run_seeded(config: &Config, seed: Option<&std::path::Path>) -> anyhow::Result<()> {
     config.validate()?;
     match crate::memlock::protect(config.cache.mlock) {
         crate::memlock::MemLock::Skipped(why) => {
@@ -44,6 +50,17 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     service
         .reconcile_hsm_only_keys()
         .context("settling pending HSM-only keys")?;
+    // Seeded keys before the scheduler and before serving: no client sees
+    // a seed file half applied. Its errors are one line of their own.
+    if let Some(path) = seed {
+        let report = crate::seed::seed(&service, path)?;
+        tracing::info!(
+            file = %path.display(),
+            created = report.created,
+            existing = report.existing,
+            "seed file applied"
+        );
+    }
     // Deletions, rotations and expiries that came due (also while kmsd was
     // stopped): a pass now, then one per interval; stopped on return.
     let scheduler = crate::service::scheduler::Scheduler::start(

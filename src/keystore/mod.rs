@@ -26,6 +26,7 @@ pub const DB_FILE: &str = "keys.db";
 
 mod durable;
 pub mod schema;
+mod seed;
 
 /// A KMS key as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

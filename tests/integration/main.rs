@@ -1,14 +1,19 @@
 //! The one integration test binary: protocol bytes to types, the service
 //! in-process, and end to end over a real socket with the real binaries.
 
+mod crash;
 mod e2e;
 mod errors;
 mod hsm;
 mod kmsctl;
+mod life;
+mod lifecycle_model;
 mod memory;
 mod protocol;
 mod readiness;
+mod seeding;
 mod service;
+mod states_table;
 mod store_open;
 mod support;
 mod trust;

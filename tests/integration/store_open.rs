@@ -106,6 +106,11 @@ fn copy_data_dir(from: &Path) -> (tempfile::TempDir, PathBuf) {
 /// stderr holds exactly what an operator is told) and expects it to exit
 /// non-zero without ever accepting a connection. Returns its stderr.
 fn start_must_fail(dir: &Path, data_dir: &Path) -> String {
+    start_must_fail_with(dir, data_dir, &[])
+}
+
+/// [`start_must_fail`] with more arguments.
+pub fn start_must_fail_with(dir: &Path, data_dir: &Path, args: &[&str]) -> String {
     let socket = dir.join("kmsd.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kmsd"))
         .arg("serve")
@@ -113,6 +118,7 @@ fn start_must_fail(dir: &Path, data_dir: &Path) -> String {
         .arg(&socket)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(args)
         .env("KMSD_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -127,7 +133,10 @@ fn start_must_fail(dir: &Path, data_dir: &Path) -> String {
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("kmsd served from a damaged store in {}", data_dir.display());
+            panic!(
+                "kmsd served (from {}) where it must not",
+                data_dir.display()
+            );
         }
         assert!(Instant::now() < deadline, "kmsd neither served nor exited");
         std::thread::sleep(Duration::from_millis(10));
@@ -222,8 +231,8 @@ fn a_store_from_a_newer_kmsd_is_refused_in_one_line() {
 }
 
 /// Rewrites the store in `data_dir` as kmsd 0.1 wrote it (schema version 1,
-/// the same keys, versions and root binding), as one file in rollback
-/// journal mode.
+/// the same keys, versions and root binding), in WAL mode as kmsd 0.1 kept
+/// it, with everything in the main file.
 pub fn downgrade_to_v1(data_dir: &Path) {
     let db = data_dir.join("keys.db");
     let v1 = data_dir.join("keys-v1.db");
@@ -241,7 +250,11 @@ pub fn downgrade_to_v1(data_dir: &Path) {
          DETACH DATABASE new;",
     )
     .unwrap();
-    drop(conn);
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    // Closing the last connection checkpoints the log into the file and
+    // removes it.
+    conn.close().unwrap();
+    assert!(!data_dir.join("keys-v1.db-wal").exists());
     for f in ["keys.db-wal", "keys.db-shm"] {
         let _ = std::fs::remove_file(data_dir.join(f));
     }
