@@ -165,7 +165,7 @@ fn classify(path: &Path, e: StoreError) -> StoreError {
                 "check the data directory's permissions and free space",
             ),
         },
-        e @ StoreError::RootMismatch { .. } => e,
+        other => other,
     }
 }
 

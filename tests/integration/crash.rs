@@ -93,14 +93,14 @@ struct ClientKeys {
 /// kill (then nothing is known).
 enum Sent<T> {
     Acked(T),
-    Refused(ErrorKind),
+    Refused(ErrorKind, String),
     Cut,
 }
 
 fn send(c: &mut Client, op: Operation<'_>) -> Sent<Output> {
     match c.call(op) {
         Ok(o) => Sent::Acked(o),
-        Err(ClientError::Kms(e)) => Sent::Refused(e.kind),
+        Err(ClientError::Kms(e)) => Sent::Refused(e.kind, e.message),
         Err(ClientError::Io(_)) => Sent::Cut,
     }
 }
@@ -176,7 +176,7 @@ fn client(n: usize, seed: u64, socket: &Path, shared: &Shared) {
                         Sent::Acked(())
                     }
                     Sent::Acked(o) => panic!("{o:?}"),
-                    Sent::Refused(k) => Sent::Refused(k),
+                    Sent::Refused(k, m) => Sent::Refused(k, m),
                     Sent::Cut => Sent::Cut,
                 }
             } else if roll < 22 {
@@ -197,8 +197,8 @@ fn client(n: usize, seed: u64, socket: &Path, shared: &Shared) {
                     }
                     // A key pending deletion takes no alias (its deletion
                     // may have been applied but not acknowledged).
-                    Sent::Refused(ErrorKind::KmsInvalidState) => Sent::Acked(()),
-                    Sent::Refused(k) => Sent::Refused(k),
+                    Sent::Refused(ErrorKind::KmsInvalidState, _) => Sent::Acked(()),
+                    Sent::Refused(k, m) => Sent::Refused(k, m),
                     Sent::Cut => Sent::Cut,
                 }
             } else if roll < 36 {
@@ -211,7 +211,7 @@ fn client(n: usize, seed: u64, socket: &Path, shared: &Shared) {
                         shared.acked.lock().keys.get_mut(&key).unwrap().rotations += 1;
                         Sent::Acked(())
                     }
-                    Sent::Refused(k) => Sent::Refused(k),
+                    Sent::Refused(k, m) => Sent::Refused(k, m),
                     Sent::Cut => Sent::Cut,
                 }
             } else if roll < 50 && !keys.lifecycle.is_empty() {
@@ -241,8 +241,8 @@ fn client(n: usize, seed: u64, socket: &Path, shared: &Shared) {
                     }
                     // Disabling or scheduling a key pending deletion:
                     // refused, as AWS.
-                    Sent::Refused(ErrorKind::KmsInvalidState) => Sent::Acked(()),
-                    Sent::Refused(k) => Sent::Refused(k),
+                    Sent::Refused(ErrorKind::KmsInvalidState, _) => Sent::Acked(()),
+                    Sent::Refused(k, m) => Sent::Refused(k, m),
                     Sent::Cut => Sent::Cut,
                 }
             } else {
@@ -262,16 +262,16 @@ fn client(n: usize, seed: u64, socket: &Path, shared: &Shared) {
                         Sent::Acked(())
                     }
                     Sent::Acked(o) => panic!("{o:?}"),
-                    Sent::Refused(k) => Sent::Refused(k),
+                    Sent::Refused(k, m) => Sent::Refused(k, m),
                     Sent::Cut => Sent::Cut,
                 }
             };
             match outcome {
                 Sent::Acked(()) => {}
-                Sent::Refused(k) => shared
+                Sent::Refused(k, m) => shared
                     .unexpected
                     .lock()
-                    .push(format!("client {n}: {}", k.name())),
+                    .push(format!("client {n}: {}: {m}", k.name())),
                 Sent::Cut => {
                     if shared.park(&mut epoch) {
                         continue 'connect;
@@ -390,11 +390,15 @@ fn verify(c: &mut Client, acked: &Acked) -> Vec<String> {
     wrong
 }
 
-/// A config for the crash test: rotations without the AWS limit of 25 in
-/// the way.
+/// A config for the crash test: rotations and aliases without AWS's limits
+/// per key (25, 50) in the way of thousands of changes.
 fn config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("crash.toml");
-    std::fs::write(&path, "[limits]\nmax_on_demand_rotations = 1000\n").unwrap();
+    std::fs::write(
+        &path,
+        "[limits]\nmax_on_demand_rotations = 1000\nmax_aliases_per_key = 10000\n",
+    )
+    .unwrap();
     path
 }
 
