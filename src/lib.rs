@@ -50,6 +50,7 @@ internals!(
     identity,
     keystore,
     memlock,
+    seed,
     service,
     thread_role,
     transport,

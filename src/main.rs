@@ -69,6 +69,11 @@ struct ServeArgs {
     /// I/O engine [default: from the config, else epoll].
     #[arg(long, value_enum)]
     io: Option<IoMode>,
+    /// Seed file (TOML, docs/seeding.md): keys with fixed ids made at
+    /// start if the store lacks them; keys it has are checked and left
+    /// alone.
+    #[arg(long, value_name = "FILE")]
+    seed: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -121,7 +126,7 @@ fn main() -> ExitCode {
     if let Some(io) = args.io {
         config.transport.io = io;
     }
-    match kmsd::server::run(&config) {
+    match kmsd::server::run_seeded(&config, args.seed.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kmsd: {e:#}");

@@ -13,6 +13,12 @@ use std::sync::Arc;
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: &Config) -> anyhow::Result<()> {
+    run_seeded(config, None)
+}
+
+/// [`run`], first making the keys of the seed file `seed` that the store
+/// does not have (`kmsd serve --seed FILE`; docs/seeding.md).
+pub fn run_seeded(config: &Config, seed: Option<&std::path::Path>) -> anyhow::Result<()> {
     config.validate()?;
     match crate::memlock::protect(config.cache.mlock) {
         crate::memlock::MemLock::Skipped(why) => {
@@ -27,16 +33,17 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     // Checked and locked before anything in it is read, and held until
     // this function returns: one process per data directory.
     let data_dir = DataDir::create_or_open(&config.data_dir, "kmsd serve")?;
+    // The keystore before the root of trust: a damaged, truncated or too
+    // new keys.db stops start-up at once with one line naming the file and
+    // saying what to do (its own words: no context to repeat them), and a
+    // new one is created whole (keystore/durable.rs).
+    let store = Keystore::open(data_dir.path())?;
     // The file root or the PKCS#11 token, by root.kind; start-up errors are
     // one line that says what to do.
     let root: Arc<dyn RootOfTrust> = crate::root::open(config)?;
     let service = Arc::new(
-        Service::with_options(
-            Keystore::open(data_dir.path()).context("opening the keystore")?,
-            root,
-            ServiceOptions::from_config(config),
-        )
-        .context("opening the keystore")?,
+        Service::with_options(store, root, ServiceOptions::from_config(config))
+            .context("opening the keystore")?,
     );
     // A CreateKey of an HSM-only key interrupted by a crash may have left a
     // token object that no stored key names: destroyed before serving.
@@ -48,6 +55,17 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
     service
         .reconcile_import_wrapping_keys()
         .context("settling import wrapping keys")?;
+    // Seeded keys before the scheduler and before serving: no client sees
+    // a seed file half applied. Its errors are one line of their own.
+    if let Some(path) = seed {
+        let report = crate::seed::seed(&service, path)?;
+        tracing::info!(
+            file = %path.display(),
+            created = report.created,
+            existing = report.existing,
+            "seed file applied"
+        );
+    }
     // Deletions, rotations and expiries that came due (also while kmsd was
     // stopped): a pass now, then one per interval; stopped on return.
     let scheduler = crate::service::scheduler::Scheduler::start(

@@ -26,9 +26,11 @@ pub const DB_FILE: &str = "keys.db";
 
 pub mod aliases;
 pub mod annotations;
+mod durable;
 mod import;
 pub mod lifecycle;
 pub mod schema;
+mod seed;
 
 pub use import::{ImportParams, ImportedMaterial};
 
@@ -139,6 +141,18 @@ pub enum StoreError {
     /// store, and never will be again.
     #[error("keystore: the key was deleted")]
     KeyDeleted,
+    /// The keystore file cannot be served from (damaged, truncated, not a
+    /// keystore, too new, unreadable): one line naming the file and saying
+    /// what to do. Start-up stops on it.
+    #[error("keystore {} {problem}; {hint}", path.display())]
+    Unusable {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// What to do.
+        hint: &'static str,
+    },
     /// The store was created under another root of trust.
     #[error(
         "keystore was created with root of trust {stored}, not the configured {configured}; {hint}"
@@ -224,12 +238,12 @@ fn key_id_from(v: Vec<u8>) -> Result<[u8; 16], StoreError> {
 }
 
 impl Keystore {
-    /// Opens (creating if needed) the store in `data_dir`.
+    /// Opens the store in `data_dir`, creating a new one (atomically) if
+    /// there is no `keys.db`. A store that cannot be served from is
+    /// [`StoreError::Unusable`] (see `durable.rs`).
     pub fn open(data_dir: &Path) -> Result<Keystore, StoreError> {
         may_block();
-        let path = data_dir.join(DB_FILE);
-        let conn = Connection::open(&path)?;
-        Self::init(conn, Source::File(path))
+        Self::open_file(data_dir)
     }
 
     #[cfg(any(test, feature = "internals"))]
@@ -251,7 +265,7 @@ impl Keystore {
                 | OpenFlags::SQLITE_OPEN_URI
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        Self::init(conn, Source::Memory(uri))
+        Self::init(conn, Source::Memory(uri), false)
     }
 
     /// A second, read-only connection to this store, for the key loader.
@@ -268,7 +282,15 @@ impl Keystore {
         Ok(StoreReader { conn })
     }
 
-    fn init(mut conn: Connection, source: Source) -> Result<Keystore, StoreError> {
+    /// Sets the connection up and brings the schema up to date. `existing`:
+    /// the database must already be a keystore (a file store is created
+    /// whole by `durable.rs`, so an empty one is damage).
+    fn init(mut conn: Connection, source: Source, existing: bool) -> Result<Keystore, StoreError> {
+        if existing && schema::stored_version(&conn)?.is_none() {
+            return Err(StoreError::Corrupt(
+                "it is empty or holds no keystore tables".into(),
+            ));
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -2,16 +2,22 @@
 //! in-process, and end to end over a real socket with the real binaries.
 
 mod aliases;
+mod crash;
 mod e2e;
 mod errors;
 mod hsm;
 mod import;
 mod kmsctl;
+mod life;
+mod lifecycle_model;
 mod memory;
 mod protocol;
 mod readiness;
+mod seeding;
 mod service;
 mod states;
+mod states_table;
+mod store_open;
 mod support;
 mod trust;
 mod vectors;
