@@ -58,10 +58,10 @@ CREATE TABLE IF NOT EXISTS hsm_pending (
 /// wrapping keys being made or retired in the root of trust are recorded
 /// until they are settled (as `hsm_pending` does for HSM-only keys).
 /// Columns a v1 store lacks get the values a v1 key had (ENCRYPT_DECRYPT,
-/// no deletion, no rotation, never expires). A pending HSM-only key version records why it is pending
-/// (`reason`: 'create', 'rotate' or 'delete'; a v1 store's were all
-/// CreateKey's), so that start-up and the scheduler know whether its token
-/// object is to be kept or destroyed. Deleted keys leave their id
+/// no deletion, no rotation, never expires). A pending HSM-only key version
+/// records why it is pending (`reason`: 'create', 'rotate' or 'delete'; a
+/// v1 store's were all CreateKey's), so that start-up and the scheduler
+/// know whether its token object is to be kept or destroyed. Deleted keys leave their id
 /// (`deleted_keys`), so that a ciphertext under one is answered
 /// NotFoundException (the key was deleted), not InvalidCiphertextException
 /// (a blob naming a key that never was).
