@@ -24,7 +24,7 @@ use kms_proto::{CreateKey, ErrorKind, KeyState, KmsError, Origin, Output};
 
 /// Validates the request against the configured limits: the description
 /// (ValidationException naming Description), the tags (see
-/// [`super::tag_resource::validate_tags`]; more than
+/// `tag_resource::validate_tags`; more than
 /// `limits.max_tags_per_key` is TagException: the request's tags are not
 /// valid for a key, and no retry makes them so). KeyUsage and KeySpec
 /// decode only as ENCRYPT_DECRYPT and SYMMETRIC_DEFAULT, the only ones
