@@ -62,7 +62,9 @@ struct Cli {
 /// `create-key --origin`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum OriginArg {
-    /// Made by kmsd, wrapped by the root of trust.
+    /// Made by kmsd, wrapped by the root of trust (AWS's AWS_KMS, also
+    /// accepted under that name).
+    #[value(alias = "aws-kms", alias = "aws_kms", alias = "AWS_KMS")]
     Kmsd,
     /// Generated inside the HSM.
     Hsm,
@@ -1667,6 +1669,17 @@ mod tests {
         assert!(parse(&["tag-resource", "k", "novalue"]).is_err());
         assert!(parse(&["untag-resource", "k"]).is_err());
         assert!(parse(&["create-alias", "alias/x"]).is_err());
+    }
+
+    #[test]
+    fn create_key_takes_aws_kms_as_the_name_of_origin_kmsd() {
+        for name in ["AWS_KMS", "aws-kms", "kmsd"] {
+            let cli = Cli::try_parse_from(["kmsctl", "create-key", "--origin", name]).unwrap();
+            let Command::CreateKey { origin, .. } = cli.command else {
+                panic!("not create-key");
+            };
+            assert!(matches!(origin, OriginArg::Kmsd), "{name}");
+        }
     }
 
     #[test]
