@@ -161,6 +161,10 @@ enum Command {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// The identity the daemon sees for this connection (uid, gid, pid from
+    /// the kernel): what key policies and grants decide on.
+    #[command(name = "whoami")]
+    WhoAmI,
     /// Random bytes from the daemon's CSPRNG.
     GenerateRandom {
         /// How many bytes (1..=1024).
@@ -1051,6 +1055,11 @@ fn output_fields(o: &Output) -> Option<Vec<(&'static str, Val<'_>)>> {
         | Output::DisableKeyRotation
         | Output::ImportKeyMaterial
         | Output::DeleteImportedKeyMaterial => vec![],
+        Output::WhoAmI(w) => vec![
+            ("Uid", Val::Int(i64::from(w.uid))),
+            ("Gid", Val::Int(i64::from(w.gid))),
+            ("Pid", Val::Int(i64::from(w.pid))),
+        ],
         Output::GenerateDataKey(_)
         | Output::GenerateDataKeyWithoutPlaintext(_)
         | Output::Encrypt(_)
@@ -1508,6 +1517,7 @@ fn simple_operation(c: &Command) -> Option<Operation<'_>> {
         Command::DeleteImportedKeyMaterial { key } => {
             Operation::DeleteImportedKeyMaterial(DeleteImportedKeyMaterial { key_id: key.get() })
         }
+        Command::WhoAmI => Operation::WhoAmI(WhoAmI),
         _ => return None,
     })
 }

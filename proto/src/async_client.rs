@@ -392,6 +392,15 @@ impl AsyncClient {
         }
     }
 
+    /// WhoAmI: the identity the daemon sees for this connection (what key
+    /// policies and grants decide on).
+    pub async fn who_am_i(&self) -> Result<WhoAmIOutput, ClientError> {
+        match self.call(Operation::WhoAmI(WhoAmI)).await? {
+            Output::WhoAmI(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
     /// GenerateRandom.
     pub async fn generate_random(&self, number_of_bytes: u32) -> Result<SecretBytes, ClientError> {
         match self

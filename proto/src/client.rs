@@ -292,6 +292,15 @@ impl Client {
         }
     }
 
+    /// WhoAmI: the identity the daemon sees for this connection (what key
+    /// policies and grants decide on).
+    pub fn who_am_i(&mut self) -> Result<WhoAmIOutput, ClientError> {
+        match self.call(Operation::WhoAmI(WhoAmI))? {
+            Output::WhoAmI(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
     /// GenerateRandom.
     pub fn generate_random(&mut self, number_of_bytes: u32) -> Result<SecretBytes, ClientError> {
         match self.call(Operation::GenerateRandom(GenerateRandom {

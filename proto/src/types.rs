@@ -439,6 +439,11 @@ pub struct GenerateRandom {
     pub number_of_bytes: u32,
 }
 
+/// WhoAmI (kmsd's own, no AWS counterpart): the identity the daemon sees
+/// for the caller's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WhoAmI;
+
 /// UpdateKeyDescription.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct UpdateKeyDescription<'a> {
@@ -699,6 +704,8 @@ pub enum Operation<'a> {
     ImportKeyMaterial(ImportKeyMaterial<'a>),
     /// DeleteImportedKeyMaterial.
     DeleteImportedKeyMaterial(DeleteImportedKeyMaterial<'a>),
+    /// WhoAmI (kmsd's own).
+    WhoAmI(WhoAmI),
 }
 
 impl Operation<'_> {
@@ -734,6 +741,7 @@ impl Operation<'_> {
             Operation::GetParametersForImport(_) => "GetParametersForImport",
             Operation::ImportKeyMaterial(_) => "ImportKeyMaterial",
             Operation::DeleteImportedKeyMaterial(_) => "DeleteImportedKeyMaterial",
+            Operation::WhoAmI(_) => "WhoAmI",
         }
     }
 }
@@ -868,6 +876,19 @@ pub struct ReEncryptOutput {
 pub struct GenerateRandomOutput {
     /// Random bytes.
     pub plaintext: SecretBytes,
+}
+
+/// WhoAmI result: the caller as the daemon sees it (SO_PEERCRED at
+/// accept), which key policies and grants decide on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WhoAmIOutput {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// The connecting process's id at connect time (0 outside the daemon's
+    /// pid namespace); for logs, never for decisions (pids are reused).
+    pub pid: i32,
 }
 
 /// ListResourceTags result.
@@ -1048,6 +1069,8 @@ pub enum Output {
     ImportKeyMaterial,
     /// DeleteImportedKeyMaterial (no fields, as in AWS).
     DeleteImportedKeyMaterial,
+    /// WhoAmI (kmsd's own).
+    WhoAmI(WhoAmIOutput),
 }
 
 /// The answer to one operation.

@@ -124,6 +124,7 @@ enum OwnedOp {
     GenerateRandom {
         number_of_bytes: u32,
     },
+    WhoAmI,
 }
 
 fn ctx(c: &[(String, String)]) -> Context<'_> {
@@ -200,6 +201,7 @@ impl OwnedOp {
                     number_of_bytes: *number_of_bytes,
                 })
             }
+            OwnedOp::WhoAmI => Operation::WhoAmI(WhoAmI),
         }
     }
 }
@@ -317,6 +319,7 @@ fn owned_op() -> impl Strategy<Value = OwnedOp> {
                 }
             ),
         any::<u32>().prop_map(|number_of_bytes| OwnedOp::GenerateRandom { number_of_bytes }),
+        Just(OwnedOp::WhoAmI),
     ]
 }
 
@@ -416,6 +419,8 @@ fn output() -> impl Strategy<Value = Output> {
             })
         }),
         secret().prop_map(|plaintext| Output::GenerateRandom(GenerateRandomOutput { plaintext })),
+        (any::<u32>(), any::<u32>(), any::<i32>())
+            .prop_map(|(uid, gid, pid)| Output::WhoAmI(WhoAmIOutput { uid, gid, pid })),
     ]
 }
 

@@ -314,6 +314,8 @@ macro_rules! with_op {
             O::GetParametersForImport($r) => $body,
             O::ImportKeyMaterial($r) => $body,
             O::DeleteImportedKeyMaterial($r) => $body,
+            // kmsd's own.
+            O::WhoAmI($r) => $body,
         }
     }};
 }

@@ -685,6 +685,21 @@ fn generate_random_in_every_output_form() {
 }
 
 #[test]
+fn whoami_shows_the_identity_the_daemon_sees() {
+    let d = Daemon::start(&[]);
+    let v = json(d.kmsctl(&["--json", "whoami"], None));
+    assert_eq!(v["Uid"], u64::from(rustix::process::getuid().as_raw()));
+    assert_eq!(v["Gid"], u64::from(rustix::process::getgid().as_raw()));
+    // kmsctl's own pid, which this test does not know; a real process.
+    assert!(v["Pid"].as_i64().is_some_and(|p| p > 0), "{v}");
+    let text = ok(d.kmsctl(&["whoami"], None));
+    assert_eq!(
+        field(&text, "Uid"),
+        rustix::process::getuid().as_raw().to_string()
+    );
+}
+
+#[test]
 fn unknown_key_is_not_found_with_exit_1() {
     let d = Daemon::start(&[]);
     let missing = "00000000-0000-4000-8000-000000000000";

@@ -315,3 +315,32 @@ fn the_store_is_for_the_daemons_user_only() {
     ]);
     one_line_failure(&out, &["owned by uid 65534", "mode 0700"]);
 }
+
+#[test]
+fn the_daemon_sees_each_connection_as_the_kernel_reports_it() {
+    // The identity policies will decide on: the connecting process's uid,
+    // gid and pid as SO_PEERCRED gives them, for the blocking and the async
+    // client alike, and one connection's answer never another's.
+    let d = Daemon::start(&[]);
+    let me = kms_proto::WhoAmIOutput {
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+        pid: std::process::id() as i32,
+    };
+    let mut a = d.client();
+    let mut b = d.client();
+    assert_eq!(a.who_am_i().unwrap(), me);
+    assert_eq!(b.who_am_i().unwrap(), me);
+    // In a batch with other items, answered item by item.
+    let items = a
+        .batch(vec![
+            kms_proto::Operation::WhoAmI(kms_proto::WhoAmI),
+            kms_proto::Operation::GenerateRandom(kms_proto::GenerateRandom { number_of_bytes: 8 }),
+            kms_proto::Operation::WhoAmI(kms_proto::WhoAmI),
+        ])
+        .unwrap();
+    assert_eq!(items.len(), 3);
+    for i in [0, 2] {
+        assert_eq!(items[i], Ok(kms_proto::Output::WhoAmI(me)), "{items:?}");
+    }
+}

@@ -164,6 +164,10 @@ macro_rules! decode_operation {
                 .operation_as_delete_imported_key_material_request()
                 .ok_or_else(missing_union)
                 .and_then(read_delete_imported_key_material),
+            fb::Operation::WhoAmIRequest => src
+                .operation_as_who_am_irequest()
+                .ok_or_else(missing_union)
+                .map(|_| Operation::WhoAmI(WhoAmI)),
             fb::Operation::NONE => Err(KmsError::validation("item has no operation")),
             other => Err(KmsError::new(
                 ErrorKind::UnsupportedOperation,
@@ -1101,6 +1105,10 @@ fn put_operation(
                 t.as_union_value(),
             )
         }
+        Operation::WhoAmI(WhoAmI) => {
+            let t = fb::WhoAmIRequest::create(fbb, &fb::WhoAmIRequestArgs {});
+            (fb::Operation::WhoAmIRequest, t.as_union_value())
+        }
     }
 }
 
@@ -1252,6 +1260,7 @@ fn operation_size_bound(op: &Operation<'_>) -> usize {
             | Operation::DeleteImportedKeyMaterial(DeleteImportedKeyMaterial { key_id }) => {
                 bytes(key_id.len())
             }
+            Operation::WhoAmI(WhoAmI) => 0,
         }
 }
 

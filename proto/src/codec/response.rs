@@ -241,6 +241,17 @@ fn put_output(
                 t.as_union_value(),
             )
         }
+        Output::WhoAmI(w) => {
+            let t = fb::WhoAmIResponse::create(
+                fbb,
+                &fb::WhoAmIResponseArgs {
+                    uid: w.uid,
+                    gid: w.gid,
+                    pid: w.pid,
+                },
+            );
+            (fb::Output::WhoAmIResponse, t.as_union_value())
+        }
         Output::ListResourceTags(l) => {
             let tags: Vec<_> = l
                 .tags
@@ -508,6 +519,7 @@ pub fn response_size_hint(resp: &Response) -> usize {
             Ok(Output::DisableKeyRotation) => 0,
             Ok(Output::ImportKeyMaterial) => 0,
             Ok(Output::DeleteImportedKeyMaterial) => 0,
+            Ok(Output::WhoAmI(_)) => 0,
         }
     }
     128 + match &resp.body {
@@ -734,6 +746,14 @@ fn read_outcome(o: fb::Outcome<'_>) -> Outcome {
             o.output_as_delete_imported_key_material_response()
                 .ok_or_else(missing)?;
             Output::DeleteImportedKeyMaterial
+        }
+        fb::Output::WhoAmIResponse => {
+            let r = o.output_as_who_am_iresponse().ok_or_else(missing)?;
+            Output::WhoAmI(WhoAmIOutput {
+                uid: r.uid(),
+                gid: r.gid(),
+                pid: r.pid(),
+            })
         }
         fb::Output::ListResourceTagsResponse => {
             let r = o

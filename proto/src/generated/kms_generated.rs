@@ -847,10 +847,10 @@ impl flatbuffers::SimpleToVerifyInSlice for RotationType {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OPERATION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OPERATION: u8 = 29;
+pub const ENUM_MAX_OPERATION: u8 = 30;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OPERATION: [Operation; 30] = [
+pub const ENUM_VALUES_OPERATION: [Operation; 31] = [
   Operation::NONE,
   Operation::CreateKeyRequest,
   Operation::DescribeKeyRequest,
@@ -881,6 +881,7 @@ pub const ENUM_VALUES_OPERATION: [Operation; 30] = [
   Operation::GetParametersForImportRequest,
   Operation::ImportKeyMaterialRequest,
   Operation::DeleteImportedKeyMaterialRequest,
+  Operation::WhoAmIRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -918,9 +919,10 @@ impl Operation {
   pub const GetParametersForImportRequest: Self = Self(27);
   pub const ImportKeyMaterialRequest: Self = Self(28);
   pub const DeleteImportedKeyMaterialRequest: Self = Self(29);
+  pub const WhoAmIRequest: Self = Self(30);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 29;
+  pub const ENUM_MAX: u8 = 30;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateKeyRequest,
@@ -952,6 +954,7 @@ impl Operation {
     Self::GetParametersForImportRequest,
     Self::ImportKeyMaterialRequest,
     Self::DeleteImportedKeyMaterialRequest,
+    Self::WhoAmIRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -986,6 +989,7 @@ impl Operation {
       Self::GetParametersForImportRequest => Some("GetParametersForImportRequest"),
       Self::ImportKeyMaterialRequest => Some("ImportKeyMaterialRequest"),
       Self::DeleteImportedKeyMaterialRequest => Some("DeleteImportedKeyMaterialRequest"),
+      Self::WhoAmIRequest => Some("WhoAmIRequest"),
       _ => None,
     }
   }
@@ -1046,10 +1050,10 @@ pub struct OperationUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OUTPUT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OUTPUT: u8 = 29;
+pub const ENUM_MAX_OUTPUT: u8 = 30;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OUTPUT: [Output; 30] = [
+pub const ENUM_VALUES_OUTPUT: [Output; 31] = [
   Output::NONE,
   Output::CreateKeyResponse,
   Output::DescribeKeyResponse,
@@ -1080,6 +1084,7 @@ pub const ENUM_VALUES_OUTPUT: [Output; 30] = [
   Output::GetParametersForImportResponse,
   Output::ImportKeyMaterialResponse,
   Output::DeleteImportedKeyMaterialResponse,
+  Output::WhoAmIResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1117,9 +1122,10 @@ impl Output {
   pub const GetParametersForImportResponse: Self = Self(27);
   pub const ImportKeyMaterialResponse: Self = Self(28);
   pub const DeleteImportedKeyMaterialResponse: Self = Self(29);
+  pub const WhoAmIResponse: Self = Self(30);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 29;
+  pub const ENUM_MAX: u8 = 30;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateKeyResponse,
@@ -1151,6 +1157,7 @@ impl Output {
     Self::GetParametersForImportResponse,
     Self::ImportKeyMaterialResponse,
     Self::DeleteImportedKeyMaterialResponse,
+    Self::WhoAmIResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1185,6 +1192,7 @@ impl Output {
       Self::GetParametersForImportResponse => Some("GetParametersForImportResponse"),
       Self::ImportKeyMaterialResponse => Some("ImportKeyMaterialResponse"),
       Self::DeleteImportedKeyMaterialResponse => Some("DeleteImportedKeyMaterialResponse"),
+      Self::WhoAmIResponse => Some("WhoAmIResponse"),
       _ => None,
     }
   }
@@ -5696,6 +5704,87 @@ impl core::fmt::Debug for DeleteImportedKeyMaterialRequest<'_> {
       ds.finish()
   }
 }
+pub enum WhoAmIRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// kmsd's own (no AWS counterpart): the identity the daemon sees for the
+/// caller's connection, from the kernel at accept (SO_PEERCRED).
+pub struct WhoAmIRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for WhoAmIRequest<'a> {
+  type Inner = WhoAmIRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> WhoAmIRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    WhoAmIRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args WhoAmIRequestArgs
+  ) -> flatbuffers::WIPOffset<WhoAmIRequest<'bldr>> {
+    let mut builder = WhoAmIRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for WhoAmIRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WhoAmIRequestArgs {
+}
+impl<'a> Default for WhoAmIRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    WhoAmIRequestArgs {
+    }
+  }
+}
+
+pub struct WhoAmIRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> WhoAmIRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> WhoAmIRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    WhoAmIRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<WhoAmIRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for WhoAmIRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("WhoAmIRequest");
+      ds.finish()
+  }
+}
 pub enum BatchItemOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6181,6 +6270,21 @@ impl<'a> BatchItem<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_who_am_irequest(&self) -> Option<WhoAmIRequest<'a>> {
+    if self.operation_type() == Operation::WhoAmIRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { WhoAmIRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for BatchItem<'_> {
@@ -6221,6 +6325,7 @@ impl flatbuffers::Verifiable for BatchItem<'_> {
           Operation::GetParametersForImportRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetParametersForImportRequest>>("Operation::GetParametersForImportRequest", pos),
           Operation::ImportKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ImportKeyMaterialRequest>>("Operation::ImportKeyMaterialRequest", pos),
           Operation::DeleteImportedKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteImportedKeyMaterialRequest>>("Operation::DeleteImportedKeyMaterialRequest", pos),
+          Operation::WhoAmIRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<WhoAmIRequest>>("Operation::WhoAmIRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -6473,6 +6578,13 @@ impl core::fmt::Debug for BatchItem<'_> {
         },
         Operation::DeleteImportedKeyMaterialRequest => {
           if let Some(x) = self.operation_as_delete_imported_key_material_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::WhoAmIRequest => {
+          if let Some(x) = self.operation_as_who_am_irequest() {
             ds.field("operation", &x)
           } else {
             ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6999,6 +7111,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_who_am_irequest(&self) -> Option<WhoAmIRequest<'a>> {
+    if self.operation_type() == Operation::WhoAmIRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { WhoAmIRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -7041,6 +7168,7 @@ impl flatbuffers::Verifiable for Request<'_> {
           Operation::GetParametersForImportRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetParametersForImportRequest>>("Operation::GetParametersForImportRequest", pos),
           Operation::ImportKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ImportKeyMaterialRequest>>("Operation::ImportKeyMaterialRequest", pos),
           Operation::DeleteImportedKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteImportedKeyMaterialRequest>>("Operation::DeleteImportedKeyMaterialRequest", pos),
+          Operation::WhoAmIRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<WhoAmIRequest>>("Operation::WhoAmIRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -7314,6 +7442,13 @@ impl core::fmt::Debug for Request<'_> {
         },
         Operation::DeleteImportedKeyMaterialRequest => {
           if let Some(x) = self.operation_as_delete_imported_key_material_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::WhoAmIRequest => {
+          if let Some(x) = self.operation_as_who_am_irequest() {
             ds.field("operation", &x)
           } else {
             ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -10355,6 +10490,140 @@ impl core::fmt::Debug for DeleteImportedKeyMaterialResponse<'_> {
       ds.finish()
   }
 }
+pub enum WhoAmIResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The caller as the daemon sees it: what key policies and grants decide
+/// on. The pid is the connecting process's at connect time (0 if it is
+/// outside the daemon's pid namespace), for logs only.
+pub struct WhoAmIResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for WhoAmIResponse<'a> {
+  type Inner = WhoAmIResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> WhoAmIResponse<'a> {
+  pub const VT_UID: flatbuffers::VOffsetT = 4;
+  pub const VT_GID: flatbuffers::VOffsetT = 6;
+  pub const VT_PID: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    WhoAmIResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args WhoAmIResponseArgs
+  ) -> flatbuffers::WIPOffset<WhoAmIResponse<'bldr>> {
+    let mut builder = WhoAmIResponseBuilder::new(_fbb);
+    builder.add_pid(args.pid);
+    builder.add_gid(args.gid);
+    builder.add_uid(args.uid);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn uid(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(WhoAmIResponse::VT_UID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn gid(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(WhoAmIResponse::VT_GID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn pid(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(WhoAmIResponse::VT_PID, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for WhoAmIResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<u32>("uid", Self::VT_UID, false)?
+     .visit_field::<u32>("gid", Self::VT_GID, false)?
+     .visit_field::<i32>("pid", Self::VT_PID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct WhoAmIResponseArgs {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: i32,
+}
+impl<'a> Default for WhoAmIResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    WhoAmIResponseArgs {
+      uid: 0,
+      gid: 0,
+      pid: 0,
+    }
+  }
+}
+
+pub struct WhoAmIResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> WhoAmIResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_uid(&mut self, uid: u32) {
+    self.fbb_.push_slot::<u32>(WhoAmIResponse::VT_UID, uid, 0);
+  }
+  #[inline]
+  pub fn add_gid(&mut self, gid: u32) {
+    self.fbb_.push_slot::<u32>(WhoAmIResponse::VT_GID, gid, 0);
+  }
+  #[inline]
+  pub fn add_pid(&mut self, pid: i32) {
+    self.fbb_.push_slot::<i32>(WhoAmIResponse::VT_PID, pid, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> WhoAmIResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    WhoAmIResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<WhoAmIResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for WhoAmIResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("WhoAmIResponse");
+      ds.field("uid", &self.uid());
+      ds.field("gid", &self.gid());
+      ds.field("pid", &self.pid());
+      ds.finish()
+  }
+}
 pub enum ErrorOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -10965,6 +11234,21 @@ impl<'a> Outcome<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_who_am_iresponse(&self) -> Option<WhoAmIResponse<'a>> {
+    if self.output_type() == Output::WhoAmIResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { WhoAmIResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Outcome<'_> {
@@ -11005,6 +11289,7 @@ impl flatbuffers::Verifiable for Outcome<'_> {
           Output::GetParametersForImportResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetParametersForImportResponse>>("Output::GetParametersForImportResponse", pos),
           Output::ImportKeyMaterialResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ImportKeyMaterialResponse>>("Output::ImportKeyMaterialResponse", pos),
           Output::DeleteImportedKeyMaterialResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteImportedKeyMaterialResponse>>("Output::DeleteImportedKeyMaterialResponse", pos),
+          Output::WhoAmIResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<WhoAmIResponse>>("Output::WhoAmIResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -11264,6 +11549,13 @@ impl core::fmt::Debug for Outcome<'_> {
         },
         Output::DeleteImportedKeyMaterialResponse => {
           if let Some(x) = self.output_as_delete_imported_key_material_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::WhoAmIResponse => {
+          if let Some(x) = self.output_as_who_am_iresponse() {
             ds.field("output", &x)
           } else {
             ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")

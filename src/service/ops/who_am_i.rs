@@ -1,0 +1,58 @@
+//! WhoAmI (kmsd's own, no AWS counterpart): the identity the daemon sees
+//! for the caller's connection, read from the kernel at accept
+//! (SO_PEERCRED). Key policies and grants decide on this identity, so
+//! operators and services can check what the daemon will see before they
+//! write a policy (`kmsctl whoami`). Always answered: it reveals nothing
+//! the caller does not already know about itself.
+
+use crate::identity::Identity;
+use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
+use kms_proto::{Output, WhoAmI, WhoAmIOutput};
+
+impl Op for WhoAmI {
+    const NAME: &'static str = "WhoAmI";
+    const ACTION: &'static str = "kmsd:WhoAmI";
+    type Plane = Data;
+
+    fn output_size(&self) -> OutputSize {
+        // Three scalars in their table.
+        OutputSize {
+            success: 16,
+            ..OutputSize::default()
+        }
+    }
+
+    fn apply(&self, _ctx: &DataCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
+        Ok(Output::WhoAmI(WhoAmIOutput {
+            uid: caller.uid,
+            gid: caller.gid,
+            pid: caller.pid,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::ops::test_support::TestService;
+    use kms_proto::Operation;
+
+    #[test]
+    fn answers_the_callers_identity() {
+        let t = TestService::new();
+        let caller = Identity {
+            uid: 1234,
+            gid: 567,
+            pid: 89,
+        };
+        let out = t.svc.call(&Operation::WhoAmI(WhoAmI), &caller).unwrap();
+        assert_eq!(
+            out,
+            Output::WhoAmI(WhoAmIOutput {
+                uid: 1234,
+                gid: 567,
+                pid: 89
+            })
+        );
+    }
+}
