@@ -46,3 +46,11 @@ pub use document::{
 pub use error::PolicyError;
 pub use principal::{NameResolver, NoNames};
 pub use request::{Caller, Decision, Request};
+
+// The daemon shares compiled policies between its threads (a cache of
+// them beside the key cache).
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<CompiledPolicy>();
+    shared::<PolicyError>();
+};

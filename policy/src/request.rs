@@ -28,7 +28,8 @@ pub struct Request<'a> {
     /// For what.
     pub action: Action,
     /// The key's ARN (`arn:kmsd:kms:local:key/<id>`), matched against the
-    /// statements' `Resource`.
+    /// statements' `Resource` (for CreateKey, the new key's: its policy is
+    /// the one that decides).
     pub key_arn: &'a str,
     /// The request's encryption context (`kms:EncryptionContext:<key>`,
     /// `kms:EncryptionContextKeys`); empty when the operation has none.

@@ -466,6 +466,13 @@ fn conditions() {
             false,
             false,
         ),
+        // IgnoreCase folds Unicode, not only ASCII; `?` is one character,
+        // however many bytes.
+        (
+            r#"{"StringLike":{"kms:EncryptionContext:team":"Pa?ments"}}"#,
+            true,
+            false,
+        ),
         // Condition key names in any case.
         (
             r#"{"StringEquals":{"KMS:REQUESTALIAS":"alias/my-test-key"}}"#,
@@ -477,6 +484,41 @@ fn conditions() {
         let p = policy(&allow(r#""*""#, r#""kms:*""#, r#""*""#, cond));
         assert_eq!(p.evaluate(&rich()).is_allowed(), want_rich, "rich: {cond}");
         assert_eq!(p.evaluate(&bare()).is_allowed(), want_bare, "bare: {cond}");
+    }
+}
+
+#[test]
+fn unicode_values() {
+    let req = Request {
+        encryption_context: &[("Stadt", "zürich")],
+        ..enc(ALICE)
+    };
+    // (condition, allowed)
+    let cases: &[(&str, bool)] = &[
+        (
+            r#"{"StringEqualsIgnoreCase":{"kms:EncryptionContext:STADT":"ZÜRICH"}}"#,
+            true,
+        ),
+        (
+            r#"{"StringEquals":{"kms:EncryptionContext:stadt":"ZÜRICH"}}"#,
+            false,
+        ),
+        (
+            r#"{"StringLike":{"kms:EncryptionContext:stadt":"z?rich"}}"#,
+            true,
+        ),
+        (
+            r#"{"StringLike":{"kms:EncryptionContext:stadt":"z??rich"}}"#,
+            false,
+        ),
+        (
+            r#"{"StringNotEqualsIgnoreCase":{"kms:EncryptionContext:stadt":"ZÜRICH"}}"#,
+            false,
+        ),
+    ];
+    for &(cond, want) in cases {
+        let p = policy(&allow(r#""*""#, r#""kms:Encrypt""#, r#""*""#, cond));
+        assert_eq!(p.evaluate(&req).is_allowed(), want, "{cond}");
     }
 }
 
