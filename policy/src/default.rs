@@ -3,9 +3,9 @@
 use serde_json::json;
 
 use crate::action::Action;
-use crate::document::parse;
+use crate::document::Policy;
 use crate::error::PolicyError;
-use crate::principal::Principal;
+use crate::principal::{AnyName, Principal};
 
 /// The actions the key's creator gets in the default policy: the use of
 /// the key, as AWS's console gives key users, without its management.
@@ -31,7 +31,7 @@ pub fn default_key_policy(
     creator_uid: u32,
 ) -> Result<String, PolicyError> {
     for (i, a) in administrators.iter().enumerate() {
-        Principal::parse(a, &format!("administrators[{i}]"), None)?;
+        Principal::parse(a, &format!("administrators[{i}]"), &AnyName)?;
     }
     let mut statements = Vec::new();
     if !administrators.is_empty() {
@@ -59,7 +59,7 @@ pub fn default_key_policy(
         .map_err(|e| PolicyError::new(format!("the default policy did not serialize: {e}")))?;
     // The builder's output must be a policy this crate accepts (too many
     // administrators would exceed the limits, for one).
-    parse(&text, None)?;
+    Policy::parse(&text, &AnyName)?;
     debug_assert!(CREATOR_ACTIONS
         .iter()
         .all(|a| a.ends_with('*') || Action::from_name(a).is_some()));

@@ -182,16 +182,11 @@ impl Policy {
     /// `group:` principals through `resolver` (a name it does not know is
     /// refused). Every refusal is a [`PolicyError`] naming the field.
     pub fn parse(text: &str, resolver: &dyn NameResolver) -> Result<CompiledPolicy, PolicyError> {
-        parse(text, Some(resolver))
+        parse(text, resolver)
     }
 }
 
-/// Parses `text`; with no resolver, principal names are checked for their
-/// syntax only (for the default policy builder's self-check).
-pub(crate) fn parse(
-    text: &str,
-    resolver: Option<&dyn NameResolver>,
-) -> Result<CompiledPolicy, PolicyError> {
+fn parse(text: &str, resolver: &dyn NameResolver) -> Result<CompiledPolicy, PolicyError> {
     if text.len() > MAX_POLICY_BYTES {
         return Err(PolicyError::new(format!(
             "the document is longer than {MAX_POLICY_BYTES} bytes"
@@ -287,7 +282,7 @@ fn strings<'n>(node: &'n Node, field: &str) -> Result<Vec<&'n str>, PolicyError>
 fn statement(
     node: &Node,
     field: &str,
-    resolver: Option<&dyn NameResolver>,
+    resolver: &dyn NameResolver,
     sids: &mut HashSet<String>,
 ) -> Result<Statement, PolicyError> {
     let Node::Object(members) = node else {
@@ -409,7 +404,7 @@ fn uuid_text(s: &str) -> bool {
 fn principals(
     node: &Node,
     field: &str,
-    resolver: Option<&dyn NameResolver>,
+    resolver: &dyn NameResolver,
 ) -> Result<Vec<Principal>, PolicyError> {
     let f = format!("{field}.Principal");
     let texts: Vec<(&str, String)> = match node {

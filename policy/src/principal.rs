@@ -27,6 +27,22 @@ impl NameResolver for NoNames {
     }
 }
 
+/// A resolver that resolves every name, to an id nothing has: for checking
+/// a document's shape before its names are resolved for real (the default
+/// policy builder's output is parsed again, with the daemon's resolver,
+/// when it is stored).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct AnyName;
+
+impl NameResolver for AnyName {
+    fn user(&self, _: &str) -> Option<u32> {
+        Some(u32::MAX)
+    }
+    fn group(&self, _: &str) -> Option<u32> {
+        Some(u32::MAX)
+    }
+}
+
 /// A compiled principal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Principal {
@@ -71,13 +87,11 @@ fn number(s: &str) -> Option<u32> {
 }
 
 impl Principal {
-    /// Parses one principal; `field` names it in an error. With no
-    /// resolver, names are checked for their syntax only (the default
-    /// policy builder, whose output is parsed again when stored).
+    /// Parses one principal; `field` names it in an error.
     pub(crate) fn parse(
         text: &str,
         field: &str,
-        resolver: Option<&dyn NameResolver>,
+        resolver: &dyn NameResolver,
     ) -> Result<Principal, PolicyError> {
         let bad = |why: &str| PolicyError::new(format!("{field}: {} {why}", shown(text)));
         if text.len() > MAX_PRINCIPAL_BYTES {
@@ -103,16 +117,14 @@ impl Principal {
                 if !account_name(rest) {
                     return Err(bad("is not a valid user or group name"));
                 }
-                let Some(r) = resolver else {
-                    // Syntax only; 0 is never looked at.
-                    return Ok(Principal::Uid(0));
-                };
                 if kind == "user" {
-                    r.user(rest)
+                    resolver
+                        .user(rest)
                         .map(Principal::Uid)
                         .ok_or_else(|| bad("names no user"))
                 } else {
-                    r.group(rest)
+                    resolver
+                        .group(rest)
                         .map(Principal::Gid)
                         .ok_or_else(|| bad("names no group"))
                 }
