@@ -3,16 +3,16 @@
 # "## Code map" to the next "## " heading), so the map cannot silently
 # fall behind the code. Prints each missing file; exits 1 if any.
 #
-# Modules: every .rs file under src/, proto/src/, loadgen/src/ and
-# kmsctl/src/, except generated code (proto/src/generated/). A file is
-# named when the code map contains, as a whole word, any of:
+# Modules: every .rs file under src/, proto/src/, loadgen/src/,
+# kmsctl/src/ and policy/src/, except generated code
+# (proto/src/generated/). A file is named when the code map contains, as a whole word, any of:
 #   - its path from the repository root: src/service/loader.rs
 #   - its path inside its crate's src/: service/loader.rs
 #   - either of those without ".rs": src/service/loader, service/loader
 #   - for a mod.rs, its directory with a trailing slash: src/service/,
 #     service/
 #   - for a crate root (lib.rs, main.rs), the crate's directory with a
-#     trailing slash (proto/, loadgen/, kmsctl/) or its root path
+#     trailing slash (proto/, loadgen/, kmsctl/, policy/) or its root path
 #     (src/lib.rs, src/main.rs)
 #   - for a file directly in a crate's src/, its module name in backticks:
 #     `frame` names proto/src/frame.rs, `config` src/config.rs (a nested
@@ -41,6 +41,7 @@ while IFS= read -r f; do
     proto/src/*) crate=proto/ ; rel=${f#proto/src/} ;;
     loadgen/src/*) crate=loadgen/ ; rel=${f#loadgen/src/} ;;
     kmsctl/src/*) crate=kmsctl/ ; rel=${f#kmsctl/src/} ;;
+    policy/src/*) crate=policy/ ; rel=${f#policy/src/} ;;
     src/*) crate="" ; rel=${f#src/} ;;
   esac
   cands=("$f" "$rel" "${f%.rs}" "${rel%.rs}")
@@ -58,7 +59,7 @@ while IFS= read -r f; do
     echo "not in ARCHITECTURE.md's code map: $f"
     missing=$((missing + 1))
   fi
-done < <(git ls-files --cached --others --exclude-standard -- 'src/*.rs' 'proto/src/*.rs' 'loadgen/src/*.rs' 'kmsctl/src/*.rs' \
+done < <(git ls-files --cached --others --exclude-standard -- 'src/*.rs' 'proto/src/*.rs' 'loadgen/src/*.rs' 'kmsctl/src/*.rs' 'policy/src/*.rs' \
   | grep -v '^proto/src/generated/' | sort)
 if [ $missing -gt 0 ]; then
   echo "check-code-map: $missing module(s) missing from ARCHITECTURE.md's code map" >&2

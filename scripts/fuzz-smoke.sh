@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# A short fuzzing run of the protocol decoders (CI): builds the cargo-fuzz
-# targets in fuzz/ and runs each for FUZZ_SECONDS (default 30) seconds,
-# starting from the committed seeds (fuzz/seeds/<target>) and the local corpus
-# (fuzz/corpus/<target>, not committed). Exits non-zero on any crash, panic,
+# A short fuzzing run of the protocol decoders and the key policy parser
+# (CI): builds the cargo-fuzz targets in fuzz/ and runs each for
+# FUZZ_SECONDS (default 30) seconds, starting from the committed seeds
+# (fuzz/seeds/<target>) and the local corpus (fuzz/corpus/<target>, not
+# committed). Exits non-zero on any crash, panic,
 # timeout, leak or out-of-memory; the input that caused it is saved under
 # fuzz/artifacts/<target>/ (reproduce with
 # `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>` in fuzz/).
 #
-#   scripts/fuzz-smoke.sh                                   # frame_decode, 30 s
+#   scripts/fuzz-smoke.sh       # frame_decode and policy_parse_eval, 30 s each
 #   FUZZ_SECONDS=300 FUZZ_TARGETS="frame_decode request_decode response_decode" scripts/fuzz-smoke.sh
 #
 # cargo-fuzz needs nightly-only rustc flags (-Z sanitizer=..., coverage
@@ -23,7 +24,7 @@ fi
 
 export RUSTC_BOOTSTRAP=1
 seconds=${FUZZ_SECONDS:-30}
-targets=${FUZZ_TARGETS:-frame_decode}
+targets=${FUZZ_TARGETS:-frame_decode policy_parse_eval}
 
 # fuzz/Cargo.lock is not committed; start it from the main lock so that the
 # protocol crate's dependencies have the versions the workspace tests.
