@@ -531,7 +531,7 @@ fn import(svc: &Service, id: &str, material: &KeyMaterial) -> Result<(), String>
         Ok(_) => return Err("GetParametersForImport: an answer of another operation".into()),
         Err(e) => return Err(err("GetParametersForImport", e)),
     };
-    let wrapped = oaep_sha256_encrypt(&params.public_key, material.expose())
+    let wrapped = crate::crypto::rsa::encrypt_oaep_sha256(&params.public_key, material.expose())
         .map_err(|e| format!("wrapping the material for import: {e}"))?;
     run(
         svc,
@@ -545,26 +545,6 @@ fn import(svc: &Service, id: &str, material: &KeyMaterial) -> Result<(), String>
     )
     .map_err(|e| err("ImportKeyMaterial", e))?;
     Ok(())
-}
-
-/// RSAES-OAEP (SHA-256, MGF1-SHA-256) encryption under a DER
-/// SubjectPublicKeyInfo: what AWS's documentation does with `openssl
-/// pkeyutl` before ImportKeyMaterial. A public-key operation: no secret
-/// of kmsd's is involved, and OpenSSL's timing does not matter here.
-fn oaep_sha256_encrypt(public_key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, String> {
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Padding;
-    let e = |e: openssl::error::ErrorStack| e.to_string();
-    let key = PKey::public_key_from_der(public_key).map_err(e)?;
-    let mut enc = openssl::encrypt::Encrypter::new(&key).map_err(e)?;
-    enc.set_rsa_padding(Padding::PKCS1_OAEP).map_err(e)?;
-    enc.set_rsa_oaep_md(MessageDigest::sha256()).map_err(e)?;
-    enc.set_rsa_mgf1_md(MessageDigest::sha256()).map_err(e)?;
-    let mut out = vec![0u8; enc.encrypt_len(plaintext).map_err(e)?];
-    let n = enc.encrypt(plaintext, &mut out).map_err(e)?;
-    out.truncate(n);
-    Ok(out)
 }
 
 #[cfg(test)]

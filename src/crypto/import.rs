@@ -111,21 +111,12 @@ pub fn unwrap_material<E>(
 mod tests {
     use super::*;
     use crate::crypto::rsa;
-    use openssl::pkey::PKey;
-    use openssl::pkey_ctx::PkeyCtx;
-    use openssl::rsa::Padding;
+
     use std::convert::Infallible;
 
+    /// OpenSSL's RSAES-OAEP-SHA-256 encryption (the client's side).
     fn oaep_encrypt(public_der: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let pkey = PKey::public_key_from_der(public_der).unwrap();
-        let mut ctx = PkeyCtx::new(&pkey).unwrap();
-        ctx.encrypt_init().unwrap();
-        ctx.set_rsa_padding(Padding::PKCS1_OAEP).unwrap();
-        ctx.set_rsa_oaep_md(openssl::md::Md::sha256()).unwrap();
-        ctx.set_rsa_mgf1_md(openssl::md::Md::sha256()).unwrap();
-        let mut out = Vec::new();
-        ctx.encrypt_to_vec(plaintext, &mut out).unwrap();
-        out
+        crate::crypto::rsa::encrypt_oaep_sha256(public_der, plaintext).unwrap()
     }
 
     fn kwp_wrap(key: &[u8; 32], material: &[u8]) -> Vec<u8> {

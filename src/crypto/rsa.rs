@@ -151,6 +151,35 @@ pub fn decrypt_oaep_sha256(
     }
 }
 
+/// RSAES-OAEP (SHA-256, MGF1-SHA-256, empty label) encryption of
+/// `plaintext` under `public_der`, a DER SubjectPublicKeyInfo: what a
+/// client does before ImportKeyMaterial (AWS's documentation uses `openssl
+/// pkeyutl`). kmsd itself needs it only for seeding imported material; a
+/// public-key operation, so no secret of kmsd's is involved.
+///
+/// # Errors
+///
+/// [`RsaError`] if `public_der` is not an RSA public key or `plaintext` is
+/// too long for it.
+pub(crate) fn encrypt_oaep_sha256(
+    public_der: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, RsaError> {
+    let pkey = PKey::public_key_from_der(public_der)
+        .map_err(|e| RsaError::openssl("reading the public key", e))?;
+    let mut ctx = PkeyCtx::new(&pkey).map_err(|e| RsaError::openssl("context", e))?;
+    let sha256 = openssl::md::Md::sha256();
+    ctx.encrypt_init()
+        .and_then(|()| ctx.set_rsa_padding(Padding::PKCS1_OAEP))
+        .and_then(|()| ctx.set_rsa_oaep_md(sha256))
+        .and_then(|()| ctx.set_rsa_mgf1_md(sha256))
+        .map_err(|e| RsaError::openssl("setting up OAEP", e))?;
+    let mut out = Vec::new();
+    ctx.encrypt_to_vec(plaintext, &mut out)
+        .map_err(|e| RsaError::openssl("encrypting", e))?;
+    Ok(out)
+}
+
 /// Parses a PKCS#8 RSA private key.
 fn private_key(pkcs8: &[u8]) -> Result<Rsa<Private>, RsaError> {
     PKey::private_key_from_pkcs8(pkcs8)
@@ -172,18 +201,6 @@ mod tests {
         Rsa::public_key_from_der(der).expect("a DER SubjectPublicKeyInfo")
     }
 
-    fn encrypt_oaep_sha256(public_der: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let pkey = PKey::public_key_from_der(public_der).unwrap();
-        let mut ctx = PkeyCtx::new(&pkey).unwrap();
-        ctx.encrypt_init().unwrap();
-        ctx.set_rsa_padding(Padding::PKCS1_OAEP).unwrap();
-        ctx.set_rsa_oaep_md(openssl::md::Md::sha256()).unwrap();
-        ctx.set_rsa_mgf1_md(openssl::md::Md::sha256()).unwrap();
-        let mut out = Vec::new();
-        ctx.encrypt_to_vec(plaintext, &mut out).unwrap();
-        out
-    }
-
     #[test]
     fn generated_pairs_round_trip_oaep_sha256() {
         let pair = generate(2048).unwrap();
@@ -193,7 +210,7 @@ mod tests {
         assert_eq!(modulus_len(&pair.private_key).unwrap(), 256);
 
         let material = [0x5Au8; 32];
-        let ciphertext = encrypt_oaep_sha256(&pair.public_key, &material);
+        let ciphertext = encrypt_oaep_sha256(&pair.public_key, &material).unwrap();
         let plain = decrypt_oaep_sha256(&pair.private_key, &ciphertext)
             .unwrap()
             .expect("decrypts");
@@ -209,10 +226,10 @@ mod tests {
     fn bad_ciphertexts_do_not_decrypt() {
         let pair = generate(2048).unwrap();
         let other = generate(2048).unwrap();
-        let ciphertext = encrypt_oaep_sha256(&pair.public_key, &[1u8; 32]);
+        let ciphertext = encrypt_oaep_sha256(&pair.public_key, &[1u8; 32]).unwrap();
         // Another key's ciphertext, every flipped byte, wrong lengths, and a
         // value not below the modulus: all one answer.
-        let foreign = encrypt_oaep_sha256(&other.public_key, &[1u8; 32]);
+        let foreign = encrypt_oaep_sha256(&other.public_key, &[1u8; 32]).unwrap();
         assert!(decrypt_oaep_sha256(&pair.private_key, &foreign)
             .unwrap()
             .is_none());

@@ -378,18 +378,9 @@ mod tests {
 
     /// RSAES-OAEP-SHA-256 by OpenSSL (in process here; the integration
     /// tests use its command line).
+    /// OpenSSL's RSAES-OAEP-SHA-256 encryption (the client's side).
     fn oaep(public_key: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        use openssl::pkey::PKey;
-        use openssl::pkey_ctx::PkeyCtx;
-        let pkey = PKey::public_key_from_der(public_key).unwrap();
-        let mut ctx = PkeyCtx::new(&pkey).unwrap();
-        ctx.encrypt_init().unwrap();
-        ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP).unwrap();
-        ctx.set_rsa_oaep_md(openssl::md::Md::sha256()).unwrap();
-        ctx.set_rsa_mgf1_md(openssl::md::Md::sha256()).unwrap();
-        let mut out = Vec::new();
-        ctx.encrypt_to_vec(plaintext, &mut out).unwrap();
-        out
+        crate::crypto::rsa::encrypt_oaep_sha256(public_key, plaintext).unwrap()
     }
 
     fn import(

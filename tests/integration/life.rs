@@ -4,7 +4,6 @@
 
 use kms_proto::client::{Client, ClientError};
 use kms_proto::*;
-use std::process::Command;
 
 /// An answer: the output, or the exception (a broken connection panics:
 /// these tests talk to a daemon that is up).
@@ -163,39 +162,11 @@ pub fn import_parameters(c: &mut Client, key_id: &str) -> Result<(Vec<u8>, Vec<u
 /// `material` encrypted with RSAES-OAEP-SHA-256 under the DER public key,
 /// by OpenSSL's command line (as AWS's documentation shows it).
 pub fn wrap_for_import(public_key: &[u8], material: &[u8]) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(d.join("PublicKey.der"), public_key).unwrap();
-    std::fs::write(d.join("material.bin"), material).unwrap();
-    let out = Command::new("openssl")
-        .args([
-            "pkeyutl",
-            "-encrypt",
-            "-pubin",
-            "-inkey",
-            "PublicKey.der",
-            "-keyform",
-            "DER",
-            "-pkeyopt",
-            "rsa_padding_mode:oaep",
-            "-pkeyopt",
-            "rsa_oaep_md:sha256",
-            "-pkeyopt",
-            "rsa_mgf1_md:sha256",
-            "-in",
-            "material.bin",
-            "-out",
-            "material.enc",
-        ])
-        .current_dir(d)
-        .output()
-        .expect("running openssl (scripts/install-deps.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(d.join("material.enc")).unwrap()
+    crate::import::wrap_with_openssl_cli(
+        public_key,
+        kmsd::crypto::import::ImportAlgorithm::RsaesOaepSha256,
+        material,
+    )
 }
 
 /// ImportKeyMaterial of `material` (does not expire) with a token and key
