@@ -14,11 +14,7 @@ use kmsd::root::FileRoot;
 use kmsd::service::Service;
 use std::sync::Arc;
 
-const PEER: Identity = Identity {
-    uid: 0,
-    gid: 0,
-    pid: 0,
-};
+const PEER: Identity = Identity::local(0, 0, 0);
 
 fn bench(c: &mut Criterion) {
     let svc = Service::with_store(

@@ -116,11 +116,7 @@ fn in_process(svc: &Service, key: &str, batch: usize, secs: f64) -> f64 {
         },
         &mut frame,
     );
-    let peer = Identity {
-        uid: 0,
-        gid: 0,
-        pid: 0,
-    };
+    let peer = Identity::local(0, 0, 0);
     let start = Instant::now();
     let mut n = 0u64;
     let mut out = Vec::new();
@@ -163,11 +159,7 @@ fn main() {
             let key = match svc
                 .call(
                     &Operation::CreateKey(CreateKey::default()),
-                    &Identity {
-                        uid: 0,
-                        gid: 0,
-                        pid: 0,
-                    },
+                    &Identity::local(0, 0, 0),
                 )
                 .unwrap()
             {

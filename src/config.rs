@@ -41,6 +41,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The key lifecycle's scheduler.
     pub lifecycle: LifecycleConfig,
+    /// Who administers keys and who may create them.
+    pub access: AccessConfig,
 }
 
 /// Which root of trust wraps the backing keys.
@@ -283,6 +285,45 @@ impl Default for LifecycleConfig {
     }
 }
 
+/// Who administers keys and who may create them (docs/policy.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// Principals (`uid:N`, `gid:N`, `user:NAME`, `group:NAME`,
+    /// `unit:NAME.service`, `cgroup:PATH`) given `kms:*` by the default key
+    /// policy, and the account-wide operations. The daemon's own uid is
+    /// always one. Default: root.
+    pub administrators: Vec<String>,
+    /// Principals who may CreateKey besides the administrators. Default:
+    /// none.
+    pub key_creators: Vec<String>,
+    /// Allow every request without looking at policies or grants: only for
+    /// measuring what authorization costs (kms-loadgen). The daemon refuses
+    /// to start with it unless given `--benchmark-allow-unauthorized`.
+    pub benchmark_bypass_authorization: bool,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            administrators: vec!["uid:0".into()],
+            key_creators: Vec::new(),
+            benchmark_bypass_authorization: false,
+        }
+    }
+}
+
+impl AccessConfig {
+    /// The service's options.
+    pub fn options(&self) -> crate::service::access::AccessOptions {
+        crate::service::access::AccessOptions {
+            administrators: self.administrators.clone(),
+            key_creators: self.key_creators.clone(),
+            bypass: self.benchmark_bypass_authorization,
+        }
+    }
+}
+
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
@@ -346,6 +387,7 @@ impl Default for Config {
             root: RootConfig::default(),
             cache: CacheConfig::default(),
             lifecycle: LifecycleConfig::default(),
+            access: AccessConfig::default(),
         }
     }
 }

@@ -74,6 +74,11 @@ struct ServeArgs {
     /// alone.
     #[arg(long, value_name = "FILE")]
     seed: Option<PathBuf>,
+    /// Allow `access.benchmark_bypass_authorization` in the config: every
+    /// request allowed without policies or grants. Only for measuring
+    /// what authorization costs; never in production.
+    #[arg(long)]
+    benchmark_allow_unauthorized: bool,
 }
 
 fn main() -> ExitCode {
@@ -125,6 +130,17 @@ fn main() -> ExitCode {
     }
     if let Some(io) = args.io {
         config.transport.io = io;
+    }
+    if config.access.benchmark_bypass_authorization {
+        if !args.benchmark_allow_unauthorized {
+            eprintln!(
+                "kmsd: access.benchmark_bypass_authorization is set: it allows every request \
+                 to every caller, and is only for benchmarks; start with \
+                 --benchmark-allow-unauthorized to use it"
+            );
+            return ExitCode::FAILURE;
+        }
+        tracing::warn!("authorization bypassed (benchmark mode): every caller may do everything");
     }
     match kmsd::server::run_seeded(&config, args.seed.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,11 +103,7 @@ mod tests {
     use kms_proto::*;
     use std::sync::Arc;
 
-    const PEER: Identity = Identity {
-        uid: 0,
-        gid: 0,
-        pid: 0,
-    };
+    const PEER: Identity = Identity::local(0, 0, 0);
 
     fn root(b: u8) -> FileRoot {
         FileRoot::from_key(KeyMaterial::from_bytes([b; 32]))

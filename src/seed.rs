@@ -267,11 +267,7 @@ fn read_material(path: &Path) -> Result<KeyMaterial, String> {
 
 /// Who seeding acts as: the daemon itself.
 fn daemon_identity() -> Identity {
-    Identity {
-        uid: rustix::process::getuid().as_raw(),
-        gid: rustix::process::getgid().as_raw(),
-        pid: rustix::process::getpid().as_raw_nonzero().get(),
-    }
+    Identity::local(rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw(), rustix::process::getpid().as_raw_nonzero().get())
 }
 
 /// Runs `op` in-process as a client's request would run.
@@ -508,7 +504,10 @@ fn create(svc: &Service, p: &Planned<'_>) -> Result<(), String> {
         ..Default::default()
     };
     let material = (!external).then(KeyMaterial::generate);
-    svc.store_new_key(record, material.as_ref(), &tags)
+    let policy = svc
+        .new_key_policy(&daemon_identity(), &p.id, None, false)
+        .map_err(|e| format!("{} {}", e.kind.name(), e.message))?;
+    svc.store_new_key(record, material.as_ref(), &tags, &policy)
         .map_err(|e| format!("{} {}", e.kind.name(), e.message))?;
     tracing::info!(key_id = %format_key_id(&p.id), "seed: created key");
     Ok(())

@@ -738,11 +738,11 @@ fn in_process(
     first: usize,
     shared: &Shared,
 ) -> anyhow::Result<Tally> {
-    let peer = Identity {
-        uid: rustix::process::getuid().as_raw(),
-        gid: rustix::process::getgid().as_raw(),
-        pid: std::process::id() as i32,
-    };
+    let peer = Identity::local(
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+        std::process::id() as i32,
+    );
     let mut tally = Tally::new();
     let mut frame = Vec::new();
     let mut out = Vec::new();

@@ -42,11 +42,11 @@ pub fn open_service() -> anyhow::Result<(Service, tempfile::TempDir)> {
 /// Prepares `spec` on a fresh in-process service and runs it.
 pub fn run(spec: &WorkloadSpec, opts: &RunOptions, name: &str) -> anyhow::Result<RunResult> {
     let (svc, _dir) = open_service()?;
-    let peer = Identity {
-        uid: rustix::process::getuid().as_raw(),
-        gid: rustix::process::getgid().as_raw(),
-        pid: std::process::id() as i32,
-    };
+    let peer = Identity::local(
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+        std::process::id() as i32,
+    );
     let prepared = Prepared::create(&mut InProcessSetup { svc: &svc, peer }, spec)?;
     let pool = FramePool::build(spec, &prepared)?;
     let mut opts = opts.clone();

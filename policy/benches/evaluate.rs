@@ -11,7 +11,7 @@ const ARN: &str = "arn:kmsd:kms:local:key/1b4e28ba-2fa1-41d2-883f-0016d3cca427";
 
 /// The default policy plus a conditioned deny, as a key might carry.
 fn typical() -> String {
-    let default = default_key_policy(&["uid:0", "gid:0"], 1000).unwrap_or_default();
+    let default = default_key_policy(&["uid:0", "gid:0"], Some(1000)).unwrap_or_default();
     let deny = r#"{"Sid":"prod context only","Effect":"Deny","Principal":"*","Action":"kms:Decrypt","Resource":"*",
         "Condition":{"StringNotEqualsIgnoreCase":{"kms:EncryptionContext:env":"prod"}}}"#;
     default.replacen("\"Statement\": [", &format!("\"Statement\": [{deny},"), 1)

@@ -20,15 +20,16 @@ pub const CREATOR_ACTIONS: &[&str] = &[
 /// The default key policy for a key made without one, as JSON text (what
 /// GetKeyPolicy returns). `administrators` (principal texts such as
 /// `uid:0` or `group:kmsadmin`) get `kms:*`, as AWS's default policy
-/// gives its account; `creator_uid` gets [`CREATOR_ACTIONS`]. With no
-/// administrators the first statement is left out.
+/// gives its account; `creator_uid`, if given, gets [`CREATOR_ACTIONS`]
+/// (unless it is one of the administrators, who have them already). With
+/// no administrators the first statement is left out.
 ///
 /// The principals' syntax is checked here; `user:` and `group:` names are
 /// resolved when the text is parsed with [`crate::Policy::parse`] to be
 /// stored, like any other policy.
 pub fn default_key_policy(
     administrators: &[&str],
-    creator_uid: u32,
+    creator_uid: Option<u32>,
 ) -> Result<String, PolicyError> {
     for (i, a) in administrators.iter().enumerate() {
         Principal::parse(a, &format!("administrators[{i}]"), &AnyName)?;
@@ -43,13 +44,17 @@ pub fn default_key_policy(
             "Resource": "*",
         }));
     }
-    statements.push(json!({
-        "Sid": "Allow use of the key by its creator",
-        "Effect": "Allow",
-        "Principal": {"AWS": format!("uid:{creator_uid}")},
-        "Action": CREATOR_ACTIONS,
-        "Resource": "*",
-    }));
+    if let Some(uid) =
+        creator_uid.filter(|u| !administrators.contains(&format!("uid:{u}").as_str()))
+    {
+        statements.push(json!({
+            "Sid": "Allow use of the key by its creator",
+            "Effect": "Allow",
+            "Principal": {"AWS": format!("uid:{uid}")},
+            "Action": CREATOR_ACTIONS,
+            "Resource": "*",
+        }));
+    }
     let doc = json!({
         "Version": "2012-10-17",
         "Id": "key-default-1",

@@ -574,7 +574,7 @@ fn a_denied_condition_only_denies_when_it_holds() {
 
 #[test]
 fn lockout_safety_check() {
-    let admins = kms_policy::default_key_policy(&["uid:0", "group:kmsadmin"], 1001).unwrap();
+    let admins = kms_policy::default_key_policy(&["uid:0", "group:kmsadmin"], Some(1001)).unwrap();
     let p = policy(&admins);
     let root = Caller {
         uid: 0,

@@ -523,17 +523,17 @@ fn malformed() {
 
 #[test]
 fn default_policy_round_trips() {
-    let text = kms_policy::default_key_policy(&["uid:0", "group:kmsadmin"], 1000).unwrap();
+    let text = kms_policy::default_key_policy(&["uid:0", "group:kmsadmin"], Some(1000)).unwrap();
     let p = parse(&text).unwrap();
     assert_eq!(p.statement_count(), 2);
     // A name the resolver does not know makes the stored policy fail, as
     // any other policy would.
-    let text = kms_policy::default_key_policy(&["user:bob"], 1000).unwrap();
+    let text = kms_policy::default_key_policy(&["user:bob"], Some(1000)).unwrap();
     assert!(parse(&text).unwrap_err().reason().contains("names no user"));
     // A principal that is not one is refused by the builder itself.
-    let e = kms_policy::default_key_policy(&["root"], 1000).unwrap_err();
+    let e = kms_policy::default_key_policy(&["root"], Some(1000)).unwrap_err();
     assert!(e.reason().contains("administrators[0]"), "{e}");
     // With no administrators, only the creator's statement.
-    let text = kms_policy::default_key_policy(&[], 7).unwrap();
+    let text = kms_policy::default_key_policy(&[], Some(7)).unwrap();
     assert_eq!(parse(&text).unwrap().statement_count(), 1);
 }

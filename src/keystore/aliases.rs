@@ -132,6 +132,14 @@ pub fn delete(conn: &Connection, name: &str) -> Result<bool, StoreError> {
     Ok(n == 1)
 }
 
+/// The names of `key_id`'s aliases, in name order.
+pub fn names_of(conn: &Connection, key_id: &[u8; 16]) -> Result<Vec<String>, StoreError> {
+    may_block();
+    let mut stmt = conn.prepare_cached("SELECT name FROM aliases WHERE key_id = ?1 ORDER BY name")?;
+    let rows = stmt.query_map(params![&key_id[..]], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Deletes every alias of `key_id` (the key deletion calls it inside its
 /// transaction; then `Service::forget_aliases_of` after the commit).
 /// Returns the names deleted.

@@ -68,13 +68,14 @@ impl Keystore {
     }
 
     /// Stores a new key with its first version (none for an EXTERNAL key
-    /// before import) and its tags, atomically; the key's pending record,
+    /// before import), its tags and its policy, atomically; the key's pending record,
     /// if any, goes in the same transaction.
     pub fn insert_new_key(
         &mut self,
         key: &KeyRecord,
         first: Option<&WrappedVersion>,
         tags: &[Tag<'_>],
+        policy: Option<&super::access::StoredPolicy>,
     ) -> Result<(), StoreError> {
         may_block();
         let tx = self.conn.transaction()?;
@@ -105,6 +106,9 @@ impl Keystore {
             )?;
         }
         set_tags(&tx, &key.key_id, tags)?;
+        if let Some(p) = policy {
+            super::access::write_policy(&tx, &key.key_id, p, key.created_at)?;
+        }
         tx.execute(
             "DELETE FROM hsm_pending WHERE key_id = ?1",
             params![&key.key_id[..]],
@@ -239,9 +243,9 @@ mod tests {
             version: 1,
             wrapped: vec![1; 40],
         };
-        s.insert_new_key(&rec(1, Origin::Kmsd), Some(&v), &[tag("b", "2"), tag("a", "")])
+        s.insert_new_key(&rec(1, Origin::Kmsd), Some(&v), &[tag("b", "2"), tag("a", "")], None)
             .unwrap();
-        s.insert_new_key(&rec(2, Origin::External), None, &[]).unwrap();
+        s.insert_new_key(&rec(2, Origin::External), None, &[], None).unwrap();
         assert_eq!(s.get_versions(&[1; 16]).unwrap(), std::slice::from_ref(&v));
         assert!(s.get_versions(&[2; 16]).unwrap().is_empty());
         let ext = s.get_key(&[2; 16]).unwrap().unwrap();
@@ -253,7 +257,7 @@ mod tests {
         );
         // A duplicate key id stores nothing, tags included.
         assert!(s
-            .insert_new_key(&rec(1, Origin::Kmsd), Some(&v), &[tag("c", "3")])
+            .insert_new_key(&rec(1, Origin::Kmsd), Some(&v), &[tag("c", "3")], None)
             .is_err());
         assert_eq!(s.list_tags(&[1; 16], None, 50).unwrap().len(), 2);
     }
@@ -261,7 +265,7 @@ mod tests {
     #[test]
     fn tags_are_replaced_counted_paged_and_removed() {
         let mut s = Keystore::open_in_memory().unwrap();
-        s.insert_new_key(&rec(1, Origin::External), None, &[tag("a", "1")])
+        s.insert_new_key(&rec(1, Origin::External), None, &[tag("a", "1")], None)
             .unwrap();
         let n = s
             .in_transaction(|tx| Ok(count_tags_with(tx, &[1; 16], &[tag("a", "x"), tag("b", "y")])?))
@@ -283,7 +287,7 @@ mod tests {
     #[test]
     fn a_refusal_inside_a_transaction_writes_nothing() {
         let mut s = Keystore::open_in_memory().unwrap();
-        s.insert_new_key(&rec(1, Origin::External), None, &[]).unwrap();
+        s.insert_new_key(&rec(1, Origin::External), None, &[], None).unwrap();
         let r = s.in_transaction(|tx| {
             set_description(tx, &[1; 16], "changed")?;
             set_tags(tx, &[1; 16], &[tag("a", "1")])?;

@@ -372,7 +372,7 @@ mod tests {
     #[test]
     fn an_external_key_gets_material_loses_it_and_keeps_its_digest() {
         let mut store = Keystore::open_in_memory().unwrap();
-        store.insert_new_key(&external(1), None, &[]).unwrap();
+        store.insert_new_key(&external(1), None, &[], None).unwrap();
         let key = store.get_key(&[1; 16]).unwrap().unwrap();
         assert_eq!(key.current_version, 0);
         assert_eq!(key.state, KeyState::PendingImport);
@@ -448,8 +448,8 @@ mod tests {
     #[test]
     fn expired_parameters_lose_their_wrapping_key_but_keep_their_token() {
         let mut store = Keystore::open_in_memory().unwrap();
-        store.insert_new_key(&external(2), None, &[]).unwrap();
-        store.insert_new_key(&external(3), None, &[]).unwrap();
+        store.insert_new_key(&external(2), None, &[], None).unwrap();
+        store.insert_new_key(&external(3), None, &[], None).unwrap();
         store
             .put_import_params(&[2; 16], &params_with(b"a", 100), &pair(b"a"), pair_of, 0)
             .unwrap();

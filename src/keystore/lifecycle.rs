@@ -338,8 +338,8 @@ impl Keystore {
     }
 
     /// Deletes a key whose deletion is due at `now`, and everything that
-    /// names it (versions, tags, aliases, import parameters, usage
-    /// reservations), in one IMMEDIATE transaction, leaving its id in
+    /// names it (versions, tags, aliases, policy, grants, import parameters,
+    /// usage reservations), in one IMMEDIATE transaction, leaving its id in
     /// `deleted_keys`; an HSM-only key's
     /// versions are recorded pending ('delete') in the same transaction,
     /// so that their token objects are destroyed even if kmsd stops before
@@ -376,6 +376,7 @@ impl Keystore {
         }
         super::aliases::delete_for_key(&tx, key_id)?;
         super::annotations::delete_tags_of(&tx, key_id)?;
+        super::access::delete_access_of(&tx, key_id)?;
         tx.execute("DELETE FROM import_params WHERE key_id = ?1", params![id])?;
         tx.execute("DELETE FROM hsm_usage WHERE key_id = ?1", params![id])?;
         tx.execute("DELETE FROM key_versions WHERE key_id = ?1", params![id])?;

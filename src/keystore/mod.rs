@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "keys.db";
 
+pub mod access;
 pub mod aliases;
 pub mod annotations;
 mod durable;
@@ -101,6 +102,13 @@ pub struct StoredKey {
     pub versions: Vec<WrappedVersion>,
     /// Reserved encryptions by version (HSM-only keys; empty otherwise).
     pub usage: Vec<u64>,
+    /// Its key policy (`None`: a key stored before kmsd had policies and
+    /// not yet given one).
+    pub policy: Option<access::StoredPolicy>,
+    /// Its grants, oldest first.
+    pub grants: Vec<access::GrantRow>,
+    /// Its alias names.
+    pub aliases: Vec<String>,
 }
 
 /// What the data path reads from a keystore, and all it reads: keys by id,
@@ -758,10 +766,16 @@ impl StoreReader {
         } else {
             Vec::new()
         };
+        let policy = access::read_policy(&self.conn, id)?;
+        let grants = access::read_grants(&self.conn, id)?;
+        let aliases = aliases::names_of(&self.conn, id)?;
         Ok(Some(StoredKey {
             record,
             versions,
             usage,
+            policy,
+            grants,
+            aliases,
         }))
     }
 
@@ -799,7 +813,7 @@ impl StoreReader {
 mod tests {
     use super::*;
 
-    fn rec(id: u8) -> KeyRecord {
+    pub(crate) fn rec(id: u8) -> KeyRecord {
         KeyRecord {
             key_id: [id; 16],
             created_at: 1_700_000_000,

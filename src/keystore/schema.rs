@@ -12,7 +12,7 @@ use super::StoreError;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// The schema version this kmsd writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: keys, their wrapped versions, HSM-only usage reservations and
 /// pending HSM-only keys (kmsd 0.1).
@@ -111,9 +111,39 @@ CREATE TABLE deleted_keys (
 ) WITHOUT ROWID;
 ";
 
+/// Version 3: access control. Each key's policy (`key_policies`: the
+/// document as given and the user and group names it used, resolved when
+/// it was stored) and its grants (`grants`). Keys of a version 2 store get
+/// the default policy of the daemon's administrators at the first start
+/// (`Keystore::fill_missing_policies`: the text depends on the config, so
+/// not here).
+const V3: &str = "
+CREATE TABLE key_policies (
+    key_id     BLOB NOT NULL REFERENCES keys(key_id),
+    name       TEXT NOT NULL,
+    policy     TEXT NOT NULL,
+    names      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (key_id, name)
+) WITHOUT ROWID;
+CREATE TABLE grants (
+    grant_id    TEXT PRIMARY KEY,
+    key_id      BLOB NOT NULL REFERENCES keys(key_id),
+    name        TEXT,
+    grantee     TEXT NOT NULL,
+    retiring    TEXT,
+    operations  TEXT NOT NULL,
+    constraints TEXT,
+    issuing     TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX grants_by_key ON grants (key_id, created_at, grant_id);
+CREATE INDEX grants_by_retiring ON grants (retiring, grant_id) WHERE retiring IS NOT NULL;
+";
+
 /// The migrations, in order: `MIGRATIONS[i]` takes a store from version
 /// `i + 1` to `i + 2`.
-const MIGRATIONS: &[&str] = &[V2];
+const MIGRATIONS: &[&str] = &[V2, V3];
 
 const _: () = assert!(MIGRATIONS.len() as i64 + 1 == SCHEMA_VERSION);
 

@@ -372,7 +372,7 @@ mod tests {
                     max_answer: crate::wire::DEFAULT_MAX_ANSWER,
                     gone: None,
                 };
-                answer(svc, &a, &crate::identity::Identity { uid: 1, gid: 1, pid: 1 }, crate::service::Site::Io, opts, &mut out)
+                answer(svc, &a, &crate::identity::Identity::local(0, 0, 1), crate::service::Site::Io, opts, &mut out)
                     .expect("ran inline");
                 out
             })
@@ -393,6 +393,14 @@ mod tests {
         let (a, b) = (t.create_key(), t.create_key());
         t.alias("alias/a", &a);
         t.alias("alias/b", &b);
+        // An alias change reloads its key (its aliases are part of its
+        // access); both are loaded again by the encryptions.
+        t.call(Operation::Encrypt(Encrypt {
+            key_id: "alias/b",
+            plaintext: b"warm",
+            context: vec![],
+        }))
+        .unwrap();
         let blob = match t
             .call(Operation::Encrypt(Encrypt {
                 key_id: "alias/a",
@@ -471,7 +479,7 @@ mod tests {
             )
             .unwrap()
         };
-        let peer = crate::identity::Identity { uid: 1, gid: 1, pid: 1 };
+        let peer = crate::identity::Identity::local(0, 0, 1);
         let key = {
             let svc = open();
             let key = match svc.call(&Operation::CreateKey(CreateKey::default()), &peer).unwrap() {

@@ -298,11 +298,7 @@ mod tests {
     use kms_proto::*;
     use std::sync::Arc;
 
-    const PEER: Identity = Identity {
-        uid: 0,
-        gid: 0,
-        pid: 0,
-    };
+    const PEER: Identity = Identity::local(0, 0, 0);
 
     fn service(dir: &std::path::Path, vault: &Arc<MemHsmOnlyKeys>) -> Service {
         service_with(dir, vault, Default::default())
@@ -329,6 +325,7 @@ mod tests {
                 vault: Arc::clone(vault),
             }),
             ServiceOptions {
+                access: Default::default(),
                 limits: Default::default(),
                 max_keys,
                 cache,

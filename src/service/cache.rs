@@ -220,6 +220,7 @@ mod tests {
                 ..Default::default()
             },
             1,
+            crate::service::access::KeyAccess::for_tests(),
         );
         k.fill(
             1,

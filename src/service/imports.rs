@@ -303,11 +303,7 @@ mod tests {
     use kms_proto::*;
     use std::sync::Arc;
 
-    const PEER: Identity = Identity {
-        uid: 0,
-        gid: 0,
-        pid: 0,
-    };
+    const PEER: Identity = Identity::local(0, 0, 0);
     const T0: i64 = 1_800_000_000;
     const DAY: i64 = 24 * 60 * 60;
 
@@ -316,6 +312,7 @@ mod tests {
             Keystore::open(dir).unwrap(),
             Arc::new(FileRoot::from_key(KeyMaterial::from_bytes([9; 32]))),
             ServiceOptions {
+                access: Default::default(),
                 limits: Default::default(),
                 max_keys: 1000,
                 cache: Default::default(),
@@ -791,6 +788,7 @@ mod tests {
             Keystore::open(dir.path()).unwrap(),
             Arc::clone(&root) as Arc<dyn RootOfTrust>,
             ServiceOptions {
+                access: Default::default(),
                 limits: Default::default(),
                 max_keys: 1000,
                 cache: Default::default(),

@@ -27,6 +27,8 @@ use std::sync::{Arc, OnceLock};
 pub struct KeyMeta {
     /// The stored record, as of loading.
     pub record: KeyRecord,
+    /// Its policy, grants and aliases, compiled, as of loading.
+    pub access: super::access::KeyAccess,
 }
 
 /// A key with its metadata and the backing keys unwrapped so far, ready for
@@ -63,9 +65,13 @@ pub enum VersionMissing {
 impl LoadedKey {
     /// A key of `record` with `version_count` versions, none unwrapped yet
     /// (fill them with [`LoadedKey::fill`] before it is shared).
-    pub(crate) fn new(record: KeyRecord, version_count: u32) -> LoadedKey {
+    pub(crate) fn new(
+        record: KeyRecord,
+        version_count: u32,
+        access: super::access::KeyAccess,
+    ) -> LoadedKey {
         LoadedKey {
-            meta: KeyMeta { record },
+            meta: KeyMeta { record, access },
             versions: (0..version_count).map(|_| OnceLock::new()).collect(),
             loaded_at: std::time::Instant::now(),
             revision: std::sync::atomic::AtomicU64::new(u64::MAX),
@@ -106,6 +112,11 @@ impl LoadedKey {
     /// The stored record as of loading.
     pub fn record(&self) -> &KeyRecord {
         &self.meta.record
+    }
+
+    /// The key's policy, grants and aliases, compiled.
+    pub fn access(&self) -> &super::access::KeyAccess {
+        &self.meta.access
     }
 
     /// The key's id.
@@ -157,6 +168,9 @@ pub(crate) struct ServiceState {
     pub(crate) usage: super::backing::UsageCounters,
     /// The lifecycle's clock.
     pub(crate) clock: Arc<dyn crate::clock::Clock>,
+    /// The default policy of a key stored without one (none should be
+    /// left after start-up: `Keystore::fill_missing_policies`).
+    pub(crate) administrators: crate::keystore::access::StoredPolicy,
 }
 
 impl ServiceState {
@@ -180,11 +194,12 @@ impl ServiceState {
             }
         }
         let count = stored.versions.len() as u32;
+        let access = || super::access::KeyAccess::from_stored(stored, &self.administrators);
         if record.current_version == 0 && record.origin == kms_proto::Origin::External {
             // An EXTERNAL key without material (pending import, or pending
             // deletion after its material went): cached for its state
             // (every use but reading it is refused), nothing to unwrap.
-            return Ok(LoadedKey::new(record.clone(), count));
+            return Ok(LoadedKey::new(record.clone(), count, access()?));
         }
         if record.current_version == 0 || record.current_version > count {
             return Err(internal(
@@ -192,7 +207,7 @@ impl ServiceState {
                 format!("{}: current version is missing", format_key_id(&id)),
             ));
         }
-        let key = LoadedKey::new(record.clone(), count);
+        let key = LoadedKey::new(record.clone(), count, access()?);
         if record.origin == kms_proto::Origin::Hsm {
             for v in 1..=count {
                 self.fill_version(&key, v, stored)?;

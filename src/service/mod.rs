@@ -10,6 +10,7 @@
 //! block). [`Service::call`] runs one operation to completion (tests, the
 //! in-process baseline).
 
+pub mod access;
 pub mod aliases;
 pub mod backing;
 pub mod cache;
@@ -52,6 +53,9 @@ pub enum ServiceError {
     /// The loader threads could not start.
     #[error("starting the key loader: {0}")]
     Threads(std::io::Error),
+    /// `[access]` names a principal that does not parse or resolve.
+    #[error("access.administrators or access.key_creators: {0}")]
+    Access(String),
 }
 
 pub use key_id::{alias_arn, format_key_id, key_arn, parse_key_id};
@@ -88,6 +92,8 @@ pub struct ServiceOptions {
     /// IVs) in the daemon. Tests lower it to see a version wear out and the
     /// key rotate (no test can do 2^32 encryptions); nothing raises it.
     pub hsm_invocation_limit: u64,
+    /// Administrators, key creators (`[access]` in the config).
+    pub access: access::AccessOptions,
 }
 
 /// The key lifecycle's limits, from `[limits]` in the config (AWS's
@@ -144,6 +150,7 @@ impl ServiceOptions {
             clock: crate::clock::daemon_clock(),
             lifecycle_limits: LifecycleLimits::from_config(config),
             hsm_invocation_limit: backing::HSM_INVOCATION_LIMIT,
+            access: config.access.options(),
         }
     }
 }
@@ -165,6 +172,8 @@ pub struct Service {
     wake: scheduler::Wake,
     /// Alias name to key id, as the store has them (see [`aliases`]).
     aliases: aliases::AliasTable,
+    /// Administrators and key creators, compiled.
+    access: access::AccountAccess,
 }
 
 pub(crate) use crate::errors::internal;
@@ -202,6 +211,7 @@ impl Service {
                 clock: Arc::new(crate::clock::SystemClock),
                 lifecycle_limits: LifecycleLimits::default(),
                 hsm_invocation_limit: backing::HSM_INVOCATION_LIMIT,
+                access: access::AccessOptions::default(),
             },
         )
     }
@@ -212,18 +222,28 @@ impl Service {
         root: Arc<dyn RootOfTrust>,
         options: ServiceOptions,
     ) -> Result<Service, ServiceError> {
+        let access = access::AccountAccess::new(options.access).map_err(ServiceError::Access)?;
         let check = root.wrap(&KeyMaterial::from_bytes([0; 32]))?;
         store.bind_root(root.kind(), &check)?;
         let c = &options.cache;
         // The key loader reads through a connection of its own.
         let reader = store.open_reader()?;
         let aliases = aliases::AliasTable::from_rows(store.all_aliases()?);
+        let mut store = store;
+        // Keys stored before kmsd had policies get the administrators'
+        // default policy, once, before anything is served.
+        let fill = access::default_policy(&access, None).map_err(ServiceError::Access)?;
+        let filled = store.fill_missing_policies(&fill, options.clock.now())?;
+        if filled > 0 {
+            tracing::info!(keys = filled, "keys without a key policy given the default policy");
+        }
         let core = Arc::new(ServiceState {
             store: Mutex::new(store),
             root,
             cache: cache::KeyCache::new(c.capacity, std::time::Duration::from_secs(c.ttl_secs)),
             usage: Default::default(),
             clock: options.clock,
+            administrators: fill,
         });
         let loader = loader::KeyLoader::start(
             Arc::clone(&core),
@@ -247,6 +267,7 @@ impl Service {
             hsm_invocation_limit: options.hsm_invocation_limit.max(1),
             rotations: Default::default(),
             wake: Default::default(),
+            access,
         })
     }
 
@@ -399,8 +420,8 @@ impl Service {
         }
     }
 
-    /// Inserts a freshly created key, with its tags, into the store (one
-    /// transaction) and the cache. `material` is the backing key of a key
+    /// Inserts a freshly created key, with its tags and policy, into the
+    /// store (one transaction) and the cache. `material` is the backing key of a key
     /// kmsd made; an HSM-only key's (`None`) was generated in the HSM by
     /// the caller and stores nothing wrapped; an EXTERNAL key (`None`) has
     /// no version until its material is imported.
@@ -409,7 +430,9 @@ impl Service {
         record: KeyRecord,
         material: Option<&KeyMaterial>,
         tags: &[kms_proto::Tag<'_>],
+        policy: &crate::keystore::access::StoredPolicy,
     ) -> Result<(), KmsError> {
+        let key_access = access::KeyAccess::compile(policy, Vec::new())?;
         let external = record.origin == kms_proto::Origin::External;
         // Taken before the store write, as every load does: an
         // invalidation meanwhile keeps this entry out of the cache.
@@ -438,20 +461,20 @@ impl Service {
                 }
             }
             store
-                .insert_new_key(&record, (!external).then_some(&first), tags)
+                .insert_new_key(&record, (!external).then_some(&first), tags, Some(policy))
                 .map_err(|e| internal("storing key", e))?;
         }
         let id = record.key_id;
         let loaded = if external {
             // No material: cached for its state (every use but reading it
             // is refused: pending import), as a load would make it.
-            LoadedKey::new(record, 0)
+            LoadedKey::new(record, 0, key_access)
         } else {
             let backing = match material {
                 Some(m) => Backing::Soft(XaesKey::new(m)),
                 None => Backing::Hsm(self.core.usage.version(&record.key_id, 1, 0)),
             };
-            let loaded = LoadedKey::new(record, 1);
+            let loaded = LoadedKey::new(record, 1, key_access);
             loaded.fill(1, backing);
             loaded
         };

@@ -20,6 +20,7 @@ use super::hsm_executor::HsmThread;
 use super::keys::{KeyRef, Needed};
 use super::loader::Prefetched;
 use super::{LoadedKey, Service};
+use super::access::Ask;
 use crate::identity::Identity;
 use crate::keystore::Keystore;
 use kms_proto::{KmsError, Operation, Output};
@@ -67,6 +68,9 @@ impl Plane for Data {
         site: Site<'_>,
         resolved: &[Needed],
     ) -> Result<Output, ExecError> {
+        // Data-plane operations check the keys they load themselves (a
+        // ciphertext names its key); nothing else may skip the check.
+        debug_assert!(matches!(op.authorization(), Authz::InApply | Authz::Anyone));
         op.apply(
             &DataCtx {
                 svc,
@@ -94,6 +98,16 @@ impl Plane for Control {
             // it is told to run it where it may block.
             return Err(ExecError::NotReady);
         }
+        // Before anything else, so that a refused caller learns nothing
+        // beyond whether the key exists.
+        match op.authorization() {
+            Authz::Key { key_id, field } => {
+                let id = svc.resolve_key_id(key_id, field)?;
+                svc.authorize_id(caller, &id, policy_action::<O>(), &Ask::default().named(key_id))?;
+            }
+            Authz::Account => svc.authorize_account(caller, policy_action::<O>())?,
+            Authz::Anyone | Authz::InApply => {}
+        }
         op.apply(
             &ControlCtx {
                 data: DataCtx {
@@ -105,6 +119,36 @@ impl Plane for Control {
             caller,
         )
     }
+}
+
+/// How an operation is authorized: declared by each operation (there is no
+/// default, so a new operation cannot forget).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Authz<'a> {
+    /// Anyone who can connect (WhoAmI, GenerateRandom: they use no key and
+    /// reveal nothing about one).
+    Anyone,
+    /// An account-wide action: the administrators' and key creators'
+    /// (`[access]`; CreateKey only the key creators' and administrators').
+    Account,
+    /// The action on the key `key_id` names, by its key policy and grants,
+    /// checked before `apply` runs.
+    Key {
+        /// The client's identifier (key id, key ARN, alias name or ARN).
+        key_id: &'a str,
+        /// Its field, for errors.
+        field: &'a str,
+    },
+    /// `apply` checks the keys it uses itself (the data plane: the key of
+    /// a ciphertext is known only once it is parsed; aliases, which need
+    /// two keys; grants, whose retiring principal may retire them).
+    InApply,
+}
+
+/// The policy action of `O`.
+fn policy_action<O: Op>() -> kms_policy::Action {
+    kms_policy::Action::from_name(O::ACTION)
+        .expect("an operation authorized by policy names a policy action (tested)")
 }
 
 /// Upper bounds of what one outcome of an operation can hold, from its
@@ -122,9 +166,8 @@ pub struct OutputSize {
 }
 
 /// One operation: its declarations and its implementation.
-// `NAME` and `ACTION` are read through `names` by tests today; the policy
-// check and the audit record (the access-control and audit issues) read
-// them on every request.
+// `NAME` is read through `names` by tests today; the audit record (the
+// audit issue) reads it on every request.
 #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
 pub trait Op {
     /// AWS's operation name, e.g. "Encrypt".
@@ -151,6 +194,8 @@ pub trait Op {
     }
     /// Bounds of its outcome.
     fn output_size(&self) -> OutputSize;
+    /// How it is authorized.
+    fn authorization(&self) -> Authz<'_>;
     /// Runs it.
     fn apply(
         &self,
@@ -247,6 +292,19 @@ impl<'a> DataCtx<'a> {
             }
         }
         self.svc.key_at(r, self.site)
+    }
+
+    /// Fails with AccessDeniedException unless `caller` may do `action`
+    /// on `key` (its policy and grants as of its loading; cached per
+    /// connection).
+    pub fn authorize(
+        &self,
+        caller: &Identity,
+        key: &LoadedKey,
+        action: kms_policy::Action,
+        ask: &Ask<'_>,
+    ) -> Result<(), KmsError> {
+        self.svc.authorize(caller, key.id(), key.access(), action, ask)
     }
 
     /// The key a client-supplied identifier in `field` names (a key id,

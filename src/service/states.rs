@@ -119,11 +119,7 @@ pub(crate) mod test_support {
     use std::sync::Arc;
 
     /// The caller of every test operation.
-    pub(crate) const PEER: Identity = Identity {
-        uid: 0,
-        gid: 0,
-        pid: 0,
-    };
+    pub(crate) const PEER: Identity = Identity::local(0, 0, 0);
 
     /// A file root with in-memory HSM-only keys, whose availability and
     /// destroys a test sets.
@@ -206,6 +202,7 @@ pub(crate) mod test_support {
     /// The options of a test service on `clock`.
     pub(crate) fn options(clock: &Arc<ManualClock>) -> ServiceOptions {
         ServiceOptions {
+            access: Default::default(),
             limits: Default::default(),
             max_keys: 1000,
             cache: Default::default(),

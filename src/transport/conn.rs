@@ -63,8 +63,8 @@ impl Conn {
     }
 
     /// The caller.
-    pub(crate) fn peer(&self) -> Identity {
-        self.peer
+    pub(crate) fn peer(&self) -> &Identity {
+        &self.peer
     }
 
     /// Whether a request is in flight or an answer not yet written: every
@@ -102,7 +102,7 @@ impl Conn {
             let reply = Reply::new(self.tx.clone(), Some(Admission::permit(permit)));
             if let Err(waiting) =
                 self.dispatcher
-                    .offer(frame, self.peer, reply, self.max_answer, &self.budget)
+                    .offer(frame, self.peer.clone(), reply, self.max_answer, &self.budget)
             {
                 let charge = tokio::select! {
                     biased;

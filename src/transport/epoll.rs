@@ -63,7 +63,7 @@ async fn connection(h: Handoff, state: Arc<ServeState>, shutdown: Shutdown) {
             return;
         }
     };
-    let (conn, queue) = Conn::new(&state, peer);
+    let (conn, queue) = Conn::new(&state, peer.clone());
     let limits = state.conn_limits;
     let (rd, wr) = stream.split();
     run_both(

@@ -272,11 +272,12 @@ fn lookup_group(table: &str, name: &str) -> Option<u32> {
 /// A pid the kernel cannot name in our namespace is reported as 0.
 pub fn peer_of(stream: &tokio::net::UnixStream) -> io::Result<Identity> {
     let cred = stream.peer_cred()?;
-    Ok(Identity {
-        uid: cred.uid(),
-        gid: cred.gid(),
-        pid: cred.pid().unwrap_or(0),
-    })
+    Ok(Identity::accepted(
+        cred.uid(),
+        cred.gid(),
+        cred.pid().unwrap_or(0),
+        crate::identity::PeerDetails::default(),
+    ))
 }
 
 #[cfg(test)]
@@ -483,12 +484,13 @@ mod tests {
             peer_of(&s).unwrap()
         });
         assert_eq!(
-            peer,
-            Identity {
-                uid: rustix::process::geteuid().as_raw(),
-                gid: rustix::process::getegid().as_raw(),
-                pid: std::process::id() as i32,
-            }
+            (peer.uid, peer.gid, peer.pid),
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+                std::process::id() as i32
+            )
         );
+        assert_ne!(peer.conn, 0, "an accepted connection has its number");
     }
 }

@@ -91,7 +91,7 @@ async fn connection(h: Handoff, state: Arc<ServeState>, stop: Shutdown) {
         guard,
     } = h;
     let stream = UnixStream::from_std(stream);
-    let (conn, queue) = Conn::new(&state, peer);
+    let (conn, queue) = Conn::new(&state, peer.clone());
     let limits = state.conn_limits;
     run_both(
         peer,

@@ -42,11 +42,7 @@ mod tests {
     use kms_proto::{Operation, Output, Request, RequestBody, ResponseBody};
     use std::sync::Arc;
 
-    const PEER: Identity = Identity {
-        uid: 1000,
-        gid: 1000,
-        pid: 1,
-    };
+    const PEER: Identity = Identity::local(0, 0, 1);
 
     fn service() -> Service {
         Service::with_store(

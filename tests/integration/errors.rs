@@ -214,11 +214,7 @@ fn overload_is_counted_apart_by_the_dispatcher() {
     let db = rusqlite::Connection::open(dir.path().join("keys.db")).unwrap();
     db.execute_batch("BEGIN IMMEDIATE").unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let peer = Identity {
-        uid: 0,
-        gid: 0,
-        pid: 1,
-    };
+    let peer = Identity::local(0, 0, 1);
     for id in 1..=4 {
         let mut frame = Vec::new();
         push(&mut frame, id, Operation::CreateKey(CreateKey::default()));

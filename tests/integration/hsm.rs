@@ -1788,6 +1788,7 @@ fn crash_child() {
         kmsd::keystore::Keystore::open(&data_dir).unwrap(),
         std::sync::Arc::new(DiesAfterGenerating(root)),
         kmsd::service::ServiceOptions {
+            access: Default::default(),
             limits: Default::default(),
             max_keys: 100,
             cache: Default::default(),
@@ -1799,11 +1800,7 @@ fn crash_child() {
         },
     )
     .unwrap();
-    let peer = kmsd::identity::Identity {
-        uid: 0,
-        gid: 0,
-        pid: 0,
-    };
+    let peer = kmsd::identity::Identity::local(0, 0, 0);
     let r = svc.call(
         &Operation::CreateKey(kms_proto::CreateKey {
             origin: Origin::Hsm,

@@ -26,11 +26,7 @@ use kmsd::service::{Service, ServiceOptions};
 use proptest::prelude::*;
 use std::sync::Arc;
 
-const PEER: Identity = Identity {
-    uid: 1000,
-    gid: 1000,
-    pid: 1,
-};
+const PEER: Identity = Identity::local(1000, 1000, 1);
 
 const DAY: i64 = 86_400;
 /// Where the clock starts (2025-01-01).

@@ -525,6 +525,7 @@ fn a_worn_hsm_only_version_rotates_its_key_in_the_token() {
             kmsd::keystore::Keystore::open(dir.path()).unwrap(),
             Arc::new(kmsd::root::Pkcs11Root::open(&config(env, &root_label)).unwrap()),
             ServiceOptions {
+                access: Default::default(),
                 limits: Default::default(),
                 max_keys: 100,
                 cache: Default::default(),
@@ -538,11 +539,7 @@ fn a_worn_hsm_only_version_rotates_its_key_in_the_token() {
         .unwrap(),
     );
     let scheduler = Scheduler::start(Arc::clone(&svc), Duration::from_secs(3600)).unwrap();
-    let peer = kmsd::identity::Identity {
-        uid: 0,
-        gid: 0,
-        pid: 0,
-    };
+    let peer = kmsd::identity::Identity::local(0, 0, 0);
     let key = match svc
         .call(
             &Operation::CreateKey(kms_proto::CreateKey {

@@ -18,11 +18,7 @@ use kms_proto::{CreateKey, ErrorKind, GenerateDataKey, Operation, Output};
 /// A timeout no test reaches.
 const LONG: Duration = Duration::from_secs(600);
 
-const PEER: Identity = Identity {
-    uid: 0,
-    gid: 0,
-    pid: 0,
-};
+const PEER: Identity = Identity::local(0, 0, 0);
 
 /// A store under `dir` holding `n` keys; returns their ids.
 fn keys_in(dir: &std::path::Path, n: usize) -> Vec<[u8; 16]> {
@@ -50,6 +46,7 @@ fn cold(dir: &std::path::Path, cache: CacheConfig) -> (Service, Arc<TestRoot>) {
         Keystore::open(dir).unwrap(),
         root.clone(),
         ServiceOptions {
+            access: Default::default(),
             limits: Default::default(),
             max_keys: 100_000,
             cache,
@@ -841,11 +838,7 @@ fn a_frame_holding_a_key_from_before_a_change_loads_it_again() {
         plaintext: b"x",
         context: vec![],
     });
-    let caller = Identity {
-        uid: 0,
-        gid: 0,
-        pid: 1,
-    };
+    let caller = Identity::local(0, 0, 1);
     let inline = crate::service::op::execute(&svc, &op, &caller, Site::Io, &resolved);
     assert_eq!(inline, Err(ExecError::NotReady), "inline: the key is looked up again");
     for site in [

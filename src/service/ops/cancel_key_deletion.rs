@@ -8,7 +8,7 @@
 
 use crate::identity::Identity;
 use crate::service::lifecycle::{transition, Transition};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{key_arn, parse_key_id, ARN_TEXT};
 use kms_proto::{CancelKeyDeletion, CancelKeyDeletionOutput, KeyState, Output};
 
@@ -16,6 +16,13 @@ impl Op for CancelKeyDeletion<'_> {
     const NAME: &'static str = "CancelKeyDeletion";
     const ACTION: &'static str = "kms:CancelKeyDeletion";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize {

@@ -10,11 +10,13 @@
 
 use crate::errors;
 use crate::identity::Identity;
+use crate::service::access::Ask;
+use kms_policy::Action;
 use crate::keystore::{aliases as rows, annotations};
 use crate::service::aliases::{self, already_exists, target_is_alias, too_many};
 use crate::service::key_id::{parse_key_name, KeyName};
 use crate::service::lifecycle::{self, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use kms_proto::{CreateAlias, KmsError, Output};
 
 /// The key a CreateAlias or UpdateAlias names in TargetKeyId: a key id or
@@ -32,6 +34,10 @@ impl Op for CreateAlias<'_> {
     const ACTION: &'static str = "kms:CreateAlias";
     type Plane = Control;
 
+    fn authorization(&self) -> Authz<'_> {
+        Authz::InApply
+    }
+
     fn output_size(&self) -> OutputSize {
         OutputSize::default()
     }
@@ -39,11 +45,12 @@ impl Op for CreateAlias<'_> {
     /// Checks the name, the key's state, the name's freedom and the key's
     /// alias count, and inserts the alias, in one transaction; then the
     /// alias table; then the answer.
-    fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+    fn apply(&self, ctx: &ControlCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
         let svc = ctx.service();
         let name = self.alias_name;
         aliases::validate_name(name)?;
         let id = target_key(self.target_key_id)?;
+        svc.authorize_id(caller, &id, Action::CreateAlias, &Ask::default())?;
         let max = svc.lifecycle_limits().max_aliases_per_key;
         let now = svc.now();
         let mut store = ctx.store();
@@ -64,6 +71,8 @@ impl Op for CreateAlias<'_> {
         // Before the store is let go: changes reach the table in the order
         // they reached the store.
         svc.aliases().set(name, id);
+        // Its aliases are part of the key's access (kms:ResourceAliases).
+        svc.invalidate(&id);
         drop(store);
         Ok(Output::CreateAlias)
     }

@@ -18,7 +18,7 @@ use crate::identity::Identity;
 use crate::keystore::KeyRecord;
 use crate::root::HsmOnlyKeys;
 use crate::service::backing::object_id;
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{format_key_id, Service, ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::{CreateKey, ErrorKind, KeyState, KmsError, Origin, Output};
 
@@ -50,6 +50,10 @@ impl Op for CreateKey<'_> {
     const ACTION: &'static str = "kms:CreateKey";
     type Plane = Control;
 
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Account
+    }
+
     fn output_size(&self) -> OutputSize {
         OutputSize {
             success: KEY_ID_TEXT + ARN_TEXT + self.description.len(),
@@ -61,12 +65,14 @@ impl Op for CreateKey<'_> {
     /// of trust, stores it durably with its tags, and caches it. An
     /// EXTERNAL key is stored PendingImport with no version (current
     /// version 0) until its material is imported.
-    fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+    fn apply(&self, ctx: &ControlCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
         let svc = ctx.service();
         validate(self, svc.lifecycle_limits())?;
         let mut id = [0u8; 16];
         rng::fill(&mut id);
         let key_id = *uuid::Builder::from_random_bytes(id).into_uuid().as_bytes();
+        // Checked (and names resolved) before anything is made.
+        let policy = svc.new_key_policy(caller, &key_id, None, false)?;
         let created_at = svc.now();
         let external = self.origin == Origin::External;
         let record = KeyRecord {
@@ -83,11 +89,11 @@ impl Op for CreateKey<'_> {
             ..Default::default()
         };
         match self.origin {
-            Origin::Hsm => create_in_hsm(ctx, &record, &self.tags)?,
-            Origin::External => svc.store_new_key(record.clone(), None, &self.tags)?,
+            Origin::Hsm => create_in_hsm(ctx, &record, &self.tags, &policy)?,
+            Origin::External => svc.store_new_key(record.clone(), None, &self.tags, &policy)?,
             Origin::Kmsd => {
                 let material = KeyMaterial::generate();
-                svc.store_new_key(record.clone(), Some(&material), &self.tags)?;
+                svc.store_new_key(record.clone(), Some(&material), &self.tags, &policy)?;
             }
         }
         tracing::info!(key_id = %format_key_id(&key_id), origin = ?self.origin, "created key");
@@ -100,6 +106,7 @@ fn create_in_hsm(
     ctx: &ControlCtx<'_>,
     record: &KeyRecord,
     tags: &[kms_proto::Tag<'_>],
+    policy: &crate::keystore::access::StoredPolicy,
 ) -> Result<(), KmsError> {
     let svc = ctx.service();
     let vault = svc.hsm_only_keys_for_create()?;
@@ -117,7 +124,7 @@ fn create_in_hsm(
         abandon(svc, vault, key_id, 1);
         return Err(errors::root("generating an HSM-only key", e));
     }
-    if let Err(e) = svc.store_new_key(record.clone(), None, tags) {
+    if let Err(e) = svc.store_new_key(record.clone(), None, tags, policy) {
         abandon(svc, vault, key_id, 1);
         return Err(e);
     }

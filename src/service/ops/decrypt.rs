@@ -4,8 +4,10 @@
 use crate::crypto::CanonicalContext;
 use crate::errors;
 use crate::identity::Identity;
+use crate::service::access::Ask;
+use kms_policy::Action;
 use crate::service::keys::KeyRef;
-use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Data, DataCtx, ExecError, Op, OutputSize};
 use crate::service::{backing, format_key_id, LoadedKey, Service, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_CIPHERTEXT_BLOB;
 use kms_proto::{Decrypt, DecryptOutput, ErrorKind, KmsError, Output, SecretBytes};
@@ -34,8 +36,10 @@ pub(crate) fn blob_key(ciphertext_blob: &[u8]) -> Option<KeyRef> {
 }
 
 /// Opens a blob: checks the named key (`key_id`: the identifier and its
-/// field; an alias is resolved), loads the blob's key and version,
-/// authenticates and decrypts. Shared by Decrypt and ReEncrypt.
+/// field; an alias is resolved), loads the blob's key and version, checks
+/// that `caller` may do `action` with it (`raw_context`: the context as the
+/// request gave it, for the policy's conditions), authenticates and
+/// decrypts. Shared by Decrypt and ReEncrypt.
 ///
 /// The blob's length is checked first: one longer than any valid blob is
 /// refused before a key is loaded, copied or authenticated.
@@ -44,6 +48,7 @@ pub(crate) fn decrypt_blob(
     ciphertext_blob: &[u8],
     key_id: Option<(&str, &str)>,
     context: &CanonicalContext,
+    (caller, action, raw_context): (&Identity, Action, &[(&str, &str)]),
 ) -> Result<(Arc<LoadedKey>, SecretBytes), ExecError> {
     validate_blob(ciphertext_blob)?;
     let expected = key_id
@@ -69,6 +74,11 @@ pub(crate) fn decrypt_blob(
         }
         Err(e) => return Err(e),
     };
+    let mut ask = Ask::context(raw_context);
+    if let Some((k, _)) = key_id {
+        ask = ask.named(k);
+    }
+    ctx.authorize(caller, &key, action, &ask)?;
     key.check_usable()?;
     let mut plaintext = ctx.service().unseal(
         &key,
@@ -98,6 +108,10 @@ impl Op for Decrypt<'_> {
         super::context_heap(&self.context)
     }
 
+    fn authorization(&self) -> Authz<'_> {
+        Authz::InApply
+    }
+
     fn output_size(&self) -> OutputSize {
         // The plaintext is shorter than its blob.
         OutputSize {
@@ -108,13 +122,14 @@ impl Op for Decrypt<'_> {
     }
 
     /// Decrypts the blob.
-    fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+    fn apply(&self, ctx: &DataCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
         let context = super::context(&self.context)?;
         let (key, plaintext) = decrypt_blob(
             ctx,
             self.ciphertext_blob,
             self.key_id.map(|k| (k, "KeyId")),
             &context,
+            (caller, Action::Decrypt, &self.context),
         )?;
         Ok(Output::Decrypt(DecryptOutput {
             key_id: format_key_id(key.id()),

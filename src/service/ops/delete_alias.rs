@@ -5,17 +5,32 @@
 //! answer: the very next request by this name is NotFoundException.
 
 use crate::identity::Identity;
+use crate::service::access::Ask;
+use kms_policy::Action;
 use crate::keystore::{aliases as rows, annotations};
 use crate::service::aliases;
 use crate::service::key_id::alias_not_found;
 use crate::service::lifecycle::{self, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use kms_proto::{DeleteAlias, Output};
+
+/// ConflictException: the alias was moved or made between the check of the
+/// caller's permission and the change (by another request); retry.
+pub(crate) fn moved(name: &str) -> kms_proto::KmsError {
+    kms_proto::KmsError::new(
+        kms_proto::ErrorKind::Conflict,
+        format!("alias {name} changed while the request ran; retry"),
+    )
+}
 
 impl Op for DeleteAlias<'_> {
     const NAME: &'static str = "DeleteAlias";
     const ACTION: &'static str = "kms:DeleteAlias";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::InApply
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize::default()
@@ -23,14 +38,23 @@ impl Op for DeleteAlias<'_> {
 
     /// Deletes the row in one transaction, then the table entry, then
     /// answers.
-    fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+    fn apply(&self, ctx: &ControlCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
         let svc = ctx.service();
         let name = self.alias_name;
         aliases::validate_name(name)?;
+        // kms:DeleteAlias on the key it names (the table is the store's
+        // copy; the transaction checks it still names that key).
+        let target = svc.aliases().get(name);
+        if let Some(id) = target {
+            svc.authorize_id(caller, &id, Action::DeleteAlias, &Ask::default())?;
+        }
         let mut store = ctx.store();
         store
             .in_transaction(|tx| {
                 let alias = rows::get(tx, name)?.ok_or_else(|| alias_not_found(name, "AliasName"))?;
+                if Some(alias.key_id) != target {
+                    return Err(moved(name).into());
+                }
                 if let Some(key) = annotations::key(tx, &alias.key_id)? {
                     lifecycle::check(Use::Read, &alias.key_id, key.state)?;
                 }
@@ -39,6 +63,10 @@ impl Op for DeleteAlias<'_> {
             })
             .map_err(|e| e.into_client("deleting an alias"))?;
         svc.aliases().remove(name);
+        if let Some(id) = target {
+            // Its aliases are part of the key's access (kms:ResourceAliases).
+            svc.invalidate(&id);
+        }
         drop(store);
         Ok(Output::DeleteAlias)
     }

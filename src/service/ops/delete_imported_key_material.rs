@@ -10,7 +10,7 @@ use crate::errors::format_key_id;
 use crate::identity::Identity;
 use crate::service::imports::external_key;
 use crate::service::lifecycle::{self, Transition, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::parse_key_id;
 use kms_proto::{DeleteImportedKeyMaterial, Output};
 
@@ -18,6 +18,13 @@ impl Op for DeleteImportedKeyMaterial<'_> {
     const NAME: &'static str = "DeleteImportedKeyMaterial";
     const ACTION: &'static str = "kms:DeleteImportedKeyMaterial";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize::default()

@@ -3,7 +3,7 @@
 
 use crate::errors;
 use crate::identity::Identity;
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
 use kms_proto::{DescribeKey, Output};
@@ -12,6 +12,13 @@ impl Op for DescribeKey<'_> {
     const NAME: &'static str = "DescribeKey";
     const ACTION: &'static str = "kms:DescribeKey";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         // A stored description is at most 8192 characters of up to 4 bytes.

@@ -8,7 +8,7 @@
 
 use crate::identity::Identity;
 use crate::service::lifecycle::{transition, Transition};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::parse_key_id;
 use kms_proto::{DisableKey, Output};
 
@@ -16,6 +16,13 @@ impl Op for DisableKey<'_> {
     const NAME: &'static str = "DisableKey";
     const ACTION: &'static str = "kms:DisableKey";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize::default()

@@ -6,7 +6,7 @@
 
 use crate::identity::Identity;
 use crate::service::lifecycle::{check, wrong_origin, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::parse_key_id;
 use kms_proto::{DisableKeyRotation, Origin, Output};
 
@@ -14,6 +14,13 @@ impl Op for DisableKeyRotation<'_> {
     const NAME: &'static str = "DisableKeyRotation";
     const ACTION: &'static str = "kms:DisableKeyRotation";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize::default()

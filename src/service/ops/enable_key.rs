@@ -5,7 +5,7 @@
 
 use crate::identity::Identity;
 use crate::service::lifecycle::{transition, Transition};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::parse_key_id;
 use kms_proto::{EnableKey, Output};
 
@@ -13,6 +13,13 @@ impl Op for EnableKey<'_> {
     const NAME: &'static str = "EnableKey";
     const ACTION: &'static str = "kms:EnableKey";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize::default()

@@ -14,7 +14,7 @@
 
 use crate::identity::Identity;
 use crate::service::lifecycle::{check, wrong_origin, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::parse_key_id;
 use crate::service::states::DAY;
 use kms_proto::types::limits::{
@@ -40,6 +40,13 @@ impl Op for EnableKeyRotation<'_> {
     const NAME: &'static str = "EnableKeyRotation";
     const ACTION: &'static str = "kms:EnableKeyRotation";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize::default()

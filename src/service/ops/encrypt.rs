@@ -1,8 +1,10 @@
 //! Encrypt: up to 4096 bytes under a KMS key's current version.
 
 use crate::identity::Identity;
+use crate::service::access::Ask;
+use kms_policy::Action;
 use crate::service::keys::KeyRef;
-use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Data, DataCtx, ExecError, Op, OutputSize};
 use crate::service::{format_key_id, Service, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_PLAINTEXT;
 use kms_proto::{Encrypt, EncryptOutput, KmsError, Output};
@@ -37,6 +39,10 @@ impl Op for Encrypt<'_> {
         super::context_heap(&self.context)
     }
 
+    fn authorization(&self) -> Authz<'_> {
+        Authz::InApply
+    }
+
     fn output_size(&self) -> OutputSize {
         OutputSize {
             success: KEY_ID_TEXT + self.plaintext.len().min(MAX_PLAINTEXT) + BLOB_OVERHEAD_MAX,
@@ -46,10 +52,12 @@ impl Op for Encrypt<'_> {
     }
 
     /// Seals the plaintext, bound to the encryption context.
-    fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+    fn apply(&self, ctx: &DataCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
         validate(self)?;
         let context = super::context(&self.context)?;
         let key = ctx.key_named(self.key_id, "KeyId")?;
+        let ask = Ask::context(&self.context).named(self.key_id);
+        ctx.authorize(caller, &key, Action::Encrypt, &ask)?;
         key.check_usable()?;
         let ciphertext_blob = ctx
             .service()

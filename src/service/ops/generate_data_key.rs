@@ -5,8 +5,10 @@
 
 use crate::crypto::rng;
 use crate::identity::Identity;
+use crate::service::access::Ask;
+use kms_policy::Action;
 use crate::service::keys::KeyRef;
-use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Data, DataCtx, ExecError, Op, OutputSize};
 use crate::service::{format_key_id, Service, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_DATA_KEY_BYTES;
 use kms_proto::{
@@ -54,11 +56,18 @@ fn payload(req: &GenerateDataKey<'_>) -> usize {
 fn generate(
     req: &GenerateDataKey<'_>,
     ctx: &DataCtx<'_>,
+    caller: &Identity,
     with_plaintext: bool,
 ) -> Result<Output, ExecError> {
     let len = validate(req)?;
     let context = super::context(&req.context)?;
     let key = ctx.key_named(req.key_id, "KeyId")?;
+    let action = if with_plaintext {
+        Action::GenerateDataKey
+    } else {
+        Action::GenerateDataKeyWithoutPlaintext
+    };
+    ctx.authorize(caller, &key, action, &Ask::context(&req.context).named(req.key_id))?;
     key.check_usable()?;
     let mut plaintext = SecretBytes::new(vec![0; len]);
     rng::fill(plaintext.expose_mut());
@@ -97,6 +106,10 @@ impl Op for GenerateDataKey<'_> {
         super::context_heap(&self.context)
     }
 
+    fn authorization(&self) -> Authz<'_> {
+        Authz::InApply
+    }
+
     fn output_size(&self) -> OutputSize {
         OutputSize {
             success: KEY_ID_TEXT + 2 * asked(self) + BLOB_OVERHEAD_MAX,
@@ -105,8 +118,8 @@ impl Op for GenerateDataKey<'_> {
         }
     }
 
-    fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        generate(self, ctx, true)
+    fn apply(&self, ctx: &DataCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
+        generate(self, ctx, caller, true)
     }
 }
 
@@ -131,6 +144,10 @@ impl Op for WithoutPlaintext<'_, '_> {
         super::context_heap(&self.0.context)
     }
 
+    fn authorization(&self) -> Authz<'_> {
+        Authz::InApply
+    }
+
     fn output_size(&self) -> OutputSize {
         OutputSize {
             success: KEY_ID_TEXT + asked(self.0) + BLOB_OVERHEAD_MAX,
@@ -139,7 +156,7 @@ impl Op for WithoutPlaintext<'_, '_> {
         }
     }
 
-    fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        generate(self.0, ctx, false)
+    fn apply(&self, ctx: &DataCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
+        generate(self.0, ctx, caller, false)
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::crypto::rng;
 use crate::identity::Identity;
-use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Data, DataCtx, ExecError, Op, OutputSize};
 use kms_proto::types::limits::MAX_DATA_KEY_BYTES;
 use kms_proto::{GenerateRandom, GenerateRandomOutput, KmsError, Output, SecretBytes};
 
@@ -23,6 +23,10 @@ impl Op for GenerateRandom {
 
     fn payload(&self) -> usize {
         self.number_of_bytes as usize
+    }
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Anyone
     }
 
     fn output_size(&self) -> OutputSize {

@@ -11,7 +11,7 @@
 use crate::errors;
 use crate::identity::Identity;
 use crate::service::lifecycle::{check, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{key_arn, parse_key_id, ARN_TEXT};
 use kms_proto::{GetKeyRotationStatus, GetKeyRotationStatusOutput, KeyState, Output};
 
@@ -19,6 +19,13 @@ impl Op for GetKeyRotationStatus<'_> {
     const NAME: &'static str = "GetKeyRotationStatus";
     const ACTION: &'static str = "kms:GetKeyRotationStatus";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize {

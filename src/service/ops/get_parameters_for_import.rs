@@ -17,7 +17,7 @@ use crate::identity::Identity;
 use crate::keystore::ImportParams;
 use crate::service::imports::{self, external_key, settle_wrapping_key};
 use crate::service::lifecycle::Use;
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{key_arn, parse_key_id, ARN_TEXT};
 use kms_proto::types::limits::IMPORT_PARAMETERS_VALIDITY_SECS;
 use kms_proto::{GetParametersForImport, GetParametersForImportOutput, Output};
@@ -30,6 +30,13 @@ impl Op for GetParametersForImport<'_> {
     const NAME: &'static str = "GetParametersForImport";
     const ACTION: &'static str = "kms:GetParametersForImport";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize {

@@ -28,7 +28,7 @@ use crate::keystore::{ImportParams, ImportedMaterial};
 use crate::root::{RootError, WrappingKeySpec};
 use crate::service::imports::{self, external_key, settle_wrapping_key};
 use crate::service::lifecycle::{self, Transition, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::parse_key_id;
 use kms_proto::types::limits::MAX_VALID_TO_DAYS;
 use kms_proto::{ErrorKind, ExpirationModel, ImportKeyMaterial, KmsError, Output};
@@ -110,6 +110,13 @@ impl Op for ImportKeyMaterial<'_> {
 
     fn payload(&self) -> usize {
         self.encrypted_key_material.len()
+    }
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
     }
 
     fn output_size(&self) -> OutputSize {

@@ -6,7 +6,7 @@ use crate::errors;
 use crate::identity::Identity;
 use crate::service::key_id::ARN_BASE;
 use crate::service::lifecycle::{self, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{alias_arn, format_key_id, parse_key_id, KEY_ID_TEXT};
 use kms_proto::codec::{ALIAS_ENTRY_FIXED, KEY_ENTRY_FIXED};
 use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_ALIAS_NAME_LEN, MAX_LIST_ALIASES_LIMIT};
@@ -28,6 +28,10 @@ impl Op for ListAliases<'_> {
     const NAME: &'static str = "ListAliases";
     const ACTION: &'static str = "kms:ListAliases";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Account
+    }
 
     fn output_size(&self) -> OutputSize {
         let n = limit(self).unwrap_or(0) as usize;

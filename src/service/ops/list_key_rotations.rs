@@ -7,7 +7,7 @@
 use crate::errors;
 use crate::identity::Identity;
 use crate::service::lifecycle::{check, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{key_arn, parse_key_id, ARN_TEXT};
 use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use kms_proto::{
@@ -54,6 +54,13 @@ impl Op for ListKeyRotations<'_> {
     const NAME: &'static str = "ListKeyRotations";
     const ACTION: &'static str = "kms:ListKeyRotations";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         let n = page_size(self);

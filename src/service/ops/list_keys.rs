@@ -2,7 +2,7 @@
 
 use crate::errors;
 use crate::identity::Identity;
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{format_key_id, key_arn, ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use kms_proto::{ErrorKind, KeyListEntry, KmsError, ListKeys, ListKeysOutput, Output};
@@ -48,6 +48,10 @@ impl Op for ListKeys<'_> {
     const NAME: &'static str = "ListKeys";
     const ACTION: &'static str = "kms:ListKeys";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Account
+    }
 
     fn output_size(&self) -> OutputSize {
         let n = page_size(self);

@@ -5,7 +5,7 @@
 use crate::errors;
 use crate::identity::Identity;
 use crate::service::lifecycle::{self, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::parse_key_id;
 use kms_proto::codec::TAG_ENTRY_FIXED;
 use kms_proto::types::limits::{
@@ -29,6 +29,13 @@ impl Op for ListResourceTags<'_> {
     const NAME: &'static str = "ListResourceTags";
     const ACTION: &'static str = "kms:ListResourceTags";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         let n = limit(self).unwrap_or(0) as usize;

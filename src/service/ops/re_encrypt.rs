@@ -2,8 +2,10 @@
 //! key inside the daemon; the plaintext never leaves it.
 
 use crate::identity::Identity;
+use crate::service::access::Ask;
+use kms_policy::Action;
 use crate::service::keys::KeyRef;
-use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Data, DataCtx, ExecError, Op, OutputSize};
 use crate::service::{format_key_id, Service, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
 use kms_proto::{Output, ReEncrypt, ReEncryptOutput};
 
@@ -29,6 +31,10 @@ impl Op for ReEncrypt<'_> {
         super::context_heap(&self.source_context) + super::context_heap(&self.destination_context)
     }
 
+    fn authorization(&self) -> Authz<'_> {
+        Authz::InApply
+    }
+
     fn output_size(&self) -> OutputSize {
         OutputSize {
             success: 2 * KEY_ID_TEXT + self.ciphertext_blob.len() + BLOB_OVERHEAD_MAX,
@@ -39,18 +45,21 @@ impl Op for ReEncrypt<'_> {
     }
 
     /// Opens the source blob and seals its plaintext for the destination.
-    fn apply(&self, ctx: &DataCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+    fn apply(&self, ctx: &DataCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
         // Before the destination key is loaded: a bad blob costs nothing.
         super::decrypt::validate_blob(self.ciphertext_blob)?;
         let source_context = super::context(&self.source_context)?;
         let destination_context = super::context(&self.destination_context)?;
         let destination = ctx.key_named(self.destination_key_id, "DestinationKeyId")?;
+        let ask = Ask::context(&self.destination_context).named(self.destination_key_id);
+        ctx.authorize(caller, &destination, Action::ReEncryptTo, &ask)?;
         destination.check_usable()?;
         let (source, plaintext) = super::decrypt::decrypt_blob(
             ctx,
             self.ciphertext_blob,
             self.source_key_id.map(|k| (k, "SourceKeyId")),
             &source_context,
+            (caller, Action::ReEncryptFrom, &self.source_context),
         )?;
         let ciphertext_blob = ctx.service().seal(
             &destination,

@@ -14,7 +14,7 @@
 
 use crate::identity::Identity;
 use crate::service::lifecycle::{check, wrong_origin, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{format_key_id, key_arn, parse_key_id, ARN_TEXT};
 use kms_proto::{
     ErrorKind, KeyState, KmsError, Origin, Output, RotateKeyOnDemand, RotateKeyOnDemandOutput,
@@ -25,6 +25,13 @@ impl Op for RotateKeyOnDemand<'_> {
     const NAME: &'static str = "RotateKeyOnDemand";
     const ACTION: &'static str = "kms:RotateKeyOnDemand";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize {

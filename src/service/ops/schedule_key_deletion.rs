@@ -9,7 +9,7 @@
 
 use crate::identity::Identity;
 use crate::service::lifecycle::{transition, Transition};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::states::DAY;
 use crate::service::{key_arn, parse_key_id, ARN_TEXT};
 use kms_proto::types::limits::{
@@ -33,6 +33,13 @@ impl Op for ScheduleKeyDeletion<'_> {
     const NAME: &'static str = "ScheduleKeyDeletion";
     const ACTION: &'static str = "kms:ScheduleKeyDeletion";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize {

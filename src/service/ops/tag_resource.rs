@@ -8,7 +8,7 @@ use crate::identity::Identity;
 use crate::keystore::annotations;
 use crate::service::key_id::shown;
 use crate::service::lifecycle::{self, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::{format_key_id, parse_key_id};
 use kms_proto::{ErrorKind, KmsError, Output, Tag, TagResource};
 
@@ -57,6 +57,13 @@ impl Op for TagResource<'_> {
     const NAME: &'static str = "TagResource";
     const ACTION: &'static str = "kms:TagResource";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize::default()

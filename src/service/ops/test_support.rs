@@ -14,11 +14,7 @@ use std::sync::Arc;
 /// A key id no key has.
 pub const MISSING_KEY: &str = "00000000-0000-4000-8000-000000000000";
 
-const PEER: Identity = Identity {
-    uid: 1,
-    gid: 1,
-    pid: 1,
-};
+const PEER: Identity = Identity::local(0, 0, 1);
 
 /// A service over an in-memory store.
 pub struct TestService {
@@ -38,6 +34,7 @@ impl TestService {
             Keystore::open_in_memory().unwrap(),
             Arc::new(FileRoot::from_key(KeyMaterial::from_bytes([7; 32]))),
             ServiceOptions {
+                access: Default::default(),
                 limits: Default::default(),
                 max_keys: crate::config::LimitsConfig::default().max_keys,
                 cache: Default::default(),

@@ -10,11 +10,13 @@
 
 use crate::errors;
 use crate::identity::Identity;
+use crate::service::access::Ask;
+use kms_policy::Action;
 use crate::keystore::{aliases as rows, annotations};
 use crate::service::aliases::{self, too_many};
 use crate::service::key_id::{alias_not_found, format_key_id};
 use crate::service::lifecycle::{self, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use kms_proto::{Output, UpdateAlias};
 
 impl Op for UpdateAlias<'_> {
@@ -22,23 +24,37 @@ impl Op for UpdateAlias<'_> {
     const ACTION: &'static str = "kms:UpdateAlias";
     type Plane = Control;
 
+    fn authorization(&self) -> Authz<'_> {
+        Authz::InApply
+    }
+
     fn output_size(&self) -> OutputSize {
         OutputSize::default()
     }
 
     /// Checks the alias, the new key's state and alias count, and moves the
     /// alias, in one transaction; then the table; then the answer.
-    fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+    fn apply(&self, ctx: &ControlCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
         let svc = ctx.service();
         let name = self.alias_name;
         aliases::validate_name(name)?;
         let id = super::create_alias::target_key(self.target_key_id)?;
+        // AWS: kms:UpdateAlias on the key the alias leaves and on the key
+        // it moves to.
+        let from = svc.aliases().get(name);
+        if let Some(from) = from {
+            svc.authorize_id(caller, &from, Action::UpdateAlias, &Ask::default())?;
+        }
+        svc.authorize_id(caller, &id, Action::UpdateAlias, &Ask::default())?;
         let max = svc.lifecycle_limits().max_aliases_per_key;
         let now = svc.now();
         let mut store = ctx.store();
         let old = store
             .in_transaction(|tx| {
                 let alias = rows::get(tx, name)?.ok_or_else(|| alias_not_found(name, "AliasName"))?;
+                if Some(alias.key_id) != from {
+                    return Err(super::delete_alias::moved(name).into());
+                }
                 let key = annotations::key(tx, &id)?.ok_or_else(|| errors::key_not_found(&id))?;
                 lifecycle::check(Use::Annotate, &id, key.state)?;
                 if alias.key_id != id && rows::count_for_key(tx, &id)? >= max {
@@ -49,6 +65,9 @@ impl Op for UpdateAlias<'_> {
             })
             .map_err(|e| e.into_client("updating an alias"))?;
         svc.aliases().set(name, id);
+        // Their aliases are part of the keys' access (kms:ResourceAliases).
+        svc.invalidate(&old);
+        svc.invalidate(&id);
         drop(store);
         if old != id {
             tracing::info!(

@@ -5,7 +5,7 @@ use crate::service::LifecycleLimits;
 use crate::identity::Identity;
 use crate::keystore::annotations;
 use crate::service::lifecycle::{self, Use};
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::parse_key_id;
 use kms_proto::{KmsError, Output, UpdateKeyDescription};
 
@@ -26,6 +26,13 @@ impl Op for UpdateKeyDescription<'_> {
     const NAME: &'static str = "UpdateKeyDescription";
     const ACTION: &'static str = "kms:UpdateKeyDescription";
     type Plane = Control;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
+        }
+    }
 
     fn output_size(&self) -> OutputSize {
         OutputSize::default()

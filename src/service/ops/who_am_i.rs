@@ -6,13 +6,17 @@
 //! the caller does not already know about itself.
 
 use crate::identity::Identity;
-use crate::service::op::{Data, DataCtx, ExecError, Op, OutputSize};
+use crate::service::op::{Authz, Data, DataCtx, ExecError, Op, OutputSize};
 use kms_proto::{Output, WhoAmI, WhoAmIOutput};
 
 impl Op for WhoAmI {
     const NAME: &'static str = "WhoAmI";
     const ACTION: &'static str = "kmsd:WhoAmI";
     type Plane = Data;
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Anyone
+    }
 
     fn output_size(&self) -> OutputSize {
         // Three scalars in their table.
@@ -40,11 +44,7 @@ mod tests {
     #[test]
     fn answers_the_callers_identity() {
         let t = TestService::new();
-        let caller = Identity {
-            uid: 1234,
-            gid: 567,
-            pid: 89,
-        };
+        let caller = Identity::local(1234, 567, 89);
         let out = t.svc.call(&Operation::WhoAmI(WhoAmI), &caller).unwrap();
         assert_eq!(
             out,

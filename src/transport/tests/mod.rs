@@ -108,11 +108,7 @@ impl Server {
             service
                 .call(
                     &Operation::CreateKey(kms_proto::CreateKey::default()),
-                    &Identity {
-                        uid: 0,
-                        gid: 0,
-                        pid: 0,
-                    },
+                    &Identity::local(0, 0, 0),
                 )
                 .unwrap();
         }
