@@ -354,7 +354,7 @@ pub struct CreateKey<'a> {
 }
 
 /// DescribeKey.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Default, Debug, PartialEq, Eq)]
 pub struct DescribeKey<'a> {
     /// Key id or ARN.
     pub key_id: &'a str,
@@ -370,7 +370,7 @@ pub struct ListKeys<'a> {
 }
 
 /// GenerateDataKey and GenerateDataKeyWithoutPlaintext.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Default, Debug, PartialEq, Eq)]
 pub struct GenerateDataKey<'a> {
     /// Key id or ARN.
     pub key_id: &'a str,
@@ -383,7 +383,7 @@ pub struct GenerateDataKey<'a> {
 }
 
 /// Encrypt. Its Debug output redacts the plaintext.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Encrypt<'a> {
     /// Key id or ARN.
     pub key_id: &'a str,
@@ -407,7 +407,7 @@ impl fmt::Debug for Encrypt<'_> {
 }
 
 /// Decrypt.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Default, Debug, PartialEq, Eq)]
 pub struct Decrypt<'a> {
     /// The blob Encrypt or GenerateDataKey returned.
     pub ciphertext_blob: &'a [u8],
@@ -418,7 +418,7 @@ pub struct Decrypt<'a> {
 }
 
 /// ReEncrypt.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Default, Debug, PartialEq, Eq)]
 pub struct ReEncrypt<'a> {
     /// The blob to re-encrypt.
     pub ciphertext_blob: &'a [u8],

@@ -11,6 +11,7 @@
 //! hash lookup, not an evaluation.
 
 mod decisions;
+pub mod policies;
 pub mod names;
 
 use super::{key_arn, Service};
@@ -425,3 +426,5 @@ impl Service {
         &self.access.admin_texts
     }
 }
+#[cfg(test)]
+mod tests;

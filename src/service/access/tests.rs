@@ -1,0 +1,293 @@
+//! Authorization, table-driven: every operation against no permission, an
+//! allow of exactly its action, an explicit deny, and conditions, in this
+//! process (the end-to-end tests connect as other uids for real).
+
+use crate::identity::{Identity, PeerDetails};
+use crate::service::ops::test_support::TestService;
+use kms_proto::*;
+
+/// The administrator the test service's keys are made by (uid 0).
+const ADMIN: Identity = Identity::local(0, 0, 1);
+
+/// Someone else: not an administrator, not the creator.
+fn other() -> Identity {
+    Identity::accepted(4242, 4242, 2, PeerDetails::default())
+}
+
+fn policy(statements: &str) -> String {
+    format!(r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"admins","Effect":"Allow","Principal":{{"AWS":"uid:0"}},"Action":"kms:*","Resource":"*"}},{statements}]}}"#)
+}
+
+fn allow(action: &str) -> String {
+    policy(&format!(
+        r#"{{"Effect":"Allow","Principal":{{"AWS":"uid:4242"}},"Action":"{action}","Resource":"*"}}"#
+    ))
+}
+
+fn allow_all_but(action: &str) -> String {
+    policy(&format!(
+        r#"{{"Effect":"Allow","Principal":{{"AWS":"uid:4242"}},"Action":"kms:*","Resource":"*"}},
+           {{"Effect":"Deny","Principal":{{"AWS":"uid:4242"}},"Action":"{action}","Resource":"*"}}"#
+    ))
+}
+
+struct Fixture {
+    t: TestService,
+    key: String,
+    id: [u8; 16],
+    blob: Vec<u8>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let t = TestService::new();
+        let key = t.create_key();
+        let id = crate::service::parse_key_id(&key).unwrap();
+        let blob = match t
+            .call(Operation::Encrypt(Encrypt {
+                key_id: &key,
+                plaintext: b"x",
+                ..Default::default()
+            }))
+            .unwrap()
+        {
+            Output::Encrypt(o) => o.ciphertext_blob,
+            o => panic!("{o:?}"),
+        };
+        t.alias("alias/fixture", &key);
+        Fixture { t, key, id, blob }
+    }
+
+    fn put(&self, text: &str) {
+        self.t.svc.put_key_policy(&ADMIN, &self.id, text, false).unwrap();
+    }
+
+    fn as_other(&self, op: Operation<'_>) -> Result<Output, KmsError> {
+        self.t.svc.call(&op, &other())
+    }
+}
+
+/// Every operation on the fixture's key, with the action its policy
+/// check names. Requests that would fail after the check for reasons of
+/// their own (an import token that is not one) still show whether the
+/// check passed: only AccessDeniedException says it did not.
+fn key_operations<'a>(f: &'a Fixture) -> Vec<(&'static str, Operation<'a>)> {
+    let k = f.key.as_str();
+    vec![
+        ("kms:DescribeKey", Operation::DescribeKey(DescribeKey { key_id: k, ..Default::default() })),
+        ("kms:Encrypt", Operation::Encrypt(Encrypt { key_id: k, plaintext: b"p", ..Default::default() })),
+        ("kms:Decrypt", Operation::Decrypt(Decrypt { ciphertext_blob: &f.blob, ..Default::default() })),
+        ("kms:GenerateDataKey", Operation::GenerateDataKey(GenerateDataKey { key_id: k, number_of_bytes: Some(16), ..Default::default() })),
+        ("kms:GenerateDataKeyWithoutPlaintext", Operation::GenerateDataKeyWithoutPlaintext(GenerateDataKey { key_id: k, number_of_bytes: Some(16), ..Default::default() })),
+        ("kms:UpdateKeyDescription", Operation::UpdateKeyDescription(UpdateKeyDescription { key_id: k, description: "d" })),
+        ("kms:TagResource", Operation::TagResource(TagResource { key_id: k, tags: vec![Tag { key: "a", value: "b" }] })),
+        ("kms:UntagResource", Operation::UntagResource(UntagResource { key_id: k, tag_keys: vec!["a"] })),
+        ("kms:ListResourceTags", Operation::ListResourceTags(ListResourceTags { key_id: k, limit: 10, marker: None })),
+        ("kms:CreateAlias", Operation::CreateAlias(CreateAlias { alias_name: "alias/new", target_key_id: k })),
+        ("kms:UpdateAlias", Operation::UpdateAlias(UpdateAlias { alias_name: "alias/fixture", target_key_id: k })),
+        ("kms:DeleteAlias", Operation::DeleteAlias(DeleteAlias { alias_name: "alias/fixture" })),
+        ("kms:DisableKey", Operation::DisableKey(DisableKey { key_id: k })),
+        ("kms:EnableKey", Operation::EnableKey(EnableKey { key_id: k })),
+        ("kms:EnableKeyRotation", Operation::EnableKeyRotation(EnableKeyRotation { key_id: k, rotation_period_in_days: None })),
+        ("kms:DisableKeyRotation", Operation::DisableKeyRotation(DisableKeyRotation { key_id: k })),
+        ("kms:GetKeyRotationStatus", Operation::GetKeyRotationStatus(GetKeyRotationStatus { key_id: k })),
+        ("kms:RotateKeyOnDemand", Operation::RotateKeyOnDemand(RotateKeyOnDemand { key_id: k })),
+        ("kms:ListKeyRotations", Operation::ListKeyRotations(ListKeyRotations { key_id: k, limit: 10, marker: None })),
+        ("kms:GetParametersForImport", Operation::GetParametersForImport(GetParametersForImport { key_id: k, wrapping_algorithm: WrappingAlgorithm::RsaesOaepSha256, wrapping_key_spec: WrappingKeySpec::Rsa2048 })),
+        ("kms:ImportKeyMaterial", Operation::ImportKeyMaterial(ImportKeyMaterial { key_id: k, import_token: b"t", encrypted_key_material: b"m", ..Default::default() })),
+        ("kms:DeleteImportedKeyMaterial", Operation::DeleteImportedKeyMaterial(DeleteImportedKeyMaterial { key_id: k })),
+        ("kms:ScheduleKeyDeletion", Operation::ScheduleKeyDeletion(ScheduleKeyDeletion { key_id: k, pending_window_in_days: Some(7) })),
+        ("kms:CancelKeyDeletion", Operation::CancelKeyDeletion(CancelKeyDeletion { key_id: k })),
+    ]
+}
+
+fn is_denied(r: &Result<Output, KmsError>) -> bool {
+    matches!(r, Err(e) if e.kind == ErrorKind::AccessDenied)
+}
+
+#[test]
+fn every_key_operation_is_denied_without_permission_and_allowed_by_exactly_its_action() {
+    for i in 0..key_operations(&Fixture::new()).len() {
+        // A fresh key for each: some operations change it.
+        let f = Fixture::new();
+        let (action, op) = key_operations(&f).swap_remove(i);
+        let denied = f.as_other(op.clone());
+        assert!(is_denied(&denied), "{action} without permission: {denied:?}");
+        let e = denied.unwrap_err();
+        assert!(
+            e.message.contains("uid:4242") && e.message.contains(action),
+            "the message names the principal and the action: {}",
+            e.message
+        );
+        assert!(!e.message.contains("Statement"), "never the policy: {}", e.message);
+
+        // Allowed: exactly this action (an alias op also needs nothing else).
+        f.put(&allow(action));
+        let allowed = f.as_other(op.clone());
+        assert!(!is_denied(&allowed), "{action} allowed by its statement: {allowed:?}");
+
+        // Every other action allowed, this one denied: the deny wins.
+        let f = Fixture::new();
+        let (_, op) = key_operations(&f).swap_remove(i);
+        f.put(&allow_all_but(action));
+        let e = f.as_other(op).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AccessDenied, "{action} explicitly denied");
+        assert!(e.message.contains("explicit deny"), "{}", e.message);
+    }
+}
+
+#[test]
+fn an_allow_of_another_action_allows_nothing_else() {
+    let f = Fixture::new();
+    f.put(&allow("kms:Decrypt"));
+    for (action, op) in key_operations(&f) {
+        let r = f.as_other(op);
+        assert_eq!(is_denied(&r), action != "kms:Decrypt", "{action}: {r:?}");
+    }
+}
+
+#[test]
+fn account_operations_are_the_administrators_and_key_creators() {
+    let f = Fixture::new();
+    for op in [
+        Operation::CreateKey(CreateKey::default()),
+        Operation::ListKeys(ListKeys::default()),
+        Operation::ListAliases(ListAliases::default()),
+    ] {
+        let r = f.as_other(op.clone());
+        assert!(is_denied(&r), "{}: {r:?}", op.name());
+        assert!(f.t.svc.call(&op, &ADMIN).is_ok(), "{}", op.name());
+    }
+    // Anyone: their own identity, random bytes.
+    assert!(f.as_other(Operation::WhoAmI(WhoAmI)).is_ok());
+    assert!(f
+        .as_other(Operation::GenerateRandom(GenerateRandom { number_of_bytes: 8 }))
+        .is_ok());
+}
+
+#[test]
+fn the_default_policy_gives_the_creator_use_of_the_key_and_not_its_management() {
+    let t = TestService::new();
+    let creator = Identity::local(4242, 4242, 1);
+    // Key creators are configured; here the administrator makes the key as
+    // if for the creator, through the same default policy.
+    let id = [9u8; 16];
+    let p = t.svc.new_key_policy(&creator, &id, None, false).unwrap();
+    assert!(p.text.contains("uid:4242") && p.text.contains("uid:0"), "{}", p.text);
+    let key = t.create_key();
+    let kid = crate::service::parse_key_id(&key).unwrap();
+    t.svc.put_key_policy(&ADMIN, &kid, &p.text, true).unwrap();
+    let enc = t.svc.call(
+        &Operation::Encrypt(Encrypt { key_id: &key, plaintext: b"p", ..Default::default() }),
+        &creator,
+    );
+    assert!(enc.is_ok(), "{enc:?}");
+    let dis = t.svc.call(&Operation::DisableKey(DisableKey { key_id: &key }), &creator);
+    assert!(is_denied(&dis), "{dis:?}");
+}
+
+#[test]
+fn conditions_on_the_encryption_context_and_the_request_alias_decide() {
+    let f = Fixture::new();
+    f.put(&policy(
+        r#"{"Effect":"Allow","Principal":{"AWS":"uid:4242"},"Action":"kms:Encrypt","Resource":"*",
+            "Condition":{"StringEquals":{"kms:EncryptionContext:tenant":"B"}}},
+           {"Effect":"Allow","Principal":{"AWS":"uid:4242"},"Action":"kms:GenerateDataKey","Resource":"*",
+            "Condition":{"StringLike":{"kms:RequestAlias":"alias/fix*"}}}"#,
+    ));
+    let who = other();
+    let enc = |ctx: Vec<(&'static str, &'static str)>| {
+        f.t.svc.call(
+            &Operation::Encrypt(Encrypt {
+                key_id: &f.key,
+                plaintext: b"p",
+                context: ctx,
+                ..Default::default()
+            }),
+            &who,
+        )
+    };
+    // The same connection asks again and again: cached decisions must
+    // still tell the contexts apart.
+    for _ in 0..3 {
+        assert!(enc(vec![("tenant", "B")]).is_ok());
+        assert!(is_denied(&enc(vec![("tenant", "A")])));
+        assert!(is_denied(&enc(vec![])));
+        assert!(enc(vec![("TENANT", "B")]).is_ok(), "context keys are case-insensitive in conditions");
+    }
+    let gdk = |key_id: &str| {
+        f.t.svc.call(
+            &Operation::GenerateDataKey(GenerateDataKey {
+                key_id,
+                number_of_bytes: Some(16),
+                ..Default::default()
+            }),
+            &who,
+        )
+    };
+    assert!(gdk("alias/fixture").is_ok());
+    assert!(is_denied(&gdk(&f.key)), "by key id: no alias in the request");
+}
+
+#[test]
+fn a_policy_change_takes_effect_for_the_very_next_request() {
+    let f = Fixture::new();
+    let who = other();
+    let enc = || {
+        f.t.svc.call(
+            &Operation::Encrypt(Encrypt { key_id: &f.key, plaintext: b"p", ..Default::default() }),
+            &who,
+        )
+    };
+    assert!(is_denied(&enc()));
+    f.put(&allow("kms:Encrypt"));
+    assert!(enc().is_ok());
+    assert!(enc().is_ok(), "cached");
+    f.put(&allow("kms:Decrypt"));
+    assert!(is_denied(&enc()), "the cached allow went with the old policy");
+}
+
+#[test]
+fn a_policy_that_would_lock_out_its_author_is_refused_unless_bypassed() {
+    let f = Fixture::new();
+    let lockout = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"uid:4242"},"Action":"kms:*","Resource":"*"}]}"#;
+    let e = f.t.svc.put_key_policy(&ADMIN, &f.id, lockout, false).unwrap_err();
+    assert!(e.message.contains("will not allow you to update the key policy"), "{e:?}");
+    assert_ne!(f.t.svc.key_policy_text(&f.id).unwrap(), lockout, "nothing changed");
+    f.t.svc.put_key_policy(&ADMIN, &f.id, lockout, true).unwrap();
+    assert_eq!(f.t.svc.key_policy_text(&f.id).unwrap(), lockout);
+}
+
+#[test]
+fn bad_policies_are_refused_with_their_reason_and_change_nothing() {
+    let f = Fixture::new();
+    let before = f.t.svc.key_policy_text(&f.id).unwrap();
+    for (text, reason) in [
+        ("not json", "JSON"),
+        (r#"{"Statement":[]}"#, "Statement"),
+        (
+            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*","Condition":{"DateEquals":{"aws:CurrentTime":"x"}}}]}"#,
+            "DateEquals",
+        ),
+        (
+            r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"user:no-such-user-kmsd"},"Action":"kms:*","Resource":"*"}]}"#,
+            "no-such-user-kmsd",
+        ),
+    ] {
+        let e = f.t.svc.put_key_policy(&ADMIN, &f.id, text, true).unwrap_err();
+        assert!(e.message.contains(reason), "{text}: {e:?}");
+    }
+    let huge = format!(r#"{{"Statement":[],"x":"{}"}}"#, "a".repeat(40_000));
+    assert!(f.t.svc.put_key_policy(&ADMIN, &f.id, &huge, true).is_err());
+    assert_eq!(f.t.svc.key_policy_text(&f.id).unwrap(), before);
+}
+
+#[test]
+fn user_and_group_names_are_kept_as_the_numbers_they_had() {
+    let f = Fixture::new();
+    let text = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":["user:root","group:root"]},"Action":"kms:*","Resource":"*"}]}"#;
+    f.t.svc.put_key_policy(&ADMIN, &f.id, text, false).unwrap();
+    let stored = f.t.svc.store().key_policy(&f.id).unwrap().unwrap();
+    assert_eq!(stored.text, text, "GetKeyPolicy returns the document as given");
+    assert_eq!(stored.names, r#"{"group:root":0,"user:root":0}"#);
+}
