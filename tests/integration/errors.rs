@@ -219,7 +219,7 @@ fn overload_is_counted_apart_by_the_dispatcher() {
         let mut frame = Vec::new();
         push(&mut frame, id, Operation::CreateKey(CreateKey::default()));
         let payload = bytes::Bytes::copy_from_slice(&frame[4..]);
-        dispatcher.dispatch(payload, peer, Reply::new(tx.clone(), None));
+        dispatcher.dispatch(payload, peer.clone(), Reply::new(tx.clone(), None));
     }
     // Refusals are answered inside dispatch, before it returns.
     let refused = dispatcher.overloaded();

@@ -303,6 +303,29 @@ impl Service {
         }
     }
 
+    #[cfg(feature = "internals")]
+    /// The data path's check on a loaded key, for the benches.
+    pub fn authorize_loaded(
+        &self,
+        caller: &Identity,
+        key: &super::LoadedKey,
+        action: Action,
+        ask: &Ask<'_>,
+    ) -> Result<(), KmsError> {
+        self.authorize(caller, key.id(), key.access(), action, ask)
+    }
+
+    #[cfg(feature = "internals")]
+    /// PutKeyPolicy's service side, for the benches.
+    pub fn set_key_policy(
+        &self,
+        caller: &Identity,
+        id: &[u8; 16],
+        text: &str,
+    ) -> Result<(), KmsError> {
+        self.put_key_policy(caller, id, text, true)
+    }
+
     /// Whether `caller` may do `action` on key `id`, off the I/O threads
     /// (the control plane): decided on the cached key's access if it is
     /// cached and unchanged, else on its policy and grants as stored.
