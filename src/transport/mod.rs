@@ -13,7 +13,10 @@
 //!   out), its read deadlines (`ReadTimer`) and the reader/writer pairing
 //!   (`run_both`);
 //! - `write_queue.rs`: the batching writer queue (`WriteQueue`);
-//! - `socket.rs`: the socket file's rules and SO_PEERCRED.
+//! - `socket.rs`: the socket file's rules and SO_PEERCRED;
+//! - `peer.rs`: the rest of the caller's identity from the kernel
+//!   (supplementary groups, the cgroup read through a pidfd, the systemd
+//!   unit).
 //!
 //! Per connection:
 //! - SO_PEERCRED is read once at accept; it is the caller's identity. A uid
@@ -51,6 +54,9 @@
 //! Shutdown: stop accepting, stop reading, let in-flight answers be written
 //! for up to `shutdown_grace_secs`, close everything, remove the socket file.
 
+// Not called yet: the accept path will read it for every connection (issue 12).
+#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
+pub mod peer;
 pub mod socket;
 
 mod accept;
