@@ -55,7 +55,6 @@
 //! for up to `shutdown_grace_secs`, close everything, remove the socket file.
 
 // Not called yet: the accept path will read it for every connection (issue 12).
-#[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
 pub mod peer;
 pub mod socket;
 

@@ -35,16 +35,7 @@ use rustix::io::Errno;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-/// What the kernel says about a connection's peer beyond SO_PEERCRED.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PeerDetails {
-    /// Supplementary group ids (SO_PEERGROUPS), sorted, deduplicated; empty if the kernel does not offer them.
-    pub groups: Vec<u32>,
-    /// The peer's cgroup v2 path (e.g. "/system.slice/foo.service"), read race-free through its pidfd; None where that is impossible.
-    pub cgroup: Option<String>,
-    /// The systemd unit the cgroup path names (e.g. "foo.service"), if any.
-    pub unit: Option<String>,
-}
+pub use crate::identity::PeerDetails;
 
 /// Reads [`PeerDetails`] of the connected Unix socket `fd`. Never fails: what
 /// the kernel cannot say is left empty (`groups`) or `None` (`cgroup`,
@@ -831,63 +822,4 @@ mod tests {
         }
     }
 
-    /// The cost of one call on this machine (a debug build; the time is in
-    /// the kernel): `cargo test --lib transport::peer::tests::peer_details_cost
-    /// -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "a measurement, not a check"]
-    fn peer_details_cost() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let _client = UnixStream::connect(&path).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        let mut times = Vec::with_capacity(20_000);
-        for _ in 0..1_000 {
-            std::hint::black_box(peer_details(accepted.as_fd()));
-        }
-        for _ in 0..20_000 {
-            let start = Instant::now();
-            std::hint::black_box(peer_details(accepted.as_fd()));
-            times.push(start.elapsed());
-        }
-        let part = |name: &str, f: &dyn Fn()| {
-            let mut t: Vec<Duration> = (0..20_000)
-                .map(|_| {
-                    let start = Instant::now();
-                    f();
-                    start.elapsed()
-                })
-                .collect();
-            t.sort_unstable();
-            eprintln!("  {name}: median {:?}", t[t.len() / 2]);
-        };
-        let fd = accepted.as_fd();
-        part("SO_PEERGROUPS", &|| {
-            std::hint::black_box(peer_groups(fd));
-        });
-        part("SO_PEERPIDFD + close", &|| {
-            std::hint::black_box(peer_pidfd(fd).unwrap());
-        });
-        let pidfd = peer_pidfd(fd).unwrap();
-        part("fdinfo Pid", &|| {
-            std::hint::black_box(pidfd_pid(pidfd.as_fd()));
-        });
-        let pid = std::process::id();
-        part("/proc/<pid>/cgroup", &|| {
-            let mut file = [0u8; CGROUP_FILE_MAX + 1];
-            let _ = std::hint::black_box(read_bounded(&format!("/proc/{pid}/cgroup"), &mut file));
-        });
-        times.sort_unstable();
-        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-        eprintln!(
-            "peer_details: median {:?}, p90 {:?}, p99 {:?}, max {:?} ({} calls)",
-            at(0.5),
-            at(0.9),
-            at(0.99),
-            at(1.0),
-            times.len()
-        );
-        assert!(at(0.5) < Duration::from_micros(100));
-    }
 }

@@ -269,14 +269,16 @@ fn lookup_group(table: &str, name: &str) -> Option<u32> {
 /// reports pid 0 for a peer outside our pid namespace, which would make
 /// that call undefined behaviour. tokio's accessor reads a plain `ucred`.
 /// Both engines accept through a tokio listener, so both use this.
-/// A pid the kernel cannot name in our namespace is reported as 0.
+/// A pid the kernel cannot name in our namespace is reported as 0. The
+/// supplementary groups, cgroup and unit come from
+/// [`peer_details`](super::peer::peer_details), once per connection.
 pub fn peer_of(stream: &tokio::net::UnixStream) -> io::Result<Identity> {
     let cred = stream.peer_cred()?;
     Ok(Identity::accepted(
         cred.uid(),
         cred.gid(),
         cred.pid().unwrap_or(0),
-        crate::identity::PeerDetails::default(),
+        super::peer::peer_details(std::os::fd::AsFd::as_fd(stream)),
     ))
 }
 
