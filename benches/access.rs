@@ -3,6 +3,9 @@
 //! evaluating the key's policy every time, for a typical policy and for a
 //! long one (the cache's worth grows with the policy).
 //!
+//! Also what accept pays per connection for the supplementary groups,
+//! cgroup and unit.
+//!
 //! `cargo bench --features internals --bench access`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -72,6 +75,17 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // What accept pays per connection for the rest of the identity:
+    // SO_PEERGROUPS, SO_PEERPIDFD, the pidfd's pid and the cgroup file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    c.bench_function("accept/peer_details", |b| {
+        b.iter(|| kmsd::transport::peer::peer_details(std::os::fd::AsFd::as_fd(&accepted)))
+    });
 }
 
 criterion_group!(benches, bench);
