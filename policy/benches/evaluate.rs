@@ -2,10 +2,14 @@
 //! any work: a compiled policy's `evaluate`, beside the naive baseline of
 //! parsing the stored document for each request (what compiling once
 //! saves), for a typical policy and for a 128-statement one where no
-//! statement matches until the last.
+//! statement matches until the last; and a grant's `allows` with a
+//! two-pair `EncryptionContextSubset` constraint against a three-pair
+//! context (the check a request allowed by a grant pays per grant).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use kms_policy::{default_key_policy, Action, Caller, NoNames, Policy, Request};
+use kms_policy::{
+    default_key_policy, Action, Caller, CompiledGrant, GrantSpec, NoNames, Policy, Request,
+};
 
 const ARN: &str = "arn:kmsd:kms:local:key/1b4e28ba-2fa1-41d2-883f-0016d3cca427";
 
@@ -63,5 +67,33 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+fn bench_grant(c: &mut Criterion) {
+    let caller = Caller {
+        uid: 1000,
+        gid: 1000,
+        supplementary_gids: &[27, 100],
+        unit: Some("app.service"),
+        cgroup: Some("/system.slice/app.service"),
+    };
+    let grant = CompiledGrant::compile(
+        &GrantSpec {
+            grantee_principal: "uid:1000",
+            operations: &["Encrypt", "Decrypt", "GenerateDataKey", "DescribeKey"],
+            encryption_context_subset: Some(&[("Tenant", "acme"), ("env", "prod")]),
+            ..GrantSpec::default()
+        },
+        &NoNames,
+    )
+    .expect("the bench's grant compiles");
+    let req = Request {
+        encryption_context: &[("app", "billing"), ("env", "prod"), ("tenant", "acme")],
+        ..Request::new(caller, Action::Decrypt, ARN)
+    };
+    assert!(grant.allows(&req), "the grant does not allow the request");
+    c.bench_function("grant/subset_2_of_3/allows", |b| {
+        b.iter(|| grant.allows(std::hint::black_box(&req)))
+    });
+}
+
+criterion_group!(benches, bench, bench_grant);
 criterion_main!(benches);

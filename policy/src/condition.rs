@@ -143,6 +143,9 @@ enum Key {
     RequestAlias,
     ResourceAliases,
     GrantOperations,
+    GranteePrincipal,
+    RetiringPrincipal,
+    GrantConstraintType,
     CallerAccount,
     BypassPolicyLockoutSafetyCheck,
     CallerUid,
@@ -155,6 +158,9 @@ const KEYS: &[(&str, Key)] = &[
     ("kms:RequestAlias", Key::RequestAlias),
     ("kms:ResourceAliases", Key::ResourceAliases),
     ("kms:GrantOperations", Key::GrantOperations),
+    ("kms:GranteePrincipal", Key::GranteePrincipal),
+    ("kms:RetiringPrincipal", Key::RetiringPrincipal),
+    ("kms:GrantConstraintType", Key::GrantConstraintType),
     ("kms:CallerAccount", Key::CallerAccount),
     (
         "kms:BypassPolicyLockoutSafetyCheck",
@@ -174,7 +180,7 @@ pub(crate) fn fold(s: &str) -> String {
 }
 
 /// Whether `s` folds to `folded`, without allocating.
-fn eq_folded(s: &str, folded: &str) -> bool {
+pub(crate) fn eq_folded(s: &str, folded: &str) -> bool {
     s.chars().flat_map(char::to_lowercase).eq(folded.chars())
 }
 
@@ -443,6 +449,9 @@ impl Condition {
             Key::RequestAlias => Strs::One(r.request_alias),
             Key::ResourceAliases => Strs::List(r.key_aliases.iter()),
             Key::GrantOperations => Strs::List(r.grant_operations.iter()),
+            Key::GranteePrincipal => Strs::One(r.grantee_principal),
+            Key::RetiringPrincipal => Strs::One(r.retiring_principal),
+            Key::GrantConstraintType => Strs::One(r.grant_constraint_type.map(|t| t.name())),
             Key::CallerAccount => Strs::One(Some(ctx.account)),
             Key::CallerUnit => Strs::One(r.caller.unit),
             _ => Strs::One(None),
@@ -561,6 +570,16 @@ mod tests {
         assert_eq!(Key::parse("kms:EncryptionContext:"), None);
         assert_eq!(Key::parse("KMSD:calleruid"), Some(Key::CallerUid));
         assert_eq!(Key::parse("kms:ViaService"), None);
+        assert_eq!(
+            Key::parse("kms:granteeprincipal"),
+            Some(Key::GranteePrincipal)
+        );
+        assert_eq!(
+            Key::parse("kms:GrantConstraintType"),
+            Some(Key::GrantConstraintType)
+        );
+        // It names AWS services, which kmsd has none of.
+        assert_eq!(Key::parse("kms:GrantIsForAWSResource"), None);
         assert_eq!(Key::parse("aws:username"), None);
     }
 

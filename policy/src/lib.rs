@@ -15,11 +15,18 @@
 //! [`CompiledPolicy::allows_subsequent_put_key_policy`] is AWS's lockout
 //! safety check.
 //!
+//! Grants ([`CompiledGrant`]): [`CompiledGrant::compile`] validates what a
+//! CreateGrant asks for ([`GrantSpec`]) with AWS's rules, and
+//! [`CompiledGrant::allows`] decides a [`Request`] without allocating;
+//! [`CompiledGrant::permits_child`] is AWS's rule for grants created
+//! through a grant and [`CompiledGrant::same_parameters`] its `Name`
+//! idempotency.
+//!
 //! Layout: `document` (JSON, limits, statements), `principal`, `action`
 //! (the action names and the bit sets patterns compile to), `condition`
 //! (operators and keys), `glob` (the linear-time wildcard matcher),
 //! `evaluate`, `request` (what evaluation reads and returns), `default`,
-//! `error`.
+//! `grant`, `error`.
 //!
 //! Boundary: this crate does no I/O and no system calls (the daemon
 //! resolves names through the resolver it passes), knows nothing of the
@@ -34,6 +41,7 @@ mod document;
 mod error;
 mod evaluate;
 mod glob;
+mod grant;
 mod principal;
 mod request;
 
@@ -43,7 +51,11 @@ pub use document::{
     CompiledPolicy, Policy, KEY_ARN_PREFIX, MAX_DEPTH, MAX_LIST, MAX_POLICY_BYTES, MAX_STATEMENTS,
     MAX_STRING_BYTES, MAX_WILDCARDS,
 };
-pub use error::PolicyError;
+pub use error::{GrantError, GrantErrorKind, PolicyError};
+pub use grant::{
+    CompiledGrant, GrantConstraintType, GrantOperation, GrantOperationSet, GrantSpec,
+    MAX_CONSTRAINT_BYTES, MAX_CONSTRAINT_PAIRS,
+};
 pub use principal::{NameResolver, NoNames};
 pub use request::{Caller, Decision, Request};
 
@@ -53,4 +65,6 @@ const _: fn() = || {
     fn shared<T: Send + Sync>() {}
     shared::<CompiledPolicy>();
     shared::<PolicyError>();
+    shared::<CompiledGrant>();
+    shared::<GrantError>();
 };

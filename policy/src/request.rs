@@ -2,6 +2,7 @@
 //! the decision.
 
 use crate::action::Action;
+use crate::grant::GrantConstraintType;
 
 /// The local identity making a request (from SO_PEERCRED and, when the
 /// daemon knows them, the caller's systemd unit and cgroup).
@@ -46,12 +47,23 @@ pub struct Request<'a> {
     /// (`false` when the request omits it, as AWS's request-parameter
     /// conditions see the default); `None` for other actions.
     pub bypass_policy_lockout_safety_check: Option<bool>,
+    /// CreateGrant's `GranteePrincipal`, as the request gives it
+    /// (`kms:GranteePrincipal`); `None` for other actions.
+    pub grantee_principal: Option<&'a str>,
+    /// CreateGrant's `RetiringPrincipal`, as the request gives it
+    /// (`kms:RetiringPrincipal`); `None` for other actions and when the
+    /// request has none.
+    pub retiring_principal: Option<&'a str>,
+    /// The type of CreateGrant's constraint (`kms:GrantConstraintType`);
+    /// `None` for other actions and for a grant without a constraint.
+    pub grant_constraint_type: Option<GrantConstraintType>,
 }
 
 impl<'a> Request<'a> {
     /// A request for `action` on `key_arn` by `caller` with no context,
-    /// aliases, grant operations or bypass flag: fill in the rest with
-    /// struct update syntax.
+    /// aliases, grant parameters or bypass flag: fill in the rest with
+    /// struct update syntax ([`GrantSpec::policy_request`](crate::GrantSpec::policy_request)
+    /// fills in CreateGrant's).
     pub fn new(caller: Caller<'a>, action: Action, key_arn: &'a str) -> Self {
         Request {
             caller,
@@ -62,6 +74,9 @@ impl<'a> Request<'a> {
             key_aliases: &[],
             grant_operations: &[],
             bypass_policy_lockout_safety_check: None,
+            grantee_principal: None,
+            retiring_principal: None,
+            grant_constraint_type: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! code that states the rules of docs/policy.md: owned vectors, a
 //! recursive wildcard matcher, no precomputation.
 
-use kms_policy::{Action, Caller, Decision, Policy, Request};
+use kms_policy::{Action, Caller, Decision, GrantConstraintType, Policy, Request};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -62,6 +62,9 @@ const SINGLE_STRING_KEYS: &[&str] = &[
     "kms:RequestAlias",
     "kmsd:CallerUnit",
     "kms:CallerAccount",
+    "kms:GranteePrincipal",
+    "kms:RetiringPrincipal",
+    "kms:GrantConstraintType",
 ];
 const MULTI_KEYS: &[&str] = &[
     "kms:EncryptionContextKeys",
@@ -85,6 +88,9 @@ const STRING_VALUES: &[&str] = &[
     "env",
     "Decrypt",
     "a.service",
+    "uid:1",
+    "unit:*",
+    "EncryptionContextSubset",
 ];
 
 /// One condition of the model: operator text, key, values.
@@ -118,6 +124,9 @@ struct Req {
     aliases: Vec<String>,
     grant_ops: Vec<String>,
     bypass: Option<bool>,
+    grantee: Option<String>,
+    retiring: Option<String>,
+    constraint_type: Option<GrantConstraintType>,
 }
 
 fn pick<T: Clone + std::fmt::Debug + 'static>(xs: &'static [T]) -> impl Strategy<Value = T> {
@@ -219,6 +228,14 @@ fn req() -> impl Strategy<Value = Req> {
         proptest::collection::vec(pick(&["alias/x", "a"]).prop_map(String::from), 0..3),
         proptest::collection::vec(pick(&["Decrypt", "Encrypt"]).prop_map(String::from), 0..3),
         proptest::option::of(any::<bool>()),
+        (
+            opt(&["uid:1", "uid:2", "unit:a.service"]),
+            opt(&["uid:1", "cgroup:/a"]),
+            proptest::option::of(pick(&[
+                GrantConstraintType::EncryptionContextEquals,
+                GrantConstraintType::EncryptionContextSubset,
+            ])),
+        ),
     )
         .prop_map(
             |(
@@ -230,6 +247,7 @@ fn req() -> impl Strategy<Value = Req> {
                 aliases,
                 grant_ops,
                 bypass,
+                (grantee, retiring, constraint_type),
             )| Req {
                 uid,
                 gid,
@@ -243,6 +261,9 @@ fn req() -> impl Strategy<Value = Req> {
                 aliases,
                 grant_ops,
                 bypass,
+                grantee,
+                retiring,
+                constraint_type,
             },
         )
 }
@@ -349,6 +370,20 @@ fn values_of(key: &str, r: &Req) -> Vec<String> {
         "kmsd:calleruid" => vec![r.uid.to_string()],
         "kmsd:callergid" => vec![r.gid.to_string()],
         "kms:bypasspolicylockoutsafetycheck" => r.bypass.iter().map(bool::to_string).collect(),
+        "kms:granteeprincipal" => r.grantee.iter().cloned().collect(),
+        "kms:retiringprincipal" => r.retiring.iter().cloned().collect(),
+        "kms:grantconstrainttype" => r
+            .constraint_type
+            .iter()
+            .map(|t| match t {
+                GrantConstraintType::EncryptionContextEquals => {
+                    "EncryptionContextEquals".to_string()
+                }
+                GrantConstraintType::EncryptionContextSubset => {
+                    "EncryptionContextSubset".to_string()
+                }
+            })
+            .collect(),
         _ => unreachable!("{key}"),
     }
 }
@@ -450,6 +485,9 @@ proptest! {
                 key_aliases: &aliases,
                 grant_operations: &grant_ops,
                 bypass_policy_lockout_safety_check: r.bypass,
+                grantee_principal: r.grantee.as_deref(),
+                retiring_principal: r.retiring.as_deref(),
+                grant_constraint_type: r.constraint_type,
             };
             prop_assert_eq!(policy.evaluate(&request), reference(&stmts, r), "{} for {:?}", text, r);
         }
