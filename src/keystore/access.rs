@@ -198,6 +198,12 @@ impl Keystore {
         super::aliases::names_of(&self.conn, key_id)
     }
 
+    /// A grant by id, whatever its key.
+    pub fn grant(&self, grant_id: &str) -> Result<Option<GrantRow>, StoreError> {
+        may_block();
+        read_grant(&self.conn, grant_id)
+    }
+
     /// A key's grants, oldest first.
     pub fn grants_of(&self, key_id: &[u8; 16]) -> Result<Vec<GrantRow>, StoreError> {
         may_block();
@@ -218,6 +224,30 @@ impl Keystore {
              ORDER BY grant_id LIMIT ?3"
         ))?;
         let rows = stmt.query_map(params![retiring, after.unwrap_or(""), limit], row_to_grant)?;
+        collect_grants(rows)
+    }
+
+    /// Up to `limit` grants of `key_id` after `after` (creation time and
+    /// grant id of the last of the previous page), oldest first, only
+    /// those with grant id `grant_id` and grantee `grantee` when given
+    /// (ListGrants).
+    pub fn list_grants(
+        &self,
+        key_id: &[u8; 16],
+        after: Option<(i64, &str)>,
+        limit: u32,
+        grant_id: Option<&str>,
+        grantee: Option<&str>,
+    ) -> Result<Vec<GrantRow>, StoreError> {
+        may_block();
+        let (at, id) = after.unwrap_or((i64::MIN, ""));
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {GRANT_COLUMNS} FROM grants WHERE key_id = ?1
+               AND (created_at, grant_id) > (?2, ?3)
+               AND (?4 IS NULL OR grant_id = ?4) AND (?5 IS NULL OR grantee = ?5)
+             ORDER BY created_at, grant_id LIMIT ?6"
+        ))?;
+        let rows = stmt.query_map(params![&key_id[..], at, id, grant_id, grantee, limit], row_to_grant)?;
         collect_grants(rows)
     }
 

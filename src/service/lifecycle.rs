@@ -39,6 +39,9 @@ pub enum Use {
     Import,
     /// DeleteImportedKeyMaterial: every state but Unavailable.
     DeleteImported,
+    /// CreateGrant: Enabled and Unavailable (Disabled: DisabledException;
+    /// PendingDeletion, PendingImport: KMSInvalidStateException).
+    Grant,
 }
 
 /// The message AWS gives for a key in `state`: "<key> is pending deletion".
@@ -94,6 +97,9 @@ pub fn check(use_: Use, id: &[u8; 16], state: KeyState) -> Result<(), KmsError> 
         (Use::Import, _) => false,
         (Use::DeleteImported, Unavailable) => false,
         (Use::DeleteImported, _) => true,
+        (Use::Grant, Enabled | Unavailable) => true,
+        (Use::Grant, Disabled) => return Err(disabled(id)),
+        (Use::Grant, _) => false,
     };
     if ok {
         Ok(())

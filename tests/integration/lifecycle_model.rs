@@ -26,7 +26,7 @@ use kmsd::service::{Service, ServiceOptions};
 use proptest::prelude::*;
 use std::sync::Arc;
 
-const PEER: Identity = Identity::local(1000, 1000, 1);
+const PEER: Identity = Identity::local(0, 0, 1);
 
 const DAY: i64 = 86_400;
 /// Where the clock starts (2025-01-01).

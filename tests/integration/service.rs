@@ -10,7 +10,7 @@ use kmsd::service::op::{self, PlaneKind};
 use kmsd::service::{ExecError, Service, Site};
 use std::sync::Arc;
 
-const PEER: Identity = Identity::local(1000, 1000, 1);
+const PEER: Identity = Identity::local(0, 0, 1);
 
 fn service() -> Service {
     Service::with_store(

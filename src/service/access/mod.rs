@@ -11,6 +11,7 @@
 //! hash lookup, not an evaluation.
 
 mod decisions;
+pub mod grants;
 pub mod policies;
 pub mod names;
 
@@ -110,6 +111,8 @@ pub struct KeyAccess {
     /// keyed by it.
     generation: u64,
     policy: CompiledPolicy,
+    /// The key's grants, compiled.
+    grants: Vec<kms_policy::CompiledGrant>,
     /// The key's alias names.
     aliases: Vec<String>,
 }
@@ -130,15 +133,21 @@ impl KeyAccess {
     /// was stored).
     pub(crate) fn compile(
         policy: &StoredPolicy,
+        grants: &[crate::keystore::access::GrantRow],
         aliases: Vec<String>,
     ) -> Result<KeyAccess, KmsError> {
         let resolver = names::StoredNames::parse(&policy.names)
             .map_err(|e| super::internal("loading key policy", e))?;
         let policy = Policy::parse(&policy.text, &resolver)
             .map_err(|e| super::internal("loading key policy", e))?;
+        let grants = grants
+            .iter()
+            .map(grants::compile_row)
+            .collect::<Result<_, _>>()?;
         Ok(KeyAccess {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             policy,
+            grants,
             aliases,
         })
     }
@@ -153,6 +162,7 @@ impl KeyAccess {
                 text: text.into(),
                 names: "{}".into(),
             },
+            &[],
             Vec::new(),
         )
         .expect("the test policy parses")
@@ -180,7 +190,11 @@ impl KeyAccess {
             bypass_policy_lockout_safety_check: ask.bypass,
             ..Request::new(caller.caller(), action, key_arn)
         };
-        self.policy.evaluate(&req)
+        // Grants only allow: a policy's explicit deny stands.
+        match self.policy.evaluate(&req) {
+            Decision::ImplicitDeny if self.grants_allow(&req) => Decision::Allow,
+            d => d,
+        }
     }
 }
 
@@ -209,6 +223,7 @@ impl KeyAccess {
     ) -> Result<KeyAccess, KmsError> {
         KeyAccess::compile(
             stored.policy.as_ref().unwrap_or(fallback),
+            &stored.grants,
             stored.aliases.clone(),
         )
     }
@@ -349,7 +364,7 @@ impl Service {
 
     /// A key's access as stored now (the control plane).
     pub(crate) fn read_access(&self, id: &[u8; 16]) -> Result<KeyAccess, KmsError> {
-        let (policy, aliases) = {
+        let (policy, grants, aliases) = {
             let store = self.store();
             if store
                 .get_key(id)
@@ -365,12 +380,19 @@ impl Service {
             let policy = store
                 .key_policy(id)
                 .map_err(|e| crate::errors::store("reading key policy", e))?;
+            let grants = store
+                .grants_of(id)
+                .map_err(|e| crate::errors::store("reading grants", e))?;
             let aliases = store
                 .alias_names_of(id)
                 .map_err(|e| crate::errors::store("reading aliases", e))?;
-            (policy, aliases)
+            (policy, grants, aliases)
         };
-        KeyAccess::compile(policy.as_ref().unwrap_or(&self.core.administrators), aliases)
+        KeyAccess::compile(
+            policy.as_ref().unwrap_or(&self.core.administrators),
+            &grants,
+            aliases,
+        )
     }
 
     /// Whether `caller` may do an account-wide `action` (CreateKey,
