@@ -132,6 +132,7 @@ mod tests {
                         key_id: &m.key_id,
                         plaintext: msg.as_bytes(),
                         context: vec![],
+                        ..Default::default()
                     }),
                     &PEER,
                 ) else {
@@ -155,6 +156,7 @@ mod tests {
                     ciphertext_blob: blob,
                     key_id: None,
                     context: vec![],
+                    ..Default::default()
                 }),
                 &PEER,
             ) else {

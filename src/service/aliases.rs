@@ -398,6 +398,7 @@ mod tests {
                 key_id: "alias/a",
                 plaintext: b"secret",
                 context: vec![],
+                ..Default::default()
             }))
             .unwrap()
         {
@@ -412,11 +413,13 @@ mod tests {
                     number_of_bytes: Some(16),
                     key_spec: None,
                     context: vec![],
+                    ..Default::default()
                 }),
                 Operation::Decrypt(Decrypt {
                     ciphertext_blob: &blob,
                     key_id: Some("alias/a"),
                     context: vec![],
+                    ..Default::default()
                 }),
                 Operation::ReEncrypt(ReEncrypt {
                     ciphertext_blob: &blob,
@@ -424,16 +427,19 @@ mod tests {
                     source_context: vec![],
                     destination_key_id: "alias/b",
                     destination_context: vec![],
+                    ..Default::default()
                 }),
                 Operation::Decrypt(Decrypt {
                     ciphertext_blob: &blob,
                     key_id: Some("alias/b"),
                     context: vec![],
+                    ..Default::default()
                 }),
                 Operation::Encrypt(Encrypt {
                     key_id: "alias/none",
                     plaintext: b"x",
                     context: vec![],
+                    ..Default::default()
                 }),
             ],
         );

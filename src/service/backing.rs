@@ -365,6 +365,7 @@ mod tests {
                 number_of_bytes: Some(32),
                 key_spec: None,
                 context: vec![("app", "x")],
+                ..Default::default()
             }),
             &PEER,
             site,
@@ -377,6 +378,7 @@ mod tests {
                 ciphertext_blob: blob,
                 key_id: None,
                 context: vec![("app", ctx)],
+                ..Default::default()
             }),
             &PEER,
         )
@@ -451,6 +453,7 @@ mod tests {
                 number_of_bytes: Some(32),
                 key_spec: None,
                 context: vec![],
+                ..Default::default()
             }))
         };
         let requests = [

@@ -47,6 +47,7 @@ fn encrypt(svc: &Service, key_id: &str, pt: &[u8], ctx: &[(&str, &str)]) -> Vec<
                 key_id,
                 plaintext: pt,
                 context: ctx.to_vec(),
+                ..Default::default()
             }),
             &PEER,
         )
@@ -68,6 +69,7 @@ fn decrypt(
             ciphertext_blob: blob,
             key_id,
             context: ctx.to_vec(),
+            ..Default::default()
         }),
         &PEER,
     )
@@ -97,6 +99,7 @@ fn create_describe_list() {
         .call(
             &Operation::DescribeKey(DescribeKey {
                 key_id: &created.key_id,
+                ..Default::default()
             }),
             &PEER,
         )
@@ -107,6 +110,7 @@ fn create_describe_list() {
         .call(
             &Operation::DescribeKey(DescribeKey {
                 key_id: &created.arn,
+                ..Default::default()
             }),
             &PEER,
         )
@@ -194,7 +198,13 @@ fn unknown_and_malformed_key_ids() {
         "arn:kmsd:kms:local:key/garbage",
     ] {
         assert_eq!(
-            kind(svc.call(&Operation::DescribeKey(DescribeKey { key_id }), &PEER)),
+            kind(svc.call(
+                &Operation::DescribeKey(DescribeKey {
+                    key_id,
+                    ..Default::default()
+                }),
+                &PEER
+            )),
             ErrorKind::NotFound,
             "{key_id}"
         );
@@ -203,7 +213,8 @@ fn unknown_and_malformed_key_ids() {
                 &Operation::Encrypt(Encrypt {
                     key_id,
                     plaintext: b"x",
-                    context: vec![]
+                    context: vec![],
+                    ..Default::default()
                 }),
                 &PEER
             )),
@@ -220,7 +231,13 @@ fn empty_key_id_is_a_validation_error_as_in_aws() {
     let key = create(&svc);
     let blob = encrypt(&svc, &key, b"x", &[]);
     assert_eq!(
-        kind(svc.call(&Operation::DescribeKey(DescribeKey { key_id: "" }), &PEER)),
+        kind(svc.call(
+            &Operation::DescribeKey(DescribeKey {
+                key_id: "",
+                ..Default::default()
+            }),
+            &PEER
+        )),
         ErrorKind::Validation
     );
     assert_eq!(
@@ -228,7 +245,8 @@ fn empty_key_id_is_a_validation_error_as_in_aws() {
             &Operation::Encrypt(Encrypt {
                 key_id: "",
                 plaintext: b"x",
-                context: vec![]
+                context: vec![],
+                ..Default::default()
             }),
             &PEER
         )),
@@ -246,7 +264,10 @@ fn overlong_key_id_is_a_validation_error() {
     let long = "k".repeat(2049);
     assert_eq!(
         kind(svc.call(
-            &Operation::DescribeKey(DescribeKey { key_id: &long }),
+            &Operation::DescribeKey(DescribeKey {
+                key_id: &long,
+                ..Default::default()
+            }),
             &PEER
         )),
         ErrorKind::Validation
@@ -319,7 +340,8 @@ fn plaintext_and_size_limits() {
                 &Operation::Encrypt(Encrypt {
                     key_id: &key,
                     plaintext: &pt,
-                    context: vec![]
+                    context: vec![],
+                    ..Default::default()
                 }),
                 &PEER
             )),
@@ -342,6 +364,7 @@ fn plaintext_and_size_limits() {
                 number_of_bytes: n,
                 key_spec: spec,
                 context: vec![],
+                ..Default::default()
             }),
             &PEER,
         )
@@ -398,6 +421,7 @@ fn data_keys_are_distinct_and_without_plaintext_decrypts() {
             number_of_bytes: Some(32),
             key_spec: None,
             context: ctx.to_vec(),
+            ..Default::default()
         };
         svc.call(
             &if with {
@@ -440,6 +464,7 @@ fn re_encrypt_moves_a_blob_between_keys() {
                 source_context: src_ctx.to_vec(),
                 destination_key_id: &b,
                 destination_context: vec![("k", "2")],
+                ..Default::default()
             }),
             &PEER,
         )
@@ -526,6 +551,7 @@ fn blobs_longer_than_any_valid_one_are_refused_before_the_key_is_loaded() {
                 ciphertext_blob: blob,
                 key_id: None,
                 context: vec![],
+                ..Default::default()
             }),
             &PEER,
             Site::Io,
@@ -552,6 +578,7 @@ fn blobs_longer_than_any_valid_one_are_refused_before_the_key_is_loaded() {
             source_context: vec![],
             destination_key_id: &key,
             destination_context: vec![],
+            ..Default::default()
         }),
         &PEER,
         Site::Io,
@@ -572,6 +599,7 @@ fn context_validation() {
                 key_id: &key,
                 plaintext: b"x",
                 context: ctx,
+                ..Default::default()
             }),
             &PEER,
         )
@@ -595,6 +623,7 @@ fn io_threads_run_cached_data_plane_work_only() {
         number_of_bytes: Some(32),
         key_spec: None,
         context: vec![],
+        ..Default::default()
     });
     assert!(svc.execute(&op, &PEER, Site::Io).is_ok());
     let create_key = Operation::CreateKey(CreateKey::default());
@@ -625,6 +654,7 @@ fn batches_are_answered_item_by_item() {
                 key_id: &key,
                 plaintext: b"p",
                 context: vec![],
+                ..Default::default()
             })),
         ]),
     };

@@ -86,6 +86,7 @@ mod tests {
                 number_of_bytes: Some(32),
                 key_spec: None,
                 context: vec![],
+                ..Default::default()
             }))
             .unwrap()
         {
