@@ -39,6 +39,7 @@ fn bench(c: &mut Criterion) {
         number_of_bytes: Some(32),
         key_spec: None,
         context: ctx.clone(),
+        ..Default::default()
     });
     g.bench_function("GenerateDataKey_32B", |b| {
         b.iter(|| svc.call(&gdk, &PEER).unwrap())
@@ -48,6 +49,7 @@ fn bench(c: &mut Criterion) {
         number_of_bytes: Some(32),
         key_spec: None,
         context: ctx.clone(),
+        ..Default::default()
     });
     g.bench_function("GenerateDataKeyWithoutPlaintext_32B", |b| {
         b.iter(|| svc.call(&gdkwp, &PEER).unwrap())
@@ -58,6 +60,7 @@ fn bench(c: &mut Criterion) {
             key_id: &key,
             plaintext: &pt,
             context: ctx.clone(),
+            ..Default::default()
         });
         g.bench_function(format!("Encrypt_{size}B"), |b| {
             b.iter(|| svc.call(&enc, &PEER).unwrap())
@@ -70,6 +73,7 @@ fn bench(c: &mut Criterion) {
             ciphertext_blob: &blob,
             key_id: None,
             context: ctx.clone(),
+            ..Default::default()
         });
         g.bench_function(format!("Decrypt_{size}B"), |b| {
             b.iter(|| svc.call(&dec, &PEER).unwrap())
@@ -81,6 +85,7 @@ fn bench(c: &mut Criterion) {
                 source_context: ctx.clone(),
                 destination_key_id: &key,
                 destination_context: ctx.clone(),
+                ..Default::default()
             });
             g.bench_function("ReEncrypt_32B", |b| {
                 b.iter(|| svc.call(&re, &PEER).unwrap())
@@ -105,6 +110,7 @@ fn bench(c: &mut Criterion) {
         number_of_bytes: Some(32),
         key_spec: None,
         context: ctx.clone(),
+        ..Default::default()
     });
     g.bench_function("GenerateDataKey_32B_by_alias", |b| {
         b.iter(|| svc.call(&gdk_alias, &PEER).unwrap())

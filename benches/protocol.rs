@@ -16,6 +16,7 @@ fn gdk<'a>() -> Operation<'a> {
         number_of_bytes: Some(32),
         key_spec: None,
         context: vec![("tenant", "acme"), ("purpose", "bench")],
+        ..Default::default()
     })
 }
 

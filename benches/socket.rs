@@ -54,6 +54,7 @@ fn ops<'a>(key: &'a str, n: usize) -> Vec<Operation<'a>> {
                 number_of_bytes: Some(32),
                 key_spec: None,
                 context: vec![("tenant", "acme")],
+                ..Default::default()
             })
         })
         .collect()

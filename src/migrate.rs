@@ -128,6 +128,7 @@ mod tests {
                         key_id: &m.key_id,
                         plaintext: msg.as_bytes(),
                         context: vec![],
+                        ..Default::default()
                     }),
                     &PEER,
                 ) else {
@@ -151,6 +152,7 @@ mod tests {
                     ciphertext_blob: blob,
                     key_id: None,
                     context: vec![],
+                    ..Default::default()
                 }),
                 &PEER,
             ) else {

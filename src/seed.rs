@@ -309,6 +309,7 @@ pub fn seed(svc: &Service, path: &Path) -> Result<SeedReport, SeedError> {
             svc,
             Operation::DescribeKey(kms_proto::DescribeKey {
                 key_id: &p.def.key_id,
+                ..Default::default()
             }),
         ) {
             Ok(Output::DescribeKey(m)) => Some(m),

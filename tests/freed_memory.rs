@@ -127,6 +127,7 @@ fn encrypt_frame(
                 key_id,
                 plaintext: &p[..],
                 context: vec![("purpose", "freed-memory")],
+                ..Default::default()
             })
         })
         .collect();

@@ -619,6 +619,8 @@ enum Val<'a> {
     /// Nested object (fields in order).
     Obj(Vec<(&'static str, Val<'a>)>),
     List(Vec<Val<'a>>),
+    /// A map with the client's own keys (an encryption context), in order.
+    Map(&'a [(String, String)]),
 }
 
 fn s(v: &str) -> Val<'_> {
@@ -653,24 +655,58 @@ impl Serialize for Val<'_> {
                 }
                 l.end()
             }
+            Val::Map(pairs) => {
+                let mut m = ser.serialize_map(Some(pairs.len()))?;
+                for (k, v) in pairs.iter() {
+                    m.serialize_entry(k, v)?;
+                }
+                m.end()
+            }
         }
     }
 }
 
+/// Text for human output, control characters escaped so that a description
+/// cannot forge extra lines.
+fn human_text(t: &str) -> String {
+    if t.chars().any(char::is_control) {
+        t.escape_debug().to_string()
+    } else {
+        t.to_string()
+    }
+}
+
 /// Text of a scalar for human output; control characters are escaped so that
-/// a description cannot forge extra lines.
+/// a description cannot forge extra lines. An object's values are separated
+/// by two spaces; an object or map inside one shows its field name
+/// (`EncryptionContextSubset:{k=v,k2=v2}`).
 fn human_scalar(v: &Val<'_>) -> Zeroizing<String> {
     Zeroizing::new(match v {
-        Val::Str(t) if t.chars().any(char::is_control) => t.escape_debug().to_string(),
-        Val::Str(t) => t.to_string(),
+        Val::Str(t) => human_text(t),
         Val::Bool(b) => b.to_string(),
         Val::Int(i) => i.to_string(),
         Val::Bin(b) => return b64(b),
         Val::Obj(fields) => fields
             .iter()
-            .map(|(_, v)| human_scalar(v).to_string())
+            .map(|(k, v)| match v {
+                Val::Obj(inner) => inner
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{}", &*human_scalar(v)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Val::Map(_) => format!("{k}:{}", &*human_scalar(v)),
+                _ => human_scalar(v).to_string(),
+            })
             .collect::<Vec<_>>()
             .join("  "),
+        Val::Map(pairs) => format!(
+            "{{{}}}",
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", human_text(k), human_text(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         Val::List(items) => items
             .iter()
             .map(|v| human_scalar(v).to_string())
@@ -953,6 +989,46 @@ fn alias_entry(a: &AliasListEntry) -> Val<'_> {
     Val::Obj(fields)
 }
 
+/// A grant's constraints, as the AWS CLI shows them (absent lists left
+/// out).
+fn constraints(c: &OwnedGrantConstraints) -> Val<'_> {
+    let mut fields = Vec::new();
+    if !c.encryption_context_subset.is_empty() {
+        fields.push((
+            "EncryptionContextSubset",
+            Val::Map(&c.encryption_context_subset),
+        ));
+    }
+    if !c.encryption_context_equals.is_empty() {
+        fields.push((
+            "EncryptionContextEquals",
+            Val::Map(&c.encryption_context_equals),
+        ));
+    }
+    Val::Obj(fields)
+}
+
+fn grant_entry(g: &GrantListEntry) -> Val<'_> {
+    let mut fields = vec![("KeyId", s(&g.key_id)), ("GrantId", s(&g.grant_id))];
+    if let Some(n) = &g.name {
+        fields.push(("Name", s(n)));
+    }
+    fields.push(("CreationDate", Val::Int(g.creation_date)));
+    fields.push(("GranteePrincipal", s(&g.grantee_principal)));
+    if let Some(r) = &g.retiring_principal {
+        fields.push(("RetiringPrincipal", s(r)));
+    }
+    fields.push(("IssuingAccount", s(&g.issuing_account)));
+    fields.push((
+        "Operations",
+        Val::List(g.operations.iter().map(|o| s(o.name())).collect()),
+    ));
+    if let Some(c) = &g.constraints {
+        fields.push(("Constraints", constraints(c)));
+    }
+    Val::Obj(fields)
+}
+
 fn rotation_entry(r: &RotationsListEntry) -> Val<'_> {
     Val::Obj(vec![
         ("KeyId", s(&r.key_id)),
@@ -1041,6 +1117,25 @@ fn output_fields(o: &Output) -> Option<Vec<(&'static str, Val<'_>)>> {
             ("PublicKey", Val::Bin(&o.public_key)),
             ("ParametersValidTo", Val::Int(o.parameters_valid_to)),
         ],
+        Output::GetKeyPolicy(o) => {
+            vec![("Policy", s(&o.policy)), ("PolicyName", s(&o.policy_name))]
+        }
+        Output::ListKeyPolicies(l) => page_fields(
+            "PolicyNames",
+            l.policy_names.iter().map(|n| s(n)).collect(),
+            l.next_marker.as_deref(),
+            l.truncated,
+        ),
+        Output::CreateGrant(o) => vec![
+            ("GrantToken", s(&o.grant_token)),
+            ("GrantId", s(&o.grant_id)),
+        ],
+        Output::ListGrants(l) | Output::ListRetirableGrants(l) => page_fields(
+            "Grants",
+            l.grants.iter().map(grant_entry).collect(),
+            l.next_marker.as_deref(),
+            l.truncated,
+        ),
         // AWS answers these with no fields: an empty object in JSON,
         // nothing in human output.
         Output::UpdateKeyDescription
@@ -1054,7 +1149,10 @@ fn output_fields(o: &Output) -> Option<Vec<(&'static str, Val<'_>)>> {
         | Output::EnableKeyRotation
         | Output::DisableKeyRotation
         | Output::ImportKeyMaterial
-        | Output::DeleteImportedKeyMaterial => vec![],
+        | Output::DeleteImportedKeyMaterial
+        | Output::PutKeyPolicy
+        | Output::RetireGrant
+        | Output::RevokeGrant => vec![],
         Output::WhoAmI(w) => vec![
             ("Uid", Val::Int(i64::from(w.uid))),
             ("Gid", Val::Int(i64::from(w.gid))),
@@ -1201,6 +1299,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     KeySpecArg::Aes256 => DataKeySpec::Aes256,
                 }),
                 context: pairs(&a.context),
+                ..Default::default()
             };
             let op = if with_plaintext {
                 Operation::GenerateDataKey(req)
@@ -1297,6 +1396,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 source_context: pairs(source_context),
                 destination_key_id,
                 destination_context: pairs(destination_context),
+                ..Default::default()
             });
             match connect()?.call(op)? {
                 Output::ReEncrypt(o) => p.emit(

@@ -289,6 +289,7 @@ impl Prepared {
                             number_of_bytes: None,
                             key_spec: Some(DataKeySpec::Aes256),
                             context: ctx.clone(),
+                            ..Default::default()
                         })
                     })
                     .collect();
@@ -438,6 +439,7 @@ impl FramePool {
                             number_of_bytes: None,
                             key_spec: Some(DataKeySpec::Aes256),
                             context: ctx.clone(),
+                            ..Default::default()
                         };
                         if op == OpKind::GenerateDataKey {
                             Operation::GenerateDataKey(g)
@@ -449,11 +451,13 @@ impl FramePool {
                         key_id,
                         plaintext: &payload,
                         context: ctx.clone(),
+                        ..Default::default()
                     }),
                     OpKind::Decrypt => Operation::Decrypt(Decrypt {
                         ciphertext_blob: blob()?,
                         key_id: None,
                         context: ctx.clone(),
+                        ..Default::default()
                     }),
                     OpKind::ReEncrypt => {
                         let dest = prepared.key_ids[ranks.pick(&mut rng)].as_str();
@@ -463,6 +467,7 @@ impl FramePool {
                             source_context: ctx.clone(),
                             destination_key_id: dest,
                             destination_context: ctx.clone(),
+                            ..Default::default()
                         })
                     }
                     OpKind::GenerateRandom => Operation::GenerateRandom(GenerateRandom {

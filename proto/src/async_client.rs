@@ -308,7 +308,10 @@ impl AsyncClient {
     /// DescribeKey.
     pub async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata, ClientError> {
         match self
-            .call(Operation::DescribeKey(DescribeKey { key_id }))
+            .call(Operation::DescribeKey(DescribeKey {
+                key_id,
+                ..DescribeKey::default()
+            }))
             .await?
         {
             Output::DescribeKey(m) => Ok(m),
@@ -344,6 +347,7 @@ impl AsyncClient {
                 number_of_bytes: Some(number_of_bytes),
                 key_spec: None,
                 context: context.to_vec(),
+                ..GenerateDataKey::default()
             }))
             .await?
         {
@@ -364,6 +368,7 @@ impl AsyncClient {
                 key_id,
                 plaintext,
                 context: context.to_vec(),
+                ..Encrypt::default()
             }))
             .await?
         {
@@ -384,6 +389,7 @@ impl AsyncClient {
                 ciphertext_blob,
                 key_id,
                 context: context.to_vec(),
+                ..Decrypt::default()
             }))
             .await?
         {
@@ -728,6 +734,197 @@ impl AsyncClient {
             _ => Err(mismatch()),
         }
     }
+
+    /// DescribeKey with every field of the request (grant tokens).
+    pub async fn describe_key_with(
+        &self,
+        req: DescribeKey<'_>,
+    ) -> Result<KeyMetadata, ClientError> {
+        match self.call(Operation::DescribeKey(req)).await? {
+            Output::DescribeKey(m) => Ok(m),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GenerateDataKey with every field of the request: number of bytes or key spec, context, grant tokens, dry run.
+    pub async fn generate_data_key_with(
+        &self,
+        req: GenerateDataKey<'_>,
+    ) -> Result<GenerateDataKeyOutput, ClientError> {
+        match self.call(Operation::GenerateDataKey(req)).await? {
+            Output::GenerateDataKey(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GenerateDataKeyWithoutPlaintext, with every field of the request.
+    pub async fn generate_data_key_without_plaintext(
+        &self,
+        req: GenerateDataKey<'_>,
+    ) -> Result<GenerateDataKeyWithoutPlaintextOutput, ClientError> {
+        match self
+            .call(Operation::GenerateDataKeyWithoutPlaintext(req))
+            .await?
+        {
+            Output::GenerateDataKeyWithoutPlaintext(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Encrypt with every field of the request (grant tokens, dry run).
+    pub async fn encrypt_with(&self, req: Encrypt<'_>) -> Result<EncryptOutput, ClientError> {
+        match self.call(Operation::Encrypt(req)).await? {
+            Output::Encrypt(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Decrypt with every field of the request (grant tokens, dry run).
+    pub async fn decrypt_with(&self, req: Decrypt<'_>) -> Result<DecryptOutput, ClientError> {
+        match self.call(Operation::Decrypt(req)).await? {
+            Output::Decrypt(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ReEncrypt: the blob's plaintext under another key, without it leaving the daemon.
+    pub async fn re_encrypt(&self, req: ReEncrypt<'_>) -> Result<ReEncryptOutput, ClientError> {
+        match self.call(Operation::ReEncrypt(req)).await? {
+            Output::ReEncrypt(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// PutKeyPolicy: replaces the key's policy (named `default`), with the lockout safety check.
+    pub async fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<(), ClientError> {
+        match self
+            .call(Operation::PutKeyPolicy(PutKeyPolicy {
+                key_id,
+                policy,
+                ..PutKeyPolicy::default()
+            }))
+            .await?
+        {
+            Output::PutKeyPolicy => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// PutKeyPolicy with every field of the request (policy name, bypass of the lockout safety check).
+    pub async fn put_key_policy_with(&self, req: PutKeyPolicy<'_>) -> Result<(), ClientError> {
+        match self.call(Operation::PutKeyPolicy(req)).await? {
+            Output::PutKeyPolicy => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GetKeyPolicy (`policy_name` `None`: `default`).
+    pub async fn get_key_policy(
+        &self,
+        key_id: &str,
+        policy_name: Option<&str>,
+    ) -> Result<GetKeyPolicyOutput, ClientError> {
+        match self
+            .call(Operation::GetKeyPolicy(GetKeyPolicy {
+                key_id,
+                policy_name,
+            }))
+            .await?
+        {
+            Output::GetKeyPolicy(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListKeyPolicies, one page (`limit` 0 for the default, 100).
+    pub async fn list_key_policies(
+        &self,
+        key_id: &str,
+        limit: u32,
+        marker: Option<&str>,
+    ) -> Result<ListKeyPoliciesOutput, ClientError> {
+        match self
+            .call(Operation::ListKeyPolicies(ListKeyPolicies {
+                key_id,
+                limit,
+                marker,
+            }))
+            .await?
+        {
+            Output::ListKeyPolicies(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// CreateGrant: the request carries the grantee, the operations, constraints, name, grant tokens and dry run.
+    pub async fn create_grant(
+        &self,
+        req: CreateGrant<'_>,
+    ) -> Result<CreateGrantOutput, ClientError> {
+        match self.call(Operation::CreateGrant(req)).await? {
+            Output::CreateGrant(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListGrants, one page of a key's grants (`limit` 0 for the default, 50), optionally only one grant or one grantee's.
+    pub async fn list_grants(&self, req: ListGrants<'_>) -> Result<ListGrantsOutput, ClientError> {
+        match self.call(Operation::ListGrants(req)).await? {
+            Output::ListGrants(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListRetirableGrants, one page of the grants `retiring_principal` may retire (`limit` 0 for the default, 50).
+    pub async fn list_retirable_grants(
+        &self,
+        retiring_principal: &str,
+        limit: u32,
+        marker: Option<&str>,
+    ) -> Result<ListGrantsOutput, ClientError> {
+        match self
+            .call(Operation::ListRetirableGrants(ListRetirableGrants {
+                retiring_principal,
+                limit,
+                marker,
+            }))
+            .await?
+        {
+            Output::ListRetirableGrants(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// RetireGrant: the grant named by its token, or by key and grant id.
+    pub async fn retire_grant(&self, req: RetireGrant<'_>) -> Result<(), ClientError> {
+        match self.call(Operation::RetireGrant(req)).await? {
+            Output::RetireGrant => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// RevokeGrant.
+    pub async fn revoke_grant(&self, key_id: &str, grant_id: &str) -> Result<(), ClientError> {
+        match self
+            .call(Operation::RevokeGrant(RevokeGrant {
+                key_id,
+                grant_id,
+                dry_run: false,
+            }))
+            .await?
+        {
+            Output::RevokeGrant => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// RevokeGrant with every field of the request (dry run).
+    pub async fn revoke_grant_with(&self, req: RevokeGrant<'_>) -> Result<(), ClientError> {
+        match self.call(Operation::RevokeGrant(req)).await? {
+            Output::RevokeGrant => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
 }
 
 /// Writes queued frames, coalescing what is queued into one write. Ends when
@@ -983,8 +1180,14 @@ mod tests {
         let (_dir, path) = fake_server(Mode::Reverse(2)).await;
         let c = AsyncClient::connect(&path).await.unwrap();
         let ops = vec![
-            Operation::DescribeKey(DescribeKey { key_id: "k1" }),
-            Operation::DescribeKey(DescribeKey { key_id: "missing" }),
+            Operation::DescribeKey(DescribeKey {
+                key_id: "k1",
+                ..Default::default()
+            }),
+            Operation::DescribeKey(DescribeKey {
+                key_id: "missing",
+                ..Default::default()
+            }),
             Operation::GenerateRandom(GenerateRandom { number_of_bytes: 3 }),
         ];
         let (batch, single) = tokio::join!(c.batch(ops), c.describe_key("k2"));

@@ -222,7 +222,10 @@ impl Client {
 
     /// DescribeKey.
     pub fn describe_key(&mut self, key_id: &str) -> Result<KeyMetadata, ClientError> {
-        match self.call(Operation::DescribeKey(DescribeKey { key_id }))? {
+        match self.call(Operation::DescribeKey(DescribeKey {
+            key_id,
+            ..DescribeKey::default()
+        }))? {
             Output::DescribeKey(m) => Ok(m),
             _ => Err(mismatch()),
         }
@@ -252,6 +255,7 @@ impl Client {
             number_of_bytes: Some(number_of_bytes),
             key_spec: None,
             context: context.to_vec(),
+            ..GenerateDataKey::default()
         }))? {
             Output::GenerateDataKey(o) => Ok(o),
             _ => Err(mismatch()),
@@ -269,6 +273,7 @@ impl Client {
             key_id,
             plaintext,
             context: context.to_vec(),
+            ..Encrypt::default()
         }))? {
             Output::Encrypt(o) => Ok(o),
             _ => Err(mismatch()),
@@ -286,6 +291,7 @@ impl Client {
             ciphertext_blob,
             key_id,
             context: context.to_vec(),
+            ..Decrypt::default()
         }))? {
             Output::Decrypt(o) => Ok(o),
             _ => Err(mismatch()),
@@ -565,6 +571,173 @@ impl Client {
             DeleteImportedKeyMaterial { key_id },
         ))? {
             Output::DeleteImportedKeyMaterial => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// DescribeKey with every field of the request (grant tokens).
+    pub fn describe_key_with(&mut self, req: DescribeKey<'_>) -> Result<KeyMetadata, ClientError> {
+        match self.call(Operation::DescribeKey(req))? {
+            Output::DescribeKey(m) => Ok(m),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GenerateDataKey with every field of the request: number of bytes or key spec, context, grant tokens, dry run.
+    pub fn generate_data_key_with(
+        &mut self,
+        req: GenerateDataKey<'_>,
+    ) -> Result<GenerateDataKeyOutput, ClientError> {
+        match self.call(Operation::GenerateDataKey(req))? {
+            Output::GenerateDataKey(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GenerateDataKeyWithoutPlaintext, with every field of the request.
+    pub fn generate_data_key_without_plaintext(
+        &mut self,
+        req: GenerateDataKey<'_>,
+    ) -> Result<GenerateDataKeyWithoutPlaintextOutput, ClientError> {
+        match self.call(Operation::GenerateDataKeyWithoutPlaintext(req))? {
+            Output::GenerateDataKeyWithoutPlaintext(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Encrypt with every field of the request (grant tokens, dry run).
+    pub fn encrypt_with(&mut self, req: Encrypt<'_>) -> Result<EncryptOutput, ClientError> {
+        match self.call(Operation::Encrypt(req))? {
+            Output::Encrypt(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Decrypt with every field of the request (grant tokens, dry run).
+    pub fn decrypt_with(&mut self, req: Decrypt<'_>) -> Result<DecryptOutput, ClientError> {
+        match self.call(Operation::Decrypt(req))? {
+            Output::Decrypt(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ReEncrypt: the blob's plaintext under another key, without it leaving the daemon.
+    pub fn re_encrypt(&mut self, req: ReEncrypt<'_>) -> Result<ReEncryptOutput, ClientError> {
+        match self.call(Operation::ReEncrypt(req))? {
+            Output::ReEncrypt(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// PutKeyPolicy: replaces the key's policy (named `default`), with the lockout safety check.
+    pub fn put_key_policy(&mut self, key_id: &str, policy: &str) -> Result<(), ClientError> {
+        match self.call(Operation::PutKeyPolicy(PutKeyPolicy {
+            key_id,
+            policy,
+            ..PutKeyPolicy::default()
+        }))? {
+            Output::PutKeyPolicy => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// PutKeyPolicy with every field of the request (policy name, bypass of the lockout safety check).
+    pub fn put_key_policy_with(&mut self, req: PutKeyPolicy<'_>) -> Result<(), ClientError> {
+        match self.call(Operation::PutKeyPolicy(req))? {
+            Output::PutKeyPolicy => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// GetKeyPolicy (`policy_name` `None`: `default`).
+    pub fn get_key_policy(
+        &mut self,
+        key_id: &str,
+        policy_name: Option<&str>,
+    ) -> Result<GetKeyPolicyOutput, ClientError> {
+        match self.call(Operation::GetKeyPolicy(GetKeyPolicy {
+            key_id,
+            policy_name,
+        }))? {
+            Output::GetKeyPolicy(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListKeyPolicies, one page (`limit` 0 for the default, 100).
+    pub fn list_key_policies(
+        &mut self,
+        key_id: &str,
+        limit: u32,
+        marker: Option<&str>,
+    ) -> Result<ListKeyPoliciesOutput, ClientError> {
+        match self.call(Operation::ListKeyPolicies(ListKeyPolicies {
+            key_id,
+            limit,
+            marker,
+        }))? {
+            Output::ListKeyPolicies(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// CreateGrant: the request carries the grantee, the operations, constraints, name, grant tokens and dry run.
+    pub fn create_grant(&mut self, req: CreateGrant<'_>) -> Result<CreateGrantOutput, ClientError> {
+        match self.call(Operation::CreateGrant(req))? {
+            Output::CreateGrant(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListGrants, one page of a key's grants (`limit` 0 for the default, 50), optionally only one grant or one grantee's.
+    pub fn list_grants(&mut self, req: ListGrants<'_>) -> Result<ListGrantsOutput, ClientError> {
+        match self.call(Operation::ListGrants(req))? {
+            Output::ListGrants(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// ListRetirableGrants, one page of the grants `retiring_principal` may retire (`limit` 0 for the default, 50).
+    pub fn list_retirable_grants(
+        &mut self,
+        retiring_principal: &str,
+        limit: u32,
+        marker: Option<&str>,
+    ) -> Result<ListGrantsOutput, ClientError> {
+        match self.call(Operation::ListRetirableGrants(ListRetirableGrants {
+            retiring_principal,
+            limit,
+            marker,
+        }))? {
+            Output::ListRetirableGrants(l) => Ok(l),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// RetireGrant: the grant named by its token, or by key and grant id.
+    pub fn retire_grant(&mut self, req: RetireGrant<'_>) -> Result<(), ClientError> {
+        match self.call(Operation::RetireGrant(req))? {
+            Output::RetireGrant => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// RevokeGrant.
+    pub fn revoke_grant(&mut self, key_id: &str, grant_id: &str) -> Result<(), ClientError> {
+        match self.call(Operation::RevokeGrant(RevokeGrant {
+            key_id,
+            grant_id,
+            dry_run: false,
+        }))? {
+            Output::RevokeGrant => Ok(()),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// RevokeGrant with every field of the request (dry run).
+    pub fn revoke_grant_with(&mut self, req: RevokeGrant<'_>) -> Result<(), ClientError> {
+        match self.call(Operation::RevokeGrant(req))? {
+            Output::RevokeGrant => Ok(()),
             _ => Err(mismatch()),
         }
     }

@@ -59,13 +59,23 @@ pub enum ErrorKind {
     IncorrectKeyMaterial,
     /// The request conflicts with one in progress (e.g. a rotation).
     Conflict,
+    /// The key policy is not valid JSON or not a policy kmsd accepts
+    /// (CreateKey, PutKeyPolicy).
+    MalformedPolicyDocument,
+    /// The request had DryRun set and would have succeeded: nothing was
+    /// done (AWS's answer to a successful dry run).
+    DryRunOperation,
+    /// A grant token is not one this daemon issued, or names no grant.
+    InvalidGrantToken,
+    /// The grant id is not one of the key's grants.
+    InvalidGrantId,
     /// A name this client does not know (a newer daemon).
     Unrecognized,
 }
 
 impl ErrorKind {
     /// Every kind except `Unrecognized`, for tests and documentation.
-    pub const ALL: [ErrorKind; 22] = [
+    pub const ALL: [ErrorKind; 26] = [
         ErrorKind::NotFound,
         ErrorKind::Disabled,
         ErrorKind::KmsInvalidState,
@@ -88,6 +98,10 @@ impl ErrorKind {
         ErrorKind::ExpiredImportToken,
         ErrorKind::IncorrectKeyMaterial,
         ErrorKind::Conflict,
+        ErrorKind::MalformedPolicyDocument,
+        ErrorKind::DryRunOperation,
+        ErrorKind::InvalidGrantToken,
+        ErrorKind::InvalidGrantId,
     ];
 
     /// The exception name on the wire.
@@ -115,6 +129,10 @@ impl ErrorKind {
             ErrorKind::ExpiredImportToken => "ExpiredImportTokenException",
             ErrorKind::IncorrectKeyMaterial => "IncorrectKeyMaterialException",
             ErrorKind::Conflict => "ConflictException",
+            ErrorKind::MalformedPolicyDocument => "MalformedPolicyDocumentException",
+            ErrorKind::DryRunOperation => "DryRunOperationException",
+            ErrorKind::InvalidGrantToken => "InvalidGrantTokenException",
+            ErrorKind::InvalidGrantId => "InvalidGrantIdException",
             ErrorKind::Unrecognized => "UnrecognizedException",
         }
     }

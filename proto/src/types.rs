@@ -82,6 +82,55 @@ pub mod limits {
     /// ImportKeyMaterial: latest ValidTo, in days after the request (AWS:
     /// 365).
     pub const MAX_VALID_TO_DAYS: i64 = 365;
+
+    /// Grant tokens in one request (AWS `GrantTokenList`: 0..=10).
+    pub const MAX_GRANT_TOKENS: usize = 10;
+    /// A grant token's length, in bytes (AWS `GrantTokenType`: 1..=8192).
+    pub const MAX_GRANT_TOKEN_LEN: usize = 8192;
+    /// A key policy document, in bytes (AWS's key policy quota: 32 KiB;
+    /// longer is LimitExceededException, as AWS answers it).
+    pub const MAX_POLICY_BYTES: usize = 32 * 1024;
+    /// A key policy's name, in characters (AWS `PolicyNameType`: 1..=128).
+    pub const MAX_POLICY_NAME_LEN: usize = 128;
+    /// The name of a key's policy: the only one AWS allows, and what an
+    /// absent PolicyName means.
+    pub const DEFAULT_POLICY_NAME: &str = "default";
+    /// Policies one key has (AWS: one, named `default`).
+    pub const MAX_POLICIES_PER_KEY: usize = 1;
+    /// ListKeyPolicies: largest page (AWS: Limit 1..=1000, default 100,
+    /// as [`DEFAULT_LIST_LIMIT`]).
+    pub const MAX_LIST_POLICIES_LIMIT: u32 = MAX_LIST_LIMIT;
+    /// A grantee or retiring principal, in characters (AWS
+    /// `PrincipalIdType`: 1..=256).
+    pub const MAX_PRINCIPAL_LEN: usize = 256;
+    /// A grant's name, in characters (AWS `GrantNameType`: 1..=256,
+    /// `^[a-zA-Z0-9:/_-]+$`, which the daemon checks).
+    pub const MAX_GRANT_NAME_LEN: usize = 256;
+    /// A grant id, in characters (AWS `GrantIdType`: 1..=128).
+    pub const MAX_GRANT_ID_LEN: usize = 128;
+    /// Operations in one grant: AWS's 17 grant operations.
+    pub const MAX_GRANT_OPERATIONS: usize = 17;
+    /// Pairs in one grant constraint (AWS: "up to 8 encryption context
+    /// pairs" in each of EncryptionContextSubset and
+    /// EncryptionContextEquals).
+    pub const MAX_GRANT_CONSTRAINT_PAIRS: usize = 8;
+    /// Characters of one grant constraint, its keys and values together
+    /// (AWS: "the encryption context value in each constraint cannot
+    /// exceed 384 characters").
+    pub const MAX_GRANT_CONSTRAINT_CHARS: usize = 384;
+    /// ListGrants and ListRetirableGrants: largest page (AWS: Limit
+    /// 1..=100).
+    pub const MAX_LIST_GRANTS_LIMIT: u32 = 100;
+    /// ListGrants and ListRetirableGrants: page size when the request says
+    /// 0 (AWS: 50).
+    pub const DEFAULT_LIST_GRANTS_LIMIT: u32 = 50;
+    /// The Marker of ListKeyPolicies, ListGrants and ListRetirableGrants,
+    /// in characters (AWS `MarkerType`: 1..=1024); the daemon's next
+    /// markers are no longer.
+    pub const MAX_MARKER_LEN: usize = 1024;
+    /// A grant's IssuingAccount as the daemon answers it, in characters
+    /// (kmsd's own bound: AWS's is a 12-digit account id).
+    pub const MAX_ISSUING_ACCOUNT_LEN: usize = 256;
 }
 
 /// Bytes that must not linger or leak: zeroized on drop, redacted in Debug.
@@ -293,9 +342,102 @@ aws_enum! {
     }
 }
 
+aws_enum! {
+    /// An operation a grant allows (AWS `GrantOperation`), in AWS's order
+    /// (the wire's). A grant on a kmsd key (symmetric) can use only some
+    /// of them; the daemon refuses the others.
+    GrantOperation {
+        /// Decrypt.
+        Decrypt = "Decrypt",
+        /// Encrypt.
+        Encrypt = "Encrypt",
+        /// GenerateDataKey.
+        GenerateDataKey = "GenerateDataKey",
+        /// GenerateDataKeyWithoutPlaintext.
+        GenerateDataKeyWithoutPlaintext = "GenerateDataKeyWithoutPlaintext",
+        /// ReEncrypt with the key as the source.
+        ReEncryptFrom = "ReEncryptFrom",
+        /// ReEncrypt with the key as the destination.
+        ReEncryptTo = "ReEncryptTo",
+        /// Sign (asymmetric keys; not a kmsd operation).
+        Sign = "Sign",
+        /// Verify (asymmetric keys; not a kmsd operation).
+        Verify = "Verify",
+        /// GetPublicKey (asymmetric keys; not a kmsd operation).
+        GetPublicKey = "GetPublicKey",
+        /// CreateGrant.
+        CreateGrant = "CreateGrant",
+        /// RetireGrant.
+        RetireGrant = "RetireGrant",
+        /// DescribeKey.
+        DescribeKey = "DescribeKey",
+        /// GenerateDataKeyPair (not a kmsd operation).
+        GenerateDataKeyPair = "GenerateDataKeyPair",
+        /// GenerateDataKeyPairWithoutPlaintext (not a kmsd operation).
+        GenerateDataKeyPairWithoutPlaintext = "GenerateDataKeyPairWithoutPlaintext",
+        /// GenerateMac (HMAC keys; not a kmsd operation).
+        GenerateMac = "GenerateMac",
+        /// VerifyMac (HMAC keys; not a kmsd operation).
+        VerifyMac = "VerifyMac",
+        /// DeriveSharedSecret (key agreement keys; not a kmsd operation).
+        DeriveSharedSecret = "DeriveSharedSecret",
+    }
+}
+
 /// An encryption context as sent: pairs in the client's order. The daemon
 /// sorts and validates it.
 pub type Context<'a> = Vec<(&'a str, &'a str)>;
+
+/// The encryption-context constraints of a grant as sent (AWS
+/// `GrantConstraints`; CreateGrant): pairs in the client's order, at most
+/// 8 in each, of at most 384 characters in all (each checked by the
+/// decoder). An empty list is an absent constraint.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct GrantConstraints<'a> {
+    /// The request's context must include every pair (AWS
+    /// EncryptionContextSubset).
+    pub encryption_context_subset: Context<'a>,
+    /// The request's context must be exactly these pairs (AWS
+    /// EncryptionContextEquals).
+    pub encryption_context_equals: Context<'a>,
+}
+
+/// A grant's constraints as answered (ListGrants, ListRetirableGrants).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct OwnedGrantConstraints {
+    /// AWS EncryptionContextSubset.
+    pub encryption_context_subset: Vec<(String, String)>,
+    /// AWS EncryptionContextEquals.
+    pub encryption_context_equals: Vec<(String, String)>,
+}
+
+impl GrantConstraints<'_> {
+    /// An owned copy.
+    pub fn to_owned_constraints(&self) -> OwnedGrantConstraints {
+        let own = |c: &Context<'_>| {
+            c.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        OwnedGrantConstraints {
+            encryption_context_subset: own(&self.encryption_context_subset),
+            encryption_context_equals: own(&self.encryption_context_equals),
+        }
+    }
+}
+
+impl OwnedGrantConstraints {
+    /// A borrowed view, for a request.
+    pub fn as_constraints(&self) -> GrantConstraints<'_> {
+        fn view(c: &[(String, String)]) -> Context<'_> {
+            c.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        }
+        GrantConstraints {
+            encryption_context_subset: view(&self.encryption_context_subset),
+            encryption_context_equals: view(&self.encryption_context_equals),
+        }
+    }
+}
 
 /// A tag as sent: borrowed from the frame (AWS `Tag`: TagKey 1..=128
 /// characters, TagValue 0..=256 characters).
@@ -351,13 +493,21 @@ pub struct CreateKey<'a> {
     pub origin: Origin,
     /// Tags of the new key (at most 50).
     pub tags: Vec<Tag<'a>>,
+    /// The key policy, a JSON document of 1..=32768 bytes; `None` for the
+    /// default key policy (AWS Policy).
+    pub policy: Option<&'a str>,
+    /// Skip the check that `policy` lets the caller change it later (AWS
+    /// BypassPolicyLockoutSafetyCheck).
+    pub bypass_policy_lockout_safety_check: bool,
 }
 
 /// DescribeKey.
-#[derive(Clone, Default, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct DescribeKey<'a> {
     /// Key id or ARN.
     pub key_id: &'a str,
+    /// Grant tokens (AWS GrantTokens): at most 10, each 1..=8192 bytes.
+    pub grant_tokens: Vec<&'a str>,
 }
 
 /// ListKeys.
@@ -370,7 +520,7 @@ pub struct ListKeys<'a> {
 }
 
 /// GenerateDataKey and GenerateDataKeyWithoutPlaintext.
-#[derive(Clone, Default, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct GenerateDataKey<'a> {
     /// Key id or ARN.
     pub key_id: &'a str,
@@ -380,10 +530,15 @@ pub struct GenerateDataKey<'a> {
     pub key_spec: Option<DataKeySpec>,
     /// Encryption context.
     pub context: Context<'a>,
+    /// Grant tokens (AWS GrantTokens): at most 10, each 1..=8192 bytes.
+    pub grant_tokens: Vec<&'a str>,
+    /// Only check that the request would succeed (AWS DryRun): the answer
+    /// is then DryRunOperationException, or the error it would have had.
+    pub dry_run: bool,
 }
 
 /// Encrypt. Its Debug output redacts the plaintext.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Encrypt<'a> {
     /// Key id or ARN.
     pub key_id: &'a str,
@@ -391,6 +546,11 @@ pub struct Encrypt<'a> {
     pub plaintext: &'a [u8],
     /// Encryption context.
     pub context: Context<'a>,
+    /// Grant tokens (AWS GrantTokens): at most 10, each 1..=8192 bytes.
+    pub grant_tokens: Vec<&'a str>,
+    /// Only check that the request would succeed (AWS DryRun): the answer
+    /// is then DryRunOperationException, or the error it would have had.
+    pub dry_run: bool,
 }
 
 impl fmt::Debug for Encrypt<'_> {
@@ -402,12 +562,14 @@ impl fmt::Debug for Encrypt<'_> {
                 &format_args!("<{} bytes redacted>", self.plaintext.len()),
             )
             .field("context", &self.context)
+            .field("grant_tokens", &self.grant_tokens)
+            .field("dry_run", &self.dry_run)
             .finish()
     }
 }
 
 /// Decrypt.
-#[derive(Clone, Default, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Decrypt<'a> {
     /// The blob Encrypt or GenerateDataKey returned.
     pub ciphertext_blob: &'a [u8],
@@ -415,10 +577,15 @@ pub struct Decrypt<'a> {
     pub key_id: Option<&'a str>,
     /// Encryption context; must equal the one used to encrypt.
     pub context: Context<'a>,
+    /// Grant tokens (AWS GrantTokens): at most 10, each 1..=8192 bytes.
+    pub grant_tokens: Vec<&'a str>,
+    /// Only check that the request would succeed (AWS DryRun): the answer
+    /// is then DryRunOperationException, or the error it would have had.
+    pub dry_run: bool,
 }
 
 /// ReEncrypt.
-#[derive(Clone, Default, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ReEncrypt<'a> {
     /// The blob to re-encrypt.
     pub ciphertext_blob: &'a [u8],
@@ -430,6 +597,11 @@ pub struct ReEncrypt<'a> {
     pub destination_key_id: &'a str,
     /// Context for the new blob.
     pub destination_context: Context<'a>,
+    /// Grant tokens (AWS GrantTokens): at most 10, each 1..=8192 bytes.
+    pub grant_tokens: Vec<&'a str>,
+    /// Only check that the request would succeed (AWS DryRun): the answer
+    /// is then DryRunOperationException, or the error it would have had.
+    pub dry_run: bool,
 }
 
 /// GenerateRandom.
@@ -643,6 +815,114 @@ pub struct DeleteImportedKeyMaterial<'a> {
     pub key_id: &'a str,
 }
 
+/// PutKeyPolicy: replaces a key's policy.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PutKeyPolicy<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// 1..=128 characters; `None` means `default`, the only name AWS
+    /// allows.
+    pub policy_name: Option<&'a str>,
+    /// The key policy, a JSON document of 1..=32768 bytes.
+    pub policy: &'a str,
+    /// Skip the check that the policy lets the caller change it later (AWS
+    /// BypassPolicyLockoutSafetyCheck).
+    pub bypass_policy_lockout_safety_check: bool,
+}
+
+/// GetKeyPolicy.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct GetKeyPolicy<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// 1..=128 characters; `None` means `default`.
+    pub policy_name: Option<&'a str>,
+}
+
+/// ListKeyPolicies: the names of a key's policies (AWS: only `default`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListKeyPolicies<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// Page size, 1..=1000; 0 for the default (100).
+    pub limit: u32,
+    /// Where the previous page stopped (1..=1024 characters).
+    pub marker: Option<&'a str>,
+}
+
+/// CreateGrant.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CreateGrant<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// Who gets the permissions, 1..=256 characters.
+    pub grantee_principal: &'a str,
+    /// Who may retire the grant besides its grantee, 1..=256 characters.
+    pub retiring_principal: Option<&'a str>,
+    /// What the grant allows: 1..=17 operations.
+    pub operations: Vec<GrantOperation>,
+    /// Encryption-context constraints on the grant's cryptographic
+    /// operations; `None` for none.
+    pub constraints: Option<GrantConstraints<'a>>,
+    /// Grant tokens (AWS GrantTokens): at most 10, each 1..=8192 bytes.
+    pub grant_tokens: Vec<&'a str>,
+    /// 1..=256 characters: a retry with the same name and parameters gets
+    /// the same grant id instead of a new grant.
+    pub name: Option<&'a str>,
+    /// Only check that the request would succeed (AWS DryRun).
+    pub dry_run: bool,
+}
+
+/// ListGrants: a key's grants, optionally only one grant or one grantee's.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListGrants<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// Page size, 1..=100; 0 for the default (50).
+    pub limit: u32,
+    /// Where the previous page stopped (1..=1024 characters).
+    pub marker: Option<&'a str>,
+    /// Only this grant (1..=128 characters).
+    pub grant_id: Option<&'a str>,
+    /// Only the grants to this principal (1..=256 characters).
+    pub grantee_principal: Option<&'a str>,
+}
+
+/// ListRetirableGrants: the grants a principal may retire, over all keys.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListRetirableGrants<'a> {
+    /// The retiring principal, 1..=256 characters.
+    pub retiring_principal: &'a str,
+    /// Page size, 1..=100; 0 for the default (50).
+    pub limit: u32,
+    /// Where the previous page stopped (1..=1024 characters).
+    pub marker: Option<&'a str>,
+}
+
+/// RetireGrant: by its token, or by key and grant id.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RetireGrant<'a> {
+    /// The grant's token, 1..=8192 bytes.
+    pub grant_token: Option<&'a str>,
+    /// Key id or ARN of the grant's key (with `grant_id`).
+    pub key_id: Option<&'a str>,
+    /// The grant's id, 1..=128 characters (with `key_id`).
+    pub grant_id: Option<&'a str>,
+    /// Only check that the request would succeed (AWS DryRun).
+    pub dry_run: bool,
+}
+
+/// RevokeGrant.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RevokeGrant<'a> {
+    /// Key id or ARN.
+    pub key_id: &'a str,
+    /// The grant's id, 1..=128 characters.
+    pub grant_id: &'a str,
+    /// Only check that the request would succeed (AWS DryRun).
+    pub dry_run: bool,
+}
+
 /// One operation, the single typed form of every request item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation<'a> {
@@ -706,6 +986,22 @@ pub enum Operation<'a> {
     DeleteImportedKeyMaterial(DeleteImportedKeyMaterial<'a>),
     /// WhoAmI (kmsd's own).
     WhoAmI(WhoAmI),
+    /// PutKeyPolicy.
+    PutKeyPolicy(PutKeyPolicy<'a>),
+    /// GetKeyPolicy.
+    GetKeyPolicy(GetKeyPolicy<'a>),
+    /// ListKeyPolicies.
+    ListKeyPolicies(ListKeyPolicies<'a>),
+    /// CreateGrant.
+    CreateGrant(CreateGrant<'a>),
+    /// ListGrants.
+    ListGrants(ListGrants<'a>),
+    /// ListRetirableGrants.
+    ListRetirableGrants(ListRetirableGrants<'a>),
+    /// RetireGrant.
+    RetireGrant(RetireGrant<'a>),
+    /// RevokeGrant.
+    RevokeGrant(RevokeGrant<'a>),
 }
 
 impl Operation<'_> {
@@ -742,6 +1038,14 @@ impl Operation<'_> {
             Operation::ImportKeyMaterial(_) => "ImportKeyMaterial",
             Operation::DeleteImportedKeyMaterial(_) => "DeleteImportedKeyMaterial",
             Operation::WhoAmI(_) => "WhoAmI",
+            Operation::PutKeyPolicy(_) => "PutKeyPolicy",
+            Operation::GetKeyPolicy(_) => "GetKeyPolicy",
+            Operation::ListKeyPolicies(_) => "ListKeyPolicies",
+            Operation::CreateGrant(_) => "CreateGrant",
+            Operation::ListGrants(_) => "ListGrants",
+            Operation::ListRetirableGrants(_) => "ListRetirableGrants",
+            Operation::RetireGrant(_) => "RetireGrant",
+            Operation::RevokeGrant(_) => "RevokeGrant",
         }
     }
 }
@@ -1008,6 +1312,71 @@ pub struct GetParametersForImportOutput {
     pub parameters_valid_to: i64,
 }
 
+/// GetKeyPolicy result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct GetKeyPolicyOutput {
+    /// The key policy document (JSON), at most 32768 bytes.
+    pub policy: String,
+    /// Its name (`default`).
+    pub policy_name: String,
+}
+
+/// ListKeyPolicies result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListKeyPoliciesOutput {
+    /// This page (AWS: only `default`).
+    pub policy_names: Vec<String>,
+    /// Pass as `marker` to get the next page; set when `truncated`.
+    pub next_marker: Option<String>,
+    /// Whether there are more names.
+    pub truncated: bool,
+}
+
+/// CreateGrant result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CreateGrantOutput {
+    /// The grant token (AWS: non-secret): usable in GrantTokens at once,
+    /// and to retire the grant.
+    pub grant_token: String,
+    /// The grant's id.
+    pub grant_id: String,
+}
+
+/// One grant of a ListGrants or ListRetirableGrants page.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct GrantListEntry {
+    /// The grant's key (AWS answers the key ARN here).
+    pub key_id: String,
+    /// The grant's id.
+    pub grant_id: String,
+    /// The grant's name, when it has one.
+    pub name: Option<String>,
+    /// When it was created, seconds since the Unix epoch.
+    pub creation_date: i64,
+    /// Who has the permissions.
+    pub grantee_principal: String,
+    /// Who may retire it besides its grantee, when anyone.
+    pub retiring_principal: Option<String>,
+    /// Who created it (AWS: the account; kmsd: the daemon's choice, at most
+    /// 256 characters).
+    pub issuing_account: String,
+    /// What it allows.
+    pub operations: Vec<GrantOperation>,
+    /// Its encryption-context constraints, when it has any.
+    pub constraints: Option<OwnedGrantConstraints>,
+}
+
+/// ListGrants and ListRetirableGrants result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListGrantsOutput {
+    /// This page.
+    pub grants: Vec<GrantListEntry>,
+    /// Pass as `marker` to get the next page; set when `truncated`.
+    pub next_marker: Option<String>,
+    /// Whether there are more grants.
+    pub truncated: bool,
+}
+
 /// The result of one successful operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -1071,6 +1440,22 @@ pub enum Output {
     DeleteImportedKeyMaterial,
     /// WhoAmI (kmsd's own).
     WhoAmI(WhoAmIOutput),
+    /// PutKeyPolicy (no fields, as in AWS).
+    PutKeyPolicy,
+    /// GetKeyPolicy.
+    GetKeyPolicy(GetKeyPolicyOutput),
+    /// ListKeyPolicies.
+    ListKeyPolicies(ListKeyPoliciesOutput),
+    /// CreateGrant.
+    CreateGrant(CreateGrantOutput),
+    /// ListGrants.
+    ListGrants(ListGrantsOutput),
+    /// ListRetirableGrants (AWS answers it with ListGrants' shape).
+    ListRetirableGrants(ListGrantsOutput),
+    /// RetireGrant (no fields, as in AWS).
+    RetireGrant,
+    /// RevokeGrant (no fields, as in AWS).
+    RevokeGrant,
 }
 
 /// The answer to one operation.
@@ -1107,7 +1492,7 @@ mod tests {
         let e = Encrypt {
             key_id: "k",
             plaintext: secret,
-            context: vec![],
+            ..Encrypt::default()
         };
         let shown = format!("{e:?}");
         assert!(shown.contains("21 bytes redacted"), "{shown}");

@@ -89,9 +89,12 @@ enum OwnedOp {
     CreateKey {
         description: String,
         hsm: bool,
+        policy: Option<String>,
+        bypass_policy_lockout_safety_check: bool,
     },
     DescribeKey {
         key_id: String,
+        grant_tokens: Vec<String>,
     },
     ListKeys {
         limit: u32,
@@ -103,16 +106,19 @@ enum OwnedOp {
         number_of_bytes: Option<u32>,
         key_spec: Option<DataKeySpec>,
         context: Vec<(String, String)>,
+        access: Access,
     },
     Encrypt {
         key_id: String,
         plaintext: Vec<u8>,
         context: Vec<(String, String)>,
+        access: Access,
     },
     Decrypt {
         ciphertext_blob: Vec<u8>,
         key_id: Option<String>,
         context: Vec<(String, String)>,
+        access: Access,
     },
     ReEncrypt {
         ciphertext_blob: Vec<u8>,
@@ -120,6 +126,7 @@ enum OwnedOp {
         source_context: Vec<(String, String)>,
         destination_key_id: String,
         destination_context: Vec<(String, String)>,
+        access: Access,
     },
     GenerateRandom {
         number_of_bytes: u32,
@@ -127,21 +134,46 @@ enum OwnedOp {
     WhoAmI,
 }
 
+/// The access-control fields of the data-key operations: grant tokens and
+/// dry run.
+#[derive(Debug, Clone)]
+struct Access {
+    grant_tokens: Vec<String>,
+    dry_run: bool,
+}
+
 fn ctx(c: &[(String, String)]) -> Context<'_> {
     c.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 impl OwnedOp {
     fn borrow(&self) -> Operation<'_> {
         match self {
-            OwnedOp::CreateKey { description, hsm } => Operation::CreateKey(CreateKey {
+            OwnedOp::CreateKey {
+                description,
+                hsm,
+                policy,
+                bypass_policy_lockout_safety_check,
+            } => Operation::CreateKey(CreateKey {
                 description,
                 key_usage: KeyUsage::EncryptDecrypt,
                 key_spec: KeySpec::SymmetricDefault,
                 origin: if *hsm { Origin::Hsm } else { Origin::Kmsd },
                 tags: vec![],
+                policy: policy.as_deref(),
+                bypass_policy_lockout_safety_check: *bypass_policy_lockout_safety_check,
             }),
-            OwnedOp::DescribeKey { key_id } => Operation::DescribeKey(DescribeKey { key_id }),
+            OwnedOp::DescribeKey {
+                key_id,
+                grant_tokens,
+            } => Operation::DescribeKey(DescribeKey {
+                key_id,
+                grant_tokens: strs(grant_tokens),
+            }),
             OwnedOp::ListKeys { limit, marker } => Operation::ListKeys(ListKeys {
                 limit: *limit,
                 marker: marker.as_deref(),
@@ -152,12 +184,15 @@ impl OwnedOp {
                 number_of_bytes,
                 key_spec,
                 context,
+                access,
             } => {
                 let g = GenerateDataKey {
                     key_id,
                     number_of_bytes: *number_of_bytes,
                     key_spec: *key_spec,
                     context: ctx(context),
+                    grant_tokens: strs(&access.grant_tokens),
+                    dry_run: access.dry_run,
                 };
                 if *without_plaintext {
                     Operation::GenerateDataKeyWithoutPlaintext(g)
@@ -169,19 +204,25 @@ impl OwnedOp {
                 key_id,
                 plaintext,
                 context,
+                access,
             } => Operation::Encrypt(Encrypt {
                 key_id,
                 plaintext,
                 context: ctx(context),
+                grant_tokens: strs(&access.grant_tokens),
+                dry_run: access.dry_run,
             }),
             OwnedOp::Decrypt {
                 ciphertext_blob,
                 key_id,
                 context,
+                access,
             } => Operation::Decrypt(Decrypt {
                 ciphertext_blob,
                 key_id: key_id.as_deref(),
                 context: ctx(context),
+                grant_tokens: strs(&access.grant_tokens),
+                dry_run: access.dry_run,
             }),
             OwnedOp::ReEncrypt {
                 ciphertext_blob,
@@ -189,12 +230,15 @@ impl OwnedOp {
                 source_context,
                 destination_key_id,
                 destination_context,
+                access,
             } => Operation::ReEncrypt(ReEncrypt {
                 ciphertext_blob,
                 source_key_id: source_key_id.as_deref(),
                 source_context: ctx(source_context),
                 destination_key_id,
                 destination_context: ctx(destination_context),
+                grant_tokens: strs(&access.grant_tokens),
+                dry_run: access.dry_run,
             }),
             OwnedOp::GenerateRandom { number_of_bytes } => {
                 Operation::GenerateRandom(GenerateRandom {
@@ -250,6 +294,26 @@ fn context() -> impl Strategy<Value = Vec<(String, String)>> {
     proptest::collection::vec((text(), text()), 0..5)
 }
 
+/// Non-empty text (grant tokens and policies have at least one byte).
+fn nonempty_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => "[A-Za-z0-9+/=]{1,48}",
+        1 => any::<String>().prop_filter("not empty", |s| !s.is_empty()),
+    ]
+}
+
+/// Grant tokens (at most 10 on the wire) and dry run.
+fn access() -> impl Strategy<Value = Access> {
+    (
+        proptest::collection::vec(nonempty_text(), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(grant_tokens, dry_run)| Access {
+            grant_tokens,
+            dry_run,
+        })
+}
+
 fn data_key_spec() -> impl Strategy<Value = Option<DataKeySpec>> {
     prop_oneof![
         Just(None),
@@ -260,9 +324,24 @@ fn data_key_spec() -> impl Strategy<Value = Option<DataKeySpec>> {
 
 fn owned_op() -> impl Strategy<Value = OwnedOp> {
     prop_oneof![
-        (text(), any::<bool>())
-            .prop_map(|(description, hsm)| OwnedOp::CreateKey { description, hsm }),
-        text().prop_map(|key_id| OwnedOp::DescribeKey { key_id }),
+        (
+            text(),
+            any::<bool>(),
+            proptest::option::of(nonempty_text()),
+            any::<bool>()
+        )
+            .prop_map(|(description, hsm, policy, bypass)| OwnedOp::CreateKey {
+                description,
+                hsm,
+                policy,
+                bypass_policy_lockout_safety_check: bypass,
+            }),
+        (text(), proptest::collection::vec(nonempty_text(), 0..4)).prop_map(
+            |(key_id, grant_tokens)| OwnedOp::DescribeKey {
+                key_id,
+                grant_tokens
+            }
+        ),
         (any::<u32>(), proptest::option::of(text()))
             .prop_map(|(limit, marker)| OwnedOp::ListKeys { limit, marker }),
         (
@@ -272,28 +351,34 @@ fn owned_op() -> impl Strategy<Value = OwnedOp> {
             proptest::option::of(1..=u32::MAX),
             data_key_spec(),
             context(),
+            access(),
         )
             .prop_map(
-                |(without_plaintext, key_id, number_of_bytes, key_spec, context)| {
+                |(without_plaintext, key_id, number_of_bytes, key_spec, context, access)| {
                     OwnedOp::GenerateDataKey {
                         without_plaintext,
                         key_id,
                         number_of_bytes,
                         key_spec,
                         context,
+                        access,
                     }
                 }
             ),
-        (text(), blob(), context()).prop_map(|(key_id, plaintext, context)| OwnedOp::Encrypt {
-            key_id,
-            plaintext,
-            context
+        (text(), blob(), context(), access()).prop_map(|(key_id, plaintext, context, access)| {
+            OwnedOp::Encrypt {
+                key_id,
+                plaintext,
+                context,
+                access,
+            }
         }),
-        (blob(), proptest::option::of(text()), context()).prop_map(
-            |(ciphertext_blob, key_id, context)| OwnedOp::Decrypt {
+        (blob(), proptest::option::of(text()), context(), access()).prop_map(
+            |(ciphertext_blob, key_id, context, access)| OwnedOp::Decrypt {
                 ciphertext_blob,
                 key_id,
-                context
+                context,
+                access,
             }
         ),
         (
@@ -301,7 +386,8 @@ fn owned_op() -> impl Strategy<Value = OwnedOp> {
             proptest::option::of(text()),
             context(),
             text(),
-            context()
+            context(),
+            access(),
         )
             .prop_map(
                 |(
@@ -310,12 +396,14 @@ fn owned_op() -> impl Strategy<Value = OwnedOp> {
                     source_context,
                     destination_key_id,
                     destination_context,
+                    access,
                 )| OwnedOp::ReEncrypt {
                     ciphertext_blob,
                     source_key_id,
                     source_context,
                     destination_key_id,
                     destination_context,
+                    access,
                 }
             ),
         any::<u32>().prop_map(|number_of_bytes| OwnedOp::GenerateRandom { number_of_bytes }),
@@ -583,7 +671,10 @@ fn check_request_bytes(bytes: &[u8]) {
                     assert!(
                         matches!(
                             e.kind,
-                            ErrorKind::Validation | ErrorKind::UnsupportedOperation
+                            ErrorKind::Validation
+                                | ErrorKind::UnsupportedOperation
+                                // A key policy over AWS's size quota.
+                                | ErrorKind::LimitExceeded
                         ),
                         "unexpected item kind {e:?}"
                     );
@@ -648,6 +739,7 @@ fn golden_single_request() -> Request<'static> {
             key_id: "alias/golden",
             plaintext: b"attack at dawn",
             context: GOLDEN_CONTEXT.to_vec(),
+            ..Default::default()
         }))),
     }
 }
@@ -661,9 +753,11 @@ fn golden_batch_request() -> Request<'static> {
             key_spec: KeySpec::SymmetricDefault,
             origin: Origin::Kmsd,
             tags: vec![],
+            ..Default::default()
         }),
         Operation::DescribeKey(DescribeKey {
             key_id: "1234abcd-12ab-34cd-56ef-1234567890ab",
+            ..Default::default()
         }),
         Operation::ListKeys(ListKeys {
             limit: 10,
@@ -674,22 +768,26 @@ fn golden_batch_request() -> Request<'static> {
             number_of_bytes: None,
             key_spec: Some(DataKeySpec::Aes256),
             context: GOLDEN_CONTEXT.to_vec(),
+            ..Default::default()
         }),
         Operation::GenerateDataKeyWithoutPlaintext(GenerateDataKey {
             key_id: "alias/golden",
             number_of_bytes: Some(24),
             key_spec: None,
             context: Vec::new(),
+            ..Default::default()
         }),
         Operation::Encrypt(Encrypt {
             key_id: "alias/golden",
             plaintext: &[0, 1, 2, 3, 0xff],
             context: vec![("a", "b")],
+            ..Default::default()
         }),
         Operation::Decrypt(Decrypt {
             ciphertext_blob: &[0xc1, 0xc2, 0xc3],
             key_id: None,
             context: vec![("a", "b")],
+            ..Default::default()
         }),
         Operation::ReEncrypt(ReEncrypt {
             ciphertext_blob: &[0xc1, 0xc2, 0xc3],
@@ -697,6 +795,7 @@ fn golden_batch_request() -> Request<'static> {
             source_context: vec![("a", "b")],
             destination_key_id: "alias/new",
             destination_context: vec![("c", "d")],
+            ..Default::default()
         }),
         Operation::GenerateRandom(GenerateRandom {
             number_of_bytes: 32,
@@ -1173,6 +1272,7 @@ fn invalid_utf8_in_a_context_string_is_a_serialization_error_with_the_id() {
             key_id: "k",
             plaintext: b"x",
             context: context.to_vec(),
+            ..Default::default()
         }))),
     });
     let mut payload = single_frame(&wire);

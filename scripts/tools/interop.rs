@@ -29,6 +29,7 @@ fn expected_requests() -> Vec<Request<'static>> {
                     key_id: "alias/interop",
                     plaintext: b"hello from another language",
                     context: vec![("tenant", "acme"), ("purpose", "interop")],
+                    ..Default::default()
                 })),
             ]),
         },
@@ -39,6 +40,7 @@ fn expected_requests() -> Vec<Request<'static>> {
                 number_of_bytes: None,
                 key_spec: Some(DataKeySpec::Aes256),
                 context: vec![("tenant", "acme")],
+                ..Default::default()
             }))),
         },
         Request {
@@ -49,6 +51,7 @@ fn expected_requests() -> Vec<Request<'static>> {
                 source_context: Vec::new(),
                 destination_key_id: "alias/next",
                 destination_context: vec![("k", "v")],
+                ..Default::default()
             }))),
         },
         // Key lifecycle: 0 is a value, not "absent"; absent stays absent.

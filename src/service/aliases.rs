@@ -406,6 +406,7 @@ mod tests {
                 key_id: "alias/a",
                 plaintext: b"secret",
                 context: vec![],
+                ..Default::default()
             }))
             .unwrap()
         {
@@ -420,11 +421,13 @@ mod tests {
                     number_of_bytes: Some(16),
                     key_spec: None,
                     context: vec![],
+                    ..Default::default()
                 }),
                 Operation::Decrypt(Decrypt {
                     ciphertext_blob: &blob,
                     key_id: Some("alias/a"),
                     context: vec![],
+                    ..Default::default()
                 }),
                 Operation::ReEncrypt(ReEncrypt {
                     ciphertext_blob: &blob,
@@ -432,16 +435,19 @@ mod tests {
                     source_context: vec![],
                     destination_key_id: "alias/b",
                     destination_context: vec![],
+                    ..Default::default()
                 }),
                 Operation::Decrypt(Decrypt {
                     ciphertext_blob: &blob,
                     key_id: Some("alias/b"),
                     context: vec![],
+                    ..Default::default()
                 }),
                 Operation::Encrypt(Encrypt {
                     key_id: "alias/none",
                     plaintext: b"x",
                     context: vec![],
+                    ..Default::default()
                 }),
             ],
         );

@@ -362,6 +362,7 @@ mod tests {
                 number_of_bytes: Some(32),
                 key_spec: None,
                 context: vec![("app", "x")],
+                ..Default::default()
             }),
             &PEER,
             site,
@@ -374,6 +375,7 @@ mod tests {
                 ciphertext_blob: blob,
                 key_id: None,
                 context: vec![("app", ctx)],
+                ..Default::default()
             }),
             &PEER,
         )
@@ -448,6 +450,7 @@ mod tests {
                 number_of_bytes: Some(32),
                 key_spec: None,
                 context: vec![],
+                ..Default::default()
             }))
         };
         let requests = [

@@ -255,7 +255,13 @@ mod tests {
         assert!(pass.failed.is_empty(), "{pass:?}");
         assert_eq!(deleted(&pass), 2);
         for (key, blob) in [&soft, &only].into_iter().zip(&blobs) {
-            let e = fails(&svc, Operation::DescribeKey(DescribeKey { key_id: key }));
+            let e = fails(
+                &svc,
+                Operation::DescribeKey(DescribeKey {
+                    key_id: key,
+                    ..Default::default()
+                }),
+            );
             assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
             // Its ciphertexts: NotFound, forever.
             let e = decrypt(&svc, blob).unwrap_err();
@@ -270,6 +276,7 @@ mod tests {
             &svc,
             Operation::DescribeKey(DescribeKey {
                 key_id: "alias/doomed",
+                ..Default::default()
             }),
         );
         assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
@@ -385,7 +392,14 @@ mod tests {
     }
 
     fn describe_err(svc: &Service, key: &str) -> ErrorKind {
-        fails(svc, Operation::DescribeKey(DescribeKey { key_id: key })).kind
+        fails(
+            svc,
+            Operation::DescribeKey(DescribeKey {
+                key_id: key,
+                ..Default::default()
+            }),
+        )
+        .kind
     }
 
     #[test]

@@ -348,7 +348,13 @@ mod tests {
     }
 
     fn describe(svc: &Service, key: &str) -> KeyMetadata {
-        match call(svc, Operation::DescribeKey(DescribeKey { key_id: key })) {
+        match call(
+            svc,
+            Operation::DescribeKey(DescribeKey {
+                key_id: key,
+                ..Default::default()
+            }),
+        ) {
             Ok(Output::DescribeKey(m)) => m,
             other => panic!("{other:?}"),
         }
@@ -415,6 +421,7 @@ mod tests {
                 key_id: key,
                 plaintext: b"attack at dawn",
                 context: vec![],
+                ..Default::default()
             }),
         )
         .map(|o| match o {
@@ -430,6 +437,7 @@ mod tests {
                 ciphertext_blob: blob,
                 key_id: None,
                 context: vec![],
+                ..Default::default()
             }),
         )
         .map(|o| match o {

@@ -374,6 +374,15 @@ macro_rules! with_op {
             O::DeleteImportedKeyMaterial($r) => $body,
             // kmsd's own.
             O::WhoAmI($r) => $body,
+            // Access control: key policies and grants.
+            O::PutKeyPolicy($r) => $body,
+            O::GetKeyPolicy($r) => $body,
+            O::ListKeyPolicies($r) => $body,
+            O::CreateGrant($r) => $body,
+            O::ListGrants($r) => $body,
+            O::ListRetirableGrants($r) => $body,
+            O::RetireGrant($r) => $body,
+            O::RevokeGrant($r) => $body,
         }
     }};
 }

@@ -260,7 +260,13 @@ pub(crate) mod test_support {
 
     /// DescribeKey.
     pub(crate) fn describe(svc: &Service, key: &str) -> KeyMetadata {
-        match call(svc, Operation::DescribeKey(DescribeKey { key_id: key })) {
+        match call(
+            svc,
+            Operation::DescribeKey(DescribeKey {
+                key_id: key,
+                ..Default::default()
+            }),
+        ) {
             Ok(Output::DescribeKey(m)) => m,
             other => panic!("{other:?}"),
         }
@@ -274,6 +280,7 @@ pub(crate) mod test_support {
                 key_id: key,
                 plaintext: b"lifecycle",
                 context: vec![("t", "1")],
+                ..Default::default()
             }),
         )? {
             Output::Encrypt(o) => Ok(o.ciphertext_blob),
@@ -289,6 +296,7 @@ pub(crate) mod test_support {
                 ciphertext_blob: blob,
                 key_id: None,
                 context: vec![("t", "1")],
+                ..Default::default()
             }),
         )? {
             Output::Decrypt(d) => {

@@ -150,6 +150,7 @@ mod tests {
                     key_id: &key,
                     plaintext: &[1; MAX_PLAINTEXT],
                     context: vec![],
+                    ..Default::default()
                 }),
                 &PEER,
             )
@@ -167,11 +168,18 @@ mod tests {
                 number_of_bytes: Some(n),
                 key_spec: None,
                 context,
+                ..Default::default()
             })
         };
         let ops = vec![
-            Operation::DescribeKey(kms_proto::DescribeKey { key_id: &key }),
-            Operation::DescribeKey(kms_proto::DescribeKey { key_id: &bad_id }),
+            Operation::DescribeKey(kms_proto::DescribeKey {
+                key_id: &key,
+                ..Default::default()
+            }),
+            Operation::DescribeKey(kms_proto::DescribeKey {
+                key_id: &bad_id,
+                ..Default::default()
+            }),
             Operation::CreateKey(CreateKey {
                 description: &long,
                 ..CreateKey::default()
@@ -188,21 +196,25 @@ mod tests {
                 number_of_bytes: Some(1024),
                 key_spec: None,
                 context: vec![],
+                ..Default::default()
             }),
             Operation::Encrypt(kms_proto::Encrypt {
                 key_id: &key,
                 plaintext: &[2; MAX_PLAINTEXT],
                 context: vec![],
+                ..Default::default()
             }),
             Operation::Decrypt(kms_proto::Decrypt {
                 ciphertext_blob: &blob,
                 key_id: None,
                 context: vec![],
+                ..Default::default()
             }),
             Operation::Decrypt(kms_proto::Decrypt {
                 ciphertext_blob: &blob,
                 key_id: Some(&bad_id),
                 context: vec![],
+                ..Default::default()
             }),
             Operation::ReEncrypt(kms_proto::ReEncrypt {
                 ciphertext_blob: &blob,
@@ -210,6 +222,7 @@ mod tests {
                 source_context: vec![],
                 destination_key_id: &key,
                 destination_context: vec![(&dup, "a"), (&dup, "b")],
+                ..Default::default()
             }),
             Operation::ReEncrypt(kms_proto::ReEncrypt {
                 ciphertext_blob: &blob,
@@ -217,6 +230,7 @@ mod tests {
                 source_context: vec![],
                 destination_key_id: &key,
                 destination_context: vec![],
+                ..Default::default()
             }),
             Operation::GenerateRandom(kms_proto::GenerateRandom {
                 number_of_bytes: 1024,

@@ -28,7 +28,13 @@ fn create_key(c: &mut Client, req: CreateKey<'_>) -> KeyMetadata {
 }
 
 fn describe(c: &mut Client, key_id: &str) -> KeyMetadata {
-    match call(c, Operation::DescribeKey(DescribeKey { key_id })) {
+    match call(
+        c,
+        Operation::DescribeKey(DescribeKey {
+            key_id,
+            ..Default::default()
+        }),
+    ) {
         Output::DescribeKey(m) => m,
         o => panic!("{o:?}"),
     }
@@ -100,6 +106,7 @@ fn encrypt(c: &mut Client, key_id: &str) -> Result<EncryptOutput, ClientError> {
         key_id,
         plaintext: b"the plaintext",
         context: vec![("app", "aliases")],
+        ..Default::default()
     }))? {
         Output::Encrypt(o) => Ok(o),
         o => panic!("{o:?}"),
@@ -222,6 +229,7 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
                 ciphertext_blob: &enc.ciphertext_blob,
                 key_id: Some(name_a),
                 context: ctx.clone(),
+                ..Default::default()
             }),
         ) else {
             panic!()
@@ -237,6 +245,7 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
                 ciphertext_blob: &enc.ciphertext_blob,
                 key_id: Some(name_b),
                 context: ctx.clone(),
+                ..Default::default()
             }),
         );
         assert_eq!(e.kind, ErrorKind::IncorrectKey);
@@ -248,6 +257,7 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
                 source_context: ctx.clone(),
                 destination_key_id: name_b,
                 destination_context: ctx.clone(),
+                ..Default::default()
             }),
         ) else {
             panic!()
@@ -261,6 +271,7 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
             number_of_bytes: None,
             key_spec: Some(DataKeySpec::Aes256),
             context: ctx.clone(),
+            ..Default::default()
         };
         let Output::GenerateDataKey(gdk) = call(&mut c, Operation::GenerateDataKey(g.clone()))
         else {
@@ -279,6 +290,7 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
                 ciphertext_blob: &w.ciphertext_blob,
                 key_id: Some(name_b),
                 context: ctx.clone(),
+                ..Default::default()
             }),
         ) else {
             panic!()
@@ -294,17 +306,20 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
                 key_id: "alias/a",
                 plaintext: b"x",
                 context: vec![],
+                ..Default::default()
             }),
             Operation::GenerateDataKey(GenerateDataKey {
                 key_id: "arn:kmsd:kms:local:alias/b",
                 number_of_bytes: Some(16),
                 key_spec: None,
                 context: vec![],
+                ..Default::default()
             }),
             Operation::Encrypt(Encrypt {
                 key_id: "alias/missing",
                 plaintext: b"x",
                 context: vec![],
+                ..Default::default()
             }),
         ])
         .unwrap();
@@ -330,6 +345,7 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
                 source_context: ctx.clone(),
                 destination_key_id: bad,
                 destination_context: vec![],
+                ..Default::default()
             }),
         );
         assert_eq!(e.kind, ErrorKind::NotFound, "{bad}");

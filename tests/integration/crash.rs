@@ -255,6 +255,7 @@ fn client(n: usize, seed: u64, socket: &Path, shared: &Shared) {
                         key_id: &key,
                         plaintext: &pt,
                         context: vec![("crash", "test")],
+                        ..Default::default()
                     }),
                 ) {
                     Sent::Acked(Output::Encrypt(o)) => {
@@ -305,7 +306,12 @@ fn verify(c: &mut Client, acked: &Acked) -> Vec<String> {
     for chunk in ids.chunks(100) {
         let ops = chunk
             .iter()
-            .map(|id| Operation::DescribeKey(DescribeKey { key_id: id }))
+            .map(|id| {
+                Operation::DescribeKey(DescribeKey {
+                    key_id: id,
+                    ..Default::default()
+                })
+            })
             .collect();
         let out = c.batch(ops).expect("DescribeKey batch");
         for (id, o) in chunk.iter().zip(out) {
@@ -373,6 +379,7 @@ fn verify(c: &mut Client, acked: &Acked) -> Vec<String> {
                     ciphertext_blob: blob,
                     key_id: None,
                     context: vec![("crash", "test")],
+                    ..Default::default()
                 })
             })
             .collect();

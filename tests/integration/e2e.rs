@@ -132,7 +132,13 @@ fn bad_frames_get_named_errors_and_hurt_nobody() {
 
         // A valid request cut short inside a correct length prefix. (Cutting
         // only the last bytes can leave a valid buffer: they may be padding.)
-        let full = single(8, Operation::DescribeKey(DescribeKey { key_id: &key }));
+        let full = single(
+            8,
+            Operation::DescribeKey(DescribeKey {
+                key_id: &key,
+                ..Default::default()
+            }),
+        );
         let payload = &full[4..];
         for cut in [1usize, 8, payload.len() / 2] {
             let mut frame = (cut as u32).to_le_bytes().to_vec();
@@ -272,6 +278,7 @@ fn api_errors_over_the_socket() {
                 ciphertext_blob: &bad,
                 key_id: None,
                 context: ctx,
+                ..Default::default()
             })));
         }
         for _ in &ids {
@@ -320,6 +327,7 @@ fn concurrent_pipelined_clients_get_their_own_answers() {
                             key_id: &key,
                             plaintext: p,
                             context: vec![("thread", &tag)],
+                            ..Default::default()
                         }));
                         by_id.insert(id, p.clone());
                     }
@@ -343,6 +351,7 @@ fn concurrent_pipelined_clients_get_their_own_answers() {
                                 ciphertext_blob: b,
                                 key_id: None,
                                 context: vec![("thread", &tag)],
+                                ..Default::default()
                             })
                         })
                         .collect();
@@ -538,6 +547,7 @@ fn cold_keys_after_a_restart_are_loaded_for_whole_batches_and_pipelines() {
                     ciphertext_blob: b,
                     key_id: None,
                     context: vec![("k", k.as_str())],
+                    ..Default::default()
                 })
             })
             .collect();
@@ -545,6 +555,7 @@ fn cold_keys_after_a_restart_are_loaded_for_whole_batches_and_pipelines() {
             ciphertext_blob: &bogus,
             key_id: None,
             context: vec![],
+            ..Default::default()
         }));
         let outcomes = c.batch(ops).unwrap();
         for (i, k) in keys.iter().enumerate() {
@@ -566,6 +577,7 @@ fn cold_keys_after_a_restart_are_loaded_for_whole_batches_and_pipelines() {
                     ciphertext_blob: &blobs[7],
                     key_id: None,
                     context: vec![("k", keys[7].as_str())],
+                    ..Default::default()
                 }))
             })
             .collect();

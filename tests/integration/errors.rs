@@ -38,6 +38,7 @@ fn push_invalid_utf8(out: &mut Vec<u8>, id: u64) {
             key_id: "k",
             plaintext: b"x",
             context: vec![("tenant", "acme")],
+            ..Default::default()
         }),
     );
     let at = frame.windows(6).position(|w| w == b"tenant").unwrap();

@@ -1661,6 +1661,7 @@ fn file_root_data_moves_to_the_hsm_and_hsm_only_keys_work_end_to_end() {
             source_context: vec![("app", "vault")],
             destination_key_id: &blobs[0].0,
             destination_context: vec![],
+            ..Default::default()
         }))
         .unwrap();
     let Output::ReEncrypt(re) = re else { panic!() };

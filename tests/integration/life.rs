@@ -46,7 +46,13 @@ pub fn create(c: &mut Client, origin: Origin) -> String {
 /// DescribeKey.
 #[track_caller]
 pub fn describe(c: &mut Client, key_id: &str) -> KeyMetadata {
-    match ok(c, Operation::DescribeKey(DescribeKey { key_id })) {
+    match ok(
+        c,
+        Operation::DescribeKey(DescribeKey {
+            key_id,
+            ..Default::default()
+        }),
+    ) {
         Output::DescribeKey(m) => m,
         other => panic!("{other:?}"),
     }
@@ -118,6 +124,7 @@ pub fn encrypt(c: &mut Client, key_id: &str, plaintext: &[u8]) -> Result<Vec<u8>
             key_id,
             plaintext,
             context: vec![],
+            ..Default::default()
         }),
     )
     .map(|o| match o {
@@ -134,6 +141,7 @@ pub fn decrypt(c: &mut Client, blob: &[u8]) -> Result<Vec<u8>, ErrorKind> {
             ciphertext_blob: blob,
             key_id: None,
             context: vec![],
+            ..Default::default()
         }),
     )
     .map(|o| match o {

@@ -469,6 +469,7 @@ impl Real {
                     key_id: id(i),
                     plaintext: &pt,
                     context: vec![("step", "encrypt")],
+                    ..Default::default()
                 })) {
                     Ok(Output::Encrypt(o)) => {
                         self.blobs[i].push((o.ciphertext_blob, pt));
@@ -485,6 +486,7 @@ impl Real {
                     ciphertext_blob: blob,
                     key_id: None,
                     context: vec![("step", "encrypt")],
+                    ..Default::default()
                 })) {
                     Ok(Output::Decrypt(o)) => {
                         assert_eq!(o.plaintext.expose(), &pt[..], "Decrypt's plaintext");
@@ -544,7 +546,10 @@ fn seen_in_model(k: &MKey) -> Seen {
 
 fn seen_in_service(r: &Real, i: usize) -> Seen {
     let key_id = r.ids[i].as_str();
-    let m = match r.call(Operation::DescribeKey(DescribeKey { key_id })) {
+    let m = match r.call(Operation::DescribeKey(DescribeKey {
+        key_id,
+        ..Default::default()
+    })) {
         Ok(Output::DescribeKey(m)) => m,
         Err(e) if e.kind == NotFound => {
             let rot = r.call(Operation::GetKeyRotationStatus(GetKeyRotationStatus {

@@ -242,6 +242,7 @@ fn hostile_generate_data_key_batches_that_are_never_read() {
                         number_of_bytes: Some(1024),
                         key_spec: None,
                         context: vec![],
+                        ..Default::default()
                     }))
                 })
                 .collect(),

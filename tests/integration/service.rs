@@ -43,6 +43,7 @@ fn encrypt(svc: &Service, key_id: &str, pt: &[u8], ctx: &[(&str, &str)]) -> Vec<
                 key_id,
                 plaintext: pt,
                 context: ctx.to_vec(),
+                ..Default::default()
             }),
             &PEER,
         )
@@ -64,6 +65,7 @@ fn decrypt(
             ciphertext_blob: blob,
             key_id,
             context: ctx.to_vec(),
+            ..Default::default()
         }),
         &PEER,
     )
@@ -93,6 +95,7 @@ fn create_describe_list() {
         .call(
             &Operation::DescribeKey(DescribeKey {
                 key_id: &created.key_id,
+                ..Default::default()
             }),
             &PEER,
         )
@@ -103,6 +106,7 @@ fn create_describe_list() {
         .call(
             &Operation::DescribeKey(DescribeKey {
                 key_id: &created.arn,
+                ..Default::default()
             }),
             &PEER,
         )
@@ -190,7 +194,13 @@ fn unknown_and_malformed_key_ids() {
         "arn:kmsd:kms:local:key/garbage",
     ] {
         assert_eq!(
-            kind(svc.call(&Operation::DescribeKey(DescribeKey { key_id }), &PEER)),
+            kind(svc.call(
+                &Operation::DescribeKey(DescribeKey {
+                    key_id,
+                    ..Default::default()
+                }),
+                &PEER
+            )),
             ErrorKind::NotFound,
             "{key_id}"
         );
@@ -199,7 +209,8 @@ fn unknown_and_malformed_key_ids() {
                 &Operation::Encrypt(Encrypt {
                     key_id,
                     plaintext: b"x",
-                    context: vec![]
+                    context: vec![],
+                    ..Default::default()
                 }),
                 &PEER
             )),
@@ -216,7 +227,13 @@ fn empty_key_id_is_a_validation_error_as_in_aws() {
     let key = create(&svc);
     let blob = encrypt(&svc, &key, b"x", &[]);
     assert_eq!(
-        kind(svc.call(&Operation::DescribeKey(DescribeKey { key_id: "" }), &PEER)),
+        kind(svc.call(
+            &Operation::DescribeKey(DescribeKey {
+                key_id: "",
+                ..Default::default()
+            }),
+            &PEER
+        )),
         ErrorKind::Validation
     );
     assert_eq!(
@@ -224,7 +241,8 @@ fn empty_key_id_is_a_validation_error_as_in_aws() {
             &Operation::Encrypt(Encrypt {
                 key_id: "",
                 plaintext: b"x",
-                context: vec![]
+                context: vec![],
+                ..Default::default()
             }),
             &PEER
         )),
@@ -242,7 +260,10 @@ fn overlong_key_id_is_a_validation_error() {
     let long = "k".repeat(2049);
     assert_eq!(
         kind(svc.call(
-            &Operation::DescribeKey(DescribeKey { key_id: &long }),
+            &Operation::DescribeKey(DescribeKey {
+                key_id: &long,
+                ..Default::default()
+            }),
             &PEER
         )),
         ErrorKind::Validation
@@ -315,7 +336,8 @@ fn plaintext_and_size_limits() {
                 &Operation::Encrypt(Encrypt {
                     key_id: &key,
                     plaintext: &pt,
-                    context: vec![]
+                    context: vec![],
+                    ..Default::default()
                 }),
                 &PEER
             )),
@@ -338,6 +360,7 @@ fn plaintext_and_size_limits() {
                 number_of_bytes: n,
                 key_spec: spec,
                 context: vec![],
+                ..Default::default()
             }),
             &PEER,
         )
@@ -394,6 +417,7 @@ fn data_keys_are_distinct_and_without_plaintext_decrypts() {
             number_of_bytes: Some(32),
             key_spec: None,
             context: ctx.to_vec(),
+            ..Default::default()
         };
         svc.call(
             &if with {
@@ -436,6 +460,7 @@ fn re_encrypt_moves_a_blob_between_keys() {
                 source_context: src_ctx.to_vec(),
                 destination_key_id: &b,
                 destination_context: vec![("k", "2")],
+                ..Default::default()
             }),
             &PEER,
         )
@@ -522,6 +547,7 @@ fn blobs_longer_than_any_valid_one_are_refused_before_the_key_is_loaded() {
                 ciphertext_blob: blob,
                 key_id: None,
                 context: vec![],
+                ..Default::default()
             }),
             &PEER,
             Site::Io,
@@ -548,6 +574,7 @@ fn blobs_longer_than_any_valid_one_are_refused_before_the_key_is_loaded() {
             source_context: vec![],
             destination_key_id: &key,
             destination_context: vec![],
+            ..Default::default()
         }),
         &PEER,
         Site::Io,
@@ -568,6 +595,7 @@ fn context_validation() {
                 key_id: &key,
                 plaintext: b"x",
                 context: ctx,
+                ..Default::default()
             }),
             &PEER,
         )
@@ -591,6 +619,7 @@ fn io_threads_run_cached_data_plane_work_only() {
         number_of_bytes: Some(32),
         key_spec: None,
         context: vec![],
+        ..Default::default()
     });
     assert!(svc.execute(&op, &PEER, Site::Io).is_ok());
     let create_key = Operation::CreateKey(CreateKey::default());
@@ -621,6 +650,7 @@ fn batches_are_answered_item_by_item() {
                 key_id: &key,
                 plaintext: b"p",
                 context: vec![],
+                ..Default::default()
             })),
         ]),
     };

@@ -64,6 +64,7 @@ fn under_load(
                                     key_id: key,
                                     plaintext: b"under load",
                                     context: vec![],
+                                    ..Default::default()
                                 })
                             } else {
                                 Operation::GenerateDataKey(GenerateDataKey {
@@ -71,6 +72,7 @@ fn under_load(
                                     number_of_bytes: Some(32),
                                     key_spec: None,
                                     context: vec![],
+                                    ..Default::default()
                                 })
                             };
                             n += 1;
@@ -560,6 +562,7 @@ fn a_worn_hsm_only_version_rotates_its_key_in_the_token() {
                     key_id: &key,
                     plaintext: &i.to_be_bytes(),
                     context: vec![],
+                    ..Default::default()
                 }),
                 &peer,
             ) {
@@ -576,6 +579,7 @@ fn a_worn_hsm_only_version_rotates_its_key_in_the_token() {
                 ciphertext_blob: b,
                 key_id: None,
                 context: vec![],
+                ..Default::default()
             }),
             &peer,
         ) {

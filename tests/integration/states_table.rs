@@ -351,6 +351,7 @@ impl Table {
                     key_id: id,
                     plaintext: b"x",
                     context: vec![],
+                    ..Default::default()
                 }),
             ),
             Op::Decrypt => call(
@@ -359,6 +360,7 @@ impl Table {
                     ciphertext_blob: &k.blob,
                     key_id: None,
                     context: vec![],
+                    ..Default::default()
                 }),
             )
             .inspect(|o| match o {
@@ -375,6 +377,7 @@ impl Table {
                         source_context: vec![],
                         destination_key_id: &other,
                         destination_context: vec![],
+                        ..Default::default()
                     }),
                 )
             }
@@ -388,6 +391,7 @@ impl Table {
                         source_context: vec![],
                         destination_key_id: id,
                         destination_context: vec![],
+                        ..Default::default()
                     }),
                 )
             }
@@ -398,6 +402,7 @@ impl Table {
                     number_of_bytes: None,
                     key_spec: Some(DataKeySpec::Aes256),
                     context: vec![],
+                    ..Default::default()
                 }),
             ),
             Op::GenerateDataKeyWithoutPlaintext => call(
@@ -407,11 +412,15 @@ impl Table {
                     number_of_bytes: Some(16),
                     key_spec: None,
                     context: vec![],
+                    ..Default::default()
                 }),
             ),
             Op::DescribeKey => call(
                 &mut self.c,
-                Operation::DescribeKey(DescribeKey { key_id: id }),
+                Operation::DescribeKey(DescribeKey {
+                    key_id: id,
+                    ..Default::default()
+                }),
             ),
             Op::ListAliases => call(
                 &mut self.c,

@@ -23,12 +23,14 @@ pub use request::{
 };
 pub use response::{
     decode_response, encode_error_response, encode_response, response_size_hint, tally_response,
-    ResponseTally, ALIAS_ENTRY_FIXED, KEY_ENTRY_FIXED, ROTATION_ENTRY_FIXED, TAG_ENTRY_FIXED,
+    ResponseTally, ALIAS_ENTRY_FIXED, CONSTRAINT_PAIR_FIXED, GRANT_CONSTRAINTS_FIXED,
+    GRANT_ENTRY_FIXED, KEY_ENTRY_FIXED, POLICY_NAME_ENTRY_FIXED, ROTATION_ENTRY_FIXED,
+    TAG_ENTRY_FIXED,
 };
 pub use verify::{DecodeLimits, DEFAULT_MAX_BATCH, MAX_RESPONSE_TABLES};
 
 use crate::generated as fb;
-use crate::types::{ExpirationModel, Origin};
+use crate::types::{ExpirationModel, GrantOperation, Origin};
 use flatbuffers::FlatBufferBuilder;
 
 /// The protocol version this crate speaks.
@@ -53,5 +55,47 @@ fn expiration_model_to_wire(m: ExpirationModel) -> fb::ExpirationModel {
         ExpirationModel::KeyMaterialDoesNotExpire => {
             fb::ExpirationModel::KEY_MATERIAL_DOES_NOT_EXPIRE
         }
+    }
+}
+
+/// A grant operation on the wire: the schema's `GrantOperation` lists
+/// AWS's operations in the order of [`GrantOperation::ALL`].
+fn grant_operation_to_wire(o: GrantOperation) -> fb::GrantOperation {
+    let i = GrantOperation::ALL
+        .iter()
+        .position(|x| *x == o)
+        .expect("every value is in ALL");
+    fb::GrantOperation(i as u8)
+}
+
+/// The grant operation of a wire value; `None` for a value this crate does
+/// not know.
+fn grant_operation_of(o: fb::GrantOperation) -> Option<GrantOperation> {
+    GrantOperation::ALL.get(usize::from(o.0)).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_operations_have_the_schemas_values() {
+        assert_eq!(
+            GrantOperation::ALL.len(),
+            fb::GrantOperation::ENUM_VALUES.len()
+        );
+        assert_eq!(
+            GrantOperation::ALL.len(),
+            crate::types::limits::MAX_GRANT_OPERATIONS
+        );
+        for (o, w) in GrantOperation::ALL
+            .iter()
+            .zip(fb::GrantOperation::ENUM_VALUES)
+        {
+            assert_eq!(w.variant_name(), Some(o.name()));
+            assert_eq!(grant_operation_to_wire(*o), *w);
+            assert_eq!(grant_operation_of(*w), Some(*o));
+        }
+        assert_eq!(grant_operation_of(fb::GrantOperation(17)), None);
     }
 }

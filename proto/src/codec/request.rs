@@ -4,7 +4,10 @@
 //! within a size bound computed first ([`request_size_bound`]) so that a
 //! builder holding plaintext never grows.
 
-use super::{expiration_model_to_wire, origin_to_wire, DecodeLimits, Fbb, PROTOCOL_VERSION};
+use super::{
+    expiration_model_to_wire, grant_operation_of, grant_operation_to_wire, origin_to_wire,
+    DecodeLimits, Fbb, PROTOCOL_VERSION,
+};
 use crate::error::{ErrorKind, KmsError};
 use crate::frame::write_frame;
 use crate::generated as fb;
@@ -49,6 +52,7 @@ macro_rules! decode_operation {
                         r.number_of_bytes(),
                         r.key_spec(),
                         r.encryption_context(),
+                        (r.grant_tokens(), r.dry_run()),
                     )
                     .map(Operation::GenerateDataKey)
                 }),
@@ -61,6 +65,7 @@ macro_rules! decode_operation {
                         r.number_of_bytes(),
                         r.key_spec(),
                         r.encryption_context(),
+                        (r.grant_tokens(), r.dry_run()),
                     )
                     .map(Operation::GenerateDataKeyWithoutPlaintext)
                 }),
@@ -168,6 +173,38 @@ macro_rules! decode_operation {
                 .operation_as_who_am_irequest()
                 .ok_or_else(missing_union)
                 .map(|_| Operation::WhoAmI(WhoAmI)),
+            fb::Operation::PutKeyPolicyRequest => src
+                .operation_as_put_key_policy_request()
+                .ok_or_else(missing_union)
+                .and_then(read_put_key_policy),
+            fb::Operation::GetKeyPolicyRequest => src
+                .operation_as_get_key_policy_request()
+                .ok_or_else(missing_union)
+                .and_then(read_get_key_policy),
+            fb::Operation::ListKeyPoliciesRequest => src
+                .operation_as_list_key_policies_request()
+                .ok_or_else(missing_union)
+                .and_then(read_list_key_policies),
+            fb::Operation::CreateGrantRequest => src
+                .operation_as_create_grant_request()
+                .ok_or_else(missing_union)
+                .and_then(read_create_grant),
+            fb::Operation::ListGrantsRequest => src
+                .operation_as_list_grants_request()
+                .ok_or_else(missing_union)
+                .and_then(read_list_grants),
+            fb::Operation::ListRetirableGrantsRequest => src
+                .operation_as_list_retirable_grants_request()
+                .ok_or_else(missing_union)
+                .and_then(read_list_retirable_grants),
+            fb::Operation::RetireGrantRequest => src
+                .operation_as_retire_grant_request()
+                .ok_or_else(missing_union)
+                .and_then(read_retire_grant),
+            fb::Operation::RevokeGrantRequest => src
+                .operation_as_revoke_grant_request()
+                .ok_or_else(missing_union)
+                .and_then(read_revoke_grant),
             fb::Operation::NONE => Err(KmsError::validation("item has no operation")),
             other => Err(KmsError::new(
                 ErrorKind::UnsupportedOperation,
@@ -323,12 +360,15 @@ fn read_create_key(r: fb::CreateKeyRequest<'_>) -> Result<Operation<'_>, KmsErro
         key_spec,
         origin,
         tags: read_tags(r.tags(), "Tags", 0)?,
+        policy: r.policy().map(check_policy).transpose()?,
+        bypass_policy_lockout_safety_check: r.bypass_policy_lockout_safety_check(),
     }))
 }
 
 fn read_describe_key(r: fb::DescribeKeyRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::DescribeKey(DescribeKey {
         key_id: required(r.key_id(), "KeyId")?,
+        grant_tokens: read_grant_tokens(r.grant_tokens())?,
     }))
 }
 
@@ -344,6 +384,7 @@ fn read_generate_data_key<'a>(
     number_of_bytes: u32,
     key_spec: fb::DataKeySpec,
     context: Option<Vector<'a, ForwardsUOffset<fb::ContextEntry<'a>>>>,
+    (grant_tokens, dry_run): (Option<Vector<'a, ForwardsUOffset<&'a str>>>, bool),
 ) -> Result<GenerateDataKey<'a>, KmsError> {
     let key_spec = match key_spec {
         fb::DataKeySpec::NONE => None,
@@ -356,6 +397,8 @@ fn read_generate_data_key<'a>(
         number_of_bytes: (number_of_bytes != 0).then_some(number_of_bytes),
         key_spec,
         context: read_context(context)?,
+        grant_tokens: read_grant_tokens(grant_tokens)?,
+        dry_run,
     })
 }
 
@@ -364,6 +407,8 @@ fn read_encrypt(r: fb::EncryptRequest<'_>) -> Result<Operation<'_>, KmsError> {
         key_id: required(r.key_id(), "KeyId")?,
         plaintext: r.plaintext().map(|v| v.bytes()).unwrap_or_default(),
         context: read_context(r.encryption_context())?,
+        grant_tokens: read_grant_tokens(r.grant_tokens())?,
+        dry_run: r.dry_run(),
     }))
 }
 
@@ -372,6 +417,8 @@ fn read_decrypt(r: fb::DecryptRequest<'_>) -> Result<Operation<'_>, KmsError> {
         ciphertext_blob: r.ciphertext_blob().map(|v| v.bytes()).unwrap_or_default(),
         key_id: r.key_id(),
         context: read_context(r.encryption_context())?,
+        grant_tokens: read_grant_tokens(r.grant_tokens())?,
+        dry_run: r.dry_run(),
     }))
 }
 
@@ -382,6 +429,8 @@ fn read_re_encrypt(r: fb::ReEncryptRequest<'_>) -> Result<Operation<'_>, KmsErro
         source_context: read_context(r.source_encryption_context())?,
         destination_key_id: required(r.destination_key_id(), "DestinationKeyId")?,
         destination_context: read_context(r.destination_encryption_context())?,
+        grant_tokens: read_grant_tokens(r.grant_tokens())?,
+        dry_run: r.dry_run(),
     }))
 }
 
@@ -441,18 +490,185 @@ fn required_bytes<'a>(
     Ok(b)
 }
 
-/// Checks a vector's length against `min..=MAX_TAGS_PER_REQUEST`.
-fn check_count(n: usize, field: &str, min: usize) -> Result<(), KmsError> {
+/// Checks a vector's length against `min..=max`.
+fn check_count(n: usize, field: &str, min: usize, max: usize) -> Result<(), KmsError> {
     if n < min {
         return Err(KmsError::validation(format!("{field} is required")));
     }
-    if n > limits::MAX_TAGS_PER_REQUEST {
+    if n > max {
         return Err(KmsError::validation(format!(
-            "{field} has {n} entries; at most {} are allowed",
-            limits::MAX_TAGS_PER_REQUEST
+            "{field} has {n} entries; at most {max} are allowed"
         )));
     }
     Ok(())
+}
+
+/// Checks that `s` has `min..=max` bytes (for what AWS bounds in bytes, or
+/// kmsd's own ASCII tokens); the error names `field` and never quotes the
+/// client's text.
+fn check_bytes(s: &str, field: &dyn fmt::Display, min: usize, max: usize) -> Result<(), KmsError> {
+    let n = s.len();
+    if n < min || n > max {
+        return Err(KmsError::validation(format!(
+            "{field} has {n} bytes; it must have {min} to {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// An optional string of `min..=max` characters (present and empty is
+/// refused where AWS's minimum is 1).
+fn optional_chars<'a>(
+    v: Option<&'a str>,
+    field: &str,
+    min: usize,
+    max: usize,
+) -> Result<Option<&'a str>, KmsError> {
+    if let Some(s) = v {
+        check_chars(s, &field, min, max)?;
+    }
+    Ok(v)
+}
+
+/// GrantTokens: at most 10, each 1..=8192 bytes.
+fn read_grant_tokens<'a>(
+    v: Option<Vector<'a, ForwardsUOffset<&'a str>>>,
+) -> Result<Vec<&'a str>, KmsError> {
+    check_count(
+        v.map_or(0, |v| v.len()),
+        "GrantTokens",
+        0,
+        limits::MAX_GRANT_TOKENS,
+    )?;
+    v.into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, t)| {
+            check_bytes(
+                t,
+                &format_args!("GrantTokens[{i}]"),
+                1,
+                limits::MAX_GRANT_TOKEN_LEN,
+            )
+            .map(|()| t)
+        })
+        .collect()
+}
+
+/// A key policy: 1..=32768 bytes. Longer is LimitExceededException, as AWS
+/// answers a policy over its size quota; its content is the daemon's to
+/// check (MalformedPolicyDocumentException).
+fn check_policy(p: &str) -> Result<&str, KmsError> {
+    if p.is_empty() {
+        return Err(KmsError::validation(format!(
+            "Policy has 0 bytes; it must have 1 to {}",
+            limits::MAX_POLICY_BYTES
+        )));
+    }
+    if p.len() > limits::MAX_POLICY_BYTES {
+        return Err(KmsError::new(
+            ErrorKind::LimitExceeded,
+            format!(
+                "Policy has {} bytes; a key policy may have at most {}",
+                p.len(),
+                limits::MAX_POLICY_BYTES
+            ),
+        ));
+    }
+    Ok(p)
+}
+
+fn policy_name(v: Option<&str>) -> Result<Option<&str>, KmsError> {
+    optional_chars(v, "PolicyName", 1, limits::MAX_POLICY_NAME_LEN)
+}
+
+/// The Marker of the access-control lists: 1..=1024 characters.
+fn marker(v: Option<&str>) -> Result<Option<&str>, KmsError> {
+    optional_chars(v, "Marker", 1, limits::MAX_MARKER_LEN)
+}
+
+fn grant_id(v: Option<&str>) -> Result<Option<&str>, KmsError> {
+    optional_chars(v, "GrantId", 1, limits::MAX_GRANT_ID_LEN)
+}
+
+fn principal<'a>(v: Option<&'a str>, field: &str) -> Result<Option<&'a str>, KmsError> {
+    optional_chars(v, field, 1, limits::MAX_PRINCIPAL_LEN)
+}
+
+/// A grant's Operations: 1..=17 known values.
+fn read_grant_operations(
+    v: Option<Vector<'_, fb::GrantOperation>>,
+) -> Result<Vec<GrantOperation>, KmsError> {
+    check_count(
+        v.map_or(0, |v| v.len()),
+        "Operations",
+        1,
+        limits::MAX_GRANT_OPERATIONS,
+    )?;
+    v.into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, o)| {
+            grant_operation_of(o).ok_or_else(|| {
+                KmsError::validation(format!("Operations[{i}]: unknown GrantOperation {}", o.0))
+            })
+        })
+        .collect()
+}
+
+/// One grant constraint: at most 8 pairs, of at most 384 characters in
+/// all (AWS); the pairs themselves are the daemon's to check, as an
+/// encryption context.
+fn read_constraint<'a>(
+    v: Option<Vector<'a, ForwardsUOffset<fb::ContextEntry<'a>>>>,
+    field: &str,
+) -> Result<Context<'a>, KmsError> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    if v.len() > limits::MAX_GRANT_CONSTRAINT_PAIRS {
+        return Err(KmsError::validation(format!(
+            "{field} has {} pairs; at most {} are allowed",
+            v.len(),
+            limits::MAX_GRANT_CONSTRAINT_PAIRS
+        )));
+    }
+    let pairs: Context<'a> = v
+        .iter()
+        .map(|e| (e.key().unwrap_or(""), e.value().unwrap_or("")))
+        .collect();
+    let max = limits::MAX_GRANT_CONSTRAINT_CHARS;
+    // Bytes bound characters: count only when the bytes do not fit.
+    if pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > max {
+        let n: usize = pairs
+            .iter()
+            .map(|(k, v)| k.chars().count() + v.chars().count())
+            .sum();
+        if n > max {
+            return Err(KmsError::validation(format!(
+                "{field} has {n} characters in its keys and values; at most {max} are allowed"
+            )));
+        }
+    }
+    Ok(pairs)
+}
+
+fn read_constraints(
+    c: Option<fb::GrantConstraints<'_>>,
+) -> Result<Option<GrantConstraints<'_>>, KmsError> {
+    let Some(c) = c else {
+        return Ok(None);
+    };
+    Ok(Some(GrantConstraints {
+        encryption_context_subset: read_constraint(
+            c.encryption_context_subset(),
+            "Constraints.EncryptionContextSubset",
+        )?,
+        encryption_context_equals: read_constraint(
+            c.encryption_context_equals(),
+            "Constraints.EncryptionContextEquals",
+        )?,
+    }))
 }
 
 fn read_tags<'a>(
@@ -461,7 +677,7 @@ fn read_tags<'a>(
     min: usize,
 ) -> Result<Vec<Tag<'a>>, KmsError> {
     let n = v.map_or(0, |v| v.len());
-    check_count(n, field, min)?;
+    check_count(n, field, min, limits::MAX_TAGS_PER_REQUEST)?;
     let Some(v) = v else {
         return Ok(Vec::new());
     };
@@ -515,7 +731,12 @@ fn read_tag_resource(r: fb::TagResourceRequest<'_>) -> Result<Operation<'_>, Kms
 fn read_untag_resource(r: fb::UntagResourceRequest<'_>) -> Result<Operation<'_>, KmsError> {
     let key_id = required(r.key_id(), "KeyId")?;
     let keys = r.tag_keys();
-    check_count(keys.map_or(0, |v| v.len()), "TagKeys", 1)?;
+    check_count(
+        keys.map_or(0, |v| v.len()),
+        "TagKeys",
+        1,
+        limits::MAX_TAGS_PER_REQUEST,
+    )?;
     let tag_keys = keys
         .into_iter()
         .flatten()
@@ -716,6 +937,96 @@ fn read_delete_imported_key_material(
     ))
 }
 
+fn read_put_key_policy(r: fb::PutKeyPolicyRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::PutKeyPolicy(PutKeyPolicy {
+        key_id: required(r.key_id(), "KeyId")?,
+        policy_name: policy_name(r.policy_name())?,
+        policy: check_policy(required(r.policy(), "Policy")?)?,
+        bypass_policy_lockout_safety_check: r.bypass_policy_lockout_safety_check(),
+    }))
+}
+
+fn read_get_key_policy(r: fb::GetKeyPolicyRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::GetKeyPolicy(GetKeyPolicy {
+        key_id: required(r.key_id(), "KeyId")?,
+        policy_name: policy_name(r.policy_name())?,
+    }))
+}
+
+fn read_list_key_policies(r: fb::ListKeyPoliciesRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::ListKeyPolicies(ListKeyPolicies {
+        key_id: required(r.key_id(), "KeyId")?,
+        limit: r.limit(),
+        marker: marker(r.marker())?,
+    }))
+}
+
+fn read_create_grant(r: fb::CreateGrantRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::CreateGrant(CreateGrant {
+        key_id: required(r.key_id(), "KeyId")?,
+        grantee_principal: required_chars(
+            r.grantee_principal(),
+            "GranteePrincipal",
+            1,
+            limits::MAX_PRINCIPAL_LEN,
+        )?,
+        retiring_principal: principal(r.retiring_principal(), "RetiringPrincipal")?,
+        operations: read_grant_operations(r.operations())?,
+        constraints: read_constraints(r.constraints())?,
+        grant_tokens: read_grant_tokens(r.grant_tokens())?,
+        name: optional_chars(r.name(), "Name", 1, limits::MAX_GRANT_NAME_LEN)?,
+        dry_run: r.dry_run(),
+    }))
+}
+
+fn read_list_grants(r: fb::ListGrantsRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::ListGrants(ListGrants {
+        key_id: required(r.key_id(), "KeyId")?,
+        limit: r.limit(),
+        marker: marker(r.marker())?,
+        grant_id: grant_id(r.grant_id())?,
+        grantee_principal: principal(r.grantee_principal(), "GranteePrincipal")?,
+    }))
+}
+
+fn read_list_retirable_grants(
+    r: fb::ListRetirableGrantsRequest<'_>,
+) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::ListRetirableGrants(ListRetirableGrants {
+        retiring_principal: required_chars(
+            r.retiring_principal(),
+            "RetiringPrincipal",
+            1,
+            limits::MAX_PRINCIPAL_LEN,
+        )?,
+        limit: r.limit(),
+        marker: marker(r.marker())?,
+    }))
+}
+
+/// Which of the token and the key and grant ids name the grant is the
+/// daemon's to check; each is bounded here.
+fn read_retire_grant(r: fb::RetireGrantRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    let grant_token = r.grant_token();
+    if let Some(t) = grant_token {
+        check_bytes(t, &"GrantToken", 1, limits::MAX_GRANT_TOKEN_LEN)?;
+    }
+    Ok(Operation::RetireGrant(RetireGrant {
+        grant_token,
+        key_id: r.key_id(),
+        grant_id: grant_id(r.grant_id())?,
+        dry_run: r.dry_run(),
+    }))
+}
+
+fn read_revoke_grant(r: fb::RevokeGrantRequest<'_>) -> Result<Operation<'_>, KmsError> {
+    Ok(Operation::RevokeGrant(RevokeGrant {
+        key_id: required(r.key_id(), "KeyId")?,
+        grant_id: required_chars(r.grant_id(), "GrantId", 1, limits::MAX_GRANT_ID_LEN)?,
+        dry_run: r.dry_run(),
+    }))
+}
+
 fn put_context<'b>(
     fbb: &mut Fbb<'b>,
     ctx: &Context<'_>,
@@ -732,6 +1043,33 @@ fn put_context<'b>(
         })
         .collect();
     Some(fbb.create_vector(&entries))
+}
+
+/// A vector of strings; `None` when empty (absent on the wire).
+fn put_strings<'b>(
+    fbb: &mut Fbb<'b>,
+    v: &[&str],
+) -> Option<WIPOffset<Vector<'b, ForwardsUOffset<&'b str>>>> {
+    if v.is_empty() {
+        return None;
+    }
+    let offsets: Vec<_> = v.iter().map(|s| fbb.create_string(s)).collect();
+    Some(fbb.create_vector(&offsets))
+}
+
+fn put_constraints<'b>(
+    fbb: &mut Fbb<'b>,
+    c: &GrantConstraints<'_>,
+) -> WIPOffset<fb::GrantConstraints<'b>> {
+    let encryption_context_subset = put_context(fbb, &c.encryption_context_subset);
+    let encryption_context_equals = put_context(fbb, &c.encryption_context_equals);
+    fb::GrantConstraints::create(
+        fbb,
+        &fb::GrantConstraintsArgs {
+            encryption_context_subset,
+            encryption_context_equals,
+        },
+    )
 }
 
 fn put_tags<'b>(
@@ -770,6 +1108,7 @@ fn put_operation(
         Operation::CreateKey(r) => {
             let description = (!r.description.is_empty()).then(|| fbb.create_string(r.description));
             let tags = put_tags(fbb, &r.tags);
+            let policy = r.policy.map(|p| fbb.create_string(p));
             let t = fb::CreateKeyRequest::create(
                 fbb,
                 &fb::CreateKeyRequestArgs {
@@ -778,13 +1117,22 @@ fn put_operation(
                     key_spec: fb::KeySpec::SYMMETRIC_DEFAULT,
                     origin: origin_to_wire(r.origin),
                     tags,
+                    policy,
+                    bypass_policy_lockout_safety_check: r.bypass_policy_lockout_safety_check,
                 },
             );
             (fb::Operation::CreateKeyRequest, t.as_union_value())
         }
         Operation::DescribeKey(r) => {
             let key_id = Some(fbb.create_string(r.key_id));
-            let t = fb::DescribeKeyRequest::create(fbb, &fb::DescribeKeyRequestArgs { key_id });
+            let grant_tokens = put_strings(fbb, &r.grant_tokens);
+            let t = fb::DescribeKeyRequest::create(
+                fbb,
+                &fb::DescribeKeyRequestArgs {
+                    key_id,
+                    grant_tokens,
+                },
+            );
             (fb::Operation::DescribeKeyRequest, t.as_union_value())
         }
         Operation::ListKeys(r) => {
@@ -801,6 +1149,8 @@ fn put_operation(
         Operation::GenerateDataKey(r) | Operation::GenerateDataKeyWithoutPlaintext(r) => {
             let key_id = Some(fbb.create_string(r.key_id));
             let encryption_context = put_context(fbb, &r.context);
+            let grant_tokens = put_strings(fbb, &r.grant_tokens);
+            let dry_run = r.dry_run;
             let number_of_bytes = r.number_of_bytes.unwrap_or(0);
             let key_spec = match r.key_spec {
                 None => fb::DataKeySpec::NONE,
@@ -815,6 +1165,8 @@ fn put_operation(
                         number_of_bytes,
                         key_spec,
                         encryption_context,
+                        grant_tokens,
+                        dry_run,
                     },
                 );
                 (fb::Operation::GenerateDataKeyRequest, t.as_union_value())
@@ -826,6 +1178,8 @@ fn put_operation(
                         number_of_bytes,
                         key_spec,
                         encryption_context,
+                        grant_tokens,
+                        dry_run,
                     },
                 );
                 (
@@ -838,12 +1192,15 @@ fn put_operation(
             let key_id = Some(fbb.create_string(r.key_id));
             let plaintext = Some(fbb.create_vector(r.plaintext));
             let encryption_context = put_context(fbb, &r.context);
+            let grant_tokens = put_strings(fbb, &r.grant_tokens);
             let t = fb::EncryptRequest::create(
                 fbb,
                 &fb::EncryptRequestArgs {
                     key_id,
                     plaintext,
                     encryption_context,
+                    grant_tokens,
+                    dry_run: r.dry_run,
                 },
             );
             (fb::Operation::EncryptRequest, t.as_union_value())
@@ -852,12 +1209,15 @@ fn put_operation(
             let ciphertext_blob = Some(fbb.create_vector(r.ciphertext_blob));
             let key_id = r.key_id.map(|k| fbb.create_string(k));
             let encryption_context = put_context(fbb, &r.context);
+            let grant_tokens = put_strings(fbb, &r.grant_tokens);
             let t = fb::DecryptRequest::create(
                 fbb,
                 &fb::DecryptRequestArgs {
                     ciphertext_blob,
                     key_id,
                     encryption_context,
+                    grant_tokens,
+                    dry_run: r.dry_run,
                 },
             );
             (fb::Operation::DecryptRequest, t.as_union_value())
@@ -868,6 +1228,7 @@ fn put_operation(
             let source_encryption_context = put_context(fbb, &r.source_context);
             let destination_key_id = Some(fbb.create_string(r.destination_key_id));
             let destination_encryption_context = put_context(fbb, &r.destination_context);
+            let grant_tokens = put_strings(fbb, &r.grant_tokens);
             let t = fb::ReEncryptRequest::create(
                 fbb,
                 &fb::ReEncryptRequestArgs {
@@ -876,6 +1237,8 @@ fn put_operation(
                     source_encryption_context,
                     destination_key_id,
                     destination_encryption_context,
+                    grant_tokens,
+                    dry_run: r.dry_run,
                 },
             );
             (fb::Operation::ReEncryptRequest, t.as_union_value())
@@ -1109,6 +1472,137 @@ fn put_operation(
             let t = fb::WhoAmIRequest::create(fbb, &fb::WhoAmIRequestArgs {});
             (fb::Operation::WhoAmIRequest, t.as_union_value())
         }
+        Operation::PutKeyPolicy(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let policy_name = r.policy_name.map(|n| fbb.create_string(n));
+            let policy = Some(fbb.create_string(r.policy));
+            let t = fb::PutKeyPolicyRequest::create(
+                fbb,
+                &fb::PutKeyPolicyRequestArgs {
+                    key_id,
+                    policy_name,
+                    policy,
+                    bypass_policy_lockout_safety_check: r.bypass_policy_lockout_safety_check,
+                },
+            );
+            (fb::Operation::PutKeyPolicyRequest, t.as_union_value())
+        }
+        Operation::GetKeyPolicy(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let policy_name = r.policy_name.map(|n| fbb.create_string(n));
+            let t = fb::GetKeyPolicyRequest::create(
+                fbb,
+                &fb::GetKeyPolicyRequestArgs {
+                    key_id,
+                    policy_name,
+                },
+            );
+            (fb::Operation::GetKeyPolicyRequest, t.as_union_value())
+        }
+        Operation::ListKeyPolicies(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let marker = r.marker.map(|m| fbb.create_string(m));
+            let t = fb::ListKeyPoliciesRequest::create(
+                fbb,
+                &fb::ListKeyPoliciesRequestArgs {
+                    key_id,
+                    limit: r.limit,
+                    marker,
+                },
+            );
+            (fb::Operation::ListKeyPoliciesRequest, t.as_union_value())
+        }
+        Operation::CreateGrant(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let grantee_principal = Some(fbb.create_string(r.grantee_principal));
+            let retiring_principal = r.retiring_principal.map(|p| fbb.create_string(p));
+            let operations = (!r.operations.is_empty()).then(|| {
+                let ops: Vec<_> = r
+                    .operations
+                    .iter()
+                    .map(|o| grant_operation_to_wire(*o))
+                    .collect();
+                fbb.create_vector(&ops)
+            });
+            let constraints = r.constraints.as_ref().map(|c| put_constraints(fbb, c));
+            let grant_tokens = put_strings(fbb, &r.grant_tokens);
+            let name = r.name.map(|n| fbb.create_string(n));
+            let t = fb::CreateGrantRequest::create(
+                fbb,
+                &fb::CreateGrantRequestArgs {
+                    key_id,
+                    grantee_principal,
+                    retiring_principal,
+                    operations,
+                    constraints,
+                    grant_tokens,
+                    name,
+                    dry_run: r.dry_run,
+                },
+            );
+            (fb::Operation::CreateGrantRequest, t.as_union_value())
+        }
+        Operation::ListGrants(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let marker = r.marker.map(|m| fbb.create_string(m));
+            let grant_id = r.grant_id.map(|g| fbb.create_string(g));
+            let grantee_principal = r.grantee_principal.map(|p| fbb.create_string(p));
+            let t = fb::ListGrantsRequest::create(
+                fbb,
+                &fb::ListGrantsRequestArgs {
+                    key_id,
+                    limit: r.limit,
+                    marker,
+                    grant_id,
+                    grantee_principal,
+                },
+            );
+            (fb::Operation::ListGrantsRequest, t.as_union_value())
+        }
+        Operation::ListRetirableGrants(r) => {
+            let retiring_principal = Some(fbb.create_string(r.retiring_principal));
+            let marker = r.marker.map(|m| fbb.create_string(m));
+            let t = fb::ListRetirableGrantsRequest::create(
+                fbb,
+                &fb::ListRetirableGrantsRequestArgs {
+                    retiring_principal,
+                    limit: r.limit,
+                    marker,
+                },
+            );
+            (
+                fb::Operation::ListRetirableGrantsRequest,
+                t.as_union_value(),
+            )
+        }
+        Operation::RetireGrant(r) => {
+            let grant_token = r.grant_token.map(|t| fbb.create_string(t));
+            let key_id = r.key_id.map(|k| fbb.create_string(k));
+            let grant_id = r.grant_id.map(|g| fbb.create_string(g));
+            let t = fb::RetireGrantRequest::create(
+                fbb,
+                &fb::RetireGrantRequestArgs {
+                    grant_token,
+                    key_id,
+                    grant_id,
+                    dry_run: r.dry_run,
+                },
+            );
+            (fb::Operation::RetireGrantRequest, t.as_union_value())
+        }
+        Operation::RevokeGrant(r) => {
+            let key_id = Some(fbb.create_string(r.key_id));
+            let grant_id = Some(fbb.create_string(r.grant_id));
+            let t = fb::RevokeGrantRequest::create(
+                fbb,
+                &fb::RevokeGrantRequestArgs {
+                    key_id,
+                    grant_id,
+                    dry_run: r.dry_run,
+                },
+            );
+            (fb::Operation::RevokeGrantRequest, t.as_union_value())
+        }
     }
 }
 
@@ -1200,6 +1694,8 @@ fn operation_size_bound(op: &Operation<'_>) -> usize {
                 .map(|(k, v)| TABLE_BOUND + 4 + bytes(k.len()) + bytes(v.len()))
                 .sum::<usize>()
     };
+    let strings =
+        |v: &[&str]| VECTOR_OVERHEAD + v.iter().map(|s| 4 + bytes(s.len())).sum::<usize>();
     let tags = |t: &[Tag<'_>]| {
         VECTOR_OVERHEAD
             + t.iter()
@@ -1208,17 +1704,23 @@ fn operation_size_bound(op: &Operation<'_>) -> usize {
     };
     TABLE_BOUND
         + match op {
-            Operation::CreateKey(o) => bytes(o.description.len()) + tags(&o.tags),
-            Operation::DescribeKey(o) => bytes(o.key_id.len()),
+            Operation::CreateKey(o) => bytes(o.description.len()) + tags(&o.tags) + opt(o.policy),
+            Operation::DescribeKey(o) => bytes(o.key_id.len()) + strings(&o.grant_tokens),
             Operation::ListKeys(o) => opt(o.marker),
             Operation::GenerateDataKey(o) | Operation::GenerateDataKeyWithoutPlaintext(o) => {
-                bytes(o.key_id.len()) + context(&o.context)
+                bytes(o.key_id.len()) + context(&o.context) + strings(&o.grant_tokens)
             }
             Operation::Encrypt(o) => {
-                bytes(o.key_id.len()) + bytes(o.plaintext.len()) + context(&o.context)
+                bytes(o.key_id.len())
+                    + bytes(o.plaintext.len())
+                    + context(&o.context)
+                    + strings(&o.grant_tokens)
             }
             Operation::Decrypt(o) => {
-                bytes(o.ciphertext_blob.len()) + opt(o.key_id) + context(&o.context)
+                bytes(o.ciphertext_blob.len())
+                    + opt(o.key_id)
+                    + context(&o.context)
+                    + strings(&o.grant_tokens)
             }
             Operation::ReEncrypt(o) => {
                 bytes(o.ciphertext_blob.len())
@@ -1226,6 +1728,7 @@ fn operation_size_bound(op: &Operation<'_>) -> usize {
                     + context(&o.source_context)
                     + bytes(o.destination_key_id.len())
                     + context(&o.destination_context)
+                    + strings(&o.grant_tokens)
             }
             Operation::GenerateRandom(_) => 0,
             Operation::UpdateKeyDescription(o) => {
@@ -1261,6 +1764,30 @@ fn operation_size_bound(op: &Operation<'_>) -> usize {
                 bytes(key_id.len())
             }
             Operation::WhoAmI(WhoAmI) => 0,
+            Operation::PutKeyPolicy(o) => {
+                bytes(o.key_id.len()) + opt(o.policy_name) + bytes(o.policy.len())
+            }
+            Operation::GetKeyPolicy(o) => bytes(o.key_id.len()) + opt(o.policy_name),
+            Operation::ListKeyPolicies(o) => bytes(o.key_id.len()) + opt(o.marker),
+            Operation::CreateGrant(o) => {
+                bytes(o.key_id.len())
+                    + bytes(o.grantee_principal.len())
+                    + opt(o.retiring_principal)
+                    + bytes(o.operations.len())
+                    + o.constraints.as_ref().map_or(0, |c| {
+                        TABLE_BOUND
+                            + context(&c.encryption_context_subset)
+                            + context(&c.encryption_context_equals)
+                    })
+                    + strings(&o.grant_tokens)
+                    + opt(o.name)
+            }
+            Operation::ListGrants(o) => {
+                bytes(o.key_id.len()) + opt(o.marker) + opt(o.grant_id) + opt(o.grantee_principal)
+            }
+            Operation::ListRetirableGrants(o) => bytes(o.retiring_principal.len()) + opt(o.marker),
+            Operation::RetireGrant(o) => opt(o.grant_token) + opt(o.key_id) + opt(o.grant_id),
+            Operation::RevokeGrant(o) => bytes(o.key_id.len()) + bytes(o.grant_id.len()),
         }
 }
 

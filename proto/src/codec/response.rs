@@ -5,12 +5,15 @@
 //! counted ([`tally_response`]) by a load generator.
 
 use super::verify::response_verifier_options;
-use super::{expiration_model_to_wire, origin_to_wire, Fbb, PROTOCOL_VERSION};
+use super::{
+    expiration_model_to_wire, grant_operation_of, grant_operation_to_wire, origin_to_wire, Fbb,
+    PROTOCOL_VERSION,
+};
 use crate::error::{ErrorKind, KmsError};
 use crate::frame::write_frame;
 use crate::generated as fb;
 use crate::types::*;
-use flatbuffers::{FlatBufferBuilder, Vector, WIPOffset};
+use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 
 fn put_error<'b>(fbb: &mut Fbb<'b>, e: &KmsError) -> WIPOffset<fb::Error<'b>> {
     let name = Some(fbb.create_string(e.kind.name()));
@@ -72,6 +75,84 @@ fn put_metadata<'b>(fbb: &mut Fbb<'b>, m: &KeyMetadata) -> WIPOffset<fb::KeyMeta
             expiration_model: m.expiration_model.map(expiration_model_to_wire),
         },
     )
+}
+
+/// Pairs as ContextEntry tables; `None` when there are none.
+fn put_pairs<'b>(
+    fbb: &mut Fbb<'b>,
+    pairs: &[(String, String)],
+) -> Option<WIPOffset<Vector<'b, ForwardsUOffset<fb::ContextEntry<'b>>>>> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let entries: Vec<_> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let key = Some(fbb.create_string(k));
+            let value = Some(fbb.create_string(v));
+            fb::ContextEntry::create(fbb, &fb::ContextEntryArgs { key, value })
+        })
+        .collect();
+    Some(fbb.create_vector(&entries))
+}
+
+/// A page of grants (ListGrants, ListRetirableGrants): the grants, the
+/// next marker.
+type GrantPage<'b> = (
+    Option<WIPOffset<Vector<'b, ForwardsUOffset<fb::GrantListEntry<'b>>>>>,
+    Option<WIPOffset<&'b str>>,
+);
+
+fn put_grants<'b>(fbb: &mut Fbb<'b>, l: &ListGrantsOutput) -> GrantPage<'b> {
+    let grants: Vec<_> = l
+        .grants
+        .iter()
+        .map(|g| {
+            let key_id = Some(fbb.create_string(&g.key_id));
+            let grant_id = Some(fbb.create_string(&g.grant_id));
+            let name = g.name.as_deref().map(|n| fbb.create_string(n));
+            let grantee_principal = Some(fbb.create_string(&g.grantee_principal));
+            let retiring_principal = g
+                .retiring_principal
+                .as_deref()
+                .map(|p| fbb.create_string(p));
+            let issuing_account = Some(fbb.create_string(&g.issuing_account));
+            let ops: Vec<_> = g
+                .operations
+                .iter()
+                .map(|o| grant_operation_to_wire(*o))
+                .collect();
+            let operations = Some(fbb.create_vector(&ops));
+            let constraints = g.constraints.as_ref().map(|c| {
+                let encryption_context_subset = put_pairs(fbb, &c.encryption_context_subset);
+                let encryption_context_equals = put_pairs(fbb, &c.encryption_context_equals);
+                fb::GrantConstraints::create(
+                    fbb,
+                    &fb::GrantConstraintsArgs {
+                        encryption_context_subset,
+                        encryption_context_equals,
+                    },
+                )
+            });
+            fb::GrantListEntry::create(
+                fbb,
+                &fb::GrantListEntryArgs {
+                    key_id,
+                    grant_id,
+                    name,
+                    creation_date: g.creation_date,
+                    grantee_principal,
+                    retiring_principal,
+                    issuing_account,
+                    operations,
+                    constraints,
+                },
+            )
+        })
+        .collect();
+    let grants = Some(fbb.create_vector(&grants));
+    let next_marker = l.next_marker.as_deref().map(|m| fbb.create_string(m));
+    (grants, next_marker)
 }
 
 fn put_output(
@@ -398,6 +479,84 @@ fn put_output(
                 t.as_union_value(),
             )
         }
+        Output::PutKeyPolicy => {
+            let t = fb::PutKeyPolicyResponse::create(fbb, &fb::PutKeyPolicyResponseArgs {});
+            (fb::Output::PutKeyPolicyResponse, t.as_union_value())
+        }
+        Output::GetKeyPolicy(r) => {
+            let policy = Some(fbb.create_string(&r.policy));
+            let policy_name = Some(fbb.create_string(&r.policy_name));
+            let t = fb::GetKeyPolicyResponse::create(
+                fbb,
+                &fb::GetKeyPolicyResponseArgs {
+                    policy,
+                    policy_name,
+                },
+            );
+            (fb::Output::GetKeyPolicyResponse, t.as_union_value())
+        }
+        Output::ListKeyPolicies(l) => {
+            let names: Vec<_> = l
+                .policy_names
+                .iter()
+                .map(|n| fbb.create_string(n))
+                .collect();
+            let policy_names = Some(fbb.create_vector(&names));
+            let next_marker = l.next_marker.as_deref().map(|m| fbb.create_string(m));
+            let t = fb::ListKeyPoliciesResponse::create(
+                fbb,
+                &fb::ListKeyPoliciesResponseArgs {
+                    policy_names,
+                    next_marker,
+                    truncated: l.truncated,
+                },
+            );
+            (fb::Output::ListKeyPoliciesResponse, t.as_union_value())
+        }
+        Output::CreateGrant(r) => {
+            let grant_token = Some(fbb.create_string(&r.grant_token));
+            let grant_id = Some(fbb.create_string(&r.grant_id));
+            let t = fb::CreateGrantResponse::create(
+                fbb,
+                &fb::CreateGrantResponseArgs {
+                    grant_token,
+                    grant_id,
+                },
+            );
+            (fb::Output::CreateGrantResponse, t.as_union_value())
+        }
+        Output::ListGrants(l) => {
+            let (grants, next_marker) = put_grants(fbb, l);
+            let t = fb::ListGrantsResponse::create(
+                fbb,
+                &fb::ListGrantsResponseArgs {
+                    grants,
+                    next_marker,
+                    truncated: l.truncated,
+                },
+            );
+            (fb::Output::ListGrantsResponse, t.as_union_value())
+        }
+        Output::ListRetirableGrants(l) => {
+            let (grants, next_marker) = put_grants(fbb, l);
+            let t = fb::ListRetirableGrantsResponse::create(
+                fbb,
+                &fb::ListRetirableGrantsResponseArgs {
+                    grants,
+                    next_marker,
+                    truncated: l.truncated,
+                },
+            );
+            (fb::Output::ListRetirableGrantsResponse, t.as_union_value())
+        }
+        Output::RetireGrant => {
+            let t = fb::RetireGrantResponse::create(fbb, &fb::RetireGrantResponseArgs {});
+            (fb::Output::RetireGrantResponse, t.as_union_value())
+        }
+        Output::RevokeGrant => {
+            let t = fb::RevokeGrantResponse::create(fbb, &fb::RevokeGrantResponseArgs {});
+            (fb::Output::RevokeGrantResponse, t.as_union_value())
+        }
     }
 }
 
@@ -442,6 +601,45 @@ pub const ALIAS_ENTRY_FIXED: usize = 80;
 /// (4), the table (17 and its 8-byte alignment), one string header (8).
 /// Measured: about 33.
 pub const ROTATION_ENTRY_FIXED: usize = 64;
+
+/// A ListKeyPolicies name's bytes beyond its text: the vector's offset (4)
+/// and a string header (length, terminator, padding: 8).
+pub const POLICY_NAME_ENTRY_FIXED: usize = 16;
+/// A ListGrants or ListRetirableGrants entry's bytes beyond its strings,
+/// its operations and its constraints: the vector's offset (4), the table
+/// (44: seven offsets, an 8-byte date, alignment), six string headers (8
+/// each), the operations vector's header and padding (8) and its own
+/// vtable (22: entries differ in their absent fields, so vtables are not
+/// always shared).
+pub const GRANT_ENTRY_FIXED: usize = 192;
+/// A grant's constraints table beyond its pairs: the table (12), two
+/// vector headers (4 each) and a vtable (8), with alignment.
+pub const GRANT_CONSTRAINTS_FIXED: usize = 64;
+/// A constraint pair's bytes beyond its key and value: the vector's
+/// offset (4), the table (12) and two string headers (8 each), as a tag's.
+pub const CONSTRAINT_PAIR_FIXED: usize = 64;
+
+/// Bytes of one grant in [`response_size_hint`].
+fn grant_entry_hint(g: &GrantListEntry) -> usize {
+    let pairs = |p: &[(String, String)]| {
+        p.iter()
+            .map(|(k, v)| CONSTRAINT_PAIR_FIXED + k.len() + v.len())
+            .sum::<usize>()
+    };
+    GRANT_ENTRY_FIXED
+        + g.key_id.len()
+        + g.grant_id.len()
+        + g.name.as_ref().map_or(0, String::len)
+        + g.grantee_principal.len()
+        + g.retiring_principal.as_ref().map_or(0, String::len)
+        + g.issuing_account.len()
+        + g.operations.len()
+        + g.constraints.as_ref().map_or(0, |c| {
+            GRANT_CONSTRAINTS_FIXED
+                + pairs(&c.encryption_context_subset)
+                + pairs(&c.encryption_context_equals)
+        })
+}
 
 /// An upper bound of the encoded size of `resp`, so that a builder created
 /// with this capacity never grows. Growing copies the buffer and frees the old
@@ -520,6 +718,22 @@ pub fn response_size_hint(resp: &Response) -> usize {
             Ok(Output::ImportKeyMaterial) => 0,
             Ok(Output::DeleteImportedKeyMaterial) => 0,
             Ok(Output::WhoAmI(_)) => 0,
+            Ok(Output::GetKeyPolicy(r)) => r.policy.len() + r.policy_name.len(),
+            Ok(Output::ListKeyPolicies(l)) => {
+                l.next_marker.as_ref().map_or(0, String::len)
+                    + l.policy_names
+                        .iter()
+                        .map(|n| POLICY_NAME_ENTRY_FIXED + n.len())
+                        .sum::<usize>()
+            }
+            Ok(Output::CreateGrant(r)) => r.grant_token.len() + r.grant_id.len(),
+            Ok(Output::ListGrants(l)) | Ok(Output::ListRetirableGrants(l)) => {
+                l.next_marker.as_ref().map_or(0, String::len)
+                    + l.grants.iter().map(grant_entry_hint).sum::<usize>()
+            }
+            Ok(Output::PutKeyPolicy) => 0,
+            Ok(Output::RetireGrant) => 0,
+            Ok(Output::RevokeGrant) => 0,
         }
     }
     128 + match &resp.body {
@@ -610,6 +824,50 @@ fn read_metadata(m: Option<fb::KeyMetadata<'_>>) -> Result<KeyMetadata, KmsError
         valid_to: m.valid_to(),
         expiration_model: m.expiration_model().map(expiration_model_of).transpose()?,
     })
+}
+
+fn read_pairs(
+    v: Option<Vector<'_, ForwardsUOffset<fb::ContextEntry<'_>>>>,
+) -> Vec<(String, String)> {
+    v.map(|v| {
+        v.iter()
+            .map(|e| (owned(e.key()), owned(e.value())))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn read_grants(
+    v: Option<Vector<'_, ForwardsUOffset<fb::GrantListEntry<'_>>>>,
+) -> Result<Vec<GrantListEntry>, KmsError> {
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    v.iter()
+        .map(|g| {
+            Ok(GrantListEntry {
+                key_id: owned(g.key_id()),
+                grant_id: owned(g.grant_id()),
+                name: g.name().map(str::to_owned),
+                creation_date: g.creation_date(),
+                grantee_principal: owned(g.grantee_principal()),
+                retiring_principal: g.retiring_principal().map(str::to_owned),
+                issuing_account: owned(g.issuing_account()),
+                operations: g
+                    .operations()
+                    .into_iter()
+                    .flatten()
+                    .map(|o| {
+                        grant_operation_of(o).ok_or_else(|| malformed("unknown grant operation"))
+                    })
+                    .collect::<Result<_, _>>()?,
+                constraints: g.constraints().map(|c| OwnedGrantConstraints {
+                    encryption_context_subset: read_pairs(c.encryption_context_subset()),
+                    encryption_context_equals: read_pairs(c.encryption_context_equals()),
+                }),
+            })
+        })
+        .collect()
 }
 
 fn read_outcome(o: fb::Outcome<'_>) -> Outcome {
@@ -873,6 +1131,63 @@ fn read_outcome(o: fb::Outcome<'_>) -> Outcome {
                 public_key: bytes_of(r.public_key()),
                 parameters_valid_to: r.parameters_valid_to(),
             })
+        }
+        fb::Output::PutKeyPolicyResponse => {
+            o.output_as_put_key_policy_response().ok_or_else(missing)?;
+            Output::PutKeyPolicy
+        }
+        fb::Output::GetKeyPolicyResponse => {
+            let r = o.output_as_get_key_policy_response().ok_or_else(missing)?;
+            Output::GetKeyPolicy(GetKeyPolicyOutput {
+                policy: owned(r.policy()),
+                policy_name: owned(r.policy_name()),
+            })
+        }
+        fb::Output::ListKeyPoliciesResponse => {
+            let r = o
+                .output_as_list_key_policies_response()
+                .ok_or_else(missing)?;
+            Output::ListKeyPolicies(ListKeyPoliciesOutput {
+                policy_names: r
+                    .policy_names()
+                    .map(|v| v.iter().map(str::to_owned).collect())
+                    .unwrap_or_default(),
+                next_marker: r.next_marker().map(str::to_owned),
+                truncated: r.truncated(),
+            })
+        }
+        fb::Output::CreateGrantResponse => {
+            let r = o.output_as_create_grant_response().ok_or_else(missing)?;
+            Output::CreateGrant(CreateGrantOutput {
+                grant_token: owned(r.grant_token()),
+                grant_id: owned(r.grant_id()),
+            })
+        }
+        fb::Output::ListGrantsResponse => {
+            let r = o.output_as_list_grants_response().ok_or_else(missing)?;
+            Output::ListGrants(ListGrantsOutput {
+                grants: read_grants(r.grants())?,
+                next_marker: r.next_marker().map(str::to_owned),
+                truncated: r.truncated(),
+            })
+        }
+        fb::Output::ListRetirableGrantsResponse => {
+            let r = o
+                .output_as_list_retirable_grants_response()
+                .ok_or_else(missing)?;
+            Output::ListRetirableGrants(ListGrantsOutput {
+                grants: read_grants(r.grants())?,
+                next_marker: r.next_marker().map(str::to_owned),
+                truncated: r.truncated(),
+            })
+        }
+        fb::Output::RetireGrantResponse => {
+            o.output_as_retire_grant_response().ok_or_else(missing)?;
+            Output::RetireGrant
+        }
+        fb::Output::RevokeGrantResponse => {
+            o.output_as_revoke_grant_response().ok_or_else(missing)?;
+            Output::RevokeGrant
         }
         fb::Output::NONE => return Err(malformed("outcome has neither output nor error")),
         other => return Err(malformed(&format!("unknown output type {}", other.0))),

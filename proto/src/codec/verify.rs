@@ -30,10 +30,12 @@ impl Default for DecodeLimits {
 
 impl DecodeLimits {
     /// Verifier limits derived from the protocol's shape: the deepest valid
-    /// request is Request > BatchItem > operation > ContextEntry or Tag (4
-    /// tables), and a valid request has at most one table for the request,
-    /// two per item and one per context entry (two contexts for ReEncrypt)
-    /// or tag (at most 50, fewer than two contexts' 128).
+    /// request is Request > BatchItem > CreateGrant > GrantConstraints >
+    /// ContextEntry (5 tables), and a valid request has at most one table
+    /// for the request, two per item and one per context entry (two
+    /// contexts for ReEncrypt), tag (at most 50, fewer than two contexts'
+    /// 128) or grant constraint (the constraints table and at most 16
+    /// pairs).
     pub fn verifier_options(&self) -> VerifierOptions {
         VerifierOptions {
             max_depth: 8,
@@ -47,7 +49,10 @@ impl DecodeLimits {
 /// Most tables in a response a client accepts: 4 for the frame, 4 per
 /// batch item (outcome, output, metadata or error), and one full page of
 /// ListKeys, ListAliases or ListKeyRotations (1000 entries; ListResourceTags
-/// pages hold at most 50). The daemon plans its answers within it (`kmsd::service::answer_plan`).
+/// pages hold at most 50). A full page of ListGrants or ListRetirableGrants
+/// (100 grants of up to 18 tables: the entry, its constraints and 16
+/// pairs) fits alone or with fewer other items. The daemon plans its
+/// answers within it (`kmsd::service::answer_plan`).
 pub const MAX_RESPONSE_TABLES: usize = 4 + DEFAULT_MAX_BATCH * 4 + limits::MAX_LIST_LIMIT as usize;
 
 /// Verifier limits for responses. A client trusts its daemon less than

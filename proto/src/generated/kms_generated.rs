@@ -845,12 +845,160 @@ impl<'a> flatbuffers::Verifiable for RotationType {
 
 impl flatbuffers::SimpleToVerifyInSlice for RotationType {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_OPERATION: u8 = 0;
+pub const ENUM_MIN_GRANT_OPERATION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OPERATION: u8 = 30;
+pub const ENUM_MAX_GRANT_OPERATION: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OPERATION: [Operation; 31] = [
+pub const ENUM_VALUES_GRANT_OPERATION: [GrantOperation; 17] = [
+  GrantOperation::Decrypt,
+  GrantOperation::Encrypt,
+  GrantOperation::GenerateDataKey,
+  GrantOperation::GenerateDataKeyWithoutPlaintext,
+  GrantOperation::ReEncryptFrom,
+  GrantOperation::ReEncryptTo,
+  GrantOperation::Sign,
+  GrantOperation::Verify,
+  GrantOperation::GetPublicKey,
+  GrantOperation::CreateGrant,
+  GrantOperation::RetireGrant,
+  GrantOperation::DescribeKey,
+  GrantOperation::GenerateDataKeyPair,
+  GrantOperation::GenerateDataKeyPairWithoutPlaintext,
+  GrantOperation::GenerateMac,
+  GrantOperation::VerifyMac,
+  GrantOperation::DeriveSharedSecret,
+];
+
+/// An operation a grant allows (AWS GrantOperation), in AWS's order. A
+/// grant on a kmsd key (symmetric) can use only some of them; the daemon
+/// refuses the others.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct GrantOperation(pub u8);
+#[allow(non_upper_case_globals)]
+impl GrantOperation {
+  pub const Decrypt: Self = Self(0);
+  pub const Encrypt: Self = Self(1);
+  pub const GenerateDataKey: Self = Self(2);
+  pub const GenerateDataKeyWithoutPlaintext: Self = Self(3);
+  pub const ReEncryptFrom: Self = Self(4);
+  pub const ReEncryptTo: Self = Self(5);
+  pub const Sign: Self = Self(6);
+  pub const Verify: Self = Self(7);
+  pub const GetPublicKey: Self = Self(8);
+  pub const CreateGrant: Self = Self(9);
+  pub const RetireGrant: Self = Self(10);
+  pub const DescribeKey: Self = Self(11);
+  pub const GenerateDataKeyPair: Self = Self(12);
+  pub const GenerateDataKeyPairWithoutPlaintext: Self = Self(13);
+  pub const GenerateMac: Self = Self(14);
+  pub const VerifyMac: Self = Self(15);
+  pub const DeriveSharedSecret: Self = Self(16);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Decrypt,
+    Self::Encrypt,
+    Self::GenerateDataKey,
+    Self::GenerateDataKeyWithoutPlaintext,
+    Self::ReEncryptFrom,
+    Self::ReEncryptTo,
+    Self::Sign,
+    Self::Verify,
+    Self::GetPublicKey,
+    Self::CreateGrant,
+    Self::RetireGrant,
+    Self::DescribeKey,
+    Self::GenerateDataKeyPair,
+    Self::GenerateDataKeyPairWithoutPlaintext,
+    Self::GenerateMac,
+    Self::VerifyMac,
+    Self::DeriveSharedSecret,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Decrypt => Some("Decrypt"),
+      Self::Encrypt => Some("Encrypt"),
+      Self::GenerateDataKey => Some("GenerateDataKey"),
+      Self::GenerateDataKeyWithoutPlaintext => Some("GenerateDataKeyWithoutPlaintext"),
+      Self::ReEncryptFrom => Some("ReEncryptFrom"),
+      Self::ReEncryptTo => Some("ReEncryptTo"),
+      Self::Sign => Some("Sign"),
+      Self::Verify => Some("Verify"),
+      Self::GetPublicKey => Some("GetPublicKey"),
+      Self::CreateGrant => Some("CreateGrant"),
+      Self::RetireGrant => Some("RetireGrant"),
+      Self::DescribeKey => Some("DescribeKey"),
+      Self::GenerateDataKeyPair => Some("GenerateDataKeyPair"),
+      Self::GenerateDataKeyPairWithoutPlaintext => Some("GenerateDataKeyPairWithoutPlaintext"),
+      Self::GenerateMac => Some("GenerateMac"),
+      Self::VerifyMac => Some("VerifyMac"),
+      Self::DeriveSharedSecret => Some("DeriveSharedSecret"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for GrantOperation {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for GrantOperation {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = flatbuffers::read_scalar_at::<u8>(buf, loc);
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for GrantOperation {
+    type Output = GrantOperation;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        flatbuffers::emplace_scalar::<u8>(dst, self.0);
+    }
+}
+
+impl flatbuffers::EndianScalar for GrantOperation {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for GrantOperation {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for GrantOperation {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_OPERATION: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_OPERATION: u8 = 38;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_OPERATION: [Operation; 39] = [
   Operation::NONE,
   Operation::CreateKeyRequest,
   Operation::DescribeKeyRequest,
@@ -882,6 +1030,14 @@ pub const ENUM_VALUES_OPERATION: [Operation; 31] = [
   Operation::ImportKeyMaterialRequest,
   Operation::DeleteImportedKeyMaterialRequest,
   Operation::WhoAmIRequest,
+  Operation::PutKeyPolicyRequest,
+  Operation::GetKeyPolicyRequest,
+  Operation::ListKeyPoliciesRequest,
+  Operation::CreateGrantRequest,
+  Operation::ListGrantsRequest,
+  Operation::ListRetirableGrantsRequest,
+  Operation::RetireGrantRequest,
+  Operation::RevokeGrantRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -920,9 +1076,17 @@ impl Operation {
   pub const ImportKeyMaterialRequest: Self = Self(28);
   pub const DeleteImportedKeyMaterialRequest: Self = Self(29);
   pub const WhoAmIRequest: Self = Self(30);
+  pub const PutKeyPolicyRequest: Self = Self(31);
+  pub const GetKeyPolicyRequest: Self = Self(32);
+  pub const ListKeyPoliciesRequest: Self = Self(33);
+  pub const CreateGrantRequest: Self = Self(34);
+  pub const ListGrantsRequest: Self = Self(35);
+  pub const ListRetirableGrantsRequest: Self = Self(36);
+  pub const RetireGrantRequest: Self = Self(37);
+  pub const RevokeGrantRequest: Self = Self(38);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 30;
+  pub const ENUM_MAX: u8 = 38;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateKeyRequest,
@@ -955,6 +1119,14 @@ impl Operation {
     Self::ImportKeyMaterialRequest,
     Self::DeleteImportedKeyMaterialRequest,
     Self::WhoAmIRequest,
+    Self::PutKeyPolicyRequest,
+    Self::GetKeyPolicyRequest,
+    Self::ListKeyPoliciesRequest,
+    Self::CreateGrantRequest,
+    Self::ListGrantsRequest,
+    Self::ListRetirableGrantsRequest,
+    Self::RetireGrantRequest,
+    Self::RevokeGrantRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -990,6 +1162,14 @@ impl Operation {
       Self::ImportKeyMaterialRequest => Some("ImportKeyMaterialRequest"),
       Self::DeleteImportedKeyMaterialRequest => Some("DeleteImportedKeyMaterialRequest"),
       Self::WhoAmIRequest => Some("WhoAmIRequest"),
+      Self::PutKeyPolicyRequest => Some("PutKeyPolicyRequest"),
+      Self::GetKeyPolicyRequest => Some("GetKeyPolicyRequest"),
+      Self::ListKeyPoliciesRequest => Some("ListKeyPoliciesRequest"),
+      Self::CreateGrantRequest => Some("CreateGrantRequest"),
+      Self::ListGrantsRequest => Some("ListGrantsRequest"),
+      Self::ListRetirableGrantsRequest => Some("ListRetirableGrantsRequest"),
+      Self::RetireGrantRequest => Some("RetireGrantRequest"),
+      Self::RevokeGrantRequest => Some("RevokeGrantRequest"),
       _ => None,
     }
   }
@@ -1050,10 +1230,10 @@ pub struct OperationUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OUTPUT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OUTPUT: u8 = 30;
+pub const ENUM_MAX_OUTPUT: u8 = 38;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OUTPUT: [Output; 31] = [
+pub const ENUM_VALUES_OUTPUT: [Output; 39] = [
   Output::NONE,
   Output::CreateKeyResponse,
   Output::DescribeKeyResponse,
@@ -1085,6 +1265,14 @@ pub const ENUM_VALUES_OUTPUT: [Output; 31] = [
   Output::ImportKeyMaterialResponse,
   Output::DeleteImportedKeyMaterialResponse,
   Output::WhoAmIResponse,
+  Output::PutKeyPolicyResponse,
+  Output::GetKeyPolicyResponse,
+  Output::ListKeyPoliciesResponse,
+  Output::CreateGrantResponse,
+  Output::ListGrantsResponse,
+  Output::ListRetirableGrantsResponse,
+  Output::RetireGrantResponse,
+  Output::RevokeGrantResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1123,9 +1311,17 @@ impl Output {
   pub const ImportKeyMaterialResponse: Self = Self(28);
   pub const DeleteImportedKeyMaterialResponse: Self = Self(29);
   pub const WhoAmIResponse: Self = Self(30);
+  pub const PutKeyPolicyResponse: Self = Self(31);
+  pub const GetKeyPolicyResponse: Self = Self(32);
+  pub const ListKeyPoliciesResponse: Self = Self(33);
+  pub const CreateGrantResponse: Self = Self(34);
+  pub const ListGrantsResponse: Self = Self(35);
+  pub const ListRetirableGrantsResponse: Self = Self(36);
+  pub const RetireGrantResponse: Self = Self(37);
+  pub const RevokeGrantResponse: Self = Self(38);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 30;
+  pub const ENUM_MAX: u8 = 38;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateKeyResponse,
@@ -1158,6 +1354,14 @@ impl Output {
     Self::ImportKeyMaterialResponse,
     Self::DeleteImportedKeyMaterialResponse,
     Self::WhoAmIResponse,
+    Self::PutKeyPolicyResponse,
+    Self::GetKeyPolicyResponse,
+    Self::ListKeyPoliciesResponse,
+    Self::CreateGrantResponse,
+    Self::ListGrantsResponse,
+    Self::ListRetirableGrantsResponse,
+    Self::RetireGrantResponse,
+    Self::RevokeGrantResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1193,6 +1397,14 @@ impl Output {
       Self::ImportKeyMaterialResponse => Some("ImportKeyMaterialResponse"),
       Self::DeleteImportedKeyMaterialResponse => Some("DeleteImportedKeyMaterialResponse"),
       Self::WhoAmIResponse => Some("WhoAmIResponse"),
+      Self::PutKeyPolicyResponse => Some("PutKeyPolicyResponse"),
+      Self::GetKeyPolicyResponse => Some("GetKeyPolicyResponse"),
+      Self::ListKeyPoliciesResponse => Some("ListKeyPoliciesResponse"),
+      Self::CreateGrantResponse => Some("CreateGrantResponse"),
+      Self::ListGrantsResponse => Some("ListGrantsResponse"),
+      Self::ListRetirableGrantsResponse => Some("ListRetirableGrantsResponse"),
+      Self::RetireGrantResponse => Some("RetireGrantResponse"),
+      Self::RevokeGrantResponse => Some("RevokeGrantResponse"),
       _ => None,
     }
   }
@@ -2221,6 +2433,364 @@ impl core::fmt::Debug for KeyListEntry<'_> {
       ds.finish()
   }
 }
+pub enum GrantConstraintsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The encryption-context constraints of a grant (AWS GrantConstraints):
+/// the grant allows a cryptographic operation only when the request's
+/// context includes every pair of `encryption_context_subset`, or equals
+/// `encryption_context_equals`. Each holds at most 8 pairs, of at most 384
+/// characters in all (AWS).
+pub struct GrantConstraints<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GrantConstraints<'a> {
+  type Inner = GrantConstraints<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GrantConstraints<'a> {
+  pub const VT_ENCRYPTION_CONTEXT_SUBSET: flatbuffers::VOffsetT = 4;
+  pub const VT_ENCRYPTION_CONTEXT_EQUALS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GrantConstraints { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GrantConstraintsArgs<'args>
+  ) -> flatbuffers::WIPOffset<GrantConstraints<'bldr>> {
+    let mut builder = GrantConstraintsBuilder::new(_fbb);
+    if let Some(x) = args.encryption_context_equals { builder.add_encryption_context_equals(x); }
+    if let Some(x) = args.encryption_context_subset { builder.add_encryption_context_subset(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn encryption_context_subset(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry>>>>(GrantConstraints::VT_ENCRYPTION_CONTEXT_SUBSET, None)}
+  }
+  #[inline]
+  pub fn encryption_context_equals(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry>>>>(GrantConstraints::VT_ENCRYPTION_CONTEXT_EQUALS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for GrantConstraints<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ContextEntry>>>>("encryption_context_subset", Self::VT_ENCRYPTION_CONTEXT_SUBSET, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ContextEntry>>>>("encryption_context_equals", Self::VT_ENCRYPTION_CONTEXT_EQUALS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GrantConstraintsArgs<'a> {
+    pub encryption_context_subset: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry<'a>>>>>,
+    pub encryption_context_equals: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry<'a>>>>>,
+}
+impl<'a> Default for GrantConstraintsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GrantConstraintsArgs {
+      encryption_context_subset: None,
+      encryption_context_equals: None,
+    }
+  }
+}
+
+pub struct GrantConstraintsBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GrantConstraintsBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_encryption_context_subset(&mut self, encryption_context_subset: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<ContextEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GrantConstraints::VT_ENCRYPTION_CONTEXT_SUBSET, encryption_context_subset);
+  }
+  #[inline]
+  pub fn add_encryption_context_equals(&mut self, encryption_context_equals: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<ContextEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GrantConstraints::VT_ENCRYPTION_CONTEXT_EQUALS, encryption_context_equals);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GrantConstraintsBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GrantConstraintsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GrantConstraints<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GrantConstraints<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GrantConstraints");
+      ds.field("encryption_context_subset", &self.encryption_context_subset());
+      ds.field("encryption_context_equals", &self.encryption_context_equals());
+      ds.finish()
+  }
+}
+pub enum GrantListEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One grant of a ListGrants or ListRetirableGrants page (AWS
+/// GrantListEntry).
+pub struct GrantListEntry<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GrantListEntry<'a> {
+  type Inner = GrantListEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GrantListEntry<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_GRANT_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_NAME: flatbuffers::VOffsetT = 8;
+  pub const VT_CREATION_DATE: flatbuffers::VOffsetT = 10;
+  pub const VT_GRANTEE_PRINCIPAL: flatbuffers::VOffsetT = 12;
+  pub const VT_RETIRING_PRINCIPAL: flatbuffers::VOffsetT = 14;
+  pub const VT_ISSUING_ACCOUNT: flatbuffers::VOffsetT = 16;
+  pub const VT_OPERATIONS: flatbuffers::VOffsetT = 18;
+  pub const VT_CONSTRAINTS: flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GrantListEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GrantListEntryArgs<'args>
+  ) -> flatbuffers::WIPOffset<GrantListEntry<'bldr>> {
+    let mut builder = GrantListEntryBuilder::new(_fbb);
+    builder.add_creation_date(args.creation_date);
+    if let Some(x) = args.constraints { builder.add_constraints(x); }
+    if let Some(x) = args.operations { builder.add_operations(x); }
+    if let Some(x) = args.issuing_account { builder.add_issuing_account(x); }
+    if let Some(x) = args.retiring_principal { builder.add_retiring_principal(x); }
+    if let Some(x) = args.grantee_principal { builder.add_grantee_principal(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    if let Some(x) = args.grant_id { builder.add_grant_id(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GrantListEntry::VT_KEY_ID, None)}
+  }
+  #[inline]
+  pub fn grant_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GrantListEntry::VT_GRANT_ID, None)}
+  }
+  /// Absent when the grant has no name.
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GrantListEntry::VT_NAME, None)}
+  }
+  /// Seconds since the Unix epoch.
+  #[inline]
+  pub fn creation_date(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(GrantListEntry::VT_CREATION_DATE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn grantee_principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GrantListEntry::VT_GRANTEE_PRINCIPAL, None)}
+  }
+  /// Absent when the grant has none.
+  #[inline]
+  pub fn retiring_principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GrantListEntry::VT_RETIRING_PRINCIPAL, None)}
+  }
+  #[inline]
+  pub fn issuing_account(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GrantListEntry::VT_ISSUING_ACCOUNT, None)}
+  }
+  #[inline]
+  pub fn operations(&self) -> Option<flatbuffers::Vector<'a, GrantOperation>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, GrantOperation>>>(GrantListEntry::VT_OPERATIONS, None)}
+  }
+  /// Absent when the grant has none.
+  #[inline]
+  pub fn constraints(&self) -> Option<GrantConstraints<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<GrantConstraints>>(GrantListEntry::VT_CONSTRAINTS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for GrantListEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("grant_id", Self::VT_GRANT_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<i64>("creation_date", Self::VT_CREATION_DATE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("grantee_principal", Self::VT_GRANTEE_PRINCIPAL, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("retiring_principal", Self::VT_RETIRING_PRINCIPAL, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("issuing_account", Self::VT_ISSUING_ACCOUNT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, GrantOperation>>>("operations", Self::VT_OPERATIONS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<GrantConstraints>>("constraints", Self::VT_CONSTRAINTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GrantListEntryArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub grant_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub name: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub creation_date: i64,
+    pub grantee_principal: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub retiring_principal: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub issuing_account: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub operations: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, GrantOperation>>>,
+    pub constraints: Option<flatbuffers::WIPOffset<GrantConstraints<'a>>>,
+}
+impl<'a> Default for GrantListEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GrantListEntryArgs {
+      key_id: None,
+      grant_id: None,
+      name: None,
+      creation_date: 0,
+      grantee_principal: None,
+      retiring_principal: None,
+      issuing_account: None,
+      operations: None,
+      constraints: None,
+    }
+  }
+}
+
+pub struct GrantListEntryBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GrantListEntryBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GrantListEntry::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_grant_id(&mut self, grant_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GrantListEntry::VT_GRANT_ID, grant_id);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GrantListEntry::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_creation_date(&mut self, creation_date: i64) {
+    self.fbb_.push_slot::<i64>(GrantListEntry::VT_CREATION_DATE, creation_date, 0);
+  }
+  #[inline]
+  pub fn add_grantee_principal(&mut self, grantee_principal: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GrantListEntry::VT_GRANTEE_PRINCIPAL, grantee_principal);
+  }
+  #[inline]
+  pub fn add_retiring_principal(&mut self, retiring_principal: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GrantListEntry::VT_RETIRING_PRINCIPAL, retiring_principal);
+  }
+  #[inline]
+  pub fn add_issuing_account(&mut self, issuing_account: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GrantListEntry::VT_ISSUING_ACCOUNT, issuing_account);
+  }
+  #[inline]
+  pub fn add_operations(&mut self, operations: flatbuffers::WIPOffset<flatbuffers::Vector<'b , GrantOperation>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GrantListEntry::VT_OPERATIONS, operations);
+  }
+  #[inline]
+  pub fn add_constraints(&mut self, constraints: flatbuffers::WIPOffset<GrantConstraints<'b >>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<GrantConstraints>>(GrantListEntry::VT_CONSTRAINTS, constraints);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GrantListEntryBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GrantListEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GrantListEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GrantListEntry<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GrantListEntry");
+      ds.field("key_id", &self.key_id());
+      ds.field("grant_id", &self.grant_id());
+      ds.field("name", &self.name());
+      ds.field("creation_date", &self.creation_date());
+      ds.field("grantee_principal", &self.grantee_principal());
+      ds.field("retiring_principal", &self.retiring_principal());
+      ds.field("issuing_account", &self.issuing_account());
+      ds.field("operations", &self.operations());
+      ds.field("constraints", &self.constraints());
+      ds.finish()
+  }
+}
 pub enum CreateKeyRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2242,6 +2812,8 @@ impl<'a> CreateKeyRequest<'a> {
   pub const VT_KEY_SPEC: flatbuffers::VOffsetT = 8;
   pub const VT_ORIGIN: flatbuffers::VOffsetT = 10;
   pub const VT_TAGS: flatbuffers::VOffsetT = 12;
+  pub const VT_POLICY: flatbuffers::VOffsetT = 14;
+  pub const VT_BYPASS_POLICY_LOCKOUT_SAFETY_CHECK: flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2253,8 +2825,10 @@ impl<'a> CreateKeyRequest<'a> {
     args: &'args CreateKeyRequestArgs<'args>
   ) -> flatbuffers::WIPOffset<CreateKeyRequest<'bldr>> {
     let mut builder = CreateKeyRequestBuilder::new(_fbb);
+    if let Some(x) = args.policy { builder.add_policy(x); }
     if let Some(x) = args.tags { builder.add_tags(x); }
     if let Some(x) = args.description { builder.add_description(x); }
+    builder.add_bypass_policy_lockout_safety_check(args.bypass_policy_lockout_safety_check);
     builder.add_origin(args.origin);
     builder.add_key_spec(args.key_spec);
     builder.add_key_usage(args.key_usage);
@@ -2301,6 +2875,23 @@ impl<'a> CreateKeyRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Tag>>>>(CreateKeyRequest::VT_TAGS, None)}
   }
+  /// The key policy (a JSON document, 1..32768 bytes); absent: the
+  /// default key policy. Longer is LimitExceededException (AWS).
+  #[inline]
+  pub fn policy(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CreateKeyRequest::VT_POLICY, None)}
+  }
+  /// Skip the check that the policy lets the caller change it later.
+  #[inline]
+  pub fn bypass_policy_lockout_safety_check(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(CreateKeyRequest::VT_BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, Some(false)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for CreateKeyRequest<'_> {
@@ -2315,6 +2906,8 @@ impl flatbuffers::Verifiable for CreateKeyRequest<'_> {
      .visit_field::<KeySpec>("key_spec", Self::VT_KEY_SPEC, false)?
      .visit_field::<Origin>("origin", Self::VT_ORIGIN, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<Tag>>>>("tags", Self::VT_TAGS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("policy", Self::VT_POLICY, false)?
+     .visit_field::<bool>("bypass_policy_lockout_safety_check", Self::VT_BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, false)?
      .finish();
     Ok(())
   }
@@ -2325,6 +2918,8 @@ pub struct CreateKeyRequestArgs<'a> {
     pub key_spec: KeySpec,
     pub origin: Origin,
     pub tags: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<Tag<'a>>>>>,
+    pub policy: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub bypass_policy_lockout_safety_check: bool,
 }
 impl<'a> Default for CreateKeyRequestArgs<'a> {
   #[inline]
@@ -2335,6 +2930,8 @@ impl<'a> Default for CreateKeyRequestArgs<'a> {
       key_spec: KeySpec::SYMMETRIC_DEFAULT,
       origin: Origin::KMSD,
       tags: None,
+      policy: None,
+      bypass_policy_lockout_safety_check: false,
     }
   }
 }
@@ -2365,6 +2962,14 @@ impl<'a: 'b, 'b> CreateKeyRequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateKeyRequest::VT_TAGS, tags);
   }
   #[inline]
+  pub fn add_policy(&mut self, policy: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateKeyRequest::VT_POLICY, policy);
+  }
+  #[inline]
+  pub fn add_bypass_policy_lockout_safety_check(&mut self, bypass_policy_lockout_safety_check: bool) {
+    self.fbb_.push_slot::<bool>(CreateKeyRequest::VT_BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, bypass_policy_lockout_safety_check, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateKeyRequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     CreateKeyRequestBuilder {
@@ -2387,6 +2992,8 @@ impl core::fmt::Debug for CreateKeyRequest<'_> {
       ds.field("key_spec", &self.key_spec());
       ds.field("origin", &self.origin());
       ds.field("tags", &self.tags());
+      ds.field("policy", &self.policy());
+      ds.field("bypass_policy_lockout_safety_check", &self.bypass_policy_lockout_safety_check());
       ds.finish()
   }
 }
@@ -2407,6 +3014,7 @@ impl<'a> flatbuffers::Follow<'a> for DescribeKeyRequest<'a> {
 
 impl<'a> DescribeKeyRequest<'a> {
   pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_GRANT_TOKENS: flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2418,6 +3026,7 @@ impl<'a> DescribeKeyRequest<'a> {
     args: &'args DescribeKeyRequestArgs<'args>
   ) -> flatbuffers::WIPOffset<DescribeKeyRequest<'bldr>> {
     let mut builder = DescribeKeyRequestBuilder::new(_fbb);
+    if let Some(x) = args.grant_tokens { builder.add_grant_tokens(x); }
     if let Some(x) = args.key_id { builder.add_key_id(x); }
     builder.finish()
   }
@@ -2430,6 +3039,14 @@ impl<'a> DescribeKeyRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(DescribeKeyRequest::VT_KEY_ID, None)}
   }
+  /// At most 10 grant tokens, each 1..8192 bytes.
+  #[inline]
+  pub fn grant_tokens(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(DescribeKeyRequest::VT_GRANT_TOKENS, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for DescribeKeyRequest<'_> {
@@ -2440,18 +3057,21 @@ impl flatbuffers::Verifiable for DescribeKeyRequest<'_> {
     use self::flatbuffers::Verifiable;
     v.visit_table(pos)?
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("grant_tokens", Self::VT_GRANT_TOKENS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct DescribeKeyRequestArgs<'a> {
     pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub grant_tokens: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
 }
 impl<'a> Default for DescribeKeyRequestArgs<'a> {
   #[inline]
   fn default() -> Self {
     DescribeKeyRequestArgs {
       key_id: None,
+      grant_tokens: None,
     }
   }
 }
@@ -2464,6 +3084,10 @@ impl<'a: 'b, 'b> DescribeKeyRequestBuilder<'a, 'b> {
   #[inline]
   pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeKeyRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_grant_tokens(&mut self, grant_tokens: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeKeyRequest::VT_GRANT_TOKENS, grant_tokens);
   }
   #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DescribeKeyRequestBuilder<'a, 'b> {
@@ -2484,6 +3108,7 @@ impl core::fmt::Debug for DescribeKeyRequest<'_> {
   fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
     let mut ds = f.debug_struct("DescribeKeyRequest");
       ds.field("key_id", &self.key_id());
+      ds.field("grant_tokens", &self.grant_tokens());
       ds.finish()
   }
 }
@@ -2623,6 +3248,8 @@ impl<'a> GenerateDataKeyRequest<'a> {
   pub const VT_NUMBER_OF_BYTES: flatbuffers::VOffsetT = 6;
   pub const VT_KEY_SPEC: flatbuffers::VOffsetT = 8;
   pub const VT_ENCRYPTION_CONTEXT: flatbuffers::VOffsetT = 10;
+  pub const VT_GRANT_TOKENS: flatbuffers::VOffsetT = 12;
+  pub const VT_DRY_RUN: flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2634,9 +3261,11 @@ impl<'a> GenerateDataKeyRequest<'a> {
     args: &'args GenerateDataKeyRequestArgs<'args>
   ) -> flatbuffers::WIPOffset<GenerateDataKeyRequest<'bldr>> {
     let mut builder = GenerateDataKeyRequestBuilder::new(_fbb);
+    if let Some(x) = args.grant_tokens { builder.add_grant_tokens(x); }
     if let Some(x) = args.encryption_context { builder.add_encryption_context(x); }
     builder.add_number_of_bytes(args.number_of_bytes);
     if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.add_dry_run(args.dry_run);
     builder.add_key_spec(args.key_spec);
     builder.finish()
   }
@@ -2671,6 +3300,23 @@ impl<'a> GenerateDataKeyRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry>>>>(GenerateDataKeyRequest::VT_ENCRYPTION_CONTEXT, None)}
   }
+  /// At most 10 grant tokens, each 1..8192 bytes.
+  #[inline]
+  pub fn grant_tokens(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(GenerateDataKeyRequest::VT_GRANT_TOKENS, None)}
+  }
+  /// Check the request would succeed without doing it: the answer is then
+  /// DryRunOperationException (or the error it would have had).
+  #[inline]
+  pub fn dry_run(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(GenerateDataKeyRequest::VT_DRY_RUN, Some(false)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for GenerateDataKeyRequest<'_> {
@@ -2684,6 +3330,8 @@ impl flatbuffers::Verifiable for GenerateDataKeyRequest<'_> {
      .visit_field::<u32>("number_of_bytes", Self::VT_NUMBER_OF_BYTES, false)?
      .visit_field::<DataKeySpec>("key_spec", Self::VT_KEY_SPEC, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ContextEntry>>>>("encryption_context", Self::VT_ENCRYPTION_CONTEXT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("grant_tokens", Self::VT_GRANT_TOKENS, false)?
+     .visit_field::<bool>("dry_run", Self::VT_DRY_RUN, false)?
      .finish();
     Ok(())
   }
@@ -2693,6 +3341,8 @@ pub struct GenerateDataKeyRequestArgs<'a> {
     pub number_of_bytes: u32,
     pub key_spec: DataKeySpec,
     pub encryption_context: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry<'a>>>>>,
+    pub grant_tokens: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub dry_run: bool,
 }
 impl<'a> Default for GenerateDataKeyRequestArgs<'a> {
   #[inline]
@@ -2702,6 +3352,8 @@ impl<'a> Default for GenerateDataKeyRequestArgs<'a> {
       number_of_bytes: 0,
       key_spec: DataKeySpec::NONE,
       encryption_context: None,
+      grant_tokens: None,
+      dry_run: false,
     }
   }
 }
@@ -2728,6 +3380,14 @@ impl<'a: 'b, 'b> GenerateDataKeyRequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GenerateDataKeyRequest::VT_ENCRYPTION_CONTEXT, encryption_context);
   }
   #[inline]
+  pub fn add_grant_tokens(&mut self, grant_tokens: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GenerateDataKeyRequest::VT_GRANT_TOKENS, grant_tokens);
+  }
+  #[inline]
+  pub fn add_dry_run(&mut self, dry_run: bool) {
+    self.fbb_.push_slot::<bool>(GenerateDataKeyRequest::VT_DRY_RUN, dry_run, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GenerateDataKeyRequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     GenerateDataKeyRequestBuilder {
@@ -2749,6 +3409,8 @@ impl core::fmt::Debug for GenerateDataKeyRequest<'_> {
       ds.field("number_of_bytes", &self.number_of_bytes());
       ds.field("key_spec", &self.key_spec());
       ds.field("encryption_context", &self.encryption_context());
+      ds.field("grant_tokens", &self.grant_tokens());
+      ds.field("dry_run", &self.dry_run());
       ds.finish()
   }
 }
@@ -2772,6 +3434,8 @@ impl<'a> GenerateDataKeyWithoutPlaintextRequest<'a> {
   pub const VT_NUMBER_OF_BYTES: flatbuffers::VOffsetT = 6;
   pub const VT_KEY_SPEC: flatbuffers::VOffsetT = 8;
   pub const VT_ENCRYPTION_CONTEXT: flatbuffers::VOffsetT = 10;
+  pub const VT_GRANT_TOKENS: flatbuffers::VOffsetT = 12;
+  pub const VT_DRY_RUN: flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2783,9 +3447,11 @@ impl<'a> GenerateDataKeyWithoutPlaintextRequest<'a> {
     args: &'args GenerateDataKeyWithoutPlaintextRequestArgs<'args>
   ) -> flatbuffers::WIPOffset<GenerateDataKeyWithoutPlaintextRequest<'bldr>> {
     let mut builder = GenerateDataKeyWithoutPlaintextRequestBuilder::new(_fbb);
+    if let Some(x) = args.grant_tokens { builder.add_grant_tokens(x); }
     if let Some(x) = args.encryption_context { builder.add_encryption_context(x); }
     builder.add_number_of_bytes(args.number_of_bytes);
     if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.add_dry_run(args.dry_run);
     builder.add_key_spec(args.key_spec);
     builder.finish()
   }
@@ -2819,6 +3485,23 @@ impl<'a> GenerateDataKeyWithoutPlaintextRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry>>>>(GenerateDataKeyWithoutPlaintextRequest::VT_ENCRYPTION_CONTEXT, None)}
   }
+  /// At most 10 grant tokens, each 1..8192 bytes.
+  #[inline]
+  pub fn grant_tokens(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(GenerateDataKeyWithoutPlaintextRequest::VT_GRANT_TOKENS, None)}
+  }
+  /// Check the request would succeed without doing it: the answer is then
+  /// DryRunOperationException (or the error it would have had).
+  #[inline]
+  pub fn dry_run(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(GenerateDataKeyWithoutPlaintextRequest::VT_DRY_RUN, Some(false)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for GenerateDataKeyWithoutPlaintextRequest<'_> {
@@ -2832,6 +3515,8 @@ impl flatbuffers::Verifiable for GenerateDataKeyWithoutPlaintextRequest<'_> {
      .visit_field::<u32>("number_of_bytes", Self::VT_NUMBER_OF_BYTES, false)?
      .visit_field::<DataKeySpec>("key_spec", Self::VT_KEY_SPEC, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ContextEntry>>>>("encryption_context", Self::VT_ENCRYPTION_CONTEXT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("grant_tokens", Self::VT_GRANT_TOKENS, false)?
+     .visit_field::<bool>("dry_run", Self::VT_DRY_RUN, false)?
      .finish();
     Ok(())
   }
@@ -2841,6 +3526,8 @@ pub struct GenerateDataKeyWithoutPlaintextRequestArgs<'a> {
     pub number_of_bytes: u32,
     pub key_spec: DataKeySpec,
     pub encryption_context: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry<'a>>>>>,
+    pub grant_tokens: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub dry_run: bool,
 }
 impl<'a> Default for GenerateDataKeyWithoutPlaintextRequestArgs<'a> {
   #[inline]
@@ -2850,6 +3537,8 @@ impl<'a> Default for GenerateDataKeyWithoutPlaintextRequestArgs<'a> {
       number_of_bytes: 0,
       key_spec: DataKeySpec::NONE,
       encryption_context: None,
+      grant_tokens: None,
+      dry_run: false,
     }
   }
 }
@@ -2876,6 +3565,14 @@ impl<'a: 'b, 'b> GenerateDataKeyWithoutPlaintextRequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GenerateDataKeyWithoutPlaintextRequest::VT_ENCRYPTION_CONTEXT, encryption_context);
   }
   #[inline]
+  pub fn add_grant_tokens(&mut self, grant_tokens: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GenerateDataKeyWithoutPlaintextRequest::VT_GRANT_TOKENS, grant_tokens);
+  }
+  #[inline]
+  pub fn add_dry_run(&mut self, dry_run: bool) {
+    self.fbb_.push_slot::<bool>(GenerateDataKeyWithoutPlaintextRequest::VT_DRY_RUN, dry_run, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GenerateDataKeyWithoutPlaintextRequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     GenerateDataKeyWithoutPlaintextRequestBuilder {
@@ -2897,6 +3594,8 @@ impl core::fmt::Debug for GenerateDataKeyWithoutPlaintextRequest<'_> {
       ds.field("number_of_bytes", &self.number_of_bytes());
       ds.field("key_spec", &self.key_spec());
       ds.field("encryption_context", &self.encryption_context());
+      ds.field("grant_tokens", &self.grant_tokens());
+      ds.field("dry_run", &self.dry_run());
       ds.finish()
   }
 }
@@ -2919,6 +3618,8 @@ impl<'a> EncryptRequest<'a> {
   pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
   pub const VT_PLAINTEXT: flatbuffers::VOffsetT = 6;
   pub const VT_ENCRYPTION_CONTEXT: flatbuffers::VOffsetT = 8;
+  pub const VT_GRANT_TOKENS: flatbuffers::VOffsetT = 10;
+  pub const VT_DRY_RUN: flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2930,9 +3631,11 @@ impl<'a> EncryptRequest<'a> {
     args: &'args EncryptRequestArgs<'args>
   ) -> flatbuffers::WIPOffset<EncryptRequest<'bldr>> {
     let mut builder = EncryptRequestBuilder::new(_fbb);
+    if let Some(x) = args.grant_tokens { builder.add_grant_tokens(x); }
     if let Some(x) = args.encryption_context { builder.add_encryption_context(x); }
     if let Some(x) = args.plaintext { builder.add_plaintext(x); }
     if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.add_dry_run(args.dry_run);
     builder.finish()
   }
 
@@ -2959,6 +3662,23 @@ impl<'a> EncryptRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry>>>>(EncryptRequest::VT_ENCRYPTION_CONTEXT, None)}
   }
+  /// At most 10 grant tokens, each 1..8192 bytes.
+  #[inline]
+  pub fn grant_tokens(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(EncryptRequest::VT_GRANT_TOKENS, None)}
+  }
+  /// Check the request would succeed without doing it: the answer is then
+  /// DryRunOperationException (or the error it would have had).
+  #[inline]
+  pub fn dry_run(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(EncryptRequest::VT_DRY_RUN, Some(false)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for EncryptRequest<'_> {
@@ -2971,6 +3691,8 @@ impl flatbuffers::Verifiable for EncryptRequest<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("plaintext", Self::VT_PLAINTEXT, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ContextEntry>>>>("encryption_context", Self::VT_ENCRYPTION_CONTEXT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("grant_tokens", Self::VT_GRANT_TOKENS, false)?
+     .visit_field::<bool>("dry_run", Self::VT_DRY_RUN, false)?
      .finish();
     Ok(())
   }
@@ -2979,6 +3701,8 @@ pub struct EncryptRequestArgs<'a> {
     pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
     pub plaintext: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
     pub encryption_context: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry<'a>>>>>,
+    pub grant_tokens: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub dry_run: bool,
 }
 impl<'a> Default for EncryptRequestArgs<'a> {
   #[inline]
@@ -2987,6 +3711,8 @@ impl<'a> Default for EncryptRequestArgs<'a> {
       key_id: None,
       plaintext: None,
       encryption_context: None,
+      grant_tokens: None,
+      dry_run: false,
     }
   }
 }
@@ -3009,6 +3735,14 @@ impl<'a: 'b, 'b> EncryptRequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(EncryptRequest::VT_ENCRYPTION_CONTEXT, encryption_context);
   }
   #[inline]
+  pub fn add_grant_tokens(&mut self, grant_tokens: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(EncryptRequest::VT_GRANT_TOKENS, grant_tokens);
+  }
+  #[inline]
+  pub fn add_dry_run(&mut self, dry_run: bool) {
+    self.fbb_.push_slot::<bool>(EncryptRequest::VT_DRY_RUN, dry_run, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> EncryptRequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     EncryptRequestBuilder {
@@ -3029,6 +3763,8 @@ impl core::fmt::Debug for EncryptRequest<'_> {
       ds.field("key_id", &self.key_id());
       ds.field("plaintext", &self.plaintext());
       ds.field("encryption_context", &self.encryption_context());
+      ds.field("grant_tokens", &self.grant_tokens());
+      ds.field("dry_run", &self.dry_run());
       ds.finish()
   }
 }
@@ -3051,6 +3787,8 @@ impl<'a> DecryptRequest<'a> {
   pub const VT_CIPHERTEXT_BLOB: flatbuffers::VOffsetT = 4;
   pub const VT_KEY_ID: flatbuffers::VOffsetT = 6;
   pub const VT_ENCRYPTION_CONTEXT: flatbuffers::VOffsetT = 8;
+  pub const VT_GRANT_TOKENS: flatbuffers::VOffsetT = 10;
+  pub const VT_DRY_RUN: flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -3062,9 +3800,11 @@ impl<'a> DecryptRequest<'a> {
     args: &'args DecryptRequestArgs<'args>
   ) -> flatbuffers::WIPOffset<DecryptRequest<'bldr>> {
     let mut builder = DecryptRequestBuilder::new(_fbb);
+    if let Some(x) = args.grant_tokens { builder.add_grant_tokens(x); }
     if let Some(x) = args.encryption_context { builder.add_encryption_context(x); }
     if let Some(x) = args.key_id { builder.add_key_id(x); }
     if let Some(x) = args.ciphertext_blob { builder.add_ciphertext_blob(x); }
+    builder.add_dry_run(args.dry_run);
     builder.finish()
   }
 
@@ -3092,6 +3832,23 @@ impl<'a> DecryptRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry>>>>(DecryptRequest::VT_ENCRYPTION_CONTEXT, None)}
   }
+  /// At most 10 grant tokens, each 1..8192 bytes.
+  #[inline]
+  pub fn grant_tokens(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(DecryptRequest::VT_GRANT_TOKENS, None)}
+  }
+  /// Check the request would succeed without doing it: the answer is then
+  /// DryRunOperationException (or the error it would have had).
+  #[inline]
+  pub fn dry_run(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(DecryptRequest::VT_DRY_RUN, Some(false)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for DecryptRequest<'_> {
@@ -3104,6 +3861,8 @@ impl flatbuffers::Verifiable for DecryptRequest<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("ciphertext_blob", Self::VT_CIPHERTEXT_BLOB, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ContextEntry>>>>("encryption_context", Self::VT_ENCRYPTION_CONTEXT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("grant_tokens", Self::VT_GRANT_TOKENS, false)?
+     .visit_field::<bool>("dry_run", Self::VT_DRY_RUN, false)?
      .finish();
     Ok(())
   }
@@ -3112,6 +3871,8 @@ pub struct DecryptRequestArgs<'a> {
     pub ciphertext_blob: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
     pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
     pub encryption_context: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry<'a>>>>>,
+    pub grant_tokens: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub dry_run: bool,
 }
 impl<'a> Default for DecryptRequestArgs<'a> {
   #[inline]
@@ -3120,6 +3881,8 @@ impl<'a> Default for DecryptRequestArgs<'a> {
       ciphertext_blob: None,
       key_id: None,
       encryption_context: None,
+      grant_tokens: None,
+      dry_run: false,
     }
   }
 }
@@ -3142,6 +3905,14 @@ impl<'a: 'b, 'b> DecryptRequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DecryptRequest::VT_ENCRYPTION_CONTEXT, encryption_context);
   }
   #[inline]
+  pub fn add_grant_tokens(&mut self, grant_tokens: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DecryptRequest::VT_GRANT_TOKENS, grant_tokens);
+  }
+  #[inline]
+  pub fn add_dry_run(&mut self, dry_run: bool) {
+    self.fbb_.push_slot::<bool>(DecryptRequest::VT_DRY_RUN, dry_run, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DecryptRequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     DecryptRequestBuilder {
@@ -3162,6 +3933,8 @@ impl core::fmt::Debug for DecryptRequest<'_> {
       ds.field("ciphertext_blob", &self.ciphertext_blob());
       ds.field("key_id", &self.key_id());
       ds.field("encryption_context", &self.encryption_context());
+      ds.field("grant_tokens", &self.grant_tokens());
+      ds.field("dry_run", &self.dry_run());
       ds.finish()
   }
 }
@@ -3186,6 +3959,8 @@ impl<'a> ReEncryptRequest<'a> {
   pub const VT_SOURCE_ENCRYPTION_CONTEXT: flatbuffers::VOffsetT = 8;
   pub const VT_DESTINATION_KEY_ID: flatbuffers::VOffsetT = 10;
   pub const VT_DESTINATION_ENCRYPTION_CONTEXT: flatbuffers::VOffsetT = 12;
+  pub const VT_GRANT_TOKENS: flatbuffers::VOffsetT = 14;
+  pub const VT_DRY_RUN: flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -3197,11 +3972,13 @@ impl<'a> ReEncryptRequest<'a> {
     args: &'args ReEncryptRequestArgs<'args>
   ) -> flatbuffers::WIPOffset<ReEncryptRequest<'bldr>> {
     let mut builder = ReEncryptRequestBuilder::new(_fbb);
+    if let Some(x) = args.grant_tokens { builder.add_grant_tokens(x); }
     if let Some(x) = args.destination_encryption_context { builder.add_destination_encryption_context(x); }
     if let Some(x) = args.destination_key_id { builder.add_destination_key_id(x); }
     if let Some(x) = args.source_encryption_context { builder.add_source_encryption_context(x); }
     if let Some(x) = args.source_key_id { builder.add_source_key_id(x); }
     if let Some(x) = args.ciphertext_blob { builder.add_ciphertext_blob(x); }
+    builder.add_dry_run(args.dry_run);
     builder.finish()
   }
 
@@ -3241,6 +4018,23 @@ impl<'a> ReEncryptRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry>>>>(ReEncryptRequest::VT_DESTINATION_ENCRYPTION_CONTEXT, None)}
   }
+  /// At most 10 grant tokens, each 1..8192 bytes.
+  #[inline]
+  pub fn grant_tokens(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(ReEncryptRequest::VT_GRANT_TOKENS, None)}
+  }
+  /// Check the request would succeed without doing it: the answer is then
+  /// DryRunOperationException (or the error it would have had).
+  #[inline]
+  pub fn dry_run(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ReEncryptRequest::VT_DRY_RUN, Some(false)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for ReEncryptRequest<'_> {
@@ -3255,6 +4049,8 @@ impl flatbuffers::Verifiable for ReEncryptRequest<'_> {
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ContextEntry>>>>("source_encryption_context", Self::VT_SOURCE_ENCRYPTION_CONTEXT, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<&str>>("destination_key_id", Self::VT_DESTINATION_KEY_ID, false)?
      .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<ContextEntry>>>>("destination_encryption_context", Self::VT_DESTINATION_ENCRYPTION_CONTEXT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("grant_tokens", Self::VT_GRANT_TOKENS, false)?
+     .visit_field::<bool>("dry_run", Self::VT_DRY_RUN, false)?
      .finish();
     Ok(())
   }
@@ -3265,6 +4061,8 @@ pub struct ReEncryptRequestArgs<'a> {
     pub source_encryption_context: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry<'a>>>>>,
     pub destination_key_id: Option<flatbuffers::WIPOffset<&'a str>>,
     pub destination_encryption_context: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<ContextEntry<'a>>>>>,
+    pub grant_tokens: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub dry_run: bool,
 }
 impl<'a> Default for ReEncryptRequestArgs<'a> {
   #[inline]
@@ -3275,6 +4073,8 @@ impl<'a> Default for ReEncryptRequestArgs<'a> {
       source_encryption_context: None,
       destination_key_id: None,
       destination_encryption_context: None,
+      grant_tokens: None,
+      dry_run: false,
     }
   }
 }
@@ -3305,6 +4105,14 @@ impl<'a: 'b, 'b> ReEncryptRequestBuilder<'a, 'b> {
     self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ReEncryptRequest::VT_DESTINATION_ENCRYPTION_CONTEXT, destination_encryption_context);
   }
   #[inline]
+  pub fn add_grant_tokens(&mut self, grant_tokens: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ReEncryptRequest::VT_GRANT_TOKENS, grant_tokens);
+  }
+  #[inline]
+  pub fn add_dry_run(&mut self, dry_run: bool) {
+    self.fbb_.push_slot::<bool>(ReEncryptRequest::VT_DRY_RUN, dry_run, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ReEncryptRequestBuilder<'a, 'b> {
     let start = _fbb.start_table();
     ReEncryptRequestBuilder {
@@ -3327,6 +4135,8 @@ impl core::fmt::Debug for ReEncryptRequest<'_> {
       ds.field("source_encryption_context", &self.source_encryption_context());
       ds.field("destination_key_id", &self.destination_key_id());
       ds.field("destination_encryption_context", &self.destination_encryption_context());
+      ds.field("grant_tokens", &self.grant_tokens());
+      ds.field("dry_run", &self.dry_run());
       ds.finish()
   }
 }
@@ -5785,6 +6595,1211 @@ impl core::fmt::Debug for WhoAmIRequest<'_> {
       ds.finish()
   }
 }
+pub enum PutKeyPolicyRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PutKeyPolicyRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for PutKeyPolicyRequest<'a> {
+  type Inner = PutKeyPolicyRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> PutKeyPolicyRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_POLICY_NAME: flatbuffers::VOffsetT = 6;
+  pub const VT_POLICY: flatbuffers::VOffsetT = 8;
+  pub const VT_BYPASS_POLICY_LOCKOUT_SAFETY_CHECK: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    PutKeyPolicyRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args PutKeyPolicyRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<PutKeyPolicyRequest<'bldr>> {
+    let mut builder = PutKeyPolicyRequestBuilder::new(_fbb);
+    if let Some(x) = args.policy { builder.add_policy(x); }
+    if let Some(x) = args.policy_name { builder.add_policy_name(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.add_bypass_policy_lockout_safety_check(args.bypass_policy_lockout_safety_check);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PutKeyPolicyRequest::VT_KEY_ID, None)}
+  }
+  /// 1..128 characters; absent means "default", the only name AWS allows.
+  #[inline]
+  pub fn policy_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PutKeyPolicyRequest::VT_POLICY_NAME, None)}
+  }
+  /// The key policy, a JSON document of 1..32768 bytes (longer is
+  /// LimitExceededException, as AWS).
+  #[inline]
+  pub fn policy(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PutKeyPolicyRequest::VT_POLICY, None)}
+  }
+  #[inline]
+  pub fn bypass_policy_lockout_safety_check(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PutKeyPolicyRequest::VT_BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for PutKeyPolicyRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("policy_name", Self::VT_POLICY_NAME, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("policy", Self::VT_POLICY, false)?
+     .visit_field::<bool>("bypass_policy_lockout_safety_check", Self::VT_BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PutKeyPolicyRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub policy_name: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub policy: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub bypass_policy_lockout_safety_check: bool,
+}
+impl<'a> Default for PutKeyPolicyRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PutKeyPolicyRequestArgs {
+      key_id: None,
+      policy_name: None,
+      policy: None,
+      bypass_policy_lockout_safety_check: false,
+    }
+  }
+}
+
+pub struct PutKeyPolicyRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> PutKeyPolicyRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PutKeyPolicyRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_policy_name(&mut self, policy_name: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PutKeyPolicyRequest::VT_POLICY_NAME, policy_name);
+  }
+  #[inline]
+  pub fn add_policy(&mut self, policy: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PutKeyPolicyRequest::VT_POLICY, policy);
+  }
+  #[inline]
+  pub fn add_bypass_policy_lockout_safety_check(&mut self, bypass_policy_lockout_safety_check: bool) {
+    self.fbb_.push_slot::<bool>(PutKeyPolicyRequest::VT_BYPASS_POLICY_LOCKOUT_SAFETY_CHECK, bypass_policy_lockout_safety_check, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> PutKeyPolicyRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    PutKeyPolicyRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<PutKeyPolicyRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for PutKeyPolicyRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("PutKeyPolicyRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("policy_name", &self.policy_name());
+      ds.field("policy", &self.policy());
+      ds.field("bypass_policy_lockout_safety_check", &self.bypass_policy_lockout_safety_check());
+      ds.finish()
+  }
+}
+pub enum GetKeyPolicyRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetKeyPolicyRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GetKeyPolicyRequest<'a> {
+  type Inner = GetKeyPolicyRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GetKeyPolicyRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_POLICY_NAME: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GetKeyPolicyRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GetKeyPolicyRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<GetKeyPolicyRequest<'bldr>> {
+    let mut builder = GetKeyPolicyRequestBuilder::new(_fbb);
+    if let Some(x) = args.policy_name { builder.add_policy_name(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GetKeyPolicyRequest::VT_KEY_ID, None)}
+  }
+  /// 1..128 characters; absent means "default".
+  #[inline]
+  pub fn policy_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GetKeyPolicyRequest::VT_POLICY_NAME, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for GetKeyPolicyRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("policy_name", Self::VT_POLICY_NAME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetKeyPolicyRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub policy_name: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for GetKeyPolicyRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetKeyPolicyRequestArgs {
+      key_id: None,
+      policy_name: None,
+    }
+  }
+}
+
+pub struct GetKeyPolicyRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GetKeyPolicyRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetKeyPolicyRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_policy_name(&mut self, policy_name: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetKeyPolicyRequest::VT_POLICY_NAME, policy_name);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GetKeyPolicyRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GetKeyPolicyRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GetKeyPolicyRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GetKeyPolicyRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GetKeyPolicyRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("policy_name", &self.policy_name());
+      ds.finish()
+  }
+}
+pub enum ListKeyPoliciesRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListKeyPoliciesRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListKeyPoliciesRequest<'a> {
+  type Inner = ListKeyPoliciesRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListKeyPoliciesRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_LIMIT: flatbuffers::VOffsetT = 6;
+  pub const VT_MARKER: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListKeyPoliciesRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListKeyPoliciesRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListKeyPoliciesRequest<'bldr>> {
+    let mut builder = ListKeyPoliciesRequestBuilder::new(_fbb);
+    if let Some(x) = args.marker { builder.add_marker(x); }
+    builder.add_limit(args.limit);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListKeyPoliciesRequest::VT_KEY_ID, None)}
+  }
+  /// 1..1000; 0 means the default (100).
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListKeyPoliciesRequest::VT_LIMIT, Some(0)).unwrap()}
+  }
+  /// 1..1024 characters: the next_marker of a previous response.
+  #[inline]
+  pub fn marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListKeyPoliciesRequest::VT_MARKER, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ListKeyPoliciesRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("marker", Self::VT_MARKER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListKeyPoliciesRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub limit: u32,
+    pub marker: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ListKeyPoliciesRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListKeyPoliciesRequestArgs {
+      key_id: None,
+      limit: 0,
+      marker: None,
+    }
+  }
+}
+
+pub struct ListKeyPoliciesRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListKeyPoliciesRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListKeyPoliciesRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ListKeyPoliciesRequest::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn add_marker(&mut self, marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListKeyPoliciesRequest::VT_MARKER, marker);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListKeyPoliciesRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListKeyPoliciesRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListKeyPoliciesRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListKeyPoliciesRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListKeyPoliciesRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("limit", &self.limit());
+      ds.field("marker", &self.marker());
+      ds.finish()
+  }
+}
+pub enum CreateGrantRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CreateGrantRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for CreateGrantRequest<'a> {
+  type Inner = CreateGrantRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> CreateGrantRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_GRANTEE_PRINCIPAL: flatbuffers::VOffsetT = 6;
+  pub const VT_RETIRING_PRINCIPAL: flatbuffers::VOffsetT = 8;
+  pub const VT_OPERATIONS: flatbuffers::VOffsetT = 10;
+  pub const VT_CONSTRAINTS: flatbuffers::VOffsetT = 12;
+  pub const VT_GRANT_TOKENS: flatbuffers::VOffsetT = 14;
+  pub const VT_NAME: flatbuffers::VOffsetT = 16;
+  pub const VT_DRY_RUN: flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    CreateGrantRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args CreateGrantRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<CreateGrantRequest<'bldr>> {
+    let mut builder = CreateGrantRequestBuilder::new(_fbb);
+    if let Some(x) = args.name { builder.add_name(x); }
+    if let Some(x) = args.grant_tokens { builder.add_grant_tokens(x); }
+    if let Some(x) = args.constraints { builder.add_constraints(x); }
+    if let Some(x) = args.operations { builder.add_operations(x); }
+    if let Some(x) = args.retiring_principal { builder.add_retiring_principal(x); }
+    if let Some(x) = args.grantee_principal { builder.add_grantee_principal(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.add_dry_run(args.dry_run);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CreateGrantRequest::VT_KEY_ID, None)}
+  }
+  /// Who gets the permissions, 1..256 characters.
+  #[inline]
+  pub fn grantee_principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CreateGrantRequest::VT_GRANTEE_PRINCIPAL, None)}
+  }
+  /// Who may retire the grant besides its grantee, 1..256 characters.
+  #[inline]
+  pub fn retiring_principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CreateGrantRequest::VT_RETIRING_PRINCIPAL, None)}
+  }
+  /// 1..17 operations the grant allows.
+  #[inline]
+  pub fn operations(&self) -> Option<flatbuffers::Vector<'a, GrantOperation>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, GrantOperation>>>(CreateGrantRequest::VT_OPERATIONS, None)}
+  }
+  #[inline]
+  pub fn constraints(&self) -> Option<GrantConstraints<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<GrantConstraints>>(CreateGrantRequest::VT_CONSTRAINTS, None)}
+  }
+  /// At most 10 grant tokens, each 1..8192 bytes.
+  #[inline]
+  pub fn grant_tokens(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(CreateGrantRequest::VT_GRANT_TOKENS, None)}
+  }
+  /// 1..256 characters: a retry with the same name and parameters gets the
+  /// same grant id.
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CreateGrantRequest::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn dry_run(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(CreateGrantRequest::VT_DRY_RUN, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for CreateGrantRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("grantee_principal", Self::VT_GRANTEE_PRINCIPAL, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("retiring_principal", Self::VT_RETIRING_PRINCIPAL, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, GrantOperation>>>("operations", Self::VT_OPERATIONS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<GrantConstraints>>("constraints", Self::VT_CONSTRAINTS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("grant_tokens", Self::VT_GRANT_TOKENS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<bool>("dry_run", Self::VT_DRY_RUN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CreateGrantRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub grantee_principal: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub retiring_principal: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub operations: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, GrantOperation>>>,
+    pub constraints: Option<flatbuffers::WIPOffset<GrantConstraints<'a>>>,
+    pub grant_tokens: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub name: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub dry_run: bool,
+}
+impl<'a> Default for CreateGrantRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CreateGrantRequestArgs {
+      key_id: None,
+      grantee_principal: None,
+      retiring_principal: None,
+      operations: None,
+      constraints: None,
+      grant_tokens: None,
+      name: None,
+      dry_run: false,
+    }
+  }
+}
+
+pub struct CreateGrantRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> CreateGrantRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateGrantRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_grantee_principal(&mut self, grantee_principal: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateGrantRequest::VT_GRANTEE_PRINCIPAL, grantee_principal);
+  }
+  #[inline]
+  pub fn add_retiring_principal(&mut self, retiring_principal: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateGrantRequest::VT_RETIRING_PRINCIPAL, retiring_principal);
+  }
+  #[inline]
+  pub fn add_operations(&mut self, operations: flatbuffers::WIPOffset<flatbuffers::Vector<'b , GrantOperation>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateGrantRequest::VT_OPERATIONS, operations);
+  }
+  #[inline]
+  pub fn add_constraints(&mut self, constraints: flatbuffers::WIPOffset<GrantConstraints<'b >>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<GrantConstraints>>(CreateGrantRequest::VT_CONSTRAINTS, constraints);
+  }
+  #[inline]
+  pub fn add_grant_tokens(&mut self, grant_tokens: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateGrantRequest::VT_GRANT_TOKENS, grant_tokens);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateGrantRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_dry_run(&mut self, dry_run: bool) {
+    self.fbb_.push_slot::<bool>(CreateGrantRequest::VT_DRY_RUN, dry_run, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateGrantRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    CreateGrantRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<CreateGrantRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for CreateGrantRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("CreateGrantRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("grantee_principal", &self.grantee_principal());
+      ds.field("retiring_principal", &self.retiring_principal());
+      ds.field("operations", &self.operations());
+      ds.field("constraints", &self.constraints());
+      ds.field("grant_tokens", &self.grant_tokens());
+      ds.field("name", &self.name());
+      ds.field("dry_run", &self.dry_run());
+      ds.finish()
+  }
+}
+pub enum ListGrantsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListGrantsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListGrantsRequest<'a> {
+  type Inner = ListGrantsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListGrantsRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_LIMIT: flatbuffers::VOffsetT = 6;
+  pub const VT_MARKER: flatbuffers::VOffsetT = 8;
+  pub const VT_GRANT_ID: flatbuffers::VOffsetT = 10;
+  pub const VT_GRANTEE_PRINCIPAL: flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListGrantsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListGrantsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListGrantsRequest<'bldr>> {
+    let mut builder = ListGrantsRequestBuilder::new(_fbb);
+    if let Some(x) = args.grantee_principal { builder.add_grantee_principal(x); }
+    if let Some(x) = args.grant_id { builder.add_grant_id(x); }
+    if let Some(x) = args.marker { builder.add_marker(x); }
+    builder.add_limit(args.limit);
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListGrantsRequest::VT_KEY_ID, None)}
+  }
+  /// 1..100; 0 means the default (50).
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListGrantsRequest::VT_LIMIT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListGrantsRequest::VT_MARKER, None)}
+  }
+  /// Optional filters: only this grant (1..128 characters), only grants to
+  /// this principal (1..256 characters).
+  #[inline]
+  pub fn grant_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListGrantsRequest::VT_GRANT_ID, None)}
+  }
+  #[inline]
+  pub fn grantee_principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListGrantsRequest::VT_GRANTEE_PRINCIPAL, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ListGrantsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("marker", Self::VT_MARKER, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("grant_id", Self::VT_GRANT_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("grantee_principal", Self::VT_GRANTEE_PRINCIPAL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListGrantsRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub limit: u32,
+    pub marker: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub grant_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub grantee_principal: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ListGrantsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListGrantsRequestArgs {
+      key_id: None,
+      limit: 0,
+      marker: None,
+      grant_id: None,
+      grantee_principal: None,
+    }
+  }
+}
+
+pub struct ListGrantsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListGrantsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListGrantsRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ListGrantsRequest::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn add_marker(&mut self, marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListGrantsRequest::VT_MARKER, marker);
+  }
+  #[inline]
+  pub fn add_grant_id(&mut self, grant_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListGrantsRequest::VT_GRANT_ID, grant_id);
+  }
+  #[inline]
+  pub fn add_grantee_principal(&mut self, grantee_principal: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListGrantsRequest::VT_GRANTEE_PRINCIPAL, grantee_principal);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListGrantsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListGrantsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListGrantsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListGrantsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListGrantsRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("limit", &self.limit());
+      ds.field("marker", &self.marker());
+      ds.field("grant_id", &self.grant_id());
+      ds.field("grantee_principal", &self.grantee_principal());
+      ds.finish()
+  }
+}
+pub enum ListRetirableGrantsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListRetirableGrantsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListRetirableGrantsRequest<'a> {
+  type Inner = ListRetirableGrantsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListRetirableGrantsRequest<'a> {
+  pub const VT_RETIRING_PRINCIPAL: flatbuffers::VOffsetT = 4;
+  pub const VT_LIMIT: flatbuffers::VOffsetT = 6;
+  pub const VT_MARKER: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListRetirableGrantsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListRetirableGrantsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListRetirableGrantsRequest<'bldr>> {
+    let mut builder = ListRetirableGrantsRequestBuilder::new(_fbb);
+    if let Some(x) = args.marker { builder.add_marker(x); }
+    builder.add_limit(args.limit);
+    if let Some(x) = args.retiring_principal { builder.add_retiring_principal(x); }
+    builder.finish()
+  }
+
+
+  /// Required, 1..256 characters.
+  #[inline]
+  pub fn retiring_principal(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListRetirableGrantsRequest::VT_RETIRING_PRINCIPAL, None)}
+  }
+  /// 1..100; 0 means the default (50).
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ListRetirableGrantsRequest::VT_LIMIT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListRetirableGrantsRequest::VT_MARKER, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ListRetirableGrantsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("retiring_principal", Self::VT_RETIRING_PRINCIPAL, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("marker", Self::VT_MARKER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListRetirableGrantsRequestArgs<'a> {
+    pub retiring_principal: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub limit: u32,
+    pub marker: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ListRetirableGrantsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListRetirableGrantsRequestArgs {
+      retiring_principal: None,
+      limit: 0,
+      marker: None,
+    }
+  }
+}
+
+pub struct ListRetirableGrantsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListRetirableGrantsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_retiring_principal(&mut self, retiring_principal: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListRetirableGrantsRequest::VT_RETIRING_PRINCIPAL, retiring_principal);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ListRetirableGrantsRequest::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn add_marker(&mut self, marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListRetirableGrantsRequest::VT_MARKER, marker);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListRetirableGrantsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListRetirableGrantsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListRetirableGrantsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListRetirableGrantsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListRetirableGrantsRequest");
+      ds.field("retiring_principal", &self.retiring_principal());
+      ds.field("limit", &self.limit());
+      ds.field("marker", &self.marker());
+      ds.finish()
+  }
+}
+pub enum RetireGrantRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The grant is named by its token, or by key_id and grant_id.
+pub struct RetireGrantRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for RetireGrantRequest<'a> {
+  type Inner = RetireGrantRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> RetireGrantRequest<'a> {
+  pub const VT_GRANT_TOKEN: flatbuffers::VOffsetT = 4;
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_GRANT_ID: flatbuffers::VOffsetT = 8;
+  pub const VT_DRY_RUN: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    RetireGrantRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args RetireGrantRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<RetireGrantRequest<'bldr>> {
+    let mut builder = RetireGrantRequestBuilder::new(_fbb);
+    if let Some(x) = args.grant_id { builder.add_grant_id(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    if let Some(x) = args.grant_token { builder.add_grant_token(x); }
+    builder.add_dry_run(args.dry_run);
+    builder.finish()
+  }
+
+
+  /// 1..8192 bytes.
+  #[inline]
+  pub fn grant_token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(RetireGrantRequest::VT_GRANT_TOKEN, None)}
+  }
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(RetireGrantRequest::VT_KEY_ID, None)}
+  }
+  /// 1..128 characters.
+  #[inline]
+  pub fn grant_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(RetireGrantRequest::VT_GRANT_ID, None)}
+  }
+  #[inline]
+  pub fn dry_run(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(RetireGrantRequest::VT_DRY_RUN, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for RetireGrantRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("grant_token", Self::VT_GRANT_TOKEN, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("grant_id", Self::VT_GRANT_ID, false)?
+     .visit_field::<bool>("dry_run", Self::VT_DRY_RUN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RetireGrantRequestArgs<'a> {
+    pub grant_token: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub grant_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub dry_run: bool,
+}
+impl<'a> Default for RetireGrantRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RetireGrantRequestArgs {
+      grant_token: None,
+      key_id: None,
+      grant_id: None,
+      dry_run: false,
+    }
+  }
+}
+
+pub struct RetireGrantRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> RetireGrantRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_grant_token(&mut self, grant_token: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(RetireGrantRequest::VT_GRANT_TOKEN, grant_token);
+  }
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(RetireGrantRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_grant_id(&mut self, grant_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(RetireGrantRequest::VT_GRANT_ID, grant_id);
+  }
+  #[inline]
+  pub fn add_dry_run(&mut self, dry_run: bool) {
+    self.fbb_.push_slot::<bool>(RetireGrantRequest::VT_DRY_RUN, dry_run, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RetireGrantRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    RetireGrantRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<RetireGrantRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for RetireGrantRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("RetireGrantRequest");
+      ds.field("grant_token", &self.grant_token());
+      ds.field("key_id", &self.key_id());
+      ds.field("grant_id", &self.grant_id());
+      ds.field("dry_run", &self.dry_run());
+      ds.finish()
+  }
+}
+pub enum RevokeGrantRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RevokeGrantRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for RevokeGrantRequest<'a> {
+  type Inner = RevokeGrantRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> RevokeGrantRequest<'a> {
+  pub const VT_KEY_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_GRANT_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_DRY_RUN: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    RevokeGrantRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args RevokeGrantRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<RevokeGrantRequest<'bldr>> {
+    let mut builder = RevokeGrantRequestBuilder::new(_fbb);
+    if let Some(x) = args.grant_id { builder.add_grant_id(x); }
+    if let Some(x) = args.key_id { builder.add_key_id(x); }
+    builder.add_dry_run(args.dry_run);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(RevokeGrantRequest::VT_KEY_ID, None)}
+  }
+  /// 1..128 characters.
+  #[inline]
+  pub fn grant_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(RevokeGrantRequest::VT_GRANT_ID, None)}
+  }
+  #[inline]
+  pub fn dry_run(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(RevokeGrantRequest::VT_DRY_RUN, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for RevokeGrantRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("key_id", Self::VT_KEY_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("grant_id", Self::VT_GRANT_ID, false)?
+     .visit_field::<bool>("dry_run", Self::VT_DRY_RUN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RevokeGrantRequestArgs<'a> {
+    pub key_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub grant_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub dry_run: bool,
+}
+impl<'a> Default for RevokeGrantRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RevokeGrantRequestArgs {
+      key_id: None,
+      grant_id: None,
+      dry_run: false,
+    }
+  }
+}
+
+pub struct RevokeGrantRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> RevokeGrantRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_key_id(&mut self, key_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(RevokeGrantRequest::VT_KEY_ID, key_id);
+  }
+  #[inline]
+  pub fn add_grant_id(&mut self, grant_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(RevokeGrantRequest::VT_GRANT_ID, grant_id);
+  }
+  #[inline]
+  pub fn add_dry_run(&mut self, dry_run: bool) {
+    self.fbb_.push_slot::<bool>(RevokeGrantRequest::VT_DRY_RUN, dry_run, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RevokeGrantRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    RevokeGrantRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<RevokeGrantRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for RevokeGrantRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("RevokeGrantRequest");
+      ds.field("key_id", &self.key_id());
+      ds.field("grant_id", &self.grant_id());
+      ds.field("dry_run", &self.dry_run());
+      ds.finish()
+  }
+}
 pub enum BatchItemOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6285,6 +8300,126 @@ impl<'a> BatchItem<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_put_key_policy_request(&self) -> Option<PutKeyPolicyRequest<'a>> {
+    if self.operation_type() == Operation::PutKeyPolicyRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PutKeyPolicyRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_get_key_policy_request(&self) -> Option<GetKeyPolicyRequest<'a>> {
+    if self.operation_type() == Operation::GetKeyPolicyRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetKeyPolicyRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_key_policies_request(&self) -> Option<ListKeyPoliciesRequest<'a>> {
+    if self.operation_type() == Operation::ListKeyPoliciesRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListKeyPoliciesRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_create_grant_request(&self) -> Option<CreateGrantRequest<'a>> {
+    if self.operation_type() == Operation::CreateGrantRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CreateGrantRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_grants_request(&self) -> Option<ListGrantsRequest<'a>> {
+    if self.operation_type() == Operation::ListGrantsRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListGrantsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_retirable_grants_request(&self) -> Option<ListRetirableGrantsRequest<'a>> {
+    if self.operation_type() == Operation::ListRetirableGrantsRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListRetirableGrantsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_retire_grant_request(&self) -> Option<RetireGrantRequest<'a>> {
+    if self.operation_type() == Operation::RetireGrantRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RetireGrantRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_revoke_grant_request(&self) -> Option<RevokeGrantRequest<'a>> {
+    if self.operation_type() == Operation::RevokeGrantRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RevokeGrantRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for BatchItem<'_> {
@@ -6326,6 +8461,14 @@ impl flatbuffers::Verifiable for BatchItem<'_> {
           Operation::ImportKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ImportKeyMaterialRequest>>("Operation::ImportKeyMaterialRequest", pos),
           Operation::DeleteImportedKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteImportedKeyMaterialRequest>>("Operation::DeleteImportedKeyMaterialRequest", pos),
           Operation::WhoAmIRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<WhoAmIRequest>>("Operation::WhoAmIRequest", pos),
+          Operation::PutKeyPolicyRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<PutKeyPolicyRequest>>("Operation::PutKeyPolicyRequest", pos),
+          Operation::GetKeyPolicyRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetKeyPolicyRequest>>("Operation::GetKeyPolicyRequest", pos),
+          Operation::ListKeyPoliciesRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListKeyPoliciesRequest>>("Operation::ListKeyPoliciesRequest", pos),
+          Operation::CreateGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CreateGrantRequest>>("Operation::CreateGrantRequest", pos),
+          Operation::ListGrantsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListGrantsRequest>>("Operation::ListGrantsRequest", pos),
+          Operation::ListRetirableGrantsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListRetirableGrantsRequest>>("Operation::ListRetirableGrantsRequest", pos),
+          Operation::RetireGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RetireGrantRequest>>("Operation::RetireGrantRequest", pos),
+          Operation::RevokeGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RevokeGrantRequest>>("Operation::RevokeGrantRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -6585,6 +8728,62 @@ impl core::fmt::Debug for BatchItem<'_> {
         },
         Operation::WhoAmIRequest => {
           if let Some(x) = self.operation_as_who_am_irequest() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::PutKeyPolicyRequest => {
+          if let Some(x) = self.operation_as_put_key_policy_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::GetKeyPolicyRequest => {
+          if let Some(x) = self.operation_as_get_key_policy_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListKeyPoliciesRequest => {
+          if let Some(x) = self.operation_as_list_key_policies_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::CreateGrantRequest => {
+          if let Some(x) = self.operation_as_create_grant_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListGrantsRequest => {
+          if let Some(x) = self.operation_as_list_grants_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListRetirableGrantsRequest => {
+          if let Some(x) = self.operation_as_list_retirable_grants_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::RetireGrantRequest => {
+          if let Some(x) = self.operation_as_retire_grant_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::RevokeGrantRequest => {
+          if let Some(x) = self.operation_as_revoke_grant_request() {
             ds.field("operation", &x)
           } else {
             ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -7126,6 +9325,126 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_put_key_policy_request(&self) -> Option<PutKeyPolicyRequest<'a>> {
+    if self.operation_type() == Operation::PutKeyPolicyRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PutKeyPolicyRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_get_key_policy_request(&self) -> Option<GetKeyPolicyRequest<'a>> {
+    if self.operation_type() == Operation::GetKeyPolicyRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetKeyPolicyRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_key_policies_request(&self) -> Option<ListKeyPoliciesRequest<'a>> {
+    if self.operation_type() == Operation::ListKeyPoliciesRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListKeyPoliciesRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_create_grant_request(&self) -> Option<CreateGrantRequest<'a>> {
+    if self.operation_type() == Operation::CreateGrantRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CreateGrantRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_grants_request(&self) -> Option<ListGrantsRequest<'a>> {
+    if self.operation_type() == Operation::ListGrantsRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListGrantsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_list_retirable_grants_request(&self) -> Option<ListRetirableGrantsRequest<'a>> {
+    if self.operation_type() == Operation::ListRetirableGrantsRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListRetirableGrantsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_retire_grant_request(&self) -> Option<RetireGrantRequest<'a>> {
+    if self.operation_type() == Operation::RetireGrantRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RetireGrantRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_revoke_grant_request(&self) -> Option<RevokeGrantRequest<'a>> {
+    if self.operation_type() == Operation::RevokeGrantRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RevokeGrantRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -7169,6 +9488,14 @@ impl flatbuffers::Verifiable for Request<'_> {
           Operation::ImportKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ImportKeyMaterialRequest>>("Operation::ImportKeyMaterialRequest", pos),
           Operation::DeleteImportedKeyMaterialRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteImportedKeyMaterialRequest>>("Operation::DeleteImportedKeyMaterialRequest", pos),
           Operation::WhoAmIRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<WhoAmIRequest>>("Operation::WhoAmIRequest", pos),
+          Operation::PutKeyPolicyRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<PutKeyPolicyRequest>>("Operation::PutKeyPolicyRequest", pos),
+          Operation::GetKeyPolicyRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetKeyPolicyRequest>>("Operation::GetKeyPolicyRequest", pos),
+          Operation::ListKeyPoliciesRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListKeyPoliciesRequest>>("Operation::ListKeyPoliciesRequest", pos),
+          Operation::CreateGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CreateGrantRequest>>("Operation::CreateGrantRequest", pos),
+          Operation::ListGrantsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListGrantsRequest>>("Operation::ListGrantsRequest", pos),
+          Operation::ListRetirableGrantsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListRetirableGrantsRequest>>("Operation::ListRetirableGrantsRequest", pos),
+          Operation::RetireGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RetireGrantRequest>>("Operation::RetireGrantRequest", pos),
+          Operation::RevokeGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RevokeGrantRequest>>("Operation::RevokeGrantRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -7449,6 +9776,62 @@ impl core::fmt::Debug for Request<'_> {
         },
         Operation::WhoAmIRequest => {
           if let Some(x) = self.operation_as_who_am_irequest() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::PutKeyPolicyRequest => {
+          if let Some(x) = self.operation_as_put_key_policy_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::GetKeyPolicyRequest => {
+          if let Some(x) = self.operation_as_get_key_policy_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListKeyPoliciesRequest => {
+          if let Some(x) = self.operation_as_list_key_policies_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::CreateGrantRequest => {
+          if let Some(x) = self.operation_as_create_grant_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListGrantsRequest => {
+          if let Some(x) = self.operation_as_list_grants_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::ListRetirableGrantsRequest => {
+          if let Some(x) = self.operation_as_list_retirable_grants_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::RetireGrantRequest => {
+          if let Some(x) = self.operation_as_retire_grant_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::RevokeGrantRequest => {
+          if let Some(x) = self.operation_as_revoke_grant_request() {
             ds.field("operation", &x)
           } else {
             ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -10624,6 +13007,866 @@ impl core::fmt::Debug for WhoAmIResponse<'_> {
       ds.finish()
   }
 }
+pub enum PutKeyPolicyResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PutKeyPolicyResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for PutKeyPolicyResponse<'a> {
+  type Inner = PutKeyPolicyResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> PutKeyPolicyResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    PutKeyPolicyResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args PutKeyPolicyResponseArgs
+  ) -> flatbuffers::WIPOffset<PutKeyPolicyResponse<'bldr>> {
+    let mut builder = PutKeyPolicyResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for PutKeyPolicyResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PutKeyPolicyResponseArgs {
+}
+impl<'a> Default for PutKeyPolicyResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    PutKeyPolicyResponseArgs {
+    }
+  }
+}
+
+pub struct PutKeyPolicyResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> PutKeyPolicyResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> PutKeyPolicyResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    PutKeyPolicyResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<PutKeyPolicyResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for PutKeyPolicyResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("PutKeyPolicyResponse");
+      ds.finish()
+  }
+}
+pub enum GetKeyPolicyResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetKeyPolicyResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GetKeyPolicyResponse<'a> {
+  type Inner = GetKeyPolicyResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GetKeyPolicyResponse<'a> {
+  pub const VT_POLICY: flatbuffers::VOffsetT = 4;
+  pub const VT_POLICY_NAME: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GetKeyPolicyResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GetKeyPolicyResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<GetKeyPolicyResponse<'bldr>> {
+    let mut builder = GetKeyPolicyResponseBuilder::new(_fbb);
+    if let Some(x) = args.policy_name { builder.add_policy_name(x); }
+    if let Some(x) = args.policy { builder.add_policy(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn policy(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GetKeyPolicyResponse::VT_POLICY, None)}
+  }
+  #[inline]
+  pub fn policy_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GetKeyPolicyResponse::VT_POLICY_NAME, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for GetKeyPolicyResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("policy", Self::VT_POLICY, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("policy_name", Self::VT_POLICY_NAME, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetKeyPolicyResponseArgs<'a> {
+    pub policy: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub policy_name: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for GetKeyPolicyResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetKeyPolicyResponseArgs {
+      policy: None,
+      policy_name: None,
+    }
+  }
+}
+
+pub struct GetKeyPolicyResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GetKeyPolicyResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_policy(&mut self, policy: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetKeyPolicyResponse::VT_POLICY, policy);
+  }
+  #[inline]
+  pub fn add_policy_name(&mut self, policy_name: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetKeyPolicyResponse::VT_POLICY_NAME, policy_name);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GetKeyPolicyResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GetKeyPolicyResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GetKeyPolicyResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GetKeyPolicyResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GetKeyPolicyResponse");
+      ds.field("policy", &self.policy());
+      ds.field("policy_name", &self.policy_name());
+      ds.finish()
+  }
+}
+pub enum ListKeyPoliciesResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListKeyPoliciesResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListKeyPoliciesResponse<'a> {
+  type Inner = ListKeyPoliciesResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListKeyPoliciesResponse<'a> {
+  pub const VT_POLICY_NAMES: flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT_MARKER: flatbuffers::VOffsetT = 6;
+  pub const VT_TRUNCATED: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListKeyPoliciesResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListKeyPoliciesResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListKeyPoliciesResponse<'bldr>> {
+    let mut builder = ListKeyPoliciesResponseBuilder::new(_fbb);
+    if let Some(x) = args.next_marker { builder.add_next_marker(x); }
+    if let Some(x) = args.policy_names { builder.add_policy_names(x); }
+    builder.add_truncated(args.truncated);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn policy_names(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(ListKeyPoliciesResponse::VT_POLICY_NAMES, None)}
+  }
+  #[inline]
+  pub fn next_marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListKeyPoliciesResponse::VT_NEXT_MARKER, None)}
+  }
+  #[inline]
+  pub fn truncated(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListKeyPoliciesResponse::VT_TRUNCATED, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for ListKeyPoliciesResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("policy_names", Self::VT_POLICY_NAMES, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("next_marker", Self::VT_NEXT_MARKER, false)?
+     .visit_field::<bool>("truncated", Self::VT_TRUNCATED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListKeyPoliciesResponseArgs<'a> {
+    pub policy_names: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub next_marker: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub truncated: bool,
+}
+impl<'a> Default for ListKeyPoliciesResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListKeyPoliciesResponseArgs {
+      policy_names: None,
+      next_marker: None,
+      truncated: false,
+    }
+  }
+}
+
+pub struct ListKeyPoliciesResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListKeyPoliciesResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_policy_names(&mut self, policy_names: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListKeyPoliciesResponse::VT_POLICY_NAMES, policy_names);
+  }
+  #[inline]
+  pub fn add_next_marker(&mut self, next_marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListKeyPoliciesResponse::VT_NEXT_MARKER, next_marker);
+  }
+  #[inline]
+  pub fn add_truncated(&mut self, truncated: bool) {
+    self.fbb_.push_slot::<bool>(ListKeyPoliciesResponse::VT_TRUNCATED, truncated, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListKeyPoliciesResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListKeyPoliciesResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListKeyPoliciesResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListKeyPoliciesResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListKeyPoliciesResponse");
+      ds.field("policy_names", &self.policy_names());
+      ds.field("next_marker", &self.next_marker());
+      ds.field("truncated", &self.truncated());
+      ds.finish()
+  }
+}
+pub enum CreateGrantResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CreateGrantResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for CreateGrantResponse<'a> {
+  type Inner = CreateGrantResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> CreateGrantResponse<'a> {
+  pub const VT_GRANT_TOKEN: flatbuffers::VOffsetT = 4;
+  pub const VT_GRANT_ID: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    CreateGrantResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args CreateGrantResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<CreateGrantResponse<'bldr>> {
+    let mut builder = CreateGrantResponseBuilder::new(_fbb);
+    if let Some(x) = args.grant_id { builder.add_grant_id(x); }
+    if let Some(x) = args.grant_token { builder.add_grant_token(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn grant_token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CreateGrantResponse::VT_GRANT_TOKEN, None)}
+  }
+  #[inline]
+  pub fn grant_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CreateGrantResponse::VT_GRANT_ID, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for CreateGrantResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("grant_token", Self::VT_GRANT_TOKEN, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("grant_id", Self::VT_GRANT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CreateGrantResponseArgs<'a> {
+    pub grant_token: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub grant_id: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for CreateGrantResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CreateGrantResponseArgs {
+      grant_token: None,
+      grant_id: None,
+    }
+  }
+}
+
+pub struct CreateGrantResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> CreateGrantResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_grant_token(&mut self, grant_token: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateGrantResponse::VT_GRANT_TOKEN, grant_token);
+  }
+  #[inline]
+  pub fn add_grant_id(&mut self, grant_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateGrantResponse::VT_GRANT_ID, grant_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateGrantResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    CreateGrantResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<CreateGrantResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for CreateGrantResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("CreateGrantResponse");
+      ds.field("grant_token", &self.grant_token());
+      ds.field("grant_id", &self.grant_id());
+      ds.finish()
+  }
+}
+pub enum ListGrantsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListGrantsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListGrantsResponse<'a> {
+  type Inner = ListGrantsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListGrantsResponse<'a> {
+  pub const VT_GRANTS: flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT_MARKER: flatbuffers::VOffsetT = 6;
+  pub const VT_TRUNCATED: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListGrantsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListGrantsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListGrantsResponse<'bldr>> {
+    let mut builder = ListGrantsResponseBuilder::new(_fbb);
+    if let Some(x) = args.next_marker { builder.add_next_marker(x); }
+    if let Some(x) = args.grants { builder.add_grants(x); }
+    builder.add_truncated(args.truncated);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn grants(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GrantListEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GrantListEntry>>>>(ListGrantsResponse::VT_GRANTS, None)}
+  }
+  #[inline]
+  pub fn next_marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListGrantsResponse::VT_NEXT_MARKER, None)}
+  }
+  #[inline]
+  pub fn truncated(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListGrantsResponse::VT_TRUNCATED, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for ListGrantsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<GrantListEntry>>>>("grants", Self::VT_GRANTS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("next_marker", Self::VT_NEXT_MARKER, false)?
+     .visit_field::<bool>("truncated", Self::VT_TRUNCATED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListGrantsResponseArgs<'a> {
+    pub grants: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GrantListEntry<'a>>>>>,
+    pub next_marker: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub truncated: bool,
+}
+impl<'a> Default for ListGrantsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListGrantsResponseArgs {
+      grants: None,
+      next_marker: None,
+      truncated: false,
+    }
+  }
+}
+
+pub struct ListGrantsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListGrantsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_grants(&mut self, grants: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<GrantListEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListGrantsResponse::VT_GRANTS, grants);
+  }
+  #[inline]
+  pub fn add_next_marker(&mut self, next_marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListGrantsResponse::VT_NEXT_MARKER, next_marker);
+  }
+  #[inline]
+  pub fn add_truncated(&mut self, truncated: bool) {
+    self.fbb_.push_slot::<bool>(ListGrantsResponse::VT_TRUNCATED, truncated, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListGrantsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListGrantsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListGrantsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListGrantsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListGrantsResponse");
+      ds.field("grants", &self.grants());
+      ds.field("next_marker", &self.next_marker());
+      ds.field("truncated", &self.truncated());
+      ds.finish()
+  }
+}
+pub enum ListRetirableGrantsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// As ListGrantsResponse (AWS answers ListRetirableGrants with the same
+/// shape); a table of its own so that an answer names its operation.
+pub struct ListRetirableGrantsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListRetirableGrantsResponse<'a> {
+  type Inner = ListRetirableGrantsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListRetirableGrantsResponse<'a> {
+  pub const VT_GRANTS: flatbuffers::VOffsetT = 4;
+  pub const VT_NEXT_MARKER: flatbuffers::VOffsetT = 6;
+  pub const VT_TRUNCATED: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListRetirableGrantsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListRetirableGrantsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListRetirableGrantsResponse<'bldr>> {
+    let mut builder = ListRetirableGrantsResponseBuilder::new(_fbb);
+    if let Some(x) = args.next_marker { builder.add_next_marker(x); }
+    if let Some(x) = args.grants { builder.add_grants(x); }
+    builder.add_truncated(args.truncated);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn grants(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GrantListEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GrantListEntry>>>>(ListRetirableGrantsResponse::VT_GRANTS, None)}
+  }
+  #[inline]
+  pub fn next_marker(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(ListRetirableGrantsResponse::VT_NEXT_MARKER, None)}
+  }
+  #[inline]
+  pub fn truncated(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ListRetirableGrantsResponse::VT_TRUNCATED, Some(false)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for ListRetirableGrantsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<GrantListEntry>>>>("grants", Self::VT_GRANTS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("next_marker", Self::VT_NEXT_MARKER, false)?
+     .visit_field::<bool>("truncated", Self::VT_TRUNCATED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListRetirableGrantsResponseArgs<'a> {
+    pub grants: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GrantListEntry<'a>>>>>,
+    pub next_marker: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub truncated: bool,
+}
+impl<'a> Default for ListRetirableGrantsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListRetirableGrantsResponseArgs {
+      grants: None,
+      next_marker: None,
+      truncated: false,
+    }
+  }
+}
+
+pub struct ListRetirableGrantsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListRetirableGrantsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_grants(&mut self, grants: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<GrantListEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListRetirableGrantsResponse::VT_GRANTS, grants);
+  }
+  #[inline]
+  pub fn add_next_marker(&mut self, next_marker: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListRetirableGrantsResponse::VT_NEXT_MARKER, next_marker);
+  }
+  #[inline]
+  pub fn add_truncated(&mut self, truncated: bool) {
+    self.fbb_.push_slot::<bool>(ListRetirableGrantsResponse::VT_TRUNCATED, truncated, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListRetirableGrantsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListRetirableGrantsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListRetirableGrantsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListRetirableGrantsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListRetirableGrantsResponse");
+      ds.field("grants", &self.grants());
+      ds.field("next_marker", &self.next_marker());
+      ds.field("truncated", &self.truncated());
+      ds.finish()
+  }
+}
+pub enum RetireGrantResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RetireGrantResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for RetireGrantResponse<'a> {
+  type Inner = RetireGrantResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> RetireGrantResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    RetireGrantResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args RetireGrantResponseArgs
+  ) -> flatbuffers::WIPOffset<RetireGrantResponse<'bldr>> {
+    let mut builder = RetireGrantResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for RetireGrantResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RetireGrantResponseArgs {
+}
+impl<'a> Default for RetireGrantResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    RetireGrantResponseArgs {
+    }
+  }
+}
+
+pub struct RetireGrantResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> RetireGrantResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RetireGrantResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    RetireGrantResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<RetireGrantResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for RetireGrantResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("RetireGrantResponse");
+      ds.finish()
+  }
+}
+pub enum RevokeGrantResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RevokeGrantResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for RevokeGrantResponse<'a> {
+  type Inner = RevokeGrantResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> RevokeGrantResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    RevokeGrantResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args RevokeGrantResponseArgs
+  ) -> flatbuffers::WIPOffset<RevokeGrantResponse<'bldr>> {
+    let mut builder = RevokeGrantResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for RevokeGrantResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RevokeGrantResponseArgs {
+}
+impl<'a> Default for RevokeGrantResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    RevokeGrantResponseArgs {
+    }
+  }
+}
+
+pub struct RevokeGrantResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> RevokeGrantResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RevokeGrantResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    RevokeGrantResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<RevokeGrantResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for RevokeGrantResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("RevokeGrantResponse");
+      ds.finish()
+  }
+}
 pub enum ErrorOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11249,6 +14492,126 @@ impl<'a> Outcome<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_put_key_policy_response(&self) -> Option<PutKeyPolicyResponse<'a>> {
+    if self.output_type() == Output::PutKeyPolicyResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { PutKeyPolicyResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_get_key_policy_response(&self) -> Option<GetKeyPolicyResponse<'a>> {
+    if self.output_type() == Output::GetKeyPolicyResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetKeyPolicyResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_list_key_policies_response(&self) -> Option<ListKeyPoliciesResponse<'a>> {
+    if self.output_type() == Output::ListKeyPoliciesResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListKeyPoliciesResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_create_grant_response(&self) -> Option<CreateGrantResponse<'a>> {
+    if self.output_type() == Output::CreateGrantResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CreateGrantResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_list_grants_response(&self) -> Option<ListGrantsResponse<'a>> {
+    if self.output_type() == Output::ListGrantsResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListGrantsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_list_retirable_grants_response(&self) -> Option<ListRetirableGrantsResponse<'a>> {
+    if self.output_type() == Output::ListRetirableGrantsResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListRetirableGrantsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_retire_grant_response(&self) -> Option<RetireGrantResponse<'a>> {
+    if self.output_type() == Output::RetireGrantResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RetireGrantResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_revoke_grant_response(&self) -> Option<RevokeGrantResponse<'a>> {
+    if self.output_type() == Output::RevokeGrantResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { RevokeGrantResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Outcome<'_> {
@@ -11290,6 +14653,14 @@ impl flatbuffers::Verifiable for Outcome<'_> {
           Output::ImportKeyMaterialResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ImportKeyMaterialResponse>>("Output::ImportKeyMaterialResponse", pos),
           Output::DeleteImportedKeyMaterialResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteImportedKeyMaterialResponse>>("Output::DeleteImportedKeyMaterialResponse", pos),
           Output::WhoAmIResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<WhoAmIResponse>>("Output::WhoAmIResponse", pos),
+          Output::PutKeyPolicyResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<PutKeyPolicyResponse>>("Output::PutKeyPolicyResponse", pos),
+          Output::GetKeyPolicyResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetKeyPolicyResponse>>("Output::GetKeyPolicyResponse", pos),
+          Output::ListKeyPoliciesResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListKeyPoliciesResponse>>("Output::ListKeyPoliciesResponse", pos),
+          Output::CreateGrantResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<CreateGrantResponse>>("Output::CreateGrantResponse", pos),
+          Output::ListGrantsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListGrantsResponse>>("Output::ListGrantsResponse", pos),
+          Output::ListRetirableGrantsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListRetirableGrantsResponse>>("Output::ListRetirableGrantsResponse", pos),
+          Output::RetireGrantResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RetireGrantResponse>>("Output::RetireGrantResponse", pos),
+          Output::RevokeGrantResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RevokeGrantResponse>>("Output::RevokeGrantResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -11556,6 +14927,62 @@ impl core::fmt::Debug for Outcome<'_> {
         },
         Output::WhoAmIResponse => {
           if let Some(x) = self.output_as_who_am_iresponse() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::PutKeyPolicyResponse => {
+          if let Some(x) = self.output_as_put_key_policy_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::GetKeyPolicyResponse => {
+          if let Some(x) = self.output_as_get_key_policy_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::ListKeyPoliciesResponse => {
+          if let Some(x) = self.output_as_list_key_policies_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::CreateGrantResponse => {
+          if let Some(x) = self.output_as_create_grant_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::ListGrantsResponse => {
+          if let Some(x) = self.output_as_list_grants_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::ListRetirableGrantsResponse => {
+          if let Some(x) = self.output_as_list_retirable_grants_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::RetireGrantResponse => {
+          if let Some(x) = self.output_as_retire_grant_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::RevokeGrantResponse => {
+          if let Some(x) = self.output_as_revoke_grant_response() {
             ds.field("output", &x)
           } else {
             ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -81,6 +81,7 @@ fn gdk(svc: &Service, id: &[u8; 16]) -> Result<Output, KmsError> {
             number_of_bytes: Some(32),
             key_spec: None,
             context: vec![],
+            ..Default::default()
         }),
         &PEER,
     )
@@ -153,6 +154,7 @@ fn gdk_op(key: &str) -> Result<Operation<'_>, KmsError> {
         number_of_bytes: Some(32),
         key_spec: None,
         context: vec![],
+        ..Default::default()
     }))
 }
 
@@ -634,6 +636,7 @@ fn encrypt(svc: &Service, id: &[u8; 16]) -> Vec<u8> {
         key_id: &key,
         plaintext: b"secret",
         context: vec![],
+        ..Default::default()
     });
     match svc.call(&op, &PEER) {
         Ok(Output::Encrypt(o)) => o.ciphertext_blob,
@@ -650,6 +653,7 @@ fn decrypt(
         ciphertext_blob: blob,
         key_id: None,
         context: vec![],
+        ..Default::default()
     });
     svc.execute(&op, &PEER, site)
 }
@@ -837,6 +841,7 @@ fn a_frame_holding_a_key_from_before_a_change_loads_it_again() {
         key_id: &key_id,
         plaintext: b"x",
         context: vec![],
+        ..Default::default()
     });
     let caller = Identity::local(0, 0, 1);
     let inline = crate::service::op::execute(&svc, &op, &caller, Site::Io, &resolved);

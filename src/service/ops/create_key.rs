@@ -310,6 +310,7 @@ mod tests {
                         number_of_bytes: Some(32),
                         key_spec: None,
                         context: vec![],
+                        ..Default::default()
                     }))
                     .unwrap_err();
                 assert_eq!(e.kind, ErrorKind::KmsInvalidState);
@@ -319,6 +320,7 @@ mod tests {
                         key_id,
                         plaintext: b"x",
                         context: vec![],
+                        ..Default::default()
                     }))
                     .unwrap_err();
                 assert_eq!(e.kind, ErrorKind::KmsInvalidState);

@@ -95,6 +95,7 @@ mod tests {
                 key_id: "alias/gone",
                 plaintext: b"x",
                 context: vec![],
+                ..Default::default()
             }))
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotFound);

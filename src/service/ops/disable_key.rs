@@ -57,6 +57,7 @@ mod tests {
             key_id: &key,
             plaintext: b"x",
             context: vec![],
+            ..Default::default()
         });
         svc.execute(&enc, &PEER, Site::Io).unwrap();
         assert_eq!(call(&svc, Operation::DisableKey(DisableKey { key_id: &key })).unwrap(), Output::DisableKey);

@@ -70,7 +70,10 @@ impl TestService {
     /// DescribeKey.
     pub fn describe(&self, key_id: &str) -> KeyMetadata {
         match self
-            .call(Operation::DescribeKey(DescribeKey { key_id }))
+            .call(Operation::DescribeKey(DescribeKey {
+                key_id,
+                ..Default::default()
+            }))
             .unwrap()
         {
             Output::DescribeKey(m) => m,

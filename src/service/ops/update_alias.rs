@@ -105,6 +105,7 @@ mod tests {
                 number_of_bytes: Some(32),
                 key_spec: None,
                 context: vec![],
+                ..Default::default()
             }))
             .unwrap()
         {
