@@ -9,6 +9,7 @@
 //! `cargo bench --features internals --bench access`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kms_policy::Action;
 use kms_proto::*;
 use kmsd::crypto::KeyMaterial;
 use kmsd::identity::{Identity, PeerDetails};
@@ -16,7 +17,6 @@ use kmsd::keystore::Keystore;
 use kmsd::root::FileRoot;
 use kmsd::service::access::Ask;
 use kmsd::service::{parse_key_id, Service, Site};
-use kms_policy::Action;
 use std::sync::Arc;
 
 const ADMIN: Identity = Identity::local(0, 0, 0);
@@ -31,7 +31,10 @@ const TYPICAL: &str = r#"{"Version":"2012-10-17","Statement":[
 
 /// 100 statements for other principals before the one that allows.
 fn long_policy() -> String {
-    let mut statements = vec![r#"{"Effect":"Allow","Principal":{"AWS":"uid:0"},"Action":"kms:*","Resource":"*"}"#.to_owned()];
+    let mut statements = vec![
+        r#"{"Effect":"Allow","Principal":{"AWS":"uid:0"},"Action":"kms:*","Resource":"*"}"#
+            .to_owned(),
+    ];
     for i in 0..100 {
         statements.push(format!(
             r#"{{"Effect":"Allow","Principal":{{"AWS":"uid:{}"}},"Action":["kms:Decrypt","kms:Encrypt"],"Resource":"*","Condition":{{"StringLike":{{"kms:EncryptionContext:tenant":"t{i}-*"}}}}}}"#,
@@ -52,26 +55,41 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let mut g = c.benchmark_group("authorize");
     g.throughput(Throughput::Elements(1));
-    for (name, policy) in [("typical", TYPICAL.to_owned()), ("100_statements", long_policy())] {
-        let key = match svc.call(&Operation::CreateKey(CreateKey::default()), &ADMIN).unwrap() {
+    for (name, policy) in [
+        ("typical", TYPICAL.to_owned()),
+        ("100_statements", long_policy()),
+    ] {
+        let key = match svc
+            .call(&Operation::CreateKey(CreateKey::default()), &ADMIN)
+            .unwrap()
+        {
             Output::CreateKey(m) => m.key_id,
             _ => unreachable!(),
         };
         let id = parse_key_id(&key).unwrap();
         svc.set_key_policy(&ADMIN, &id, &policy).unwrap();
-        let loaded = svc.load_key(&id, Site::Blocking { prefetched: None }).unwrap();
+        let loaded = svc
+            .load_key(&id, Site::Blocking { prefetched: None })
+            .unwrap();
         let ctx = [("tenant", "B"), ("purpose", "bench")];
         let ask = Ask::context(&ctx);
         // A connection (decisions cached) and an in-process caller (never
         // cached: every call evaluates), both service B.
         let conn = Identity::accepted(2001, 2001, 1, PeerDetails::default());
         let local = Identity::local(2001, 2001, 1);
-        svc.authorize_loaded(&conn, &loaded, Action::Decrypt, &ask).unwrap();
+        svc.authorize_loaded(&conn, &loaded, Action::Decrypt, &ask)
+            .unwrap();
         g.bench_function(format!("{name}/cached"), |b| {
-            b.iter(|| svc.authorize_loaded(&conn, &loaded, Action::Decrypt, &ask).unwrap())
+            b.iter(|| {
+                svc.authorize_loaded(&conn, &loaded, Action::Decrypt, &ask)
+                    .unwrap()
+            })
         });
         g.bench_function(format!("{name}/evaluated"), |b| {
-            b.iter(|| svc.authorize_loaded(&local, &loaded, Action::Decrypt, &ask).unwrap())
+            b.iter(|| {
+                svc.authorize_loaded(&local, &loaded, Action::Decrypt, &ask)
+                    .unwrap()
+            })
         });
     }
     g.finish();

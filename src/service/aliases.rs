@@ -398,7 +398,7 @@ mod tests {
         t.call(Operation::Encrypt(Encrypt {
             key_id: "alias/b",
             plaintext: b"warm",
-            context: vec![],
+            ..Default::default()
         }))
         .unwrap();
         let blob = match t

@@ -555,9 +555,10 @@ fn read_grant_tokens<'a>(
         .collect()
 }
 
-/// A key policy: 1..=32768 bytes. Longer is LimitExceededException, as AWS
-/// answers a policy over its size quota; its content is the daemon's to
-/// check (MalformedPolicyDocumentException).
+/// A key policy: 1..=32768 bytes. Longer is
+/// MalformedPolicyDocumentException naming the limit (policy documents are
+/// hostile input, and every refusal of one says why in that exception);
+/// its content is the daemon's to check.
 fn check_policy(p: &str) -> Result<&str, KmsError> {
     if p.is_empty() {
         return Err(KmsError::validation(format!(
@@ -567,7 +568,7 @@ fn check_policy(p: &str) -> Result<&str, KmsError> {
     }
     if p.len() > limits::MAX_POLICY_BYTES {
         return Err(KmsError::new(
-            ErrorKind::LimitExceeded,
+            ErrorKind::MalformedPolicyDocument,
             format!(
                 "Policy has {} bytes; a key policy may have at most {}",
                 p.len(),

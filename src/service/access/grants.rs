@@ -420,3 +420,62 @@ pub fn grant_not_found(grant_id: &str) -> KmsError {
         format!("grant {grant_id} does not exist"),
     )
 }
+
+/// A grant as ListGrants and ListRetirableGrants answer it.
+pub(crate) fn grant_entry(row: &GrantRow) -> Result<kms_proto::GrantListEntry, KmsError> {
+    let parts = GrantParts::of(row)?;
+    let operations = parts
+        .operations
+        .iter()
+        .map(|o| {
+            kms_proto::GrantOperation::from_name(o)
+                .ok_or_else(|| crate::service::internal("reading a grant", format!("operation {o:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let constraints = (parts.equals.is_some() || parts.subset.is_some()).then(|| {
+        kms_proto::OwnedGrantConstraints {
+            encryption_context_subset: parts.subset.unwrap_or_default(),
+            encryption_context_equals: parts.equals.unwrap_or_default(),
+        }
+    });
+    Ok(kms_proto::GrantListEntry {
+        key_id: key_arn(&row.key_id),
+        grant_id: row.grant_id.clone(),
+        name: row.name.clone(),
+        creation_date: row.created_at,
+        grantee_principal: row.grantee.clone(),
+        retiring_principal: row.retiring.clone(),
+        issuing_account: row.issuing.clone(),
+        operations,
+        constraints,
+    })
+}
+
+/// A principal a client names in a filter or ListRetirableGrants, in the
+/// form grants store it (`user:NAME` as `uid:N`); ValidationException if
+/// it is not a grant principal.
+pub(crate) fn principal_as_stored(text: &str, field: &str) -> Result<(String, CompiledGrant), KmsError> {
+    let resolver = super::names::SystemNames;
+    let probe = CompiledGrant::compile(
+        &GrantSpec {
+            grantee_principal: text,
+            operations: &["Decrypt"],
+            ..GrantSpec::default()
+        },
+        &resolver,
+    )
+    .map_err(|e| KmsError::validation(format!("{field}: {}", e.reason().replace("GranteePrincipal", field))))?;
+    Ok((stored_principal(text, &resolver), probe))
+}
+
+/// ListGrants' and ListRetirableGrants' page size: 1..=100, 0 for 50.
+pub(crate) fn page_limit(limit: u32) -> Result<u32, KmsError> {
+    use kms_proto::types::limits::{DEFAULT_LIST_GRANTS_LIMIT, MAX_LIST_GRANTS_LIMIT};
+    match limit {
+        0 => Ok(DEFAULT_LIST_GRANTS_LIMIT),
+        n if n <= MAX_LIST_GRANTS_LIMIT => Ok(n),
+        n => Err(KmsError::validation(format!(
+            "Limit {n} is out of range 1..={MAX_LIST_GRANTS_LIMIT}"
+        ))),
+    }
+}

@@ -96,11 +96,6 @@ impl AccountAccess {
             creators,
         })
     }
-
-    /// The options in force (the daemon's own uid added).
-    pub(crate) fn options(&self) -> &AccessOptions {
-        &self.options
-    }
 }
 
 /// What a key's requests are decided by: its policy and grants, compiled,
@@ -273,7 +268,7 @@ pub fn request_alias(key_id: &str) -> Option<&str> {
 
 /// MalformedPolicyDocumentException with `reason`.
 pub fn malformed(reason: String) -> KmsError {
-    KmsError::new(ErrorKind::Validation, reason)
+    KmsError::new(ErrorKind::MalformedPolicyDocument, reason)
 }
 
 /// AccessDeniedException naming the principal and the action (never the
@@ -464,11 +459,6 @@ impl Service {
             text: text.to_owned(),
             names: recording.into_json(),
         })
-    }
-
-    /// The administrators of the default key policy.
-    pub(crate) fn administrators(&self) -> &[String] {
-        &self.access.admin_texts
     }
 }
 #[cfg(test)]

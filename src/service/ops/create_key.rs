@@ -72,7 +72,12 @@ impl Op for CreateKey<'_> {
         rng::fill(&mut id);
         let key_id = *uuid::Builder::from_random_bytes(id).into_uuid().as_bytes();
         // Checked (and names resolved) before anything is made.
-        let policy = svc.new_key_policy(caller, &key_id, None, false)?;
+        let policy = svc.new_key_policy(
+            caller,
+            &key_id,
+            self.policy,
+            self.bypass_policy_lockout_safety_check,
+        )?;
         let created_at = svc.now();
         let external = self.origin == Origin::External;
         let record = KeyRecord {

@@ -4,6 +4,7 @@
 use crate::crypto::CanonicalContext;
 use crate::errors;
 use crate::identity::Identity;
+use crate::service::access::grants::{check_grant_tokens, dry_run_ok};
 use crate::service::access::Ask;
 use kms_policy::Action;
 use crate::service::keys::KeyRef;
@@ -123,6 +124,7 @@ impl Op for Decrypt<'_> {
 
     /// Decrypts the blob.
     fn apply(&self, ctx: &DataCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
+        check_grant_tokens(&self.grant_tokens)?;
         let context = super::context(&self.context)?;
         let (key, plaintext) = decrypt_blob(
             ctx,
@@ -131,6 +133,10 @@ impl Op for Decrypt<'_> {
             &context,
             (caller, Action::Decrypt, &self.context),
         )?;
+        if self.dry_run {
+            // It would have succeeded: the plaintext is dropped (zeroized).
+            return Err(dry_run_ok().into());
+        }
         Ok(Output::Decrypt(DecryptOutput {
             key_id: format_key_id(key.id()),
             plaintext,

@@ -32,6 +32,7 @@ impl Op for DescribeKey<'_> {
     /// state).
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         let svc = ctx.service();
+        crate::service::access::grants::check_grant_tokens(&self.grant_tokens)?;
         let id = svc.resolve_key_id(self.key_id, "KeyId")?;
         let record = ctx
             .store()

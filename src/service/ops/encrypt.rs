@@ -1,6 +1,7 @@
 //! Encrypt: up to 4096 bytes under a KMS key's current version.
 
 use crate::identity::Identity;
+use crate::service::access::grants::{check_grant_tokens, dry_run_ok};
 use crate::service::access::Ask;
 use kms_policy::Action;
 use crate::service::keys::KeyRef;
@@ -54,11 +55,15 @@ impl Op for Encrypt<'_> {
     /// Seals the plaintext, bound to the encryption context.
     fn apply(&self, ctx: &DataCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
         validate(self)?;
+        check_grant_tokens(&self.grant_tokens)?;
         let context = super::context(&self.context)?;
         let key = ctx.key_named(self.key_id, "KeyId")?;
         let ask = Ask::context(&self.context).named(self.key_id);
         ctx.authorize(caller, &key, Action::Encrypt, &ask)?;
         key.check_usable()?;
+        if self.dry_run {
+            return Err(dry_run_ok().into());
+        }
         let ciphertext_blob = ctx
             .service()
             .seal(&key, &context, self.plaintext, ctx.site())?;

@@ -5,6 +5,7 @@
 
 use crate::crypto::rng;
 use crate::identity::Identity;
+use crate::service::access::grants::{check_grant_tokens, dry_run_ok};
 use crate::service::access::Ask;
 use kms_policy::Action;
 use crate::service::keys::KeyRef;
@@ -60,6 +61,7 @@ fn generate(
     with_plaintext: bool,
 ) -> Result<Output, ExecError> {
     let len = validate(req)?;
+    check_grant_tokens(&req.grant_tokens)?;
     let context = super::context(&req.context)?;
     let key = ctx.key_named(req.key_id, "KeyId")?;
     let action = if with_plaintext {
@@ -69,6 +71,9 @@ fn generate(
     };
     ctx.authorize(caller, &key, action, &Ask::context(&req.context).named(req.key_id))?;
     key.check_usable()?;
+    if req.dry_run {
+        return Err(dry_run_ok().into());
+    }
     let mut plaintext = SecretBytes::new(vec![0; len]);
     rng::fill(plaintext.expose_mut());
     let ciphertext_blob = ctx

@@ -1,21 +1,24 @@
 //! GetKeyPolicy: a key's policy document and its name (`default`).
-//! KeyId: a key id or key ARN. Only the wire so far.
+//! KeyId: a key id, key ARN, alias name or alias ARN. The document is
+//! returned as it was given.
 
 use crate::identity::Identity;
-use crate::service::keys::KeyRef;
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::Service;
+use crate::service::access::policies::{check_policy_name, POLICY_NAME};
+use kms_proto::GetKeyPolicyOutput;
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use kms_proto::types::limits::{MAX_POLICY_BYTES, MAX_POLICY_NAME_LEN};
-use kms_proto::{ErrorKind, GetKeyPolicy, KmsError, Output};
+use kms_proto::{GetKeyPolicy, Output};
 
 impl Op for GetKeyPolicy<'_> {
     const NAME: &'static str = "GetKeyPolicy";
     const ACTION: &'static str = "kms:GetKeyPolicy";
     type Plane = Control;
 
-    fn keys(&self, svc: &Service, out: &mut Vec<KeyRef>) {
-        if let Ok(id) = svc.resolve_key_id(self.key_id, "KeyId") {
-            out.push(KeyRef { id, version: None });
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
         }
     }
 
@@ -29,11 +32,13 @@ impl Op for GetKeyPolicy<'_> {
         }
     }
 
-    fn apply(&self, _ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        // TODO(acl-merge): daemon logic
-        Err(ExecError::Kms(KmsError::new(
-            ErrorKind::UnsupportedOperation,
-            "not yet",
-        )))
+    /// The document as it was given (and stored).
+    fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        check_policy_name(self.policy_name)?;
+        let id = ctx.service().resolve_key_id(self.key_id, "KeyId")?;
+        Ok(Output::GetKeyPolicy(GetKeyPolicyOutput {
+            policy: ctx.service().key_policy_text(&id)?,
+            policy_name: POLICY_NAME.to_owned(),
+        }))
     }
 }

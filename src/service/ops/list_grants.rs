@@ -1,11 +1,11 @@
 //! ListGrants: a key's grants, optionally only one grant (GrantId) or one
 //! grantee's (GranteePrincipal), paged (Limit 1..=100, default 50).
-//! KeyId: a key id or key ARN. Only the wire so far.
+//! KeyId: a key id, key ARN, alias name or alias ARN. Oldest grant first;
+//! the marker is opaque.
 
 use crate::identity::Identity;
-use crate::service::keys::KeyRef;
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{Service, ARN_TEXT};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
+use crate::service::ARN_TEXT;
 use kms_proto::codec::{
     CONSTRAINT_PAIR_FIXED, GRANT_CONSTRAINTS_FIXED, GRANT_ENTRY_FIXED, KEY_ENTRY_FIXED,
 };
@@ -14,7 +14,9 @@ use kms_proto::types::limits::{
     MAX_GRANT_ID_LEN, MAX_GRANT_NAME_LEN, MAX_GRANT_OPERATIONS, MAX_ISSUING_ACCOUNT_LEN,
     MAX_LIST_GRANTS_LIMIT, MAX_MARKER_LEN, MAX_PRINCIPAL_LEN,
 };
-use kms_proto::{ErrorKind, KmsError, ListGrants, Output};
+use crate::errors;
+use crate::service::access::grants;
+use kms_proto::{ErrorKind, KmsError, ListGrants, ListGrantsOutput, Output};
 
 /// The page size a Limit asks for, as it will be served (for bounds; an
 /// out-of-range Limit is the operation's ValidationException).
@@ -60,9 +62,11 @@ impl Op for ListGrants<'_> {
     const ACTION: &'static str = "kms:ListGrants";
     type Plane = Control;
 
-    fn keys(&self, svc: &Service, out: &mut Vec<KeyRef>) {
-        if let Ok(id) = svc.resolve_key_id(self.key_id, "KeyId") {
-            out.push(KeyRef { id, version: None });
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
         }
     }
 
@@ -70,11 +74,55 @@ impl Op for ListGrants<'_> {
         page_output_size(self.limit)
     }
 
-    fn apply(&self, _ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        // TODO(acl-merge): daemon logic
-        Err(ExecError::Kms(KmsError::new(
-            ErrorKind::UnsupportedOperation,
-            "not yet",
-        )))
+    /// One page, oldest grant first, filtered by grant id and grantee.
+    fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        let svc = ctx.service();
+        let id = svc.resolve_key_id(self.key_id, "KeyId")?;
+        let limit = grants::page_limit(self.limit)?;
+        if let Some(g) = self.grant_id {
+            grants::check_grant_id(g)?;
+        }
+        let grantee = self
+            .grantee_principal
+            .map(|p| grants::principal_as_stored(p, "GranteePrincipal").map(|(s, _)| s))
+            .transpose()?;
+        let after = self
+            .marker
+            .map(|m| {
+                let text = super::marker::decode(m, "ListGrants")?;
+                text.split_once(':')
+                    .and_then(|(at, gid)| Some((at.parse::<i64>().ok()?, gid.to_owned())))
+                    .ok_or_else(|| {
+                        KmsError::new(ErrorKind::InvalidMarker, "Marker is not one ListGrants returned")
+                    })
+            })
+            .transpose()?;
+        let store = svc.store();
+        store
+            .get_key(&id)
+            .map_err(|e| errors::store("reading key", e))?
+            .ok_or_else(|| errors::key_not_found(&id))?;
+        // One more than asked tells whether another page exists.
+        let mut rows = store
+            .list_grants(
+                &id,
+                after.as_ref().map(|(at, gid)| (*at, gid.as_str())),
+                limit + 1,
+                self.grant_id,
+                grantee.as_deref(),
+            )
+            .map_err(|e| errors::store("listing grants", e))?;
+        drop(store);
+        let truncated = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_marker = truncated.then(|| {
+            let last = rows.last().expect("non-empty");
+            super::marker::encode(&format!("{}:{}", last.created_at, last.grant_id))
+        });
+        Ok(Output::ListGrants(ListGrantsOutput {
+            grants: rows.iter().map(grants::grant_entry).collect::<Result<_, _>>()?,
+            next_marker,
+            truncated,
+        }))
     }
 }

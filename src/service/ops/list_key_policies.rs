@@ -1,11 +1,11 @@
 //! ListKeyPolicies: the names of a key's policies (AWS: only `default`),
-//! paged (Limit 1..=1000, default 100). KeyId: a key id or key ARN. Only
-//! the wire so far.
+//! paged (Limit 1..=1000, default 100). KeyId: a key id, key ARN, alias
+//! name or alias ARN.
 
 use crate::identity::Identity;
-use crate::service::keys::KeyRef;
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::Service;
+use crate::service::access::policies::POLICY_NAME;
+use kms_proto::ListKeyPoliciesOutput;
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use kms_proto::codec::POLICY_NAME_ENTRY_FIXED;
 use kms_proto::types::limits::{
     DEFAULT_LIST_LIMIT, MAX_LIST_POLICIES_LIMIT, MAX_MARKER_LEN, MAX_POLICIES_PER_KEY,
@@ -28,9 +28,11 @@ impl Op for ListKeyPolicies<'_> {
     const ACTION: &'static str = "kms:ListKeyPolicies";
     type Plane = Control;
 
-    fn keys(&self, svc: &Service, out: &mut Vec<KeyRef>) {
-        if let Ok(id) = svc.resolve_key_id(self.key_id, "KeyId") {
-            out.push(KeyRef { id, version: None });
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
         }
     }
 
@@ -46,11 +48,32 @@ impl Op for ListKeyPolicies<'_> {
         }
     }
 
-    fn apply(&self, _ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        // TODO(acl-merge): daemon logic
-        Err(ExecError::Kms(KmsError::new(
-            ErrorKind::UnsupportedOperation,
-            "not yet",
-        )))
+    /// One name, "default": every key has exactly one policy (AWS).
+    fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        if self.limit > MAX_LIST_POLICIES_LIMIT {
+            return Err(KmsError::validation(format!(
+                "Limit {} is out of range 1..={MAX_LIST_POLICIES_LIMIT}",
+                self.limit
+            ))
+            .into());
+        }
+        // The only page is the first: a marker can only be one this
+        // operation never returns.
+        if let Some(m) = self.marker {
+            super::marker::decode(m, "ListKeyPolicies")?;
+            return Err(KmsError::new(
+                ErrorKind::InvalidMarker,
+                "Marker is not one ListKeyPolicies returned",
+            )
+            .into());
+        }
+        let id = ctx.service().resolve_key_id(self.key_id, "KeyId")?;
+        // NotFoundException for a key that is not there.
+        ctx.service().key_policy_text(&id)?;
+        Ok(Output::ListKeyPolicies(ListKeyPoliciesOutput {
+            policy_names: vec![POLICY_NAME.to_owned()],
+            next_marker: None,
+            truncated: false,
+        }))
     }
 }

@@ -1,22 +1,23 @@
 //! PutKeyPolicy: replaces a key's policy (AWS allows one, named
-//! `default`). KeyId: a key id or key ARN. Only the wire so far: the
-//! decoder bounds the policy (1..=32768 bytes; longer is
-//! LimitExceededException) and its name (1..=128 characters).
+//! `default`). KeyId: a key id, key ARN, alias name or alias ARN. The
+//! decoder bounds the name (1..=128 characters); the policy is checked by
+//! `service::access` (MalformedPolicyDocumentException with the reason).
 
 use crate::identity::Identity;
-use crate::service::keys::KeyRef;
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::Service;
-use kms_proto::{ErrorKind, KmsError, Output, PutKeyPolicy};
+use crate::service::access::policies::check_policy_name;
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
+use kms_proto::{Output, PutKeyPolicy};
 
 impl Op for PutKeyPolicy<'_> {
     const NAME: &'static str = "PutKeyPolicy";
     const ACTION: &'static str = "kms:PutKeyPolicy";
     type Plane = Control;
 
-    fn keys(&self, svc: &Service, out: &mut Vec<KeyRef>) {
-        if let Ok(id) = svc.resolve_key_id(self.key_id, "KeyId") {
-            out.push(KeyRef { id, version: None });
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
         }
     }
 
@@ -25,11 +26,18 @@ impl Op for PutKeyPolicy<'_> {
         OutputSize::default()
     }
 
-    fn apply(&self, _ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        // TODO(acl-merge): daemon logic
-        Err(ExecError::Kms(KmsError::new(
-            ErrorKind::UnsupportedOperation,
-            "not yet",
-        )))
+    /// Checked (MalformedPolicyDocumentException with the reason; the
+    /// lockout safety check unless bypassed), committed, the key
+    /// invalidated, then answered.
+    fn apply(&self, ctx: &ControlCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
+        check_policy_name(self.policy_name)?;
+        let id = ctx.service().resolve_key_id(self.key_id, "KeyId")?;
+        ctx.service().put_key_policy(
+            caller,
+            &id,
+            self.policy,
+            self.bypass_policy_lockout_safety_check,
+        )?;
+        Ok(Output::PutKeyPolicy)
     }
 }

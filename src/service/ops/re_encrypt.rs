@@ -2,6 +2,7 @@
 //! key inside the daemon; the plaintext never leaves it.
 
 use crate::identity::Identity;
+use crate::service::access::grants::{check_grant_tokens, dry_run_ok};
 use crate::service::access::Ask;
 use kms_policy::Action;
 use crate::service::keys::KeyRef;
@@ -48,6 +49,7 @@ impl Op for ReEncrypt<'_> {
     fn apply(&self, ctx: &DataCtx<'_>, caller: &Identity) -> Result<Output, ExecError> {
         // Before the destination key is loaded: a bad blob costs nothing.
         super::decrypt::validate_blob(self.ciphertext_blob)?;
+        check_grant_tokens(&self.grant_tokens)?;
         let source_context = super::context(&self.source_context)?;
         let destination_context = super::context(&self.destination_context)?;
         let destination = ctx.key_named(self.destination_key_id, "DestinationKeyId")?;
@@ -61,6 +63,10 @@ impl Op for ReEncrypt<'_> {
             &source_context,
             (caller, Action::ReEncryptFrom, &self.source_context),
         )?;
+        if self.dry_run {
+            // It would have succeeded: the plaintext is dropped (zeroized).
+            return Err(dry_run_ok().into());
+        }
         let ciphertext_blob = ctx.service().seal(
             &destination,
             &destination_context,

@@ -1,20 +1,21 @@
 //! RevokeGrant: deletes a grant of a key (a key id or key ARN) by its id.
-//! Only the wire so far.
+//! The key policy's `kms:RevokeGrant` decides who may (its
+//! administrators).
 
 use crate::identity::Identity;
-use crate::service::keys::KeyRef;
-use crate::service::op::{Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::Service;
-use kms_proto::{ErrorKind, KmsError, Output, RevokeGrant};
+use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
+use kms_proto::{Output, RevokeGrant};
 
 impl Op for RevokeGrant<'_> {
     const NAME: &'static str = "RevokeGrant";
     const ACTION: &'static str = "kms:RevokeGrant";
     type Plane = Control;
 
-    fn keys(&self, svc: &Service, out: &mut Vec<KeyRef>) {
-        if let Ok(id) = svc.resolve_key_id(self.key_id, "KeyId") {
-            out.push(KeyRef { id, version: None });
+
+    fn authorization(&self) -> Authz<'_> {
+        Authz::Key {
+            key_id: self.key_id,
+            field: "KeyId",
         }
     }
 
@@ -23,11 +24,11 @@ impl Op for RevokeGrant<'_> {
         OutputSize::default()
     }
 
-    fn apply(&self, _ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        // TODO(acl-merge): daemon logic
-        Err(ExecError::Kms(KmsError::new(
-            ErrorKind::UnsupportedOperation,
-            "not yet",
-        )))
+    /// Deleted, the key invalidated, then answered: the grant allows
+    /// nothing from the next request on.
+    fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
+        let id = ctx.service().resolve_key_id(self.key_id, "KeyId")?;
+        ctx.service().revoke_grant(&id, self.grant_id, self.dry_run)?;
+        Ok(Output::RevokeGrant)
     }
 }
