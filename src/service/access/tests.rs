@@ -36,6 +36,10 @@ struct Fixture {
     key: String,
     id: [u8; 16],
     blob: Vec<u8>,
+    /// A grant to uid 5000 (Decrypt) the administrator made.
+    grant_id: String,
+    /// A policy that lets uid 4242 put the next one (the lockout check).
+    next_policy: String,
 }
 
 impl Fixture {
@@ -55,7 +59,26 @@ impl Fixture {
             o => panic!("{o:?}"),
         };
         t.alias("alias/fixture", &key);
-        Fixture { t, key, id, blob }
+        let grant_id = match t
+            .call(Operation::CreateGrant(CreateGrant {
+                key_id: &key,
+                grantee_principal: "uid:5000",
+                operations: vec![GrantOperation::Decrypt],
+                ..Default::default()
+            }))
+            .unwrap()
+        {
+            Output::CreateGrant(o) => o.grant_id,
+            o => panic!("{o:?}"),
+        };
+        Fixture {
+            t,
+            key,
+            id,
+            blob,
+            grant_id,
+            next_policy: allow("kms:PutKeyPolicy"),
+        }
     }
 
     fn put(&self, text: &str) {
@@ -98,6 +121,13 @@ fn key_operations<'a>(f: &'a Fixture) -> Vec<(&'static str, Operation<'a>)> {
         ("kms:DeleteImportedKeyMaterial", Operation::DeleteImportedKeyMaterial(DeleteImportedKeyMaterial { key_id: k })),
         ("kms:ScheduleKeyDeletion", Operation::ScheduleKeyDeletion(ScheduleKeyDeletion { key_id: k, pending_window_in_days: Some(7) })),
         ("kms:CancelKeyDeletion", Operation::CancelKeyDeletion(CancelKeyDeletion { key_id: k })),
+        ("kms:PutKeyPolicy", Operation::PutKeyPolicy(PutKeyPolicy { key_id: k, policy: &f.next_policy, ..Default::default() })),
+        ("kms:GetKeyPolicy", Operation::GetKeyPolicy(GetKeyPolicy { key_id: k, ..Default::default() })),
+        ("kms:ListKeyPolicies", Operation::ListKeyPolicies(ListKeyPolicies { key_id: k, ..Default::default() })),
+        ("kms:CreateGrant", Operation::CreateGrant(CreateGrant { key_id: k, grantee_principal: "uid:5001", operations: vec![GrantOperation::Encrypt], ..Default::default() })),
+        ("kms:ListGrants", Operation::ListGrants(ListGrants { key_id: k, ..Default::default() })),
+        ("kms:RevokeGrant", Operation::RevokeGrant(RevokeGrant { key_id: k, grant_id: &f.grant_id, dry_run: false })),
+        ("kms:RetireGrant", Operation::RetireGrant(RetireGrant { key_id: Some(k), grant_id: Some(&f.grant_id), ..Default::default() })),
     ]
 }
 
@@ -290,4 +320,272 @@ fn user_and_group_names_are_kept_as_the_numbers_they_had() {
     let stored = f.t.svc.store().key_policy(&f.id).unwrap().unwrap();
     assert_eq!(stored.text, text, "GetKeyPolicy returns the document as given");
     assert_eq!(stored.names, r#"{"group:root":0,"user:root":0}"#);
+}
+
+fn grant(f: &Fixture, req: CreateGrant<'_>, who: &Identity) -> Result<CreateGrantOutput, KmsError> {
+    f.t.svc.call(&Operation::CreateGrant(req), who).map(|o| match o {
+        Output::CreateGrant(o) => o,
+        o => panic!("{o:?}"),
+    })
+}
+
+fn encrypt_as(f: &Fixture, who: &Identity, ctx: Vec<(&'static str, &'static str)>) -> Result<Output, KmsError> {
+    f.t.svc.call(
+        &Operation::Encrypt(Encrypt {
+            key_id: &f.key,
+            plaintext: b"p",
+            context: ctx,
+            ..Default::default()
+        }),
+        who,
+    )
+}
+
+#[test]
+fn a_grant_allows_its_grantee_from_the_next_request_until_it_is_revoked_or_retired() {
+    let f = Fixture::new();
+    let who = other();
+    assert!(is_denied(&encrypt_as(&f, &who, vec![])));
+    let g = grant(
+        &f,
+        CreateGrant {
+            key_id: &f.key,
+            grantee_principal: "uid:4242",
+            operations: vec![GrantOperation::Encrypt, GrantOperation::RetireGrant],
+            ..Default::default()
+        },
+        &ADMIN,
+    )
+    .unwrap();
+    assert_eq!(g.grant_id.len(), 64);
+    assert!(encrypt_as(&f, &who, vec![]).is_ok(), "the very next request");
+    assert!(encrypt_as(&f, &who, vec![]).is_ok(), "cached");
+    // Only what it lists.
+    let d = f.t.svc.call(&Operation::Decrypt(Decrypt { ciphertext_blob: &f.blob, ..Default::default() }), &who);
+    assert!(is_denied(&d), "{d:?}");
+    // Revoked: the very next request is denied.
+    f.t.svc
+        .call(&Operation::RevokeGrant(RevokeGrant { key_id: &f.key, grant_id: &g.grant_id, dry_run: false }), &ADMIN)
+        .unwrap();
+    assert!(is_denied(&encrypt_as(&f, &who, vec![])));
+    let again = f.t.svc.call(&Operation::RevokeGrant(RevokeGrant { key_id: &f.key, grant_id: &g.grant_id, dry_run: false }), &ADMIN);
+    assert_eq!(again.unwrap_err().kind, ErrorKind::NotFound);
+
+    // Retired by its grantee (it allows RetireGrant), by token.
+    let g = grant(
+        &f,
+        CreateGrant {
+            key_id: &f.key,
+            grantee_principal: "uid:4242",
+            operations: vec![GrantOperation::Encrypt, GrantOperation::RetireGrant],
+            ..Default::default()
+        },
+        &ADMIN,
+    )
+    .unwrap();
+    assert!(encrypt_as(&f, &who, vec![]).is_ok());
+    f.t.svc
+        .call(&Operation::RetireGrant(RetireGrant { grant_token: Some(&g.grant_token), ..Default::default() }), &who)
+        .unwrap();
+    assert!(is_denied(&encrypt_as(&f, &who, vec![])));
+}
+
+#[test]
+fn constraints_follow_aws_case_rules() {
+    let f = Fixture::new();
+    let who = other();
+    grant(
+        &f,
+        CreateGrant {
+            key_id: &f.key,
+            grantee_principal: "uid:4242",
+            operations: vec![GrantOperation::Encrypt],
+            constraints: Some(GrantConstraints {
+                encryption_context_subset: vec![("Tenant", "B")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        &ADMIN,
+    )
+    .unwrap();
+    assert!(encrypt_as(&f, &who, vec![("tenant", "B"), ("extra", "x")]).is_ok(), "keys in any case, more pairs fine");
+    assert!(is_denied(&encrypt_as(&f, &who, vec![("tenant", "b")])), "values exactly");
+    assert!(is_denied(&encrypt_as(&f, &who, vec![])));
+}
+
+#[test]
+fn a_named_grant_is_created_once_and_each_answer_has_its_own_token() {
+    let f = Fixture::new();
+    let req = || CreateGrant {
+        key_id: &f.key,
+        grantee_principal: "uid:4242",
+        operations: vec![GrantOperation::Decrypt],
+        name: Some("svc-b"),
+        ..Default::default()
+    };
+    let a = grant(&f, req(), &ADMIN).unwrap();
+    let b = grant(&f, req(), &ADMIN).unwrap();
+    assert_eq!(a.grant_id, b.grant_id);
+    assert_ne!(a.grant_token, b.grant_token);
+    let list = |grantee: Option<&str>| match f
+        .t
+        .svc
+        .call(&Operation::ListGrants(ListGrants { key_id: &f.key, grantee_principal: grantee, ..Default::default() }), &ADMIN)
+        .unwrap()
+    {
+        Output::ListGrants(o) => o.grants,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(list(Some("uid:4242")).len(), 1);
+    assert_eq!(list(None).len(), 2, "with the fixture's");
+    let entry = &list(Some("uid:4242"))[0];
+    assert_eq!(entry.name.as_deref(), Some("svc-b"));
+    assert_eq!(entry.issuing_account, "uid:0");
+    assert_eq!(entry.operations, vec![GrantOperation::Decrypt]);
+}
+
+#[test]
+fn dry_run_says_what_would_have_happened_and_does_nothing() {
+    let f = Fixture::new();
+    let e = f
+        .t
+        .call(Operation::CreateGrant(CreateGrant {
+            key_id: &f.key,
+            grantee_principal: "uid:4242",
+            operations: vec![GrantOperation::Encrypt],
+            dry_run: true,
+            ..Default::default()
+        }))
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::DryRunOperation);
+    assert!(is_denied(&encrypt_as(&f, &other(), vec![])), "no grant was made");
+    let e = f
+        .t
+        .call(Operation::Encrypt(Encrypt { key_id: &f.key, plaintext: b"p", dry_run: true, ..Default::default() }))
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::DryRunOperation);
+    let e = f
+        .t
+        .call(Operation::Decrypt(Decrypt { ciphertext_blob: &f.blob, dry_run: true, ..Default::default() }))
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::DryRunOperation);
+    // A dry run by someone without permission is AccessDeniedException.
+    let r = f.t.svc.call(
+        &Operation::Encrypt(Encrypt { key_id: &f.key, plaintext: b"p", dry_run: true, ..Default::default() }),
+        &other(),
+    );
+    assert!(is_denied(&r), "{r:?}");
+    // And one of a disabled key says so.
+    f.t.set_state(&f.key, KeyState::Disabled);
+    let e = f
+        .t
+        .call(Operation::Encrypt(Encrypt { key_id: &f.key, plaintext: b"p", dry_run: true, ..Default::default() }))
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Disabled);
+}
+
+#[test]
+fn a_grant_with_create_grant_passes_on_only_what_it_has() {
+    let f = Fixture::new();
+    let who = other();
+    grant(
+        &f,
+        CreateGrant {
+            key_id: &f.key,
+            grantee_principal: "uid:4242",
+            operations: vec![GrantOperation::Decrypt, GrantOperation::CreateGrant],
+            constraints: Some(GrantConstraints {
+                encryption_context_subset: vec![("tenant", "B")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        &ADMIN,
+    )
+    .unwrap();
+    let child = |ops: Vec<GrantOperation>, subset: Vec<(&'static str, &'static str)>| CreateGrant {
+        key_id: &f.key,
+        grantee_principal: "uid:4343",
+        operations: ops,
+        constraints: Some(GrantConstraints { encryption_context_subset: subset, ..Default::default() }),
+        ..Default::default()
+    };
+    assert!(grant(&f, child(vec![GrantOperation::Decrypt], vec![("tenant", "B"), ("app", "x")]), &who).is_ok());
+    let more_ops = grant(&f, child(vec![GrantOperation::Encrypt], vec![("tenant", "B")]), &who);
+    assert!(matches!(&more_ops, Err(e) if e.kind == ErrorKind::AccessDenied), "{more_ops:?}");
+    let looser = grant(&f, child(vec![GrantOperation::Decrypt], vec![("app", "x")]), &who);
+    assert!(matches!(&looser, Err(e) if e.kind == ErrorKind::AccessDenied), "{looser:?}");
+}
+
+#[test]
+fn bad_grants_are_refused_with_aws_exceptions() {
+    let f = Fixture::new();
+    for (req, kind) in [
+        (CreateGrant { key_id: &f.key, grantee_principal: "gid:5", operations: vec![GrantOperation::Decrypt], ..Default::default() }, ErrorKind::Validation),
+        (CreateGrant { key_id: &f.key, grantee_principal: "uid:5", operations: vec![GrantOperation::Sign], ..Default::default() }, ErrorKind::Validation),
+        (CreateGrant { key_id: &f.key, grantee_principal: "uid:5", operations: vec![GrantOperation::Decrypt], grant_tokens: vec!["not-a-token"], ..Default::default() }, ErrorKind::InvalidGrantToken),
+        (CreateGrant { key_id: MISSING, grantee_principal: "uid:5", operations: vec![GrantOperation::Decrypt], ..Default::default() }, ErrorKind::NotFound),
+    ] {
+        let e = f.t.call(Operation::CreateGrant(req.clone())).unwrap_err();
+        assert_eq!(e.kind, kind, "{req:?}: {e:?}");
+    }
+    let e = f
+        .t
+        .call(Operation::RevokeGrant(RevokeGrant { key_id: &f.key, grant_id: "xyz", dry_run: false }))
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidGrantId);
+}
+
+const MISSING: &str = crate::service::ops::test_support::MISSING_KEY;
+
+#[test]
+fn retirable_grants_are_listed_for_their_retiring_principal() {
+    let f = Fixture::new();
+    for _ in 0..3 {
+        grant(
+            &f,
+            CreateGrant {
+                key_id: &f.key,
+                grantee_principal: "uid:5000",
+                retiring_principal: Some("uid:4242"),
+                operations: vec![GrantOperation::Decrypt],
+                ..Default::default()
+            },
+            &ADMIN,
+        )
+        .unwrap();
+    }
+    let page = |who: &Identity, marker: Option<&str>| {
+        f.t.svc.call(
+            &Operation::ListRetirableGrants(ListRetirableGrants { retiring_principal: "uid:4242", limit: 2, marker }),
+            who,
+        )
+    };
+    let first = match page(&other(), None).unwrap() {
+        Output::ListRetirableGrants(o) => o,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(first.grants.len(), 2);
+    assert!(first.truncated);
+    let second = match page(&other(), first.next_marker.as_deref()).unwrap() {
+        Output::ListRetirableGrants(o) => o,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(second.grants.len(), 1);
+    assert!(!second.truncated);
+    // Someone else's list is the administrators' business.
+    let stranger = Identity::accepted(777, 777, 1, PeerDetails::default());
+    assert!(is_denied(&page(&stranger, None)));
+    assert!(page(&ADMIN, None).is_ok());
+    // The retiring principal retires one.
+    let id = &first.grants[0].grant_id;
+    f.t.svc
+        .call(&Operation::RetireGrant(RetireGrant { key_id: Some(&f.key), grant_id: Some(id), ..Default::default() }), &other())
+        .unwrap();
+    let r = f.t.svc.call(
+        &Operation::RetireGrant(RetireGrant { key_id: Some(&f.key), grant_id: Some(&first.grants[1].grant_id), ..Default::default() }),
+        &stranger,
+    );
+    assert!(is_denied(&r), "{r:?}");
 }
