@@ -87,12 +87,23 @@ enum Command {
         /// Tag of the new key (repeatable, at most 50).
         #[arg(long = "tag", value_name = "K=V", value_parser = parse_pair)]
         tags: Vec<(String, String)>,
+        /// The key policy, a JSON document read from FILE (`-`: stdin;
+        /// `file://FILE` as the AWS CLI takes it); default: the default key
+        /// policy.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Skip the check that the policy lets you change it later.
+        #[arg(long)]
+        bypass_policy_lockout_safety_check: bool,
     },
     /// Show a key's metadata.
     DescribeKey {
         /// Key id or ARN.
         #[arg(long, value_name = "K")]
         key_id: String,
+        /// A grant token (repeatable, at most 10).
+        #[arg(long = "grant-tokens", alias = "grant-token", value_name = "TOKEN")]
+        grant_tokens: Vec<String>,
     },
     /// List keys, one page (or every page with --all).
     ListKeys {
@@ -122,6 +133,8 @@ enum Command {
         #[arg(long = "context", value_name = "K=V", value_parser = parse_pair)]
         context: Vec<(String, String)>,
         #[command(flatten)]
+        access: AccessArgs,
+        #[command(flatten)]
         output: OutputArg,
     },
     /// Decrypt a ciphertext blob read from a file (raw) or stdin (base64 or
@@ -137,6 +150,8 @@ enum Command {
         /// encrypt.
         #[arg(long = "context", value_name = "K=V", value_parser = parse_pair)]
         context: Vec<(String, String)>,
+        #[command(flatten)]
+        access: AccessArgs,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -158,6 +173,8 @@ enum Command {
         /// Context for the new blob (repeatable).
         #[arg(long = "destination-context", value_name = "K=V", value_parser = parse_pair)]
         destination_context: Vec<(String, String)>,
+        #[command(flatten)]
+        access: AccessArgs,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -335,6 +352,137 @@ enum Command {
         #[command(flatten)]
         key: KeyArg,
     },
+    /// Replace a key's policy with a JSON document.
+    PutKeyPolicy {
+        #[command(flatten)]
+        key: KeyArg,
+        /// The key policy, a JSON document read from FILE (`-`: stdin;
+        /// `file://FILE` as the AWS CLI takes it).
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// The policy's name (AWS allows only `default`, the default).
+        #[arg(long, value_name = "NAME")]
+        policy_name: Option<String>,
+        /// Skip the check that the policy lets you change it later.
+        #[arg(long)]
+        bypass_policy_lockout_safety_check: bool,
+    },
+    /// Print a key's policy: the JSON document itself (with --json, an
+    /// object with Policy and PolicyName, as the AWS CLI prints it).
+    GetKeyPolicy {
+        #[command(flatten)]
+        key: KeyArg,
+        /// The policy's name (default: `default`).
+        #[arg(long, value_name = "NAME")]
+        policy_name: Option<String>,
+        /// Write the policy document to FILE instead of printing it (`-`:
+        /// stdout, and nothing else).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// List the names of a key's policies (AWS: `default` only).
+    ListKeyPolicies {
+        #[command(flatten)]
+        key: KeyArg,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Give a principal some operations on a key.
+    CreateGrant {
+        #[command(flatten)]
+        key: KeyArg,
+        /// Who gets the permissions (e.g. uid:1000, user:NAME, group:NAME).
+        #[arg(long, value_name = "PRINCIPAL")]
+        grantee_principal: String,
+        /// The operations the grant allows: a comma-separated list, or the
+        /// option repeated (e.g. --operations Decrypt,GenerateDataKey).
+        #[arg(
+            long,
+            value_name = "OP",
+            required = true,
+            value_delimiter = ',',
+            value_parser = grant_operation_parser()
+        )]
+        operations: Vec<GrantOperation>,
+        /// Who may retire the grant besides its grantee.
+        #[arg(long, value_name = "PRINCIPAL")]
+        retiring_principal: Option<String>,
+        /// Allow the operations only when the request's encryption context is
+        /// exactly these pairs (repeatable).
+        #[arg(
+            long = "constraint-encryption-context-equals",
+            value_name = "K=V",
+            value_parser = parse_pair
+        )]
+        context_equals: Vec<(String, String)>,
+        /// Allow the operations only when the request's encryption context
+        /// includes these pairs (repeatable).
+        #[arg(
+            long = "constraint-encryption-context-subset",
+            value_name = "K=V",
+            value_parser = parse_pair
+        )]
+        context_subset: Vec<(String, String)>,
+        /// A name: creating a grant of the same name and parameters again
+        /// returns the same grant id.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+    /// List a key's grants, one page (or every page with --all).
+    ListGrants {
+        #[command(flatten)]
+        key: KeyArg,
+        /// Only this grant.
+        #[arg(long, value_name = "ID")]
+        grant_id: Option<String>,
+        /// Only the grants to this principal.
+        #[arg(long, value_name = "PRINCIPAL")]
+        grantee_principal: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// List the grants a principal may retire, over all keys.
+    ListRetirableGrants {
+        /// The retiring principal.
+        #[arg(long, value_name = "PRINCIPAL")]
+        retiring_principal: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Retire (delete) a grant, named by its token or by key and grant id.
+    RetireGrant {
+        /// The grant's token (from create-grant).
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            required_unless_present_all = ["key_id", "grant_id"]
+        )]
+        grant_token: Option<String>,
+        /// Key id or ARN of the grant's key (with --grant-id).
+        #[arg(long, value_name = "KEY", requires = "grant_id")]
+        key_id: Option<String>,
+        /// The grant's id (with --key-id).
+        #[arg(long, value_name = "ID", requires = "key_id")]
+        grant_id: Option<String>,
+        /// Only check that the request would succeed (DryRunOperationException
+        /// if it would have).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Revoke (delete) a grant of a key.
+    RevokeGrant {
+        #[command(flatten)]
+        key: KeyArg,
+        /// The grant's id.
+        #[arg(long, value_name = "ID")]
+        grant_id: String,
+        /// Only check that the request would succeed (DryRunOperationException
+        /// if it would have).
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// The key of a command: positional, or `--key-id` as in the AWS CLI.
@@ -362,8 +510,8 @@ impl KeyArg {
 /// Paging options of the list commands.
 #[derive(Args)]
 struct PageArgs {
-    /// Page size (default: the daemon's: 50 for list-resource-tags, else
-    /// 100).
+    /// Page size (default: the daemon's: 50 for list-resource-tags,
+    /// list-grants and list-retirable-grants, else 100).
     #[arg(long, value_name = "N")]
     limit: Option<u32>,
     /// Continue after this marker (NextMarker of the previous page).
@@ -372,6 +520,32 @@ struct PageArgs {
     /// Follow NextMarker until the last page; print everything at once.
     #[arg(long)]
     all: bool,
+}
+
+/// Grant tokens and dry run, of the commands that take them.
+#[derive(Args)]
+struct AccessArgs {
+    /// A grant token (repeatable, at most 10): use a grant before it is
+    /// known everywhere.
+    #[arg(long = "grant-tokens", alias = "grant-token", value_name = "TOKEN")]
+    grant_tokens: Vec<String>,
+    /// Only check that the request would succeed: the daemon answers
+    /// DryRunOperationException (exit 1) when it would have, else the error
+    /// it would have had.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl AccessArgs {
+    fn tokens(&self) -> Vec<&str> {
+        self.grant_tokens.iter().map(String::as_str).collect()
+    }
+}
+
+fn grant_operation_parser() -> impl clap::builder::TypedValueParser<Value = GrantOperation> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(GrantOperation::ALL.iter().map(|o| o.name()))
+        .map(|s| GrantOperation::from_name(&s).expect("a possible value"))
 }
 
 fn wrapping_algorithm_parser() -> impl clap::builder::TypedValueParser<Value = WrappingAlgorithm> {
@@ -504,6 +678,8 @@ struct DataKeyArgs {
     /// Encryption context pair (repeatable).
     #[arg(long = "context", value_name = "K=V", value_parser = parse_pair)]
     context: Vec<(String, String)>,
+    #[command(flatten)]
+    access: AccessArgs,
     #[command(flatten)]
     output: OutputArg,
 }
@@ -898,6 +1074,44 @@ fn decode_base64_or_raw(input: &[u8]) -> Vec<u8> {
     input.to_vec()
 }
 
+/// The FILE of `--policy`: `-` is stdin, and `file://FILE` (the AWS CLI's
+/// spelling) is FILE.
+fn policy_source(arg: &Path) -> Option<&Path> {
+    let path = arg
+        .to_str()
+        .and_then(|s| s.strip_prefix("file://"))
+        .map_or(arg, Path::new);
+    (path != Path::new("-")).then_some(path)
+}
+
+/// A key policy document (JSON text) from `--policy`.
+fn read_policy(arg: &Path) -> Result<String, Failure> {
+    let source = policy_source(arg);
+    let bytes = read_input(source, "the key policy (JSON)")?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        Failure::Usage(format!(
+            "the key policy in {} is not UTF-8 text",
+            source.map_or("stdin".into(), |p| p.display().to_string())
+        ))
+    })
+}
+
+/// Writes `text` to stdout as it is, with a final newline if it has none.
+fn print_raw(text: &str) -> Result<(), Failure> {
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| {
+            if text.ends_with('\n') {
+                Ok(())
+            } else {
+                stdout.write_all(b"\n")
+            }
+        })
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Failure::Output(format!("writing to stdout: {e}")))
+}
+
 // ------------------------------------------------------------------ commands
 
 fn metadata(m: &KeyMetadata) -> Val<'_> {
@@ -1254,22 +1468,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
             description,
             origin,
             tags,
+            policy,
+            bypass_policy_lockout_safety_check,
         } => {
             let origin = match origin {
                 OriginArg::Kmsd => Origin::Kmsd,
                 OriginArg::Hsm => Origin::Hsm,
                 OriginArg::External => Origin::External,
             };
+            let policy = policy.as_deref().map(read_policy).transpose()?;
             let m = connect()?.create_key_with(CreateKey {
                 description,
                 origin,
                 tags: tag_list(tags),
+                policy: policy.as_deref(),
+                bypass_policy_lockout_safety_check: *bypass_policy_lockout_safety_check,
                 ..CreateKey::default()
             })?;
             p.emit(None, vec![("KeyMetadata", metadata(&m))], None)
         }
-        Command::DescribeKey { key_id } => {
-            let m = connect()?.describe_key(key_id)?;
+        Command::DescribeKey {
+            key_id,
+            grant_tokens,
+        } => {
+            let m = connect()?.describe_key_with(DescribeKey {
+                key_id,
+                grant_tokens: grant_tokens.iter().map(String::as_str).collect(),
+            })?;
             p.emit(None, vec![("KeyMetadata", metadata(&m))], None)
         }
         Command::ListKeys { limit, marker, all } => {
@@ -1299,7 +1524,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     KeySpecArg::Aes256 => DataKeySpec::Aes256,
                 }),
                 context: pairs(&a.context),
-                ..Default::default()
+                grant_tokens: a.access.tokens(),
+                dry_run: a.access.dry_run,
             };
             let op = if with_plaintext {
                 Operation::GenerateDataKey(req)
@@ -1340,10 +1566,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             key_id,
             plaintext_file,
             context,
+            access,
             output,
         } => {
             let plaintext = read_input(plaintext_file.as_deref(), "the plaintext")?;
-            let o = connect()?.encrypt(key_id, &plaintext, &pairs(context))?;
+            let o = connect()?.encrypt_with(Encrypt {
+                key_id,
+                plaintext: &plaintext,
+                context: pairs(context),
+                grant_tokens: access.tokens(),
+                dry_run: access.dry_run,
+            })?;
             drop(plaintext);
             p.emit(
                 output.output.as_deref(),
@@ -1363,10 +1596,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             ciphertext_file,
             key_id,
             context,
+            access,
             output,
         } => {
             let blob = read_blob(ciphertext_file.as_deref())?;
-            let o = connect()?.decrypt(&blob, key_id.as_deref(), &pairs(context))?;
+            let o = connect()?.decrypt_with(Decrypt {
+                ciphertext_blob: &blob,
+                key_id: key_id.as_deref(),
+                context: pairs(context),
+                grant_tokens: access.tokens(),
+                dry_run: access.dry_run,
+            })?;
             p.emit(
                 output.output.as_deref(),
                 vec![
@@ -1387,35 +1627,34 @@ fn run(cli: Cli) -> Result<(), Failure> {
             ciphertext_file,
             source_context,
             destination_context,
+            access,
             output,
         } => {
             let blob = read_blob(ciphertext_file.as_deref())?;
-            let op = Operation::ReEncrypt(ReEncrypt {
+            let o = connect()?.re_encrypt(ReEncrypt {
                 ciphertext_blob: &blob,
                 source_key_id: source_key_id.as_deref(),
                 source_context: pairs(source_context),
                 destination_key_id,
                 destination_context: pairs(destination_context),
-                ..Default::default()
-            });
-            match connect()?.call(op)? {
-                Output::ReEncrypt(o) => p.emit(
-                    output.output.as_deref(),
-                    vec![
-                        ("CiphertextBlob", Val::Bin(&o.ciphertext_blob)),
-                        ("SourceKeyId", s(&o.source_key_id)),
-                        ("KeyId", s(&o.key_id)),
-                        ("SourceEncryptionAlgorithm", s("SYMMETRIC_DEFAULT")),
-                        ("DestinationEncryptionAlgorithm", s("SYMMETRIC_DEFAULT")),
-                    ],
-                    Some(Main {
-                        name: "CiphertextBlob",
-                        bytes: &o.ciphertext_blob,
-                        secret: false,
-                    }),
-                ),
-                _ => Err(wrong_answer()),
-            }
+                grant_tokens: access.tokens(),
+                dry_run: access.dry_run,
+            })?;
+            p.emit(
+                output.output.as_deref(),
+                vec![
+                    ("CiphertextBlob", Val::Bin(&o.ciphertext_blob)),
+                    ("SourceKeyId", s(&o.source_key_id)),
+                    ("KeyId", s(&o.key_id)),
+                    ("SourceEncryptionAlgorithm", s("SYMMETRIC_DEFAULT")),
+                    ("DestinationEncryptionAlgorithm", s("SYMMETRIC_DEFAULT")),
+                ],
+                Some(Main {
+                    name: "CiphertextBlob",
+                    bytes: &o.ciphertext_blob,
+                    secret: false,
+                }),
+            )
         }
         Command::GenerateRandom {
             number_of_bytes,
@@ -1538,6 +1777,107 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })?;
             p.emit(None, vec![], None)
         }
+        Command::PutKeyPolicy {
+            key,
+            policy,
+            policy_name,
+            bypass_policy_lockout_safety_check,
+        } => {
+            let policy = read_policy(policy)?;
+            connect()?.put_key_policy_with(PutKeyPolicy {
+                key_id: key.get(),
+                policy_name: policy_name.as_deref(),
+                policy: &policy,
+                bypass_policy_lockout_safety_check: *bypass_policy_lockout_safety_check,
+            })?;
+            p.emit(None, vec![], None)
+        }
+        Command::GetKeyPolicy {
+            key,
+            policy_name,
+            output,
+        } => {
+            let o = connect()?.get_key_policy(key.get(), policy_name.as_deref())?;
+            if !p.json && output.is_none() {
+                // The document itself, as `aws kms get-key-policy --query
+                // Policy --output text` prints it.
+                return print_raw(&o.policy);
+            }
+            p.emit(
+                output.as_deref(),
+                vec![("Policy", s(&o.policy)), ("PolicyName", s(&o.policy_name))],
+                Some(Main {
+                    name: "Policy",
+                    bytes: o.policy.as_bytes(),
+                    secret: false,
+                }),
+            )
+        }
+        Command::ListKeyPolicies { key, page } => {
+            let mut c = connect()?;
+            let (names, next, truncated) = pages(page.all, page.marker.as_deref(), |m| {
+                let o = c.list_key_policies(key.get(), page.limit.unwrap_or(0), m)?;
+                Ok((o.policy_names, o.next_marker, o.truncated))
+            })?;
+            p.emit(
+                None,
+                page_fields(
+                    "PolicyNames",
+                    names.iter().map(|n| s(n)).collect(),
+                    next.as_deref(),
+                    truncated,
+                ),
+                None,
+            )
+        }
+        Command::ListGrants {
+            key,
+            grant_id,
+            grantee_principal,
+            page,
+        } => {
+            let mut c = connect()?;
+            let (grants, next, truncated) = pages(page.all, page.marker.as_deref(), |m| {
+                let o = c.list_grants(ListGrants {
+                    key_id: key.get(),
+                    limit: page.limit.unwrap_or(0),
+                    marker: m,
+                    grant_id: grant_id.as_deref(),
+                    grantee_principal: grantee_principal.as_deref(),
+                })?;
+                Ok((o.grants, o.next_marker, o.truncated))
+            })?;
+            p.emit(
+                None,
+                page_fields(
+                    "Grants",
+                    grants.iter().map(grant_entry).collect(),
+                    next.as_deref(),
+                    truncated,
+                ),
+                None,
+            )
+        }
+        Command::ListRetirableGrants {
+            retiring_principal,
+            page,
+        } => {
+            let mut c = connect()?;
+            let (grants, next, truncated) = pages(page.all, page.marker.as_deref(), |m| {
+                let o = c.list_retirable_grants(retiring_principal, page.limit.unwrap_or(0), m)?;
+                Ok((o.grants, o.next_marker, o.truncated))
+            })?;
+            p.emit(
+                None,
+                page_fields(
+                    "Grants",
+                    grants.iter().map(grant_entry).collect(),
+                    next.as_deref(),
+                    truncated,
+                ),
+                None,
+            )
+        }
         other => {
             let Some(op) = simple_operation(other) else {
                 unreachable!("the commands simple_operation does not know are matched above")
@@ -1618,6 +1958,50 @@ fn simple_operation(c: &Command) -> Option<Operation<'_>> {
             Operation::DeleteImportedKeyMaterial(DeleteImportedKeyMaterial { key_id: key.get() })
         }
         Command::WhoAmI => Operation::WhoAmI(WhoAmI),
+        Command::CreateGrant {
+            key,
+            grantee_principal,
+            operations,
+            retiring_principal,
+            context_equals,
+            context_subset,
+            name,
+            access,
+        } => Operation::CreateGrant(CreateGrant {
+            key_id: key.get(),
+            grantee_principal,
+            retiring_principal: retiring_principal.as_deref(),
+            operations: operations.clone(),
+            constraints: (!context_subset.is_empty() || !context_equals.is_empty()).then(|| {
+                GrantConstraints {
+                    encryption_context_subset: pairs(context_subset),
+                    encryption_context_equals: pairs(context_equals),
+                }
+            }),
+            grant_tokens: access.tokens(),
+            name: name.as_deref(),
+            dry_run: access.dry_run,
+        }),
+        Command::RetireGrant {
+            grant_token,
+            key_id,
+            grant_id,
+            dry_run,
+        } => Operation::RetireGrant(RetireGrant {
+            grant_token: grant_token.as_deref(),
+            key_id: key_id.as_deref(),
+            grant_id: grant_id.as_deref(),
+            dry_run: *dry_run,
+        }),
+        Command::RevokeGrant {
+            key,
+            grant_id,
+            dry_run,
+        } => Operation::RevokeGrant(RevokeGrant {
+            key_id: key.get(),
+            grant_id,
+            dry_run: *dry_run,
+        }),
         _ => return None,
     })
 }
@@ -2124,5 +2508,477 @@ mod tests {
         let mode = std::fs::metadata(&token).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Asserts that `args` parse into a command whose request is `want`.
+    fn assert_op(args: &[&str], want: Operation<'_>) {
+        let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(
+            simple_operation(&cli.command).expect("a simple command"),
+            want,
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn grant_commands_build_their_requests() {
+        let grant = |operations: Vec<GrantOperation>| CreateGrant {
+            key_id: "k",
+            grantee_principal: "uid:1000",
+            operations,
+            ..CreateGrant::default()
+        };
+        // Operations: a comma-separated list, or the option repeated.
+        let both = vec![GrantOperation::Decrypt, GrantOperation::GenerateDataKey];
+        for args in [
+            &[
+                "create-grant",
+                "k",
+                "--grantee-principal",
+                "uid:1000",
+                "--operations",
+                "Decrypt,GenerateDataKey",
+            ][..],
+            &[
+                "create-grant",
+                "--key-id",
+                "k",
+                "--grantee-principal",
+                "uid:1000",
+                "--operations",
+                "Decrypt",
+                "--operations",
+                "GenerateDataKey",
+            ],
+        ] {
+            assert_op(args, Operation::CreateGrant(grant(both.clone())));
+        }
+        assert_op(
+            &[
+                "create-grant",
+                "k",
+                "--grantee-principal",
+                "uid:1000",
+                "--operations",
+                "Encrypt",
+                "--retiring-principal",
+                "uid:0",
+                "--constraint-encryption-context-equals",
+                "tenant=acme",
+                "--constraint-encryption-context-equals",
+                "app=a=b",
+                "--constraint-encryption-context-subset",
+                "team=pay",
+                "--name",
+                "g1",
+                "--grant-tokens",
+                "t1",
+                "--grant-tokens",
+                "t2",
+                "--dry-run",
+            ],
+            Operation::CreateGrant(CreateGrant {
+                retiring_principal: Some("uid:0"),
+                constraints: Some(GrantConstraints {
+                    encryption_context_subset: vec![("team", "pay")],
+                    encryption_context_equals: vec![("tenant", "acme"), ("app", "a=b")],
+                }),
+                grant_tokens: vec!["t1", "t2"],
+                name: Some("g1"),
+                dry_run: true,
+                ..grant(vec![GrantOperation::Encrypt])
+            }),
+        );
+        // Every AWS grant operation parses, by AWS's name only.
+        for o in GrantOperation::ALL {
+            assert!(parse(&[
+                "create-grant",
+                "k",
+                "--grantee-principal",
+                "p",
+                "--operations",
+                o.name()
+            ])
+            .is_ok());
+        }
+        for bad in [
+            &["create-grant", "k", "--grantee-principal", "p"][..],
+            &["create-grant", "k", "--operations", "Decrypt"],
+            &[
+                "create-grant",
+                "k",
+                "--grantee-principal",
+                "p",
+                "--operations",
+                "decrypt",
+            ],
+            &[
+                "create-grant",
+                "k",
+                "--grantee-principal",
+                "p",
+                "--operations",
+                "Decrypt",
+                "--constraint-encryption-context-equals",
+                "novalue",
+            ],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+
+        assert_op(
+            &["retire-grant", "--grant-token", "t", "--dry-run"],
+            Operation::RetireGrant(RetireGrant {
+                grant_token: Some("t"),
+                dry_run: true,
+                ..RetireGrant::default()
+            }),
+        );
+        assert_op(
+            &["retire-grant", "--key-id", "k", "--grant-id", "g"],
+            Operation::RetireGrant(RetireGrant {
+                key_id: Some("k"),
+                grant_id: Some("g"),
+                ..RetireGrant::default()
+            }),
+        );
+        // A token, or both the key and the grant id.
+        for bad in [
+            &["retire-grant"][..],
+            &["retire-grant", "--key-id", "k"],
+            &["retire-grant", "--grant-id", "g"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_op(
+            &["revoke-grant", "k", "--grant-id", "g"],
+            Operation::RevokeGrant(RevokeGrant {
+                key_id: "k",
+                grant_id: "g",
+                dry_run: false,
+            }),
+        );
+        assert_op(
+            &[
+                "revoke-grant",
+                "--key-id",
+                "k",
+                "--grant-id",
+                "g",
+                "--dry-run",
+            ],
+            Operation::RevokeGrant(RevokeGrant {
+                key_id: "k",
+                grant_id: "g",
+                dry_run: true,
+            }),
+        );
+        assert!(parse(&["revoke-grant", "k"]).is_err());
+    }
+
+    #[test]
+    fn grant_lists_and_policy_commands_parse() {
+        let Command::ListGrants {
+            key,
+            grant_id,
+            grantee_principal,
+            page,
+        } = parse(&[
+            "list-grants",
+            "--key-id",
+            "k",
+            "--grant-id",
+            "g",
+            "--grantee-principal",
+            "uid:7",
+            "--limit",
+            "10",
+            "--marker",
+            "m",
+            "--all",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not list-grants")
+        };
+        assert_eq!(key.get(), "k");
+        assert_eq!(grant_id.as_deref(), Some("g"));
+        assert_eq!(grantee_principal.as_deref(), Some("uid:7"));
+        assert_eq!(
+            (page.limit, page.marker.as_deref(), page.all),
+            (Some(10), Some("m"), true)
+        );
+        let Command::ListRetirableGrants {
+            retiring_principal,
+            page,
+        } = parse(&["list-retirable-grants", "--retiring-principal", "uid:0"])
+            .unwrap()
+            .command
+        else {
+            panic!("not list-retirable-grants")
+        };
+        assert_eq!(retiring_principal, "uid:0");
+        assert_eq!((page.limit, page.all), (None, false));
+        assert!(parse(&["list-retirable-grants"]).is_err());
+        assert!(matches!(
+            parse(&["list-key-policies", "k"]).unwrap().command,
+            Command::ListKeyPolicies { .. }
+        ));
+
+        let Command::PutKeyPolicy {
+            key,
+            policy,
+            policy_name,
+            bypass_policy_lockout_safety_check,
+        } = parse(&[
+            "put-key-policy",
+            "--key-id",
+            "k",
+            "--policy",
+            "file://p.json",
+            "--policy-name",
+            "default",
+            "--bypass-policy-lockout-safety-check",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not put-key-policy")
+        };
+        assert_eq!(key.get(), "k");
+        assert_eq!(policy_source(&policy), Some(Path::new("p.json")));
+        assert_eq!(policy_name.as_deref(), Some("default"));
+        assert!(bypass_policy_lockout_safety_check);
+        assert!(
+            parse(&["put-key-policy", "k"]).is_err(),
+            "--policy is required"
+        );
+        assert_eq!(policy_source(Path::new("-")), None);
+        assert_eq!(policy_source(Path::new("file://-")), None);
+        assert_eq!(
+            policy_source(Path::new("dir/p.json")),
+            Some(Path::new("dir/p.json"))
+        );
+
+        let Command::GetKeyPolicy {
+            key,
+            policy_name,
+            output,
+        } = parse(&["get-key-policy", "k", "--output", "-"])
+            .unwrap()
+            .command
+        else {
+            panic!("not get-key-policy")
+        };
+        assert_eq!(
+            (key.get(), policy_name, output.as_deref()),
+            ("k", None, Some(Path::new("-")))
+        );
+
+        let Command::CreateKey {
+            policy,
+            bypass_policy_lockout_safety_check,
+            ..
+        } = parse(&[
+            "create-key",
+            "--policy",
+            "-",
+            "--bypass-policy-lockout-safety-check",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not create-key")
+        };
+        assert_eq!(policy.as_deref(), Some(Path::new("-")));
+        assert!(bypass_policy_lockout_safety_check);
+        let Command::CreateKey {
+            policy,
+            bypass_policy_lockout_safety_check,
+            ..
+        } = parse(&["create-key"]).unwrap().command
+        else {
+            panic!("not create-key")
+        };
+        assert!(policy.is_none() && !bypass_policy_lockout_safety_check);
+    }
+
+    #[test]
+    fn cryptographic_commands_take_grant_tokens_and_dry_run() {
+        let tokens = ["--grant-tokens", "t1", "--grant-token", "t2", "--dry-run"];
+        let with = |args: &[&str]| {
+            let mut v = args.to_vec();
+            v.extend_from_slice(&tokens);
+            parse(&v).unwrap_or_else(|e| panic!("{v:?}: {e}")).command
+        };
+        let access = |c: &Command| -> (Vec<String>, bool) {
+            let a = match c {
+                Command::Encrypt { access, .. }
+                | Command::Decrypt { access, .. }
+                | Command::ReEncrypt { access, .. } => access,
+                Command::GenerateDataKey(a) | Command::GenerateDataKeyWithoutPlaintext(a) => {
+                    &a.access
+                }
+                _ => panic!("not a cryptographic command"),
+            };
+            (a.grant_tokens.clone(), a.dry_run)
+        };
+        for c in [
+            with(&["encrypt", "--key-id", "k"]),
+            with(&["decrypt"]),
+            with(&["re-encrypt", "--destination-key-id", "k"]),
+            with(&[
+                "generate-data-key",
+                "--key-id",
+                "k",
+                "--number-of-bytes",
+                "32",
+            ]),
+            with(&[
+                "generate-data-key-without-plaintext",
+                "--key-id",
+                "k",
+                "--key-spec",
+                "AES_256",
+            ]),
+        ] {
+            assert_eq!(access(&c), (vec!["t1".to_string(), "t2".to_string()], true));
+        }
+        let plain = parse(&["encrypt", "--key-id", "k"]).unwrap().command;
+        assert_eq!(access(&plain), (vec![], false));
+        let Command::DescribeKey { grant_tokens, .. } =
+            parse(&["describe-key", "--key-id", "k", "--grant-tokens", "t"])
+                .unwrap()
+                .command
+        else {
+            panic!("not describe-key")
+        };
+        assert_eq!(grant_tokens, ["t"]);
+    }
+
+    #[test]
+    fn policies_are_read_from_files_as_utf8() {
+        let dir = std::env::temp_dir().join(format!("kmsctl-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("p.json");
+        std::fs::write(&good, "{\"Version\":\"2012-10-17\"}").unwrap();
+        assert_eq!(
+            read_policy(&good).ok().unwrap(),
+            "{\"Version\":\"2012-10-17\"}"
+        );
+        let uri = PathBuf::from(format!("file://{}", good.display()));
+        assert_eq!(
+            read_policy(&uri).ok().unwrap(),
+            "{\"Version\":\"2012-10-17\"}"
+        );
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, [0xff, 0xfe]).unwrap();
+        match read_policy(&bad) {
+            Err(Failure::Usage(m)) => assert!(m.contains("not UTF-8"), "{m}"),
+            _ => panic!("non-UTF-8 policy accepted"),
+        }
+        match read_policy(&dir.join("missing.json")) {
+            Err(Failure::Usage(m)) => assert!(m.contains("cannot open"), "{m}"),
+            _ => panic!("missing policy file accepted"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn access_outputs_use_aws_field_names() {
+        use serde_json::json;
+        let grant = GrantListEntry {
+            key_id: "arn:kmsd:kms:local:key/k".into(),
+            grant_id: "g1".into(),
+            name: Some("n".into()),
+            creation_date: 1_700_000_000,
+            grantee_principal: "uid:1000".into(),
+            retiring_principal: Some("uid:0".into()),
+            issuing_account: "local".into(),
+            operations: vec![GrantOperation::Decrypt, GrantOperation::Encrypt],
+            constraints: Some(OwnedGrantConstraints {
+                encryption_context_subset: vec![],
+                encryption_context_equals: vec![
+                    ("tenant".into(), "acme".into()),
+                    ("app".into(), "x".into()),
+                ],
+            }),
+        };
+        let bare = GrantListEntry {
+            grant_id: "g2".into(),
+            name: None,
+            retiring_principal: None,
+            constraints: None,
+            operations: vec![GrantOperation::RetireGrant],
+            ..grant.clone()
+        };
+        let list = ListGrantsOutput {
+            grants: vec![grant, bare],
+            next_marker: Some("m".into()),
+            truncated: true,
+        };
+        let want = json!({"Grants": [
+            {"KeyId": "arn:kmsd:kms:local:key/k", "GrantId": "g1", "Name": "n",
+             "CreationDate": 1_700_000_000, "GranteePrincipal": "uid:1000",
+             "RetiringPrincipal": "uid:0", "IssuingAccount": "local",
+             "Operations": ["Decrypt", "Encrypt"],
+             "Constraints": {"EncryptionContextEquals": {"tenant": "acme", "app": "x"}}},
+            {"KeyId": "arn:kmsd:kms:local:key/k", "GrantId": "g2",
+             "CreationDate": 1_700_000_000, "GranteePrincipal": "uid:1000",
+             "IssuingAccount": "local", "Operations": ["RetireGrant"]}],
+            "NextMarker": "m", "Truncated": true});
+        assert_eq!(json_of(&Output::ListGrants(list.clone())), want);
+        assert_eq!(json_of(&Output::ListRetirableGrants(list.clone())), want);
+        // JSON keeps the constraint pairs in order.
+        let text = serde_json::to_string(&Val::Obj(
+            output_fields(&Output::ListGrants(list.clone())).unwrap(),
+        ))
+        .unwrap();
+        assert!(text.contains(r#"{"tenant":"acme","app":"x"}"#), "{text}");
+        assert_eq!(
+            json_of(&Output::GetKeyPolicy(GetKeyPolicyOutput {
+                policy: "{\n  \"Version\": \"2012-10-17\"\n}".into(),
+                policy_name: "default".into(),
+            })),
+            json!({"Policy": "{\n  \"Version\": \"2012-10-17\"\n}", "PolicyName": "default"})
+        );
+        assert_eq!(
+            json_of(&Output::ListKeyPolicies(ListKeyPoliciesOutput {
+                policy_names: vec!["default".into()],
+                next_marker: None,
+                truncated: false,
+            })),
+            json!({"PolicyNames": ["default"], "Truncated": false})
+        );
+        assert_eq!(
+            json_of(&Output::CreateGrant(CreateGrantOutput {
+                grant_token: "tok".into(),
+                grant_id: "g1".into(),
+            })),
+            json!({"GrantToken": "tok", "GrantId": "g1"})
+        );
+        for empty in [
+            Output::PutKeyPolicy,
+            Output::RetireGrant,
+            Output::RevokeGrant,
+        ] {
+            assert_eq!(json_of(&empty), json!({}));
+        }
+
+        // Human: one grant a line, times in RFC 3339, constraints named.
+        let o = Output::ListGrants(list);
+        let mut fields = output_fields(&o).unwrap();
+        humanize_times(&mut fields);
+        let mut out = Vec::new();
+        write_human(&mut out, &fields).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "arn:kmsd:kms:local:key/k  g1  n  2023-11-14T22:13:20Z  uid:1000  uid:0  local  \
+             Decrypt Encrypt  EncryptionContextEquals:{tenant=acme,app=x}\n\
+             arn:kmsd:kms:local:key/k  g2  2023-11-14T22:13:20Z  uid:1000  local  RetireGrant\n\
+             NextMarker: m\n\
+             Truncated:  true\n"
+        );
     }
 }

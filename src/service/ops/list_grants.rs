@@ -126,3 +126,136 @@ impl Op for ListGrants<'_> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::service::key_arn;
+    use crate::wire::bound::answer_plan;
+    use crate::wire::DEFAULT_MAX_ANSWER;
+    use flatbuffers::FlatBufferBuilder;
+    use kms_proto::codec::response_size_hint;
+    use kms_proto::types::limits::*;
+    use kms_proto::*;
+
+    /// A text of `n` characters of 4 bytes each.
+    fn long(n: usize) -> String {
+        "\u{10348}".repeat(n)
+    }
+
+    /// The largest answer each access-control read can give, beside the
+    /// request that asks for it.
+    fn largest() -> Vec<(Operation<'static>, Output)> {
+        // 384 characters over 8 pairs in each list.
+        let constraint = || -> Vec<(String, String)> {
+            (0..MAX_GRANT_CONSTRAINT_PAIRS)
+                .map(|i| (format!("{i}{}", long(23)), long(24)))
+                .collect()
+        };
+        let grants = ListGrantsOutput {
+            grants: (0..MAX_LIST_GRANTS_LIMIT)
+                .map(|_| GrantListEntry {
+                    key_id: key_arn(&[0xff; 16]),
+                    grant_id: long(MAX_GRANT_ID_LEN),
+                    name: Some(long(MAX_GRANT_NAME_LEN)),
+                    creation_date: i64::MIN,
+                    grantee_principal: long(MAX_PRINCIPAL_LEN),
+                    retiring_principal: Some(long(MAX_PRINCIPAL_LEN)),
+                    issuing_account: long(MAX_ISSUING_ACCOUNT_LEN),
+                    operations: GrantOperation::ALL.to_vec(),
+                    constraints: Some(OwnedGrantConstraints {
+                        encryption_context_subset: constraint(),
+                        encryption_context_equals: constraint(),
+                    }),
+                })
+                .collect(),
+            next_marker: Some(long(MAX_MARKER_LEN)),
+            truncated: true,
+        };
+        vec![
+            (
+                Operation::ListGrants(ListGrants {
+                    key_id: "k",
+                    limit: MAX_LIST_GRANTS_LIMIT,
+                    ..ListGrants::default()
+                }),
+                Output::ListGrants(grants.clone()),
+            ),
+            (
+                Operation::ListRetirableGrants(ListRetirableGrants {
+                    retiring_principal: "uid:0",
+                    limit: 0,
+                    marker: None,
+                }),
+                Output::ListRetirableGrants(ListGrantsOutput {
+                    grants: grants.grants[..DEFAULT_LIST_GRANTS_LIMIT as usize].to_vec(),
+                    ..grants
+                }),
+            ),
+            (
+                Operation::GetKeyPolicy(GetKeyPolicy {
+                    key_id: "k",
+                    policy_name: None,
+                }),
+                Output::GetKeyPolicy(GetKeyPolicyOutput {
+                    policy: "p".repeat(MAX_POLICY_BYTES),
+                    policy_name: long(MAX_POLICY_NAME_LEN),
+                }),
+            ),
+            (
+                Operation::ListKeyPolicies(ListKeyPolicies {
+                    key_id: "k",
+                    limit: 1,
+                    marker: None,
+                }),
+                Output::ListKeyPolicies(ListKeyPoliciesOutput {
+                    policy_names: vec![long(MAX_POLICY_NAME_LEN); MAX_POLICIES_PER_KEY],
+                    next_marker: Some(long(MAX_MARKER_LEN)),
+                    truncated: true,
+                }),
+            ),
+            (
+                Operation::CreateGrant(CreateGrant {
+                    key_id: "k",
+                    grantee_principal: "uid:1",
+                    operations: vec![GrantOperation::Decrypt],
+                    ..CreateGrant::default()
+                }),
+                Output::CreateGrant(CreateGrantOutput {
+                    grant_token: "t".repeat(MAX_GRANT_TOKEN_LEN),
+                    grant_id: long(MAX_GRANT_ID_LEN),
+                }),
+            ),
+        ]
+    }
+
+    /// The answer bounds the operations declare (`output_size`, through
+    /// `wire::bound`) hold for the largest answers, which run: a full
+    /// page of the largest grants fits the default answer frame and the
+    /// clients' table limit.
+    #[test]
+    fn answer_bounds_hold_for_the_largest_answers() {
+        for (op, out) in largest() {
+            let req = Request {
+                request_id: 1,
+                body: RequestBody::Single(Ok(op.clone())),
+            };
+            let plan = answer_plan(&req, DEFAULT_MAX_ANSWER);
+            assert_eq!(plan.runs, 1, "{}", op.name());
+            let resp = Response {
+                request_id: 1,
+                body: ResponseBody::Single(Ok(out)),
+            };
+            let mut fbb = FlatBufferBuilder::with_capacity(response_size_hint(&resp));
+            let mut wire = Vec::new();
+            encode_response(&mut fbb, &resp, &mut wire);
+            assert!(
+                wire.len() <= plan.bound,
+                "{}: {} > {}",
+                op.name(),
+                wire.len(),
+                plan.bound
+            );
+            assert!(response_size_hint(&resp) <= plan.bound, "{}", op.name());
+        }
+    }
+}
