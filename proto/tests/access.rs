@@ -674,9 +674,18 @@ fn policies_are_bounded_and_too_long_is_limit_exceeded() {
     };
     assert_accepted(put(&most));
     assert_accepted(create(&most));
-    // AWS answers a policy over its size quota LimitExceededException.
-    assert_refused_as(put(&over), ErrorKind::LimitExceeded, "32769 bytes");
-    assert_refused_as(create(&over), ErrorKind::LimitExceeded, "32769 bytes");
+    // A policy document is refused with MalformedPolicyDocumentException
+    // and its reason, its size included (issue 12).
+    assert_refused_as(
+        put(&over),
+        ErrorKind::MalformedPolicyDocument,
+        "32769 bytes",
+    );
+    assert_refused_as(
+        create(&over),
+        ErrorKind::MalformedPolicyDocument,
+        "32769 bytes",
+    );
     assert_refused(put(""), "Policy has 0 bytes");
     assert_refused(create(""), "Policy has 0 bytes");
     // CreateKey without a policy: the default one.

@@ -37,7 +37,7 @@ impl Op for Encrypt<'_> {
     }
 
     fn heap_bytes(&self) -> usize {
-        super::context_heap(&self.context)
+        super::context_heap(&self.context) + std::mem::size_of_val(self.grant_tokens.as_slice())
     }
 
     fn authorization(&self) -> Authz<'_> {

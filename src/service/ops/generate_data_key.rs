@@ -108,7 +108,7 @@ impl Op for GenerateDataKey<'_> {
     }
 
     fn heap_bytes(&self) -> usize {
-        super::context_heap(&self.context)
+        super::context_heap(&self.context) + std::mem::size_of_val(self.grant_tokens.as_slice())
     }
 
     fn authorization(&self) -> Authz<'_> {
@@ -146,7 +146,7 @@ impl Op for WithoutPlaintext<'_, '_> {
     }
 
     fn heap_bytes(&self) -> usize {
-        super::context_heap(&self.0.context)
+        self.0.heap_bytes()
     }
 
     fn authorization(&self) -> Authz<'_> {

@@ -29,7 +29,9 @@ impl Op for ReEncrypt<'_> {
     }
 
     fn heap_bytes(&self) -> usize {
-        super::context_heap(&self.source_context) + super::context_heap(&self.destination_context)
+        super::context_heap(&self.source_context)
+            + super::context_heap(&self.destination_context)
+            + std::mem::size_of_val(self.grant_tokens.as_slice())
     }
 
     fn authorization(&self) -> Authz<'_> {
