@@ -1367,11 +1367,24 @@ fn output_fields(o: &Output) -> Option<Vec<(&'static str, Val<'_>)>> {
         | Output::PutKeyPolicy
         | Output::RetireGrant
         | Output::RevokeGrant => vec![],
-        Output::WhoAmI(w) => vec![
-            ("Uid", Val::Int(i64::from(w.uid))),
-            ("Gid", Val::Int(i64::from(w.gid))),
-            ("Pid", Val::Int(i64::from(w.pid))),
-        ],
+        Output::WhoAmI(w) => {
+            let mut fields = vec![
+                ("Uid", Val::Int(i64::from(w.uid))),
+                ("Gid", Val::Int(i64::from(w.gid))),
+                ("Pid", Val::Int(i64::from(w.pid))),
+                (
+                    "Groups",
+                    Val::List(w.groups.iter().map(|g| Val::Int(i64::from(*g))).collect()),
+                ),
+            ];
+            if let Some(u) = &w.unit {
+                fields.push(("Unit", s(u)));
+            }
+            if let Some(c) = &w.cgroup {
+                fields.push(("Cgroup", s(c)));
+            }
+            fields
+        }
         Output::GenerateDataKey(_)
         | Output::GenerateDataKeyWithoutPlaintext(_)
         | Output::Encrypt(_)

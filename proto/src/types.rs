@@ -1184,7 +1184,7 @@ pub struct GenerateRandomOutput {
 
 /// WhoAmI result: the caller as the daemon sees it (SO_PEERCRED at
 /// accept), which key policies and grants decide on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct WhoAmIOutput {
     /// User id.
     pub uid: u32,
@@ -1193,6 +1193,12 @@ pub struct WhoAmIOutput {
     /// The connecting process's id at connect time (0 outside the daemon's
     /// pid namespace); for logs, never for decisions (pids are reused).
     pub pid: i32,
+    /// Supplementary group ids (SO_PEERGROUPS), sorted (at most 65536).
+    pub groups: Vec<u32>,
+    /// The systemd service (`name.service`) the caller runs in, if known.
+    pub unit: Option<String>,
+    /// The caller's cgroup v2 path, if known.
+    pub cgroup: Option<String>,
 }
 
 /// ListResourceTags result.

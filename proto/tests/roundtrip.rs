@@ -507,8 +507,26 @@ fn output() -> impl Strategy<Value = Output> {
             })
         }),
         secret().prop_map(|plaintext| Output::GenerateRandom(GenerateRandomOutput { plaintext })),
-        (any::<u32>(), any::<u32>(), any::<i32>())
-            .prop_map(|(uid, gid, pid)| Output::WhoAmI(WhoAmIOutput { uid, gid, pid })),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<i32>(),
+            proptest::collection::vec(any::<u32>(), 0..40),
+            proptest::option::of("[a-z@-]{1,20}\\.service"),
+            proptest::option::of("/[a-z./-]{0,60}"),
+        )
+            .prop_map(|(uid, gid, pid, mut groups, unit, cgroup)| {
+                groups.sort_unstable();
+                groups.dedup();
+                Output::WhoAmI(WhoAmIOutput {
+                    uid,
+                    gid,
+                    pid,
+                    groups,
+                    unit,
+                    cgroup,
+                })
+            }),
     ]
 }
 

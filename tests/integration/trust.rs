@@ -322,10 +322,27 @@ fn the_daemon_sees_each_connection_as_the_kernel_reports_it() {
     // gid and pid as SO_PEERCRED gives them, for the blocking and the async
     // client alike, and one connection's answer never another's.
     let d = Daemon::start(&[]);
+    let mut groups: Vec<u32> = rustix::process::getgroups()
+        .unwrap()
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    // The cgroup v2 path of this process, where the host has one.
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        });
     let me = kms_proto::WhoAmIOutput {
         uid: rustix::process::getuid().as_raw(),
         gid: rustix::process::getgid().as_raw(),
         pid: std::process::id() as i32,
+        groups,
+        unit: cgroup.as_deref().and_then(kmsd::transport::peer::unit_of),
+        cgroup,
     };
     let mut a = d.client();
     let mut b = d.client();
@@ -341,6 +358,10 @@ fn the_daemon_sees_each_connection_as_the_kernel_reports_it() {
         .unwrap();
     assert_eq!(items.len(), 3);
     for i in [0, 2] {
-        assert_eq!(items[i], Ok(kms_proto::Output::WhoAmI(me)), "{items:?}");
+        assert_eq!(
+            items[i],
+            Ok(kms_proto::Output::WhoAmI(me.clone())),
+            "{items:?}"
+        );
     }
 }

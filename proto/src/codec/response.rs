@@ -323,12 +323,18 @@ fn put_output(
             )
         }
         Output::WhoAmI(w) => {
+            let groups = (!w.groups.is_empty()).then(|| fbb.create_vector(&w.groups));
+            let unit = w.unit.as_deref().map(|u| fbb.create_string(u));
+            let cgroup = w.cgroup.as_deref().map(|c| fbb.create_string(c));
             let t = fb::WhoAmIResponse::create(
                 fbb,
                 &fb::WhoAmIResponseArgs {
                     uid: w.uid,
                     gid: w.gid,
                     pid: w.pid,
+                    groups,
+                    unit,
+                    cgroup,
                 },
             );
             (fb::Output::WhoAmIResponse, t.as_union_value())
@@ -717,7 +723,11 @@ pub fn response_size_hint(resp: &Response) -> usize {
             Ok(Output::DisableKeyRotation) => 0,
             Ok(Output::ImportKeyMaterial) => 0,
             Ok(Output::DeleteImportedKeyMaterial) => 0,
-            Ok(Output::WhoAmI(_)) => 0,
+            Ok(Output::WhoAmI(w)) => {
+                4 * w.groups.len()
+                    + w.unit.as_ref().map_or(0, String::len)
+                    + w.cgroup.as_ref().map_or(0, String::len)
+            }
             Ok(Output::GetKeyPolicy(r)) => r.policy.len() + r.policy_name.len(),
             Ok(Output::ListKeyPolicies(l)) => {
                 l.next_marker.as_ref().map_or(0, String::len)
@@ -1011,6 +1021,9 @@ fn read_outcome(o: fb::Outcome<'_>) -> Outcome {
                 uid: r.uid(),
                 gid: r.gid(),
                 pid: r.pid(),
+                groups: r.groups().map(|g| g.iter().collect()).unwrap_or_default(),
+                unit: r.unit().map(str::to_owned),
+                cgroup: r.cgroup().map(str::to_owned),
             })
         }
         fb::Output::ListResourceTagsResponse => {

@@ -12895,6 +12895,9 @@ impl<'a> WhoAmIResponse<'a> {
   pub const VT_UID: flatbuffers::VOffsetT = 4;
   pub const VT_GID: flatbuffers::VOffsetT = 6;
   pub const VT_PID: flatbuffers::VOffsetT = 8;
+  pub const VT_GROUPS: flatbuffers::VOffsetT = 10;
+  pub const VT_UNIT: flatbuffers::VOffsetT = 12;
+  pub const VT_CGROUP: flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -12903,9 +12906,12 @@ impl<'a> WhoAmIResponse<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
     _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
-    args: &'args WhoAmIResponseArgs
+    args: &'args WhoAmIResponseArgs<'args>
   ) -> flatbuffers::WIPOffset<WhoAmIResponse<'bldr>> {
     let mut builder = WhoAmIResponseBuilder::new(_fbb);
+    if let Some(x) = args.cgroup { builder.add_cgroup(x); }
+    if let Some(x) = args.unit { builder.add_unit(x); }
+    if let Some(x) = args.groups { builder.add_groups(x); }
     builder.add_pid(args.pid);
     builder.add_gid(args.gid);
     builder.add_uid(args.uid);
@@ -12934,6 +12940,30 @@ impl<'a> WhoAmIResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i32>(WhoAmIResponse::VT_PID, Some(0)).unwrap()}
   }
+  /// Supplementary group ids (SO_PEERGROUPS), sorted; at most 65536.
+  #[inline]
+  pub fn groups(&self) -> Option<flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u32>>>(WhoAmIResponse::VT_GROUPS, None)}
+  }
+  /// The systemd service the caller runs in (`name.service`), if known.
+  #[inline]
+  pub fn unit(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(WhoAmIResponse::VT_UNIT, None)}
+  }
+  /// The caller's cgroup v2 path, if known (read through its pidfd).
+  #[inline]
+  pub fn cgroup(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(WhoAmIResponse::VT_CGROUP, None)}
+  }
 }
 
 impl flatbuffers::Verifiable for WhoAmIResponse<'_> {
@@ -12946,22 +12976,31 @@ impl flatbuffers::Verifiable for WhoAmIResponse<'_> {
      .visit_field::<u32>("uid", Self::VT_UID, false)?
      .visit_field::<u32>("gid", Self::VT_GID, false)?
      .visit_field::<i32>("pid", Self::VT_PID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u32>>>("groups", Self::VT_GROUPS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("unit", Self::VT_UNIT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("cgroup", Self::VT_CGROUP, false)?
      .finish();
     Ok(())
   }
 }
-pub struct WhoAmIResponseArgs {
+pub struct WhoAmIResponseArgs<'a> {
     pub uid: u32,
     pub gid: u32,
     pub pid: i32,
+    pub groups: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u32>>>,
+    pub unit: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub cgroup: Option<flatbuffers::WIPOffset<&'a str>>,
 }
-impl<'a> Default for WhoAmIResponseArgs {
+impl<'a> Default for WhoAmIResponseArgs<'a> {
   #[inline]
   fn default() -> Self {
     WhoAmIResponseArgs {
       uid: 0,
       gid: 0,
       pid: 0,
+      groups: None,
+      unit: None,
+      cgroup: None,
     }
   }
 }
@@ -12984,6 +13023,18 @@ impl<'a: 'b, 'b> WhoAmIResponseBuilder<'a, 'b> {
     self.fbb_.push_slot::<i32>(WhoAmIResponse::VT_PID, pid, 0);
   }
   #[inline]
+  pub fn add_groups(&mut self, groups: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(WhoAmIResponse::VT_GROUPS, groups);
+  }
+  #[inline]
+  pub fn add_unit(&mut self, unit: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(WhoAmIResponse::VT_UNIT, unit);
+  }
+  #[inline]
+  pub fn add_cgroup(&mut self, cgroup: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(WhoAmIResponse::VT_CGROUP, cgroup);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> WhoAmIResponseBuilder<'a, 'b> {
     let start = _fbb.start_table();
     WhoAmIResponseBuilder {
@@ -13004,6 +13055,9 @@ impl core::fmt::Debug for WhoAmIResponse<'_> {
       ds.field("uid", &self.uid());
       ds.field("gid", &self.gid());
       ds.field("pid", &self.pid());
+      ds.field("groups", &self.groups());
+      ds.field("unit", &self.unit());
+      ds.field("cgroup", &self.cgroup());
       ds.finish()
   }
 }

@@ -9,6 +9,12 @@ use crate::identity::Identity;
 use crate::service::op::{Authz, Data, DataCtx, ExecError, Op, OutputSize};
 use kms_proto::{Output, WhoAmI, WhoAmIOutput};
 
+/// Most supplementary groups the kernel gives a process (NGROUPS_MAX).
+const MAX_GROUPS: usize = 65_536;
+/// The longest cgroup path and unit name `transport::peer` accepts.
+const MAX_CGROUP: usize = 4096;
+const MAX_UNIT: usize = 256;
+
 impl Op for WhoAmI {
     const NAME: &'static str = "WhoAmI";
     const ACTION: &'static str = "kmsd:WhoAmI";
@@ -19,9 +25,10 @@ impl Op for WhoAmI {
     }
 
     fn output_size(&self) -> OutputSize {
-        // Three scalars in their table.
+        // Three scalars, the groups (the kernel's most: NGROUPS_MAX), the
+        // unit and the cgroup path (their readers' limits).
         OutputSize {
-            success: 16,
+            success: 16 + 4 * MAX_GROUPS + MAX_CGROUP + MAX_UNIT,
             ..OutputSize::default()
         }
     }
@@ -31,6 +38,9 @@ impl Op for WhoAmI {
             uid: caller.uid,
             gid: caller.gid,
             pid: caller.pid,
+            groups: caller.groups().to_vec(),
+            unit: caller.unit().map(str::to_owned),
+            cgroup: caller.cgroup().map(str::to_owned),
         }))
     }
 }
@@ -51,7 +61,8 @@ mod tests {
             Output::WhoAmI(WhoAmIOutput {
                 uid: 1234,
                 gid: 567,
-                pid: 89
+                pid: 89,
+                ..Default::default()
             })
         );
     }
