@@ -98,6 +98,7 @@ impl Plane for Control {
             // it is told to run it where it may block.
             return Err(ExecError::NotReady);
         }
+        op.validate(svc)?;
         // Before anything else, so that a refused caller learns nothing
         // beyond whether the key exists.
         match op.authorization() {
@@ -196,6 +197,13 @@ pub trait Op {
     fn output_size(&self) -> OutputSize;
     /// How it is authorized.
     fn authorization(&self) -> Authz<'_>;
+    /// Checks of the request alone (its parameters' ranges and forms),
+    /// made before authorization and before the key is looked up, as AWS
+    /// validates a request before it looks at the resource. `apply` may
+    /// check more.
+    fn validate(&self, _svc: &Service) -> Result<(), KmsError> {
+        Ok(())
+    }
     /// Runs it.
     fn apply(
         &self,

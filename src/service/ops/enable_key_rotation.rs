@@ -41,6 +41,10 @@ impl Op for EnableKeyRotation<'_> {
     const ACTION: &'static str = "kms:EnableKeyRotation";
     type Plane = Control;
 
+    fn validate(&self, _svc: &crate::service::Service) -> Result<(), KmsError> {
+        validate(self).map(drop)
+    }
+
     fn authorization(&self) -> Authz<'_> {
         Authz::Key {
             key_id: self.key_id,

@@ -55,6 +55,10 @@ impl Op for ListKeyRotations<'_> {
     const ACTION: &'static str = "kms:ListKeyRotations";
     type Plane = Control;
 
+    fn validate(&self, _svc: &crate::service::Service) -> Result<(), KmsError> {
+        validate(self).map(drop)
+    }
+
     fn authorization(&self) -> Authz<'_> {
         Authz::Key {
             key_id: self.key_id,

@@ -30,6 +30,14 @@ impl Op for ListResourceTags<'_> {
     const ACTION: &'static str = "kms:ListResourceTags";
     type Plane = Control;
 
+    fn validate(&self, _svc: &crate::service::Service) -> Result<(), KmsError> {
+        limit(self)?;
+        if let Some(m) = self.marker {
+            super::marker::decode(m, "ListResourceTags")?;
+        }
+        Ok(())
+    }
+
     fn authorization(&self) -> Authz<'_> {
         Authz::Key {
             key_id: self.key_id,

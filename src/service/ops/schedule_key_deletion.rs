@@ -34,6 +34,10 @@ impl Op for ScheduleKeyDeletion<'_> {
     const ACTION: &'static str = "kms:ScheduleKeyDeletion";
     type Plane = Control;
 
+    fn validate(&self, _svc: &crate::service::Service) -> Result<(), KmsError> {
+        validate(self).map(drop)
+    }
+
     fn authorization(&self) -> Authz<'_> {
         Authz::Key {
             key_id: self.key_id,

@@ -58,6 +58,13 @@ impl Op for TagResource<'_> {
     const ACTION: &'static str = "kms:TagResource";
     type Plane = Control;
 
+    fn validate(&self, svc: &crate::service::Service) -> Result<(), KmsError> {
+        if self.tags.is_empty() {
+            return Err(KmsError::validation("Tags must hold at least one tag"));
+        }
+        validate_tags(&self.tags, svc.lifecycle_limits())
+    }
+
     fn authorization(&self) -> Authz<'_> {
         Authz::Key {
             key_id: self.key_id,

@@ -14,6 +14,22 @@ impl Op for UntagResource<'_> {
     const ACTION: &'static str = "kms:UntagResource";
     type Plane = Control;
 
+    fn validate(&self, svc: &crate::service::Service) -> Result<(), KmsError> {
+        let max = svc.lifecycle_limits().max_tag_key_len;
+        if self.tag_keys.is_empty() {
+            return Err(KmsError::validation("TagKeys must hold at least one tag key"));
+        }
+        for (i, k) in self.tag_keys.iter().enumerate() {
+            let n = k.chars().count();
+            if n == 0 || n > max {
+                return Err(KmsError::validation(format!(
+                    "TagKeys[{i}] must be 1..={max} characters (got {n}; limits.max_tag_key_len)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn authorization(&self) -> Authz<'_> {
         Authz::Key {
             key_id: self.key_id,

@@ -27,6 +27,10 @@ impl Op for UpdateKeyDescription<'_> {
     const ACTION: &'static str = "kms:UpdateKeyDescription";
     type Plane = Control;
 
+    fn validate(&self, svc: &crate::service::Service) -> Result<(), KmsError> {
+        validate_description(self.description, svc.lifecycle_limits())
+    }
+
     fn authorization(&self) -> Authz<'_> {
         Authz::Key {
             key_id: self.key_id,
