@@ -170,6 +170,10 @@ struct RegressArgs {
     /// Progress lines during each run.
     #[arg(long)]
     verbose: bool,
+    /// Spawn kmsd with authorization bypassed (it decides nothing), to
+    /// measure what key policies cost against a run without this flag.
+    #[arg(long)]
+    bypass_authorization: bool,
 }
 
 fn main() {
@@ -201,6 +205,7 @@ fn regress_main(a: RegressArgs) -> anyhow::Result<i32> {
         update: a.update,
         json: a.json,
         progress: a.verbose,
+        bypass_authorization: a.bypass_authorization,
     })?;
     Ok(if outcome { 0 } else { 1 })
 }

@@ -36,6 +36,9 @@ pub struct RegressOptions {
     pub json: Option<PathBuf>,
     /// Progress lines.
     pub progress: bool,
+    /// Run kmsd with authorization bypassed (what authorization costs is
+    /// the difference from a run without); never with `update`.
+    pub bypass_authorization: bool,
 }
 
 /// Open-loop daemon/echo pairs; the best (lowest) p99 ratio is gated.
@@ -159,7 +162,10 @@ pub fn run(o: &RegressOptions) -> anyhow::Result<bool> {
         progress: o.progress,
         target_pid: pid,
     };
-    let daemon = Spawned::kmsd(&o.kmsd, None, None)?;
+    if o.bypass_authorization && o.update {
+        anyhow::bail!("a baseline is never recorded with authorization bypassed");
+    }
+    let daemon = Spawned::kmsd_with(&o.kmsd, None, None, o.bypass_authorization)?;
     let echo = Spawned::echo()?;
     let mut client = kms_proto::client::Client::connect(&daemon.socket)?;
     let mut runs: Vec<RunResult> = Vec::new();

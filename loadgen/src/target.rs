@@ -20,6 +20,19 @@ impl Spawned {
     /// Starts kmsd from `kmsd` with a fresh data directory; `io` is passed as
     /// `--io` and `config` as `--config`.
     pub fn kmsd(kmsd: &Path, io: Option<&str>, config: Option<&Path>) -> anyhow::Result<Spawned> {
+        Spawned::kmsd_with(kmsd, io, config, false)
+    }
+
+    /// [`Spawned::kmsd`], and with `bypass_authorization` a kmsd that
+    /// decides nothing (`access.benchmark_bypass_authorization` and
+    /// `--benchmark-allow-unauthorized`): to measure what authorization
+    /// costs. Not with `config` (the bypass writes its own).
+    pub fn kmsd_with(
+        kmsd: &Path,
+        io: Option<&str>,
+        config: Option<&Path>,
+        bypass_authorization: bool,
+    ) -> anyhow::Result<Spawned> {
         let dir = tempfile::Builder::new().prefix("kms-loadgen-").tempdir()?;
         let socket = dir.path().join("kmsd.sock");
         let mut cmd = Command::new(kmsd);
@@ -33,6 +46,16 @@ impl Spawned {
         }
         if let Some(config) = config {
             cmd.arg("--config").arg(config);
+        }
+        if bypass_authorization {
+            if config.is_some() {
+                bail!("the authorization bypass writes its own config; give no --config");
+            }
+            let path = dir.path().join("bypass.toml");
+            std::fs::write(&path, "[access]\nbenchmark_bypass_authorization = true\n")?;
+            cmd.arg("--config")
+                .arg(path)
+                .arg("--benchmark-allow-unauthorized");
         }
         // The daemon logs to stderr; keep only warnings so a run's output
         // stays readable.

@@ -432,7 +432,7 @@ impl Service {
         tags: &[kms_proto::Tag<'_>],
         policy: &crate::keystore::access::StoredPolicy,
     ) -> Result<(), KmsError> {
-        let key_access = access::KeyAccess::compile(policy, &[], Vec::new())?;
+        let key_access = access::KeyAccess::compile(&record.key_id, policy, &[], Vec::new())?;
         let external = record.origin == kms_proto::Origin::External;
         // Taken before the store write, as every load does: an
         // invalidation meanwhile keeps this entry out of the cache.

@@ -312,7 +312,7 @@ impl<'a> DataCtx<'a> {
         action: kms_policy::Action,
         ask: &Ask<'_>,
     ) -> Result<(), KmsError> {
-        self.svc.authorize(caller, key.id(), key.access(), action, ask)
+        self.svc.authorize(caller, key.access(), action, ask)
     }
 
     /// The key a client-supplied identifier in `field` names (a key id,

@@ -377,7 +377,7 @@ impl Service {
                     .operations()
                     .contains(kms_policy::GrantOperation::RetireGrant));
         if !by_grant {
-            self.authorize(caller, &key, &access, Action::RetireGrant, &Ask::default())?;
+            self.authorize(caller, &access, Action::RetireGrant, &Ask::default())?;
         }
         self.delete_grant(&key, &grant_id, dry_run, "retired")
     }

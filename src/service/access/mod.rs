@@ -105,6 +105,8 @@ pub struct KeyAccess {
     /// Unique among every `KeyAccess` the daemon made: cached decisions are
     /// keyed by it.
     generation: u64,
+    /// The key's ARN (what a statement's `Resource` names), made once.
+    arn: String,
     policy: CompiledPolicy,
     /// The key's grants, compiled.
     grants: Vec<kms_policy::CompiledGrant>,
@@ -127,6 +129,7 @@ impl KeyAccess {
     /// Compiles a stored policy (its names as they were resolved when it
     /// was stored).
     pub(crate) fn compile(
+        key_id: &[u8; 16],
         policy: &StoredPolicy,
         grants: &[crate::keystore::access::GrantRow],
         aliases: Vec<String>,
@@ -141,6 +144,7 @@ impl KeyAccess {
             .collect::<Result<_, _>>()?;
         Ok(KeyAccess {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            arn: key_arn(key_id),
             policy,
             grants,
             aliases,
@@ -153,6 +157,7 @@ impl KeyAccess {
     pub(crate) fn for_tests() -> KeyAccess {
         let text = r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}]}"#;
         KeyAccess::compile(
+            &[0; 16],
             &StoredPolicy {
                 text: text.into(),
                 names: "{}".into(),
@@ -163,10 +168,10 @@ impl KeyAccess {
         .expect("the test policy parses")
     }
 
-    fn decide(&self, caller: &Identity, action: Action, key_arn: &str, ask: &Ask<'_>) -> Decision {
-        // On the stack: evaluation allocates nothing (a key has at most 50
-        // aliases unless the config raises the limit).
-        let mut on_stack = [""; 64];
+    fn decide(&self, caller: &Identity, action: Action, ask: &Ask<'_>) -> Decision {
+        // On the stack: evaluation allocates nothing for a key of at most 8
+        // aliases (most have one or none).
+        let mut on_stack = [""; 8];
         let heap: Vec<&str>;
         let aliases: &[&str] = if self.aliases.len() <= on_stack.len() {
             for (slot, a) in on_stack.iter_mut().zip(&self.aliases) {
@@ -183,7 +188,7 @@ impl KeyAccess {
             key_aliases: aliases,
             grant_operations: ask.grant_operations,
             bypass_policy_lockout_safety_check: ask.bypass,
-            ..Request::new(caller.caller(), action, key_arn)
+            ..Request::new(caller.caller(), action, &self.arn)
         };
         // Grants only allow: a policy's explicit deny stands.
         match self.policy.evaluate(&req) {
@@ -217,6 +222,7 @@ impl KeyAccess {
         fallback: &StoredPolicy,
     ) -> Result<KeyAccess, KmsError> {
         KeyAccess::compile(
+            &stored.record.key_id,
             stored.policy.as_ref().unwrap_or(fallback),
             &stored.grants,
             stored.aliases.clone(),
@@ -295,7 +301,6 @@ impl Service {
     pub(crate) fn authorize(
         &self,
         caller: &Identity,
-        key_id: &[u8; 16],
         access: &KeyAccess,
         action: Action,
         ask: &Ask<'_>,
@@ -304,12 +309,12 @@ impl Service {
             return Ok(());
         }
         let decision = decisions::decide(access.generation, caller, action, ask, || {
-            access.decide(caller, action, &key_arn(key_id), ask)
+            access.decide(caller, action, ask)
         });
         if decision.is_allowed() {
             Ok(())
         } else {
-            Err(denied(caller, action, &key_arn(key_id), decision))
+            Err(denied(caller, action, &access.arn, decision))
         }
     }
 
@@ -322,7 +327,7 @@ impl Service {
         action: Action,
         ask: &Ask<'_>,
     ) -> Result<(), KmsError> {
-        self.authorize(caller, key.id(), key.access(), action, ask)
+        self.authorize(caller, key.access(), action, ask)
     }
 
     #[cfg(feature = "internals")]
@@ -351,10 +356,10 @@ impl Service {
             return Ok(());
         }
         if let Some(k) = self.core.cache.get(id).filter(|k| self.is_fresh(k)) {
-            return self.authorize(caller, id, k.access(), action, ask);
+            return self.authorize(caller, k.access(), action, ask);
         }
         let access = self.read_access(id)?;
-        self.authorize(caller, id, &access, action, ask)
+        self.authorize(caller, &access, action, ask)
     }
 
     /// A key's access as stored now (the control plane).
@@ -384,6 +389,7 @@ impl Service {
             (policy, grants, aliases)
         };
         KeyAccess::compile(
+            id,
             policy.as_ref().unwrap_or(&self.core.administrators),
             &grants,
             aliases,
