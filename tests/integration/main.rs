@@ -1,6 +1,7 @@
 //! The one integration test binary: protocol bytes to types, the service
 //! in-process, and end to end over a real socket with the real binaries.
 
+mod access;
 mod aliases;
 mod crash;
 mod e2e;
