@@ -961,13 +961,15 @@ fn none_blob(s: &Shared, key: &Key) -> String {
 }
 
 #[test]
-fn whoami_prints_the_callers_uid_and_gid() {
+fn whoami_prints_the_callers_uid_gid_and_groups() {
     let s = Shared::start(&[]);
-    let who = Who::uid(4242).groups(&[5000, 5001]);
+    let who = Who::uid(4242).groups(&[5001, 5000]);
     let v = json_ok(s.kmsctl(&who, &["--json", "whoami"], None));
     assert_eq!(v["Uid"], json!(4242), "{v}");
     assert_eq!(v["Gid"], json!(4242), "{v}");
     assert!(v["Pid"].as_i64().unwrap() > 0, "{v}");
+    // SO_PEERGROUPS: the supplementary groups, sorted.
+    assert_eq!(v["Groups"], json!([5000, 5001]), "{v}");
     let human = ok(s.kmsctl(&Who::uid(4343).gid(5001), &["whoami"], None));
     assert!(
         human
@@ -991,6 +993,7 @@ fn whoami_prints_the_callers_uid_and_gid() {
             .unwrap()
     });
     assert_eq!((got.uid, got.gid), (4242, 4242));
+    assert_eq!(got.groups, [5000, 5001]);
     assert_eq!(got.pid, std::process::id() as i32);
 }
 
