@@ -54,7 +54,6 @@
 //! Shutdown: stop accepting, stop reading, let in-flight answers be written
 //! for up to `shutdown_grace_secs`, close everything, remove the socket file.
 
-// Not called yet: the accept path will read it for every connection (issue 12).
 pub mod peer;
 pub mod socket;
 

@@ -190,9 +190,17 @@ impl KeyAccess {
             bypass_policy_lockout_safety_check: ask.bypass,
             ..Request::new(caller.caller(), action, &self.arn)
         };
-        // Grants only allow: a policy's explicit deny stands.
+        // Grants only allow: a policy's explicit deny stands. A grant's
+        // CreateGrant and RetireGrant are not a key-wide right (a grant
+        // made through a grant must be as strict as it, and a grant's
+        // RetireGrant retires that grant only): `grants` decides those.
         match self.policy.evaluate(&req) {
-            Decision::ImplicitDeny if self.grants_allow(&req) => Decision::Allow,
+            Decision::ImplicitDeny
+                if !matches!(action, Action::CreateGrant | Action::RetireGrant)
+                    && self.grants_allow(&req) =>
+            {
+                Decision::Allow
+            }
             d => d,
         }
     }

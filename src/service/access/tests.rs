@@ -589,3 +589,126 @@ fn retirable_grants_are_listed_for_their_retiring_principal() {
     );
     assert!(is_denied(&r), "{r:?}");
 }
+
+#[test]
+fn every_grantable_operation_is_allowed_by_a_grant_of_it_and_only_it() {
+    use kms_policy::{Action, GrantOperation as G};
+    for i in 0..key_operations(&Fixture::new()).len() {
+        let f = Fixture::new();
+        let (action, op) = key_operations(&f).swap_remove(i);
+        let Some(granted) = Action::from_name(action).and_then(G::from_action) else {
+            // Not an operation a grant can give (management): only the
+            // policy decides, and a grant of everything grantable does not
+            // allow it.
+            grant(
+                &f,
+                CreateGrant {
+                    key_id: &f.key,
+                    grantee_principal: "uid:4242",
+                    operations: GrantOperation::ALL
+                        .iter()
+                        .copied()
+                        .filter(|o| G::from_name(o.name()).is_some_and(G::supported_by_symmetric_key))
+                        .collect(),
+                    ..Default::default()
+                },
+                &ADMIN,
+            )
+            .unwrap();
+            assert!(is_denied(&f.as_other(op)), "{action} by a grant");
+            continue;
+        };
+        if matches!(granted, G::CreateGrant | G::RetireGrant) {
+            // A grant's CreateGrant passes on only what it has, and its
+            // RetireGrant retires only itself: their own tests above.
+            continue;
+        }
+        let wire = GrantOperation::from_name(granted.name()).unwrap();
+        // A grant of another operation allows nothing here.
+        let other_op = if wire == GrantOperation::DescribeKey {
+            GrantOperation::Encrypt
+        } else {
+            GrantOperation::DescribeKey
+        };
+        grant(
+            &f,
+            CreateGrant {
+                key_id: &f.key,
+                grantee_principal: "uid:4242",
+                operations: vec![other_op],
+                ..Default::default()
+            },
+            &ADMIN,
+        )
+        .unwrap();
+        assert!(is_denied(&f.as_other(op.clone())), "{action} by a grant of {other_op:?}");
+        grant(
+            &f,
+            CreateGrant {
+                key_id: &f.key,
+                grantee_principal: "uid:4242",
+                operations: vec![wire],
+                ..Default::default()
+            },
+            &ADMIN,
+        )
+        .unwrap();
+        let r = f.as_other(op);
+        assert!(!is_denied(&r), "{action} by a grant of it: {r:?}");
+    }
+}
+
+#[test]
+fn re_encrypt_needs_from_on_the_source_and_to_on_the_destination() {
+    let f = Fixture::new();
+    let dest = f.t.create_key();
+    let re = || {
+        f.t.svc.call(
+            &Operation::ReEncrypt(ReEncrypt {
+                ciphertext_blob: &f.blob,
+                destination_key_id: &dest,
+                ..Default::default()
+            }),
+            &other(),
+        )
+    };
+    let e = re().unwrap_err();
+    assert!(e.message.contains("kms:ReEncryptTo"), "the destination first: {e:?}");
+    let dest_id = crate::service::parse_key_id(&dest).unwrap();
+    f.t.svc
+        .put_key_policy(&ADMIN, &dest_id, &allow("kms:ReEncryptTo"), false)
+        .unwrap();
+    let e = re().unwrap_err();
+    assert!(e.message.contains("kms:ReEncryptFrom"), "{e:?}");
+    f.put(&allow("kms:ReEncrypt*"));
+    assert!(re().is_ok());
+}
+
+#[test]
+fn a_grants_retire_grant_retires_that_grant_only() {
+    let f = Fixture::new();
+    let own = grant(
+        &f,
+        CreateGrant {
+            key_id: &f.key,
+            grantee_principal: "uid:4242",
+            operations: vec![GrantOperation::Decrypt, GrantOperation::RetireGrant],
+            ..Default::default()
+        },
+        &ADMIN,
+    )
+    .unwrap();
+    // The fixture's grant (to uid 5000) is not 4242's to retire.
+    let r = f.as_other(Operation::RetireGrant(RetireGrant {
+        key_id: Some(&f.key),
+        grant_id: Some(&f.grant_id),
+        ..Default::default()
+    }));
+    assert!(is_denied(&r), "{r:?}");
+    f.as_other(Operation::RetireGrant(RetireGrant {
+        key_id: Some(&f.key),
+        grant_id: Some(&own.grant_id),
+        ..Default::default()
+    }))
+    .unwrap();
+}
