@@ -146,6 +146,16 @@ pub enum Authz<'a> {
     InApply,
 }
 
+impl<'a> Authz<'a> {
+    /// The action on the key named by the request's `KeyId`.
+    pub fn key(key_id: &'a str) -> Authz<'a> {
+        Authz::Key {
+            key_id,
+            field: "KeyId",
+        }
+    }
+}
+
 /// The policy action of `O`.
 fn policy_action<O: Op>() -> kms_policy::Action {
     kms_policy::Action::from_name(O::ACTION)

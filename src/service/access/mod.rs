@@ -2,7 +2,7 @@
 //! they are loaded ([`KeyAccess`], held by the cached key beside its
 //! material, so that a change to either invalidates the cached key and with
 //! it everything decided on the old ones), and the check every operation
-//! makes before it does anything visible ([`Service::authorize`] and its
+//! makes before it does anything visible (`Service::authorize` and its
 //! siblings).
 //!
 //! Decisions are cached per thread (`decisions`), keyed by the access's

@@ -18,10 +18,7 @@ impl Op for CancelKeyDeletion<'_> {
     type Plane = Control;
 
     fn authorization(&self) -> Authz<'_> {
-        Authz::Key {
-            key_id: self.key_id,
-            field: "KeyId",
-        }
+        Authz::key(self.key_id)
     }
 
     fn output_size(&self) -> OutputSize {

@@ -66,10 +66,7 @@ impl Op for TagResource<'_> {
     }
 
     fn authorization(&self) -> Authz<'_> {
-        Authz::Key {
-            key_id: self.key_id,
-            field: "KeyId",
-        }
+        Authz::key(self.key_id)
     }
 
     fn output_size(&self) -> OutputSize {
