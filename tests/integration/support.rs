@@ -351,9 +351,16 @@ pub fn hsm_root_config() -> Option<&'static std::path::Path> {
                 eprintln!("NOTE: no SoftHSM token (scripts/test.sh prepares one): the end-to-end suite runs on the file root only");
                 return None;
             };
+            // Inside the throwaway token's directory, which scripts/test.sh
+            // removes on exit: a static is never dropped, so a directory
+            // of its own (with the PIN file) would outlive every run.
+            let base = std::env::var_os("SOFTHSM2_CONF")
+                .map(PathBuf::from)
+                .and_then(|conf| conf.parent().map(std::path::Path::to_path_buf))
+                .unwrap_or_else(std::env::temp_dir);
             let dir = tempfile::Builder::new()
                 .prefix("kmsd-e2e-hsm-")
-                .tempdir()
+                .tempdir_in(base)
                 .expect("temporary directory");
             let pin_file = dir.path().join("pin");
             std::fs::write(&pin_file, &pin).expect("writing the PIN file");
