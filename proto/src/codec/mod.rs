@@ -38,6 +38,30 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 type Fbb<'b> = FlatBufferBuilder<'b>;
 
+/// Key-value pairs (an encryption context, a grant constraint) as
+/// ContextEntry tables; `None` when there are none (absent on the wire).
+fn put_pairs<'b, K: AsRef<str>, V: AsRef<str>>(
+    fbb: &mut Fbb<'b>,
+    pairs: &[(K, V)],
+) -> Option<
+    flatbuffers::WIPOffset<
+        flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<fb::ContextEntry<'b>>>,
+    >,
+> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let entries: Vec<_> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let key = Some(fbb.create_string(k.as_ref()));
+            let value = Some(fbb.create_string(v.as_ref()));
+            fb::ContextEntry::create(fbb, &fb::ContextEntryArgs { key, value })
+        })
+        .collect();
+    Some(fbb.create_vector(&entries))
+}
+
 /// A key's origin on the wire (requests name it in CreateKey, responses in
 /// the key's metadata).
 fn origin_to_wire(o: Origin) -> fb::Origin {

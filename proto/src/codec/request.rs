@@ -6,7 +6,7 @@
 
 use super::{
     expiration_model_to_wire, grant_operation_of, grant_operation_to_wire, origin_to_wire,
-    DecodeLimits, Fbb, PROTOCOL_VERSION,
+    put_pairs, DecodeLimits, Fbb, PROTOCOL_VERSION,
 };
 use crate::error::{ErrorKind, KmsError};
 use crate::frame::write_frame;
@@ -1028,24 +1028,6 @@ fn read_revoke_grant(r: fb::RevokeGrantRequest<'_>) -> Result<Operation<'_>, Kms
     }))
 }
 
-fn put_context<'b>(
-    fbb: &mut Fbb<'b>,
-    ctx: &Context<'_>,
-) -> Option<WIPOffset<Vector<'b, ForwardsUOffset<fb::ContextEntry<'b>>>>> {
-    if ctx.is_empty() {
-        return None;
-    }
-    let entries: Vec<_> = ctx
-        .iter()
-        .map(|(k, v)| {
-            let key = Some(fbb.create_string(k));
-            let value = Some(fbb.create_string(v));
-            fb::ContextEntry::create(fbb, &fb::ContextEntryArgs { key, value })
-        })
-        .collect();
-    Some(fbb.create_vector(&entries))
-}
-
 /// A vector of strings; `None` when empty (absent on the wire).
 fn put_strings<'b>(
     fbb: &mut Fbb<'b>,
@@ -1062,8 +1044,8 @@ fn put_constraints<'b>(
     fbb: &mut Fbb<'b>,
     c: &GrantConstraints<'_>,
 ) -> WIPOffset<fb::GrantConstraints<'b>> {
-    let encryption_context_subset = put_context(fbb, &c.encryption_context_subset);
-    let encryption_context_equals = put_context(fbb, &c.encryption_context_equals);
+    let encryption_context_subset = put_pairs(fbb, &c.encryption_context_subset);
+    let encryption_context_equals = put_pairs(fbb, &c.encryption_context_equals);
     fb::GrantConstraints::create(
         fbb,
         &fb::GrantConstraintsArgs {
@@ -1149,7 +1131,7 @@ fn put_operation(
         }
         Operation::GenerateDataKey(r) | Operation::GenerateDataKeyWithoutPlaintext(r) => {
             let key_id = Some(fbb.create_string(r.key_id));
-            let encryption_context = put_context(fbb, &r.context);
+            let encryption_context = put_pairs(fbb, &r.context);
             let grant_tokens = put_strings(fbb, &r.grant_tokens);
             let dry_run = r.dry_run;
             let number_of_bytes = r.number_of_bytes.unwrap_or(0);
@@ -1192,7 +1174,7 @@ fn put_operation(
         Operation::Encrypt(r) => {
             let key_id = Some(fbb.create_string(r.key_id));
             let plaintext = Some(fbb.create_vector(r.plaintext));
-            let encryption_context = put_context(fbb, &r.context);
+            let encryption_context = put_pairs(fbb, &r.context);
             let grant_tokens = put_strings(fbb, &r.grant_tokens);
             let t = fb::EncryptRequest::create(
                 fbb,
@@ -1209,7 +1191,7 @@ fn put_operation(
         Operation::Decrypt(r) => {
             let ciphertext_blob = Some(fbb.create_vector(r.ciphertext_blob));
             let key_id = r.key_id.map(|k| fbb.create_string(k));
-            let encryption_context = put_context(fbb, &r.context);
+            let encryption_context = put_pairs(fbb, &r.context);
             let grant_tokens = put_strings(fbb, &r.grant_tokens);
             let t = fb::DecryptRequest::create(
                 fbb,
@@ -1226,9 +1208,9 @@ fn put_operation(
         Operation::ReEncrypt(r) => {
             let ciphertext_blob = Some(fbb.create_vector(r.ciphertext_blob));
             let source_key_id = r.source_key_id.map(|k| fbb.create_string(k));
-            let source_encryption_context = put_context(fbb, &r.source_context);
+            let source_encryption_context = put_pairs(fbb, &r.source_context);
             let destination_key_id = Some(fbb.create_string(r.destination_key_id));
-            let destination_encryption_context = put_context(fbb, &r.destination_context);
+            let destination_encryption_context = put_pairs(fbb, &r.destination_context);
             let grant_tokens = put_strings(fbb, &r.grant_tokens);
             let t = fb::ReEncryptRequest::create(
                 fbb,

@@ -6,8 +6,8 @@
 
 use super::verify::response_verifier_options;
 use super::{
-    expiration_model_to_wire, grant_operation_of, grant_operation_to_wire, origin_to_wire, Fbb,
-    PROTOCOL_VERSION,
+    expiration_model_to_wire, grant_operation_of, grant_operation_to_wire, origin_to_wire,
+    put_pairs, Fbb, PROTOCOL_VERSION,
 };
 use crate::error::{ErrorKind, KmsError};
 use crate::frame::write_frame;
@@ -75,25 +75,6 @@ fn put_metadata<'b>(fbb: &mut Fbb<'b>, m: &KeyMetadata) -> WIPOffset<fb::KeyMeta
             expiration_model: m.expiration_model.map(expiration_model_to_wire),
         },
     )
-}
-
-/// Pairs as ContextEntry tables; `None` when there are none.
-fn put_pairs<'b>(
-    fbb: &mut Fbb<'b>,
-    pairs: &[(String, String)],
-) -> Option<WIPOffset<Vector<'b, ForwardsUOffset<fb::ContextEntry<'b>>>>> {
-    if pairs.is_empty() {
-        return None;
-    }
-    let entries: Vec<_> = pairs
-        .iter()
-        .map(|(k, v)| {
-            let key = Some(fbb.create_string(k));
-            let value = Some(fbb.create_string(v));
-            fb::ContextEntry::create(fbb, &fb::ContextEntryArgs { key, value })
-        })
-        .collect();
-    Some(fbb.create_vector(&entries))
 }
 
 /// A page of grants (ListGrants, ListRetirableGrants): the grants, the

@@ -271,13 +271,13 @@ impl Service {
                 }
                 if let Some(name) = &row.name {
                     // AWS: a retry with the same Name and parameters gets the
-                    // original grant.
+                    // original grant (compared as stored: names resolved).
+                    let new = compile_row(&row)?;
                     for old in rows::read_grants(tx, id)? {
-                        if old.name.as_ref() == Some(name) {
-                            let old_compiled = compile_row(&old)?;
-                            if old_compiled.same_parameters(&compile_row(&row)?) {
-                                return Ok((old.grant_id, false));
-                            }
+                        if old.name.as_ref() == Some(name)
+                            && compile_row(&old)?.same_parameters(&new)
+                        {
+                            return Ok((old.grant_id, false));
                         }
                     }
                 }
@@ -334,26 +334,19 @@ impl Service {
         key_and_id: Option<([u8; 16], &str)>,
         dry_run: bool,
     ) -> Result<(), KmsError> {
-        let (key, grant_id) = match (token, key_and_id) {
-            (Some(t), _) => {
+        let grant_id = match (token, key_and_id) {
+            (Some(t), given) => {
                 let gid = token_grant_id(t)?;
-                let row = self
-                    .store()
-                    .grant(&gid)
-                    .map_err(|e| errors::store("reading a grant", e))?
-                    .ok_or_else(|| grant_not_found(&gid))?;
-                if let Some((k, given)) = key_and_id {
-                    if k != row.key_id || given != gid {
-                        return Err(KmsError::validation(
-                            "GrantToken names another grant than KeyId and GrantId",
-                        ));
-                    }
+                if given.is_some_and(|(_, g)| g != gid) {
+                    return Err(KmsError::validation(
+                        "GrantToken names another grant than KeyId and GrantId",
+                    ));
                 }
-                (row.key_id, gid)
+                gid
             }
-            (None, Some((k, gid))) => {
+            (None, Some((_, gid))) => {
                 check_grant_id(gid)?;
-                (k, gid.to_owned())
+                gid.to_owned()
             }
             (None, None) => {
                 return Err(KmsError::validation(
@@ -361,14 +354,22 @@ impl Service {
                 ))
             }
         };
-        let access = self.read_access(&key)?;
         let row = self
             .store()
-            .grants_of(&key)
-            .map_err(|e| errors::store("reading grants", e))?
-            .into_iter()
-            .find(|g| g.grant_id == grant_id)
+            .grant(&grant_id)
+            .map_err(|e| errors::store("reading a grant", e))?
             .ok_or_else(|| grant_not_found(&grant_id))?;
+        if let Some((k, _)) = key_and_id {
+            if k != row.key_id {
+                return Err(if token.is_some() {
+                    KmsError::validation("GrantToken names another grant than KeyId and GrantId")
+                } else {
+                    grant_not_found(&grant_id)
+                });
+            }
+        }
+        let key = row.key_id;
+        let access = self.read_access(&key)?;
         let grant = compile_row(&row)?;
         let who = caller.caller();
         let by_grant = grant.is_retiring_principal(&who)
@@ -392,8 +393,7 @@ impl Service {
         self.store()
             .in_transaction(|tx| {
                 annotations::key(tx, id)?.ok_or_else(|| errors::key_not_found(id))?;
-                let exists = rows::read_grants(tx, id)?.iter().any(|g| g.grant_id == grant_id);
-                if !exists {
+                if rows::read_grant(tx, grant_id)?.is_none_or(|g| g.key_id != *id) {
                     return Err(grant_not_found(grant_id).into());
                 }
                 if dry_run {

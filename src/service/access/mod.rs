@@ -55,8 +55,6 @@ pub(crate) struct AccountAccess {
     admins: CompiledPolicy,
     /// `kms:CreateKey` for the key creators and administrators.
     creators: CompiledPolicy,
-    /// The default policy's administrators, as texts.
-    admin_texts: Vec<String>,
 }
 
 /// The resource an account-wide action is checked against (a key's ARN is
@@ -90,7 +88,6 @@ impl AccountAccess {
         creators_list.extend(options.administrators.iter().cloned());
         let creators = one(&creators_list, "kms:CreateKey")?;
         Ok(AccountAccess {
-            admin_texts: options.administrators.clone(),
             options,
             admins,
             creators,
@@ -212,7 +209,7 @@ pub(crate) fn default_policy(
     account: &AccountAccess,
     creator: Option<u32>,
 ) -> Result<StoredPolicy, String> {
-    let admins: Vec<&str> = account.admin_texts.iter().map(String::as_str).collect();
+    let admins: Vec<&str> = account.options.administrators.iter().map(String::as_str).collect();
     let text = kms_policy::default_key_policy(&admins, creator).map_err(|e| e.to_string())?;
     let recording = names::Recording::new(&names::SystemNames);
     Policy::parse(&text, &recording).map_err(|e| e.to_string())?;
