@@ -1520,3 +1520,77 @@ fn re_encrypt_aliases_and_batch_items_are_each_checked() {
     }
     assert!(outcomes[2].is_ok(), "{outcomes:?}");
 }
+
+#[test]
+fn hostile_policies_are_refused_with_their_reason_while_others_are_served() {
+    // Policy documents over the socket at and past every bound: each is
+    // MalformedPolicyDocumentException (ValidationException when empty),
+    // the key keeps its policy, and a client using another key meanwhile
+    // never sees an error.
+    let d = Daemon::start(&[]);
+    let mut admin = d.client();
+    let target = admin.create_key("target").unwrap().key_id;
+    let other = admin.create_key("other").unwrap().key_id;
+    let before = admin.get_key_policy(&target, None).unwrap().policy;
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let busy = {
+        let (stop, served) = (Arc::clone(&stop), Arc::clone(&served));
+        let mut c = d.client();
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match c.encrypt(&other, b"meanwhile", &[]) {
+                    Ok(_) => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        })
+    };
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while served.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "the other client was not served");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    wait_for(1);
+    let statement = |condition: Value| {
+        json!({"Effect": "Allow", "Principal": {"AWS": "uid:0"}, "Action": "kms:*",
+               "Resource": "*", "Condition": condition})
+    };
+    let deep = (0..40).fold(json!("x"), |v, _| json!({ "a": v }));
+    let hostile: Vec<(String, &str)> = vec![
+        (format!(r#"{{"Statement":[],"Pad":"{}"}}"#, "a".repeat(40_000)), "32768"),
+        ("{".repeat(5000), ""),
+        (json!({"Statement": [statement(json!({"StringLike": {"kms:RequestAlias": "*a".repeat(100)}}))]}).to_string(), "wildcards"),
+        (json!({"Statement": vec![statement(json!({}));200]}).to_string(), "statements"),
+        (json!({"Statement": [statement(json!({"StringEquals": {"kms:EncryptionContext:x": deep}}))]}).to_string(), ""),
+        (json!({"Statement": [statement(json!({"DateGreaterThan": {"aws:CurrentTime": "2020"}}))]}).to_string(), "DateGreaterThan"),
+        ("\u{0}\u{1}not json".to_owned(), ""),
+    ];
+    for (doc, reason) in &hostile {
+        let e = admin.put_key_policy(&target, doc).unwrap_err();
+        assert_eq!(e.kind(), Some(ErrorKind::MalformedPolicyDocument), "{e}");
+        assert!(e.to_string().contains(reason), "{reason}: {e}");
+        let e = admin
+            .create_key_with(kms_proto::CreateKey {
+                policy: Some(doc),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), Some(ErrorKind::MalformedPolicyDocument), "{e}");
+    }
+    let empty = admin.put_key_policy(&target, "").unwrap_err();
+    assert_eq!(empty.kind(), Some(ErrorKind::Validation), "{empty}");
+    assert_eq!(admin.get_key_policy(&target, None).unwrap().policy, before);
+    wait_for(served.load(Ordering::Relaxed) + 1);
+    stop.store(true, Ordering::Relaxed);
+    let failures = busy.join().unwrap();
+    assert!(failures.is_empty(), "the other client saw {failures:?}");
+    // And the daemon still answers.
+    admin.encrypt(&target, b"after", &[]).unwrap();
+}
