@@ -70,7 +70,10 @@ impl Plane for Data {
     ) -> Result<Output, ExecError> {
         // Data-plane operations check the keys they load themselves (a
         // ciphertext names its key); nothing else may skip the check.
-        debug_assert!(matches!(op.authorization(), Authz::InApply | Authz::Anyone));
+        debug_assert!(matches!(op.authorization(), Authz::InApply | Authz::Anyone | Authz::Administrators));
+        if let Authz::Administrators = op.authorization() {
+            svc.authorize_administrator(caller, O::ACTION)?;
+        }
         op.apply(
             &DataCtx {
                 svc,
@@ -107,6 +110,7 @@ impl Plane for Control {
                 svc.authorize_id(caller, &id, policy_action::<O>(), &Ask::default().named(key_id))?;
             }
             Authz::Account => svc.authorize_account(caller, policy_action::<O>())?,
+            Authz::Administrators => svc.authorize_administrator(caller, O::ACTION)?,
             Authz::Anyone | Authz::InApply => {}
         }
         op.apply(
@@ -132,6 +136,10 @@ pub enum Authz<'a> {
     /// An account-wide action: the administrators' and key creators'
     /// (`[access]`; CreateKey only the key creators' and administrators').
     Account,
+    /// kmsd's own operator operations (its status, the audit log's seals):
+    /// the administrators only (`access.administrators`, the daemon's uid).
+    /// Their actions (`kmsd:...`) are in no key policy.
+    Administrators,
     /// The action on the key `key_id` names, by its key policy and grants,
     /// checked before `apply` runs.
     Key {

@@ -427,6 +427,32 @@ impl Service {
         }
     }
 
+    /// Fails with AccessDeniedException unless `caller` is one of the
+    /// administrators (`access.administrators` and the daemon's own uid):
+    /// kmsd's own operator operations (`Authz::Administrators`), which no
+    /// key policy names. `name` is the operation's action, for the error.
+    pub(crate) fn authorize_administrator(
+        &self,
+        caller: &Identity,
+        name: &str,
+    ) -> Result<(), KmsError> {
+        if self.access.options.bypass {
+            return Ok(());
+        }
+        // The administrators' policy allows `kms:*`: any action asks it.
+        let req = Request::new(caller.caller(), Action::ListKeys, ACCOUNT_RESOURCE);
+        if self.access.admins.evaluate(&req).is_allowed() {
+            return Ok(());
+        }
+        Err(KmsError::new(
+            kms_proto::ErrorKind::AccessDenied,
+            format!(
+                "{} is not authorized to perform {name}: it is for the administrators (access.administrators)",
+                caller.principal()
+            ),
+        ))
+    }
+
     /// The policy a new key gets: `given` (see [`Service::accept_policy`]),
     /// or the default policy: the administrators', and the use of the key
     /// for its creator (`caller`).
