@@ -43,6 +43,8 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// Who administers keys and who may create them.
     pub access: AccessConfig,
+    /// Request-rate quotas (docs/quotas.md).
+    pub quotas: QuotasConfig,
 }
 
 /// Which root of trust wraps the backing keys.
@@ -285,6 +287,78 @@ impl Default for LifecycleConfig {
     }
 }
 
+/// Which built-in quota profile applies (docs/quotas.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaProfile {
+    /// Per uid: cryptographic operations, management reads, management
+    /// writes, kmsd's own operations.
+    Kmsd,
+    /// AWS KMS's published request quotas.
+    Aws,
+    /// No quotas at all.
+    Off,
+}
+
+impl QuotaProfile {
+    /// Its name in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuotaProfile::Kmsd => "kmsd",
+            QuotaProfile::Aws => "aws",
+            QuotaProfile::Off => "off",
+        }
+    }
+}
+
+/// Request-rate quotas (docs/quotas.md). Reloaded on SIGHUP.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotasConfig {
+    /// `kmsd`, `aws` or `off`.
+    pub profile: QuotaProfile,
+    /// With `profile = "aws"`: the AWS Region whose symmetric quota to
+    /// mirror (10,000, 20,000 or 100,000 a second); none: 10,000.
+    pub aws_region: Option<String>,
+    /// Requests a second one key takes in cryptographic operations, from
+    /// all callers together; 0: no per-key limit.
+    pub per_key_rate: f64,
+    /// The per-key burst; none: one second's worth.
+    pub per_key_burst: Option<f64>,
+    /// Changes to the profile's classes, for everyone or one caller.
+    pub limit: Vec<QuotaLimit>,
+}
+
+impl Default for QuotasConfig {
+    fn default() -> Self {
+        QuotasConfig {
+            profile: QuotaProfile::Kmsd,
+            aws_region: None,
+            per_key_rate: 0.0,
+            per_key_burst: None,
+            limit: Vec::new(),
+        }
+    }
+}
+
+/// One `[[quotas.limit]]`: a class's rate for `principal`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaLimit {
+    /// `*` (everyone without an entry of their own), `uid:N` or `user:NAME`.
+    pub principal: String,
+    /// A class of the profile (`cryptographic`, ...; in `aws`, the
+    /// management operations' names).
+    pub class: String,
+    /// Requests a second.
+    pub rate: Option<f64>,
+    /// Most at once; none: one second's worth.
+    pub burst: Option<f64>,
+    /// No limit at all (instead of `rate`).
+    #[serde(default)]
+    pub unlimited: bool,
+}
+
 /// Who administers keys and who may create them (docs/policy.md).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -388,6 +462,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             lifecycle: LifecycleConfig::default(),
             access: AccessConfig::default(),
+            quotas: QuotasConfig::default(),
         }
     }
 }
@@ -565,14 +640,16 @@ impl Config {
                 "root.pkcs11.pool_size must be 1..=64",
             ),
         ];
-        match checks
+        if let Some((_, msg)) = checks
             .iter()
             .chain(&self.budget_checks())
             .find(|(ok, _)| !ok)
         {
-            Some((_, msg)) => Err(ConfigError::Invalid((*msg).to_owned())),
-            None => Ok(()),
+            return Err(ConfigError::Invalid((*msg).to_owned()));
         }
+        crate::quota::Limits::from_config(&self.quotas)
+            .map(drop)
+            .map_err(ConfigError::Invalid)
     }
 
     /// The answer bound and the byte budgets.

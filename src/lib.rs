@@ -50,6 +50,7 @@ internals!(
     identity,
     keystore,
     memlock,
+    quota,
     seed,
     service,
     thread_role,

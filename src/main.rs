@@ -142,7 +142,7 @@ fn main() -> ExitCode {
         }
         tracing::warn!("authorization bypassed (benchmark mode): every caller may do everything");
     }
-    match kmsd::server::run_seeded(&config, args.seed.as_deref()) {
+    match kmsd::server::run_from(&config, args.seed.as_deref(), args.config.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kmsd: {e:#}");

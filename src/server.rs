@@ -19,6 +19,16 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
 /// [`run`], first making the keys of the seed file `seed` that the store
 /// does not have (`kmsd serve --seed FILE`; docs/seeding.md).
 pub fn run_seeded(config: &Config, seed: Option<&std::path::Path>) -> anyhow::Result<()> {
+    run_from(config, seed, None)
+}
+
+/// [`run_seeded`], with the file `config` was read from: SIGHUP reads it
+/// again and applies what may change while serving (`[quotas]`).
+pub fn run_from(
+    config: &Config,
+    seed: Option<&std::path::Path>,
+    config_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     config.validate()?;
     match crate::memlock::protect(config.cache.mlock) {
         crate::memlock::MemLock::Skipped(why) => {
@@ -45,6 +55,10 @@ pub fn run_seeded(config: &Config, seed: Option<&std::path::Path>) -> anyhow::Re
         Service::with_options(store, root, ServiceOptions::from_config(config))
             .context("opening the keystore")?,
     );
+    // Checked by validate() above: cannot fail here.
+    service
+        .quotas()
+        .reload(crate::quota::Limits::from_config(&config.quotas).map_err(anyhow::Error::msg)?);
     // A CreateKey of an HSM-only key interrupted by a crash may have left a
     // token object that no stored key names: destroyed before serving.
     service
@@ -73,12 +87,17 @@ pub fn run_seeded(config: &Config, seed: Option<&std::path::Path>) -> anyhow::Re
         std::time::Duration::from_millis(config.lifecycle.scheduler_interval_ms),
     )
     .context("starting the lifecycle scheduler")?;
-    let dispatcher = Arc::new(Dispatcher::new(service, &config.dispatch)?);
+    let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&service), &config.dispatch)?);
     // systemd (Type=notify): READY=1 once the socket accepts, STOPPING=1
     // when draining starts. Nothing at all without NOTIFY_SOCKET.
     let notifier = Notifier::from_env()?.map(Arc::new);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    spawn_signal_thread(shutdown_tx, notifier.clone())?;
+    let reload = Reload {
+        file: config_file.map(ToOwned::to_owned),
+        running: config.clone(),
+        service: Arc::downgrade(&service),
+    };
+    spawn_signal_thread(shutdown_tx, notifier.clone(), reload)?;
     let stop_ready_probe = Arc::new(AtomicBool::new(false));
     if let Some(n) = &notifier {
         crate::notify::ready_when_accepting(
@@ -109,31 +128,92 @@ pub fn run_seeded(config: &Config, seed: Option<&std::path::Path>) -> anyhow::Re
     Ok(())
 }
 
-/// Turns SIGTERM and SIGINT into the shutdown signal. A second signal while
-/// draining exits at once.
+/// What SIGHUP needs: the config file, the config running, the service.
+struct Reload {
+    file: Option<std::path::PathBuf>,
+    running: Config,
+    /// Weak: the signal thread outlives `run`, the service must not.
+    service: std::sync::Weak<Service>,
+}
+
+impl Reload {
+    /// Reads the config file again and applies `[quotas]`. A file that
+    /// does not read, parse or validate changes nothing (one log line says
+    /// why); changes to other sections are logged as needing a restart.
+    /// Connections and requests in flight are not touched.
+    fn reload(&mut self) {
+        let Some(path) = &self.file else {
+            tracing::warn!("SIGHUP: kmsd was started without --config; nothing to reload");
+            return;
+        };
+        let mut new = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("SIGHUP: {e}; keeping the running config");
+                return;
+            }
+        };
+        // The command line's overrides stay as they were.
+        new.socket = self.running.socket.clone();
+        new.data_dir = self.running.data_dir.clone();
+        new.transport.io = self.running.transport.io;
+        let limits = match crate::quota::Limits::from_config(&new.quotas) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("SIGHUP: invalid config: {e}; keeping the running config");
+                return;
+            }
+        };
+        let Some(service) = self.service.upgrade() else {
+            return;
+        };
+        service.quotas().reload(limits);
+        let unchanged = |c: &Config| {
+            let mut c = c.clone();
+            c.quotas = Default::default();
+            toml::to_string(&c).ok()
+        };
+        if unchanged(&new) != unchanged(&self.running) {
+            tracing::warn!(
+                "SIGHUP: only [quotas] changes while serving; other changes in {} take effect at the next start",
+                path.display()
+            );
+        }
+        tracing::info!(file = %path.display(), profile = new.quotas.profile.name(), "SIGHUP: quotas reloaded");
+        self.running.quotas = new.quotas;
+    }
+}
+
+/// Turns SIGTERM and SIGINT into the shutdown signal (a second signal while
+/// draining exits at once), and SIGHUP into a reload of `[quotas]`.
 fn spawn_signal_thread(
     tx: tokio::sync::watch::Sender<bool>,
     notifier: Option<Arc<Notifier>>,
+    mut reload: Reload,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     // Register the handlers before returning, so that a signal that arrives
     // during start-up is not lost (the default action would kill us).
-    let (mut term, mut int) = rt.block_on(async {
+    let (mut term, mut int, mut hup) = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         Ok::<_, std::io::Error>((
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
         ))
     })?;
     std::thread::Builder::new()
         .name("kmsd-signals".into())
         .spawn(move || {
             rt.block_on(async move {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM: draining"),
-                    _ = int.recv() => tracing::info!("SIGINT: draining"),
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => { tracing::info!("SIGTERM: draining"); break }
+                        _ = int.recv() => { tracing::info!("SIGINT: draining"); break }
+                        _ = hup.recv() => reload.reload(),
+                    }
                 }
                 if let Some(n) = &notifier {
                     n.notify_or_log("STOPPING=1");

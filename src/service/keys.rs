@@ -49,6 +49,9 @@ pub struct LoadedKey {
     /// ([`Service::is_fresh`]): a change acknowledged since makes it load
     /// the key again.
     pub(crate) revision: std::sync::atomic::AtomicU64,
+    /// The key's own quota bucket (`quotas.per_key_rate`): a new entry
+    /// (after a change or an eviction) starts with a full burst.
+    pub(crate) quota: std::sync::atomic::AtomicU64,
 }
 
 /// Why [`LoadedKey::version`] has no backing key to give.
@@ -75,6 +78,7 @@ impl LoadedKey {
             versions: (0..version_count).map(|_| OnceLock::new()).collect(),
             loaded_at: std::time::Instant::now(),
             revision: std::sync::atomic::AtomicU64::new(u64::MAX),
+            quota: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

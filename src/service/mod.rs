@@ -174,6 +174,9 @@ pub struct Service {
     aliases: aliases::AliasTable,
     /// Administrators and key creators, compiled.
     access: access::AccountAccess,
+    /// Request-rate quotas: off for in-process callers until set
+    /// ([`Service::quotas`]); the daemon applies `[quotas]` before serving.
+    quotas: crate::quota::Quotas,
 }
 
 pub(crate) use crate::errors::internal;
@@ -268,6 +271,11 @@ impl Service {
             rotations: Default::default(),
             wake: Default::default(),
             access,
+            quotas: crate::quota::Quotas::from_config(&crate::config::QuotasConfig {
+                profile: crate::config::QuotaProfile::Off,
+                ..Default::default()
+            })
+            .expect("the off profile is valid"),
         })
     }
 
@@ -391,6 +399,11 @@ impl Service {
         resolved: &[keys::Needed],
     ) -> Result<Output, ExecError> {
         op::execute(self, op, caller, site, resolved)
+    }
+
+    /// The request-rate quotas (`Quotas::reload` sets the config's).
+    pub fn quotas(&self) -> &crate::quota::Quotas {
+        &self.quotas
     }
 
     /// Whether `key` (taken from the cache earlier) is unchanged since: see

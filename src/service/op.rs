@@ -195,6 +195,9 @@ pub trait Op {
     const ACTION: &'static str;
     /// Its plane ([`Data`] or [`Control`]).
     type Plane: Plane;
+    /// Its quota slot (a compile-time error if `NAME` has none: see
+    /// `quota::profiles::OPERATIONS`).
+    const QUOTA_INDEX: usize = crate::quota::op_index(Self::NAME);
     /// The keys it needs loaded before it runs (by key id, or by the key id
     /// and version a ciphertext names), resolving alias names through
     /// `svc` ([`Service::resolve_key_id`]: the in-memory alias table, never
@@ -330,7 +333,10 @@ impl<'a> DataCtx<'a> {
         action: kms_policy::Action,
         ask: &Ask<'_>,
     ) -> Result<(), KmsError> {
-        self.svc.authorize(caller, key.access(), action, ask)
+        self.svc.authorize(caller, key.access(), action, ask)?;
+        // The key's own rate (`quotas.per_key_rate`), once the caller is
+        // known to may use it: a refused caller does not spend the key's.
+        self.svc.quotas().admit_key(&key.quota)
     }
 
     /// The key a client-supplied identifier in `field` names (a key id,
@@ -424,6 +430,11 @@ fn run_one<O: Op>(
     site: Site<'_>,
     resolved: &[Needed],
 ) -> Result<Output, ExecError> {
+    // Before anything else about the item (AWS throttles before it looks at
+    // the request): a flood costs the daemon this and an error answer. An
+    // item that comes back NotReady from an I/O thread is charged again on
+    // the worker that reruns it (rare: its key was evicted in between).
+    svc.quotas().admit(caller.uid, O::QUOTA_INDEX)?;
     <O::Plane as Plane>::run(op, svc, caller, site, resolved)
 }
 

@@ -13,6 +13,7 @@ mod life;
 mod lifecycle_model;
 mod memory;
 mod protocol;
+mod quotas;
 mod readiness;
 mod seeding;
 mod service;
