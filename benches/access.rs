@@ -4,7 +4,8 @@
 //! long one (the cache's worth grows with the policy).
 //!
 //! Also what accept pays per connection for the supplementary groups,
-//! cgroup and unit.
+//! cgroup and unit, and what a quota check costs per item (allowed, with
+//! and without per-uid entries, and refused).
 //!
 //! `cargo bench --features internals --bench access`
 
@@ -106,5 +107,49 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// The quota check every item takes (`Quotas::admit`, docs/quotas.md).
+fn quota(c: &mut Criterion) {
+    use kmsd::config::{QuotaLimit, QuotaProfile, QuotasConfig};
+    use kmsd::quota::{op_index, Quotas};
+    let limit = |principal: &str, rate: f64| QuotaLimit {
+        principal: principal.into(),
+        class: "cryptographic".into(),
+        rate: Some(rate),
+        burst: None,
+        unlimited: false,
+    };
+    let gdk = op_index("GenerateDataKey");
+    let mut g = c.benchmark_group("quota");
+    g.throughput(Throughput::Elements(1));
+    let plain = Quotas::from_config(&QuotasConfig {
+        profile: QuotaProfile::Kmsd,
+        limit: vec![limit("*", 1e9)],
+        ..Default::default()
+    })
+    .unwrap();
+    g.bench_function("admit/allowed", |b| b.iter(|| plain.admit(1000, gdk)));
+    let overrides = Quotas::from_config(&QuotasConfig {
+        profile: QuotaProfile::Kmsd,
+        limit: (0..100)
+            .map(|u| limit(&format!("uid:{u}"), 1e9))
+            .chain([limit("uid:1000", 1e9)])
+            .collect(),
+        ..Default::default()
+    })
+    .unwrap();
+    g.bench_function("admit/allowed-100-entries", |b| {
+        b.iter(|| overrides.admit(1000, gdk))
+    });
+    let tight = Quotas::from_config(&QuotasConfig {
+        profile: QuotaProfile::Kmsd,
+        limit: vec![limit("*", 1.0)],
+        ..Default::default()
+    })
+    .unwrap();
+    let _ = tight.admit(1000, gdk);
+    g.bench_function("admit/refused", |b| b.iter(|| tight.admit(1000, gdk)));
+    g.finish();
+}
+
+criterion_group!(benches, bench, quota);
 criterion_main!(benches);
