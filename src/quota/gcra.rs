@@ -29,16 +29,6 @@ impl Rate {
             limit_ns,
         }
     }
-
-    /// Requests a second.
-    pub fn per_second(&self) -> f64 {
-        1e9 / self.interval_ns as f64
-    }
-
-    /// The burst, in requests.
-    pub fn burst(&self) -> f64 {
-        self.limit_ns as f64 / self.interval_ns as f64
-    }
 }
 
 /// Takes `n` requests from the bucket `tat` at `now`: `Ok`, or

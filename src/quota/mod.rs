@@ -19,7 +19,7 @@ mod tests;
 use crate::config::{QuotaProfile, QuotasConfig};
 use arc_swap::ArcSwap;
 use gcra::Rate;
-pub use profiles::{op_index, OPERATIONS, OPERATION_COUNT};
+pub use profiles::{op_index, OPERATION_COUNT};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -159,6 +159,7 @@ pub enum QuotaClock {
     /// Nanoseconds since this instant.
     Monotonic(Instant),
     /// Nanoseconds as set by the test.
+    #[cfg(test)]
     Manual(Arc<AtomicU64>),
 }
 
@@ -169,6 +170,7 @@ impl QuotaClock {
             // Offset by a second so that no bucket's "now" is ever 0 (a new
             // bucket's TAT).
             QuotaClock::Monotonic(t) => t.elapsed().as_nanos() as u64 + 1_000_000_000,
+            #[cfg(test)]
             QuotaClock::Manual(n) => n.load(Ordering::Relaxed),
         }
     }
