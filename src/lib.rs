@@ -50,6 +50,7 @@ internals!(
     identity,
     keystore,
     memlock,
+    metrics,
     seed,
     service,
     thread_role,

@@ -20,6 +20,10 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
 /// does not have (`kmsd serve --seed FILE`; docs/seeding.md).
 pub fn run_seeded(config: &Config, seed: Option<&std::path::Path>) -> anyhow::Result<()> {
     config.validate()?;
+    // Always: GetStatus reads the recorder whether or not it is served.
+    // Installed before anything counts (the dispatcher and the service
+    // register their samplers with it).
+    let metrics = crate::metrics::install();
     match crate::memlock::protect(config.cache.mlock) {
         crate::memlock::MemLock::Skipped(why) => {
             tracing::warn!("key memory is not locked: {why}")
@@ -74,6 +78,14 @@ pub fn run_seeded(config: &Config, seed: Option<&std::path::Path>) -> anyhow::Re
     )
     .context("starting the lifecycle scheduler")?;
     let dispatcher = Arc::new(Dispatcher::new(service, &config.dispatch)?);
+    // The metrics thread (upkeep, and the listener if [metrics] listen is
+    // set; a bad address stops start-up here, before the socket serves).
+    let metrics_server =
+        crate::metrics::listener::start(metrics, &config.metrics, &config.transport)
+            .context("starting the metrics listener")?;
+    if let Some(listen) = &config.metrics.listen {
+        tracing::info!(listen = %listen, addr = ?metrics_server.tcp_addr, "serving metrics");
+    }
     // systemd (Type=notify): READY=1 once the socket accepts, STOPPING=1
     // when draining starts. Nothing at all without NOTIFY_SOCKET.
     let notifier = Notifier::from_env()?.map(Arc::new);
@@ -103,6 +115,7 @@ pub fn run_seeded(config: &Config, seed: Option<&std::path::Path>) -> anyhow::Re
     .with_context(|| format!("serving on {}", config.socket.display()));
     stop_ready_probe.store(true, Ordering::Release);
     let engine = engine?;
+    drop(metrics_server);
     drop(scheduler);
     tracing::info!(?engine, "kmsd stopped cleanly");
     drop(data_dir);

@@ -1048,6 +1048,95 @@ impl Operation<'_> {
             Operation::RevokeGrant(_) => "RevokeGrant",
         }
     }
+
+    /// Every operation's name, in the order of [`Operation::index`] (the
+    /// schema's union order): metrics keep one slot per operation.
+    pub const NAMES: [&'static str; 38] = [
+        "CreateKey",
+        "DescribeKey",
+        "ListKeys",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "Encrypt",
+        "Decrypt",
+        "ReEncrypt",
+        "GenerateRandom",
+        "UpdateKeyDescription",
+        "TagResource",
+        "UntagResource",
+        "ListResourceTags",
+        "CreateAlias",
+        "UpdateAlias",
+        "DeleteAlias",
+        "ListAliases",
+        "EnableKey",
+        "DisableKey",
+        "ScheduleKeyDeletion",
+        "CancelKeyDeletion",
+        "EnableKeyRotation",
+        "DisableKeyRotation",
+        "GetKeyRotationStatus",
+        "RotateKeyOnDemand",
+        "ListKeyRotations",
+        "GetParametersForImport",
+        "ImportKeyMaterial",
+        "DeleteImportedKeyMaterial",
+        "WhoAmI",
+        "PutKeyPolicy",
+        "GetKeyPolicy",
+        "ListKeyPolicies",
+        "CreateGrant",
+        "ListGrants",
+        "ListRetirableGrants",
+        "RetireGrant",
+        "RevokeGrant",
+    ];
+
+    /// The operation's position in [`Operation::NAMES`]: a dense index for
+    /// tables of per-operation counters (no string comparison on the data
+    /// path).
+    pub fn index(&self) -> usize {
+        match self {
+            Operation::CreateKey(_) => 0,
+            Operation::DescribeKey(_) => 1,
+            Operation::ListKeys(_) => 2,
+            Operation::GenerateDataKey(_) => 3,
+            Operation::GenerateDataKeyWithoutPlaintext(_) => 4,
+            Operation::Encrypt(_) => 5,
+            Operation::Decrypt(_) => 6,
+            Operation::ReEncrypt(_) => 7,
+            Operation::GenerateRandom(_) => 8,
+            Operation::UpdateKeyDescription(_) => 9,
+            Operation::TagResource(_) => 10,
+            Operation::UntagResource(_) => 11,
+            Operation::ListResourceTags(_) => 12,
+            Operation::CreateAlias(_) => 13,
+            Operation::UpdateAlias(_) => 14,
+            Operation::DeleteAlias(_) => 15,
+            Operation::ListAliases(_) => 16,
+            Operation::EnableKey(_) => 17,
+            Operation::DisableKey(_) => 18,
+            Operation::ScheduleKeyDeletion(_) => 19,
+            Operation::CancelKeyDeletion(_) => 20,
+            Operation::EnableKeyRotation(_) => 21,
+            Operation::DisableKeyRotation(_) => 22,
+            Operation::GetKeyRotationStatus(_) => 23,
+            Operation::RotateKeyOnDemand(_) => 24,
+            Operation::ListKeyRotations(_) => 25,
+            Operation::GetParametersForImport(_) => 26,
+            Operation::ImportKeyMaterial(_) => 27,
+            Operation::DeleteImportedKeyMaterial(_) => 28,
+            Operation::WhoAmI(_) => 29,
+            Operation::PutKeyPolicy(_) => 30,
+            Operation::GetKeyPolicy(_) => 31,
+            Operation::ListKeyPolicies(_) => 32,
+            Operation::CreateGrant(_) => 33,
+            Operation::ListGrants(_) => 34,
+            Operation::ListRetirableGrants(_) => 35,
+            Operation::RetireGrant(_) => 36,
+            Operation::RevokeGrant(_) => 37,
+        }
+    }
 }
 
 /// The body of a request: one operation or a batch. Items that could not be
@@ -1059,6 +1148,16 @@ pub enum RequestBody<'a> {
     Single(Result<Operation<'a>, crate::KmsError>),
     /// Several operations, answered item by item in order.
     Batch(Vec<Result<Operation<'a>, crate::KmsError>>),
+}
+
+impl<'a> RequestBody<'a> {
+    /// Its items: the one operation, or the batch's.
+    pub fn items(&self) -> &[Result<Operation<'a>, crate::KmsError>] {
+        match self {
+            RequestBody::Single(op) => std::slice::from_ref(op),
+            RequestBody::Batch(items) => items,
+        }
+    }
 }
 
 /// A decoded request frame.
