@@ -45,6 +45,8 @@ pub struct Config {
     pub access: AccessConfig,
     /// Request-rate quotas (docs/quotas.md).
     pub quotas: QuotasConfig,
+    /// The Prometheus listener (docs/metrics.md).
+    pub metrics: MetricsConfig,
 }
 
 /// Which root of trust wraps the backing keys.
@@ -398,6 +400,67 @@ impl AccessConfig {
     }
 }
 
+/// The Prometheus text exposition of the daemon's metrics (docs/metrics.md).
+/// The metrics are always kept (GetStatus, `kmsctl status`, reads them);
+/// this only says where, if anywhere, they are served over HTTP.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics`: an absolute Unix socket path (in a
+    /// directory the daemon owns, as for `socket`) or a TCP `address:port`
+    /// on loopback. Default: none (not served).
+    pub listen: Option<String>,
+    /// Mode of the metrics socket file. Default: 0o600.
+    pub socket_mode: u32,
+    /// Allow a TCP address that is not loopback: anyone who reaches it reads
+    /// the metrics (operation counts, key cache size). Default: false.
+    pub allow_non_loopback: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            socket_mode: 0o600,
+            allow_non_loopback: false,
+        }
+    }
+}
+
+/// Where the metrics are served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A Unix socket at this path.
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(std::net::SocketAddr),
+}
+
+impl MetricsConfig {
+    /// The listener `listen` names, checked: a path must be absolute, an
+    /// address loopback unless `allow_non_loopback`.
+    pub fn listen(&self) -> std::io::Result<Option<MetricsListen>> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+        let Some(l) = self.listen.as_deref() else {
+            return Ok(None);
+        };
+        if l.starts_with('/') {
+            return Ok(Some(MetricsListen::Unix(PathBuf::from(l))));
+        }
+        let addr: std::net::SocketAddr = l.parse().map_err(|_| {
+            invalid(format!(
+                "metrics.listen = {l:?}: neither an absolute socket path nor an address:port"
+            ))
+        })?;
+        if !addr.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(invalid(format!(
+                "metrics.listen = {l:?} is not a loopback address; set metrics.allow_non_loopback = true to serve the metrics to the network"
+            )));
+        }
+        Ok(Some(MetricsListen::Tcp(addr)))
+    }
+}
+
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
@@ -463,6 +526,7 @@ impl Default for Config {
             lifecycle: LifecycleConfig::default(),
             access: AccessConfig::default(),
             quotas: QuotasConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -647,9 +711,16 @@ impl Config {
         {
             return Err(ConfigError::Invalid((*msg).to_owned()));
         }
-        crate::quota::Limits::from_config(&self.quotas)
-            .map(drop)
-            .map_err(ConfigError::Invalid)
+        crate::quota::Limits::from_config(&self.quotas).map_err(ConfigError::Invalid)?;
+        if self.metrics.socket_mode > 0o777 {
+            return Err(ConfigError::Invalid(
+                "metrics.socket_mode must be a file mode (<= 0o777)".to_owned(),
+            ));
+        }
+        self.metrics
+            .listen()
+            .map(|_| ())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// The answer bound and the byte budgets.
@@ -699,6 +770,42 @@ mod tests {
         assert_eq!(c.dispatch.workers, 3);
         assert_eq!(c.dispatch.queue_capacity, 4096);
         assert_eq!(c.transport.max_in_flight, 256);
+    }
+
+    #[test]
+    fn metrics_listen_is_a_path_or_a_loopback_address() {
+        let parse = |t: &str| toml::from_str::<Config>(t).unwrap();
+        assert_eq!(Config::default().metrics.listen().unwrap(), None);
+        let c = parse("[metrics]\nlisten = \"/run/kmsd/metrics.sock\"\n");
+        c.validate().unwrap();
+        assert_eq!(
+            c.metrics.listen().unwrap(),
+            Some(MetricsListen::Unix("/run/kmsd/metrics.sock".into()))
+        );
+        for ok in ["127.0.0.1:9464", "[::1]:9464", "127.0.0.2:0"] {
+            let c = parse(&format!("[metrics]\nlisten = \"{ok}\"\n"));
+            c.validate().unwrap();
+            assert!(matches!(
+                c.metrics.listen().unwrap(),
+                Some(MetricsListen::Tcp(_))
+            ));
+        }
+        for bad in ["0.0.0.0:9464", "192.0.2.1:9464", "[::]:9464"] {
+            let c = parse(&format!("[metrics]\nlisten = \"{bad}\"\n"));
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("not a loopback address"), "{bad}: {e}");
+            let c = parse(&format!(
+                "[metrics]\nlisten = \"{bad}\"\nallow_non_loopback = true\n"
+            ));
+            c.validate().unwrap();
+        }
+        for bad in ["metrics.sock", "localhost:9464", "127.0.0.1"] {
+            let c = parse(&format!("[metrics]\nlisten = \"{bad}\"\n"));
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("neither an absolute socket path"), "{bad}: {e}");
+        }
+        let c = parse("[metrics]\nsocket_mode = 0o1777\n");
+        assert!(c.validate().is_err());
     }
 
     #[test]

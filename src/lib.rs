@@ -50,6 +50,7 @@ internals!(
     identity,
     keystore,
     memlock,
+    metrics,
     quota,
     seed,
     service,

@@ -30,6 +30,10 @@ pub fn run_from(
     config_file: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    // Always: GetStatus reads the recorder whether or not it is served.
+    // Installed before anything counts (the dispatcher and the service
+    // register their samplers with it).
+    let metrics = crate::metrics::install();
     match crate::memlock::protect(config.cache.mlock) {
         crate::memlock::MemLock::Skipped(why) => {
             tracing::warn!("key memory is not locked: {why}")
@@ -88,6 +92,14 @@ pub fn run_from(
     )
     .context("starting the lifecycle scheduler")?;
     let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&service), &config.dispatch)?);
+    // The metrics thread (upkeep, and the listener if [metrics] listen is
+    // set; a bad address stops start-up here, before the socket serves).
+    let metrics_server =
+        crate::metrics::listener::start(metrics, &config.metrics, &config.transport)
+            .context("starting the metrics listener")?;
+    if let Some(listen) = &config.metrics.listen {
+        tracing::info!(listen = %listen, addr = ?metrics_server.tcp_addr, "serving metrics");
+    }
     // systemd (Type=notify): READY=1 once the socket accepts, STOPPING=1
     // when draining starts. Nothing at all without NOTIFY_SOCKET.
     let notifier = Notifier::from_env()?.map(Arc::new);
@@ -122,6 +134,7 @@ pub fn run_from(
     .with_context(|| format!("serving on {}", config.socket.display()));
     stop_ready_probe.store(true, Ordering::Release);
     let engine = engine?;
+    drop(metrics_server);
     drop(scheduler);
     tracing::info!(?engine, "kmsd stopped cleanly");
     drop(data_dir);

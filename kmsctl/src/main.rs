@@ -11,6 +11,8 @@
 //! stdin, and the base64 text of plaintext, are zeroized when dropped.
 #![deny(missing_docs)]
 
+mod status;
+
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -182,6 +184,11 @@ enum Command {
     /// the kernel): what key policies and grants decide on.
     #[command(name = "whoami")]
     WhoAmI,
+    /// The daemon's status (administrators only): uptime, version, requests
+    /// and errors by operation and exception, latency percentiles, queues,
+    /// key cache, key loader, HSM, connections and every other metric
+    /// (docs/metrics.md). A summary; `--json` prints every series.
+    Status,
     /// Random bytes from the daemon's CSPRNG.
     GenerateRandom {
         /// How many bytes (1..=1024).
@@ -1367,6 +1374,8 @@ fn output_fields(o: &Output) -> Option<Vec<(&'static str, Val<'_>)>> {
         | Output::PutKeyPolicy
         | Output::RetireGrant
         | Output::RevokeGrant => vec![],
+        // Printed by `kmsctl status` itself (status.rs).
+        Output::GetStatus(_) => return None,
         Output::WhoAmI(w) => {
             let mut fields = vec![
                 ("Uid", Val::Int(i64::from(w.uid))),
@@ -1477,6 +1486,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Ok(c)
     };
     match &cli.command {
+        Command::Status => {
+            let st = connect()?.get_status()?;
+            let text = if p.json {
+                status::json(&st)
+            } else {
+                status::human(&st)
+            };
+            let mut stdout = io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Failure::Output(format!("writing to stdout: {e}")))
+        }
         Command::CreateKey {
             description,
             origin,

@@ -398,6 +398,15 @@ impl AsyncClient {
         }
     }
 
+    /// GetStatus (kmsd's own; administrators only): uptime, version and
+    /// every metric the daemon keeps.
+    pub async fn get_status(&self) -> Result<GetStatusOutput, ClientError> {
+        match self.call(Operation::GetStatus(GetStatus)).await? {
+            Output::GetStatus(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
     /// WhoAmI: the identity the daemon sees for this connection (what key
     /// policies and grants decide on).
     pub async fn who_am_i(&self) -> Result<WhoAmIOutput, ClientError> {

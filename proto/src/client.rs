@@ -298,6 +298,15 @@ impl Client {
         }
     }
 
+    /// GetStatus (kmsd's own; administrators only): uptime, version and
+    /// every metric the daemon keeps.
+    pub fn get_status(&mut self) -> Result<GetStatusOutput, ClientError> {
+        match self.call(Operation::GetStatus(GetStatus))? {
+            Output::GetStatus(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
     /// WhoAmI: the identity the daemon sees for this connection (what key
     /// policies and grants decide on).
     pub fn who_am_i(&mut self) -> Result<WhoAmIOutput, ClientError> {

@@ -18,6 +18,17 @@ pub mod limits {
     pub const MAX_CIPHERTEXT_BLOB: usize = 6144;
     /// GenerateDataKey / GenerateRandom: number of bytes range.
     pub const MAX_DATA_KEY_BYTES: u32 = 1024;
+    /// GetStatus: most metric series in one answer (the daemon keeps the
+    /// first ones by name; at least 4 tables fewer than the response table
+    /// limit, with room for the rest of a batch).
+    pub const MAX_STATUS_METRICS: usize = 2048;
+    /// GetStatus: longest metric name and label name, in bytes.
+    pub const MAX_METRIC_NAME_LEN: usize = 128;
+    /// GetStatus: most labels of one series, and bytes of their names and
+    /// values together.
+    pub const MAX_METRIC_LABELS: usize = 8;
+    /// GetStatus: bytes of one series' label names and values together.
+    pub const MAX_METRIC_LABEL_BYTES: usize = 512;
     /// ListKeys: largest page.
     pub const MAX_LIST_LIMIT: u32 = 1000;
     /// ListKeys: page size when the request says 0.
@@ -616,6 +627,11 @@ pub struct GenerateRandom {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct WhoAmI;
 
+/// GetStatus (kmsd's own, no AWS counterpart; administrators only): the
+/// daemon's uptime, version and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GetStatus;
+
 /// UpdateKeyDescription.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct UpdateKeyDescription<'a> {
@@ -1002,6 +1018,8 @@ pub enum Operation<'a> {
     RetireGrant(RetireGrant<'a>),
     /// RevokeGrant.
     RevokeGrant(RevokeGrant<'a>),
+    /// GetStatus (kmsd's own).
+    GetStatus(GetStatus),
 }
 
 impl Operation<'_> {
@@ -1046,6 +1064,98 @@ impl Operation<'_> {
             Operation::ListRetirableGrants(_) => "ListRetirableGrants",
             Operation::RetireGrant(_) => "RetireGrant",
             Operation::RevokeGrant(_) => "RevokeGrant",
+            Operation::GetStatus(_) => "GetStatus",
+        }
+    }
+
+    /// Every operation's name, in the order of [`Operation::index`] (the
+    /// schema's union order): metrics keep one slot per operation.
+    pub const NAMES: [&'static str; 39] = [
+        "CreateKey",
+        "DescribeKey",
+        "ListKeys",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "Encrypt",
+        "Decrypt",
+        "ReEncrypt",
+        "GenerateRandom",
+        "UpdateKeyDescription",
+        "TagResource",
+        "UntagResource",
+        "ListResourceTags",
+        "CreateAlias",
+        "UpdateAlias",
+        "DeleteAlias",
+        "ListAliases",
+        "EnableKey",
+        "DisableKey",
+        "ScheduleKeyDeletion",
+        "CancelKeyDeletion",
+        "EnableKeyRotation",
+        "DisableKeyRotation",
+        "GetKeyRotationStatus",
+        "RotateKeyOnDemand",
+        "ListKeyRotations",
+        "GetParametersForImport",
+        "ImportKeyMaterial",
+        "DeleteImportedKeyMaterial",
+        "WhoAmI",
+        "PutKeyPolicy",
+        "GetKeyPolicy",
+        "ListKeyPolicies",
+        "CreateGrant",
+        "ListGrants",
+        "ListRetirableGrants",
+        "RetireGrant",
+        "RevokeGrant",
+        "GetStatus",
+    ];
+
+    /// The operation's position in [`Operation::NAMES`]: a dense index for
+    /// tables of per-operation counters (no string comparison on the data
+    /// path).
+    pub fn index(&self) -> usize {
+        match self {
+            Operation::CreateKey(_) => 0,
+            Operation::DescribeKey(_) => 1,
+            Operation::ListKeys(_) => 2,
+            Operation::GenerateDataKey(_) => 3,
+            Operation::GenerateDataKeyWithoutPlaintext(_) => 4,
+            Operation::Encrypt(_) => 5,
+            Operation::Decrypt(_) => 6,
+            Operation::ReEncrypt(_) => 7,
+            Operation::GenerateRandom(_) => 8,
+            Operation::UpdateKeyDescription(_) => 9,
+            Operation::TagResource(_) => 10,
+            Operation::UntagResource(_) => 11,
+            Operation::ListResourceTags(_) => 12,
+            Operation::CreateAlias(_) => 13,
+            Operation::UpdateAlias(_) => 14,
+            Operation::DeleteAlias(_) => 15,
+            Operation::ListAliases(_) => 16,
+            Operation::EnableKey(_) => 17,
+            Operation::DisableKey(_) => 18,
+            Operation::ScheduleKeyDeletion(_) => 19,
+            Operation::CancelKeyDeletion(_) => 20,
+            Operation::EnableKeyRotation(_) => 21,
+            Operation::DisableKeyRotation(_) => 22,
+            Operation::GetKeyRotationStatus(_) => 23,
+            Operation::RotateKeyOnDemand(_) => 24,
+            Operation::ListKeyRotations(_) => 25,
+            Operation::GetParametersForImport(_) => 26,
+            Operation::ImportKeyMaterial(_) => 27,
+            Operation::DeleteImportedKeyMaterial(_) => 28,
+            Operation::WhoAmI(_) => 29,
+            Operation::PutKeyPolicy(_) => 30,
+            Operation::GetKeyPolicy(_) => 31,
+            Operation::ListKeyPolicies(_) => 32,
+            Operation::CreateGrant(_) => 33,
+            Operation::ListGrants(_) => 34,
+            Operation::ListRetirableGrants(_) => 35,
+            Operation::RetireGrant(_) => 36,
+            Operation::RevokeGrant(_) => 37,
+            Operation::GetStatus(_) => 38,
         }
     }
 }
@@ -1059,6 +1169,16 @@ pub enum RequestBody<'a> {
     Single(Result<Operation<'a>, crate::KmsError>),
     /// Several operations, answered item by item in order.
     Batch(Vec<Result<Operation<'a>, crate::KmsError>>),
+}
+
+impl<'a> RequestBody<'a> {
+    /// Its items: the one operation, or the batch's.
+    pub fn items(&self) -> &[Result<Operation<'a>, crate::KmsError>] {
+        match self {
+            RequestBody::Single(op) => std::slice::from_ref(op),
+            RequestBody::Batch(items) => items,
+        }
+    }
 }
 
 /// A decoded request frame.
@@ -1104,6 +1224,75 @@ pub struct KeyMetadata {
     pub valid_to: Option<i64>,
     /// Whether an EXTERNAL key's material expires; absent for other keys.
     pub expiration_model: Option<ExpirationModel>,
+}
+
+/// What a metric is, as Prometheus types it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MetricKind {
+    /// Only goes up (or restarts at 0 with the daemon).
+    #[default]
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Samples in buckets: `value` is their sum, `count` their number, and
+    /// `quantiles` estimates read from the buckets.
+    Histogram,
+}
+
+/// One metric series of a GetStatus answer.
+#[derive(Clone, Debug, Default)]
+pub struct MetricSample {
+    /// Prometheus name, e.g. `kmsd_requests_total`.
+    pub name: String,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// Label names and values.
+    pub labels: Vec<(String, String)>,
+    /// A counter's or gauge's value; a histogram's sum.
+    pub value: f64,
+    /// A histogram's sample count (0 otherwise).
+    pub count: u64,
+    /// A histogram's quantiles and their estimates, e.g. `(0.99, 0.0004)`.
+    pub quantiles: Vec<(f64, f64)>,
+}
+
+// Compared bit for bit (so NaN equals itself): the values are carried, not
+// computed with.
+impl PartialEq for MetricSample {
+    fn eq(&self, o: &Self) -> bool {
+        let q = |v: &[(f64, f64)]| -> Vec<(u64, u64)> {
+            v.iter().map(|(a, b)| (a.to_bits(), b.to_bits())).collect()
+        };
+        self.name == o.name
+            && self.kind == o.kind
+            && self.labels == o.labels
+            && self.value.to_bits() == o.value.to_bits()
+            && self.count == o.count
+            && q(&self.quantiles) == q(&o.quantiles)
+    }
+}
+impl Eq for MetricSample {}
+
+impl MetricSample {
+    /// The value of label `name`, if it has one.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// GetStatus result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct GetStatusOutput {
+    /// kmsd's version.
+    pub version: String,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// Every series, sorted by name then labels (at most
+    /// `limits::MAX_STATUS_METRICS`).
+    pub metrics: Vec<MetricSample>,
 }
 
 /// One key of a ListKeys page.
@@ -1462,6 +1651,8 @@ pub enum Output {
     RetireGrant,
     /// RevokeGrant (no fields, as in AWS).
     RevokeGrant,
+    /// GetStatus (kmsd's own).
+    GetStatus(GetStatusOutput),
 }
 
 /// The answer to one operation.

@@ -45,6 +45,11 @@ impl ControlPlane {
         })
     }
 
+    /// Frames waiting in the small and the large lane.
+    pub(super) fn depths(&self) -> (usize, usize) {
+        (self.small.len(), self.large.len())
+    }
+
     /// Queues `job` on its lane, or answers ThrottlingException if the lane
     /// is full.
     pub(super) fn submit(&self, inner: &Arc<Executors>, job: Job) {

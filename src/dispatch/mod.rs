@@ -109,14 +109,25 @@ struct Executors {
 impl Dispatcher {
     /// Starts the worker pool and the control-plane executor.
     pub fn new(service: Arc<Service>, config: &DispatchConfig) -> std::io::Result<Dispatcher> {
+        let inner = Arc::new(Executors {
+            service,
+            workers: workers::Workers::new(config)?,
+            control: control::ControlPlane::new(config)?,
+            overloaded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        if let Some(m) = crate::metrics::get() {
+            // Read at scrape time from what the dispatcher holds: nothing
+            // is added to the data path for them.
+            let weak = Arc::downgrade(&inner);
+            m.add_sampler(Box::new(move |m| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.sample(m);
+                }
+            }));
+        }
         Ok(Dispatcher {
-            inner: Arc::new(Executors {
-                service,
-                workers: workers::Workers::new(config)?,
-                control: control::ControlPlane::new(config)?,
-                overloaded: AtomicU64::new(0),
-                dropped: AtomicU64::new(0),
-            }),
+            inner,
             inline_small: config.inline_small,
         })
     }
@@ -191,22 +202,35 @@ impl Dispatcher {
         &self,
         frame: Frame,
         caller: Identity,
-        reply: Reply,
+        mut reply: Reply,
         max_answer: usize,
         budget: Option<&Arc<ConnBudget>>,
     ) -> Result<(), Box<Waiting>> {
         let frame_len = frame.len();
+        let metrics = crate::metrics::get();
+        // A frame that waited for budget keeps the stamp of its first
+        // admission: the wait is part of its service time.
+        if metrics.is_some() && reply.stamp_mut().is_none() {
+            *reply.stamp_mut() = Some(crate::metrics::Stamp::now());
+        }
         let admitted = match wire::admit(&self.inner.service, frame, max_answer) {
             Ok(a) => a,
             Err(e) => {
                 // A frame-level error is small (no client text beyond the
                 // bounded messages) and is not charged.
+                if let Some(m) = metrics {
+                    m.requests(crate::metrics::FRAME_INDEX, 1);
+                    m.error(crate::metrics::FRAME_INDEX, e.error.kind);
+                }
                 let mut out = Vec::new();
                 wire::reject(&e, &mut out);
                 reply.send(out);
                 return Ok(());
             }
         };
+        if let Some(stamp) = reply.stamp_mut() {
+            stamp.op = crate::metrics::frame_op(&admitted.get().request.body);
+        }
         // Charged: the request's bytes, its decoded form and its answer's
         // bound, so that the budgets bound what a frame holds until it is
         // answered.
@@ -358,6 +382,25 @@ impl Executors {
         }
     }
 
+    /// Sets the dispatcher's gauges and counters (a metrics sampler).
+    fn sample(&self, m: &crate::metrics::Metrics) {
+        use crate::metrics::names;
+        let depth = |queue: &'static str, n: usize| {
+            m.gauge(names::QUEUE_DEPTH, &[("queue", queue)]).set(n as f64);
+        };
+        let (small, large) = self.workers.depths();
+        depth("workers_small", small);
+        depth("workers_large", large);
+        let (small, large) = self.control.depths();
+        depth("control_small", small);
+        depth("control_large", large);
+        m.counter(names::OVERLOADED, &[])
+            .absolute(self.overloaded.load(Ordering::Relaxed));
+        m.counter(names::DROPPED, &[])
+            .absolute(self.dropped.load(Ordering::Relaxed));
+        self.service.sample(m);
+    }
+
     fn drop_gone(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
@@ -377,8 +420,14 @@ impl Executors {
         self.fail(job, &errors::overloaded());
     }
 
-    /// Answers the whole frame with `error`, unrun.
+    /// Answers the whole frame with `error`, unrun (every item counted as
+    /// failed with it).
     fn fail(&self, job: Job, error: &KmsError) {
+        if let Some(m) = crate::metrics::get() {
+            crate::metrics::count_items(m, job.admitted.get().request.body.items(), |_| {
+                Some(error.kind)
+            });
+        }
         let mut out = Vec::new();
         wire::fail(job.admitted.backing_cart(), error, &mut out);
         job.reply.send(out);

@@ -2,6 +2,7 @@
 //! (in-flight permit and byte charge) the answer releases once written.
 
 use crate::budget::Charge;
+use crate::metrics::Stamp;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 /// What a frame holds until its answer has been written (or dropped): one
@@ -50,6 +51,9 @@ impl Drop for Outgoing {
 pub struct Reply {
     tx: mpsc::UnboundedSender<Outgoing>,
     permit: Option<Admission>,
+    /// When the frame was admitted, for its latency (recorded as the answer
+    /// is queued; none outside the daemon's dispatch).
+    stamp: Option<Stamp>,
 }
 
 /// A charge smaller than the answer bound by less than this is kept whole
@@ -62,7 +66,11 @@ impl Reply {
     /// but admissions bound it: each entry holds one of the connection's
     /// in-flight permits and its byte charge until it is written.
     pub fn new(tx: mpsc::UnboundedSender<Outgoing>, permit: Option<Admission>) -> Self {
-        Reply { tx, permit }
+        Reply {
+            tx,
+            permit,
+            stamp: None,
+        }
     }
 
     /// Whether the connection is gone: nobody will read this answer, and
@@ -79,6 +87,11 @@ impl Reply {
                 c.shrink_to(frame.len());
             }
         }
+        // Queued now: the frame's service time ends here, whichever thread
+        // answered it.
+        if let (Some(stamp), Some(m)) = (self.stamp, crate::metrics::get()) {
+            stamp.record(m);
+        }
         let _ = self.tx.send(Outgoing {
             frame,
             permit: self.permit.take(),
@@ -90,6 +103,11 @@ impl Reply {
     /// Whether the reply already carries a byte charge.
     pub(super) fn is_charged(&self) -> bool {
         self.permit.as_ref().is_some_and(|a| a.charge.is_some())
+    }
+
+    /// The frame's admission time, if it has one yet.
+    pub(super) fn stamp_mut(&mut self) -> &mut Option<Stamp> {
+        &mut self.stamp
     }
 
     /// Adds a byte charge to the reply (released with the answer).

@@ -36,6 +36,11 @@ impl Workers {
         })
     }
 
+    /// Frames waiting in the small and the large lane.
+    pub(super) fn depths(&self) -> (usize, usize) {
+        (self.small.len(), self.large.len())
+    }
+
     /// Queues `job` on its lane, or answers ThrottlingException if the
     /// lane is full.
     pub(super) fn enqueue(&self, inner: &Arc<Executors>, job: Job) {

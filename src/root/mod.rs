@@ -114,6 +114,21 @@ pub trait RootOfTrust: Send + Sync + 'static {
     fn is_available(&self) -> bool {
         true
     }
+
+    /// The HSM's health and counters, for metrics: `None` for roots
+    /// without a device (the file root).
+    fn health(&self) -> Option<RootHealth> {
+        None
+    }
+}
+
+/// A device root's health, for metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct RootHealth {
+    /// Whether calls reach the device now (see [`RootOfTrust::is_available`]).
+    pub up: bool,
+    /// What the session pool did so far.
+    pub stats: crate::hsm::HsmStats,
 }
 
 /// The RSA key sizes of import wrapping keys (AWS's `WrappingKeySpec`,

@@ -126,6 +126,13 @@ impl RootOfTrust for Pkcs11Root {
     fn is_available(&self) -> bool {
         self.hsm.is_available()
     }
+
+    fn health(&self) -> Option<super::RootHealth> {
+        Some(super::RootHealth {
+            up: self.hsm.is_available(),
+            stats: self.hsm.stats(),
+        })
+    }
 }
 
 /// Import wrapping keys: RSA private keys in the token labelled

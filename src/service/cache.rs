@@ -188,7 +188,6 @@ impl KeyCache {
         dropped.len()
     }
 
-    #[cfg(any(test, feature = "internals"))]
     /// Keys cached now (expired ones included until swept).
     pub fn len(&self) -> usize {
         self.map.read().len()

@@ -155,13 +155,16 @@ impl HsmExecutor {
             .then_some(HsmThread { loads: &self.loads })
     }
 
-    #[cfg(any(test, feature = "internals"))]
     /// Frames run so far.
     pub fn frames_run(&self) -> u64 {
         self.queue.ran.load(Ordering::Relaxed)
     }
 
-    #[cfg(any(test, feature = "internals"))]
+    /// Frames queued and not yet started (a metrics gauge).
+    pub fn queued(&self) -> usize {
+        self.queue.frames.lock().len()
+    }
+
     /// Frames answered at their deadline, unrun, so far.
     pub fn frames_expired(&self) -> u64 {
         self.queue.expired.load(Ordering::Relaxed)

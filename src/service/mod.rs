@@ -416,10 +416,46 @@ impl Service {
     /// The cached entry of a key, if it holds the version `r` needs
     /// (admission looks each key up once).
     pub(crate) fn cached(&self, r: &KeyRef) -> Option<Arc<LoadedKey>> {
-        self.core
+        let k = self
+            .core
             .cache
             .get(&r.id)
-            .filter(|k| r.version.is_none_or(|v| k.has_version(v)))
+            .filter(|k| r.version.is_none_or(|v| k.has_version(v)));
+        if let Some(m) = crate::metrics::get() {
+            m.cache_lookup(k.is_some());
+        }
+        k
+    }
+
+    /// Sets the service's gauges and counters: the cache, the key loader,
+    /// the HSM executor's queue, the HSM's health (a metrics sampler, run
+    /// before a scrape or a status answer; never on the data path).
+    pub(crate) fn sample(&self, m: &crate::metrics::Metrics) {
+        use crate::metrics::names;
+        m.gauge(names::CACHE_KEYS, &[]).set(self.core.cache.len() as f64);
+        let s = self.loader.stats();
+        m.counter(names::LOADER_LOADED, &[]).absolute(s.loaded);
+        m.counter(names::LOADER_FAILED, &[]).absolute(s.failed);
+        m.counter(names::LOADER_EXPIRED, &[]).absolute(s.expired);
+        let depth = |queue: &'static str, n: usize| {
+            m.gauge(names::QUEUE_DEPTH, &[("queue", queue)]).set(n as f64);
+        };
+        depth("hsm", self.loader.executor().queued());
+        depth("loader_waiters", self.loader.waiters());
+        // Quota refusals are counted in their buckets (one atomic add, on
+        // the refusal only); copied here at scrape time.
+        for (principal, class, n) in self.quotas.throttled() {
+            m.counter_labelled(names::THROTTLED, vec![("principal", principal), ("class", class)])
+                .absolute(n);
+        }
+        if let Some(h) = self.core.root.health() {
+            m.gauge(names::HSM_UP, &[]).set(if h.up { 1.0 } else { 0.0 });
+            m.counter(names::HSM_REBUILDS, &[]).absolute(h.stats.rebuilds);
+            m.counter(names::HSM_FAILED_REBUILDS, &[])
+                .absolute(h.stats.failed_rebuilds);
+            m.counter(names::HSM_FAST_FAILURES, &[])
+                .absolute(h.stats.fast_failures);
+        }
     }
 
     #[cfg(any(test, feature = "internals"))]

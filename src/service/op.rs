@@ -415,6 +415,8 @@ macro_rules! with_op {
             O::ListRetirableGrants($r) => $body,
             O::RetireGrant($r) => $body,
             O::RevokeGrant($r) => $body,
+            // kmsd's own, administrators only.
+            O::GetStatus($r) => $body,
         }
     }};
 }

@@ -122,6 +122,9 @@ pub(crate) struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        if let Some(m) = crate::metrics::get() {
+            m.connection_closed();
+        }
         {
             let mut per_uid = self.tracker.per_uid.lock();
             if let Some(n) = per_uid.get_mut(&self.uid) {
@@ -176,22 +179,37 @@ pub(crate) async fn accept_loop(
             .try_enter(state.max_connections, peer.uid, limits.max_per_uid)
         {
             Ok(guard) => {
+                if let Some(m) = crate::metrics::get() {
+                    m.connection(Ok(()));
+                }
                 tracing::debug!(?peer, "connection accepted");
                 handoff(stream, peer, guard);
             }
-            Err(Refused::Full) => tracing::debug!(
+            Err(refused) => {
+                if let Some(m) = crate::metrics::get() {
+                    m.connection(Err(refused == Refused::UidFull));
+                }
+                log_refused(&refused, &peer, state);
+            }
+        }
+    }
+    tracing::debug!("stopped accepting");
+}
+
+fn log_refused(refused: &Refused, peer: &Identity, state: &ServeState) {
+    let limits = &state.conn_limits;
+    match refused {
+            Refused::Full => tracing::debug!(
                 ?peer,
                 max_connections = state.max_connections,
                 "connection limit reached; closing a new connection"
             ),
-            Err(Refused::UidFull) => tracing::debug!(
+            Refused::UidFull => tracing::debug!(
                 ?peer,
                 max_connections_per_uid = limits.max_per_uid,
                 "per-uid connection limit reached; closing a new connection"
             ),
-        }
     }
-    tracing::debug!("stopped accepting");
 }
 
 /// Accept failures are transient for a daemon (out of descriptors or

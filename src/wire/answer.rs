@@ -77,6 +77,16 @@ pub fn answer(
             ResponseBody::Batch(outcomes)
         }
     };
+    if let Some(m) = crate::metrics::get() {
+        let outcomes: &[Result<Output, KmsError>] = match &body {
+            ResponseBody::Single(o) => std::slice::from_ref(o),
+            ResponseBody::Batch(o) => o,
+            ResponseBody::Error(_) => &[],
+        };
+        crate::metrics::count_items(m, admitted.request.body.items(), |i| {
+            outcomes.get(i).and_then(|o| o.as_ref().err()).map(|e| e.kind)
+        });
+    }
     let response = Response {
         request_id: admitted.request.request_id,
         body,

@@ -12,6 +12,7 @@ mod kmsctl;
 mod life;
 mod lifecycle_model;
 mod memory;
+mod metrics;
 mod protocol;
 mod quotas;
 mod readiness;

@@ -104,6 +104,26 @@ fn throttled_items_get_aws_error_with_a_hint_and_sighup_changes_limits_on_open_c
     );
     // Other classes are not spent.
     c.describe_key(&key).expect("DescribeKey");
+    // The refusals show by principal and class in the status (GetStatus;
+    // the Prometheus text has the same series).
+    let out = d.kmsctl(&["--json", "status"], None);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let throttled = v["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["Name"] == "kmsd_throttled_total"
+                && m["Labels"]["principal"] == "uid:0"
+                && m["Labels"]["class"] == "cryptographic"
+        })
+        .unwrap_or_else(|| panic!("no kmsd_throttled_total for uid:0: {v}"));
+    assert_eq!(
+        throttled["Value"].as_f64().unwrap(),
+        (8 - ok + 1) as f64,
+        "{throttled}"
+    );
 
     // A good config: applied on SIGHUP, on this very connection.
     std::fs::write(config_path(&dir), crypto_limit(1e6, 1e6)).unwrap();

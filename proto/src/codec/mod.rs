@@ -24,8 +24,8 @@ pub use request::{
 pub use response::{
     decode_response, encode_error_response, encode_response, response_size_hint, tally_response,
     ResponseTally, ALIAS_ENTRY_FIXED, CONSTRAINT_PAIR_FIXED, GRANT_CONSTRAINTS_FIXED,
-    GRANT_ENTRY_FIXED, KEY_ENTRY_FIXED, POLICY_NAME_ENTRY_FIXED, ROTATION_ENTRY_FIXED,
-    TAG_ENTRY_FIXED,
+    GRANT_ENTRY_FIXED, KEY_ENTRY_FIXED, METRIC_ENTRY_FIXED, POLICY_NAME_ENTRY_FIXED,
+    ROTATION_ENTRY_FIXED, TAG_ENTRY_FIXED,
 };
 pub use verify::{DecodeLimits, DEFAULT_MAX_BATCH, MAX_RESPONSE_TABLES};
 

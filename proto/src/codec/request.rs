@@ -205,6 +205,10 @@ macro_rules! decode_operation {
                 .operation_as_revoke_grant_request()
                 .ok_or_else(missing_union)
                 .and_then(read_revoke_grant),
+            fb::Operation::GetStatusRequest => src
+                .operation_as_get_status_request()
+                .ok_or_else(missing_union)
+                .map(|_| Operation::GetStatus(GetStatus)),
             fb::Operation::NONE => Err(KmsError::validation("item has no operation")),
             other => Err(KmsError::new(
                 ErrorKind::UnsupportedOperation,
@@ -1586,6 +1590,10 @@ fn put_operation(
             );
             (fb::Operation::RevokeGrantRequest, t.as_union_value())
         }
+        Operation::GetStatus(GetStatus) => {
+            let t = fb::GetStatusRequest::create(fbb, &fb::GetStatusRequestArgs {});
+            (fb::Operation::GetStatusRequest, t.as_union_value())
+        }
     }
 }
 
@@ -1771,6 +1779,7 @@ fn operation_size_bound(op: &Operation<'_>) -> usize {
             Operation::ListRetirableGrants(o) => bytes(o.retiring_principal.len()) + opt(o.marker),
             Operation::RetireGrant(o) => opt(o.grant_token) + opt(o.key_id) + opt(o.grant_id),
             Operation::RevokeGrant(o) => bytes(o.key_id.len()) + bytes(o.grant_id.len()),
+            Operation::GetStatus(GetStatus) => 0,
         }
 }
 

@@ -544,8 +544,107 @@ fn put_output(
             let t = fb::RevokeGrantResponse::create(fbb, &fb::RevokeGrantResponseArgs {});
             (fb::Output::RevokeGrantResponse, t.as_union_value())
         }
+        Output::GetStatus(st) => {
+            let samples: Vec<_> = st.metrics.iter().map(|m| put_metric(fbb, m)).collect();
+            let metrics = Some(fbb.create_vector(&samples));
+            let version = Some(fbb.create_string(&st.version));
+            let t = fb::GetStatusResponse::create(
+                fbb,
+                &fb::GetStatusResponseArgs {
+                    version,
+                    uptime_ms: st.uptime_ms,
+                    metrics,
+                },
+            );
+            (fb::Output::GetStatusResponse, t.as_union_value())
+        }
     }
 }
+
+fn put_metric<'b>(fbb: &mut Fbb<'b>, m: &MetricSample) -> WIPOffset<fb::MetricSample<'b>> {
+    let name = Some(fbb.create_string(&m.name));
+    let names: Vec<_> = m.labels.iter().map(|(k, _)| fbb.create_string(k)).collect();
+    let values: Vec<_> = m.labels.iter().map(|(_, v)| fbb.create_string(v)).collect();
+    let label_names = (!names.is_empty()).then(|| fbb.create_vector(&names));
+    let label_values = (!values.is_empty()).then(|| fbb.create_vector(&values));
+    let qs: Vec<f64> = m.quantiles.iter().map(|q| q.0).collect();
+    let qv: Vec<f64> = m.quantiles.iter().map(|q| q.1).collect();
+    let quantiles = (!qs.is_empty()).then(|| fbb.create_vector(&qs));
+    let quantile_values = (!qv.is_empty()).then(|| fbb.create_vector(&qv));
+    fb::MetricSample::create(
+        fbb,
+        &fb::MetricSampleArgs {
+            name,
+            kind: match m.kind {
+                MetricKind::Counter => fb::MetricKind::Counter,
+                MetricKind::Gauge => fb::MetricKind::Gauge,
+                MetricKind::Histogram => fb::MetricKind::Histogram,
+            },
+            label_names,
+            label_values,
+            value: m.value,
+            count: m.count,
+            quantiles,
+            quantile_values,
+        },
+    )
+}
+
+/// One series of a GetStatus answer, checked against the status limits.
+fn read_metric(r: fb::MetricSample<'_>) -> Result<MetricSample, KmsError> {
+    use crate::types::limits::{MAX_METRIC_LABELS, MAX_METRIC_LABEL_BYTES, MAX_METRIC_NAME_LEN};
+    let name = r.name().ok_or_else(|| malformed("metric without a name"))?;
+    if name.is_empty() || name.len() > MAX_METRIC_NAME_LEN {
+        return Err(malformed("metric name length"));
+    }
+    let kind = match r.kind() {
+        fb::MetricKind::Counter => MetricKind::Counter,
+        fb::MetricKind::Gauge => MetricKind::Gauge,
+        fb::MetricKind::Histogram => MetricKind::Histogram,
+        other => return Err(malformed(&format!("unknown metric kind {}", other.0))),
+    };
+    let names: Vec<&str> = r
+        .label_names()
+        .map(|v| v.iter().collect())
+        .unwrap_or_default();
+    let values: Vec<&str> = r
+        .label_values()
+        .map(|v| v.iter().collect())
+        .unwrap_or_default();
+    let label_bytes: usize = names.iter().chain(&values).map(|s| s.len()).sum();
+    if names.len() != values.len()
+        || names.len() > MAX_METRIC_LABELS
+        || label_bytes > MAX_METRIC_LABEL_BYTES
+    {
+        return Err(malformed("metric labels"));
+    }
+    let qs: Vec<f64> = r
+        .quantiles()
+        .map(|v| v.iter().collect())
+        .unwrap_or_default();
+    let qv: Vec<f64> = r
+        .quantile_values()
+        .map(|v| v.iter().collect())
+        .unwrap_or_default();
+    if qs.len() != qv.len() || qs.len() > 16 {
+        return Err(malformed("metric quantiles"));
+    }
+    Ok(MetricSample {
+        name: name.to_owned(),
+        kind,
+        labels: names
+            .into_iter()
+            .zip(values)
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        value: r.value(),
+        count: r.count(),
+        quantiles: qs.into_iter().zip(qv).collect(),
+    })
+}
+
+/// Bytes one series adds to an answer beyond its strings.
+pub const METRIC_ENTRY_FIXED: usize = 96;
 
 fn put_outcome<'b>(fbb: &mut Fbb<'b>, o: &Outcome) -> WIPOffset<fb::Outcome<'b>> {
     match o {
@@ -725,6 +824,21 @@ pub fn response_size_hint(resp: &Response) -> usize {
             Ok(Output::PutKeyPolicy) => 0,
             Ok(Output::RetireGrant) => 0,
             Ok(Output::RevokeGrant) => 0,
+            Ok(Output::GetStatus(st)) => {
+                st.version.len()
+                    + st.metrics
+                        .iter()
+                        .map(|m| {
+                            METRIC_ENTRY_FIXED
+                                + m.name.len()
+                                + m.labels
+                                    .iter()
+                                    .map(|(k, v)| 16 + k.len() + v.len())
+                                    .sum::<usize>()
+                                + 16 * m.quantiles.len()
+                        })
+                        .sum::<usize>()
+            }
         }
     }
     128 + match &resp.body {
@@ -1182,6 +1296,22 @@ fn read_outcome(o: fb::Outcome<'_>) -> Outcome {
         fb::Output::RevokeGrantResponse => {
             o.output_as_revoke_grant_response().ok_or_else(missing)?;
             Output::RevokeGrant
+        }
+        fb::Output::GetStatusResponse => {
+            let r = o.output_as_get_status_response().ok_or_else(missing)?;
+            let samples = r.metrics().map(|v| v.iter().collect::<Vec<_>>());
+            let samples = samples.unwrap_or_default();
+            if samples.len() > crate::types::limits::MAX_STATUS_METRICS {
+                return Err(malformed("too many metrics"));
+            }
+            Output::GetStatus(GetStatusOutput {
+                version: r.version().unwrap_or_default().to_owned(),
+                uptime_ms: r.uptime_ms(),
+                metrics: samples
+                    .into_iter()
+                    .map(read_metric)
+                    .collect::<Result<_, _>>()?,
+            })
         }
         fb::Output::NONE => return Err(malformed("outcome has neither output nor error")),
         other => return Err(malformed(&format!("unknown output type {}", other.0))),

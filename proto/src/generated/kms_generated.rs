@@ -995,10 +995,10 @@ impl flatbuffers::SimpleToVerifyInSlice for GrantOperation {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OPERATION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OPERATION: u8 = 38;
+pub const ENUM_MAX_OPERATION: u8 = 39;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OPERATION: [Operation; 39] = [
+pub const ENUM_VALUES_OPERATION: [Operation; 40] = [
   Operation::NONE,
   Operation::CreateKeyRequest,
   Operation::DescribeKeyRequest,
@@ -1038,6 +1038,7 @@ pub const ENUM_VALUES_OPERATION: [Operation; 39] = [
   Operation::ListRetirableGrantsRequest,
   Operation::RetireGrantRequest,
   Operation::RevokeGrantRequest,
+  Operation::GetStatusRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1084,9 +1085,10 @@ impl Operation {
   pub const ListRetirableGrantsRequest: Self = Self(36);
   pub const RetireGrantRequest: Self = Self(37);
   pub const RevokeGrantRequest: Self = Self(38);
+  pub const GetStatusRequest: Self = Self(39);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 38;
+  pub const ENUM_MAX: u8 = 39;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateKeyRequest,
@@ -1127,6 +1129,7 @@ impl Operation {
     Self::ListRetirableGrantsRequest,
     Self::RetireGrantRequest,
     Self::RevokeGrantRequest,
+    Self::GetStatusRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1170,6 +1173,7 @@ impl Operation {
       Self::ListRetirableGrantsRequest => Some("ListRetirableGrantsRequest"),
       Self::RetireGrantRequest => Some("RetireGrantRequest"),
       Self::RevokeGrantRequest => Some("RevokeGrantRequest"),
+      Self::GetStatusRequest => Some("GetStatusRequest"),
       _ => None,
     }
   }
@@ -1228,12 +1232,102 @@ impl flatbuffers::SimpleToVerifyInSlice for Operation {}
 pub struct OperationUnionTableOffset {}
 
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_OUTPUT: u8 = 0;
+pub const ENUM_MIN_METRIC_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OUTPUT: u8 = 38;
+pub const ENUM_MAX_METRIC_KIND: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OUTPUT: [Output; 39] = [
+pub const ENUM_VALUES_METRIC_KIND: [MetricKind; 3] = [
+  MetricKind::Counter,
+  MetricKind::Gauge,
+  MetricKind::Histogram,
+];
+
+/// What a metric is, as Prometheus types it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MetricKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl MetricKind {
+  pub const Counter: Self = Self(0);
+  pub const Gauge: Self = Self(1);
+  pub const Histogram: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Counter,
+    Self::Gauge,
+    Self::Histogram,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Counter => Some("Counter"),
+      Self::Gauge => Some("Gauge"),
+      Self::Histogram => Some("Histogram"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for MetricKind {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for MetricKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = flatbuffers::read_scalar_at::<u8>(buf, loc);
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for MetricKind {
+    type Output = MetricKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        flatbuffers::emplace_scalar::<u8>(dst, self.0);
+    }
+}
+
+impl flatbuffers::EndianScalar for MetricKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for MetricKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for MetricKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_OUTPUT: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_OUTPUT: u8 = 39;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_OUTPUT: [Output; 40] = [
   Output::NONE,
   Output::CreateKeyResponse,
   Output::DescribeKeyResponse,
@@ -1273,6 +1367,7 @@ pub const ENUM_VALUES_OUTPUT: [Output; 39] = [
   Output::ListRetirableGrantsResponse,
   Output::RetireGrantResponse,
   Output::RevokeGrantResponse,
+  Output::GetStatusResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1319,9 +1414,10 @@ impl Output {
   pub const ListRetirableGrantsResponse: Self = Self(36);
   pub const RetireGrantResponse: Self = Self(37);
   pub const RevokeGrantResponse: Self = Self(38);
+  pub const GetStatusResponse: Self = Self(39);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 38;
+  pub const ENUM_MAX: u8 = 39;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateKeyResponse,
@@ -1362,6 +1458,7 @@ impl Output {
     Self::ListRetirableGrantsResponse,
     Self::RetireGrantResponse,
     Self::RevokeGrantResponse,
+    Self::GetStatusResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1405,6 +1502,7 @@ impl Output {
       Self::ListRetirableGrantsResponse => Some("ListRetirableGrantsResponse"),
       Self::RetireGrantResponse => Some("RetireGrantResponse"),
       Self::RevokeGrantResponse => Some("RevokeGrantResponse"),
+      Self::GetStatusResponse => Some("GetStatusResponse"),
       _ => None,
     }
   }
@@ -6595,6 +6693,87 @@ impl core::fmt::Debug for WhoAmIRequest<'_> {
       ds.finish()
   }
 }
+pub enum GetStatusRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// kmsd's own (no AWS counterpart), administrators only: uptime, version
+/// and every metric the daemon keeps (docs/metrics.md).
+pub struct GetStatusRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GetStatusRequest<'a> {
+  type Inner = GetStatusRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GetStatusRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GetStatusRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args GetStatusRequestArgs
+  ) -> flatbuffers::WIPOffset<GetStatusRequest<'bldr>> {
+    let mut builder = GetStatusRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for GetStatusRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetStatusRequestArgs {
+}
+impl<'a> Default for GetStatusRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    GetStatusRequestArgs {
+    }
+  }
+}
+
+pub struct GetStatusRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GetStatusRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GetStatusRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GetStatusRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GetStatusRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GetStatusRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GetStatusRequest");
+      ds.finish()
+  }
+}
 pub enum PutKeyPolicyRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -8420,6 +8599,21 @@ impl<'a> BatchItem<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_get_status_request(&self) -> Option<GetStatusRequest<'a>> {
+    if self.operation_type() == Operation::GetStatusRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetStatusRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for BatchItem<'_> {
@@ -8469,6 +8663,7 @@ impl flatbuffers::Verifiable for BatchItem<'_> {
           Operation::ListRetirableGrantsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListRetirableGrantsRequest>>("Operation::ListRetirableGrantsRequest", pos),
           Operation::RetireGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RetireGrantRequest>>("Operation::RetireGrantRequest", pos),
           Operation::RevokeGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RevokeGrantRequest>>("Operation::RevokeGrantRequest", pos),
+          Operation::GetStatusRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetStatusRequest>>("Operation::GetStatusRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -8784,6 +8979,13 @@ impl core::fmt::Debug for BatchItem<'_> {
         },
         Operation::RevokeGrantRequest => {
           if let Some(x) = self.operation_as_revoke_grant_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::GetStatusRequest => {
+          if let Some(x) = self.operation_as_get_status_request() {
             ds.field("operation", &x)
           } else {
             ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -9445,6 +9647,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_get_status_request(&self) -> Option<GetStatusRequest<'a>> {
+    if self.operation_type() == Operation::GetStatusRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetStatusRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -9496,6 +9713,7 @@ impl flatbuffers::Verifiable for Request<'_> {
           Operation::ListRetirableGrantsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListRetirableGrantsRequest>>("Operation::ListRetirableGrantsRequest", pos),
           Operation::RetireGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RetireGrantRequest>>("Operation::RetireGrantRequest", pos),
           Operation::RevokeGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RevokeGrantRequest>>("Operation::RevokeGrantRequest", pos),
+          Operation::GetStatusRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetStatusRequest>>("Operation::GetStatusRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -9832,6 +10050,13 @@ impl core::fmt::Debug for Request<'_> {
         },
         Operation::RevokeGrantRequest => {
           if let Some(x) = self.operation_as_revoke_grant_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::GetStatusRequest => {
+          if let Some(x) = self.operation_as_get_status_request() {
             ds.field("operation", &x)
           } else {
             ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -13061,6 +13286,366 @@ impl core::fmt::Debug for WhoAmIResponse<'_> {
       ds.finish()
   }
 }
+pub enum MetricSampleOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One metric series. New metrics are new series, never new fields, so the
+/// table stays as it is as metrics are added. Labels and quantiles are
+/// parallel vectors of scalars and strings (no table per label): a status
+/// answer of thousands of series stays within the response table limit.
+pub struct MetricSample<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for MetricSample<'a> {
+  type Inner = MetricSample<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> MetricSample<'a> {
+  pub const VT_NAME: flatbuffers::VOffsetT = 4;
+  pub const VT_KIND: flatbuffers::VOffsetT = 6;
+  pub const VT_LABEL_NAMES: flatbuffers::VOffsetT = 8;
+  pub const VT_LABEL_VALUES: flatbuffers::VOffsetT = 10;
+  pub const VT_VALUE: flatbuffers::VOffsetT = 12;
+  pub const VT_COUNT: flatbuffers::VOffsetT = 14;
+  pub const VT_QUANTILES: flatbuffers::VOffsetT = 16;
+  pub const VT_QUANTILE_VALUES: flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    MetricSample { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args MetricSampleArgs<'args>
+  ) -> flatbuffers::WIPOffset<MetricSample<'bldr>> {
+    let mut builder = MetricSampleBuilder::new(_fbb);
+    builder.add_count(args.count);
+    builder.add_value(args.value);
+    if let Some(x) = args.quantile_values { builder.add_quantile_values(x); }
+    if let Some(x) = args.quantiles { builder.add_quantiles(x); }
+    if let Some(x) = args.label_values { builder.add_label_values(x); }
+    if let Some(x) = args.label_names { builder.add_label_names(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  /// Prometheus name, e.g. "kmsd_requests_total".
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(MetricSample::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn kind(&self) -> MetricKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MetricKind>(MetricSample::VT_KIND, Some(MetricKind::Counter)).unwrap()}
+  }
+  /// Label names and values, in the same order.
+  #[inline]
+  pub fn label_names(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(MetricSample::VT_LABEL_NAMES, None)}
+  }
+  #[inline]
+  pub fn label_values(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(MetricSample::VT_LABEL_VALUES, None)}
+  }
+  /// A counter's or gauge's value; a histogram's sum.
+  #[inline]
+  pub fn value(&self) -> f64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(MetricSample::VT_VALUE, Some(0.0)).unwrap()}
+  }
+  /// A histogram's sample count.
+  #[inline]
+  pub fn count(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MetricSample::VT_COUNT, Some(0)).unwrap()}
+  }
+  /// A histogram's quantiles (0.5, 0.9, 0.99, 0.999) and their estimates,
+  /// in the same order.
+  #[inline]
+  pub fn quantiles(&self) -> Option<flatbuffers::Vector<'a, f64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, f64>>>(MetricSample::VT_QUANTILES, None)}
+  }
+  #[inline]
+  pub fn quantile_values(&self) -> Option<flatbuffers::Vector<'a, f64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, f64>>>(MetricSample::VT_QUANTILE_VALUES, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for MetricSample<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<MetricKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("label_names", Self::VT_LABEL_NAMES, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("label_values", Self::VT_LABEL_VALUES, false)?
+     .visit_field::<f64>("value", Self::VT_VALUE, false)?
+     .visit_field::<u64>("count", Self::VT_COUNT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, f64>>>("quantiles", Self::VT_QUANTILES, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, f64>>>("quantile_values", Self::VT_QUANTILE_VALUES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MetricSampleArgs<'a> {
+    pub name: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub kind: MetricKind,
+    pub label_names: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub label_values: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub value: f64,
+    pub count: u64,
+    pub quantiles: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, f64>>>,
+    pub quantile_values: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, f64>>>,
+}
+impl<'a> Default for MetricSampleArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MetricSampleArgs {
+      name: None,
+      kind: MetricKind::Counter,
+      label_names: None,
+      label_values: None,
+      value: 0.0,
+      count: 0,
+      quantiles: None,
+      quantile_values: None,
+    }
+  }
+}
+
+pub struct MetricSampleBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> MetricSampleBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_name(&mut self, name: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(MetricSample::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: MetricKind) {
+    self.fbb_.push_slot::<MetricKind>(MetricSample::VT_KIND, kind, MetricKind::Counter);
+  }
+  #[inline]
+  pub fn add_label_names(&mut self, label_names: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(MetricSample::VT_LABEL_NAMES, label_names);
+  }
+  #[inline]
+  pub fn add_label_values(&mut self, label_values: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(MetricSample::VT_LABEL_VALUES, label_values);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: f64) {
+    self.fbb_.push_slot::<f64>(MetricSample::VT_VALUE, value, 0.0);
+  }
+  #[inline]
+  pub fn add_count(&mut self, count: u64) {
+    self.fbb_.push_slot::<u64>(MetricSample::VT_COUNT, count, 0);
+  }
+  #[inline]
+  pub fn add_quantiles(&mut self, quantiles: flatbuffers::WIPOffset<flatbuffers::Vector<'b , f64>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(MetricSample::VT_QUANTILES, quantiles);
+  }
+  #[inline]
+  pub fn add_quantile_values(&mut self, quantile_values: flatbuffers::WIPOffset<flatbuffers::Vector<'b , f64>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(MetricSample::VT_QUANTILE_VALUES, quantile_values);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> MetricSampleBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    MetricSampleBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<MetricSample<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for MetricSample<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("MetricSample");
+      ds.field("name", &self.name());
+      ds.field("kind", &self.kind());
+      ds.field("label_names", &self.label_names());
+      ds.field("label_values", &self.label_values());
+      ds.field("value", &self.value());
+      ds.field("count", &self.count());
+      ds.field("quantiles", &self.quantiles());
+      ds.field("quantile_values", &self.quantile_values());
+      ds.finish()
+  }
+}
+pub enum GetStatusResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GetStatusResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GetStatusResponse<'a> {
+  type Inner = GetStatusResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GetStatusResponse<'a> {
+  pub const VT_VERSION: flatbuffers::VOffsetT = 4;
+  pub const VT_UPTIME_MS: flatbuffers::VOffsetT = 6;
+  pub const VT_METRICS: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GetStatusResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GetStatusResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<GetStatusResponse<'bldr>> {
+    let mut builder = GetStatusResponseBuilder::new(_fbb);
+    builder.add_uptime_ms(args.uptime_ms);
+    if let Some(x) = args.metrics { builder.add_metrics(x); }
+    if let Some(x) = args.version { builder.add_version(x); }
+    builder.finish()
+  }
+
+
+  /// kmsd's version.
+  #[inline]
+  pub fn version(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GetStatusResponse::VT_VERSION, None)}
+  }
+  /// Milliseconds since the daemon started.
+  #[inline]
+  pub fn uptime_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetStatusResponse::VT_UPTIME_MS, Some(0)).unwrap()}
+  }
+  /// At most 2048 series, sorted by name then labels.
+  #[inline]
+  pub fn metrics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<MetricSample<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<MetricSample>>>>(GetStatusResponse::VT_METRICS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for GetStatusResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("version", Self::VT_VERSION, false)?
+     .visit_field::<u64>("uptime_ms", Self::VT_UPTIME_MS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<MetricSample>>>>("metrics", Self::VT_METRICS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetStatusResponseArgs<'a> {
+    pub version: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub uptime_ms: u64,
+    pub metrics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<MetricSample<'a>>>>>,
+}
+impl<'a> Default for GetStatusResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GetStatusResponseArgs {
+      version: None,
+      uptime_ms: 0,
+      metrics: None,
+    }
+  }
+}
+
+pub struct GetStatusResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GetStatusResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_version(&mut self, version: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetStatusResponse::VT_VERSION, version);
+  }
+  #[inline]
+  pub fn add_uptime_ms(&mut self, uptime_ms: u64) {
+    self.fbb_.push_slot::<u64>(GetStatusResponse::VT_UPTIME_MS, uptime_ms, 0);
+  }
+  #[inline]
+  pub fn add_metrics(&mut self, metrics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<MetricSample<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetStatusResponse::VT_METRICS, metrics);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GetStatusResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GetStatusResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GetStatusResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GetStatusResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GetStatusResponse");
+      ds.field("version", &self.version());
+      ds.field("uptime_ms", &self.uptime_ms());
+      ds.field("metrics", &self.metrics());
+      ds.finish()
+  }
+}
 pub enum PutKeyPolicyResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -14666,6 +15251,21 @@ impl<'a> Outcome<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_get_status_response(&self) -> Option<GetStatusResponse<'a>> {
+    if self.output_type() == Output::GetStatusResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GetStatusResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Outcome<'_> {
@@ -14715,6 +15315,7 @@ impl flatbuffers::Verifiable for Outcome<'_> {
           Output::ListRetirableGrantsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListRetirableGrantsResponse>>("Output::ListRetirableGrantsResponse", pos),
           Output::RetireGrantResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RetireGrantResponse>>("Output::RetireGrantResponse", pos),
           Output::RevokeGrantResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RevokeGrantResponse>>("Output::RevokeGrantResponse", pos),
+          Output::GetStatusResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetStatusResponse>>("Output::GetStatusResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -15037,6 +15638,13 @@ impl core::fmt::Debug for Outcome<'_> {
         },
         Output::RevokeGrantResponse => {
           if let Some(x) = self.output_as_revoke_grant_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::GetStatusResponse => {
+          if let Some(x) = self.output_as_get_status_response() {
             ds.field("output", &x)
           } else {
             ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")

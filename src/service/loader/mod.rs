@@ -98,7 +98,6 @@ impl Prefetched {
     }
 }
 
-#[cfg(any(test, feature = "internals"))]
 /// Counters of what the loader did, for tests and measurements.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoaderStats {
@@ -325,7 +324,12 @@ impl KeyLoader {
         self.state.negative.lock().retain(|k, _| k.id != *id);
     }
 
-    #[cfg(any(test, feature = "internals"))]
+    /// Frames waiting for keys, summed over the keys being loaded (a
+    /// metrics gauge; one lock, at scrape time).
+    pub fn waiters(&self) -> usize {
+        self.state.pending.lock().values().map(Vec::len).sum()
+    }
+
     /// What the loader has done so far.
     pub fn stats(&self) -> LoaderStats {
         let c = &self.state.counters;

@@ -83,6 +83,9 @@ pub(super) fn read_stage(state: &LoaderState, rx: &Receiver<KeyLoad>, tx: &Sende
         // Counted once staged (tests wait for a batch to be queued).
         let c = &state.counters;
         c.batches.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = crate::metrics::get() {
+            m.loader_batch(n as usize);
+        }
         c.max_batch.fetch_max(n, Ordering::Relaxed);
     }
 }

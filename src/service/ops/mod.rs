@@ -39,6 +39,7 @@ pub mod tag_resource;
 pub mod untag_resource;
 pub mod update_alias;
 pub mod update_key_description;
+pub mod get_status;
 pub mod who_am_i;
 
 #[cfg(test)]
