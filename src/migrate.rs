@@ -67,31 +67,59 @@ pub fn migrate_root(
         version: 0,
         source: e,
     })?;
-    store.rewrap_all(to.kind(), &target_check, |id, version, wrapped| {
-        let key = crate::service::format_key_id(id);
-        let root_err = |what| {
-            let key = key.clone();
-            move |source| MigrateError::Root {
-                what,
-                key,
-                version,
-                source,
+    store.rewrap_all(
+        to.kind(),
+        &target_check,
+        |id, version, wrapped| {
+            let key = crate::service::format_key_id(id);
+            let root_err = |what| {
+                let key = key.clone();
+                move |source| MigrateError::Root {
+                    what,
+                    key,
+                    version,
+                    source,
+                }
+            };
+            let material = from
+                .unwrap(wrapped)
+                .map_err(root_err("unwrapping with the old root"))?;
+            let rewrapped = to
+                .wrap(&material)
+                .map_err(root_err("wrapping with the new root"))?;
+            let back = to
+                .unwrap(&rewrapped)
+                .map_err(root_err("checking with the new root"))?;
+            if back.expose() != material.expose() {
+                return Err(MigrateError::Mismatch(key, version));
             }
-        };
-        let material = from
-            .unwrap(wrapped)
-            .map_err(root_err("unwrapping with the old root"))?;
-        let rewrapped = to
-            .wrap(&material)
-            .map_err(root_err("wrapping with the new root"))?;
-        let back = to
-            .unwrap(&rewrapped)
-            .map_err(root_err("checking with the new root"))?;
-        if back.expose() != material.expose() {
-            return Err(MigrateError::Mismatch(key, version));
-        }
-        Ok(rewrapped)
-    })
+            Ok(rewrapped)
+        },
+        |wrapped| {
+            // The audit log's seal key: the same unwrap, wrap, check.
+            let root_err = |what| {
+                move |source| MigrateError::Root {
+                    what,
+                    key: "audit seal key".into(),
+                    version: 0,
+                    source,
+                }
+            };
+            let material = from
+                .unwrap(wrapped)
+                .map_err(root_err("unwrapping with the old root"))?;
+            let rewrapped = to
+                .wrap(&material)
+                .map_err(root_err("wrapping with the new root"))?;
+            let back = to
+                .unwrap(&rewrapped)
+                .map_err(root_err("checking with the new root"))?;
+            if back.expose() != material.expose() {
+                return Err(MigrateError::Mismatch("audit seal key".into(), 0));
+            }
+            Ok(rewrapped)
+        },
+    )
 }
 
 #[cfg(test)]

@@ -73,7 +73,24 @@ pub fn run_seeded(config: &Config, seed: Option<&std::path::Path>) -> anyhow::Re
         std::time::Duration::from_millis(config.lifecycle.scheduler_interval_ms),
     )
     .context("starting the lifecycle scheduler")?;
-    let dispatcher = Arc::new(Dispatcher::new(service, &config.dispatch)?);
+    // The audit log before the first request: its seal key (made at the
+    // first start, stored wrapped by the root of trust) is unwrapped once
+    // here; a torn last record left by a crash is named and the chain
+    // continues.
+    let audit = if config.audit.enabled {
+        let key = crate::audit::seal::SealKey::load_or_create(&service.store(), service.root())?;
+        let log = crate::audit::AuditLog::open(&config.audit, data_dir.path(), key)
+            .context("opening the audit log")?;
+        service.set_audit(Arc::clone(&log));
+        Some(log)
+    } else {
+        None
+    };
+    let dispatcher = Arc::new(Dispatcher::with_audit(
+        service,
+        &config.dispatch,
+        audit.clone(),
+    )?);
     // systemd (Type=notify): READY=1 once the socket accepts, STOPPING=1
     // when draining starts. Nothing at all without NOTIFY_SOCKET.
     let notifier = Notifier::from_env()?.map(Arc::new);
@@ -104,6 +121,10 @@ pub fn run_seeded(config: &Config, seed: Option<&std::path::Path>) -> anyhow::Re
     stop_ready_probe.store(true, Ordering::Release);
     let engine = engine?;
     drop(scheduler);
+    // After the last answer: what is queued is written, sealed and synced.
+    if let Some(a) = &audit {
+        a.close();
+    }
     tracing::info!(?engine, "kmsd stopped cleanly");
     drop(data_dir);
     Ok(())

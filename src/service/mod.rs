@@ -174,6 +174,9 @@ pub struct Service {
     aliases: aliases::AliasTable,
     /// Administrators and key creators, compiled.
     access: access::AccountAccess,
+    /// The audit log, once the server opened it (VerifyAuditSeals checks
+    /// its seals and reports its head).
+    audit: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
 }
 
 pub(crate) use crate::errors::internal;
@@ -268,7 +271,23 @@ impl Service {
             rotations: Default::default(),
             wake: Default::default(),
             access,
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attaches the audit log (once, at start).
+    pub fn set_audit(&self, log: Arc<crate::audit::AuditLog>) {
+        let _ = self.audit.set(log);
+    }
+
+    /// The audit log, if it is on.
+    pub fn audit(&self) -> Option<&Arc<crate::audit::AuditLog>> {
+        self.audit.get()
+    }
+
+    /// The root of trust.
+    pub(crate) fn root(&self) -> &dyn RootOfTrust {
+        &*self.core.root
     }
 
     /// The loader (prefetching keys off the I/O threads, its counters).
