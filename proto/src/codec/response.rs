@@ -544,6 +544,19 @@ fn put_output(
             let t = fb::RevokeGrantResponse::create(fbb, &fb::RevokeGrantResponseArgs {});
             (fb::Output::RevokeGrantResponse, t.as_union_value())
         }
+        Output::VerifyAuditSeals(v) => {
+            let valid = Some(fbb.create_vector(&v.valid));
+            let head_hash = Some(fbb.create_vector(&v.head_hash));
+            let t = fb::VerifyAuditSealsResponse::create(
+                fbb,
+                &fb::VerifyAuditSealsResponseArgs {
+                    valid,
+                    head_seq: v.head_seq,
+                    head_hash,
+                },
+            );
+            (fb::Output::VerifyAuditSealsResponse, t.as_union_value())
+        }
     }
 }
 
@@ -725,6 +738,7 @@ pub fn response_size_hint(resp: &Response) -> usize {
             Ok(Output::PutKeyPolicy) => 0,
             Ok(Output::RetireGrant) => 0,
             Ok(Output::RevokeGrant) => 0,
+            Ok(Output::VerifyAuditSeals(v)) => 64 + v.valid.len() + 32,
         }
     }
     128 + match &resp.body {
@@ -1182,6 +1196,19 @@ fn read_outcome(o: fb::Outcome<'_>) -> Outcome {
         fb::Output::RevokeGrantResponse => {
             o.output_as_revoke_grant_response().ok_or_else(missing)?;
             Output::RevokeGrant
+        }
+        fb::Output::VerifyAuditSealsResponse => {
+            let r = o
+                .output_as_verify_audit_seals_response()
+                .ok_or_else(missing)?;
+            Output::VerifyAuditSeals(VerifyAuditSealsOutput {
+                valid: r.valid().map(|v| v.iter().collect()).unwrap_or_default(),
+                head_seq: r.head_seq(),
+                head_hash: r
+                    .head_hash()
+                    .and_then(|h| <[u8; 32]>::try_from(h.bytes()).ok())
+                    .ok_or_else(|| malformed("HeadHash must be 32 bytes"))?,
+            })
         }
         fb::Output::NONE => return Err(malformed("outcome has neither output nor error")),
         other => return Err(malformed(&format!("unknown output type {}", other.0))),

@@ -39,6 +39,7 @@ pub mod tag_resource;
 pub mod untag_resource;
 pub mod update_alias;
 pub mod update_key_description;
+pub mod verify_audit_seals;
 pub mod who_am_i;
 
 #[cfg(test)]
