@@ -165,12 +165,27 @@ mod tests {
                 blobs.push((e.ciphertext_blob, msg));
             }
         }
+        // The audit log's seal key, wrapped by the old root.
+        let mac = {
+            let store = Keystore::open(dir.path()).unwrap();
+            crate::audit::seal::SealKey::load_or_create(&store, &root(1))
+                .unwrap()
+                .seal(7, &[1; 32])
+        };
         // Starting from the wrong root changes nothing.
         let locked = DataDir::open_existing(dir.path(), "test").unwrap();
         let err = migrate_root(&locked, &root(3), &root(2)).unwrap_err();
         assert!(matches!(err, MigrateError::WrongSource(..)), "{err}");
         assert_eq!(migrate_root(&locked, &root(1), &root(2)).unwrap(), 5);
         drop(locked);
+        // The seal key moved with the backing keys: the new root unwraps
+        // the same key, the old one no longer does.
+        {
+            let store = Keystore::open(dir.path()).unwrap();
+            let key = crate::audit::seal::SealKey::load_or_create(&store, &root(2)).unwrap();
+            assert!(key.verify(7, &[1; 32], &mac));
+            assert!(crate::audit::seal::SealKey::load_or_create(&store, &root(1)).is_err());
+        }
         // The old root no longer opens the store; the new one decrypts all.
         assert!(Service::open(dir.path(), Arc::new(root(1)), Default::default(), 1000).is_err());
         let svc = Service::open(dir.path(), Arc::new(root(2)), Default::default(), 1000).unwrap();
