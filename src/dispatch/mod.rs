@@ -110,7 +110,9 @@ struct Executors {
 }
 
 impl Dispatcher {
-    /// Starts the worker pool and the control-plane executor.
+    #[cfg(any(test, feature = "internals"))]
+    /// Starts the worker pool and the control-plane executor (no audit
+    /// log: tests, benches).
     pub fn new(service: Arc<Service>, config: &DispatchConfig) -> std::io::Result<Dispatcher> {
         Dispatcher::with_audit(service, config, None)
     }

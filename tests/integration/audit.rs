@@ -203,6 +203,9 @@ fn edit(dir: &Path, f: impl FnOnce(&mut Vec<String>)) {
     std::fs::write(&path, s).unwrap();
 }
 
+/// A change to a log file's lines.
+type Tamper = Box<dyn FnOnce(&mut Vec<String>)>;
+
 fn sha(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
@@ -230,7 +233,7 @@ fn verify_fails_naming_the_record_on_edited_deleted_reordered_truncated_and_rewr
     let n = lines(&dir).len();
     assert!(n >= 22, "{n} lines");
     // Line 10 of the file (sequenceNumber 10).
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<String>)>, &str)> = vec![
+    let cases: Vec<(&str, Tamper, &str)> = vec![
         (
             "edited",
             Box::new(|l| l[9] = l[9].replace("\"Encrypt\"", "\"Decrypt\"")),
