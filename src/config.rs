@@ -47,6 +47,8 @@ pub struct Config {
     pub quotas: QuotasConfig,
     /// The Prometheus listener (docs/metrics.md).
     pub metrics: MetricsConfig,
+    /// The audit log (docs/audit.md).
+    pub audit: AuditConfig,
 }
 
 /// Which root of trust wraps the backing keys.
@@ -427,6 +429,63 @@ impl Default for MetricsConfig {
     }
 }
 
+/// What the daemon does when the audit log cannot be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditFailure {
+    /// No record, no answer: held answers become KMSInternalException and
+    /// new requests are refused unrun until the log is writable again.
+    FailClosed,
+    /// Keep answering; hold up to `audit.buffer_records` records in memory,
+    /// count the ones dropped past it, and write a gap record on recovery.
+    Buffer,
+}
+
+/// The audit log: one record per request frame, hash-chained, sealed by a
+/// MAC whose key only the root of trust unwraps (docs/audit.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Record every request. Default: true.
+    pub enabled: bool,
+    /// Directory of the log files. Default: none: `<data_dir>/audit`.
+    pub directory: Option<PathBuf>,
+    /// A file is rotated once it holds this many bytes. Default: 64 MiB.
+    pub max_file_bytes: u64,
+    /// Longest time between seals, in milliseconds. Default: 1000.
+    pub seal_interval_ms: u64,
+    /// Most records between seals. Default: 10000.
+    pub seal_records: u64,
+    /// `fail_closed` or `buffer`. Default: `fail_closed`.
+    pub on_failure: AuditFailure,
+    /// Records held in memory while the log cannot be written, with
+    /// `on_failure = "buffer"`. Default: 100000.
+    pub buffer_records: usize,
+    /// Answers wait for the batch's fdatasync, not only its write(2).
+    /// Default: false (an answered request's record is in the page cache:
+    /// it survives a crash of kmsd, not of the machine).
+    pub sync_before_answer: bool,
+    /// Records queued for the writer at most (the data path waits when it
+    /// is full). Default: 16384.
+    pub queue_records: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            directory: None,
+            max_file_bytes: 64 << 20,
+            seal_interval_ms: 1000,
+            seal_records: 10_000,
+            on_failure: AuditFailure::FailClosed,
+            buffer_records: 100_000,
+            sync_before_answer: false,
+            queue_records: 16_384,
+        }
+    }
+}
+
 /// Where the metrics are served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetricsListen {
@@ -458,6 +517,40 @@ impl MetricsConfig {
             )));
         }
         Ok(Some(MetricsListen::Tcp(addr)))
+    }
+}
+
+impl AuditConfig {
+    /// The directory of the log: `directory`, else `<data_dir>/audit`.
+    pub fn dir(&self, data_dir: &Path) -> PathBuf {
+        self.directory
+            .clone()
+            .unwrap_or_else(|| data_dir.join("audit"))
+    }
+
+    fn checks(&self) -> [(bool, &'static str); 5] {
+        [
+            (
+                self.max_file_bytes >= 4096,
+                "audit.max_file_bytes must be at least 4096",
+            ),
+            (
+                self.seal_interval_ms >= 10 && self.seal_interval_ms <= 3_600_000,
+                "audit.seal_interval_ms must be 10..=3600000",
+            ),
+            (
+                self.seal_records >= 1,
+                "audit.seal_records must be at least 1",
+            ),
+            (
+                self.buffer_records >= 1,
+                "audit.buffer_records must be at least 1",
+            ),
+            (
+                self.queue_records >= 1 && self.queue_records <= 1 << 20,
+                "audit.queue_records must be 1..=1048576",
+            ),
+        ]
     }
 }
 
@@ -527,6 +620,7 @@ impl Default for Config {
             access: AccessConfig::default(),
             quotas: QuotasConfig::default(),
             metrics: MetricsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -707,6 +801,7 @@ impl Config {
         if let Some((_, msg)) = checks
             .iter()
             .chain(&self.budget_checks())
+            .chain(&self.audit.checks())
             .find(|(ok, _)| !ok)
         {
             return Err(ConfigError::Invalid((*msg).to_owned()));

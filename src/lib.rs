@@ -43,6 +43,7 @@ macro_rules! internals {
 }
 
 internals!(
+    audit,
     budget,
     clock,
     dispatch,

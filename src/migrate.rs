@@ -67,31 +67,59 @@ pub fn migrate_root(
         version: 0,
         source: e,
     })?;
-    store.rewrap_all(to.kind(), &target_check, |id, version, wrapped| {
-        let key = crate::service::format_key_id(id);
-        let root_err = |what| {
-            let key = key.clone();
-            move |source| MigrateError::Root {
-                what,
-                key,
-                version,
-                source,
+    store.rewrap_all(
+        to.kind(),
+        &target_check,
+        |id, version, wrapped| {
+            let key = crate::service::format_key_id(id);
+            let root_err = |what| {
+                let key = key.clone();
+                move |source| MigrateError::Root {
+                    what,
+                    key,
+                    version,
+                    source,
+                }
+            };
+            let material = from
+                .unwrap(wrapped)
+                .map_err(root_err("unwrapping with the old root"))?;
+            let rewrapped = to
+                .wrap(&material)
+                .map_err(root_err("wrapping with the new root"))?;
+            let back = to
+                .unwrap(&rewrapped)
+                .map_err(root_err("checking with the new root"))?;
+            if back.expose() != material.expose() {
+                return Err(MigrateError::Mismatch(key, version));
             }
-        };
-        let material = from
-            .unwrap(wrapped)
-            .map_err(root_err("unwrapping with the old root"))?;
-        let rewrapped = to
-            .wrap(&material)
-            .map_err(root_err("wrapping with the new root"))?;
-        let back = to
-            .unwrap(&rewrapped)
-            .map_err(root_err("checking with the new root"))?;
-        if back.expose() != material.expose() {
-            return Err(MigrateError::Mismatch(key, version));
-        }
-        Ok(rewrapped)
-    })
+            Ok(rewrapped)
+        },
+        |wrapped| {
+            // The audit log's seal key: the same unwrap, wrap, check.
+            let root_err = |what| {
+                move |source| MigrateError::Root {
+                    what,
+                    key: "audit seal key".into(),
+                    version: 0,
+                    source,
+                }
+            };
+            let material = from
+                .unwrap(wrapped)
+                .map_err(root_err("unwrapping with the old root"))?;
+            let rewrapped = to
+                .wrap(&material)
+                .map_err(root_err("wrapping with the new root"))?;
+            let back = to
+                .unwrap(&rewrapped)
+                .map_err(root_err("checking with the new root"))?;
+            if back.expose() != material.expose() {
+                return Err(MigrateError::Mismatch("audit seal key".into(), 0));
+            }
+            Ok(rewrapped)
+        },
+    )
 }
 
 #[cfg(test)]
@@ -137,12 +165,27 @@ mod tests {
                 blobs.push((e.ciphertext_blob, msg));
             }
         }
+        // The audit log's seal key, wrapped by the old root.
+        let mac = {
+            let store = Keystore::open(dir.path()).unwrap();
+            crate::audit::seal::SealKey::load_or_create(&store, &root(1))
+                .unwrap()
+                .seal(7, &[1; 32])
+        };
         // Starting from the wrong root changes nothing.
         let locked = DataDir::open_existing(dir.path(), "test").unwrap();
         let err = migrate_root(&locked, &root(3), &root(2)).unwrap_err();
         assert!(matches!(err, MigrateError::WrongSource(..)), "{err}");
         assert_eq!(migrate_root(&locked, &root(1), &root(2)).unwrap(), 5);
         drop(locked);
+        // The seal key moved with the backing keys: the new root unwraps
+        // the same key, the old one no longer does.
+        {
+            let store = Keystore::open(dir.path()).unwrap();
+            let key = crate::audit::seal::SealKey::load_or_create(&store, &root(2)).unwrap();
+            assert!(key.verify(7, &[1; 32], &mac));
+            assert!(crate::audit::seal::SealKey::load_or_create(&store, &root(1)).is_err());
+        }
         // The old root no longer opens the store; the new one decrypts all.
         assert!(Service::open(dir.path(), Arc::new(root(1)), Default::default(), 1000).is_err());
         let svc = Service::open(dir.path(), Arc::new(root(2)), Default::default(), 1000).unwrap();

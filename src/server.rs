@@ -91,7 +91,24 @@ pub fn run_from(
         std::time::Duration::from_millis(config.lifecycle.scheduler_interval_ms),
     )
     .context("starting the lifecycle scheduler")?;
-    let dispatcher = Arc::new(Dispatcher::new(Arc::clone(&service), &config.dispatch)?);
+    // The audit log before the first request: its seal key (made at the
+    // first start, stored wrapped by the root of trust) is unwrapped once
+    // here; a torn last record left by a crash is named and the chain
+    // continues.
+    let audit = if config.audit.enabled {
+        let key = crate::audit::seal::SealKey::load_or_create(&service.store(), service.root())?;
+        let log = crate::audit::AuditLog::open(&config.audit, data_dir.path(), key)
+            .context("opening the audit log")?;
+        service.set_audit(Arc::clone(&log));
+        Some(log)
+    } else {
+        None
+    };
+    let dispatcher = Arc::new(Dispatcher::with_audit(
+        Arc::clone(&service),
+        &config.dispatch,
+        audit.clone(),
+    )?);
     // The metrics thread (upkeep, and the listener if [metrics] listen is
     // set; a bad address stops start-up here, before the socket serves).
     let metrics_server =
@@ -136,6 +153,10 @@ pub fn run_from(
     let engine = engine?;
     drop(metrics_server);
     drop(scheduler);
+    // After the last answer: what is queued is written, sealed and synced.
+    if let Some(a) = &audit {
+        a.close();
+    }
     tracing::info!(?engine, "kmsd stopped cleanly");
     drop(data_dir);
     Ok(())

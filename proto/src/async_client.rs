@@ -912,6 +912,21 @@ impl AsyncClient {
         }
     }
 
+    /// VerifyAuditSeals (kmsd's own, administrators only): which of
+    /// `seals` are valid, and the audit chain's head.
+    pub async fn verify_audit_seals(
+        &self,
+        seals: Vec<AuditSeal>,
+    ) -> Result<VerifyAuditSealsOutput, ClientError> {
+        match self
+            .call(Operation::VerifyAuditSeals(VerifyAuditSeals { seals }))
+            .await?
+        {
+            Output::VerifyAuditSeals(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
     /// RevokeGrant.
     pub async fn revoke_grant(&self, key_id: &str, grant_id: &str) -> Result<(), ClientError> {
         match self

@@ -731,6 +731,18 @@ impl Client {
         }
     }
 
+    /// VerifyAuditSeals (kmsd's own, administrators only): which of
+    /// `seals` are valid, and the audit chain's head.
+    pub fn verify_audit_seals(
+        &mut self,
+        seals: Vec<AuditSeal>,
+    ) -> Result<VerifyAuditSealsOutput, ClientError> {
+        match self.call(Operation::VerifyAuditSeals(VerifyAuditSeals { seals }))? {
+            Output::VerifyAuditSeals(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
+    }
+
     /// RevokeGrant.
     pub fn revoke_grant(&mut self, key_id: &str, grant_id: &str) -> Result<(), ClientError> {
         match self.call(Operation::RevokeGrant(RevokeGrant {

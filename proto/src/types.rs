@@ -10,6 +10,8 @@ use zeroize::Zeroizing;
 
 /// Limits of the AWS KMS API that the protocol layer knows about.
 pub mod limits {
+    /// VerifyAuditSeals: most seals in one request.
+    pub const MAX_AUDIT_SEALS: usize = 1000;
     /// Encrypt: plaintext size range.
     pub const MAX_PLAINTEXT: usize = 4096;
     /// Decrypt / ReEncrypt: the CiphertextBlob parameter's size range in
@@ -622,6 +624,25 @@ pub struct GenerateRandom {
     pub number_of_bytes: u32,
 }
 
+/// One seal of kmsd's audit log, as its seal record has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AuditSeal {
+    /// The seal record's sequence number.
+    pub seq: u64,
+    /// SHA-256 of the record before it (its `previousHash`).
+    pub prev_hash: [u8; 32],
+    /// The seal (HMAC-SHA256).
+    pub mac: [u8; 32],
+}
+
+/// VerifyAuditSeals (kmsd's own, administrators only): which of these seals
+/// the daemon's seal key made, and the chain's head now.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct VerifyAuditSeals {
+    /// At most [`limits::MAX_AUDIT_SEALS`] seals (none: only the head).
+    pub seals: Vec<AuditSeal>,
+}
+
 /// WhoAmI (kmsd's own, no AWS counterpart): the identity the daemon sees
 /// for the caller's connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -1020,6 +1041,8 @@ pub enum Operation<'a> {
     RevokeGrant(RevokeGrant<'a>),
     /// GetStatus (kmsd's own).
     GetStatus(GetStatus),
+    /// VerifyAuditSeals (kmsd's own).
+    VerifyAuditSeals(VerifyAuditSeals),
 }
 
 impl Operation<'_> {
@@ -1065,12 +1088,13 @@ impl Operation<'_> {
             Operation::RetireGrant(_) => "RetireGrant",
             Operation::RevokeGrant(_) => "RevokeGrant",
             Operation::GetStatus(_) => "GetStatus",
+            Operation::VerifyAuditSeals(_) => "VerifyAuditSeals",
         }
     }
 
     /// Every operation's name, in the order of [`Operation::index`] (the
     /// schema's union order): metrics keep one slot per operation.
-    pub const NAMES: [&'static str; 39] = [
+    pub const NAMES: [&'static str; 40] = [
         "CreateKey",
         "DescribeKey",
         "ListKeys",
@@ -1110,6 +1134,7 @@ impl Operation<'_> {
         "RetireGrant",
         "RevokeGrant",
         "GetStatus",
+        "VerifyAuditSeals",
     ];
 
     /// The operation's position in [`Operation::NAMES`]: a dense index for
@@ -1156,6 +1181,7 @@ impl Operation<'_> {
             Operation::RetireGrant(_) => 36,
             Operation::RevokeGrant(_) => 37,
             Operation::GetStatus(_) => 38,
+            Operation::VerifyAuditSeals(_) => 39,
         }
     }
 }
@@ -1369,6 +1395,17 @@ pub struct ReEncryptOutput {
 pub struct GenerateRandomOutput {
     /// Random bytes.
     pub plaintext: SecretBytes,
+}
+
+/// VerifyAuditSeals result.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct VerifyAuditSealsOutput {
+    /// One per seal asked about, in order: whether it is valid.
+    pub valid: Vec<bool>,
+    /// The sequence number of the last record written.
+    pub head_seq: u64,
+    /// SHA-256 of that record's line.
+    pub head_hash: [u8; 32],
 }
 
 /// WhoAmI result: the caller as the daemon sees it (SO_PEERCRED at
@@ -1653,6 +1690,8 @@ pub enum Output {
     RevokeGrant,
     /// GetStatus (kmsd's own).
     GetStatus(GetStatusOutput),
+    /// VerifyAuditSeals (kmsd's own).
+    VerifyAuditSeals(VerifyAuditSealsOutput),
 }
 
 /// The answer to one operation.

@@ -33,6 +33,7 @@ mod workers;
 
 pub use reply::{Admission, Outgoing, Reply};
 
+use crate::audit::{AuditLog, Pending};
 use crate::budget::{Charge, ConnBudget, FLOOR};
 use crate::config::DispatchConfig;
 use crate::errors;
@@ -104,17 +105,34 @@ struct Executors {
     /// Frames whose work was dropped because their connection had gone
     /// (counted off the data path: only when it happens).
     dropped: AtomicU64,
+    /// The audit log: every answer waits for its frame's record.
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl Dispatcher {
-    /// Starts the worker pool and the control-plane executor.
+    #[cfg(any(test, feature = "internals"))]
+    /// Starts the worker pool and the control-plane executor (no audit
+    /// log: tests, benches).
     pub fn new(service: Arc<Service>, config: &DispatchConfig) -> std::io::Result<Dispatcher> {
+        Dispatcher::with_audit(service, config, None)
+    }
+
+    /// [`Dispatcher::new`] with an audit log: each frame's answer is held
+    /// until its record is written ("no record, no answer"), and frames
+    /// are refused unrun while the log cannot be written under
+    /// `fail_closed`.
+    pub fn with_audit(
+        service: Arc<Service>,
+        config: &DispatchConfig,
+        audit: Option<Arc<AuditLog>>,
+    ) -> std::io::Result<Dispatcher> {
         let inner = Arc::new(Executors {
             service,
             workers: workers::Workers::new(config)?,
             control: control::ControlPlane::new(config)?,
             overloaded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            audit,
         });
         if let Some(m) = crate::metrics::get() {
             // Read at scrape time from what the dispatcher holds: nothing
@@ -213,6 +231,16 @@ impl Dispatcher {
         if metrics.is_some() && reply.stamp_mut().is_none() {
             *reply.stamp_mut() = Some(crate::metrics::Stamp::now());
         }
+        if self.inner.audit.as_ref().is_some_and(|a| a.refusing()) {
+            // No record can be written: the frame is not run (and this
+            // refusal cannot be recorded either; it is counted).
+            metrics::counter!("kmsd_audit_refused_total").increment(1);
+            let mut out = Vec::new();
+            let e = crate::audit::unavailable("it failed and is being retried");
+            wire::fail(&frame, &e, &mut out);
+            reply.send(out);
+            return Ok(());
+        }
         let admitted = match wire::admit(&self.inner.service, frame, max_answer) {
             Ok(a) => a,
             Err(e) => {
@@ -224,7 +252,18 @@ impl Dispatcher {
                 }
                 let mut out = Vec::new();
                 wire::reject(&e, &mut out);
-                reply.send(out);
+                let mut record = Vec::new();
+                if self.inner.audit.is_some() {
+                    crate::audit::record::refusal(
+                        &mut record,
+                        &caller,
+                        e.request_id,
+                        "Unknown",
+                        0,
+                        &e.error,
+                    );
+                }
+                self.inner.deliver(reply, out, record, e.request_id);
                 return Ok(());
             }
         };
@@ -271,12 +310,17 @@ impl Dispatcher {
         }
         if self.inline_small && a.small() && !a.hsm && a.all_cached() {
             let mut out = Vec::new();
+            let mut record = Vec::new();
             let opts = AnswerOptions {
                 max_answer: job.max_answer,
                 gone: None,
+                record: inner.audit.is_some().then_some(&mut record),
             };
             match wire::answer(&inner.service, a, &job.caller, Site::Io, opts, &mut out) {
-                Ok(()) => return job.reply.send(out),
+                Ok(()) => {
+                    let id = a.request.request_id;
+                    return inner.deliver(job.reply, out, record, id);
+                }
                 Err(NotRun::Gone) => return inner.drop_gone(),
                 // A key evicted since admission: load it off this thread.
                 Err(NotRun::NotReady) => {}
@@ -360,6 +404,7 @@ impl Executors {
             ..
         } = job;
         let mut out = Vec::new();
+        let mut record = Vec::new();
         let gone = || {
             if let Runner::ServingSmall(f) = runner {
                 f();
@@ -369,14 +414,16 @@ impl Executors {
         let opts = AnswerOptions {
             max_answer,
             gone: Some(&gone),
+            record: this.audit.is_some().then_some(&mut record),
         };
         let prefetched = prefetched.as_ref();
         let site = match &runner {
             Runner::Hsm(thread) => Site::Hsm { thread, prefetched },
             _ => Site::Blocking { prefetched },
         };
-        match wire::answer(&this.service, admitted.get(), &caller, site, opts, &mut out) {
-            Ok(()) => reply.send(out),
+        let a = admitted.get();
+        match wire::answer(&this.service, a, &caller, site, opts, &mut out) {
+            Ok(()) => this.deliver(reply, out, record, a.request.request_id),
             Err(NotRun::Gone) => this.drop_gone(),
             Err(NotRun::NotReady) => unreachable!("a blocking site always gets its keys"),
         }
@@ -430,6 +477,37 @@ impl Executors {
         }
         let mut out = Vec::new();
         wire::fail(job.admitted.backing_cart(), error, &mut out);
-        job.reply.send(out);
+        let a = job.admitted.get();
+        let mut record = Vec::new();
+        if self.audit.is_some() {
+            let items = match &a.request.body {
+                kms_proto::RequestBody::Single(_) => 1,
+                kms_proto::RequestBody::Batch(b) => b.len(),
+            };
+            crate::audit::record::refusal(
+                &mut record,
+                &job.caller,
+                a.request.request_id,
+                crate::audit::record::event_name(&a.request),
+                items,
+                error,
+            );
+        }
+        let id = a.request.request_id;
+        self.deliver(job.reply, out, record, id);
+    }
+
+    /// Sends the answer, after its record is written when the audit log is
+    /// on.
+    fn deliver(&self, reply: Reply, out: Vec<u8>, record: Vec<u8>, request_id: u64) {
+        match &self.audit {
+            None => reply.send(out),
+            Some(audit) => audit.submit(Pending {
+                record,
+                answer: Some((reply, out)),
+                request_id,
+                at: std::time::Instant::now(),
+            }),
+        }
     }
 }

@@ -372,6 +372,33 @@ impl Keystore {
         }
     }
 
+    /// The audit log's seal key, wrapped by the root of trust (the `meta`
+    /// row `audit_seal_key`), if one was made.
+    pub fn audit_seal_key(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        may_block();
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'audit_seal_key'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Stores the audit log's wrapped seal key, unless one is stored
+    /// already (then that one is kept). It lives in the store so that
+    /// `kmsd migrate-root` rewraps it with the backing keys, in the same
+    /// transaction.
+    pub fn set_audit_seal_key(&self, wrapped: &[u8]) -> Result<(), StoreError> {
+        may_block();
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta (name, value) VALUES ('audit_seal_key', ?1)",
+            params![wrapped],
+        )?;
+        Ok(())
+    }
+
     #[cfg(any(test, feature = "internals"))]
     /// Number of keys stored.
     pub fn count_keys(&self) -> Result<u64, StoreError> {
@@ -648,6 +675,7 @@ impl Keystore {
         new_kind: &str,
         new_check: &[u8],
         mut rewrap: impl FnMut(&[u8; 16], u32, &[u8]) -> Result<Vec<u8>, E>,
+        rewrap_seal_key: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
     ) -> Result<usize, E> {
         may_block();
         let tx = self
@@ -675,6 +703,24 @@ impl Keystore {
             tx.execute(
                 "UPDATE key_versions SET wrapped_key = ?1 WHERE key_id = ?2 AND version = ?3",
                 params![new, id, version],
+            )
+            .map_err(StoreError::from)?;
+        }
+        // The audit log's seal key is wrapped by the root too: moved in the
+        // same transaction, or the new root could not unwrap it.
+        let seal: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'audit_seal_key'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(StoreError::from)?;
+        if let Some(wrapped) = seal {
+            let new = rewrap_seal_key(&wrapped)?;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE name = 'audit_seal_key'",
+                params![new],
             )
             .map_err(StoreError::from)?;
         }
@@ -873,7 +919,7 @@ mod tests {
             // A daemon creating a key now would wrap it with the old root.
             writer_got_in = Some(other.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok());
             Ok(wrapped.to_vec())
-        })
+        }, |w| Ok(w.to_vec()))
         .unwrap();
         assert_eq!(writer_got_in, Some(false), "a writer got in mid-migration");
     }

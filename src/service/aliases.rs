@@ -371,6 +371,7 @@ mod tests {
                 let opts = AnswerOptions {
                     max_answer: crate::wire::DEFAULT_MAX_ANSWER,
                     gone: None,
+                    record: None,
                 };
                 answer(svc, &a, &crate::identity::Identity::local(0, 0, 1), crate::service::Site::Io, opts, &mut out)
                     .expect("ran inline");

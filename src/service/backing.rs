@@ -150,6 +150,7 @@ impl Service {
         site: Site<'_>,
     ) -> Result<Vec<u8>, ExecError> {
         let (version, backing) = key.current();
+        crate::audit::note::version(*key.id(), version);
         let header = BlobHeader {
             key_id: *key.id(),
             key_version: version,
@@ -190,6 +191,7 @@ impl Service {
         context: &CanonicalContext,
         site: Site<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, ExecError> {
+        crate::audit::note::version(*key.id(), key_version);
         // An older version is unwrapped the first time a ciphertext names
         // it (off the I/O thread), into the cached key.
         let filled;

@@ -177,6 +177,9 @@ pub struct Service {
     /// Request-rate quotas: off for in-process callers until set
     /// ([`Service::quotas`]); the daemon applies `[quotas]` before serving.
     quotas: crate::quota::Quotas,
+    /// The audit log, once the server opened it (VerifyAuditSeals checks
+    /// its seals and reports its head).
+    audit: std::sync::OnceLock<Arc<crate::audit::AuditLog>>,
 }
 
 pub(crate) use crate::errors::internal;
@@ -276,7 +279,23 @@ impl Service {
                 ..Default::default()
             })
             .expect("the off profile is valid"),
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Attaches the audit log (once, at start).
+    pub fn set_audit(&self, log: Arc<crate::audit::AuditLog>) {
+        let _ = self.audit.set(log);
+    }
+
+    /// The audit log, if it is on.
+    pub fn audit(&self) -> Option<&Arc<crate::audit::AuditLog>> {
+        self.audit.get()
+    }
+
+    /// The root of trust.
+    pub(crate) fn root(&self) -> &dyn RootOfTrust {
+        &*self.core.root
     }
 
     /// The loader (prefetching keys off the I/O threads, its counters).

@@ -3,6 +3,7 @@
 
 use super::admit::Admitted;
 use super::bound::answer_too_large;
+use crate::audit::note::{self, Note};
 use crate::identity::Identity;
 use crate::service::op::{ExecError, Site};
 use crate::service::Service;
@@ -19,6 +20,10 @@ pub struct AnswerOptions<'a> {
     /// True once nobody will read the answer (checked between items, off
     /// the I/O threads).
     pub gone: Option<&'a dyn Fn() -> bool>,
+    /// Where the frame's audit record goes (built after its items ran,
+    /// from the request, the outcomes and what the service noted), when
+    /// the log is on.
+    pub record: Option<&'a mut Vec<u8>>,
 }
 
 /// Why [`answer`] wrote no answer.
@@ -47,16 +52,30 @@ pub fn answer(
     if gone() {
         return Err(NotRun::Gone);
     }
-    let run = |op: &Result<Operation<'_>, KmsError>| -> Result<Result<Output, KmsError>, NotRun> {
+    let recording = opts.record.is_some();
+    let mut notes: Vec<Note> = Vec::new();
+    let mut run = |op: &Result<Operation<'_>, KmsError>| -> Result<Result<Output, KmsError>, NotRun> {
         let op = match op {
             Ok(op) => op,
-            Err(e) => return Ok(Err(e.clone())),
+            Err(e) => {
+                if recording {
+                    notes.push(Note::default());
+                }
+                return Ok(Err(e.clone()));
+            }
         };
-        match svc.run_admitted(op, caller, site, &admitted.keys) {
+        if recording {
+            note::reset();
+        }
+        let r = match svc.run_admitted(op, caller, site, &admitted.keys) {
             Ok(o) => Ok(Ok(o)),
             Err(ExecError::Kms(e)) => Ok(Err(e)),
             Err(ExecError::NotReady) => Err(NotRun::NotReady),
+        };
+        if recording {
+            notes.push(note::take());
         }
+        r
     };
     let too_large = || answer_too_large(opts.max_answer);
     let body = match &admitted.request.body {
@@ -91,6 +110,9 @@ pub fn answer(
         request_id: admitted.request.request_id,
         body,
     };
+    if let Some(rec) = opts.record {
+        crate::audit::record::request(rec, caller, &admitted.request, &response.body, &notes);
+    }
     let start = out.len();
     encode(&response, out);
     debug_assert!(
@@ -128,6 +150,7 @@ pub fn handle_frame(svc: &Service, frame: &[u8], caller: &Identity, out: &mut Ve
     let opts = AnswerOptions {
         max_answer: DEFAULT_MAX_ANSWER,
         gone: None,
+        record: None,
     };
     let site = Site::Blocking { prefetched: None };
     if let Err(e) = answer(svc, &admitted, caller, site, opts, out) {

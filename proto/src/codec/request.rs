@@ -209,6 +209,10 @@ macro_rules! decode_operation {
                 .operation_as_get_status_request()
                 .ok_or_else(missing_union)
                 .map(|_| Operation::GetStatus(GetStatus)),
+            fb::Operation::VerifyAuditSealsRequest => src
+                .operation_as_verify_audit_seals_request()
+                .ok_or_else(missing_union)
+                .and_then(read_verify_audit_seals),
             fb::Operation::NONE => Err(KmsError::validation("item has no operation")),
             other => Err(KmsError::new(
                 ErrorKind::UnsupportedOperation,
@@ -1032,6 +1036,36 @@ fn read_revoke_grant(r: fb::RevokeGrantRequest<'_>) -> Result<Operation<'_>, Kms
     }))
 }
 
+fn read_verify_audit_seals(
+    r: fb::VerifyAuditSealsRequest<'_>,
+) -> Result<Operation<'static>, KmsError> {
+    let seals = r.seals().map_or(0, |v| v.len());
+    if seals > limits::MAX_AUDIT_SEALS {
+        return Err(KmsError::validation(format!(
+            "Seals must hold 0..={} seals",
+            limits::MAX_AUDIT_SEALS
+        )));
+    }
+    let hash =
+        |v: Option<flatbuffers::Vector<'_, u8>>, field: &str| -> Result<[u8; 32], KmsError> {
+            v.and_then(|v| <[u8; 32]>::try_from(v.bytes()).ok())
+                .ok_or_else(|| KmsError::validation(format!("{field} must be 32 bytes")))
+        };
+    let seals = r
+        .seals()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            Ok(AuditSeal {
+                seq: s.seq(),
+                prev_hash: hash(s.prev_hash(), "PrevHash")?,
+                mac: hash(s.mac(), "Mac")?,
+            })
+        })
+        .collect::<Result<_, KmsError>>()?;
+    Ok(Operation::VerifyAuditSeals(VerifyAuditSeals { seals }))
+}
+
 /// A vector of strings; `None` when empty (absent on the wire).
 fn put_strings<'b>(
     fbb: &mut Fbb<'b>,
@@ -1594,6 +1628,30 @@ fn put_operation(
             let t = fb::GetStatusRequest::create(fbb, &fb::GetStatusRequestArgs {});
             (fb::Operation::GetStatusRequest, t.as_union_value())
         }
+        Operation::VerifyAuditSeals(r) => {
+            let seals: Vec<_> = r
+                .seals
+                .iter()
+                .map(|s| {
+                    let prev_hash = Some(fbb.create_vector(&s.prev_hash));
+                    let mac = Some(fbb.create_vector(&s.mac));
+                    fb::AuditSeal::create(
+                        fbb,
+                        &fb::AuditSealArgs {
+                            seq: s.seq,
+                            prev_hash,
+                            mac,
+                        },
+                    )
+                })
+                .collect();
+            let seals = Some(fbb.create_vector(&seals));
+            let t = fb::VerifyAuditSealsRequest::create(
+                fbb,
+                &fb::VerifyAuditSealsRequestArgs { seals },
+            );
+            (fb::Operation::VerifyAuditSealsRequest, t.as_union_value())
+        }
     }
 }
 
@@ -1780,6 +1838,9 @@ fn operation_size_bound(op: &Operation<'_>) -> usize {
             Operation::RetireGrant(o) => opt(o.grant_token) + opt(o.key_id) + opt(o.grant_id),
             Operation::RevokeGrant(o) => bytes(o.key_id.len()) + bytes(o.grant_id.len()),
             Operation::GetStatus(GetStatus) => 0,
+            Operation::VerifyAuditSeals(o) => {
+                VECTOR_OVERHEAD + o.seals.len() * (4 + TABLE_BOUND + 2 * bytes(32))
+            }
         }
 }
 

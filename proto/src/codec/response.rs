@@ -558,6 +558,19 @@ fn put_output(
             );
             (fb::Output::GetStatusResponse, t.as_union_value())
         }
+        Output::VerifyAuditSeals(v) => {
+            let valid = Some(fbb.create_vector(&v.valid));
+            let head_hash = Some(fbb.create_vector(&v.head_hash));
+            let t = fb::VerifyAuditSealsResponse::create(
+                fbb,
+                &fb::VerifyAuditSealsResponseArgs {
+                    valid,
+                    head_seq: v.head_seq,
+                    head_hash,
+                },
+            );
+            (fb::Output::VerifyAuditSealsResponse, t.as_union_value())
+        }
     }
 }
 
@@ -839,6 +852,7 @@ pub fn response_size_hint(resp: &Response) -> usize {
                         })
                         .sum::<usize>()
             }
+            Ok(Output::VerifyAuditSeals(v)) => 64 + v.valid.len() + 32,
         }
     }
     128 + match &resp.body {
@@ -1311,6 +1325,19 @@ fn read_outcome(o: fb::Outcome<'_>) -> Outcome {
                     .into_iter()
                     .map(read_metric)
                     .collect::<Result<_, _>>()?,
+            })
+        }
+        fb::Output::VerifyAuditSealsResponse => {
+            let r = o
+                .output_as_verify_audit_seals_response()
+                .ok_or_else(missing)?;
+            Output::VerifyAuditSeals(VerifyAuditSealsOutput {
+                valid: r.valid().map(|v| v.iter().collect()).unwrap_or_default(),
+                head_seq: r.head_seq(),
+                head_hash: r
+                    .head_hash()
+                    .and_then(|h| <[u8; 32]>::try_from(h.bytes()).ok())
+                    .ok_or_else(|| malformed("HeadHash must be 32 bytes"))?,
             })
         }
         fb::Output::NONE => return Err(malformed("outcome has neither output nor error")),

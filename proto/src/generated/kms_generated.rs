@@ -995,10 +995,10 @@ impl flatbuffers::SimpleToVerifyInSlice for GrantOperation {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OPERATION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OPERATION: u8 = 39;
+pub const ENUM_MAX_OPERATION: u8 = 40;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OPERATION: [Operation; 40] = [
+pub const ENUM_VALUES_OPERATION: [Operation; 41] = [
   Operation::NONE,
   Operation::CreateKeyRequest,
   Operation::DescribeKeyRequest,
@@ -1039,6 +1039,7 @@ pub const ENUM_VALUES_OPERATION: [Operation; 40] = [
   Operation::RetireGrantRequest,
   Operation::RevokeGrantRequest,
   Operation::GetStatusRequest,
+  Operation::VerifyAuditSealsRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1086,9 +1087,10 @@ impl Operation {
   pub const RetireGrantRequest: Self = Self(37);
   pub const RevokeGrantRequest: Self = Self(38);
   pub const GetStatusRequest: Self = Self(39);
+  pub const VerifyAuditSealsRequest: Self = Self(40);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 39;
+  pub const ENUM_MAX: u8 = 40;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateKeyRequest,
@@ -1130,6 +1132,7 @@ impl Operation {
     Self::RetireGrantRequest,
     Self::RevokeGrantRequest,
     Self::GetStatusRequest,
+    Self::VerifyAuditSealsRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1174,6 +1177,7 @@ impl Operation {
       Self::RetireGrantRequest => Some("RetireGrantRequest"),
       Self::RevokeGrantRequest => Some("RevokeGrantRequest"),
       Self::GetStatusRequest => Some("GetStatusRequest"),
+      Self::VerifyAuditSealsRequest => Some("VerifyAuditSealsRequest"),
       _ => None,
     }
   }
@@ -1324,10 +1328,10 @@ impl flatbuffers::SimpleToVerifyInSlice for MetricKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_OUTPUT: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_OUTPUT: u8 = 39;
+pub const ENUM_MAX_OUTPUT: u8 = 40;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_OUTPUT: [Output; 40] = [
+pub const ENUM_VALUES_OUTPUT: [Output; 41] = [
   Output::NONE,
   Output::CreateKeyResponse,
   Output::DescribeKeyResponse,
@@ -1368,6 +1372,7 @@ pub const ENUM_VALUES_OUTPUT: [Output; 40] = [
   Output::RetireGrantResponse,
   Output::RevokeGrantResponse,
   Output::GetStatusResponse,
+  Output::VerifyAuditSealsResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1415,9 +1420,10 @@ impl Output {
   pub const RetireGrantResponse: Self = Self(37);
   pub const RevokeGrantResponse: Self = Self(38);
   pub const GetStatusResponse: Self = Self(39);
+  pub const VerifyAuditSealsResponse: Self = Self(40);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 39;
+  pub const ENUM_MAX: u8 = 40;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::CreateKeyResponse,
@@ -1459,6 +1465,7 @@ impl Output {
     Self::RetireGrantResponse,
     Self::RevokeGrantResponse,
     Self::GetStatusResponse,
+    Self::VerifyAuditSealsResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1503,6 +1510,7 @@ impl Output {
       Self::RetireGrantResponse => Some("RetireGrantResponse"),
       Self::RevokeGrantResponse => Some("RevokeGrantResponse"),
       Self::GetStatusResponse => Some("GetStatusResponse"),
+      Self::VerifyAuditSealsResponse => Some("VerifyAuditSealsResponse"),
       _ => None,
     }
   }
@@ -6774,6 +6782,238 @@ impl core::fmt::Debug for GetStatusRequest<'_> {
       ds.finish()
   }
 }
+pub enum AuditSealOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One seal of the audit log, as its seal record has it: the record's
+/// sequence number, the SHA-256 of the record before it, and its MAC.
+pub struct AuditSeal<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for AuditSeal<'a> {
+  type Inner = AuditSeal<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> AuditSeal<'a> {
+  pub const VT_SEQ: flatbuffers::VOffsetT = 4;
+  pub const VT_PREV_HASH: flatbuffers::VOffsetT = 6;
+  pub const VT_MAC: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    AuditSeal { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args AuditSealArgs<'args>
+  ) -> flatbuffers::WIPOffset<AuditSeal<'bldr>> {
+    let mut builder = AuditSealBuilder::new(_fbb);
+    builder.add_seq(args.seq);
+    if let Some(x) = args.mac { builder.add_mac(x); }
+    if let Some(x) = args.prev_hash { builder.add_prev_hash(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(AuditSeal::VT_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn prev_hash(&self) -> Option<flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(AuditSeal::VT_PREV_HASH, None)}
+  }
+  #[inline]
+  pub fn mac(&self) -> Option<flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(AuditSeal::VT_MAC, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for AuditSeal<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("prev_hash", Self::VT_PREV_HASH, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("mac", Self::VT_MAC, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuditSealArgs<'a> {
+    pub seq: u64,
+    pub prev_hash: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+    pub mac: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for AuditSealArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuditSealArgs {
+      seq: 0,
+      prev_hash: None,
+      mac: None,
+    }
+  }
+}
+
+pub struct AuditSealBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> AuditSealBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(AuditSeal::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_prev_hash(&mut self, prev_hash: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AuditSeal::VT_PREV_HASH, prev_hash);
+  }
+  #[inline]
+  pub fn add_mac(&mut self, mac: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AuditSeal::VT_MAC, mac);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AuditSealBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    AuditSealBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<AuditSeal<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for AuditSeal<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("AuditSeal");
+      ds.field("seq", &self.seq());
+      ds.field("prev_hash", &self.prev_hash());
+      ds.field("mac", &self.mac());
+      ds.finish()
+  }
+}
+pub enum VerifyAuditSealsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// VerifyAuditSeals (kmsd's own, administrators only): which seals are
+/// valid, and the chain's head.
+pub struct VerifyAuditSealsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for VerifyAuditSealsRequest<'a> {
+  type Inner = VerifyAuditSealsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> VerifyAuditSealsRequest<'a> {
+  pub const VT_SEALS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    VerifyAuditSealsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args VerifyAuditSealsRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<VerifyAuditSealsRequest<'bldr>> {
+    let mut builder = VerifyAuditSealsRequestBuilder::new(_fbb);
+    if let Some(x) = args.seals { builder.add_seals(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn seals(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AuditSeal<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AuditSeal>>>>(VerifyAuditSealsRequest::VT_SEALS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for VerifyAuditSealsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<AuditSeal>>>>("seals", Self::VT_SEALS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct VerifyAuditSealsRequestArgs<'a> {
+    pub seals: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<AuditSeal<'a>>>>>,
+}
+impl<'a> Default for VerifyAuditSealsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    VerifyAuditSealsRequestArgs {
+      seals: None,
+    }
+  }
+}
+
+pub struct VerifyAuditSealsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> VerifyAuditSealsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_seals(&mut self, seals: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<AuditSeal<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(VerifyAuditSealsRequest::VT_SEALS, seals);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> VerifyAuditSealsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    VerifyAuditSealsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<VerifyAuditSealsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for VerifyAuditSealsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("VerifyAuditSealsRequest");
+      ds.field("seals", &self.seals());
+      ds.finish()
+  }
+}
 pub enum PutKeyPolicyRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -8614,6 +8854,21 @@ impl<'a> BatchItem<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_verify_audit_seals_request(&self) -> Option<VerifyAuditSealsRequest<'a>> {
+    if self.operation_type() == Operation::VerifyAuditSealsRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { VerifyAuditSealsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for BatchItem<'_> {
@@ -8664,6 +8919,7 @@ impl flatbuffers::Verifiable for BatchItem<'_> {
           Operation::RetireGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RetireGrantRequest>>("Operation::RetireGrantRequest", pos),
           Operation::RevokeGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RevokeGrantRequest>>("Operation::RevokeGrantRequest", pos),
           Operation::GetStatusRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetStatusRequest>>("Operation::GetStatusRequest", pos),
+          Operation::VerifyAuditSealsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<VerifyAuditSealsRequest>>("Operation::VerifyAuditSealsRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -8986,6 +9242,13 @@ impl core::fmt::Debug for BatchItem<'_> {
         },
         Operation::GetStatusRequest => {
           if let Some(x) = self.operation_as_get_status_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::VerifyAuditSealsRequest => {
+          if let Some(x) = self.operation_as_verify_audit_seals_request() {
             ds.field("operation", &x)
           } else {
             ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -9662,6 +9925,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn operation_as_verify_audit_seals_request(&self) -> Option<VerifyAuditSealsRequest<'a>> {
+    if self.operation_type() == Operation::VerifyAuditSealsRequest {
+      self.operation().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { VerifyAuditSealsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -9714,6 +9992,7 @@ impl flatbuffers::Verifiable for Request<'_> {
           Operation::RetireGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RetireGrantRequest>>("Operation::RetireGrantRequest", pos),
           Operation::RevokeGrantRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RevokeGrantRequest>>("Operation::RevokeGrantRequest", pos),
           Operation::GetStatusRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetStatusRequest>>("Operation::GetStatusRequest", pos),
+          Operation::VerifyAuditSealsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<VerifyAuditSealsRequest>>("Operation::VerifyAuditSealsRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -10057,6 +10336,13 @@ impl core::fmt::Debug for Request<'_> {
         },
         Operation::GetStatusRequest => {
           if let Some(x) = self.operation_as_get_status_request() {
+            ds.field("operation", &x)
+          } else {
+            ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Operation::VerifyAuditSealsRequest => {
+          if let Some(x) = self.operation_as_verify_audit_seals_request() {
             ds.field("operation", &x)
           } else {
             ds.field("operation", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -13098,12 +13384,143 @@ impl core::fmt::Debug for DeleteImportedKeyMaterialResponse<'_> {
       ds.finish()
   }
 }
-pub enum WhoAmIResponseOffset {}
+pub enum VerifyAuditSealsResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// The caller as the daemon sees it: what key policies and grants decide
 /// on. The pid is the connecting process's at connect time (0 if it is
 /// outside the daemon's pid namespace), for logs only.
+pub struct VerifyAuditSealsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for VerifyAuditSealsResponse<'a> {
+  type Inner = VerifyAuditSealsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> VerifyAuditSealsResponse<'a> {
+  pub const VT_VALID: flatbuffers::VOffsetT = 4;
+  pub const VT_HEAD_SEQ: flatbuffers::VOffsetT = 6;
+  pub const VT_HEAD_HASH: flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    VerifyAuditSealsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args VerifyAuditSealsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<VerifyAuditSealsResponse<'bldr>> {
+    let mut builder = VerifyAuditSealsResponseBuilder::new(_fbb);
+    builder.add_head_seq(args.head_seq);
+    if let Some(x) = args.head_hash { builder.add_head_hash(x); }
+    if let Some(x) = args.valid { builder.add_valid(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn valid(&self) -> Option<flatbuffers::Vector<'a, bool>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, bool>>>(VerifyAuditSealsResponse::VT_VALID, None)}
+  }
+  #[inline]
+  pub fn head_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(VerifyAuditSealsResponse::VT_HEAD_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn head_hash(&self) -> Option<flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(VerifyAuditSealsResponse::VT_HEAD_HASH, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for VerifyAuditSealsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, bool>>>("valid", Self::VT_VALID, false)?
+     .visit_field::<u64>("head_seq", Self::VT_HEAD_SEQ, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>("head_hash", Self::VT_HEAD_HASH, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct VerifyAuditSealsResponseArgs<'a> {
+    pub valid: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, bool>>>,
+    pub head_seq: u64,
+    pub head_hash: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for VerifyAuditSealsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    VerifyAuditSealsResponseArgs {
+      valid: None,
+      head_seq: 0,
+      head_hash: None,
+    }
+  }
+}
+
+pub struct VerifyAuditSealsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> VerifyAuditSealsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_valid(&mut self, valid: flatbuffers::WIPOffset<flatbuffers::Vector<'b , bool>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(VerifyAuditSealsResponse::VT_VALID, valid);
+  }
+  #[inline]
+  pub fn add_head_seq(&mut self, head_seq: u64) {
+    self.fbb_.push_slot::<u64>(VerifyAuditSealsResponse::VT_HEAD_SEQ, head_seq, 0);
+  }
+  #[inline]
+  pub fn add_head_hash(&mut self, head_hash: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(VerifyAuditSealsResponse::VT_HEAD_HASH, head_hash);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> VerifyAuditSealsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    VerifyAuditSealsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<VerifyAuditSealsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for VerifyAuditSealsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("VerifyAuditSealsResponse");
+      ds.field("valid", &self.valid());
+      ds.field("head_seq", &self.head_seq());
+      ds.field("head_hash", &self.head_hash());
+      ds.finish()
+  }
+}
+pub enum WhoAmIResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
 pub struct WhoAmIResponse<'a> {
   pub _tab: flatbuffers::Table<'a>,
 }
@@ -15266,6 +15683,21 @@ impl<'a> Outcome<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn output_as_verify_audit_seals_response(&self) -> Option<VerifyAuditSealsResponse<'a>> {
+    if self.output_type() == Output::VerifyAuditSealsResponse {
+      self.output().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { VerifyAuditSealsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Outcome<'_> {
@@ -15316,6 +15748,7 @@ impl flatbuffers::Verifiable for Outcome<'_> {
           Output::RetireGrantResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RetireGrantResponse>>("Output::RetireGrantResponse", pos),
           Output::RevokeGrantResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<RevokeGrantResponse>>("Output::RevokeGrantResponse", pos),
           Output::GetStatusResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetStatusResponse>>("Output::GetStatusResponse", pos),
+          Output::VerifyAuditSealsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<VerifyAuditSealsResponse>>("Output::VerifyAuditSealsResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -15645,6 +16078,13 @@ impl core::fmt::Debug for Outcome<'_> {
         },
         Output::GetStatusResponse => {
           if let Some(x) = self.output_as_get_status_response() {
+            ds.field("output", &x)
+          } else {
+            ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Output::VerifyAuditSealsResponse => {
+          if let Some(x) = self.output_as_verify_audit_seals_response() {
             ds.field("output", &x)
           } else {
             ds.field("output", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -102,6 +102,8 @@ pub struct KeyAccess {
     /// Unique among every `KeyAccess` the daemon made: cached decisions are
     /// keyed by it.
     generation: u64,
+    /// The key's id (for the audit record's resource).
+    id: [u8; 16],
     /// The key's ARN (what a statement's `Resource` names), made once.
     arn: String,
     policy: CompiledPolicy,
@@ -141,6 +143,7 @@ impl KeyAccess {
             .collect::<Result<_, _>>()?;
         Ok(KeyAccess {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            id: *key_id,
             arn: key_arn(key_id),
             policy,
             grants,
@@ -316,6 +319,14 @@ impl Service {
         let decision = decisions::decide(access.generation, caller, action, ask, || {
             access.decide(caller, action, ask)
         });
+        crate::audit::note::decision(
+            match decision {
+                Decision::Allow => crate::audit::note::Decision::Allow,
+                Decision::ExplicitDeny => crate::audit::note::Decision::ExplicitDeny,
+                _ => crate::audit::note::Decision::ImplicitDeny,
+            },
+            Some(access.id),
+        );
         if decision.is_allowed() {
             Ok(())
         } else {
@@ -420,6 +431,14 @@ impl Service {
                 .creators
                 .evaluate(&Request::new(caller.caller(), Action::CreateKey, ACCOUNT_RESOURCE))
                 .is_allowed();
+        crate::audit::note::decision(
+            if allowed {
+                crate::audit::note::Decision::AccountAllow
+            } else {
+                crate::audit::note::Decision::ImplicitDeny
+            },
+            None,
+        );
         if allowed {
             Ok(())
         } else {
@@ -442,8 +461,10 @@ impl Service {
         // The administrators' policy allows `kms:*`: any action asks it.
         let req = Request::new(caller.caller(), Action::ListKeys, ACCOUNT_RESOURCE);
         if self.access.admins.evaluate(&req).is_allowed() {
+            crate::audit::note::decision(crate::audit::note::Decision::AccountAllow, None);
             return Ok(());
         }
+        crate::audit::note::decision(crate::audit::note::Decision::ImplicitDeny, None);
         Err(KmsError::new(
             kms_proto::ErrorKind::AccessDenied,
             format!(

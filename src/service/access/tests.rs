@@ -188,6 +188,12 @@ fn account_operations_are_the_administrators_and_key_creators() {
         assert!(is_denied(&r), "{}: {r:?}", op.name());
         assert!(f.t.svc.call(&op, &ADMIN).is_ok(), "{}", op.name());
     }
+    // kmsd's own operator operations: the administrators only (this
+    // service has no audit log: the administrator is told so).
+    let seals = Operation::VerifyAuditSeals(kms_proto::VerifyAuditSeals::default());
+    assert!(is_denied(&f.as_other(seals.clone())));
+    let e = f.t.svc.call(&seals, &ADMIN).unwrap_err();
+    assert_eq!(e.kind, kms_proto::ErrorKind::UnsupportedOperation, "{e}");
     // Anyone: their own identity, random bytes.
     assert!(f.as_other(Operation::WhoAmI(WhoAmI)).is_ok());
     assert!(f

@@ -40,6 +40,7 @@ pub mod untag_resource;
 pub mod update_alias;
 pub mod update_key_description;
 pub mod get_status;
+pub mod verify_audit_seals;
 pub mod who_am_i;
 
 #[cfg(test)]

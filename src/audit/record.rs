@@ -1,0 +1,549 @@
+//! Audit records of request frames, built on the data path: one record per
+//! frame, CloudTrail's field names where one exists (docs/audit.md lists
+//! them with their sources). A record is handed to the writer without its
+//! closing brace: the writer appends the chain fields (`eventID`,
+//! `sequenceNumber`, `previousHash`) and hashes the line.
+//!
+//! What a record never holds: plaintext, ciphertext, key material, grant
+//! tokens, import tokens or wrapped material, key policies' text. What it
+//! holds in clear, as CloudTrail does: key ids as the caller gave them and
+//! encryption contexts (AWS warns that they "may be displayed in plaintext
+//! in CloudTrail logs").
+
+use super::json::{self, field_str, field_u64, key};
+use super::note::Note;
+use crate::identity::Identity;
+use kms_proto::{KmsError, Operation, Output, Request, RequestBody, ResponseBody};
+use std::time::SystemTime;
+
+/// CloudTrail's current event version (its record format).
+const EVENT_VERSION: &str = "1.08";
+/// Where a record says it comes from: KMS's, so that tools that filter
+/// CloudTrail on KMS's events read kmsd's (kmsd's own fields are in
+/// `additionalEventData`).
+pub const EVENT_SOURCE: &str = "kms.amazonaws.com";
+
+/// Most distinct entries a batch's record lists; items past them that
+/// match none are counted in an overflow entry (a 1,024-item batch of
+/// distinct contexts still gets a bounded record).
+const MAX_ENTRIES: usize = 64;
+
+/// The common head: `{"eventVersion":...,"userIdentity":{...}`.
+fn head(out: &mut Vec<u8>, caller: &Identity, request_id: u64, event_name: &str, read_only: bool) {
+    out.extend_from_slice(b"{\"eventVersion\":\"");
+    out.extend_from_slice(EVENT_VERSION.as_bytes());
+    out.extend_from_slice(b"\",\"eventTime\":");
+    json::time(out, SystemTime::now());
+    out.extend_from_slice(b",\"eventSource\":\"");
+    out.extend_from_slice(EVENT_SOURCE.as_bytes());
+    out.extend_from_slice(b"\",\"eventType\":\"AwsApiCall\"");
+    field_str(out, "eventName", event_name);
+    out.extend_from_slice(if read_only {
+        b",\"readOnly\":true"
+    } else {
+        b",\"readOnly\":false"
+    });
+    out.extend_from_slice(b",\"requestID\":\"");
+    json::uint(out, request_id);
+    out.extend_from_slice(b"\",\"userIdentity\":{\"type\":\"UnixProcess\",\"principalId\":\"uid:");
+    json::uint(out, u64::from(caller.uid));
+    out.push(b'"');
+    field_u64(out, "uid", u64::from(caller.uid));
+    field_u64(out, "gid", u64::from(caller.gid));
+    out.extend_from_slice(b",\"pid\":");
+    json::int(out, i64::from(caller.pid));
+    if let Some(unit) = caller.details.as_deref().and_then(|d| d.unit.as_deref()) {
+        field_str(out, "unit", unit);
+    }
+    out.push(b'}');
+}
+
+/// Whether `op` changes nothing (CloudTrail's `readOnly`: the
+/// cryptographic operations, descriptions and lists are read-only).
+pub fn read_only(op: &Operation<'_>) -> bool {
+    use Operation as O;
+    !matches!(
+        op,
+        O::CreateKey(_)
+            | O::UpdateKeyDescription(_)
+            | O::TagResource(_)
+            | O::UntagResource(_)
+            | O::CreateAlias(_)
+            | O::UpdateAlias(_)
+            | O::DeleteAlias(_)
+            | O::EnableKey(_)
+            | O::DisableKey(_)
+            | O::ScheduleKeyDeletion(_)
+            | O::CancelKeyDeletion(_)
+            | O::EnableKeyRotation(_)
+            | O::DisableKeyRotation(_)
+            | O::RotateKeyOnDemand(_)
+            | O::GetParametersForImport(_)
+            | O::ImportKeyMaterial(_)
+            | O::DeleteImportedKeyMaterial(_)
+            | O::PutKeyPolicy(_)
+            | O::CreateGrant(_)
+            | O::RetireGrant(_)
+            | O::RevokeGrant(_)
+    )
+}
+
+fn context(out: &mut Vec<u8>, name: &str, pairs: &[(&str, &str)]) {
+    if pairs.is_empty() {
+        return;
+    }
+    out.push(b',');
+    key(out, name);
+    out.push(b'{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::string(out, k);
+        out.push(b':');
+        json::string(out, v);
+    }
+    out.push(b'}');
+}
+
+/// `op`'s non-secret parameters as CloudTrail's `requestParameters`
+/// object (AWS's names, first letter lower case).
+fn params(out: &mut Vec<u8>, op: &Operation<'_>) {
+    use Operation as O;
+    out.push(b'{');
+    let start = out.len();
+    let data_key = |out: &mut Vec<u8>, g: &kms_proto::GenerateDataKey<'_>| {
+        field_str(out, "keyId", g.key_id);
+        if let Some(n) = g.number_of_bytes {
+            field_u64(out, "numberOfBytes", u64::from(n));
+        }
+        if let Some(s) = g.key_spec {
+            field_str(out, "keySpec", if s.num_bytes() == 16 { "AES_128" } else { "AES_256" });
+        }
+        context(out, "encryptionContext", &g.context);
+        if g.dry_run {
+            out.extend_from_slice(b",\"dryRun\":true");
+        }
+    };
+    match op {
+        O::GenerateDataKey(g) | O::GenerateDataKeyWithoutPlaintext(g) => data_key(out, g),
+        O::Encrypt(e) => {
+            field_str(out, "keyId", e.key_id);
+            out.extend_from_slice(b",\"encryptionAlgorithm\":\"SYMMETRIC_DEFAULT\"");
+            context(out, "encryptionContext", &e.context);
+            if e.dry_run {
+                out.extend_from_slice(b",\"dryRun\":true");
+            }
+        }
+        O::Decrypt(d) => {
+            if let Some(k) = d.key_id {
+                field_str(out, "keyId", k);
+            }
+            out.extend_from_slice(b",\"encryptionAlgorithm\":\"SYMMETRIC_DEFAULT\"");
+            context(out, "encryptionContext", &d.context);
+            if d.dry_run {
+                out.extend_from_slice(b",\"dryRun\":true");
+            }
+        }
+        O::ReEncrypt(r) => {
+            if let Some(k) = r.source_key_id {
+                field_str(out, "sourceKeyId", k);
+            }
+            field_str(out, "destinationKeyId", r.destination_key_id);
+            context(out, "sourceEncryptionContext", &r.source_context);
+            context(out, "destinationEncryptionContext", &r.destination_context);
+            if r.dry_run {
+                out.extend_from_slice(b",\"dryRun\":true");
+            }
+        }
+        O::GenerateRandom(g) => field_u64(out, "numberOfBytes", u64::from(g.number_of_bytes)),
+        O::CreateKey(c) => {
+            field_str(out, "description", c.description);
+            field_str(
+                out,
+                "origin",
+                match c.origin {
+                    kms_proto::Origin::Kmsd => "AWS_KMS",
+                    kms_proto::Origin::External => "EXTERNAL",
+                    kms_proto::Origin::Hsm => "AWS_CLOUDHSM",
+                },
+            );
+            if c.policy.is_some() {
+                // The document itself is not recorded (its size is
+                // bounded, but a record per CreateKey need not carry it).
+                out.extend_from_slice(b",\"policyGiven\":true");
+            }
+        }
+        O::CreateAlias(a) => {
+            field_str(out, "aliasName", a.alias_name);
+            field_str(out, "targetKeyId", a.target_key_id);
+        }
+        O::UpdateAlias(a) => {
+            field_str(out, "aliasName", a.alias_name);
+            field_str(out, "targetKeyId", a.target_key_id);
+        }
+        O::DeleteAlias(a) => field_str(out, "aliasName", a.alias_name),
+        O::ScheduleKeyDeletion(s) => {
+            field_str(out, "keyId", s.key_id);
+            if let Some(d) = s.pending_window_in_days {
+                field_u64(out, "pendingWindowInDays", u64::from(d));
+            }
+        }
+        O::CreateGrant(g) => {
+            field_str(out, "keyId", g.key_id);
+            field_str(out, "granteePrincipal", g.grantee_principal);
+            if let Some(r) = g.retiring_principal {
+                field_str(out, "retiringPrincipal", r);
+            }
+            out.extend_from_slice(b",\"operations\":[");
+            for (i, o) in g.operations.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json::string(out, o.name());
+            }
+            out.push(b']');
+            if let Some(n) = g.name {
+                field_str(out, "name", n);
+            }
+        }
+        O::RetireGrant(r) => {
+            // Never the grant token: it is a bearer credential.
+            if let Some(k) = r.key_id {
+                field_str(out, "keyId", k);
+            }
+            if let Some(g) = r.grant_id {
+                field_str(out, "grantId", g);
+            }
+        }
+        O::RevokeGrant(r) => {
+            field_str(out, "keyId", r.key_id);
+            field_str(out, "grantId", r.grant_id);
+        }
+        O::ListAliases(l) => {
+            if let Some(k) = l.key_id {
+                field_str(out, "keyId", k);
+            }
+        }
+        O::ListRetirableGrants(l) => field_str(out, "retiringPrincipal", l.retiring_principal),
+        op => {
+            if let Some(k) = named_key(op) {
+                field_str(out, "keyId", k);
+            }
+        }
+    }
+    // The fields above each start with a comma: drop the first.
+    if out.len() > start && out[start] == b',' {
+        out.remove(start);
+    }
+    out.push(b'}');
+}
+
+/// The KeyId an operation's request names, for those whose only recorded
+/// parameter it is.
+fn named_key<'a>(op: &Operation<'a>) -> Option<&'a str> {
+    use Operation as O;
+    Some(match op {
+        O::DescribeKey(r) => r.key_id,
+        O::UpdateKeyDescription(r) => r.key_id,
+        O::TagResource(r) => r.key_id,
+        O::UntagResource(r) => r.key_id,
+        O::ListResourceTags(r) => r.key_id,
+        O::EnableKey(r) => r.key_id,
+        O::DisableKey(r) => r.key_id,
+        O::CancelKeyDeletion(r) => r.key_id,
+        O::EnableKeyRotation(r) => r.key_id,
+        O::DisableKeyRotation(r) => r.key_id,
+        O::GetKeyRotationStatus(r) => r.key_id,
+        O::RotateKeyOnDemand(r) => r.key_id,
+        O::ListKeyRotations(r) => r.key_id,
+        O::GetParametersForImport(r) => r.key_id,
+        O::ImportKeyMaterial(r) => r.key_id,
+        O::DeleteImportedKeyMaterial(r) => r.key_id,
+        O::PutKeyPolicy(r) => r.key_id,
+        O::GetKeyPolicy(r) => r.key_id,
+        O::ListKeyPolicies(r) => r.key_id,
+        O::ListGrants(r) => r.key_id,
+        _ => return None,
+    })
+}
+
+/// The alias name a request's key identifier used, if any.
+fn alias_used<'a>(op: &Operation<'a>) -> Option<&'a str> {
+    use Operation as O;
+    let k = match op {
+        O::GenerateDataKey(g) | O::GenerateDataKeyWithoutPlaintext(g) => g.key_id,
+        O::Encrypt(e) => e.key_id,
+        O::Decrypt(d) => d.key_id?,
+        O::ReEncrypt(r) => r.destination_key_id,
+        op => named_key(op)?,
+    };
+    crate::service::access::request_alias(k)
+}
+
+/// `,"resources":[...]` for the key the item's note names, else the key
+/// a CreateKey made.
+fn resources(out: &mut Vec<u8>, note: &Note, outcome: &Result<Output, KmsError>) {
+    let Some(id) = note.key.or_else(|| match outcome {
+        Ok(Output::CreateKey(m)) => uuid::Uuid::parse_str(&m.key_id).ok().map(|u| *u.as_bytes()),
+        _ => None,
+    }) else {
+        return;
+    };
+    out.extend_from_slice(b",\"resources\":[{\"ARN\":\"");
+    out.extend_from_slice(crate::service::key_id::ARN_PREFIX.as_bytes());
+    let mut text = [0u8; 36];
+    out.extend_from_slice(
+        uuid::Uuid::from_bytes(id)
+            .hyphenated()
+            .encode_lower(&mut text)
+            .as_bytes(),
+    );
+    // No account on a host (the ARN has none either): "local".
+    out.extend_from_slice(b"\",\"type\":\"AWS::KMS::Key\",\"accountId\":\"local\"}]");
+}
+
+fn error(out: &mut Vec<u8>, e: &KmsError) {
+    field_str(out, "errorCode", e.kind.name());
+    field_str(out, "errorMessage", &e.message);
+}
+
+/// kmsd's fields of one item (inside `additionalEventData` or a batch
+/// entry): the key version, the alias used, the policy decision.
+fn kmsd_fields(out: &mut Vec<u8>, op: Option<&Operation<'_>>, note: &Note) {
+    if note.version != 0 {
+        field_u64(out, "keyVersion", u64::from(note.version));
+    }
+    if let Some(a) = op.and_then(alias_used) {
+        field_str(out, "aliasUsed", a);
+    }
+    if let Some(d) = note.decision.name() {
+        field_str(out, "policyDecision", d);
+    }
+}
+
+/// The record of a decoded request frame that ran (each item to its
+/// outcome): a single request's record is flat, CloudTrail-shaped; a
+/// batch's lists its distinct items with a count each. `notes` has one
+/// note per item.
+pub fn request(
+    out: &mut Vec<u8>,
+    caller: &Identity,
+    request: &Request<'_>,
+    body: &ResponseBody,
+    notes: &[Note],
+) {
+    match (&request.body, body) {
+        (RequestBody::Single(op), ResponseBody::Single(outcome)) => {
+            let note = notes.first().copied().unwrap_or_default();
+            single(out, caller, request.request_id, op.as_ref().ok(), outcome, &note)
+        }
+        (RequestBody::Batch(ops), ResponseBody::Batch(outcomes)) => {
+            batch(out, caller, request.request_id, ops, outcomes, notes)
+        }
+        _ => unreachable!("an answer has the shape of its request"),
+    }
+}
+
+fn single(
+    out: &mut Vec<u8>,
+    caller: &Identity,
+    request_id: u64,
+    op: Option<&Operation<'_>>,
+    outcome: &Result<Output, KmsError>,
+    note: &Note,
+) {
+    let name = op.map_or("Unknown", Operation::name);
+    head(out, caller, request_id, name, op.is_none_or(read_only));
+    out.push(b',');
+    key(out, "requestParameters");
+    match op {
+        Some(op) => params(out, op),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"responseElements\":null");
+    resources(out, note, outcome);
+    if let Err(e) = outcome {
+        error(out, e);
+    }
+    out.extend_from_slice(b",\"additionalEventData\":{\"connection\":");
+    json::uint(out, caller.conn);
+    kmsd_fields(out, op, note);
+    out.push(b'}');
+}
+
+/// Whether two items of a batch make the same entry: same operation, key
+/// as given, parameters, key and version, decision and outcome. The hot
+/// operations compare field by field (a 1,024-item batch compares in a few
+/// microseconds); the others compare their serialized parameters.
+fn same_entry(
+    a: (&Result<Operation<'_>, KmsError>, &Result<Output, KmsError>, &Note),
+    b: (&Result<Operation<'_>, KmsError>, &Result<Output, KmsError>, &Note),
+    scratch: &mut (Vec<u8>, Vec<u8>),
+) -> bool {
+    if a.2 != b.2 {
+        return false;
+    }
+    match (a.1, b.1) {
+        (Ok(_), Ok(_)) => {}
+        (Err(x), Err(y)) if x == y => {}
+        _ => return false,
+    }
+    use Operation as O;
+    match (a.0, b.0) {
+        (Err(x), Err(y)) => x == y,
+        (Ok(O::GenerateDataKey(x)), Ok(O::GenerateDataKey(y)))
+        | (Ok(O::GenerateDataKeyWithoutPlaintext(x)), Ok(O::GenerateDataKeyWithoutPlaintext(y))) => {
+            x.key_id == y.key_id
+                && x.number_of_bytes == y.number_of_bytes
+                && x.key_spec == y.key_spec
+                && x.context == y.context
+                && x.dry_run == y.dry_run
+        }
+        (Ok(O::Encrypt(x)), Ok(O::Encrypt(y))) => {
+            x.key_id == y.key_id && x.context == y.context && x.dry_run == y.dry_run
+        }
+        (Ok(O::Decrypt(x)), Ok(O::Decrypt(y))) => {
+            x.key_id == y.key_id && x.context == y.context && x.dry_run == y.dry_run
+        }
+        (Ok(x), Ok(y)) if std::mem::discriminant(x) == std::mem::discriminant(y) => {
+            scratch.0.clear();
+            scratch.1.clear();
+            params(&mut scratch.0, x);
+            params(&mut scratch.1, y);
+            scratch.0 == scratch.1
+        }
+        _ => false,
+    }
+}
+
+fn batch(
+    out: &mut Vec<u8>,
+    caller: &Identity,
+    request_id: u64,
+    ops: &[Result<Operation<'_>, KmsError>],
+    outcomes: &[Result<Output, KmsError>],
+    notes: &[Note],
+) {
+    let first = ops.iter().find_map(|o| o.as_ref().ok());
+    let common = first
+        .filter(|f| {
+            ops.iter().all(|o| {
+                o.as_ref()
+                    .is_ok_and(|o| std::mem::discriminant(o) == std::mem::discriminant(*f))
+            })
+        })
+        .map_or("Batch", Operation::name);
+    let read_only = ops.iter().all(|o| o.as_ref().is_ok_and(read_only));
+    head(out, caller, request_id, common, read_only);
+    out.extend_from_slice(
+        b",\"requestParameters\":null,\"responseElements\":null,\"additionalEventData\":{\"connection\":",
+    );
+    json::uint(out, caller.conn);
+    field_u64(out, "items", ops.len() as u64);
+    out.extend_from_slice(b",\"entries\":[");
+    // Entries: (representative item, count). Items join the entry of the
+    // item before them when they can (the common case: a batch of alike
+    // items is one comparison each), else the first matching entry.
+    let mut entries: Vec<(usize, u64)> = Vec::new();
+    let mut overflow = 0u64;
+    let mut scratch = (Vec::new(), Vec::new());
+    let item = |i: usize| {
+        (
+            &ops[i],
+            &outcomes[i],
+            notes.get(i).unwrap_or(&Note::default()).to_owned(),
+        )
+    };
+    let mut last: Option<usize> = None;
+    for i in 0..ops.len().min(outcomes.len()) {
+        let (op, oc, note) = item(i);
+        if let Some(l) = last {
+            let (rep, _) = entries[l];
+            let (rop, roc, rnote) = item(rep);
+            if same_entry((op, oc, &note), (rop, roc, &rnote), &mut scratch) {
+                entries[l].1 += 1;
+                continue;
+            }
+        }
+        let found = entries.iter().position(|&(rep, _)| {
+            let (rop, roc, rnote) = item(rep);
+            same_entry((op, oc, &note), (rop, roc, &rnote), &mut scratch)
+        });
+        match found {
+            Some(e) => {
+                entries[e].1 += 1;
+                last = Some(e);
+            }
+            None if entries.len() < MAX_ENTRIES => {
+                entries.push((i, 1));
+                last = Some(entries.len() - 1);
+            }
+            None => overflow += 1,
+        }
+    }
+    for (n, &(rep, count)) in entries.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        let (op, oc, note) = item(rep);
+        out.extend_from_slice(b"{\"count\":");
+        json::uint(out, count);
+        field_u64(out, "firstItem", rep as u64);
+        let op = op.as_ref().ok();
+        field_str(out, "eventName", op.map_or("Unknown", Operation::name));
+        out.push(b',');
+        key(out, "requestParameters");
+        match op {
+            Some(op) => params(out, op),
+            None => out.extend_from_slice(b"null"),
+        }
+        resources(out, &note, oc);
+        if let Err(e) = oc {
+            error(out, e);
+        }
+        kmsd_fields(out, op, &note);
+        out.push(b'}');
+    }
+    out.push(b']');
+    if overflow > 0 {
+        field_u64(out, "itemsInNoEntry", overflow);
+    }
+    out.push(b'}');
+}
+
+/// The record of a frame answered with one error and not run (undecodable,
+/// refused for overload, quota or a failed key load), or of a framing
+/// error (`request_id` 0).
+pub fn refusal(
+    out: &mut Vec<u8>,
+    caller: &Identity,
+    request_id: u64,
+    event_name: &str,
+    items: usize,
+    e: &KmsError,
+) {
+    head(out, caller, request_id, event_name, true);
+    out.extend_from_slice(b",\"requestParameters\":null,\"responseElements\":null");
+    error(out, e);
+    out.extend_from_slice(b",\"additionalEventData\":{\"connection\":");
+    json::uint(out, caller.conn);
+    field_u64(out, "items", items as u64);
+    out.extend_from_slice(b",\"run\":false}");
+}
+
+/// The event name of a request that was not run: its operation's (a
+/// batch's when all its items are one operation), else "Batch".
+pub fn event_name(request: &Request<'_>) -> &'static str {
+    match &request.body {
+        RequestBody::Single(Ok(op)) => op.name(),
+        RequestBody::Single(Err(_)) => "Unknown",
+        RequestBody::Batch(items) => {
+            let mut names = items.iter().map(|o| o.as_ref().map_or("Unknown", Operation::name));
+            match names.next() {
+                Some(n) if names.all(|m| m == n) => n,
+                _ => "Batch",
+            }
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! The writer thread: group commit, the chain, seals, rotation, and the
+//! failure policy.
+//!
+//! Each round drains what is queued (up to [`BATCH_MAX`] records), appends
+//! each record's chain fields (its `eventID`, `sequenceNumber` and the
+//! `previousHash` of the record before it), hashes the line (SHA-256), and
+//! writes the whole batch with one write(2). Then it releases the held
+//! answers and makes one fdatasync (or the other way round with
+//! `audit.sync_before_answer`). A write that fails is cut off (the file is
+//! truncated back to its last good length, so no half record stays), and
+//! the policy applies: `fail_closed` answers the held requests
+//! ServiceUnavailableException and refuses new ones until a retry (every
+//! [`RETRY`]) succeeds; `buffer` answers them and keeps their records in
+//! memory, up to its bound.
+
+use super::files::{self, Tail};
+use super::json;
+use super::seal::SealKey;
+use super::{Entry, Pending, Shared};
+use crate::config::{AuditConfig, AuditFailure};
+use kms_proto::{ErrorKind, KmsError};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Most records in one write.
+const BATCH_MAX: usize = 4096;
+/// How often a log that could not be written is tried again.
+const RETRY: Duration = Duration::from_millis(150);
+
+/// The answer that replaces a held one whose record could not be written.
+pub fn unavailable_answer(request_id: u64, why: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    kms_proto::codec::encode_error_response(request_id, &unavailable(why), &mut out);
+    out
+}
+
+/// ServiceUnavailableException: retryable, and apart from the daemon's
+/// internal errors (docs/audit.md).
+pub fn unavailable(why: &str) -> KmsError {
+    KmsError::new(
+        ErrorKind::ServiceUnavailable,
+        format!("the audit log cannot be written ({why}); no request is answered without its record: retry later"),
+    )
+}
+
+/// The fdatasync of request batches, off the writer's path: the writer
+/// writes a batch, releases its answers and goes on with the next batch
+/// while this thread syncs what has been written (several batches per
+/// fdatasync when the disk is slow). With the writer waiting for each
+/// fdatasync itself, batched GenerateDataKey ran at half its rate
+/// (docs/perf/audit.md): answers were released promptly but the next
+/// batch's write waited for the disk.
+struct Syncer {
+    state: Arc<(parking_lot::Mutex<SyncState>, parking_lot::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct SyncState {
+    file: File,
+    /// Batches written, and synced, so far.
+    written: u64,
+    synced: u64,
+    error: Option<std::io::Error>,
+    stop: bool,
+}
+
+impl Syncer {
+    fn start(file: &File) -> std::io::Result<Syncer> {
+        let state = Arc::new((
+            parking_lot::Mutex::new(SyncState {
+                file: file.try_clone()?,
+                written: 0,
+                synced: 0,
+                error: None,
+                stop: false,
+            }),
+            parking_lot::Condvar::new(),
+        ));
+        let s = Arc::clone(&state);
+        let thread = std::thread::Builder::new()
+            .name("kmsd-audit-sync".into())
+            .spawn(move || {
+                let (lock, cv) = &*s;
+                let mut g = lock.lock();
+                loop {
+                    while g.written == g.synced && !g.stop {
+                        cv.wait(&mut g);
+                    }
+                    if g.written == g.synced && g.stop {
+                        return;
+                    }
+                    let target = g.written;
+                    let f = match g.file.try_clone() {
+                        Ok(f) => f,
+                        Err(e) => {
+                            g.error = Some(e);
+                            g.synced = target;
+                            continue;
+                        }
+                    };
+                    drop(g);
+                    let r = f.sync_data();
+                    g = lock.lock();
+                    g.synced = target;
+                    if let Err(e) = r {
+                        g.error = Some(e);
+                    }
+                }
+            })?;
+        Ok(Syncer {
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    /// A batch was written: sync it soon.
+    fn written(&self) {
+        self.state.0.lock().written += 1;
+        self.state.1.notify_one();
+    }
+
+    /// An fdatasync that failed since the last call.
+    fn take_error(&self) -> Option<std::io::Error> {
+        self.state.0.lock().error.take()
+    }
+
+    /// Syncs the rest of the old file and follows `file` from now on.
+    fn switch(&self, file: &File) -> std::io::Result<()> {
+        let mut g = self.state.0.lock();
+        g.file.sync_data()?;
+        g.file = file.try_clone()?;
+        Ok(())
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.state.0.lock().stop = true;
+        self.state.1.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Why the log is not being written, since when.
+struct Outage {
+    since: SystemTime,
+    error: String,
+}
+
+pub(super) struct Writer {
+    dir: PathBuf,
+    file: File,
+    index: u64,
+    /// Bytes of the current file known written (a failed write is
+    /// truncated back to it).
+    len: u64,
+    seq: u64,
+    hash: [u8; 32],
+    max_file_bytes: u64,
+    seal_interval: Duration,
+    seal_records: u64,
+    sync_before_answer: bool,
+    policy: AuditFailure,
+    buffer_records: usize,
+    shared: Arc<Shared>,
+    key: Arc<SealKey>,
+    rx: crossbeam_channel::Receiver<Entry>,
+    /// The first half of every eventID (random per start); the second is
+    /// the sequence number.
+    id_prefix: [u8; 8],
+    since_seal: u64,
+    last_seal: Instant,
+    buf: Vec<u8>,
+    outage: Option<Outage>,
+    /// `buffer` mode: records waiting for the log to come back.
+    held: VecDeque<Vec<u8>>,
+    /// `buffer` mode: records dropped past the bound since the outage.
+    dropped: u64,
+    /// `fail_closed`: requests answered unrecorded-and-refused since the
+    /// outage (their records could not be written).
+    refused: u64,
+    /// Syncs request batches (`None` with `sync_before_answer`: the
+    /// writer syncs before it answers).
+    syncer: Option<Syncer>,
+}
+
+fn open_append(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+impl Writer {
+    /// Opens the last file and writes start-up's records: a recovery
+    /// record after a torn one, then a seal.
+    pub(super) fn start(
+        config: &AuditConfig,
+        dir: PathBuf,
+        tail: Tail,
+        shared: Arc<Shared>,
+        key: Arc<SealKey>,
+        rx: crossbeam_channel::Receiver<Entry>,
+    ) -> anyhow::Result<Writer> {
+        let path = dir.join(files::name(tail.index));
+        let mut file = open_append(&path)
+            .map_err(|e| anyhow::anyhow!("opening audit file {}: {e}", path.display()))?;
+        if tail.needs_newline {
+            file.write_all(b"\n")?;
+        }
+        let len = file.metadata()?.len();
+        let mut w = Writer {
+            dir,
+            file,
+            index: tail.index,
+            len,
+            seq: tail.seq,
+            hash: tail.hash,
+            max_file_bytes: config.max_file_bytes,
+            seal_interval: Duration::from_millis(config.seal_interval_ms),
+            seal_records: config.seal_records,
+            sync_before_answer: config.sync_before_answer,
+            policy: config.on_failure,
+            buffer_records: config.buffer_records,
+            shared,
+            key,
+            rx,
+            id_prefix: rand::random(),
+            since_seal: 0,
+            last_seal: Instant::now(),
+            buf: Vec::with_capacity(1 << 20),
+            outage: None,
+            held: VecDeque::new(),
+            dropped: 0,
+            refused: 0,
+            syncer: None,
+        };
+        if !config.sync_before_answer {
+            w.syncer = Some(Syncer::start(&w.file)?);
+        }
+        if let Some(t) = &tail.torn {
+            tracing::warn!(
+                file = %t.file,
+                offset = t.offset,
+                length = t.length,
+                "the audit log ends with a torn record (a crash mid-write): kept, and named by a recovery record"
+            );
+            let mut r = w.event("AuditLogRecovered");
+            r.extend_from_slice(b",\"additionalEventData\":{\"tornRecord\":{\"file\":");
+            json::string(&mut r, &t.file);
+            json::field_u64(&mut r, "offset", t.offset);
+            json::field_u64(&mut r, "length", t.length);
+            r.extend_from_slice(b",\"sha256\":\"");
+            json::hex(&mut r, &t.sha256);
+            r.extend_from_slice(b"\"}}");
+            w.write_records(&[&r])
+                .map_err(|e| anyhow::anyhow!("writing the audit recovery record: {e}"))?;
+        }
+        w.seal("start")
+            .map_err(|e| anyhow::anyhow!("sealing the audit log at start: {e}"))?;
+        Ok(w)
+    }
+
+    /// The head of a record kmsd writes of itself (no request).
+    fn event(&self, name: &str) -> Vec<u8> {
+        let mut r = Vec::with_capacity(256);
+        r.extend_from_slice(b"{\"eventVersion\":\"1.08\",\"eventTime\":");
+        json::time(&mut r, SystemTime::now());
+        r.extend_from_slice(b",\"eventSource\":\"kmsd\",\"eventType\":\"kmsdAuditEvent\"");
+        json::field_str(&mut r, "eventName", name);
+        r.extend_from_slice(b",\"readOnly\":true");
+        r
+    }
+
+    /// Appends `record` closed with its chain fields and a newline to
+    /// `buf`; advances the chain (the caller rolls it back on failure).
+    fn chain(&mut self, record: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(record);
+        let seq = self.seq + 1;
+        self.buf.extend_from_slice(b",\"eventID\":\"");
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.id_prefix);
+        id[8..].copy_from_slice(&seq.to_be_bytes());
+        let mut text = [0u8; 36];
+        self.buf.extend_from_slice(
+            uuid::Uuid::from_bytes(id)
+                .hyphenated()
+                .encode_lower(&mut text)
+                .as_bytes(),
+        );
+        self.buf.extend_from_slice(b"\",\"sequenceNumber\":");
+        json::uint(&mut self.buf, seq);
+        self.buf.extend_from_slice(b",\"previousHash\":\"");
+        json::hex(&mut self.buf, &self.hash);
+        self.buf.extend_from_slice(b"\"}");
+        self.hash = files::line_hash(&self.buf[start..]);
+        self.seq = seq;
+        self.buf.push(b'\n');
+    }
+
+    /// Writes `buf` at the end of the file with one write(2) (looping only
+    /// on a short write); on failure the file is cut back to its last good
+    /// length and the chain rolled back to (`seq`, `hash`).
+    fn flush(&mut self, seq: u64, hash: [u8; 32]) -> std::io::Result<()> {
+        let r = self.file.write_all(&self.buf);
+        match r {
+            Ok(()) => {
+                self.len += self.buf.len() as u64;
+                *self.shared.head.lock() = (self.seq, self.hash);
+                Ok(())
+            }
+            Err(e) => {
+                // No half record stays: the next writer (or verify) would
+                // see a torn line in the middle of the log.
+                let _ = self.file.set_len(self.len);
+                self.seq = seq;
+                self.hash = hash;
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes kmsd's own records (not requests) and syncs.
+    fn write_records(&mut self, records: &[&[u8]]) -> std::io::Result<()> {
+        let (seq, hash) = (self.seq, self.hash);
+        self.buf.clear();
+        for r in records {
+            self.chain(r);
+        }
+        self.flush(seq, hash)?;
+        self.since_seal += records.len() as u64;
+        self.file.sync_data()
+    }
+
+    /// A seal: the MAC of (its own sequence number, the hash before it).
+    fn seal(&mut self, reason: &str) -> std::io::Result<()> {
+        let mac = self.key.seal(self.seq + 1, &self.hash);
+        let mut r = self.event("AuditSeal");
+        r.extend_from_slice(b",\"additionalEventData\":{\"seal\":\"");
+        json::hex(&mut r, &mac);
+        r.extend_from_slice(b"\"");
+        json::field_str(&mut r, "reason", reason);
+        r.push(b'}');
+        self.write_records(&[&r])?;
+        self.since_seal = 0;
+        self.last_seal = Instant::now();
+        Ok(())
+    }
+
+    pub(super) fn run(mut self) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(BATCH_MAX);
+        let mut stop = false;
+        loop {
+            let wait = if self.outage.is_some() {
+                RETRY
+            } else if self.since_seal > 0 {
+                self.seal_interval.saturating_sub(self.last_seal.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            match self.rx.recv_timeout(wait) {
+                Ok(Entry::Record(p)) => batch.push(p),
+                Ok(Entry::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    stop = true
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            }
+            while batch.len() < BATCH_MAX {
+                match self.rx.try_recv() {
+                    Ok(Entry::Record(p)) => batch.push(p),
+                    Ok(Entry::Stop) => stop = true,
+                    Err(_) => break,
+                }
+            }
+            if self.outage.is_some() {
+                self.retry();
+            }
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+            if self.outage.is_none()
+                && self.since_seal > 0
+                && (self.since_seal >= self.seal_records
+                    || self.last_seal.elapsed() >= self.seal_interval)
+            {
+                if let Err(e) = self.seal("interval") {
+                    self.fail(e);
+                }
+            }
+            if self.outage.is_none() && self.len >= self.max_file_bytes {
+                self.rotate();
+            }
+            if stop && self.rx.is_empty() {
+                break;
+            }
+        }
+        // A log whose last record is a seal needs no other.
+        if self.outage.is_none() && self.since_seal > 0 {
+            if let Err(e) = self.seal("shutdown") {
+                tracing::error!(error = %e, "the audit log could not be sealed at shutdown");
+            }
+        }
+    }
+
+    /// Writes a batch of request records and releases their answers.
+    fn commit(&mut self, batch: &mut Vec<Pending>) {
+        let n = batch.len() as u64;
+        if let Some(oldest) = batch.iter().map(|p| p.at).min() {
+            metrics::gauge!("kmsd_audit_lag_seconds").set(oldest.elapsed().as_secs_f64());
+        }
+        if self.outage.is_some() {
+            // Still failing after this round's retry.
+            return self.unwritten(batch);
+        }
+        let (seq, hash) = (self.seq, self.hash);
+        self.buf.clear();
+        for p in batch.iter() {
+            self.chain(&p.record);
+        }
+        if let Err(e) = self.flush(seq, hash) {
+            self.fail(e);
+            return self.unwritten(batch);
+        }
+        metrics::counter!("kmsd_audit_records_total").increment(n);
+        metrics::counter!("kmsd_audit_batches_total").increment(1);
+        self.since_seal += n;
+        if let Some(s) = &self.syncer {
+            // Answers now; the sync thread makes the batch durable.
+            s.written();
+            release(batch);
+            if let Some(e) = s.take_error() {
+                self.fail(e);
+            }
+            return;
+        }
+        if let Err(e) = self.file.sync_data() {
+            // Written but maybe not durable: the log is treated as failing
+            // (the answers already released stand: their records are in
+            // the page cache).
+            self.fail(e);
+            if self.sync_before_answer {
+                return self.unwritten(batch);
+            }
+        }
+        release(batch);
+    }
+
+    /// A batch whose records could not be written: by the policy, error
+    /// answers (`fail_closed`) or answers and records held in memory
+    /// (`buffer`).
+    fn unwritten(&mut self, batch: &mut Vec<Pending>) {
+        match self.policy {
+            AuditFailure::FailClosed => {
+                let why = self.outage.as_ref().map_or("", |o| o.error.as_str()).to_owned();
+                self.refused += batch.len() as u64;
+                metrics::counter!("kmsd_audit_refused_total").increment(batch.len() as u64);
+                for p in batch.drain(..) {
+                    if let Some((reply, _held)) = p.answer {
+                        reply.send(unavailable_answer(p.request_id, &why));
+                    }
+                }
+            }
+            AuditFailure::Buffer => {
+                for p in batch.drain(..) {
+                    if self.held.len() < self.buffer_records {
+                        self.held.push_back(p.record);
+                    } else {
+                        self.dropped += 1;
+                        metrics::counter!("kmsd_audit_dropped_records_total").increment(1);
+                    }
+                    if let Some((reply, answer)) = p.answer {
+                        reply.send(answer);
+                    }
+                }
+                metrics::gauge!("kmsd_audit_buffered_records").set(self.held.len() as f64);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: std::io::Error) {
+        metrics::counter!("kmsd_audit_write_failures_total").increment(1);
+        if self.outage.is_none() {
+            tracing::error!(
+                error = %e,
+                policy = ?self.policy,
+                "the audit log cannot be written; retrying every {} ms",
+                RETRY.as_millis()
+            );
+            self.outage = Some(Outage {
+                since: SystemTime::now(),
+                error: e.to_string(),
+            });
+            if self.policy == AuditFailure::FailClosed {
+                self.shared.writable.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Tries the log again: writes the outage's record (and, in `buffer`
+    /// mode, the records held meanwhile); on success the log is writable
+    /// again.
+    fn retry(&mut self) {
+        let Some(o) = &self.outage else { return };
+        let mut r = self.event(match self.policy {
+            AuditFailure::FailClosed => "AuditLogUnavailable",
+            AuditFailure::Buffer => "AuditRecordsDropped",
+        });
+        r.extend_from_slice(b",\"additionalEventData\":{\"since\":");
+        json::time(&mut r, o.since);
+        json::field_str(&mut r, "error", &o.error);
+        json::field_u64(&mut r, "refusedRequests", self.refused);
+        json::field_u64(&mut r, "droppedRecords", self.dropped);
+        r.push(b'}');
+        let held: Vec<Vec<u8>> = self.held.iter().cloned().collect();
+        let mut all: Vec<&[u8]> = vec![&r];
+        all.extend(held.iter().map(Vec::as_slice));
+        // The file may be gone or replaced: reopen it.
+        if let Ok(f) = open_append(&self.dir.join(files::name(self.index))) {
+            if let Ok(m) = f.metadata() {
+                if let Some(s) = &self.syncer {
+                    let _ = s.switch(&f);
+                }
+                self.len = m.len();
+                self.file = f;
+            }
+        }
+        match self.write_records(&all) {
+            Ok(()) => {
+                tracing::info!(
+                    refused = self.refused,
+                    dropped = self.dropped,
+                    written_from_memory = self.held.len(),
+                    "the audit log is writable again"
+                );
+                self.outage = None;
+                self.held.clear();
+                self.dropped = 0;
+                self.refused = 0;
+                metrics::gauge!("kmsd_audit_buffered_records").set(0.0);
+                self.shared.writable.store(true, Ordering::Relaxed);
+            }
+            Err(_) => metrics::counter!("kmsd_audit_write_failures_total").increment(1),
+        }
+    }
+
+    /// Seals the full file and starts the next one: its first record
+    /// carries the hash of this file's last (the seal).
+    fn rotate(&mut self) {
+        if let Err(e) = self.seal("rotation") {
+            return self.fail(e);
+        }
+        let next = self.index + 1;
+        match open_append(&self.dir.join(files::name(next))) {
+            Ok(f) => {
+                if let Some(s) = &self.syncer {
+                    if let Err(e) = s.switch(&f) {
+                        return self.fail(e);
+                    }
+                }
+                self.file = f;
+                self.index = next;
+                self.len = 0;
+                // The new file's name must survive a crash.
+                if let Ok(d) = File::open(&self.dir) {
+                    let _ = d.sync_all();
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+fn release(batch: &mut Vec<Pending>) {
+    for p in batch.drain(..) {
+        if let Some((reply, answer)) = p.answer {
+            reply.send(answer);
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! The audit log end to end: the real daemon, its real log files, the real
+//! `kmsctl audit verify`, a real full file system (tmpfs) and a real kill -9.
+
+use super::support::Daemon;
+use kms_proto::client::ClientError;
+use kms_proto::{ErrorKind, GenerateDataKey, Operation};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// Every line of every log file, in order.
+fn lines(dir: &Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn records(dir: &Path) -> Vec<serde_json::Value> {
+    lines(dir)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn audit_dir(d: &Daemon) -> PathBuf {
+    d.data_dir.join("audit")
+}
+
+fn verify(d: &Daemon, dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["audit", "verify", "--dir", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    d.kmsctl(&args, None)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Waits (bounded) until the records are in the files: a record is written
+/// before its answer, so this only waits for the seals that follow.
+fn wait_for(dir: &Path, what: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = records(dir);
+        if what(&r) || Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_request_is_recorded_with_its_outcome_and_never_a_secret() {
+    let d = Daemon::start(&[]);
+    let mut c = d.client();
+    let key = c.create_key("audited").unwrap().key_id;
+    let secret = b"the plaintext nobody may log 0123456789";
+    let ctx = [("purpose", "audit-test")];
+    let e = c.encrypt(&key, secret, &ctx).unwrap();
+    let p = c.decrypt(&e.ciphertext_blob, None, &ctx).unwrap();
+    assert_eq!(p.plaintext.expose(), secret);
+    let dk = c.generate_data_key(&key, 32, &[]).unwrap();
+    // A batch of alike items and one that fails.
+    let gdk = |k: &'static str| {
+        Operation::GenerateDataKey(GenerateDataKey {
+            key_id: k,
+            number_of_bytes: Some(32),
+            ..Default::default()
+        })
+    };
+    let key_static: &'static str = Box::leak(key.clone().into_boxed_str());
+    let mut batch: Vec<_> = (0..100).map(|_| gdk(key_static)).collect();
+    batch.push(gdk("alias/none-such"));
+    let out = c.batch(batch).unwrap();
+    assert_eq!(out.len(), 101);
+    // Refused: a key that does not exist, and a frame that does not decode.
+    let err = c.describe_key("alias/missing").unwrap_err();
+    assert!(
+        matches!(err, ClientError::Kms(ref e) if e.kind == ErrorKind::NotFound),
+        "{err:?}"
+    );
+    {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let junk = [12u8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        s.write_all(&junk).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+    }
+    let dir = audit_dir(&d);
+    let r = records(&dir);
+    let named = |n: &str| r.iter().filter(|v| v["eventName"] == n).collect::<Vec<_>>();
+    let ck = named("CreateKey");
+    assert_eq!(ck.len(), 1);
+    assert_eq!(ck[0]["readOnly"], false);
+    assert_eq!(ck[0]["resources"][0]["type"], "AWS::KMS::Key");
+    let enc = &named("Encrypt")[0];
+    assert_eq!(enc["requestParameters"]["keyId"], key.as_str());
+    assert_eq!(
+        enc["requestParameters"]["encryptionContext"]["purpose"],
+        "audit-test"
+    );
+    assert_eq!(enc["eventSource"], "kms.amazonaws.com");
+    assert_eq!(enc["userIdentity"]["principalId"], "uid:0");
+    assert_eq!(enc["userIdentity"]["pid"], std::process::id());
+    assert_eq!(enc["additionalEventData"]["keyVersion"], 1);
+    assert_eq!(enc["additionalEventData"]["policyDecision"], "Allow");
+    assert!(enc["resources"][0]["ARN"].as_str().unwrap().ends_with(&key));
+    let dec = &named("Decrypt")[0];
+    assert!(dec.get("errorCode").is_none());
+    // The batch: one record, the 100 alike items one entry with a count.
+    let b: Vec<_> = named("GenerateDataKey")
+        .into_iter()
+        .filter(|v| v["additionalEventData"]["items"] == 101)
+        .collect();
+    assert_eq!(b.len(), 1, "one record per frame");
+    let entries = b[0]["additionalEventData"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0]["count"], 100);
+    assert_eq!(entries[1]["count"], 1);
+    assert_eq!(entries[1]["errorCode"], "NotFoundException");
+    assert_eq!(entries[1]["additionalEventData"], serde_json::Value::Null);
+    assert_eq!(entries[1]["aliasUsed"], "alias/none-such");
+    let nf = named("DescribeKey");
+    assert_eq!(nf[0]["errorCode"], "NotFoundException");
+    let bad = named("Unknown");
+    assert_eq!(bad.len(), 1, "the undecodable frame");
+    assert!(bad[0]["errorCode"].is_string());
+    // Never a secret: the plaintext, the data key, the ciphertexts, in
+    // any usual encoding.
+    let all = lines(&dir).join("\n");
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    assert!(
+        !all.contains(std::str::from_utf8(secret).unwrap()),
+        "plaintext in the log"
+    );
+    for s in [
+        &secret[..],
+        dk.plaintext.expose(),
+        &dk.ciphertext_blob,
+        &e.ciphertext_blob,
+    ] {
+        for enc in [hex::encode(s), b64.encode(s)] {
+            assert!(
+                !all.contains(&enc[..enc.len().min(40)]),
+                "a secret in the log"
+            );
+        }
+    }
+    // A request's answer waited for its record: the chain verifies, with the
+    // daemon's seals and head.
+    let o = verify(&d, &dir, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// A copy of the log to tamper with.
+fn copy_of(dir: &Path, to: &Path) -> PathBuf {
+    let dst = to.join(format!("copy-{}", rand_suffix()));
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The only log file of `dir`, as lines; written back with `f` applied.
+fn edit(dir: &Path, f: impl FnOnce(&mut Vec<String>)) {
+    let path = dir.join("audit-000001.jsonl");
+    let mut l: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    f(&mut l);
+    let mut s = l.join("\n");
+    s.push('\n');
+    std::fs::write(&path, s).unwrap();
+}
+
+/// A change to a log file's lines.
+type Tamper = Box<dyn FnOnce(&mut Vec<String>)>;
+
+fn sha(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+#[test]
+fn verify_fails_naming_the_record_on_edited_deleted_reordered_truncated_and_rewritten_logs() {
+    let d = Daemon::start(&[]);
+    let mut c = d.client();
+    let key = c.create_key("chain").unwrap().key_id;
+    for i in 0..20 {
+        c.encrypt(&key, format!("m{i}").as_bytes(), &[]).unwrap();
+    }
+    let dir = audit_dir(&d);
+    // Sealed after the last request (the interval seal), so that a
+    // rewritten chain meets a seal it cannot make.
+    wait_for(&dir, |r| {
+        r.last().is_some_and(|v| {
+            v["eventName"] == "AuditSeal" && v["sequenceNumber"].as_u64() > Some(22)
+        })
+    });
+    let work = tempfile::tempdir().unwrap();
+    let clean = verify(&d, &copy_of(&dir, work.path()), &[]);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+    let n = lines(&dir).len();
+    assert!(n >= 22, "{n} lines");
+    // Line 10 of the file (sequenceNumber 10).
+    let cases: Vec<(&str, Tamper, &str)> = vec![
+        (
+            "edited",
+            Box::new(|l| l[9] = l[9].replace("\"Encrypt\"", "\"Decrypt\"")),
+            "line 10 (sequenceNumber 10)",
+        ),
+        (
+            "deleted",
+            Box::new(|l| {
+                l.remove(9);
+            }),
+            "line 10 (sequenceNumber 11)",
+        ),
+        (
+            "reordered",
+            Box::new(|l| l.swap(9, 10)),
+            "line 10 (sequenceNumber 11)",
+        ),
+        (
+            "truncated",
+            Box::new(|l| {
+                l.truncate(l.len() - 3);
+            }),
+            "cut off",
+        ),
+        (
+            "rewritten",
+            Box::new(|l| {
+                // Every record re-hashed after an edit: a consistent chain
+                // whose seals the attacker cannot make.
+                l[9] = l[9].replace("\"Encrypt\"", "\"Decrypt\"");
+                for i in 10..l.len() {
+                    let prev = sha(&l[i - 1]);
+                    let v: serde_json::Value = serde_json::from_str(&l[i]).unwrap();
+                    let old = v["previousHash"].as_str().unwrap().to_owned();
+                    l[i] = l[i].replace(&old, &prev);
+                }
+            }),
+            "seal is not one the daemon's seal key made",
+        ),
+    ];
+    for (what, f, names) in cases {
+        let copy = copy_of(&dir, work.path());
+        edit(&copy, f);
+        let o = verify(&d, &copy, &[]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{what}: {t}");
+        assert!(t.contains("first bad record"), "{what}: {t}");
+        assert!(t.contains(names), "{what}: {t}");
+    }
+    // The unsealed tail edited and re-hashed: only the head catches it.
+    let copy = copy_of(&dir, work.path());
+    edit(&copy, |l| {
+        let last = l.len() - 1;
+        let edited = l[last].replacen("\"readOnly\":true", "\"readOnly\":false", 1);
+        assert_ne!(edited, l[last]);
+        l[last] = edited;
+    });
+    let o = verify(&d, &copy, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn the_chain_survives_kill_9_and_a_torn_record_is_reported_as_torn() {
+    let mut d = Daemon::start(&[]);
+    let key = d.client().create_key("crash").unwrap().key_id;
+    d.client().encrypt(&key, b"x", &[]).unwrap();
+    d.kill();
+    let dir = audit_dir(&d);
+    let before = records(&dir);
+    let last_seq = before.last().unwrap()["sequenceNumber"].as_u64().unwrap();
+    // What a crash mid-write leaves: a record cut short.
+    let file = dir.join("audit-000001.jsonl");
+    let torn = "{\"eventVersion\":\"1.08\",\"eventTime\":\"2026";
+    let offset = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, torn.as_bytes()))
+        .unwrap();
+    let o = verify(&d, &dir, &["--offline"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("torn"), "{}", text(&o));
+    d.restart();
+    d.client().encrypt(&key, b"y", &[]).unwrap();
+    let l = lines(&dir);
+    let r: Vec<serde_json::Value> = l
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let rec = r
+        .iter()
+        .find(|v| v["eventName"] == "AuditLogRecovered")
+        .expect("a recovery record");
+    let t = &rec["additionalEventData"]["tornRecord"];
+    assert_eq!(t["offset"], offset);
+    assert_eq!(t["length"], torn.len());
+    assert_eq!(t["sha256"], sha(torn));
+    assert_eq!(rec["sequenceNumber"], last_seq + 1, "the chain continues");
+    assert!(l.iter().any(|x| x == torn), "the torn bytes are kept");
+    let o = verify(&d, &dir, &[]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(text(&o).contains("torn by a crash"), "{}", text(&o));
+    assert!(text(&o).contains("chain whole"), "{}", text(&o));
+}
+
+#[test]
+fn rotation_keeps_the_chain_across_files() {
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("kmsd.toml");
+    std::fs::write(&path, "[audit]\nmax_file_bytes = 4096\n").unwrap();
+    let d = Daemon::start(&["--config", path.to_str().unwrap()]);
+    let mut c = d.client();
+    let key = c.create_key("rotate").unwrap().key_id;
+    for i in 0..60 {
+        c.encrypt(&key, format!("m{i}").as_bytes(), &[]).unwrap();
+    }
+    let dir = audit_dir(&d);
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert!(files >= 3, "{files} files");
+    let o = verify(&d, &dir, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // A whole file removed from the middle is caught.
+    let work = tempfile::tempdir().unwrap();
+    let copy = copy_of(&dir, work.path());
+    std::fs::remove_file(copy.join("audit-000002.jsonl")).unwrap();
+    let o = verify(&d, &copy, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("audit-000003.jsonl line 1"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A small tmpfs of our own (root only: the tests run as root here and in
+/// CI), unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount");
+        assert!(
+            st.success(),
+            "mount -t tmpfs failed: the audit fault tests need root"
+        );
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn fail_closed_refuses_requests_while_the_log_cannot_be_written_and_recovers() {
+    let fs = Tmpfs::mount("1m");
+    let audit = fs.0.path().join("audit");
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("kmsd.toml");
+    std::fs::write(
+        &path,
+        format!("[audit]\ndirectory = \"{}\"\n", audit.display()),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&["--config", path.to_str().unwrap()]);
+    let mut c = d.client();
+    let key = c.create_key("full").unwrap().key_id;
+    c.encrypt(&key, b"before", &[]).unwrap();
+    // Fill the file system.
+    let filler = fs.0.path().join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=1000"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    // The file's last page may still have room for a few records: the
+    // first refusal comes within a few requests, and nothing else fails.
+    let mut answered = 0;
+    let err = loop {
+        match c.encrypt(&key, b"refused", &[]) {
+            Ok(_) => answered += 1,
+            Err(e) => break e,
+        }
+        assert!(answered < 1000, "never refused on a full file system");
+    };
+    let ClientError::Kms(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(e.kind, ErrorKind::ServiceUnavailable, "{e}");
+    assert!(e.message.contains("audit log"), "{e}");
+    // Refused at once while it stays full, unrun.
+    let err = c.create_key("not made").unwrap_err();
+    assert!(matches!(err, ClientError::Kms(ref e) if e.kind == ErrorKind::ServiceUnavailable));
+    // Room again: answered again within a few retries.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.encrypt(&key, b"after", &[]) {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("not recovered: {e:?}\n{}", d.log()),
+        }
+    }
+    let r = wait_for(&audit, |r| {
+        r.iter().any(|v| v["eventName"] == "AuditLogUnavailable")
+    });
+    let out = r
+        .iter()
+        .find(|v| v["eventName"] == "AuditLogUnavailable")
+        .expect("the outage is recorded");
+    assert!(
+        out["additionalEventData"]["refusedRequests"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    // No key was made while refused.
+    let keys = c.list_keys(100, None).unwrap();
+    assert_eq!(keys.keys.len(), 1);
+    let o = verify(&d, &audit, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    d.stop();
+}
