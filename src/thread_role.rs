@@ -29,7 +29,6 @@ pub fn enter_io() {
     ROLE.set(Role::Io);
 }
 
-#[cfg(any(test, feature = "internals"))]
 /// The calling thread's role.
 pub fn current() -> Role {
     ROLE.get()

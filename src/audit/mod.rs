@@ -109,23 +109,25 @@ impl AuditLog {
         self.fail_closed && !self.shared.writable.load(Ordering::Relaxed)
     }
 
-    /// Hands a record (and its held answer) to the writer. Waits only when
-    /// the writer's queue is full (the disk is slower than the requests):
-    /// the back-pressure of "no record, no answer".
+    /// Hands a record (and its held answer) to the writer. When the
+    /// writer's queue is full (the disk is slower than the requests), a
+    /// thread that may block waits for room: the back-pressure of "no
+    /// record, no answer". An I/O thread never waits: the record goes to a
+    /// thread of the rayon pool that does (its answer waits with it; the
+    /// connection's in-flight permits bound how many do).
     pub fn submit(&self, p: Pending) {
         match self.tx.try_send(Entry::Record(p)) {
             Ok(()) => {}
             Err(crossbeam_channel::TrySendError::Full(e)) => {
-                let _ = self.tx.send(e);
-            }
-            Err(crossbeam_channel::TrySendError::Disconnected(Entry::Record(p))) => {
-                // The writer has stopped (shutdown): the answer cannot be
-                // recorded, so it is not given.
-                if let Some((reply, _)) = p.answer {
-                    reply.send(writer::unavailable_answer(p.request_id, "the audit log is closed"));
+                metrics::counter!("kmsd_audit_queue_full_total").increment(1);
+                if crate::thread_role::current() == crate::thread_role::Role::Io {
+                    let tx = self.tx.clone();
+                    rayon::spawn(move || send_blocking(&tx, e));
+                } else {
+                    send_blocking(&self.tx, e);
                 }
             }
-            Err(crossbeam_channel::TrySendError::Disconnected(Entry::Stop)) => {}
+            Err(crossbeam_channel::TrySendError::Disconnected(e)) => closed(e),
         }
     }
 
@@ -153,6 +155,23 @@ impl AuditLog {
 impl Drop for AuditLog {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Waits for room in the writer's queue.
+fn send_blocking(tx: &crossbeam_channel::Sender<Entry>, e: Entry) {
+    if let Err(crossbeam_channel::SendError(e)) = tx.send(e) {
+        closed(e);
+    }
+}
+
+/// The writer has stopped (shutdown): the answer cannot be recorded, so
+/// it is not given.
+fn closed(e: Entry) {
+    if let Entry::Record(p) = e {
+        if let Some((reply, _)) = p.answer {
+            reply.send(writer::unavailable_answer(p.request_id, "the audit log is closed"));
+        }
     }
 }
 
