@@ -69,3 +69,75 @@ fn too_many_seals_are_a_validation_error() {
     };
     assert_eq!(e.kind, ErrorKind::Validation);
 }
+
+// ------------------------------------------------------------- golden frames
+
+/// kmsd's own operations of issue 13 (GetStatus, VerifyAuditSeals), their
+/// requests in one batch and their answers in another, pinned byte for
+/// byte in `proto/tests/golden/own/` (the union tags 39 and 40 with them).
+/// After an intended, compatible change: `KMS_UPDATE_GOLDEN=1 cargo test
+/// -p kms-proto --test audit golden`.
+#[test]
+fn golden_frames_of_kmsds_own_operations() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/own");
+    let check = |name: &str, wire: &[u8]| {
+        let path = dir.join(name);
+        if std::env::var_os("KMS_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, wire).unwrap();
+            return;
+        }
+        let want = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; write it with KMS_UPDATE_GOLDEN=1 cargo test -p kms-proto --test audit golden",
+                path.display()
+            )
+        });
+        assert!(
+            want == wire,
+            "{name}: the encoding changed (the wire format is pinned)"
+        );
+    };
+    let request = Request {
+        request_id: 77,
+        body: RequestBody::Batch(vec![
+            Ok(Operation::GetStatus(GetStatus)),
+            Ok(Operation::VerifyAuditSeals(VerifyAuditSeals { seals: seals(2) })),
+        ]),
+    };
+    let mut wire = Vec::new();
+    encode_request(&mut FlatBufferBuilder::new(), &request, &mut wire);
+    check("request_batch.bin", &wire);
+    assert_eq!(
+        decode_request(&wire[4..], &DecodeLimits::default()).unwrap(),
+        request
+    );
+    let response = Response {
+        request_id: 77,
+        body: ResponseBody::Batch(vec![
+            Ok(Output::GetStatus(GetStatusOutput {
+                version: "0.1.0".into(),
+                uptime_ms: 1_234,
+                metrics: vec![MetricSample {
+                    name: "kmsd_requests_total".into(),
+                    kind: MetricKind::Counter,
+                    labels: vec![("operation".into(), "Encrypt".into())],
+                    value: 3.0,
+                    ..MetricSample::default()
+                }],
+            })),
+            Ok(Output::VerifyAuditSeals(VerifyAuditSealsOutput {
+                valid: vec![true, false],
+                head_seq: 42,
+                head_hash: [9; 32],
+            })),
+        ]),
+    };
+    let mut wire = Vec::new();
+    encode_response(&mut FlatBufferBuilder::new(), &response, &mut wire);
+    check("response_batch.bin", &wire);
+    assert_eq!(
+        kms_proto::codec::decode_response(&wire[4..], 1 << 20).unwrap(),
+        response
+    );
+}
