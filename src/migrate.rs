@@ -71,55 +71,50 @@ pub fn migrate_root(
         to.kind(),
         &target_check,
         |id, version, wrapped| {
-            let key = crate::service::format_key_id(id);
-            let root_err = |what| {
-                let key = key.clone();
-                move |source| MigrateError::Root {
-                    what,
-                    key,
-                    version,
-                    source,
-                }
-            };
-            let material = from
-                .unwrap(wrapped)
-                .map_err(root_err("unwrapping with the old root"))?;
-            let rewrapped = to
-                .wrap(&material)
-                .map_err(root_err("wrapping with the new root"))?;
-            let back = to
-                .unwrap(&rewrapped)
-                .map_err(root_err("checking with the new root"))?;
-            if back.expose() != material.expose() {
-                return Err(MigrateError::Mismatch(key, version));
-            }
-            Ok(rewrapped)
+            rewrap(
+                from,
+                to,
+                wrapped,
+                crate::service::format_key_id(id),
+                version,
+            )
         },
-        |wrapped| {
-            // The audit log's seal key: the same unwrap, wrap, check.
-            let root_err = |what| {
-                move |source| MigrateError::Root {
-                    what,
-                    key: "audit seal key".into(),
-                    version: 0,
-                    source,
-                }
-            };
-            let material = from
-                .unwrap(wrapped)
-                .map_err(root_err("unwrapping with the old root"))?;
-            let rewrapped = to
-                .wrap(&material)
-                .map_err(root_err("wrapping with the new root"))?;
-            let back = to
-                .unwrap(&rewrapped)
-                .map_err(root_err("checking with the new root"))?;
-            if back.expose() != material.expose() {
-                return Err(MigrateError::Mismatch("audit seal key".into(), 0));
-            }
-            Ok(rewrapped)
-        },
+        // The audit log's seal key: the same unwrap, wrap, check.
+        |wrapped| rewrap(from, to, wrapped, "audit seal key".into(), 0),
     )
+}
+
+/// Unwraps `wrapped` with `from`, wraps it with `to`, and checks that `to`
+/// gives the same material back; `key` and `version` name it in errors.
+fn rewrap(
+    from: &dyn RootOfTrust,
+    to: &dyn RootOfTrust,
+    wrapped: &[u8],
+    key: String,
+    version: u32,
+) -> Result<Vec<u8>, MigrateError> {
+    let root_err = |what| {
+        let key = key.clone();
+        move |source| MigrateError::Root {
+            what,
+            key,
+            version,
+            source,
+        }
+    };
+    let material = from
+        .unwrap(wrapped)
+        .map_err(root_err("unwrapping with the old root"))?;
+    let rewrapped = to
+        .wrap(&material)
+        .map_err(root_err("wrapping with the new root"))?;
+    let back = to
+        .unwrap(&rewrapped)
+        .map_err(root_err("checking with the new root"))?;
+    if back.expose() != material.expose() {
+        return Err(MigrateError::Mismatch(key, version));
+    }
+    Ok(rewrapped)
 }
 
 #[cfg(test)]

@@ -102,7 +102,9 @@ fn golden_frames_of_kmsds_own_operations() {
         request_id: 77,
         body: RequestBody::Batch(vec![
             Ok(Operation::GetStatus(GetStatus)),
-            Ok(Operation::VerifyAuditSeals(VerifyAuditSeals { seals: seals(2) })),
+            Ok(Operation::VerifyAuditSeals(VerifyAuditSeals {
+                seals: seals(2),
+            })),
         ]),
     };
     let mut wire = Vec::new();

@@ -9,65 +9,38 @@
 //! burst is one second's worth). `kmsd` is the default: three classes sized
 //! for a local daemon.
 
-/// Every operation kmsd serves, by AWS's (or kmsd's own) name. An
-/// operation's quota slot is its index here, found at compile time
-/// ([`op_index`]), so that the data path looks nothing up by name.
-pub const OPERATIONS: &[&str] = &[
-    // Symmetric cryptographic operations.
+/// Every operation kmsd serves, by AWS's (or kmsd's own) name, in the
+/// protocol's order: an operation's quota slot is its index there, found at
+/// compile time ([`op_index`]), so that the data path looks nothing up by
+/// name.
+pub const OPERATIONS: &[&str] = &kms_proto::Operation::NAMES;
+
+/// How many operations [`OPERATIONS`] has.
+pub const OPERATION_COUNT: usize = OPERATIONS.len();
+
+/// AWS's symmetric cryptographic operations (one shared quota).
+const CRYPTOGRAPHIC: &[&str] = &[
     "Encrypt",
     "Decrypt",
     "ReEncrypt",
     "GenerateDataKey",
     "GenerateDataKeyWithoutPlaintext",
     "GenerateRandom",
-    // Management: reads.
-    "DescribeKey",
-    "ListKeys",
-    "ListAliases",
-    "ListResourceTags",
-    "GetKeyRotationStatus",
-    "ListKeyRotations",
-    "GetKeyPolicy",
-    "ListKeyPolicies",
-    "ListGrants",
-    "ListRetirableGrants",
-    // Management: writes.
-    "CreateKey",
-    "UpdateKeyDescription",
-    "TagResource",
-    "UntagResource",
-    "CreateAlias",
-    "UpdateAlias",
-    "DeleteAlias",
-    "EnableKey",
-    "DisableKey",
-    "ScheduleKeyDeletion",
-    "CancelKeyDeletion",
-    "EnableKeyRotation",
-    "DisableKeyRotation",
-    "RotateKeyOnDemand",
-    "GetParametersForImport",
-    "ImportKeyMaterial",
-    "DeleteImportedKeyMaterial",
-    "PutKeyPolicy",
-    "CreateGrant",
-    "RetireGrant",
-    "RevokeGrant",
-    // kmsd's own.
-    "WhoAmI",
-    "GetStatus",
-    "VerifyAuditSeals",
 ];
 
-/// How many operations [`OPERATIONS`] has.
-pub const OPERATION_COUNT: usize = OPERATIONS.len();
+/// kmsd's own operations (no AWS quota).
+const KMSD_OWN_OPS: &[&str] = &["WhoAmI", "GetStatus", "VerifyAuditSeals"];
 
-const CRYPTO_END: usize = 6;
-const READS_END: usize = 16;
-const WRITES_END: usize = 37;
+/// Management operations that only read (`kmsd` profile's
+/// `management-read`); every other one writes. GetParametersForImport
+/// makes and stores a wrapping key pair: a write.
+fn reads(op: &str) -> bool {
+    (op.starts_with("Describe") || op.starts_with("List") || op.starts_with("Get"))
+        && op != "GetParametersForImport"
+}
 
 /// The index of `name` in [`OPERATIONS`]; a compile-time error for a name
-/// that is not there (an operation added without a quota class).
+/// that is not there.
 pub const fn op_index(name: &str) -> usize {
     let mut i = 0;
     while i < OPERATIONS.len() {
@@ -76,7 +49,7 @@ pub const fn op_index(name: &str) -> usize {
         }
         i += 1;
     }
-    panic!("an operation missing from quota::profiles::OPERATIONS");
+    panic!("an operation missing from kms_proto::Operation::NAMES");
 }
 
 const fn str_eq(a: &str, b: &str) -> bool {
@@ -132,12 +105,15 @@ pub fn kmsd() -> Profile {
         spec(KMSD_OWN.0, KMSD_OWN.1),
     ];
     let mut op_class = [0u16; OPERATION_COUNT];
-    for (i, c) in op_class.iter_mut().enumerate() {
-        *c = match i {
-            i if i < CRYPTO_END => 0,
-            i if i < READS_END => 1,
-            i if i < WRITES_END => 2,
-            _ => 3,
+    for (c, op) in op_class.iter_mut().zip(OPERATIONS) {
+        *c = if CRYPTOGRAPHIC.contains(op) {
+            0
+        } else if KMSD_OWN_OPS.contains(op) {
+            3
+        } else if reads(op) {
+            1
+        } else {
+            2
         };
     }
     Profile { classes, op_class }
@@ -184,14 +160,20 @@ fn aws_management_rate(op: &str) -> f64 {
 pub fn aws(region: Option<&str>) -> Profile {
     let mut classes = vec![spec("cryptographic", aws_symmetric_rate(region))];
     let mut op_class = [0u16; OPERATION_COUNT];
-    for (i, op) in OPERATIONS.iter().enumerate().take(WRITES_END).skip(CRYPTO_END) {
+    let management = OPERATIONS
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| !CRYPTOGRAPHIC.contains(op) && !KMSD_OWN_OPS.contains(op));
+    for (i, op) in management {
         op_class[i] = classes.len() as u16;
         classes.push(spec(op, aws_management_rate(op)));
     }
     let own = classes.len() as u16;
     classes.push(spec(KMSD_OWN.0, KMSD_OWN.1));
-    for c in op_class.iter_mut().skip(WRITES_END) {
-        *c = own;
+    for (c, op) in op_class.iter_mut().zip(OPERATIONS) {
+        if KMSD_OWN_OPS.contains(op) {
+            *c = own;
+        }
     }
     Profile { classes, op_class }
 }
@@ -216,8 +198,18 @@ mod tests {
                 assert!((*c as usize) < p.classes.len(), "{}", OPERATIONS[i]);
             }
         }
-        assert_eq!(op_index("Encrypt"), 0);
+        assert_eq!(OPERATIONS[op_index("Encrypt")], "Encrypt");
         assert_eq!(op_index("VerifyAuditSeals"), OPERATION_COUNT - 1);
+        // The kmsd profile's classes, by what each operation does.
+        let p = kmsd();
+        let class = |op: &str| p.classes[p.op_class[op_index(op)] as usize].name.as_str();
+        assert_eq!(class("GenerateRandom"), "cryptographic");
+        assert_eq!(class("ListRetirableGrants"), "management-read");
+        assert_eq!(class("GetKeyPolicy"), "management-read");
+        assert_eq!(class("GetParametersForImport"), "management-write");
+        assert_eq!(class("CreateGrant"), "management-write");
+        assert_eq!(class("RevokeGrant"), "management-write");
+        assert_eq!(class("GetStatus"), "kmsd");
     }
 
     #[test]
