@@ -544,7 +544,7 @@ fn batch(
         if let Err(e) = oc {
             error(out, e);
         }
-        kmsd_fields(out, op, &note);
+        kmsd_fields(out, op, note);
         out.push(b'}');
     }
     out.push(b']');
