@@ -11,6 +11,9 @@
 # the victim (uid 2002, default quota) sends GenerateDataKey at 10,000
 # requests a second, open loop, so its latency counts from each request's
 # intended send time. Each run's JSON summary is kept in target/fairness/.
+# FAIRNESS_CONFIG (TOML) is appended to the daemon's config, e.g.
+# FAIRNESS_CONFIG=$'[audit]\nenabled = false' to see what the audit log
+# adds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -47,6 +50,8 @@ principal = "uid:2001"
 class = "cryptographic"
 rate = 20000.0
 burst = 2000.0
+
+${FAIRNESS_CONFIG:-}
 CONF
 socket=$dir/s/kmsd.sock
 KMSD_LOG=warn "$bin/kmsd" serve --socket "$socket" --data-dir "$dir/data" \

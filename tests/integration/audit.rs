@@ -343,7 +343,9 @@ fn the_chain_survives_kill_9_and_a_torn_record_is_reported_as_torn() {
 fn rotation_keeps_the_chain_across_files() {
     let conf = tempfile::tempdir().unwrap();
     let path = conf.path().join("kmsd.toml");
-    std::fs::write(&path, "[audit]\nmax_file_bytes = 4096\n").unwrap();
+    // Seals every 3 records too: interval seals (synced by the sync
+    // thread, not the writer) between rotations' seals.
+    std::fs::write(&path, "[audit]\nmax_file_bytes = 4096\nseal_records = 3\n").unwrap();
     let d = Daemon::start(&["--config", path.to_str().unwrap()]);
     let mut c = d.client();
     let key = c.create_key("rotate").unwrap().key_id;
@@ -353,6 +355,14 @@ fn rotation_keeps_the_chain_across_files() {
     let dir = audit_dir(&d);
     let files = std::fs::read_dir(&dir).unwrap().count();
     assert!(files >= 3, "{files} files");
+    let log: String = (1..=files)
+        .map(|i| std::fs::read_to_string(dir.join(format!("audit-{i:06}.jsonl"))).unwrap())
+        .collect();
+    let interval_seals = log.matches(r#""reason":"interval""#).count();
+    assert!(
+        interval_seals >= 5,
+        "{interval_seals} interval seals:\n{log}"
+    );
     let o = verify(&d, &dir, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // A whole file removed from the middle is caught.
