@@ -479,3 +479,90 @@ fn fail_closed_refuses_requests_while_the_log_cannot_be_written_and_recovers() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     d.stop();
 }
+
+/// Refusals are recorded like any other outcome: a caller without a
+/// policy gets AccessDeniedException and its record names the caller and
+/// the decision; items past a quota are ThrottlingException in the batch's
+/// record, beside the ones that ran.
+#[test]
+fn refusals_by_policy_and_by_quota_are_recorded_with_the_caller_and_decision() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("kmsd.toml");
+    std::fs::write(
+        &path,
+        "[transport]\nsocket_mode = 0o666\n\n[[quotas.limit]]\nprincipal = \"uid:0\"\nclass = \"cryptographic\"\nrate = 0.01\nburst = 3.0\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--config", path.to_str().unwrap()]);
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mut c = d.client();
+    let key = c.create_key("refusals").unwrap().key_id;
+    // Another uid, on a thread of its own (credentials are per thread).
+    let socket = d.socket.clone();
+    let key2 = key.clone();
+    let denied = std::thread::spawn(move || {
+        let uid = rustix::process::Uid::from_raw(4242);
+        let gid = rustix::process::Gid::from_raw(4242);
+        rustix::thread::set_thread_groups(&[]).unwrap();
+        rustix::thread::set_thread_res_gid(gid, gid, gid).unwrap();
+        rustix::thread::set_thread_res_uid(uid, uid, uid).unwrap();
+        let mut other = kms_proto::client::Client::connect_expecting(
+            &socket,
+            kms_proto::peer::ServerUid::Exactly(0),
+        )
+        .unwrap();
+        other.encrypt(&key2, b"not yours", &[]).unwrap_err()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(denied.kind(), Some(ErrorKind::AccessDenied), "{denied}");
+    // Root's quota: 3 at once, then (almost) nothing: a batch of 5.
+    let ops = (0..5)
+        .map(|_| {
+            Operation::GenerateDataKey(GenerateDataKey {
+                key_id: &key,
+                number_of_bytes: Some(32),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let outcomes = c.batch(ops).unwrap();
+    let throttled = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(e) if e.kind == ErrorKind::Throttling))
+        .count();
+    assert!(throttled >= 2, "{outcomes:?}");
+    let dir = audit_dir(&d);
+    let r = records(&dir);
+    let refused = r
+        .iter()
+        .find(|x| x["userIdentity"]["uid"] == 4242)
+        .unwrap_or_else(|| panic!("no record of uid 4242: {r:?}"));
+    assert_eq!(refused["eventName"], "Encrypt");
+    assert_eq!(refused["errorCode"], "AccessDeniedException");
+    assert_eq!(refused["userIdentity"]["principalId"], "uid:4242");
+    assert_eq!(
+        refused["additionalEventData"]["policyDecision"],
+        "ImplicitDeny"
+    );
+    assert_eq!(refused["requestParameters"]["keyId"], key.as_str());
+    let batch = r
+        .iter()
+        .find(|x| x["additionalEventData"]["items"] == 5)
+        .unwrap_or_else(|| panic!("no record of the batch: {r:?}"));
+    let entries = batch["additionalEventData"]["entries"].as_array().unwrap();
+    let count = |code: Option<&str>| {
+        entries
+            .iter()
+            .filter(|e| e["errorCode"].as_str() == code)
+            .map(|e| e["count"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        count(Some("ThrottlingException")),
+        throttled as u64,
+        "{batch}"
+    );
+    assert_eq!(count(None), 5 - throttled as u64, "{batch}");
+}
