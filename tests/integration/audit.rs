@@ -566,3 +566,70 @@ fn refusals_by_policy_and_by_quota_are_recorded_with_the_caller_and_decision() {
     );
     assert_eq!(count(None), 5 - throttled as u64, "{batch}");
 }
+
+/// `on_failure = "buffer"`: while the log cannot be written, requests are
+/// still answered; their records wait in memory up to the bound, the rest
+/// are counted as dropped (in the status' metrics), and when the disk has
+/// room again the held records are written after a record of the outage,
+/// and the chain verifies.
+#[test]
+fn buffer_mode_answers_through_an_outage_and_counts_what_it_drops() {
+    let fs = Tmpfs::mount("1m");
+    let audit = fs.0.path().join("audit");
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("kmsd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[audit]\ndirectory = \"{}\"\non_failure = \"buffer\"\nbuffer_records = 20\n",
+            audit.display()
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&["--config", path.to_str().unwrap()]);
+    let mut c = d.client();
+    let key = c.create_key("buffered").unwrap().key_id;
+    let filler = fs.0.path().join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=1000"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    // Every request is answered, full disk or not.
+    for i in 0..100 {
+        c.encrypt(&key, format!("m{i}").as_bytes(), &[])
+            .unwrap_or_else(|e| panic!("request {i} refused in buffer mode: {e}"));
+    }
+    // More records than the buffer holds: some were dropped, and counted.
+    let metric = |name: &str| -> f64 {
+        let out = d.kmsctl(&["--json", "status"], None);
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["Name"] == name)
+            .map_or(0.0, |m| m["Value"].as_f64().unwrap())
+    };
+    assert!(metric("kmsd_audit_dropped_records_total") >= 1.0);
+    assert!(metric("kmsd_audit_buffered_records") >= 1.0);
+    std::fs::remove_file(&filler).unwrap();
+    let r = wait_for(&audit, |r| {
+        r.iter().any(|v| v["eventName"] == "AuditRecordsDropped")
+    });
+    let outage = r
+        .iter()
+        .find(|v| v["eventName"] == "AuditRecordsDropped")
+        .unwrap_or_else(|| panic!("no outage record:\n{}", d.log()));
+    let dropped = outage["additionalEventData"]["droppedRecords"]
+        .as_u64()
+        .unwrap();
+    assert!(dropped >= 1, "{outage}");
+    // The held records follow it: the last request's record is there.
+    let last = r.iter().filter(|v| v["eventName"] == "Encrypt").count();
+    assert!(last >= 20, "{last} Encrypt records written");
+    let o = verify(&d, &audit, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    d.stop();
+}
