@@ -633,3 +633,100 @@ fn buffer_mode_answers_through_an_outage_and_counts_what_it_drops() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     d.stop();
 }
+
+/// `kmsctl audit tail`: the last N records (raw with `--json`, a summary
+/// line each without), and with `--follow` the new ones as they are
+/// written, across a rotation.
+#[test]
+fn audit_tail_prints_the_last_records_and_follows_new_ones_across_rotations() {
+    use std::io::BufRead as _;
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("kmsd.toml");
+    std::fs::write(&path, "[audit]\nmax_file_bytes = 4096\n").unwrap();
+    let d = Daemon::start(&["--config", path.to_str().unwrap()]);
+    let mut c = d.client();
+    let key = c.create_key("tailed").unwrap().key_id;
+    c.encrypt(&key, b"one", &[]).unwrap();
+    let dir = audit_dir(&d);
+    let dir_arg = dir.to_str().unwrap();
+    let o = d.kmsctl(
+        &["audit", "tail", "--dir", dir_arg, "-n", "3", "--json"],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines.iter().any(|v| v["eventName"] == "Encrypt"),
+        "the last records include the Encrypt: {out}"
+    );
+    let o = d.kmsctl(&["audit", "tail", "--dir", dir_arg, "-n", "2"], None);
+    assert!(o.status.success(), "{}", text(&o));
+    let summary = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(summary.lines().count(), 2, "{summary}");
+    // --follow: new records as they come, through several rotations
+    // (4 KiB files: a few records each). `-n 1` prints the last record
+    // first: once it is read, kmsctl is following the end of the log.
+    /// Kills the follower however the test ends (it never exits itself,
+    /// and it holds the test's stderr).
+    struct Follower(std::process::Child);
+    impl Drop for Follower {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Follower(
+        std::process::Command::new(super::support::kmsctl_bin())
+            .args([
+                "audit", "tail", "--dir", dir_arg, "-n", "1", "--json", "--follow",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("no line from kmsctl audit tail --follow ({what}): {e}"))
+    };
+    next("the last record");
+    let files_before = std::fs::read_dir(&dir).unwrap().count();
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            c.encrypt(&key, b"followed", &[("n", &i.to_string())])
+                .unwrap();
+            i.to_string()
+        })
+        .collect();
+    assert!(
+        std::fs::read_dir(&dir).unwrap().count() > files_before,
+        "rotated"
+    );
+    let mut seen = Vec::new();
+    while seen.len() < ids.len() {
+        let line = next(&format!("after {seen:?}"));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["eventName"] == "Encrypt" {
+            if let Some(n) = v["requestParameters"]["encryptionContext"]["n"].as_str() {
+                seen.push(n.to_owned());
+            }
+        }
+    }
+    drop(child);
+    assert_eq!(seen, ids, "every new record, in order");
+}
