@@ -403,12 +403,23 @@ pub fn tail(dir: &Path, n: usize, json: bool, follow: bool) -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout().lock();
-    // The last n lines, from the newest files backwards.
+    // The last n lines, from the newest files backwards. Following starts
+    // where this read of the newest file ended, not at its length later:
+    // records written meanwhile are printed, not skipped.
     let mut last: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    let mut newest_read: Option<u64> = None;
     for p in list.iter().rev() {
         let Ok(bytes) = std::fs::read(p) else {
             continue;
         };
+        let mut bytes = &bytes[..];
+        if Some(p) == list.last() {
+            // Up to its last whole line: a record being written is
+            // printed whole, by the follower.
+            let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            newest_read = Some(whole as u64);
+            bytes = &bytes[..whole];
+        }
         for l in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).rev() {
             if last.len() >= n {
                 break;
@@ -432,7 +443,7 @@ pub fn tail(dir: &Path, n: usize, json: bool, follow: bool) -> ExitCode {
         eprintln!("kmsctl: audit tail: no log files in {}", dir.display());
         return ExitCode::from(2);
     };
-    let mut pos = std::fs::metadata(&current).map_or(0, |m| m.len());
+    let mut pos = newest_read.unwrap_or(0);
     let mut partial = Vec::new();
     loop {
         let mut grew = false;
