@@ -268,22 +268,27 @@ fn named_key<'a>(op: &Operation<'a>) -> Option<&'a str> {
     })
 }
 
+/// The key identifier a request gave (a key id, key ARN, alias name or
+/// alias ARN), if it gave one (ReEncrypt: its destination).
+fn given_key<'a>(op: &Operation<'a>) -> Option<&'a str> {
+    use Operation as O;
+    match op {
+        O::GenerateDataKey(g) | O::GenerateDataKeyWithoutPlaintext(g) => Some(g.key_id),
+        O::Encrypt(e) => Some(e.key_id),
+        O::Decrypt(d) => d.key_id,
+        O::ReEncrypt(r) => Some(r.destination_key_id),
+        op => named_key(op),
+    }
+}
+
 /// The alias name a request's key identifier used, if any.
 fn alias_used<'a>(op: &Operation<'a>) -> Option<&'a str> {
-    use Operation as O;
-    let k = match op {
-        O::GenerateDataKey(g) | O::GenerateDataKeyWithoutPlaintext(g) => g.key_id,
-        O::Encrypt(e) => e.key_id,
-        O::Decrypt(d) => d.key_id?,
-        O::ReEncrypt(r) => r.destination_key_id,
-        op => named_key(op)?,
-    };
-    crate::service::access::request_alias(k)
+    crate::service::access::request_alias(given_key(op)?)
 }
 
 /// Whether the item named its key (the note's) by the key id itself.
 fn named_by_id(op: Option<&Operation<'_>>, note: &Note) -> bool {
-    let (Some(named), Some(id)) = (op.and_then(named_key), note.key) else {
+    let (Some(named), Some(id)) = (op.and_then(given_key), note.key) else {
         return false;
     };
     let mut text = [0u8; 36];

@@ -70,7 +70,8 @@ fn wait_for(dir: &Path, what: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serd
 fn every_request_is_recorded_with_its_outcome_and_never_a_secret() {
     let d = Daemon::start(&[]);
     let mut c = d.client();
-    let key = c.create_key("audited").unwrap().key_id;
+    let created = c.create_key("audited").unwrap();
+    let key = created.key_id;
     let secret = b"the plaintext nobody may log 0123456789";
     let ctx = [("purpose", "audit-test")];
     let e = c.encrypt(&key, secret, &ctx).unwrap();
@@ -88,8 +89,10 @@ fn every_request_is_recorded_with_its_outcome_and_never_a_secret() {
     let key_static: &'static str = Box::leak(key.clone().into_boxed_str());
     let mut batch: Vec<_> = (0..100).map(|_| gdk(key_static)).collect();
     batch.push(gdk("alias/none-such"));
+    let arn_static: &'static str = Box::leak(created.arn.clone().into_boxed_str());
+    batch.push(gdk(arn_static));
     let out = c.batch(batch).unwrap();
-    assert_eq!(out.len(), 101);
+    assert_eq!(out.len(), 102);
     // Refused: a key that does not exist, and a frame that does not decode.
     let err = c.describe_key("alias/missing").unwrap_err();
     assert!(
@@ -129,16 +132,22 @@ fn every_request_is_recorded_with_its_outcome_and_never_a_secret() {
     // The batch: one record, the 100 alike items one entry with a count.
     let b: Vec<_> = named("GenerateDataKey")
         .into_iter()
-        .filter(|v| v["additionalEventData"]["items"] == 101)
+        .filter(|v| v["additionalEventData"]["items"] == 102)
         .collect();
     assert_eq!(b.len(), 1, "one record per frame");
     let entries = b[0]["additionalEventData"]["entries"].as_array().unwrap();
-    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries.len(), 3, "{entries:?}");
     assert_eq!(entries[0]["count"], 100);
+    assert_eq!(entries[0]["requestParameters"]["keyId"], key.as_str());
+    // Named by its id: the ARN would only repeat it.
+    assert!(entries[0].get("resources").is_none(), "{:?}", entries[0]);
     assert_eq!(entries[1]["count"], 1);
     assert_eq!(entries[1]["errorCode"], "NotFoundException");
     assert_eq!(entries[1]["additionalEventData"], serde_json::Value::Null);
     assert_eq!(entries[1]["aliasUsed"], "alias/none-such");
+    // Named by its ARN: the key is named in `resources` too.
+    assert_eq!(entries[2]["firstItem"], 101);
+    assert_eq!(entries[2]["resources"][0]["ARN"], created.arn.as_str());
     let nf = named("DescribeKey");
     assert_eq!(nf[0]["errorCode"], "NotFoundException");
     let bad = named("Unknown");
