@@ -11,8 +11,11 @@
 //! `response` (encoding answers, the daemon's side; decoding and tallying
 //! them, the clients'), and `verify` (the limits both directions verify
 //! with). Every item is re-exported here: `kms_proto::codec::X` is the one
-//! path callers use.
+//! path callers use. [`check`] is public as a module: the checks of a
+//! request's fields that every encoding makes, with their messages (the
+//! daemon's AWS JSON decoder makes them too).
 
+pub mod check;
 mod request;
 mod response;
 mod verify;

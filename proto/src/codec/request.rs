@@ -5,7 +5,7 @@
 //! builder holding plaintext never grows.
 
 use super::{
-    expiration_model_to_wire, grant_operation_of, grant_operation_to_wire, origin_to_wire,
+    check, expiration_model_to_wire, grant_operation_of, grant_operation_to_wire, origin_to_wire,
     put_pairs, DecodeLimits, Fbb, PROTOCOL_VERSION,
 };
 use crate::error::{ErrorKind, KmsError};
@@ -13,7 +13,6 @@ use crate::frame::write_frame;
 use crate::generated as fb;
 use crate::types::*;
 use flatbuffers::{ForwardsUOffset, Vector, WIPOffset};
-use std::fmt;
 
 /// A request frame that could not be decoded at all. `request_id` is the
 /// request's when it could be read, else 0.
@@ -320,23 +319,13 @@ fn missing_union() -> KmsError {
     KmsError::validation("operation type is set but its table is missing")
 }
 
-fn required<'a>(v: Option<&'a str>, field: &str) -> Result<&'a str, KmsError> {
-    v.ok_or_else(|| KmsError::validation(format!("{field} is required")))
-}
-
 fn read_context<'a>(
     v: Option<Vector<'a, ForwardsUOffset<fb::ContextEntry<'a>>>>,
 ) -> Result<Context<'a>, KmsError> {
     let Some(v) = v else {
         return Ok(Vec::new());
     };
-    if v.len() > limits::MAX_CONTEXT_ENTRIES {
-        return Err(KmsError::validation(format!(
-            "encryption context has {} pairs; at most {} are allowed",
-            v.len(),
-            limits::MAX_CONTEXT_ENTRIES
-        )));
-    }
+    check::context_pairs(v.len())?;
     Ok(v.iter()
         .map(|e| (e.key().unwrap_or(""), e.value().unwrap_or("")))
         .collect())
@@ -368,14 +357,14 @@ fn read_create_key(r: fb::CreateKeyRequest<'_>) -> Result<Operation<'_>, KmsErro
         key_spec,
         origin,
         tags: read_tags(r.tags(), "Tags", 0)?,
-        policy: r.policy().map(check_policy).transpose()?,
+        policy: r.policy().map(check::policy).transpose()?,
         bypass_policy_lockout_safety_check: r.bypass_policy_lockout_safety_check(),
     }))
 }
 
 fn read_describe_key(r: fb::DescribeKeyRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::DescribeKey(DescribeKey {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
         grant_tokens: read_grant_tokens(r.grant_tokens())?,
     }))
 }
@@ -401,7 +390,7 @@ fn read_generate_data_key<'a>(
         other => return Err(KmsError::validation(format!("unknown KeySpec {}", other.0))),
     };
     Ok(GenerateDataKey {
-        key_id: required(key_id, "KeyId")?,
+        key_id: check::required(key_id, "KeyId")?,
         number_of_bytes: (number_of_bytes != 0).then_some(number_of_bytes),
         key_spec,
         context: read_context(context)?,
@@ -412,7 +401,7 @@ fn read_generate_data_key<'a>(
 
 fn read_encrypt(r: fb::EncryptRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::Encrypt(Encrypt {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
         plaintext: r.plaintext().map(|v| v.bytes()).unwrap_or_default(),
         context: read_context(r.encryption_context())?,
         grant_tokens: read_grant_tokens(r.grant_tokens())?,
@@ -435,185 +424,30 @@ fn read_re_encrypt(r: fb::ReEncryptRequest<'_>) -> Result<Operation<'_>, KmsErro
         ciphertext_blob: r.ciphertext_blob().map(|v| v.bytes()).unwrap_or_default(),
         source_key_id: r.source_key_id(),
         source_context: read_context(r.source_encryption_context())?,
-        destination_key_id: required(r.destination_key_id(), "DestinationKeyId")?,
+        destination_key_id: check::required(r.destination_key_id(), "DestinationKeyId")?,
         destination_context: read_context(r.destination_encryption_context())?,
         grant_tokens: read_grant_tokens(r.grant_tokens())?,
         dry_run: r.dry_run(),
     }))
 }
 
-/// Checks that `s` has `min..=max` characters (AWS counts characters, not
-/// bytes); the error names `field` and never quotes the client's text.
-fn check_chars(s: &str, field: &dyn fmt::Display, min: usize, max: usize) -> Result<(), KmsError> {
-    // Most strings are short ASCII: no count when the bytes already fit.
-    let n = if s.len() <= max {
-        if s.len() >= min {
-            return Ok(());
-        }
-        s.chars().count()
-    } else {
-        s.chars().count()
-    };
-    if n < min || n > max {
-        let range = if min == 0 {
-            format!("at most {max}")
-        } else {
-            format!("{min} to {max}")
-        };
-        return Err(KmsError::validation(format!(
-            "{field} has {n} characters; it must have {range}"
-        )));
-    }
-    Ok(())
-}
-
-/// A required string of `min..=max` characters.
-fn required_chars<'a>(
-    v: Option<&'a str>,
-    field: &str,
-    min: usize,
-    max: usize,
-) -> Result<&'a str, KmsError> {
-    let s = required(v, field)?;
-    check_chars(s, &field, min, max)?;
-    Ok(s)
-}
-
-/// A required byte string of 1..=`max` bytes.
-fn required_bytes<'a>(
-    v: Option<Vector<'a, u8>>,
-    field: &str,
-    max: usize,
-) -> Result<&'a [u8], KmsError> {
-    let b = v.map(|v| v.bytes()).unwrap_or_default();
-    if b.is_empty() {
-        return Err(KmsError::validation(format!("{field} is required")));
-    }
-    if b.len() > max {
-        return Err(KmsError::validation(format!(
-            "{field} has {} bytes; at most {max} are allowed",
-            b.len()
-        )));
-    }
-    Ok(b)
-}
-
-/// Checks a vector's length against `min..=max`.
-fn check_count(n: usize, field: &str, min: usize, max: usize) -> Result<(), KmsError> {
-    if n < min {
-        return Err(KmsError::validation(format!("{field} is required")));
-    }
-    if n > max {
-        return Err(KmsError::validation(format!(
-            "{field} has {n} entries; at most {max} are allowed"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks that `s` has `min..=max` bytes (for what AWS bounds in bytes, or
-/// kmsd's own ASCII tokens); the error names `field` and never quotes the
-/// client's text.
-fn check_bytes(s: &str, field: &dyn fmt::Display, min: usize, max: usize) -> Result<(), KmsError> {
-    let n = s.len();
-    if n < min || n > max {
-        return Err(KmsError::validation(format!(
-            "{field} has {n} bytes; it must have {min} to {max}"
-        )));
-    }
-    Ok(())
-}
-
-/// An optional string of `min..=max` characters (present and empty is
-/// refused where AWS's minimum is 1).
-fn optional_chars<'a>(
-    v: Option<&'a str>,
-    field: &str,
-    min: usize,
-    max: usize,
-) -> Result<Option<&'a str>, KmsError> {
-    if let Some(s) = v {
-        check_chars(s, &field, min, max)?;
-    }
-    Ok(v)
-}
-
 /// GrantTokens: at most 10, each 1..=8192 bytes.
 fn read_grant_tokens<'a>(
     v: Option<Vector<'a, ForwardsUOffset<&'a str>>>,
 ) -> Result<Vec<&'a str>, KmsError> {
-    check_count(
-        v.map_or(0, |v| v.len()),
-        "GrantTokens",
-        0,
-        limits::MAX_GRANT_TOKENS,
-    )?;
+    check::grant_token_count(v.map_or(0, |v| v.len()))?;
     v.into_iter()
         .flatten()
         .enumerate()
-        .map(|(i, t)| {
-            check_bytes(
-                t,
-                &format_args!("GrantTokens[{i}]"),
-                1,
-                limits::MAX_GRANT_TOKEN_LEN,
-            )
-            .map(|()| t)
-        })
+        .map(|(i, t)| check::grant_token(i, t).map(|()| t))
         .collect()
-}
-
-/// A key policy: 1..=32768 bytes. Longer is
-/// MalformedPolicyDocumentException naming the limit (policy documents are
-/// hostile input, and every refusal of one says why in that exception);
-/// its content is the daemon's to check.
-fn check_policy(p: &str) -> Result<&str, KmsError> {
-    if p.is_empty() {
-        return Err(KmsError::validation(format!(
-            "Policy has 0 bytes; it must have 1 to {}",
-            limits::MAX_POLICY_BYTES
-        )));
-    }
-    if p.len() > limits::MAX_POLICY_BYTES {
-        return Err(KmsError::new(
-            ErrorKind::MalformedPolicyDocument,
-            format!(
-                "Policy has {} bytes; a key policy may have at most {}",
-                p.len(),
-                limits::MAX_POLICY_BYTES
-            ),
-        ));
-    }
-    Ok(p)
-}
-
-fn policy_name(v: Option<&str>) -> Result<Option<&str>, KmsError> {
-    optional_chars(v, "PolicyName", 1, limits::MAX_POLICY_NAME_LEN)
-}
-
-/// The Marker of the access-control lists: 1..=1024 characters.
-fn marker(v: Option<&str>) -> Result<Option<&str>, KmsError> {
-    optional_chars(v, "Marker", 1, limits::MAX_MARKER_LEN)
-}
-
-fn grant_id(v: Option<&str>) -> Result<Option<&str>, KmsError> {
-    optional_chars(v, "GrantId", 1, limits::MAX_GRANT_ID_LEN)
-}
-
-fn principal<'a>(v: Option<&'a str>, field: &str) -> Result<Option<&'a str>, KmsError> {
-    optional_chars(v, field, 1, limits::MAX_PRINCIPAL_LEN)
 }
 
 /// A grant's Operations: 1..=17 known values.
 fn read_grant_operations(
     v: Option<Vector<'_, fb::GrantOperation>>,
 ) -> Result<Vec<GrantOperation>, KmsError> {
-    check_count(
-        v.map_or(0, |v| v.len()),
-        "Operations",
-        1,
-        limits::MAX_GRANT_OPERATIONS,
-    )?;
+    check::grant_operation_count(v.map_or(0, |v| v.len()))?;
     v.into_iter()
         .flatten()
         .enumerate()
@@ -635,30 +469,12 @@ fn read_constraint<'a>(
     let Some(v) = v else {
         return Ok(Vec::new());
     };
-    if v.len() > limits::MAX_GRANT_CONSTRAINT_PAIRS {
-        return Err(KmsError::validation(format!(
-            "{field} has {} pairs; at most {} are allowed",
-            v.len(),
-            limits::MAX_GRANT_CONSTRAINT_PAIRS
-        )));
-    }
+    check::constraint_pairs(v.len(), field)?;
     let pairs: Context<'a> = v
         .iter()
         .map(|e| (e.key().unwrap_or(""), e.value().unwrap_or("")))
         .collect();
-    let max = limits::MAX_GRANT_CONSTRAINT_CHARS;
-    // Bytes bound characters: count only when the bytes do not fit.
-    if pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > max {
-        let n: usize = pairs
-            .iter()
-            .map(|(k, v)| k.chars().count() + v.chars().count())
-            .sum();
-        if n > max {
-            return Err(KmsError::validation(format!(
-                "{field} has {n} characters in its keys and values; at most {max} are allowed"
-            )));
-        }
-    }
+    check::constraint_chars(&pairs, field)?;
     Ok(pairs)
 }
 
@@ -685,33 +501,13 @@ fn read_tags<'a>(
     field: &str,
     min: usize,
 ) -> Result<Vec<Tag<'a>>, KmsError> {
-    let n = v.map_or(0, |v| v.len());
-    check_count(n, field, min, limits::MAX_TAGS_PER_REQUEST)?;
+    check::tag_count(v.map_or(0, |v| v.len()), field, min)?;
     let Some(v) = v else {
         return Ok(Vec::new());
     };
     v.iter()
         .enumerate()
-        .map(|(i, t)| {
-            let key = t
-                .tag_key()
-                .ok_or_else(|| KmsError::validation(format!("{field}[{i}].TagKey is required")))?;
-            check_chars(
-                key,
-                &format_args!("{field}[{i}].TagKey"),
-                1,
-                limits::MAX_TAG_KEY_LEN,
-            )?;
-            // An absent value is the empty value (AWS allows 0 characters).
-            let value = t.tag_value().unwrap_or("");
-            check_chars(
-                value,
-                &format_args!("{field}[{i}].TagValue"),
-                0,
-                limits::MAX_TAG_VALUE_LEN,
-            )?;
-            Ok(Tag { key, value })
-        })
+        .map(|(i, t)| check::tag(i, t.tag_key(), t.tag_value(), field))
         .collect()
 }
 
@@ -719,9 +515,9 @@ fn read_update_key_description(
     r: fb::UpdateKeyDescriptionRequest<'_>,
 ) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::UpdateKeyDescription(UpdateKeyDescription {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
         // AWS requires the field; an empty description clears it.
-        description: required_chars(
+        description: check::required_chars(
             r.description(),
             "Description",
             0,
@@ -732,15 +528,15 @@ fn read_update_key_description(
 
 fn read_tag_resource(r: fb::TagResourceRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::TagResource(TagResource {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
         tags: read_tags(r.tags(), "Tags", 1)?,
     }))
 }
 
 fn read_untag_resource(r: fb::UntagResourceRequest<'_>) -> Result<Operation<'_>, KmsError> {
-    let key_id = required(r.key_id(), "KeyId")?;
+    let key_id = check::required(r.key_id(), "KeyId")?;
     let keys = r.tag_keys();
-    check_count(
+    check::count(
         keys.map_or(0, |v| v.len()),
         "TagKeys",
         1,
@@ -750,42 +546,36 @@ fn read_untag_resource(r: fb::UntagResourceRequest<'_>) -> Result<Operation<'_>,
         .into_iter()
         .flatten()
         .enumerate()
-        .map(|(i, k)| {
-            check_chars(k, &format_args!("TagKeys[{i}]"), 1, limits::MAX_TAG_KEY_LEN).map(|()| k)
-        })
+        .map(|(i, k)| check::tag_key(i, k).map(|()| k))
         .collect::<Result<_, _>>()?;
     Ok(Operation::UntagResource(UntagResource { key_id, tag_keys }))
 }
 
 fn read_list_resource_tags(r: fb::ListResourceTagsRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::ListResourceTags(ListResourceTags {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
         limit: r.limit(),
         marker: r.marker(),
     }))
 }
 
-fn alias_name(v: Option<&str>) -> Result<&str, KmsError> {
-    required_chars(v, "AliasName", 1, limits::MAX_ALIAS_NAME_LEN)
-}
-
 fn read_create_alias(r: fb::CreateAliasRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::CreateAlias(CreateAlias {
-        alias_name: alias_name(r.alias_name())?,
-        target_key_id: required(r.target_key_id(), "TargetKeyId")?,
+        alias_name: check::alias_name(r.alias_name())?,
+        target_key_id: check::required(r.target_key_id(), "TargetKeyId")?,
     }))
 }
 
 fn read_update_alias(r: fb::UpdateAliasRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::UpdateAlias(UpdateAlias {
-        alias_name: alias_name(r.alias_name())?,
-        target_key_id: required(r.target_key_id(), "TargetKeyId")?,
+        alias_name: check::alias_name(r.alias_name())?,
+        target_key_id: check::required(r.target_key_id(), "TargetKeyId")?,
     }))
 }
 
 fn read_delete_alias(r: fb::DeleteAliasRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::DeleteAlias(DeleteAlias {
-        alias_name: alias_name(r.alias_name())?,
+        alias_name: check::alias_name(r.alias_name())?,
     }))
 }
 
@@ -799,13 +589,13 @@ fn read_list_aliases(r: fb::ListAliasesRequest<'_>) -> Result<Operation<'_>, Kms
 
 fn read_enable_key(r: fb::EnableKeyRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::EnableKey(EnableKey {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
     }))
 }
 
 fn read_disable_key(r: fb::DisableKeyRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::DisableKey(DisableKey {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
     }))
 }
 
@@ -813,7 +603,7 @@ fn read_schedule_key_deletion(
     r: fb::ScheduleKeyDeletionRequest<'_>,
 ) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::ScheduleKeyDeletion(ScheduleKeyDeletion {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
         pending_window_in_days: r.pending_window_in_days(),
     }))
 }
@@ -822,7 +612,7 @@ fn read_cancel_key_deletion(
     r: fb::CancelKeyDeletionRequest<'_>,
 ) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::CancelKeyDeletion(CancelKeyDeletion {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
     }))
 }
 
@@ -830,7 +620,7 @@ fn read_enable_key_rotation(
     r: fb::EnableKeyRotationRequest<'_>,
 ) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::EnableKeyRotation(EnableKeyRotation {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
         rotation_period_in_days: r.rotation_period_in_days(),
     }))
 }
@@ -839,7 +629,7 @@ fn read_disable_key_rotation(
     r: fb::DisableKeyRotationRequest<'_>,
 ) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::DisableKeyRotation(DisableKeyRotation {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
     }))
 }
 
@@ -847,7 +637,7 @@ fn read_get_key_rotation_status(
     r: fb::GetKeyRotationStatusRequest<'_>,
 ) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::GetKeyRotationStatus(GetKeyRotationStatus {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
     }))
 }
 
@@ -855,13 +645,13 @@ fn read_rotate_key_on_demand(
     r: fb::RotateKeyOnDemandRequest<'_>,
 ) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::RotateKeyOnDemand(RotateKeyOnDemand {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
     }))
 }
 
 fn read_list_key_rotations(r: fb::ListKeyRotationsRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::ListKeyRotations(ListKeyRotations {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
         limit: r.limit(),
         marker: r.marker(),
     }))
@@ -870,7 +660,7 @@ fn read_list_key_rotations(r: fb::ListKeyRotationsRequest<'_>) -> Result<Operati
 fn read_get_parameters_for_import(
     r: fb::GetParametersForImportRequest<'_>,
 ) -> Result<Operation<'_>, KmsError> {
-    let key_id = required(r.key_id(), "KeyId")?;
+    let key_id = check::required(r.key_id(), "KeyId")?;
     let wrapping_algorithm = match r.wrapping_algorithm() {
         fb::WrappingAlgorithm::NONE => {
             return Err(KmsError::validation("WrappingAlgorithm is required"))
@@ -924,10 +714,16 @@ fn read_import_key_material(
         }
     };
     Ok(Operation::ImportKeyMaterial(ImportKeyMaterial {
-        key_id: required(r.key_id(), "KeyId")?,
-        import_token: required_bytes(r.import_token(), "ImportToken", limits::MAX_IMPORT_TOKEN)?,
-        encrypted_key_material: required_bytes(
-            r.encrypted_key_material(),
+        key_id: check::required(r.key_id(), "KeyId")?,
+        import_token: check::required_bytes(
+            r.import_token().map(|v| v.bytes()).unwrap_or_default(),
+            "ImportToken",
+            limits::MAX_IMPORT_TOKEN,
+        )?,
+        encrypted_key_material: check::required_bytes(
+            r.encrypted_key_material()
+                .map(|v| v.bytes())
+                .unwrap_or_default(),
             "EncryptedKeyMaterial",
             limits::MAX_ENCRYPTED_KEY_MATERIAL,
         )?,
@@ -941,60 +737,60 @@ fn read_delete_imported_key_material(
 ) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::DeleteImportedKeyMaterial(
         DeleteImportedKeyMaterial {
-            key_id: required(r.key_id(), "KeyId")?,
+            key_id: check::required(r.key_id(), "KeyId")?,
         },
     ))
 }
 
 fn read_put_key_policy(r: fb::PutKeyPolicyRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::PutKeyPolicy(PutKeyPolicy {
-        key_id: required(r.key_id(), "KeyId")?,
-        policy_name: policy_name(r.policy_name())?,
-        policy: check_policy(required(r.policy(), "Policy")?)?,
+        key_id: check::required(r.key_id(), "KeyId")?,
+        policy_name: check::policy_name(r.policy_name())?,
+        policy: check::policy(check::required(r.policy(), "Policy")?)?,
         bypass_policy_lockout_safety_check: r.bypass_policy_lockout_safety_check(),
     }))
 }
 
 fn read_get_key_policy(r: fb::GetKeyPolicyRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::GetKeyPolicy(GetKeyPolicy {
-        key_id: required(r.key_id(), "KeyId")?,
-        policy_name: policy_name(r.policy_name())?,
+        key_id: check::required(r.key_id(), "KeyId")?,
+        policy_name: check::policy_name(r.policy_name())?,
     }))
 }
 
 fn read_list_key_policies(r: fb::ListKeyPoliciesRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::ListKeyPolicies(ListKeyPolicies {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
         limit: r.limit(),
-        marker: marker(r.marker())?,
+        marker: check::marker(r.marker())?,
     }))
 }
 
 fn read_create_grant(r: fb::CreateGrantRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::CreateGrant(CreateGrant {
-        key_id: required(r.key_id(), "KeyId")?,
-        grantee_principal: required_chars(
+        key_id: check::required(r.key_id(), "KeyId")?,
+        grantee_principal: check::required_chars(
             r.grantee_principal(),
             "GranteePrincipal",
             1,
             limits::MAX_PRINCIPAL_LEN,
         )?,
-        retiring_principal: principal(r.retiring_principal(), "RetiringPrincipal")?,
+        retiring_principal: check::principal(r.retiring_principal(), "RetiringPrincipal")?,
         operations: read_grant_operations(r.operations())?,
         constraints: read_constraints(r.constraints())?,
         grant_tokens: read_grant_tokens(r.grant_tokens())?,
-        name: optional_chars(r.name(), "Name", 1, limits::MAX_GRANT_NAME_LEN)?,
+        name: check::optional_chars(r.name(), "Name", 1, limits::MAX_GRANT_NAME_LEN)?,
         dry_run: r.dry_run(),
     }))
 }
 
 fn read_list_grants(r: fb::ListGrantsRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::ListGrants(ListGrants {
-        key_id: required(r.key_id(), "KeyId")?,
+        key_id: check::required(r.key_id(), "KeyId")?,
         limit: r.limit(),
-        marker: marker(r.marker())?,
-        grant_id: grant_id(r.grant_id())?,
-        grantee_principal: principal(r.grantee_principal(), "GranteePrincipal")?,
+        marker: check::marker(r.marker())?,
+        grant_id: check::grant_id(r.grant_id())?,
+        grantee_principal: check::principal(r.grantee_principal(), "GranteePrincipal")?,
     }))
 }
 
@@ -1002,36 +798,32 @@ fn read_list_retirable_grants(
     r: fb::ListRetirableGrantsRequest<'_>,
 ) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::ListRetirableGrants(ListRetirableGrants {
-        retiring_principal: required_chars(
+        retiring_principal: check::required_chars(
             r.retiring_principal(),
             "RetiringPrincipal",
             1,
             limits::MAX_PRINCIPAL_LEN,
         )?,
         limit: r.limit(),
-        marker: marker(r.marker())?,
+        marker: check::marker(r.marker())?,
     }))
 }
 
 /// Which of the token and the key and grant ids name the grant is the
 /// daemon's to check; each is bounded here.
 fn read_retire_grant(r: fb::RetireGrantRequest<'_>) -> Result<Operation<'_>, KmsError> {
-    let grant_token = r.grant_token();
-    if let Some(t) = grant_token {
-        check_bytes(t, &"GrantToken", 1, limits::MAX_GRANT_TOKEN_LEN)?;
-    }
     Ok(Operation::RetireGrant(RetireGrant {
-        grant_token,
+        grant_token: check::retire_grant_token(r.grant_token())?,
         key_id: r.key_id(),
-        grant_id: grant_id(r.grant_id())?,
+        grant_id: check::grant_id(r.grant_id())?,
         dry_run: r.dry_run(),
     }))
 }
 
 fn read_revoke_grant(r: fb::RevokeGrantRequest<'_>) -> Result<Operation<'_>, KmsError> {
     Ok(Operation::RevokeGrant(RevokeGrant {
-        key_id: required(r.key_id(), "KeyId")?,
-        grant_id: required_chars(r.grant_id(), "GrantId", 1, limits::MAX_GRANT_ID_LEN)?,
+        key_id: check::required(r.key_id(), "KeyId")?,
+        grant_id: check::required_chars(r.grant_id(), "GrantId", 1, limits::MAX_GRANT_ID_LEN)?,
         dry_run: r.dry_run(),
     }))
 }
@@ -1039,28 +831,17 @@ fn read_revoke_grant(r: fb::RevokeGrantRequest<'_>) -> Result<Operation<'_>, Kms
 fn read_verify_audit_seals(
     r: fb::VerifyAuditSealsRequest<'_>,
 ) -> Result<Operation<'static>, KmsError> {
-    let seals = r.seals().map_or(0, |v| v.len());
-    if seals > limits::MAX_AUDIT_SEALS {
-        return Err(KmsError::validation(format!(
-            "Seals must hold 0..={} seals",
-            limits::MAX_AUDIT_SEALS
-        )));
-    }
-    let hash =
-        |v: Option<flatbuffers::Vector<'_, u8>>, field: &str| -> Result<[u8; 32], KmsError> {
-            v.and_then(|v| <[u8; 32]>::try_from(v.bytes()).ok())
-                .ok_or_else(|| KmsError::validation(format!("{field} must be 32 bytes")))
-        };
+    check::seal_count(r.seals().map_or(0, |v| v.len()))?;
     let seals = r
         .seals()
         .into_iter()
         .flatten()
         .map(|s| {
-            Ok(AuditSeal {
-                seq: s.seq(),
-                prev_hash: hash(s.prev_hash(), "PrevHash")?,
-                mac: hash(s.mac(), "Mac")?,
-            })
+            check::seal(
+                s.seq(),
+                s.prev_hash().map(|v| v.bytes()),
+                s.mac().map(|v| v.bytes()),
+            )
         })
         .collect::<Result<_, KmsError>>()?;
     Ok(Operation::VerifyAuditSeals(VerifyAuditSeals { seals }))
