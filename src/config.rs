@@ -49,6 +49,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The audit log (docs/audit.md).
     pub audit: AuditConfig,
+    /// AWS KMS's HTTP API (docs/aws-api.md).
+    pub http: HttpConfig,
 }
 
 /// Which root of trust wraps the backing keys.
@@ -491,6 +493,55 @@ impl Default for AuditConfig {
     }
 }
 
+/// AWS KMS's HTTP API, AWS JSON 1.1 (docs/aws-api.md): served on a Unix
+/// socket of its own beside the binary protocol's, the caller identified
+/// by the kernel as there.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve the API. Default: true.
+    pub enabled: bool,
+    /// Its socket path. Default: `kmsd-http.sock` in the directory of
+    /// `socket` (the same directory rules apply).
+    pub socket: Option<PathBuf>,
+    /// Largest request body in bytes (checked before it is parsed).
+    /// Default: 262,144 (the largest valid body, a 32 KiB key policy
+    /// escaped, is under 100 KiB).
+    pub max_body_bytes: usize,
+    /// Most request headers. Default: 64 (AWS SDKs send about 12).
+    pub max_headers: usize,
+    /// Largest request head (request line and headers) in bytes. Default:
+    /// 16,384; at least 8,192 (hyper's smallest read buffer).
+    pub max_head_bytes: usize,
+    /// A request whose head or body is not complete this long after it
+    /// began is answered 408 (head) or cut off (body), and the connection
+    /// closed. Default: 10,000 ms.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            socket: None,
+            max_body_bytes: 256 * 1024,
+            max_headers: 64,
+            max_head_bytes: 16 * 1024,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The API's socket path for a daemon whose binary socket is `socket`.
+    pub fn socket_path(&self, socket: &Path) -> PathBuf {
+        match &self.socket {
+            Some(p) => p.clone(),
+            None => socket.with_file_name("kmsd-http.sock"),
+        }
+    }
+}
+
 /// Where the metrics are served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetricsListen {
@@ -630,6 +681,7 @@ impl Default for Config {
             quotas: QuotasConfig::default(),
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -699,7 +751,24 @@ impl Config {
         let l = &self.limits;
         let c = &self.cache;
         let p = self.root.pkcs11.as_ref();
-        let checks: [(bool, &str); 28] = [
+        let h = &self.http;
+        let checks: [(bool, &str); 32] = [
+            (
+                h.max_body_bytes >= 1024 && h.max_body_bytes <= 16 << 20,
+                "http.max_body_bytes must be 1 KiB..=16 MiB",
+            ),
+            (
+                h.max_headers >= 8 && h.max_headers <= 1024,
+                "http.max_headers must be 8..=1024",
+            ),
+            (
+                h.max_head_bytes >= 8192 && h.max_head_bytes <= 1 << 20,
+                "http.max_head_bytes must be 8 KiB..=1 MiB",
+            ),
+            (
+                h.request_timeout_ms >= 1 && h.request_timeout_ms <= 600_000,
+                "http.request_timeout_ms must be 1..=600000",
+            ),
             (
                 t.io_threads >= 1 && t.io_threads <= 256,
                 "transport.io_threads must be 1..=256",

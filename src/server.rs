@@ -141,6 +141,34 @@ pub fn run_from(
         data_dir = %config.data_dir.display(),
         "kmsd starting"
     );
+    // AWS KMS's HTTP API on its own socket (docs/aws-api.md), beside the
+    // binary protocol's, through the same dispatcher; stopped by the same
+    // signal.
+    let http = if config.http.enabled {
+        let path = config.http.socket_path(&config.socket);
+        let bound = crate::transport::socket::prepare_dir(&path)
+            .and_then(|()| crate::transport::bind_http(&path, &config.transport))
+            .with_context(|| format!("serving the HTTP API on {}", path.display()))?;
+        let (transport, http, dispatcher, max_frame, shutdown) = (
+            config.transport.clone(),
+            config.http.clone(),
+            Arc::clone(&dispatcher),
+            config.limits.max_frame_bytes,
+            shutdown_rx.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("kmsd-http".into())
+            .spawn(move || {
+                crate::transport::serve_http(
+                    bound, &transport, &http, dispatcher, max_frame, shutdown,
+                )
+                .with_context(|| format!("serving the HTTP API on {}", path.display()))
+            })
+            .context("starting the HTTP API")?;
+        Some(thread)
+    } else {
+        None
+    };
     let engine = crate::transport::serve(
         &config.socket,
         &config.transport,
@@ -150,6 +178,13 @@ pub fn run_from(
     )
     .with_context(|| format!("serving on {}", config.socket.display()));
     stop_ready_probe.store(true, Ordering::Release);
+    if let Some(t) = http {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("{e:#}"),
+            Err(_) => tracing::error!("the HTTP API's thread panicked"),
+        }
+    }
     let engine = engine?;
     drop(metrics_server);
     drop(scheduler);

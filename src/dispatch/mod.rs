@@ -183,6 +183,12 @@ impl Dispatcher {
         }
     }
 
+    /// Records a request refused before it became a frame (see
+    /// `Executors::record_refusal`).
+    pub fn record_refusal(&self, caller: &Identity, request_id: u64, event_name: &str, error: &KmsError) {
+        self.inner.record_refusal(caller, request_id, event_name, error);
+    }
+
     /// Like [`Dispatcher::dispatch`], but the frame is first charged its
     /// request bytes and its answer's bound (answers are at most
     /// `max_answer` bytes) in `budget`. If the budget has no room now,
@@ -495,6 +501,28 @@ impl Executors {
         }
         let id = a.request.request_id;
         self.deliver(job.reply, out, record, id);
+    }
+
+    /// Records a request refused before it became a frame (a call of the
+    /// HTTP API whose head or body did not decode): a record with no held
+    /// answer, as for a framing error. Nothing without the log.
+    fn record_refusal(
+        &self,
+        caller: &Identity,
+        request_id: u64,
+        event_name: &str,
+        error: &KmsError,
+    ) {
+        if let Some(audit) = &self.audit {
+            let mut record = Vec::new();
+            crate::audit::record::refusal(&mut record, caller, request_id, event_name, 1, error);
+            audit.submit(Pending {
+                record,
+                answer: None,
+                request_id,
+                at: std::time::Instant::now(),
+            });
+        }
     }
 
     /// Sends the answer, after its record is written when the audit log is

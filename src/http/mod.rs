@@ -5,3 +5,4 @@
 //! (docs/aws-api.md).
 
 pub mod json;
+pub mod call;

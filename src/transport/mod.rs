@@ -60,6 +60,7 @@ pub mod socket;
 mod accept;
 mod conn;
 mod epoll;
+mod http;
 mod threads;
 mod uring;
 mod write_queue;
@@ -75,6 +76,8 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use http::{bind_http, serve_http};
 
 /// Completes when shutdown is requested (SIGTERM/SIGINT are turned into this
 /// by the caller): `true` means shut down. A dropped sender also counts as
@@ -181,6 +184,8 @@ pub(crate) struct ServeState {
     pub(crate) grace: Duration,
     pub(crate) tracker: Arc<Tracker>,
     pub(crate) conn_limits: ConnLimits,
+    /// The HTTP API's state, on its listener only.
+    pub(crate) http: Option<Arc<http::HttpState>>,
 }
 
 impl ServeState {
@@ -201,6 +206,7 @@ impl ServeState {
             grace: Duration::from_secs(config.shutdown_grace_secs),
             tracker: Arc::new(Tracker::default()),
             conn_limits: ConnLimits::new(config),
+            http: None,
         }
     }
 
@@ -221,6 +227,11 @@ impl ServeState {
         }
         0
     }
+}
+
+/// A new connection's byte budget, within the listener's.
+pub(crate) fn budget_for(state: &ServeState) -> Arc<crate::budget::ConnBudget> {
+    crate::budget::ConnBudget::new(state.connection_budget, Arc::clone(&state.budget))
 }
 
 /// Completes once shutdown is requested (or its sender is gone).
