@@ -8,6 +8,7 @@ mod crash;
 mod e2e;
 mod errors;
 mod hsm;
+mod http;
 mod import;
 mod kmsctl;
 mod life;
