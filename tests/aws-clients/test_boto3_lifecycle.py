@@ -66,10 +66,16 @@ class Aliases(KmsdTestCase):
     def test_an_alias_name_in_the_aws_namespace_is_refused(self):
         key = self.create_key()
         # AWS reserves alias/aws/ for AWS managed keys ("The alias name
-        # cannot begin with alias/aws/", API_CreateAlias).
-        with self.assertRaises(self.kms.exceptions.InvalidAliasNameException) as e:
+        # cannot begin with alias/aws/", API_CreateAlias). Which error it
+        # answers is not documented (emulators answer one or the other).
+        with self.assertRaises(self.kms.exceptions.ClientError) as e:
             self.kms.create_alias(AliasName="alias/aws/mine", TargetKeyId=key)
-        self.assertError(e, "InvalidAliasNameException", 400)
+        self.assertIn(
+            e.exception.response["Error"]["Code"],
+            ("InvalidAliasNameException", "NotAuthorizedException"),
+            e.exception.response,
+        )
+        self.assertEqual(self.kms.list_aliases(KeyId=key)["Aliases"], [])
 
 
 class States(KmsdTestCase):
