@@ -24,6 +24,9 @@ if [ -z "$map" ]; then
   echo "check-code-map: ARCHITECTURE.md has no \"## Code map\" section" >&2
   exit 1
 fi
+# The map is given to grep as a here-string, not through a pipe: grep -q
+# exits at its first match, and under pipefail a writer cut off by that
+# (SIGPIPE, once the map is longer than one write) would fail the test.
 # A candidate is found when it is not preceded by a path or word
 # character (so "service/loader.rs" does not name "src/loader.rs" by
 # accident); what follows it may be anything but a word character.
@@ -31,9 +34,9 @@ named() {
   local c=$1
   case "$c" in
     */*) ;;
-    *) printf '%s\n' "$map" | grep -qF "\`$c\`"; return ;;
+    *) grep -qF "\`$c\`" <<<"$map"; return ;;
   esac
-  printf '%s\n' "$map" | grep -qE "(^|[^A-Za-z0-9_/.-])$(printf '%s' "$c" | sed 's/[.[\*^$/]/\\&/g')([^A-Za-z0-9_]|$)"
+  grep -qE "(^|[^A-Za-z0-9_/.-])$(printf '%s' "$c" | sed 's/[.[\*^$/]/\\&/g')([^A-Za-z0-9_]|$)" <<<"$map"
 }
 missing=0
 while IFS= read -r f; do

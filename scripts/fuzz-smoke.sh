@@ -8,7 +8,7 @@
 # fuzz/artifacts/<target>/ (reproduce with
 # `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>` in fuzz/).
 #
-#   scripts/fuzz-smoke.sh       # frame_decode, policy_parse_eval and grant_compile_allows, 30 s each
+#   scripts/fuzz-smoke.sh       # frame_decode, policy_parse_eval, grant_compile_allows and http_json_decode, 30 s each
 #   FUZZ_SECONDS=300 FUZZ_TARGETS="frame_decode request_decode response_decode" scripts/fuzz-smoke.sh
 #
 # cargo-fuzz needs nightly-only rustc flags (-Z sanitizer=..., coverage
@@ -24,7 +24,7 @@ fi
 
 export RUSTC_BOOTSTRAP=1
 seconds=${FUZZ_SECONDS:-30}
-targets=${FUZZ_TARGETS:-frame_decode policy_parse_eval grant_compile_allows}
+targets=${FUZZ_TARGETS:-frame_decode policy_parse_eval grant_compile_allows http_json_decode}
 
 # fuzz/Cargo.lock is not committed; start it from the main lock so that the
 # protocol crate's dependencies have the versions the workspace tests.

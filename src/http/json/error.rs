@@ -137,20 +137,22 @@ fn exception(name: &str, message: &str, out: &mut Vec<u8>) {
 pub(super) fn serialization(operation: &str, e: &serde_json::Error) -> KmsError {
     let text = e.to_string();
     // serde_json ends every message with " at line L column C".
-    let core = text.rsplit_once(" at line ").map_or(text.as_str(), |(c, _)| c);
+    let core = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(c, _)| c);
     let (what, detail) = match e.classify() {
         serde_json::error::Category::Data => {
-            let detail = if core.starts_with("invalid type: ") || core.starts_with("invalid value: ")
-            {
-                // What serde expected comes from this module's types, never
-                // from the body; what it found may be the client's text.
-                core.rsplit_once(", expected ")
-                    .map_or_else(|| "a value of the wrong type".to_owned(), |(_, e)| {
-                        format!("expected {e}")
-                    })
-            } else {
-                core.to_owned()
-            };
+            let detail =
+                if core.starts_with("invalid type: ") || core.starts_with("invalid value: ") {
+                    // What serde expected comes from this module's types, never
+                    // from the body; what it found may be the client's text.
+                    core.rsplit_once(", expected ").map_or_else(
+                        || "a value of the wrong type".to_owned(),
+                        |(_, e)| format!("expected {e}"),
+                    )
+                } else {
+                    core.to_owned()
+                };
             (format!("the body is not {operation}'s input"), detail)
         }
         _ => ("the body is not valid JSON".to_owned(), core.to_owned()),

@@ -24,8 +24,8 @@
 //! and never shown by `Debug`; the bodies themselves (a request's, and an
 //! answer `encode_output` writes) are the caller's buffers to zero.
 // The HTTP listener wires this codec in; until it does, a build without
-// `internals` sees only its tests use it.
-#![cfg_attr(not(feature = "internals"), allow(dead_code))]
+// `internals` sees only its tests use it (its re-exports included).
+#![cfg_attr(not(feature = "internals"), allow(dead_code, unused_imports))]
 
 mod error;
 mod request;

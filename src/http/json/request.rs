@@ -22,10 +22,10 @@ use kms_proto::{
     EnableKey, EnableKeyRotation, Encrypt, ErrorKind, ExpirationModel, GenerateDataKey,
     GenerateRandom, GetKeyPolicy, GetKeyRotationStatus, GetParametersForImport, GetStatus,
     GrantConstraints, GrantOperation, ImportKeyMaterial, KeySpec, KeyUsage, KmsError, ListAliases,
-    ListGrants, ListKeyPolicies, ListKeyRotations, ListKeys, ListResourceTags,
-    ListRetirableGrants, Operation, Origin, PutKeyPolicy, ReEncrypt, RetireGrant, RevokeGrant,
-    RotateKeyOnDemand, ScheduleKeyDeletion, Tag, TagResource, UntagResource, UpdateAlias,
-    UpdateKeyDescription, VerifyAuditSeals, WhoAmI, WrappingAlgorithm, WrappingKeySpec,
+    ListGrants, ListKeyPolicies, ListKeyRotations, ListKeys, ListResourceTags, ListRetirableGrants,
+    Operation, Origin, PutKeyPolicy, ReEncrypt, RetireGrant, RevokeGrant, RotateKeyOnDemand,
+    ScheduleKeyDeletion, Tag, TagResource, UntagResource, UpdateAlias, UpdateKeyDescription,
+    VerifyAuditSeals, WhoAmI, WrappingAlgorithm, WrappingKeySpec,
 };
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
@@ -74,9 +74,7 @@ impl JsonRequest {
         let shape = scan(body, limits)?;
         let input = parse(body, operation)?;
         let decoded: Yoke<Decoded<'static>, Box<Input>> =
-            Yoke::try_attach_to_cart(Box::new(input), |input: &Input| {
-                input.build().map(Decoded)
-            })?;
+            Yoke::try_attach_to_cart(Box::new(input), |input: &Input| input.build().map(Decoded))?;
         let heap = size_of::<Input>()
             + body.len()
             + shape.entries * INPUT_ENTRY_BOUND
@@ -99,7 +97,9 @@ impl JsonRequest {
 
 impl fmt::Debug for JsonRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("JsonRequest").field(self.operation()).finish()
+        f.debug_tuple("JsonRequest")
+            .field(self.operation())
+            .finish()
     }
 }
 
@@ -418,8 +418,7 @@ impl AwsEnum for Origin {
     const NAME: &'static str = "OriginType";
     const VALUES: &'static [&'static str] =
         &["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
-    const SERVED: &'static str =
-        "kmsd makes AWS_KMS, EXTERNAL and AWS_CLOUDHSM (HSM-only) keys";
+    const SERVED: &'static str = "kmsd makes AWS_KMS, EXTERNAL and AWS_CLOUDHSM (HSM-only) keys";
     fn served(name: &str) -> Option<Self> {
         match name {
             "AWS_KMS" => Some(Origin::Kmsd),
@@ -926,7 +925,9 @@ impl Input {
             "DescribeKey" => |b, o| from(b, o).map(Input::DescribeKey),
             "ListKeys" => |b, o| from(b, o).map(Input::ListKeys),
             "GenerateDataKey" => |b, o| from(b, o).map(Input::GenerateDataKey),
-            "GenerateDataKeyWithoutPlaintext" => |b, o| from(b, o).map(Input::GenerateDataKeyWithoutPlaintext),
+            "GenerateDataKeyWithoutPlaintext" => {
+                |b, o| from(b, o).map(Input::GenerateDataKeyWithoutPlaintext)
+            }
             "Encrypt" => |b, o| from(b, o).map(Input::Encrypt),
             "Decrypt" => |b, o| from(b, o).map(Input::Decrypt),
             "ReEncrypt" => |b, o| from(b, o).map(Input::ReEncrypt),
@@ -1122,12 +1123,10 @@ impl Input {
             Input::DisableKey(r) => Operation::DisableKey(DisableKey {
                 key_id: key_id(&r.key_id)?,
             }),
-            Input::ScheduleKeyDeletion(r) => {
-                Operation::ScheduleKeyDeletion(ScheduleKeyDeletion {
-                    key_id: key_id(&r.key_id)?,
-                    pending_window_in_days: r.pending_window_in_days,
-                })
-            }
+            Input::ScheduleKeyDeletion(r) => Operation::ScheduleKeyDeletion(ScheduleKeyDeletion {
+                key_id: key_id(&r.key_id)?,
+                pending_window_in_days: r.pending_window_in_days,
+            }),
             Input::CancelKeyDeletion(r) => Operation::CancelKeyDeletion(CancelKeyDeletion {
                 key_id: key_id(&r.key_id)?,
             }),
@@ -1228,18 +1227,16 @@ impl Input {
                     )?,
                 })
             }
-            Input::ListRetirableGrants(r) => {
-                Operation::ListRetirableGrants(ListRetirableGrants {
-                    retiring_principal: check::required_chars(
-                        r.retiring_principal.as_deref(),
-                        "RetiringPrincipal",
-                        1,
-                        limits::MAX_PRINCIPAL_LEN,
-                    )?,
-                    limit: limit(r.limit, limits::MAX_LIST_GRANTS_LIMIT)?,
-                    marker: check::marker(r.marker.as_deref())?,
-                })
-            }
+            Input::ListRetirableGrants(r) => Operation::ListRetirableGrants(ListRetirableGrants {
+                retiring_principal: check::required_chars(
+                    r.retiring_principal.as_deref(),
+                    "RetiringPrincipal",
+                    1,
+                    limits::MAX_PRINCIPAL_LEN,
+                )?,
+                limit: limit(r.limit, limits::MAX_LIST_GRANTS_LIMIT)?,
+                marker: check::marker(r.marker.as_deref())?,
+            }),
             Input::RetireGrant(r) => Operation::RetireGrant(RetireGrant {
                 grant_token: check::retire_grant_token(r.grant_token.as_deref())?,
                 key_id: r.key_id.as_deref(),

@@ -10,8 +10,8 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use kms_proto::{
-    AliasListEntry, GrantListEntry, KeyMetadata, KeyState, KeyUsage, KeySpec, MetricKind,
-    MetricSample, OwnedGrantConstraints, Origin, Output,
+    AliasListEntry, GrantListEntry, KeyMetadata, KeySpec, KeyState, KeyUsage, MetricKind,
+    MetricSample, Origin, Output, OwnedGrantConstraints,
 };
 
 /// Appends the JSON body of a successful `output` to `out`.

@@ -461,7 +461,10 @@ fn absent_members_take_the_typed_requests_defaults() {
         "ListAliases",
         &json!({"KeyId": null, "Limit": null, "Marker": null}),
     );
-    assert_eq!(*r.operation(), Operation::ListAliases(ListAliases::default()));
+    assert_eq!(
+        *r.operation(),
+        Operation::ListAliases(ListAliases::default())
+    );
     let r = decoded(
         "ImportKeyMaterial",
         &json!({"KeyId": KEY, "ImportToken": b64(b"t"), "EncryptedKeyMaterial": b64(b"m"),
@@ -536,7 +539,10 @@ fn unknown_members_are_ignored_at_every_level() {
         &json!({"KeyId": KEY, "Tags": [{"TagKey": "k", "TagValue": "v", "Extra": 1}], "Other": "x"}),
     );
     assert!(matches!(r.operation(), Operation::TagResource(t) if t.tags.len() == 1));
-    let r = decoded("Encrypt", &json!({"KeyId": KEY, "Plaintext": "AA==", "Future": [true]}));
+    let r = decoded(
+        "Encrypt",
+        &json!({"KeyId": KEY, "Plaintext": "AA==", "Future": [true]}),
+    );
     assert!(matches!(r.operation(), Operation::Encrypt(e) if e.plaintext == [0]));
 }
 
@@ -557,14 +563,14 @@ fn blobs_are_standard_padded_base64_and_may_be_escaped() {
     let r = JsonRequest::decode("Encrypt", body.as_bytes(), &JsonLimits::default()).unwrap();
     assert!(matches!(r.operation(), Operation::Encrypt(e) if e.plaintext == [0]));
     for bad in [
-        "AA=",     // short padding
-        "AA",      // no padding
-        "A===",    // too much
-        "AB==",    // non-canonical trailing bits
-        " AA==",   // whitespace
-        "AA-_",    // URL-safe alphabet
+        "AA=",        // short padding
+        "AA",         // no padding
+        "A===",       // too much
+        "AB==",       // non-canonical trailing bits
+        " AA==",      // whitespace
+        "AA-_",       // URL-safe alphabet
         "\\u00e9A==", // an escaped non-ASCII character
-        "\\nAA==", // an escaped control character
+        "\\nAA==",    // an escaped control character
     ] {
         let body = format!("{{\"KeyId\":\"k\",\"Plaintext\":\"{bad}\"}}");
         let e = refused("Encrypt", body.as_bytes());
@@ -632,13 +638,31 @@ fn malformed_json_is_a_serialization_error() {
 fn wrong_types_are_serialization_errors_that_never_quote_the_value() {
     for (op, body) in [
         ("DescribeKey", json!({"KeyId": 5})),
-        ("GenerateDataKey", json!({"KeyId": "k", "NumberOfBytes": "s3cr3t-value"})),
-        ("GenerateDataKey", json!({"KeyId": "k", "NumberOfBytes": -1})),
-        ("GenerateDataKey", json!({"KeyId": "k", "NumberOfBytes": 32.5})),
-        ("Encrypt", json!({"KeyId": "k", "EncryptionContext": ["s3cr3t-value"]})),
-        ("Encrypt", json!({"KeyId": "k", "EncryptionContext": {"a": 1}})),
+        (
+            "GenerateDataKey",
+            json!({"KeyId": "k", "NumberOfBytes": "s3cr3t-value"}),
+        ),
+        (
+            "GenerateDataKey",
+            json!({"KeyId": "k", "NumberOfBytes": -1}),
+        ),
+        (
+            "GenerateDataKey",
+            json!({"KeyId": "k", "NumberOfBytes": 32.5}),
+        ),
+        (
+            "Encrypt",
+            json!({"KeyId": "k", "EncryptionContext": ["s3cr3t-value"]}),
+        ),
+        (
+            "Encrypt",
+            json!({"KeyId": "k", "EncryptionContext": {"a": 1}}),
+        ),
         ("Encrypt", json!({"KeyId": "k", "DryRun": "s3cr3t-value"})),
-        ("DescribeKey", json!({"KeyId": "k", "GrantTokens": "s3cr3t-value"})),
+        (
+            "DescribeKey",
+            json!({"KeyId": "k", "GrantTokens": "s3cr3t-value"}),
+        ),
         ("CreateGrant", json!({"Operations": [7]})),
         ("CreateGrant", json!({"Constraints": "s3cr3t-value"})),
         ("CreateKey", json!({"KeySpec": false})),
@@ -656,25 +680,89 @@ fn wrong_types_are_serialization_errors_that_never_quote_the_value() {
 #[test]
 fn missing_required_members_are_validation_errors() {
     for (op, body, msg) in [
-        ("DescribeKey", json!({"GrantTokens": []}), "KeyId is required"),
-        ("GenerateDataKey", json!({"KeySpec": "AES_256"}), "KeyId is required"),
-        ("ReEncrypt", json!({"CiphertextBlob": "AA=="}), "DestinationKeyId is required"),
-        ("CreateAlias", json!({"TargetKeyId": KEY}), "AliasName is required"),
-        ("CreateAlias", json!({"AliasName": "alias/a"}), "TargetKeyId is required"),
-        ("UpdateKeyDescription", json!({"KeyId": KEY}), "Description is required"),
+        (
+            "DescribeKey",
+            json!({"GrantTokens": []}),
+            "KeyId is required",
+        ),
+        (
+            "GenerateDataKey",
+            json!({"KeySpec": "AES_256"}),
+            "KeyId is required",
+        ),
+        (
+            "ReEncrypt",
+            json!({"CiphertextBlob": "AA=="}),
+            "DestinationKeyId is required",
+        ),
+        (
+            "CreateAlias",
+            json!({"TargetKeyId": KEY}),
+            "AliasName is required",
+        ),
+        (
+            "CreateAlias",
+            json!({"AliasName": "alias/a"}),
+            "TargetKeyId is required",
+        ),
+        (
+            "UpdateKeyDescription",
+            json!({"KeyId": KEY}),
+            "Description is required",
+        ),
         ("TagResource", json!({"KeyId": KEY}), "Tags is required"),
-        ("TagResource", json!({"KeyId": KEY, "Tags": [{"TagValue": "v"}]}), "Tags[0].TagKey is required"),
-        ("UntagResource", json!({"KeyId": KEY, "TagKeys": []}), "TagKeys is required"),
-        ("GetParametersForImport", json!({"KeyId": KEY, "WrappingKeySpec": "RSA_2048"}), "WrappingAlgorithm is required"),
-        ("GetParametersForImport", json!({"KeyId": KEY, "WrappingAlgorithm": "RSAES_OAEP_SHA_256"}), "WrappingKeySpec is required"),
-        ("ImportKeyMaterial", json!({"KeyId": KEY, "EncryptedKeyMaterial": "AA=="}), "ImportToken is required"),
-        ("ImportKeyMaterial", json!({"KeyId": KEY, "ImportToken": "AA==", "EncryptedKeyMaterial": ""}), "EncryptedKeyMaterial is required"),
+        (
+            "TagResource",
+            json!({"KeyId": KEY, "Tags": [{"TagValue": "v"}]}),
+            "Tags[0].TagKey is required",
+        ),
+        (
+            "UntagResource",
+            json!({"KeyId": KEY, "TagKeys": []}),
+            "TagKeys is required",
+        ),
+        (
+            "GetParametersForImport",
+            json!({"KeyId": KEY, "WrappingKeySpec": "RSA_2048"}),
+            "WrappingAlgorithm is required",
+        ),
+        (
+            "GetParametersForImport",
+            json!({"KeyId": KEY, "WrappingAlgorithm": "RSAES_OAEP_SHA_256"}),
+            "WrappingKeySpec is required",
+        ),
+        (
+            "ImportKeyMaterial",
+            json!({"KeyId": KEY, "EncryptedKeyMaterial": "AA=="}),
+            "ImportToken is required",
+        ),
+        (
+            "ImportKeyMaterial",
+            json!({"KeyId": KEY, "ImportToken": "AA==", "EncryptedKeyMaterial": ""}),
+            "EncryptedKeyMaterial is required",
+        ),
         ("PutKeyPolicy", json!({"KeyId": KEY}), "Policy is required"),
-        ("CreateGrant", json!({"KeyId": KEY, "Operations": ["Decrypt"]}), "GranteePrincipal is required"),
-        ("CreateGrant", json!({"KeyId": KEY, "GranteePrincipal": "uid:1"}), "Operations is required"),
-        ("ListRetirableGrants", json!({}), "RetiringPrincipal is required"),
+        (
+            "CreateGrant",
+            json!({"KeyId": KEY, "Operations": ["Decrypt"]}),
+            "GranteePrincipal is required",
+        ),
+        (
+            "CreateGrant",
+            json!({"KeyId": KEY, "GranteePrincipal": "uid:1"}),
+            "Operations is required",
+        ),
+        (
+            "ListRetirableGrants",
+            json!({}),
+            "RetiringPrincipal is required",
+        ),
         ("RevokeGrant", json!({"KeyId": KEY}), "GrantId is required"),
-        ("VerifyAuditSeals", json!({"Seals": [{"Seq": 1, "Mac": b64(&[0; 32])}]}), "PrevHash must be 32 bytes"),
+        (
+            "VerifyAuditSeals",
+            json!({"Seals": [{"Seq": 1, "Mac": b64(&[0; 32])}]}),
+            "PrevHash must be 32 bytes",
+        ),
     ] {
         assert_eq!(
             refusal(op, &body),
@@ -763,7 +851,10 @@ fn checks_both_codecs_make_refuse_with_the_same_words() {
             Operation::Encrypt(Encrypt {
                 key_id: KEY,
                 plaintext: &[0],
-                context: big_ctx.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                context: big_ctx
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
                 ..Default::default()
             }),
         ),
@@ -816,23 +907,68 @@ fn aws_values_kmsd_does_not_offer_are_unsupported_and_unknown_values_invalid() {
         ("CreateKey", json!({"CustomKeyStoreId": "cks-1"})),
         ("CreateKey", json!({"MultiRegion": true})),
         ("CreateKey", json!({"XksKeyId": "x"})),
-        ("Encrypt", json!({"KeyId": "k", "Plaintext": "AA==", "EncryptionAlgorithm": "RSAES_OAEP_SHA_256"})),
-        ("Decrypt", json!({"CiphertextBlob": "AA==", "Recipient": {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256"}})),
-        ("Decrypt", json!({"CiphertextBlob": "AA==", "DryRun": true, "DryRunModifiers": ["IGNORE_CIPHERTEXT"]})),
-        ("ReEncrypt", json!({"DestinationKeyId": "k", "DestinationEncryptionAlgorithm": "SM2PKE"})),
-        ("GenerateDataKey", json!({"KeyId": "k", "KeySpec": "AES_256", "Recipient": {}})),
-        ("GenerateRandom", json!({"NumberOfBytes": 8, "CustomKeyStoreId": "c"})),
-        ("ListKeyRotations", json!({"KeyId": "k", "IncludeKeyMaterial": "ALL_KEY_MATERIAL"})),
-        ("GetParametersForImport", json!({"KeyId": "k", "WrappingAlgorithm": "SM2PKE", "WrappingKeySpec": "RSA_2048"})),
-        ("GetParametersForImport", json!({"KeyId": "k", "WrappingAlgorithm": "RSAES_OAEP_SHA_1", "WrappingKeySpec": "SM2"})),
-        ("ImportKeyMaterial", json!({"KeyId": "k", "ImportToken": "AA==", "EncryptedKeyMaterial": "AA==", "KeyMaterialId": "ab"})),
-        ("DeleteImportedKeyMaterial", json!({"KeyId": "k", "KeyMaterialId": "ab"})),
-        ("CreateGrant", json!({"KeyId": "k", "GranteeServicePrincipal": "s3.amazonaws.com", "Operations": ["Decrypt"]})),
-        ("CreateGrant", json!({"KeyId": "k", "GranteePrincipal": "u", "Operations": ["Decrypt"],
-                               "Constraints": {"SourceArn": "arn:aws:s3:::b"}})),
-        ("CreateGrant", json!({"KeyId": "k", "GranteePrincipal": "u", "Operations": ["Decrypt"],
-                               "Constraints": {"EncryptionContextSubset": {"a": "b"}, "NewConstraint": {}}})),
-        ("ListGrants", json!({"KeyId": "k", "GranteeServicePrincipal": "s3.amazonaws.com"})),
+        (
+            "Encrypt",
+            json!({"KeyId": "k", "Plaintext": "AA==", "EncryptionAlgorithm": "RSAES_OAEP_SHA_256"}),
+        ),
+        (
+            "Decrypt",
+            json!({"CiphertextBlob": "AA==", "Recipient": {"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256"}}),
+        ),
+        (
+            "Decrypt",
+            json!({"CiphertextBlob": "AA==", "DryRun": true, "DryRunModifiers": ["IGNORE_CIPHERTEXT"]}),
+        ),
+        (
+            "ReEncrypt",
+            json!({"DestinationKeyId": "k", "DestinationEncryptionAlgorithm": "SM2PKE"}),
+        ),
+        (
+            "GenerateDataKey",
+            json!({"KeyId": "k", "KeySpec": "AES_256", "Recipient": {}}),
+        ),
+        (
+            "GenerateRandom",
+            json!({"NumberOfBytes": 8, "CustomKeyStoreId": "c"}),
+        ),
+        (
+            "ListKeyRotations",
+            json!({"KeyId": "k", "IncludeKeyMaterial": "ALL_KEY_MATERIAL"}),
+        ),
+        (
+            "GetParametersForImport",
+            json!({"KeyId": "k", "WrappingAlgorithm": "SM2PKE", "WrappingKeySpec": "RSA_2048"}),
+        ),
+        (
+            "GetParametersForImport",
+            json!({"KeyId": "k", "WrappingAlgorithm": "RSAES_OAEP_SHA_1", "WrappingKeySpec": "SM2"}),
+        ),
+        (
+            "ImportKeyMaterial",
+            json!({"KeyId": "k", "ImportToken": "AA==", "EncryptedKeyMaterial": "AA==", "KeyMaterialId": "ab"}),
+        ),
+        (
+            "DeleteImportedKeyMaterial",
+            json!({"KeyId": "k", "KeyMaterialId": "ab"}),
+        ),
+        (
+            "CreateGrant",
+            json!({"KeyId": "k", "GranteeServicePrincipal": "s3.amazonaws.com", "Operations": ["Decrypt"]}),
+        ),
+        (
+            "CreateGrant",
+            json!({"KeyId": "k", "GranteePrincipal": "u", "Operations": ["Decrypt"],
+                               "Constraints": {"SourceArn": "arn:aws:s3:::b"}}),
+        ),
+        (
+            "CreateGrant",
+            json!({"KeyId": "k", "GranteePrincipal": "u", "Operations": ["Decrypt"],
+                               "Constraints": {"EncryptionContextSubset": {"a": "b"}, "NewConstraint": {}}}),
+        ),
+        (
+            "ListGrants",
+            json!({"KeyId": "k", "GranteeServicePrincipal": "s3.amazonaws.com"}),
+        ),
     ] {
         let (name, msg) = refusal(op, &body);
         assert_eq!(name, "UnsupportedOperationException", "{op} {body}: {msg}");
@@ -840,10 +976,22 @@ fn aws_values_kmsd_does_not_offer_are_unsupported_and_unknown_values_invalid() {
     for (op, body, field) in [
         ("CreateKey", json!({"KeySpec": "AES_999"}), "KeySpec"),
         ("CreateKey", json!({"Origin": "aws_kms"}), "Origin"),
-        ("GenerateDataKey", json!({"KeyId": "k", "KeySpec": "AES_512"}), "KeySpec"),
-        ("ImportKeyMaterial", json!({"KeyId": "k", "ImportToken": "AA==", "EncryptedKeyMaterial": "AA==",
-                                     "ExpirationModel": "NEVER"}), "ExpirationModel"),
-        ("CreateGrant", json!({"KeyId": "k", "GranteePrincipal": "u", "Operations": ["Decrypt", "Fly"]}), "Operations[1]"),
+        (
+            "GenerateDataKey",
+            json!({"KeyId": "k", "KeySpec": "AES_512"}),
+            "KeySpec",
+        ),
+        (
+            "ImportKeyMaterial",
+            json!({"KeyId": "k", "ImportToken": "AA==", "EncryptedKeyMaterial": "AA==",
+                                     "ExpirationModel": "NEVER"}),
+            "ExpirationModel",
+        ),
+        (
+            "CreateGrant",
+            json!({"KeyId": "k", "GranteePrincipal": "u", "Operations": ["Decrypt", "Fly"]}),
+            "Operations[1]",
+        ),
     ] {
         let (name, msg) = refusal(op, &body);
         assert_eq!(name, "ValidationException", "{op} {body}: {msg}");
@@ -863,13 +1011,22 @@ fn a_limit_of_zero_is_refused_as_aws_does() {
 
 #[test]
 fn unknown_operations_are_unknown_operation_exceptions() {
-    for name in ["Nope", "", "encrypt", "TrentService.Encrypt", "Sign", "GetPublicKey"] {
+    for name in [
+        "Nope",
+        "",
+        "encrypt",
+        "TrentService.Encrypt",
+        "Sign",
+        "GetPublicKey",
+    ] {
         let e = refused(name, b"{}");
         assert!(matches!(e, JsonError::UnknownOperation(_)), "{name}: {e:?}");
         assert_eq!(e.name(), "UnknownOperationException");
         assert_eq!(e.status(), 400);
     }
-    assert!(refused("Sign", b"{}").message().contains("Sign is an AWS KMS operation"));
+    assert!(refused("Sign", b"{}")
+        .message()
+        .contains("Sign is an AWS KMS operation"));
     // The client's text is not quoted.
     assert!(!refused("<script>", b"{}").message().contains("script"));
     // The name is checked before the body.
@@ -910,7 +1067,10 @@ fn bodies_over_the_limits_are_refused_before_parsing() {
             "the request body has more than 10 members and elements",
         ),
         // Malformed and too deep: the bound speaks first.
-        (b"[[[[".to_vec(), "the request body nests deeper than 3 levels"),
+        (
+            b"[[[[".to_vec(),
+            "the request body nests deeper than 3 levels",
+        ),
     ];
     for (body, msg) in cases {
         let e = JsonRequest::decode("GenerateDataKey", &body, &tight()).unwrap_err();
@@ -924,7 +1084,11 @@ fn bodies_over_the_limits_are_refused_before_parsing() {
     // Escapes count as written, and an escaped quote does not end a string.
     let body = format!(r#"{{"KeyId":"{}\"{}"}}"#, "a".repeat(20), "b".repeat(29));
     let e = JsonRequest::decode("GenerateDataKey", body.as_bytes(), &tight()).unwrap_err();
-    assert!(e.message().starts_with("a string in the request body has 51 bytes"), "{e}");
+    assert!(
+        e.message()
+            .starts_with("a string in the request body has 51 bytes"),
+        "{e}"
+    );
     // Brackets inside strings are text.
     let body = br#"{"KeyId":"[[[[{{{{,,,,,,,,,,,,"}"#;
     JsonRequest::decode("DescribeKey", body, &tight()).unwrap();
@@ -947,7 +1111,10 @@ fn the_default_limits_fit_the_largest_valid_requests() {
         "VerifyAuditSeals",
         &json!({"Seals": vec![json!({}); limits::MAX_AUDIT_SEALS + 1]}),
     );
-    assert_eq!((name, msg.as_str()), ("ValidationException", "Seals must hold 0..=1000 seals"));
+    assert_eq!(
+        (name, msg.as_str()),
+        ("ValidationException", "Seals must hold 0..=1000 seals")
+    );
     // A 4 KiB plaintext.
     let body = json!({"KeyId": KEY, "Plaintext": b64(&[7; 4096])});
     decoded("Encrypt", &body);
@@ -957,7 +1124,10 @@ fn the_default_limits_fit_the_largest_valid_requests() {
 
 #[test]
 fn debug_output_never_shows_plaintext() {
-    let r = decoded("Encrypt", &json!({"KeyId": KEY, "Plaintext": b64(b"very secret text")}));
+    let r = decoded(
+        "Encrypt",
+        &json!({"KeyId": KEY, "Plaintext": b64(b"very secret text")}),
+    );
     let shown = format!("{r:?}");
     assert!(shown.contains("16 bytes redacted"), "{shown}");
     assert!(!shown.contains("very") && !shown.contains("118"), "{shown}");
@@ -1313,12 +1483,14 @@ fn lifecycle_and_import_answers_have_aws_shapes() {
         ..Default::default()
     }));
     assert_eq!(v, json!({"KeyRotationEnabled": false, "KeyId": ARN}));
-    let v = encoded(&Output::GetParametersForImport(GetParametersForImportOutput {
-        key_id: ARN.into(),
-        import_token: vec![1, 2, 3],
-        public_key: vec![4, 5],
-        parameters_valid_to: 1_733_266_400,
-    }));
+    let v = encoded(&Output::GetParametersForImport(
+        GetParametersForImportOutput {
+            key_id: ARN.into(),
+            import_token: vec![1, 2, 3],
+            public_key: vec![4, 5],
+            parameters_valid_to: 1_733_266_400,
+        },
+    ));
     assert_eq!(
         v,
         json!({"KeyId": ARN, "ImportToken": b64(&[1, 2, 3]), "PublicKey": b64(&[4, 5]), "ParametersValidTo": 1_733_266_400})
