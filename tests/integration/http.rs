@@ -257,7 +257,7 @@ fn bad_calls_get_aws_errors_and_the_connection_and_daemon_carry_on() {
         ),
         // A wrong content type.
         (
-            format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Amz-Target: TrentService.GenerateRandom\r\nContent-Length: 2\r\n\r\n{{}}").into_bytes(),
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Amz-Target: TrentService.GenerateRandom\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
             400,
             "UnknownOperationException",
         ),
