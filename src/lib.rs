@@ -48,6 +48,7 @@ internals!(
     clock,
     dispatch,
     errors,
+    http,
     identity,
     keystore,
     memlock,
