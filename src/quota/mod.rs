@@ -129,8 +129,10 @@ impl Limits {
     }
 }
 
-/// `*` (None), `uid:N` or `user:NAME` (resolved now) to a uid.
-fn principal_uid(p: &str) -> Result<Option<u32>, String> {
+/// `*` (None), `uid:N` or `user:NAME` (resolved now) to a uid. Also the
+/// parser of the HTTP endpoint's credentials (`http::sigv4`), which take
+/// the `uid:N` and `user:NAME` forms.
+pub(crate) fn principal_uid(p: &str) -> Result<Option<u32>, String> {
     if p == "*" {
         return Ok(None);
     }
