@@ -515,8 +515,19 @@ pub struct HttpConfig {
     pub max_head_bytes: usize,
     /// A request whose head or body is not complete this long after it
     /// began is answered 408 (head) or cut off (body), and the connection
-    /// closed. Default: 10,000 ms.
+    /// closed; an idle keep-alive connection is closed after it too.
+    /// Default: 10,000 ms.
     pub request_timeout_ms: u64,
+    /// Also serve the API on this TCP `address:port` (loopback only unless
+    /// `allow_non_loopback`), where every request must carry an AWS
+    /// Signature Version 4 made with one of `credentials`. Default: none.
+    pub tcp: Option<String>,
+    /// Allow a `tcp` address that is not loopback: the API is then
+    /// reachable from other hosts, in plain HTTP. Default: false.
+    pub allow_non_loopback: bool,
+    /// Access keys of the TCP listener and whom their requests run as
+    /// (docs/sigv4.md).
+    pub credentials: Vec<crate::http::sigv4::CredentialConfig>,
 }
 
 impl Default for HttpConfig {
@@ -528,11 +539,38 @@ impl Default for HttpConfig {
             max_headers: 64,
             max_head_bytes: 16 * 1024,
             request_timeout_ms: 10_000,
+            tcp: None,
+            allow_non_loopback: false,
+            credentials: Vec::new(),
         }
     }
 }
 
 impl HttpConfig {
+    /// The TCP address `tcp` names, checked: loopback unless
+    /// `allow_non_loopback`, and with credentials to check signatures by.
+    pub fn tcp_addr(&self) -> std::io::Result<Option<std::net::SocketAddr>> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+        let Some(t) = self.tcp.as_deref() else {
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr = t
+            .parse()
+            .map_err(|_| invalid(format!("http.tcp = {t:?}: not an address:port")))?;
+        if !addr.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(invalid(format!(
+                "http.tcp = {t:?} is not a loopback address: the API would be reachable from \
+                 other hosts in plain HTTP; set http.allow_non_loopback = true to mean it"
+            )));
+        }
+        if self.credentials.is_empty() {
+            return Err(invalid(
+                "http.tcp needs [[http.credentials]]: every request on TCP must be signed".into(),
+            ));
+        }
+        Ok(Some(addr))
+    }
+
     /// The API's socket path for a daemon whose binary socket is `socket`.
     pub fn socket_path(&self, socket: &Path) -> PathBuf {
         match &self.socket {

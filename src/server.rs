@@ -169,6 +169,35 @@ pub fn run_from(
     } else {
         None
     };
+    // Its TCP listener, if configured: SigV4 with the configured
+    // credentials (read now: a bad secret file stops start-up).
+    let http_tcp = match crate::transport::bind_http_tcp(&config.http)
+        .context("binding the HTTP API's TCP listener (http.tcp)")?
+    {
+        None => None,
+        Some(bound) => {
+            let credentials = crate::http::sigv4::Credentials::load(&config.http.credentials)
+                .context("loading http.credentials")?;
+            let verifier = Arc::new(crate::http::sigv4::Verifier::new(credentials, SIGV4_REGION));
+            let (transport, http, dispatcher, max_frame, shutdown) = (
+                config.transport.clone(),
+                config.http.clone(),
+                Arc::clone(&dispatcher),
+                config.limits.max_frame_bytes,
+                shutdown_rx.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name("kmsd-http-tcp".into())
+                .spawn(move || {
+                    crate::transport::serve_http_tcp(
+                        bound, &transport, &http, verifier, dispatcher, max_frame, shutdown,
+                    )
+                    .context("serving the HTTP API on TCP")
+                })
+                .context("starting the HTTP API's TCP listener")?;
+            Some(thread)
+        }
+    };
     let engine = crate::transport::serve(
         &config.socket,
         &config.transport,
@@ -178,7 +207,7 @@ pub fn run_from(
     )
     .with_context(|| format!("serving on {}", config.socket.display()));
     stop_ready_probe.store(true, Ordering::Release);
-    if let Some(t) = http {
+    for t in [http, http_tcp].into_iter().flatten() {
         match t.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("{e:#}"),
@@ -196,6 +225,9 @@ pub fn run_from(
     drop(data_dir);
     Ok(())
 }
+
+/// The SigV4 region the TCP listener requires (AWS's default region).
+const SIGV4_REGION: &str = "us-east-1";
 
 /// What SIGHUP needs: the config file, the config running, the service.
 struct Reload {

@@ -451,3 +451,77 @@ fn every_call_is_audited_with_its_request_id_refusals_included() {
     assert_eq!(r["errorCode"], "SerializationException");
     assert_eq!(r["eventName"], "GenerateRandom");
 }
+
+#[test]
+fn the_tcp_listener_wants_a_signature_and_loopback() {
+    let dir = tempfile::Builder::new()
+        .prefix("kmsd-http-tcp-")
+        .tempdir()
+        .unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "not-a-real-secret-0123\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let creds = format!(
+        "[[http.credentials]]\naccess_key_id = \"AKIDKMSDTEST\"\nsecret_file = {:?}\nprincipal = \"uid:{}\"\n",
+        secret,
+        rustix::process::geteuid().as_raw()
+    );
+    let (d, _cfg) = daemon_with(&format!("[http]\ntcp = \"127.0.0.1:{port}\"\n{creds}"));
+    // No signature: refused with AWS's exception, nothing runs, and the
+    // connection and the daemon carry on.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&request("CreateKey", "{}")).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("}") {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("MissingAuthenticationToken"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("x-amzn-requestid"),
+        "{text}"
+    );
+    assert!(
+        d.client().list_keys(100, None).unwrap().keys.is_empty(),
+        "nothing ran"
+    );
+    drop(d);
+
+    // A non-loopback address is refused at start-up unless the config
+    // says so, and so is a TCP listener without credentials.
+    for (config, says) in [
+        (
+            format!("[http]\ntcp = \"0.0.0.0:{port}\"\n{creds}"),
+            "not a loopback address",
+        ),
+        (
+            format!("[http]\ntcp = \"127.0.0.1:{port}\"\n"),
+            "needs [[http.credentials]]",
+        ),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, config).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kmsd"))
+            .args(["serve", "--socket"])
+            .arg(dir.path().join("k.sock"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+}
