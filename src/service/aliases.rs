@@ -28,7 +28,8 @@ pub const RESERVED_PREFIX: &str = "alias/aws/";
 /// Checks an alias name given in `AliasName` against AWS's rules:
 /// - 1..=256 characters, each of `[a-zA-Z0-9:/_-]` (AWS's `AliasNameType`
 ///   shape): else ValidationException, as AWS's request validation answers;
-/// - it starts with `alias/` and has a name after it, has no `:` (AWS
+/// - it starts with `alias/`: else ValidationException, with AWS's message;
+/// - it has a name after `alias/`, has no `:` (AWS
 ///   refuses colons although its pattern allows them), and does not start
 ///   with `alias/aws/` (reserved for AWS managed keys): else
 ///   InvalidAliasNameException (AWS: "the specified alias name is not
@@ -56,7 +57,13 @@ pub fn validate_name(name: &str) -> Result<(), KmsError> {
         )
     };
     let Some(rest) = name.strip_prefix(ALIAS_PREFIX) else {
-        return Err(invalid("must start with alias/"));
+        // AWS's words and exception for a name without the prefix (as its
+        // SDKs see it; aws-controllers-k8s/community#1878).
+        return Err(KmsError::validation(format!(
+            "AliasName {}: Alias must start with the prefix \"alias/\". Please see \
+             https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html",
+            shown(name)
+        )));
     };
     if rest.is_empty() {
         return Err(invalid("has no name after alias/"));
@@ -281,8 +288,8 @@ mod tests {
             ("alias/with space", ErrorKind::Validation),
             ("alias/é", ErrorKind::Validation),
             ("alias/a*b", ErrorKind::Validation),
-            ("key/a", ErrorKind::InvalidAliasName),
-            ("aliasx", ErrorKind::InvalidAliasName),
+            ("key/a", ErrorKind::Validation),
+            ("aliasx", ErrorKind::Validation),
             ("alias/", ErrorKind::InvalidAliasName),
             ("alias/my:alias", ErrorKind::InvalidAliasName),
             ("alias/aws/ebs", ErrorKind::InvalidAliasName),

@@ -456,7 +456,7 @@ fn bad_inputs_get_aws_exceptions_naming_the_field_and_change_nothing() {
                 alias_name: "noprefix",
                 target_key_id: &k,
             }),
-            ErrorKind::InvalidAliasName,
+            ErrorKind::Validation,
             "AliasName",
         ),
         (

@@ -113,7 +113,7 @@ mod tests {
         let cases = [
             ("alias/bad name", key.as_str(), ErrorKind::Validation, "AliasName"),
             ("alias/aws/ebs", &key, ErrorKind::InvalidAliasName, "AliasName"),
-            ("nope/x", &key, ErrorKind::InvalidAliasName, "AliasName"),
+            ("nope/x", &key, ErrorKind::Validation, "AliasName"),
             ("alias/a:b", &key, ErrorKind::InvalidAliasName, "AliasName"),
             ("alias/taken", &key, ErrorKind::AlreadyExists, "AliasName"),
             ("alias/x", "alias/taken", ErrorKind::Validation, "TargetKeyId"),
