@@ -60,9 +60,10 @@ pub fn run_from(
             .context("opening the keystore")?,
     );
     // Checked by validate() above: cannot fail here.
-    service
-        .quotas()
-        .reload(crate::quota::Limits::from_config(&config.quotas).map_err(anyhow::Error::msg)?);
+    service.quotas().reload(
+        crate::quota::Limits::from_config(&config.quotas, &config.aws)
+            .map_err(anyhow::Error::msg)?,
+    );
     // A CreateKey of an HSM-only key interrupted by a crash may have left a
     // token object that no stored key names: destroyed before serving.
     service
@@ -191,7 +192,9 @@ impl Reload {
         new.socket = self.running.socket.clone();
         new.data_dir = self.running.data_dir.clone();
         new.transport.io = self.running.transport.io;
-        let limits = match crate::quota::Limits::from_config(&new.quotas) {
+        // `aws.region` (the Region when `quotas.aws_region` is unset) is
+        // the running one: `[aws]` changes at the next start only.
+        let limits = match crate::quota::Limits::from_config(&new.quotas, &self.running.aws) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("SIGHUP: invalid config: {e}; keeping the running config");
