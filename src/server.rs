@@ -60,9 +60,10 @@ pub fn run_from(
             .context("opening the keystore")?,
     );
     // Checked by validate() above: cannot fail here.
-    service
-        .quotas()
-        .reload(crate::quota::Limits::from_config(&config.quotas).map_err(anyhow::Error::msg)?);
+    service.quotas().reload(
+        crate::quota::Limits::from_config(&config.quotas, &config.aws)
+            .map_err(anyhow::Error::msg)?,
+    );
     // A CreateKey of an HSM-only key interrupted by a crash may have left a
     // token object that no stored key names: destroyed before serving.
     service
@@ -178,7 +179,10 @@ pub fn run_from(
         Some(bound) => {
             let credentials = crate::http::sigv4::Credentials::load(&config.http.credentials)
                 .context("loading http.credentials")?;
-            let verifier = Arc::new(crate::http::sigv4::Verifier::new(credentials, SIGV4_REGION));
+            let verifier = Arc::new(crate::http::sigv4::Verifier::new(
+                credentials,
+                &config.aws.region,
+            ));
             let (transport, http, dispatcher, max_frame, shutdown) = (
                 config.transport.clone(),
                 config.http.clone(),
@@ -226,9 +230,6 @@ pub fn run_from(
     Ok(())
 }
 
-/// The SigV4 region the TCP listener requires (AWS's default region).
-const SIGV4_REGION: &str = "us-east-1";
-
 /// What SIGHUP needs: the config file, the config running, the service.
 struct Reload {
     file: Option<std::path::PathBuf>,
@@ -258,7 +259,9 @@ impl Reload {
         new.socket = self.running.socket.clone();
         new.data_dir = self.running.data_dir.clone();
         new.transport.io = self.running.transport.io;
-        let limits = match crate::quota::Limits::from_config(&new.quotas) {
+        // `aws.region` (the Region when `quotas.aws_region` is unset) is
+        // the running one: `[aws]` changes at the next start only.
+        let limits = match crate::quota::Limits::from_config(&new.quotas, &self.running.aws) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("SIGHUP: invalid config: {e}; keeping the running config");
