@@ -17,7 +17,7 @@ use kmsd::identity::{Identity, PeerDetails};
 use kmsd::keystore::Keystore;
 use kmsd::root::FileRoot;
 use kmsd::service::access::Ask;
-use kmsd::service::{parse_key_id, Service, Site};
+use kmsd::service::{Service, Site};
 use std::sync::Arc;
 
 const ADMIN: Identity = Identity::local(0, 0, 0);
@@ -67,7 +67,7 @@ fn bench(c: &mut Criterion) {
             Output::CreateKey(m) => m.key_id,
             _ => unreachable!(),
         };
-        let id = parse_key_id(&key).unwrap();
+        let id = svc.parse_key_id(&key).unwrap();
         svc.set_key_policy(&ADMIN, &id, &policy).unwrap();
         let loaded = svc
             .load_key(&id, Site::Blocking { prefetched: None })
@@ -109,7 +109,7 @@ fn bench(c: &mut Criterion) {
 
 /// The quota check every item takes (`Quotas::admit`, docs/quotas.md).
 fn quota(c: &mut Criterion) {
-    use kmsd::config::{QuotaLimit, QuotaProfile, QuotasConfig};
+    use kmsd::config::{AwsConfig, QuotaLimit, QuotaProfile, QuotasConfig};
     use kmsd::quota::{op_index, Quotas};
     let limit = |principal: &str, rate: f64| QuotaLimit {
         principal: principal.into(),
@@ -121,30 +121,39 @@ fn quota(c: &mut Criterion) {
     let gdk = op_index("GenerateDataKey");
     let mut g = c.benchmark_group("quota");
     g.throughput(Throughput::Elements(1));
-    let plain = Quotas::from_config(&QuotasConfig {
-        profile: QuotaProfile::Kmsd,
-        limit: vec![limit("*", 1e9)],
-        ..Default::default()
-    })
+    let plain = Quotas::from_config(
+        &QuotasConfig {
+            profile: QuotaProfile::Kmsd,
+            limit: vec![limit("*", 1e9)],
+            ..Default::default()
+        },
+        &AwsConfig::default(),
+    )
     .unwrap();
     g.bench_function("admit/allowed", |b| b.iter(|| plain.admit(1000, gdk)));
-    let overrides = Quotas::from_config(&QuotasConfig {
-        profile: QuotaProfile::Kmsd,
-        limit: (0..100)
-            .map(|u| limit(&format!("uid:{u}"), 1e9))
-            .chain([limit("uid:1000", 1e9)])
-            .collect(),
-        ..Default::default()
-    })
+    let overrides = Quotas::from_config(
+        &QuotasConfig {
+            profile: QuotaProfile::Kmsd,
+            limit: (0..100)
+                .map(|u| limit(&format!("uid:{u}"), 1e9))
+                .chain([limit("uid:1000", 1e9)])
+                .collect(),
+            ..Default::default()
+        },
+        &AwsConfig::default(),
+    )
     .unwrap();
     g.bench_function("admit/allowed-100-entries", |b| {
         b.iter(|| overrides.admit(1000, gdk))
     });
-    let tight = Quotas::from_config(&QuotasConfig {
-        profile: QuotaProfile::Kmsd,
-        limit: vec![limit("*", 1.0)],
-        ..Default::default()
-    })
+    let tight = Quotas::from_config(
+        &QuotasConfig {
+            profile: QuotaProfile::Kmsd,
+            limit: vec![limit("*", 1.0)],
+            ..Default::default()
+        },
+        &AwsConfig::default(),
+    )
     .unwrap();
     let _ = tight.admit(1000, gdk);
     g.bench_function("admit/refused", |b| b.iter(|| tight.admit(1000, gdk)));

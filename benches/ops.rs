@@ -146,13 +146,15 @@ fn bench(c: &mut Criterion) {
     // Resolving a client's key name to a key id.
     let mut g = c.benchmark_group("resolve");
     g.throughput(Throughput::Elements(1));
-    let arn = format!("arn:kmsd:kms:local:key/{key}");
-    let alias_arn = format!("arn:kmsd:kms:local:{alias}");
+    let arn = format!("{}{key}", svc.arns().key_arn_prefix());
+    let alias_arn = svc.arns().alias_arn(alias);
+    let legacy_arn = format!("arn:kmsd:kms:local:key/{key}");
     for (name, s) in [
         ("key_id", key.as_str()),
         ("key_arn", arn.as_str()),
         ("alias", alias),
         ("alias_arn", alias_arn.as_str()),
+        ("legacy_key_arn", legacy_arn.as_str()),
     ] {
         g.bench_function(name, |b| {
             b.iter(|| {

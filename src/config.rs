@@ -51,6 +51,42 @@ pub struct Config {
     pub audit: AuditConfig,
     /// AWS KMS's HTTP API (docs/aws-api.md).
     pub http: HttpConfig,
+    /// The AWS region and account kmsd presents (its ARNs).
+    pub aws: AwsConfig,
+}
+
+/// The AWS identity kmsd presents: the region and account of its key and
+/// alias ARNs (`arn:<partition>:kms:<region>:<account>:key/<key id>`), so
+/// that code which builds ARNs from a region and an account works against
+/// it. Not reloaded on SIGHUP: ARNs do not change while kmsd runs.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// The AWS Region in ARNs (its partition follows from it: `aws`,
+    /// `aws-cn` for `cn-...`, `aws-us-gov` for `us-gov-...`), the default
+    /// of `quotas.aws_region`, and the SigV4 region the HTTP API's TCP
+    /// listener requires. Default: `us-east-1` (LocalStack's default, and
+    /// AWS's first Region; docs/config.md says why).
+    pub region: String,
+    /// The 12-digit account id in ARNs (a string: leading zeros count).
+    /// Default: `000000000000` (LocalStack's; no real account has it).
+    pub account_id: String,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            region: "us-east-1".to_owned(),
+            account_id: "000000000000".to_owned(),
+        }
+    }
+}
+
+impl AwsConfig {
+    /// The ARN form it describes (checked by [`Config::validate`]).
+    pub fn arns(&self) -> Result<crate::service::key_id::Arns, String> {
+        crate::service::key_id::Arns::from_config(self)
+    }
 }
 
 /// Which root of trust wraps the backing keys.
@@ -324,7 +360,7 @@ pub struct QuotasConfig {
     /// `kmsd`, `aws` or `off`.
     pub profile: QuotaProfile,
     /// With `profile = "aws"`: the AWS Region whose symmetric quota to
-    /// mirror (10,000, 20,000 or 100,000 a second); none: 10,000.
+    /// mirror (10,000, 20,000 or 100,000 a second); none: `aws.region`.
     pub aws_region: Option<String>,
     /// Requests a second one key takes in cryptographic operations, from
     /// all callers together; 0: no per-key limit.
@@ -515,8 +551,19 @@ pub struct HttpConfig {
     pub max_head_bytes: usize,
     /// A request whose head or body is not complete this long after it
     /// began is answered 408 (head) or cut off (body), and the connection
-    /// closed. Default: 10,000 ms.
+    /// closed; an idle keep-alive connection is closed after it too.
+    /// Default: 10,000 ms.
     pub request_timeout_ms: u64,
+    /// Also serve the API on this TCP `address:port` (loopback only unless
+    /// `allow_non_loopback`), where every request must carry an AWS
+    /// Signature Version 4 made with one of `credentials`. Default: none.
+    pub tcp: Option<String>,
+    /// Allow a `tcp` address that is not loopback: the API is then
+    /// reachable from other hosts, in plain HTTP. Default: false.
+    pub allow_non_loopback: bool,
+    /// Access keys of the TCP listener and whom their requests run as
+    /// (docs/sigv4.md).
+    pub credentials: Vec<crate::http::sigv4::CredentialConfig>,
 }
 
 impl Default for HttpConfig {
@@ -528,11 +575,38 @@ impl Default for HttpConfig {
             max_headers: 64,
             max_head_bytes: 16 * 1024,
             request_timeout_ms: 10_000,
+            tcp: None,
+            allow_non_loopback: false,
+            credentials: Vec::new(),
         }
     }
 }
 
 impl HttpConfig {
+    /// The TCP address `tcp` names, checked: loopback unless
+    /// `allow_non_loopback`, and with credentials to check signatures by.
+    pub fn tcp_addr(&self) -> std::io::Result<Option<std::net::SocketAddr>> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+        let Some(t) = self.tcp.as_deref() else {
+            return Ok(None);
+        };
+        let addr: std::net::SocketAddr = t
+            .parse()
+            .map_err(|_| invalid(format!("http.tcp = {t:?}: not an address:port")))?;
+        if !addr.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(invalid(format!(
+                "http.tcp = {t:?} is not a loopback address: the API would be reachable from \
+                 other hosts in plain HTTP; set http.allow_non_loopback = true to mean it"
+            )));
+        }
+        if self.credentials.is_empty() {
+            return Err(invalid(
+                "http.tcp needs [[http.credentials]]: every request on TCP must be signed".into(),
+            ));
+        }
+        Ok(Some(addr))
+    }
+
     /// The API's socket path for a daemon whose binary socket is `socket`.
     pub fn socket_path(&self, socket: &Path) -> PathBuf {
         match &self.socket {
@@ -682,6 +756,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
             http: HttpConfig::default(),
+            aws: AwsConfig::default(),
         }
     }
 }
@@ -884,7 +959,8 @@ impl Config {
         {
             return Err(ConfigError::Invalid((*msg).to_owned()));
         }
-        crate::quota::Limits::from_config(&self.quotas).map_err(ConfigError::Invalid)?;
+        self.aws.arns().map_err(ConfigError::Invalid)?;
+        crate::quota::Limits::from_config(&self.quotas, &self.aws).map_err(ConfigError::Invalid)?;
         if self.metrics.socket_mode > 0o777 {
             return Err(ConfigError::Invalid(
                 "metrics.socket_mode must be a file mode (<= 0o777)".to_owned(),
@@ -979,6 +1055,62 @@ mod tests {
         }
         let c = parse("[metrics]\nsocket_mode = 0o1777\n");
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn aws_region_and_account_id_are_checked() {
+        let parse = |t: &str| toml::from_str::<Config>(t).unwrap();
+        let c = Config::default();
+        assert_eq!(
+            (c.aws.region.as_str(), c.aws.account_id.as_str()),
+            ("us-east-1", "000000000000")
+        );
+        let c = parse("[aws]\nregion = \"eu-west-3\"\naccount_id = \"123456789012\"\n");
+        c.validate().unwrap();
+        let arns = c.aws.arns().unwrap();
+        assert_eq!(
+            arns.key_arn_prefix(),
+            "arn:aws:kms:eu-west-3:123456789012:key/"
+        );
+        for (region, partition) in [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")] {
+            let c = parse(&format!("[aws]\nregion = \"{region}\"\n"));
+            c.validate().unwrap();
+            assert_eq!(c.aws.arns().unwrap().partition(), partition);
+        }
+        for bad in [
+            "local",
+            "us-east-1a",
+            "US-EAST-1",
+            "us_east_1",
+            "",
+            "eu-west",
+            "us-east-1 ",
+        ] {
+            let c = parse(&format!("[aws]\nregion = {bad:?}\n"));
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("aws.region") && e.contains("not an AWS Region name"),
+                "{bad:?}: {e}"
+            );
+        }
+        for bad in [
+            "0",
+            "12345678901",
+            "1234567890123",
+            "12345678901x",
+            "",
+            "１２３４５６７８９０１２",
+        ] {
+            let c = parse(&format!("[aws]\naccount_id = {bad:?}\n"));
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("aws.account_id") && e.contains("12 digits"),
+                "{bad:?}: {e}"
+            );
+        }
+        // A number is not an account id (leading zeros would be lost).
+        assert!(toml::from_str::<Config>("[aws]\naccount_id = 123456789012\n").is_err());
+        assert!(toml::from_str::<Config>("[aws]\npartition = \"aws\"\n").is_err());
     }
 
     #[test]

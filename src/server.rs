@@ -60,9 +60,10 @@ pub fn run_from(
             .context("opening the keystore")?,
     );
     // Checked by validate() above: cannot fail here.
-    service
-        .quotas()
-        .reload(crate::quota::Limits::from_config(&config.quotas).map_err(anyhow::Error::msg)?);
+    service.quotas().reload(
+        crate::quota::Limits::from_config(&config.quotas, &config.aws)
+            .map_err(anyhow::Error::msg)?,
+    );
     // A CreateKey of an HSM-only key interrupted by a crash may have left a
     // token object that no stored key names: destroyed before serving.
     service
@@ -169,6 +170,38 @@ pub fn run_from(
     } else {
         None
     };
+    // Its TCP listener, if configured: SigV4 with the configured
+    // credentials (read now: a bad secret file stops start-up).
+    let http_tcp = match crate::transport::bind_http_tcp(&config.http)
+        .context("binding the HTTP API's TCP listener (http.tcp)")?
+    {
+        None => None,
+        Some(bound) => {
+            let credentials = crate::http::sigv4::Credentials::load(&config.http.credentials)
+                .context("loading http.credentials")?;
+            let verifier = Arc::new(crate::http::sigv4::Verifier::new(
+                credentials,
+                &config.aws.region,
+            ));
+            let (transport, http, dispatcher, max_frame, shutdown) = (
+                config.transport.clone(),
+                config.http.clone(),
+                Arc::clone(&dispatcher),
+                config.limits.max_frame_bytes,
+                shutdown_rx.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name("kmsd-http-tcp".into())
+                .spawn(move || {
+                    crate::transport::serve_http_tcp(
+                        bound, &transport, &http, verifier, dispatcher, max_frame, shutdown,
+                    )
+                    .context("serving the HTTP API on TCP")
+                })
+                .context("starting the HTTP API's TCP listener")?;
+            Some(thread)
+        }
+    };
     let engine = crate::transport::serve(
         &config.socket,
         &config.transport,
@@ -178,7 +211,7 @@ pub fn run_from(
     )
     .with_context(|| format!("serving on {}", config.socket.display()));
     stop_ready_probe.store(true, Ordering::Release);
-    if let Some(t) = http {
+    for t in [http, http_tcp].into_iter().flatten() {
         match t.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("{e:#}"),
@@ -226,7 +259,9 @@ impl Reload {
         new.socket = self.running.socket.clone();
         new.data_dir = self.running.data_dir.clone();
         new.transport.io = self.running.transport.io;
-        let limits = match crate::quota::Limits::from_config(&new.quotas) {
+        // `aws.region` (the Region when `quotas.aws_region` is unset) is
+        // the running one: `[aws]` changes at the next start only.
+        let limits = match crate::quota::Limits::from_config(&new.quotas, &self.running.aws) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("SIGHUP: invalid config: {e}; keeping the running config");

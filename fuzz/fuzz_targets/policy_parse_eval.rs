@@ -18,7 +18,7 @@ impl NameResolver for Names {
     }
 }
 
-const ARN: &str = "arn:kmsd:kms:local:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const ARN: &str = "arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -2427,7 +2427,7 @@ mod tests {
         use serde_json::json;
         let m = KeyMetadata {
             key_id: "k".into(),
-            arn: "arn:kmsd:kms:local:key/k".into(),
+            arn: "arn:aws:kms:us-east-1:000000000000:key/k".into(),
             creation_date: 1,
             key_state: KeyState::PendingDeletion,
             origin: Origin::External,
@@ -2440,7 +2440,7 @@ mod tests {
         assert_eq!(
             json_of(&Output::DescribeKey(m)),
             json!({"KeyMetadata": {
-                "KeyId": "k", "Arn": "arn:kmsd:kms:local:key/k", "CreationDate": 1,
+                "KeyId": "k", "Arn": "arn:aws:kms:us-east-1:000000000000:key/k", "CreationDate": 1,
                 "Enabled": false, "Description": "", "KeyState": "PendingDeletion",
                 "KeyUsage": "ENCRYPT_DECRYPT", "KeySpec": "SYMMETRIC_DEFAULT",
                 "Origin": "EXTERNAL", "DeletionDate": 2, "PendingDeletionWindowInDays": 7,
@@ -2471,7 +2471,7 @@ mod tests {
             json_of(&Output::ListAliases(ListAliasesOutput {
                 aliases: vec![AliasListEntry {
                     alias_name: "alias/a".into(),
-                    alias_arn: "arn:kmsd:kms:local:alias/a".into(),
+                    alias_arn: "arn:aws:kms:us-east-1:000000000000:alias/a".into(),
                     target_key_id: Some("k".into()),
                     creation_date: 1,
                     last_updated_date: 2,
@@ -2479,7 +2479,7 @@ mod tests {
                 next_marker: Some("m".into()),
                 truncated: true,
             })),
-            json!({"Aliases": [{"AliasName": "alias/a", "AliasArn": "arn:kmsd:kms:local:alias/a",
+            json!({"Aliases": [{"AliasName": "alias/a", "AliasArn": "arn:aws:kms:us-east-1:000000000000:alias/a",
                                 "TargetKeyId": "k", "CreationDate": 1, "LastUpdatedDate": 2}],
                    "NextMarker": "m", "Truncated": true})
         );
@@ -2991,7 +2991,7 @@ mod tests {
     fn access_outputs_use_aws_field_names() {
         use serde_json::json;
         let grant = GrantListEntry {
-            key_id: "arn:kmsd:kms:local:key/k".into(),
+            key_id: "arn:aws:kms:us-east-1:000000000000:key/k".into(),
             grant_id: "g1".into(),
             name: Some("n".into()),
             creation_date: 1_700_000_000,
@@ -3021,12 +3021,12 @@ mod tests {
             truncated: true,
         };
         let want = json!({"Grants": [
-            {"KeyId": "arn:kmsd:kms:local:key/k", "GrantId": "g1", "Name": "n",
+            {"KeyId": "arn:aws:kms:us-east-1:000000000000:key/k", "GrantId": "g1", "Name": "n",
              "CreationDate": 1_700_000_000, "GranteePrincipal": "uid:1000",
              "RetiringPrincipal": "uid:0", "IssuingAccount": "local",
              "Operations": ["Decrypt", "Encrypt"],
              "Constraints": {"EncryptionContextEquals": {"tenant": "acme", "app": "x"}}},
-            {"KeyId": "arn:kmsd:kms:local:key/k", "GrantId": "g2",
+            {"KeyId": "arn:aws:kms:us-east-1:000000000000:key/k", "GrantId": "g2",
              "CreationDate": 1_700_000_000, "GranteePrincipal": "uid:1000",
              "IssuingAccount": "local", "Operations": ["RetireGrant"]}],
             "NextMarker": "m", "Truncated": true});
@@ -3076,9 +3076,9 @@ mod tests {
         write_human(&mut out, &fields).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "arn:kmsd:kms:local:key/k  g1  n  2023-11-14T22:13:20Z  uid:1000  uid:0  local  \
+            "arn:aws:kms:us-east-1:000000000000:key/k  g1  n  2023-11-14T22:13:20Z  uid:1000  uid:0  local  \
              Decrypt Encrypt  EncryptionContextEquals:{tenant=acme,app=x}\n\
-             arn:kmsd:kms:local:key/k  g2  2023-11-14T22:13:20Z  uid:1000  local  RetireGrant\n\
+             arn:aws:kms:us-east-1:000000000000:key/k  g2  2023-11-14T22:13:20Z  uid:1000  local  RetireGrant\n\
              NextMarker: m\n\
              Truncated:  true\n"
         );

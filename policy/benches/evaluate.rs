@@ -11,7 +11,7 @@ use kms_policy::{
     default_key_policy, Action, Caller, CompiledGrant, GrantSpec, NoNames, Policy, Request,
 };
 
-const ARN: &str = "arn:kmsd:kms:local:key/1b4e28ba-2fa1-41d2-883f-0016d3cca427";
+const ARN: &str = "arn:aws:kms:us-east-1:000000000000:key/1b4e28ba-2fa1-41d2-883f-0016d3cca427";
 
 /// The default policy plus a conditioned deny, as a key might carry.
 fn typical() -> String {

@@ -36,8 +36,8 @@ pub const MAX_LIST: usize = 64;
 /// refuses anyway).
 const VERSIONS: &[&str] = &["2012-10-17", "2008-10-17"];
 
-/// Prefix of the key ARNs a `Resource` may name.
-pub const KEY_ARN_PREFIX: &str = "arn:kmsd:kms:local:key/";
+/// Prefix of kmsd's key ARNs before it took AWS's form (still accepted).
+const LEGACY_KEY_ARN_PREFIX: &str = "arn:kmsd:kms:local:key/";
 
 /// A JSON value as policies use it, object members in document order.
 #[derive(Clone, Debug, PartialEq)]
@@ -152,7 +152,8 @@ pub(crate) enum Effect {
 pub(crate) enum Resource {
     /// `*`.
     Any,
-    /// Key ARNs (lower case), one of which must be the request's.
+    /// Key ARNs (their key ids in lower case), one of which must name the
+    /// request's key: matched by key id ([`same_key`]).
     Keys(Vec<String>),
 }
 
@@ -362,11 +363,13 @@ fn statement(
     for r in strings(get("Resource").ok_or_else(|| missing("Resource"))?, &f)? {
         if r == "*" {
             any = true;
-        } else if let Some(id) = r.strip_prefix(KEY_ARN_PREFIX).filter(|id| uuid_text(id)) {
-            keys.push(format!("{KEY_ARN_PREFIX}{}", id.to_ascii_lowercase()));
+        } else if let Some(id) = key_arn_id(r) {
+            let prefix = &r[..r.len() - id.len()];
+            keys.push(format!("{prefix}{}", id.to_ascii_lowercase()));
         } else {
             return Err(PolicyError::new(format!(
-                "{f}: {} is neither * nor a key ARN ({KEY_ARN_PREFIX}<key id>)",
+                "{f}: {} is neither * nor a key ARN \
+                 (arn:<partition>:kms:<region>:<account>:key/<key id>)",
                 shown(r)
             )));
         }
@@ -388,6 +391,56 @@ fn statement(
         resource,
         conditions,
     })
+}
+
+/// The key id of key ARN `r`, if it is one: AWS's form
+/// `arn:<partition>:kms:<region>:<account>:key/<key id>`, of any
+/// partition (`aws`, `aws-...`), region (lower-case letters, digits,
+/// hyphens) and account (12 digits), or kmsd's legacy
+/// `arn:kmsd:kms:local:key/<key id>`. Which of them name the daemon's keys
+/// is the daemon's to say when a policy is given
+/// ([`CompiledPolicy::key_arns`]); a stored policy names its keys by id.
+fn key_arn_id(r: &str) -> Option<&str> {
+    let id = match r.strip_prefix(LEGACY_KEY_ARN_PREFIX) {
+        Some(id) => id,
+        None => {
+            let mut parts = r.splitn(6, ':');
+            let mut next = || parts.next();
+            let (arn, partition, service, region, account, resource) =
+                (next()?, next()?, next()?, next()?, next()?, next()?);
+            let lower = |s: &str, also: &[u8]| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || also.contains(&b))
+            };
+            let ok = arn == "arn"
+                && (partition == "aws"
+                    || partition
+                        .strip_prefix("aws-")
+                        .is_some_and(|p| lower(p, b"-")))
+                && service == "kms"
+                && lower(region, b"-0123456789")
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit());
+            if !ok {
+                return None;
+            }
+            resource.strip_prefix("key/")?
+        }
+    };
+    uuid_text(id).then_some(id)
+}
+
+/// Whether a compiled key ARN `k` names the key whose ARN is `arn` (the
+/// request's): by key id, the last 36 characters of both. A policy stored
+/// when kmsd's ARNs had another form (the legacy one, another `[aws]`
+/// region or account) keeps naming the same keys, for its `Deny`s as for
+/// its `Allow`s.
+pub(crate) fn same_key(k: &str, arn: &str) -> bool {
+    let (k, arn) = (k.as_bytes(), arn.as_bytes());
+    arn.len() >= 36
+        && k.len() >= 36
+        && k[k.len() - 36..].eq_ignore_ascii_case(&arn[arn.len() - 36..])
 }
 
 /// A hyphenated UUID (8-4-4-4-12 hex digits), kmsd's key id.

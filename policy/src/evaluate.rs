@@ -3,7 +3,7 @@
 
 use crate::action::Action;
 use crate::condition::{decimal, Ctx};
-use crate::document::{CompiledPolicy, Effect, Resource, Statement};
+use crate::document::{same_key, CompiledPolicy, Effect, Resource, Statement};
 use crate::request::{Caller, Decision, Request};
 
 impl Statement {
@@ -13,7 +13,7 @@ impl Statement {
         self.actions.contains(r.action)
             && match &self.resource {
                 Resource::Any => true,
-                Resource::Keys(keys) => keys.iter().any(|k| k == r.key_arn),
+                Resource::Keys(keys) => keys.iter().any(|k| same_key(k, r.key_arn)),
             }
             && self.principals.iter().any(|p| p.matches(&r.caller))
             && self.conditions.iter().all(|c| c.holds(ctx))
@@ -63,6 +63,19 @@ impl CompiledPolicy {
             ..Request::new(*caller, Action::PutKeyPolicy, key_arn)
         };
         self.evaluate(&req).is_allowed()
+    }
+
+    /// Every key ARN the statements' `Resource`s name (key ids in lower
+    /// case), for the daemon to check that a policy given to it names its
+    /// own keys' ARNs (the policy takes any partition, region and account).
+    pub fn key_arns(&self) -> impl Iterator<Item = &str> {
+        self.statements
+            .iter()
+            .flat_map(|s| match &s.resource {
+                Resource::Any => &[][..],
+                Resource::Keys(keys) => &keys[..],
+            })
+            .map(String::as_str)
     }
 
     /// How many statements the policy has.

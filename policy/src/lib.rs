@@ -48,7 +48,7 @@ mod request;
 pub use action::Action;
 pub use default::{default_key_policy, CREATOR_ACTIONS};
 pub use document::{
-    CompiledPolicy, Policy, KEY_ARN_PREFIX, MAX_DEPTH, MAX_LIST, MAX_POLICY_BYTES, MAX_STATEMENTS,
+    CompiledPolicy, Policy, MAX_DEPTH, MAX_LIST, MAX_POLICY_BYTES, MAX_STATEMENTS,
     MAX_STRING_BYTES, MAX_WILDCARDS,
 };
 pub use error::{GrantError, GrantErrorKind, PolicyError};

@@ -28,9 +28,10 @@ pub struct Request<'a> {
     pub caller: Caller<'a>,
     /// For what.
     pub action: Action,
-    /// The key's ARN (`arn:kmsd:kms:local:key/<id>`), matched against the
-    /// statements' `Resource` (for CreateKey, the new key's: its policy is
-    /// the one that decides).
+    /// The key's ARN (`arn:aws:kms:<region>:<account>:key/<id>`, as the
+    /// daemon's `[aws]` makes it), matched by its key id against the key
+    /// ARNs of the statements' `Resource` (for CreateKey, the new key's:
+    /// its policy is the one that decides).
     pub key_arn: &'a str,
     /// The request's encryption context (`kms:EncryptionContext:<key>`,
     /// `kms:EncryptionContextKeys`); empty when the operation has none.

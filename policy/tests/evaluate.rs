@@ -14,8 +14,9 @@ impl kms_policy::NameResolver for Names {
     }
 }
 
-const ARN: &str = "arn:kmsd:kms:local:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-const OTHER_ARN: &str = "arn:kmsd:kms:local:key/00000000-0000-0000-0000-000000000000";
+const ARN: &str = "arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const OTHER_ARN: &str =
+    "arn:aws:kms:us-east-1:000000000000:key/00000000-0000-0000-0000-000000000000";
 
 const ALICE: Caller<'static> = Caller {
     uid: 1000,
@@ -202,6 +203,72 @@ fn actions_and_resources() {
             "{actions} on {resource} for {action:?} {key}"
         );
     }
+}
+
+/// A key ARN names its key by key id: the legacy form and the forms of
+/// other regions and accounts name the same key as the request's ARN (a
+/// stored policy keeps naming its keys when the daemon's `[aws]` changes;
+/// the daemon refuses foreign forms when a policy is given), for a `Deny`
+/// as for an `Allow`. The policy lists the ARNs it names.
+#[test]
+fn key_arns_match_by_key_id_in_every_form() {
+    let id = "1234abcd-12ab-34cd-56ef-1234567890ab";
+    let request_arns = [
+        format!("arn:aws:kms:us-east-1:000000000000:key/{id}"),
+        format!("arn:aws:kms:eu-west-3:123456789012:key/{id}"),
+    ];
+    for named in [
+        format!("arn:aws:kms:us-east-1:000000000000:key/{id}"),
+        format!("arn:aws:kms:eu-west-3:123456789012:key/{id}"),
+        format!(
+            "arn:aws-cn:kms:cn-north-1:111122223333:key/{}",
+            id.to_uppercase()
+        ),
+        format!("arn:kmsd:kms:local:key/{id}"),
+    ] {
+        let p = policy(&allow(
+            r#""*""#,
+            r#""kms:Encrypt""#,
+            &format!("\"{named}\""),
+            "",
+        ));
+        assert_eq!(
+            p.key_arns().collect::<Vec<_>>(),
+            [named.replace(&id.to_uppercase(), id).as_str()]
+        );
+        for arn in &request_arns {
+            assert!(
+                p.evaluate(&Request::new(BOB, Action::Encrypt, arn))
+                    .is_allowed(),
+                "{named} {arn}"
+            );
+            assert!(
+                !p.evaluate(&Request::new(BOB, Action::Encrypt, OTHER_ARN))
+                    .is_allowed(),
+                "{named}"
+            );
+        }
+        let deny = format!(
+            r#"{{"Statement":[{{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}},
+            {{"Effect":"Deny","Principal":"*","Action":"kms:Encrypt","Resource":"{named}"}}]}}"#
+        );
+        let p = policy(&deny);
+        for arn in &request_arns {
+            assert_eq!(
+                p.evaluate(&Request::new(BOB, Action::Encrypt, arn)),
+                Decision::ExplicitDeny
+            );
+        }
+        assert!(p
+            .evaluate(&Request::new(BOB, Action::Encrypt, OTHER_ARN))
+            .is_allowed());
+    }
+    assert_eq!(
+        policy(&allow(r#""*""#, r#""kms:*""#, r#""*""#, ""))
+            .key_arns()
+            .count(),
+        0
+    );
 }
 
 /// A request with the things conditions read.

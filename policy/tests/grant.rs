@@ -20,7 +20,7 @@ impl kms_policy::NameResolver for Names {
     }
 }
 
-const ARN: &str = "arn:kmsd:kms:local:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const ARN: &str = "arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 const ALICE: Caller<'static> = Caller {
     uid: 1000,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use kms_policy::{Action, Caller, CompiledGrant, GrantSpec, NameResolver, Request};
 use proptest::prelude::*;
 
-const ARN: &str = "arn:kmsd:kms:local:key/aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa";
+const ARN: &str = "arn:aws:kms:us-east-1:000000000000:key/aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa";
 
 struct Names;
 

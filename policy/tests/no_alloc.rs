@@ -38,7 +38,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const ARN: &str = "arn:kmsd:kms:local:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const ARN: &str = "arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 #[test]
 fn evaluate_does_not_allocate() {

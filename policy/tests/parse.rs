@@ -14,7 +14,7 @@ impl kms_policy::NameResolver for Names {
     }
 }
 
-const ARN: &str = "arn:kmsd:kms:local:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const ARN: &str = "arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 fn parse(text: &str) -> Result<kms_policy::CompiledPolicy, PolicyError> {
     Policy::parse(text, &Names)
@@ -50,7 +50,15 @@ fn valid_shapes() {
         ),
         (
             "resource ARN, upper-case hex",
-            doc(&format!(r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":["{}"]"#, ARN.to_uppercase().replace("ARN:KMSD:KMS:LOCAL:KEY/", "arn:kmsd:kms:local:key/"))),
+            doc(&format!(r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":["{}"]"#, ARN.to_uppercase().replace("ARN:AWS:KMS:US-EAST-1:000000000000:KEY/", "arn:aws:kms:us-east-1:000000000000:key/"))),
+        ),
+        (
+            "resource ARNs of any partition, region and account, and the legacy form",
+            doc(r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":[
+                "arn:aws:kms:eu-west-3:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                "arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                "arn:kmsd:kms:local:key/1234abcd-12ab-34cd-56ef-1234567890ab"]"#),
         ),
         (
             "every condition operator and key",
@@ -342,23 +350,65 @@ fn malformed() {
             "Statement[0].Resource: missing",
         ),
         (
-            "resource AWS ARN",
+            "resource ARN with an 11-digit account",
             doc(
-                r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab""#,
+                r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"arn:aws:kms:us-east-1:11112222333:key/1234abcd-12ab-34cd-56ef-1234567890ab""#,
             ),
             "is neither * nor a key ARN",
         ),
         (
-            "resource wildcard ARN",
+            "resource ARN with an upper-case region",
+            doc(
+                r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"arn:aws:kms:US-EAST-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab""#,
+            ),
+            "is neither * nor a key ARN",
+        ),
+        (
+            "resource ARN of another partition shape",
+            doc(
+                r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"arn:amazon:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab""#,
+            ),
+            "is neither * nor a key ARN",
+        ),
+        (
+            "resource ARN of another service",
+            doc(
+                r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"arn:aws:s3:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab""#,
+            ),
+            "is neither * nor a key ARN",
+        ),
+        (
+            "resource ARN without a region",
+            doc(
+                r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"arn:aws:kms::111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab""#,
+            ),
+            "is neither * nor a key ARN",
+        ),
+        (
+            "resource ARN with a short key id",
+            doc(
+                r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890a""#,
+            ),
+            "is neither * nor a key ARN",
+        ),
+        (
+            "resource legacy wildcard ARN",
             doc(
                 r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"arn:kmsd:kms:local:key/*""#,
             ),
             "is neither * nor a key ARN",
         ),
         (
+            "resource wildcard ARN",
+            doc(
+                r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"arn:aws:kms:us-east-1:000000000000:key/*""#,
+            ),
+            "is neither * nor a key ARN",
+        ),
+        (
             "resource alias ARN",
             doc(
-                r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"arn:kmsd:kms:local:alias/x""#,
+                r#""Effect":"Allow","Principal":"*","Action":"kms:Encrypt","Resource":"arn:aws:kms:us-east-1:000000000000:alias/x""#,
             ),
             "is neither * nor a key ARN",
         ),

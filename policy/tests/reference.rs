@@ -8,8 +8,8 @@ use kms_policy::{Action, Caller, Decision, GrantConstraintType, Policy, Request}
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-const ARN_A: &str = "arn:kmsd:kms:local:key/aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa";
-const ARN_B: &str = "arn:kmsd:kms:local:key/bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb";
+const ARN_A: &str = "arn:aws:kms:us-east-1:000000000000:key/aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa";
+const ARN_B: &str = "arn:aws:kms:us-east-1:000000000000:key/bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb";
 
 const PRINCIPALS: &[&str] = &[
     "*",

@@ -1086,7 +1086,7 @@ mod tests {
                 }
                 Ok(Output::DescribeKey(KeyMetadata {
                     key_id: d.key_id.to_owned(),
-                    arn: format!("arn:kmsd:kms:local:key/{}", d.key_id),
+                    arn: format!("arn:aws:kms:us-east-1:000000000000:key/{}", d.key_id),
                     enabled: true,
                     ..Default::default()
                 }))

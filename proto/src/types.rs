@@ -1221,7 +1221,8 @@ pub struct Request<'a> {
 pub struct KeyMetadata {
     /// The key id (a UUID).
     pub key_id: String,
-    /// The key ARN (`arn:kmsd:kms:local:key/<key id>`).
+    /// The key ARN (`arn:<partition>:kms:<region>:<account>:key/<key id>`,
+    /// the daemon's `[aws]` region and account).
     pub arn: String,
     /// Seconds since the Unix epoch.
     pub creation_date: i64,
@@ -1344,7 +1345,8 @@ pub struct ListKeysOutput {
 /// GenerateDataKey result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenerateDataKeyOutput {
-    /// Key id that encrypted the data key.
+    /// The ARN of the key that encrypted the data key (AWS answers the
+    /// key ARN here).
     pub key_id: String,
     /// The data key.
     pub plaintext: SecretBytes,
@@ -1355,7 +1357,8 @@ pub struct GenerateDataKeyOutput {
 /// GenerateDataKeyWithoutPlaintext result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenerateDataKeyWithoutPlaintextOutput {
-    /// Key id that encrypted the data key.
+    /// The ARN of the key that encrypted the data key (AWS answers the
+    /// key ARN here).
     pub key_id: String,
     /// The data key encrypted under the KMS key.
     pub ciphertext_blob: Vec<u8>,
@@ -1364,7 +1367,7 @@ pub struct GenerateDataKeyWithoutPlaintextOutput {
 /// Encrypt result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncryptOutput {
-    /// Key id used.
+    /// The ARN of the key used (AWS answers the key ARN here).
     pub key_id: String,
     /// The ciphertext blob.
     pub ciphertext_blob: Vec<u8>,
@@ -1373,7 +1376,8 @@ pub struct EncryptOutput {
 /// Decrypt result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecryptOutput {
-    /// Key id the blob was encrypted under.
+    /// The ARN of the key the blob was encrypted under (AWS answers the
+    /// key ARN here).
     pub key_id: String,
     /// The plaintext.
     pub plaintext: SecretBytes,
@@ -1382,9 +1386,10 @@ pub struct DecryptOutput {
 /// ReEncrypt result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReEncryptOutput {
-    /// Key the source blob was under.
+    /// The ARN of the key the source blob was under (AWS answers the key
+    /// ARN here).
     pub source_key_id: String,
-    /// Key of the new blob.
+    /// The ARN of the key of the new blob.
     pub key_id: String,
     /// The new blob.
     pub ciphertext_blob: Vec<u8>,
@@ -1443,7 +1448,7 @@ pub struct ListResourceTagsOutput {
 pub struct AliasListEntry {
     /// `alias/...`.
     pub alias_name: String,
-    /// The alias ARN (`arn:kmsd:kms:local:alias/...`).
+    /// The alias ARN (`arn:<partition>:kms:<region>:<account>:alias/...`).
     pub alias_arn: String,
     /// Key id of the key it names.
     pub target_key_id: Option<String>,

@@ -473,7 +473,7 @@ fn largest_answers_fit_their_hints() {
     let grants = ListGrantsOutput {
         grants: (0..limits::MAX_LIST_GRANTS_LIMIT)
             .map(|i| GrantListEntry {
-                key_id: format!("arn:kmsd:kms:local:key/{}", "f".repeat(36)),
+                key_id: format!("arn:aws:kms:us-east-1:000000000000:key/{}", "f".repeat(36)),
                 grant_id: long(limits::MAX_GRANT_ID_LEN),
                 name: (i % 3 != 0).then(|| long(limits::MAX_GRANT_NAME_LEN)),
                 creation_date: i64::MAX,
@@ -1297,7 +1297,7 @@ fn golden_request() -> Request<'static> {
 /// Every access-control output once, in union order, then the new errors.
 fn golden_response() -> Response {
     let grant = GrantListEntry {
-        key_id: format!("arn:kmsd:kms:local:key/{GOLDEN_KEY}"),
+        key_id: format!("arn:aws:kms:us-east-1:000000000000:key/{GOLDEN_KEY}"),
         grant_id: "g1".into(),
         name: Some("golden-grant".into()),
         creation_date: 1_700_000_000,

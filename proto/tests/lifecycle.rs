@@ -325,7 +325,7 @@ fn key_metadata() -> impl Strategy<Value = KeyMetadata> {
                 (key_state, origin, current_version),
                 (deletion_date, pending_deletion_window_in_days, valid_to, expiration_model),
             )| KeyMetadata {
-                arn: format!("arn:kmsd:kms:local:key/{key_id}"),
+                arn: format!("arn:aws:kms:us-east-1:000000000000:key/{key_id}"),
                 key_id,
                 creation_date,
                 enabled,
@@ -390,7 +390,7 @@ fn list_output() -> impl Strategy<Value = Output> {
                 .prop_map(
                     |(alias_name, target_key_id, creation_date, last_updated_date)| {
                         AliasListEntry {
-                            alias_arn: format!("arn:kmsd:kms:local:{alias_name}"),
+                            alias_arn: format!("arn:aws:kms:us-east-1:000000000000:{alias_name}"),
                             alias_name,
                             target_key_id,
                             creation_date,
@@ -591,7 +591,10 @@ fn largest_pages_fit_their_hints() {
             aliases: (0..limits::MAX_LIST_LIMIT)
                 .map(|i| AliasListEntry {
                     alias_name: long(limits::MAX_ALIAS_NAME_LEN),
-                    alias_arn: format!("arn:kmsd:kms:local:{}", long(limits::MAX_ALIAS_NAME_LEN)),
+                    alias_arn: format!(
+                        "arn:aws:kms:us-east-1:000000000000:{}",
+                        long(limits::MAX_ALIAS_NAME_LEN)
+                    ),
                     target_key_id: (i % 2 == 0).then(|| long(36)),
                     creation_date: i64::MAX,
                     last_updated_date: i64::MIN,
@@ -1173,7 +1176,8 @@ fn golden_request() -> Request<'static> {
         }),
         Operation::UpdateAlias(UpdateAlias {
             alias_name: "alias/golden",
-            target_key_id: "arn:kmsd:kms:local:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            target_key_id:
+                "arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab",
         }),
         Operation::DeleteAlias(DeleteAlias {
             alias_name: "alias/golden",
@@ -1225,7 +1229,9 @@ fn golden_request() -> Request<'static> {
 /// Every lifecycle output once, in union order, after a DescribeKey of a
 /// key pending deletion with imported material.
 fn golden_response() -> Response {
-    let arn = || "arn:kmsd:kms:local:key/1234abcd-12ab-34cd-56ef-1234567890ab".to_string();
+    let arn = || {
+        "arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab".to_string()
+    };
     let items = vec![
         Ok(Output::DescribeKey(KeyMetadata {
             key_id: "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
@@ -1259,7 +1265,7 @@ fn golden_response() -> Response {
         Ok(Output::ListAliases(ListAliasesOutput {
             aliases: vec![AliasListEntry {
                 alias_name: "alias/golden".into(),
-                alias_arn: "arn:kmsd:kms:local:alias/golden".into(),
+                alias_arn: "arn:aws:kms:us-east-1:000000000000:alias/golden".into(),
                 target_key_id: Some("1234abcd-12ab-34cd-56ef-1234567890ab".into()),
                 creation_date: 1_700_000_001,
                 last_updated_date: 1_700_000_002,

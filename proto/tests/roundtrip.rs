@@ -828,7 +828,7 @@ fn golden_batch_request() -> Request<'static> {
 fn golden_metadata() -> KeyMetadata {
     KeyMetadata {
         key_id: "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
-        arn: "arn:kmsd:kms:local:key/1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+        arn: "arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab".into(),
         creation_date: 1_700_000_000,
         enabled: true,
         description: "golden key".into(),
@@ -867,11 +867,11 @@ fn golden_batch_response() -> Response {
             keys: vec![
                 KeyListEntry {
                     key_id: "k1".into(),
-                    arn: "arn:kmsd:kms:local:key/k1".into(),
+                    arn: "arn:aws:kms:us-east-1:000000000000:key/k1".into(),
                 },
                 KeyListEntry {
                     key_id: "k2".into(),
-                    arn: "arn:kmsd:kms:local:key/k2".into(),
+                    arn: "arn:aws:kms:us-east-1:000000000000:key/k2".into(),
                 },
             ],
             next_marker: Some("k2".into()),

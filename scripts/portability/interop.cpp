@@ -70,7 +70,7 @@ void check_metadata(const std::string &what, const KeyMetadata *m, bool enabled,
                     Origin origin, uint32_t version) {
   expect(m != nullptr, what + ": no metadata");
   expect_str(m->key_id(), "k-1", what + ".key_id");
-  expect_str(m->arn(), "arn:kmsd:kms:local:key/k-1", what + ".arn");
+  expect_str(m->arn(), "arn:aws:kms:us-east-1:000000000000:key/k-1", what + ".arn");
   expect(m->creation_date() == 1700000000, what + ".creation_date");
   expect(m->enabled() == enabled, what + ".enabled");
   expect_str(m->description(), "interop key", what + ".description");
@@ -104,9 +104,9 @@ void check_batch(const Response *r) {
   auto lk = batch->Get(2)->output_as_ListKeysResponse();
   expect(lk && lk->keys() && lk->keys()->size() == 2, "ListKeys.keys");
   expect_str(lk->keys()->Get(0)->key_id(), "k-1", "ListKeys.keys[0].key_id");
-  expect_str(lk->keys()->Get(0)->arn(), "arn:kmsd:kms:local:key/k-1", "ListKeys.keys[0].arn");
+  expect_str(lk->keys()->Get(0)->arn(), "arn:aws:kms:us-east-1:000000000000:key/k-1", "ListKeys.keys[0].arn");
   expect_str(lk->keys()->Get(1)->key_id(), "k-2", "ListKeys.keys[1].key_id");
-  expect_str(lk->keys()->Get(1)->arn(), "arn:kmsd:kms:local:key/k-2", "ListKeys.keys[1].arn");
+  expect_str(lk->keys()->Get(1)->arn(), "arn:aws:kms:us-east-1:000000000000:key/k-2", "ListKeys.keys[1].arn");
   expect_str(lk->next_marker(), "k-2", "ListKeys.next_marker");
   expect(lk->truncated(), "ListKeys.truncated");
 

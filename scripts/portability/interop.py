@@ -95,7 +95,7 @@ def union(table, cls):
 
 def check_metadata(what, m, enabled, state, origin, version):
     expect(what + ".key_id", m.KeyId(), b"k-1")
-    expect(what + ".arn", m.Arn(), b"arn:kmsd:kms:local:key/k-1")
+    expect(what + ".arn", m.Arn(), b"arn:aws:kms:us-east-1:000000000000:key/k-1")
     expect(what + ".creation_date", m.CreationDate(), 1_700_000_000)
     expect(what + ".enabled", m.Enabled(), enabled)
     expect(what + ".description", m.Description(), b"interop key")
@@ -132,7 +132,7 @@ def check_batch(r):
     expect(
         "ListKeys.keys",
         keys,
-        [(b"k-1", b"arn:kmsd:kms:local:key/k-1"), (b"k-2", b"arn:kmsd:kms:local:key/k-2")],
+        [(b"k-1", b"arn:aws:kms:us-east-1:000000000000:key/k-1"), (b"k-2", b"arn:aws:kms:us-east-1:000000000000:key/k-2")],
     )
     expect("ListKeys.next_marker", x.NextMarker(), b"k-2")
     expect("ListKeys.truncated", x.Truncated(), True)

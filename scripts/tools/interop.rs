@@ -81,7 +81,7 @@ fn expected_requests() -> Vec<Request<'static>> {
 fn metadata() -> KeyMetadata {
     KeyMetadata {
         key_id: "k-1".into(),
-        arn: "arn:kmsd:kms:local:key/k-1".into(),
+        arn: "arn:aws:kms:us-east-1:000000000000:key/k-1".into(),
         creation_date: 1_700_000_000,
         enabled: true,
         description: "interop key".into(),
@@ -112,11 +112,11 @@ fn responses() -> Vec<Response> {
                     keys: vec![
                         KeyListEntry {
                             key_id: "k-1".into(),
-                            arn: "arn:kmsd:kms:local:key/k-1".into(),
+                            arn: "arn:aws:kms:us-east-1:000000000000:key/k-1".into(),
                         },
                         KeyListEntry {
                             key_id: "k-2".into(),
-                            arn: "arn:kmsd:kms:local:key/k-2".into(),
+                            arn: "arn:aws:kms:us-east-1:000000000000:key/k-2".into(),
                         },
                     ],
                     next_marker: Some("k-2".into()),

@@ -13,6 +13,7 @@
 use super::json::{self, field_str, field_u64, key};
 use super::note::Note;
 use crate::identity::Identity;
+use crate::service::Arns;
 use kms_proto::{KmsError, Operation, Output, Request, RequestBody, ResponseBody};
 use std::time::SystemTime;
 
@@ -297,7 +298,7 @@ fn named_by_id(op: Option<&Operation<'_>>, note: &Note) -> bool {
 
 /// `,"resources":[...]` for the key the item's note names, else the key
 /// a CreateKey made.
-fn resources(out: &mut Vec<u8>, note: &Note, outcome: &Result<Output, KmsError>) {
+fn resources(out: &mut Vec<u8>, arns: &Arns, note: &Note, outcome: &Result<Output, KmsError>) {
     let Some(id) = note.key.or_else(|| match outcome {
         Ok(Output::CreateKey(m)) => uuid::Uuid::parse_str(&m.key_id).ok().map(|u| *u.as_bytes()),
         _ => None,
@@ -305,7 +306,7 @@ fn resources(out: &mut Vec<u8>, note: &Note, outcome: &Result<Output, KmsError>)
         return;
     };
     out.extend_from_slice(b",\"resources\":[{\"ARN\":\"");
-    out.extend_from_slice(crate::service::key_id::ARN_PREFIX.as_bytes());
+    out.extend_from_slice(arns.key_arn_prefix().as_bytes());
     let mut text = [0u8; 36];
     out.extend_from_slice(
         uuid::Uuid::from_bytes(id)
@@ -313,8 +314,9 @@ fn resources(out: &mut Vec<u8>, note: &Note, outcome: &Result<Output, KmsError>)
             .encode_lower(&mut text)
             .as_bytes(),
     );
-    // No account on a host (the ARN has none either): "local".
-    out.extend_from_slice(b"\",\"type\":\"AWS::KMS::Key\",\"accountId\":\"local\"}]");
+    out.extend_from_slice(b"\",\"type\":\"AWS::KMS::Key\",\"accountId\":\"");
+    out.extend_from_slice(arns.account_id().as_bytes());
+    out.extend_from_slice(b"\"}]");
 }
 
 fn error(out: &mut Vec<u8>, e: &KmsError) {
@@ -343,6 +345,7 @@ fn kmsd_fields(out: &mut Vec<u8>, op: Option<&Operation<'_>>, note: &Note) {
 pub fn request(
     out: &mut Vec<u8>,
     caller: &Identity,
+    arns: &Arns,
     request: &Request<'_>,
     body: &ResponseBody,
     notes: &[Note],
@@ -350,10 +353,10 @@ pub fn request(
     match (&request.body, body) {
         (RequestBody::Single(op), ResponseBody::Single(outcome)) => {
             let note = notes.first().copied().unwrap_or_default();
-            single(out, caller, request.request_id, op.as_ref().ok(), outcome, &note)
+            single(out, caller, arns, request.request_id, op.as_ref().ok(), outcome, &note)
         }
         (RequestBody::Batch(ops), ResponseBody::Batch(outcomes)) => {
-            batch(out, caller, request.request_id, ops, outcomes, notes)
+            batch(out, caller, arns, request.request_id, ops, outcomes, notes)
         }
         _ => unreachable!("an answer has the shape of its request"),
     }
@@ -362,6 +365,7 @@ pub fn request(
 fn single(
     out: &mut Vec<u8>,
     caller: &Identity,
+    arns: &Arns,
     request_id: u64,
     op: Option<&Operation<'_>>,
     outcome: &Result<Output, KmsError>,
@@ -376,7 +380,7 @@ fn single(
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"responseElements\":null");
-    resources(out, note, outcome);
+    resources(out, arns, note, outcome);
     if let Err(e) = outcome {
         error(out, e);
     }
@@ -447,6 +451,7 @@ fn entry_hash(op: &Result<Operation<'_>, KmsError>, note: &Note) -> u64 {
 fn batch(
     out: &mut Vec<u8>,
     caller: &Identity,
+    arns: &Arns,
     request_id: u64,
     ops: &[Result<Operation<'_>, KmsError>],
     outcomes: &[Result<Output, KmsError>],
@@ -544,7 +549,7 @@ fn batch(
         // many keys would carry each id twice (the log's bytes are what
         // auditing costs: docs/perf/audit.md).
         if !named_by_id(op, note) {
-            resources(out, note, oc);
+            resources(out, arns, note, oc);
         }
         if let Err(e) = oc {
             error(out, e);

@@ -252,6 +252,32 @@ pub fn refused(api: &Api, site: Site<'_>, caller: &Identity, e: KmsError) -> Ans
     a
 }
 
+/// The answer to a TCP request whose signature does not name a caller:
+/// the exception the SigV4 check gave, recorded as refused.
+pub fn unauthenticated(
+    api: &Api,
+    site: Site<'_>,
+    caller: &Identity,
+    name: &str,
+    status: u16,
+    message: &str,
+) -> Answer {
+    let request_id = api.request_id();
+    let e = KmsError::new(ErrorKind::AccessDenied, format!("{name}: {message}"));
+    site.dispatcher.record_refusal(caller, request_id, "Unknown", &e);
+    let mut body = br#"{"__type":"#.to_vec();
+    body.extend_from_slice(serde_json::to_string(name).unwrap_or_default().as_bytes());
+    body.extend_from_slice(br#","message":"#);
+    body.extend_from_slice(serde_json::to_string(message).unwrap_or_default().as_bytes());
+    body.push(b'}');
+    Answer {
+        status,
+        body,
+        request_id,
+        close: false,
+    }
+}
+
 /// The answer to a request whose body did not arrive in time (or not at
 /// all): 408 RequestTimeoutException, recorded, and the connection closed.
 /// AWS's services answer a request that stalls this way; SDKs retry it.

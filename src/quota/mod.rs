@@ -16,7 +16,7 @@ pub mod profiles;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{QuotaProfile, QuotasConfig};
+use crate::config::{AwsConfig, QuotaProfile, QuotasConfig};
 use arc_swap::ArcSwap;
 use gcra::Rate;
 pub use profiles::{op_index, OPERATION_COUNT};
@@ -45,12 +45,16 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits `config` describes; an error names the bad entry.
-    pub fn from_config(config: &QuotasConfig) -> Result<Limits, String> {
+    /// The limits `config` describes (the `aws` profile's Region:
+    /// `quotas.aws_region`, else `aws.region`); an error names the bad
+    /// entry.
+    pub fn from_config(config: &QuotasConfig, aws: &AwsConfig) -> Result<Limits, String> {
         let profile = match config.profile {
             QuotaProfile::Off => profiles::kmsd(),
             QuotaProfile::Kmsd => profiles::kmsd(),
-            QuotaProfile::Aws => profiles::aws(config.aws_region.as_deref()),
+            QuotaProfile::Aws => profiles::aws(Some(
+                config.aws_region.as_deref().unwrap_or(&aws.region),
+            )),
         };
         let class_names: Vec<String> = profile.classes.iter().map(|c| c.name.clone()).collect();
         let mut defaults: Vec<Option<Rate>> = profile
@@ -129,8 +133,10 @@ impl Limits {
     }
 }
 
-/// `*` (None), `uid:N` or `user:NAME` (resolved now) to a uid.
-fn principal_uid(p: &str) -> Result<Option<u32>, String> {
+/// `*` (None), `uid:N` or `user:NAME` (resolved now) to a uid. Also the
+/// parser of the HTTP endpoint's credentials (`http::sigv4`), which take
+/// the `uid:N` and `user:NAME` forms.
+pub(crate) fn principal_uid(p: &str) -> Result<Option<u32>, String> {
     if p == "*" {
         return Ok(None);
     }
@@ -227,9 +233,9 @@ impl Quotas {
     }
 
     /// Quotas from the config, on the monotonic clock.
-    pub fn from_config(config: &QuotasConfig) -> Result<Quotas, String> {
+    pub fn from_config(config: &QuotasConfig, aws: &AwsConfig) -> Result<Quotas, String> {
         Ok(Quotas::new(
-            Limits::from_config(config)?,
+            Limits::from_config(config, aws)?,
             QuotaClock::Monotonic(Instant::now()),
         ))
     }

@@ -2,7 +2,7 @@
 //! overrides, reloads, and a batch counted per item through the service.
 
 use super::*;
-use crate::config::{QuotaLimit, QuotaProfile, QuotasConfig};
+use crate::config::{AwsConfig, QuotaLimit, QuotaProfile, QuotasConfig};
 use kms_proto::ErrorKind;
 
 const ENCRYPT: usize = op_index("Encrypt");
@@ -29,9 +29,14 @@ fn config(profile: QuotaProfile, limits: Vec<QuotaLimit>) -> QuotasConfig {
 }
 
 fn manual(config: &QuotasConfig) -> (Quotas, Arc<AtomicU64>) {
+    manual_in(config, &AwsConfig::default())
+}
+
+/// [`manual`] for a daemon whose `[aws]` is `aws`.
+fn manual_in(config: &QuotasConfig, aws: &AwsConfig) -> (Quotas, Arc<AtomicU64>) {
     let now = Arc::new(AtomicU64::new(1_000_000_000));
     let q = Quotas::new(
-        Limits::from_config(config).unwrap(),
+        Limits::from_config(config, aws).unwrap(),
         QuotaClock::Manual(Arc::clone(&now)),
     );
     (q, now)
@@ -153,12 +158,39 @@ fn the_aws_profile_has_a_bucket_per_management_operation() {
     assert!(q.admit(1, DESCRIBE_KEY).is_ok());
     now.fetch_add(1_000_000_000, Ordering::Relaxed);
     assert_eq!((0..20).filter(|_| q.admit(1, CREATE_KEY).is_ok()).count(), 5);
-    // The symmetric bucket: 10,000 a second with no Region.
+    // The symmetric bucket: aws.region's, us-east-1 by default.
     assert_eq!(
-        (0..20_000).filter(|_| q.admit(1, ENCRYPT).is_ok()).count(),
-        10_000
+        (0..200_000).filter(|_| q.admit(1, ENCRYPT).is_ok()).count(),
+        100_000
     );
     assert!(q.admit(1, op_index("GenerateRandom")).is_err());
+}
+
+#[test]
+fn the_aws_symmetric_bucket_is_sized_by_quotas_aws_region_else_aws_region() {
+    let paris = AwsConfig {
+        region: "eu-west-3".into(),
+        ..AwsConfig::default()
+    };
+    let frankfurt = QuotasConfig {
+        aws_region: Some("eu-central-1".into()),
+        ..config(QuotaProfile::Aws, vec![])
+    };
+    for (quotas, aws, rate) in [
+        (config(QuotaProfile::Aws, vec![]), AwsConfig::default(), 100_000),
+        (config(QuotaProfile::Aws, vec![]), paris.clone(), 10_000),
+        (frankfurt.clone(), paris, 20_000),
+        (frankfurt, AwsConfig::default(), 20_000),
+    ] {
+        let (q, _now) = manual_in(&quotas, &aws);
+        assert_eq!(
+            (0..200_000).filter(|_| q.admit(1, ENCRYPT).is_ok()).count(),
+            rate,
+            "{:?} {:?}",
+            quotas.aws_region,
+            aws.region
+        );
+    }
 }
 
 #[test]
@@ -181,7 +213,7 @@ fn a_reload_changes_the_rate_and_keeps_what_was_spent() {
         Limits::from_config(&config(
             QuotaProfile::Kmsd,
             vec![limit("*", "cryptographic", 100.0, Some(10.0))],
-        ))
+        ), &AwsConfig::default())
         .unwrap(),
     );
     // Spent: nothing more at this instant, even with a higher rate.
@@ -203,20 +235,20 @@ fn bad_entries_are_refused_with_their_reason() {
         (limit("*", "cryptographic", 1.0, Some(0.5)), "burst must be"),
     ];
     for (entry, want) in cases {
-        let e = Limits::from_config(&config(QuotaProfile::Kmsd, vec![entry])).unwrap_err();
+        let e = Limits::from_config(&config(QuotaProfile::Kmsd, vec![entry]), &AwsConfig::default()).unwrap_err();
         assert!(e.contains(want), "{e}");
     }
     // An aws class name is not a kmsd one.
     let e = Limits::from_config(&config(
         QuotaProfile::Kmsd,
         vec![limit("*", "CreateKey", 1.0, None)],
-    ))
+    ), &AwsConfig::default())
     .unwrap_err();
     assert!(e.contains("management-read"), "lists the classes: {e}");
     assert!(Limits::from_config(&config(
         QuotaProfile::Aws,
         vec![limit("uid:0", "CreateKey", 1.0, None)]
-    ))
+    ), &AwsConfig::default())
     .is_ok());
 }
 
@@ -270,7 +302,7 @@ fn a_batch_counts_per_item_through_the_service() {
         Limits::from_config(&config(
             QuotaProfile::Kmsd,
             vec![limit("*", "cryptographic", 0.001, Some(5.0))],
-        ))
+        ), &AwsConfig::default())
         .unwrap(),
     );
     let op = || {

@@ -12,7 +12,7 @@
 //! lookup, like the key cache, and never touch the store: I/O threads
 //! resolve aliases at admission.
 
-use super::key_id::{alias_arn, shown, ALIAS_PREFIX};
+use super::key_id::{shown, Arns, ALIAS_PREFIX};
 use super::Service;
 use kms_proto::types::limits::MAX_ALIAS_NAME_LEN;
 use kms_proto::{ErrorKind, KmsError};
@@ -28,7 +28,8 @@ pub const RESERVED_PREFIX: &str = "alias/aws/";
 /// Checks an alias name given in `AliasName` against AWS's rules:
 /// - 1..=256 characters, each of `[a-zA-Z0-9:/_-]` (AWS's `AliasNameType`
 ///   shape): else ValidationException, as AWS's request validation answers;
-/// - it starts with `alias/` and has a name after it, has no `:` (AWS
+/// - it starts with `alias/`: else ValidationException, with AWS's message;
+/// - it has a name after `alias/`, has no `:` (AWS
 ///   refuses colons although its pattern allows them), and does not start
 ///   with `alias/aws/` (reserved for AWS managed keys): else
 ///   InvalidAliasNameException (AWS: "the specified alias name is not
@@ -56,7 +57,13 @@ pub fn validate_name(name: &str) -> Result<(), KmsError> {
         )
     };
     let Some(rest) = name.strip_prefix(ALIAS_PREFIX) else {
-        return Err(invalid("must start with alias/"));
+        // AWS's words and exception for a name without the prefix (as its
+        // SDKs see it; aws-controllers-k8s/community#1878).
+        return Err(KmsError::validation(format!(
+            "AliasName {}: Alias must start with the prefix \"alias/\". Please see \
+             https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html",
+            shown(name)
+        )));
     };
     if rest.is_empty() {
         return Err(invalid("has no name after alias/"));
@@ -73,10 +80,10 @@ pub fn validate_name(name: &str) -> Result<(), KmsError> {
 }
 
 /// AlreadyExistsException for an alias name in use.
-pub(crate) fn already_exists(name: &str) -> KmsError {
+pub(crate) fn already_exists(arns: &Arns, name: &str) -> KmsError {
     KmsError::new(
         ErrorKind::AlreadyExists,
-        format!("AliasName: an alias named {} already exists", alias_arn(name)),
+        format!("AliasName: an alias named {} already exists", arns.alias_arn(name)),
     )
 }
 
@@ -281,8 +288,8 @@ mod tests {
             ("alias/with space", ErrorKind::Validation),
             ("alias/é", ErrorKind::Validation),
             ("alias/a*b", ErrorKind::Validation),
-            ("key/a", ErrorKind::InvalidAliasName),
-            ("aliasx", ErrorKind::InvalidAliasName),
+            ("key/a", ErrorKind::Validation),
+            ("aliasx", ErrorKind::Validation),
             ("alias/", ErrorKind::InvalidAliasName),
             ("alias/my:alias", ErrorKind::InvalidAliasName),
             ("alias/aws/ebs", ErrorKind::InvalidAliasName),
@@ -418,7 +425,7 @@ mod tests {
             &t.svc,
             vec![
                 Operation::GenerateDataKey(GenerateDataKey {
-                    key_id: "arn:kmsd:kms:local:alias/b",
+                    key_id: "arn:aws:kms:us-east-1:000000000000:alias/b",
                     number_of_bytes: Some(16),
                     key_spec: None,
                     context: vec![],
@@ -453,7 +460,7 @@ mod tests {
             ],
         );
         match &items[0] {
-            Ok(Output::GenerateDataKey(o)) => assert_eq!(o.key_id, b),
+            Ok(Output::GenerateDataKey(o)) => assert_eq!(o.key_id, t.arn(&b)),
             o => panic!("{o:?}"),
         }
         match &items[1] {
@@ -461,7 +468,7 @@ mod tests {
             o => panic!("{o:?}"),
         }
         match &items[2] {
-            Ok(Output::ReEncrypt(o)) => assert_eq!((&o.source_key_id, &o.key_id), (&a, &b)),
+            Ok(Output::ReEncrypt(o)) => assert_eq!((&o.source_key_id, &o.key_id), (&t.arn(&a), &t.arn(&b))),
             o => panic!("{o:?}"),
         }
         // The blob is a's, the alias names b.
@@ -507,7 +514,7 @@ mod tests {
         assert_eq!(svc.aliases().len(), 1);
         assert_eq!(
             svc.resolve_key_id("alias/kept", "KeyId").unwrap(),
-            crate::service::parse_key_id(&key).unwrap()
+            crate::service::Arns::default().parse_key_id(&key).unwrap()
         );
     }
 
@@ -520,7 +527,7 @@ mod tests {
         t.alias("alias/a1", &a);
         t.alias("alias/a2", &a);
         t.alias("alias/b", &b);
-        let id = crate::service::parse_key_id(&a).unwrap();
+        let id = crate::service::Arns::default().parse_key_id(&a).unwrap();
         // What the key deletion does: rows in its transaction, then the
         // table after the commit.
         let gone = t

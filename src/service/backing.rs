@@ -336,6 +336,7 @@ mod tests {
                 clock: std::sync::Arc::new(crate::clock::SystemClock),
                 lifecycle_limits: Default::default(),
                 hsm_invocation_limit: HSM_INVOCATION_LIMIT,
+                arns: Default::default(),
             },
         )
         .unwrap()
@@ -406,7 +407,7 @@ mod tests {
             panic!()
         };
         assert_eq!(d.plaintext.expose(), plaintext.expose());
-        assert_eq!(d.key_id, key);
+        assert_eq!(d.key_id, format!("{}{key}", svc.arns().key_arn_prefix()));
         // Wrong context, flipped bytes, truncation, or the blob relabelled as
         // format 1: one error.
         assert_eq!(
@@ -516,7 +517,7 @@ mod tests {
             }
             key
         };
-        let id = crate::service::parse_key_id(&key).unwrap();
+        let id = crate::service::Arns::default().parse_key_id(&key).unwrap();
         let store = Keystore::open(dir.path()).unwrap();
         // Reserved ahead, in blocks: a crash can skip numbers, never reuse.
         assert_eq!(store.usage_reserved(&id, 1).unwrap(), RESERVE_BLOCK);
@@ -577,7 +578,7 @@ mod tests {
         else {
             panic!()
         };
-        let id = crate::service::parse_key_id(&hsm_key).unwrap();
+        let id = crate::service::Arns::default().parse_key_id(&hsm_key).unwrap();
         for _ in 0..5 {
             gdk(&svc, &hsm_key, Site::Blocking { prefetched: None }).unwrap();
             gdk(&svc, &soft.key_id, Site::Blocking { prefetched: None }).unwrap();
@@ -666,7 +667,7 @@ mod tests {
         let vault = Arc::new(MemHsmOnlyKeys::default());
         let svc = service(dir.path(), &vault);
         let kept = create_hsm_key(&svc);
-        let kept = crate::service::parse_key_id(&kept).unwrap();
+        let kept = crate::service::Arns::default().parse_key_id(&kept).unwrap();
         // What a crash leaves: pending records, one with its token object
         // generated, one without; and a (impossible) pending record of a
         // stored key, whose token object must survive.

@@ -321,6 +321,7 @@ mod tests {
                 clock: Arc::clone(clock) as Arc<dyn crate::clock::Clock>,
                 lifecycle_limits: Default::default(),
                 hsm_invocation_limit: crate::service::backing::HSM_INVOCATION_LIMIT,
+                arns: Default::default(),
             },
         )
         .unwrap()
@@ -470,7 +471,7 @@ mod tests {
 
         let p = params(&svc, id, WrappingAlgorithm::RsaesOaepSha256).unwrap();
         assert_eq!(p.parameters_valid_to, T0 + DAY);
-        assert_eq!(p.key_id, crate::service::key_arn(&token_key(&p.import_token).unwrap()));
+        assert_eq!(p.key_id, crate::service::Arns::default().key_arn(&token_key(&p.import_token).unwrap()));
         let material = [0x5Cu8; 32];
         import(&svc, id, &p.import_token, &oaep(&p.public_key, &material), None).unwrap();
         let m = describe(&svc, id);
@@ -805,6 +806,7 @@ mod tests {
                 clock: Arc::clone(&clock) as Arc<dyn crate::clock::Clock>,
                 lifecycle_limits: Default::default(),
                 hsm_invocation_limit: crate::service::backing::HSM_INVOCATION_LIMIT,
+                arns: Default::default(),
             },
         )
         .unwrap();

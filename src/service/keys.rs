@@ -128,6 +128,12 @@ impl LoadedKey {
         &self.meta.record.key_id
     }
 
+    /// The key's ARN (`[aws]`'s form), made once when the key was loaded:
+    /// what the cryptographic operations answer as their KeyId, as AWS's.
+    pub fn arn(&self) -> &str {
+        self.meta.access.arn()
+    }
+
     /// Where the key's backing keys live.
     pub fn origin(&self) -> kms_proto::Origin {
         self.meta.record.origin
@@ -175,6 +181,9 @@ pub(crate) struct ServiceState {
     /// The default policy of a key stored without one (none should be
     /// left after start-up: `Keystore::fill_missing_policies`).
     pub(crate) administrators: crate::keystore::access::StoredPolicy,
+    /// The ARN form (`[aws]`): the loader compiles keys' access with
+    /// their ARNs.
+    pub(crate) arns: super::Arns,
 }
 
 impl ServiceState {
@@ -198,7 +207,7 @@ impl ServiceState {
             }
         }
         let count = stored.versions.len() as u32;
-        let access = || super::access::KeyAccess::from_stored(stored, &self.administrators);
+        let access = || super::access::KeyAccess::from_stored(stored, &self.administrators, &self.arns);
         if record.current_version == 0 && record.origin == kms_proto::Origin::External {
             // An EXTERNAL key without material (pending import, or pending
             // deletion after its material went): cached for its state

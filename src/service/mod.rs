@@ -58,8 +58,8 @@ pub enum ServiceError {
     Access(String),
 }
 
-pub use key_id::{alias_arn, format_key_id, key_arn, parse_key_id};
-pub(crate) use key_id::{ARN_TEXT, KEY_ID_TEXT};
+pub use key_id::{format_key_id, Arns};
+pub(crate) use key_id::{KEY_ID_TEXT, MAX_KEY_ARN_TEXT};
 /// What a ciphertext blob adds to its plaintext, for either format (61 and
 /// 49 bytes).
 pub(crate) const BLOB_OVERHEAD_MAX: usize = 64;
@@ -94,6 +94,9 @@ pub struct ServiceOptions {
     pub hsm_invocation_limit: u64,
     /// Administrators, key creators (`[access]` in the config).
     pub access: access::AccessOptions,
+    /// The ARN form (`[aws]` in the config); in-process services take
+    /// the default.
+    pub arns: Arns,
 }
 
 /// The key lifecycle's limits, from `[limits]` in the config (AWS's
@@ -151,6 +154,12 @@ impl ServiceOptions {
             lifecycle_limits: LifecycleLimits::from_config(config),
             hsm_invocation_limit: backing::HSM_INVOCATION_LIMIT,
             access: config.access.options(),
+            // `Config::validate` refused an `[aws]` without a form (the
+            // daemon validates before it builds anything).
+            arns: config
+                .aws
+                .arns()
+                .expect("a validated config has a valid [aws] (Config::validate)"),
         }
     }
 }
@@ -218,6 +227,7 @@ impl Service {
                 lifecycle_limits: LifecycleLimits::default(),
                 hsm_invocation_limit: backing::HSM_INVOCATION_LIMIT,
                 access: access::AccessOptions::default(),
+                arns: Arns::default(),
             },
         )
     }
@@ -250,6 +260,7 @@ impl Service {
             usage: Default::default(),
             clock: options.clock,
             administrators: fill,
+            arns: options.arns,
         });
         let loader = loader::KeyLoader::start(
             Arc::clone(&core),
@@ -274,10 +285,13 @@ impl Service {
             rotations: Default::default(),
             wake: Default::default(),
             access,
-            quotas: crate::quota::Quotas::from_config(&crate::config::QuotasConfig {
-                profile: crate::config::QuotaProfile::Off,
-                ..Default::default()
-            })
+            quotas: crate::quota::Quotas::from_config(
+                &crate::config::QuotasConfig {
+                    profile: crate::config::QuotaProfile::Off,
+                    ..Default::default()
+                },
+                &crate::config::AwsConfig::default(),
+            )
             .expect("the off profile is valid"),
             audit: std::sync::OnceLock::new(),
         })
@@ -369,10 +383,10 @@ impl Service {
     }
 
     /// Metadata as clients see it.
-    pub fn metadata(record: &KeyRecord) -> KeyMetadata {
+    pub fn metadata(&self, record: &KeyRecord) -> KeyMetadata {
         KeyMetadata {
             key_id: format_key_id(&record.key_id),
-            arn: key_arn(&record.key_id),
+            arn: self.arns().key_arn(&record.key_id),
             creation_date: record.created_at,
             enabled: record.state == KeyState::Enabled,
             description: record.description.clone(),
@@ -500,7 +514,7 @@ impl Service {
         tags: &[kms_proto::Tag<'_>],
         policy: &crate::keystore::access::StoredPolicy,
     ) -> Result<(), KmsError> {
-        let key_access = access::KeyAccess::compile(&record.key_id, policy, &[], Vec::new())?;
+        let key_access = access::KeyAccess::compile(self.arns(), &record.key_id, policy, &[], Vec::new())?;
         let external = record.origin == kms_proto::Origin::External;
         // Taken before the store write, as every load does: an
         // invalidation meanwhile keeps this entry out of the cache.

@@ -30,7 +30,7 @@ impl Service {
     /// Metadata as clients see it now, with the state
     /// [`Service::effective_state`] gives.
     pub fn describe(&self, record: &KeyRecord) -> KeyMetadata {
-        let mut m = Service::metadata(record);
+        let mut m = self.metadata(record);
         m.key_state = self.effective_state(record);
         m.enabled = m.key_state == KeyState::Enabled;
         if record.state == KeyState::PendingDeletion {
@@ -211,6 +211,7 @@ pub(crate) mod test_support {
             clock: Arc::clone(clock) as _,
             lifecycle_limits: Default::default(),
             hsm_invocation_limit: crate::service::backing::HSM_INVOCATION_LIMIT,
+            arns: Default::default(),
         }
     }
 
@@ -316,7 +317,7 @@ pub(crate) mod test_support {
 
     /// The key id of `key`.
     pub(crate) fn id(key: &str) -> [u8; 16] {
-        crate::service::parse_key_id(key).unwrap()
+        crate::service::Arns::default().parse_key_id(key).unwrap()
     }
 
 }

@@ -26,6 +26,7 @@ use super::{wait_shutdown, ServeState, Shutdown};
 use crate::config::{HttpConfig, TransportConfig};
 use crate::dispatch::Dispatcher;
 use crate::http::call::{self, Api, Head, Site};
+use crate::http::sigv4::Verifier;
 use crate::identity::Identity;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -41,6 +42,9 @@ use std::time::Duration;
 /// [`ServeState`].
 pub(crate) struct HttpState {
     api: Api,
+    /// How callers are identified: by the kernel (Unix socket) or by their
+    /// signature (TCP).
+    verifier: Option<Arc<Verifier>>,
     max_body: usize,
     max_headers: usize,
     max_head: usize,
@@ -89,6 +93,7 @@ pub fn serve_http(
     };
     state.http = Some(Arc::new(HttpState {
         api: Api::new(limits, transport.max_answer_bytes, max_frame),
+        verifier: None,
         max_body: http.max_body_bytes,
         max_headers: http.max_headers,
         max_head: http.max_head_bytes,
@@ -108,6 +113,99 @@ pub fn serve_http(
     r
 }
 
+/// The HTTP API's TCP socket, bound, not yet served.
+pub struct HttpTcpListener {
+    listener: std::net::TcpListener,
+}
+
+/// Binds `http.tcp`, refusing an address that is not loopback unless
+/// `http.allow_non_loopback` says so; `None` when `http.tcp` is not set.
+pub fn bind_http_tcp(http: &HttpConfig) -> io::Result<Option<HttpTcpListener>> {
+    let Some(addr) = http.tcp_addr()? else {
+        return Ok(None);
+    };
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(Some(HttpTcpListener { listener }))
+}
+
+/// Serves the bound TCP socket on the calling thread until `shutdown`
+/// (then drains like [`super::serve`]). One thread: the TCP listener is
+/// for AWS SDKs and tools that cannot reach a Unix socket, not for the
+/// daemon's peak rate. Each request must be signed (SigV4) with one of
+/// `verifier`'s credentials.
+#[allow(clippy::too_many_arguments)]
+pub fn serve_http_tcp(
+    bound: HttpTcpListener,
+    transport: &TransportConfig,
+    http: &HttpConfig,
+    verifier: Arc<Verifier>,
+    dispatcher: Arc<Dispatcher>,
+    max_frame: usize,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    crate::thread_role::enter_io();
+    let mut state = ServeState::new(transport, dispatcher, max_frame);
+    let limits = crate::http::json::JsonLimits {
+        max_body: http.max_body_bytes,
+        ..Default::default()
+    };
+    state.http = Some(Arc::new(HttpState {
+        api: Api::new(limits, transport.max_answer_bytes, max_frame),
+        verifier: Some(verifier),
+        max_body: http.max_body_bytes,
+        max_headers: http.max_headers,
+        max_head: http.max_head_bytes,
+        timeout: Duration::from_millis(http.request_timeout_ms),
+    }));
+    let state = Arc::new(state);
+    let addr = bound.listener.local_addr()?;
+    tracing::info!(%addr, "serving AWS KMS's HTTP API on TCP (SigV4)");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(bound.listener)?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(state.max_connections));
+        let mut stop = shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = wait_shutdown(&mut stop) => break,
+                a = listener.accept() => a,
+            };
+            let (stream, from) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a TCP connection failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            // Past `transport.max_connections` a new connection is closed
+            // at once (there is no uid to count per: see docs/aws-api.md).
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::debug!(%from, "TCP connection refused: too many connections");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
+            tokio::spawn(async move {
+                serve_connection(stream, None, state, shutdown).await;
+                drop(slot);
+            });
+        }
+        drop(listener);
+        // Connections finish their request in progress, within the grace.
+        let _ = tokio::time::timeout(
+            state.grace,
+            slots.acquire_many(state.max_connections as u32),
+        )
+        .await;
+        io::Result::Ok(())
+    })
+}
+
 fn io_thread(rx: Handoffs, state: Arc<ServeState>, stop: Shutdown, ready: Ready) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -121,7 +219,7 @@ fn io_thread(rx: Handoffs, state: Arc<ServeState>, stop: Shutdown, ready: Ready)
     drop(rt);
 }
 
-async fn connection(h: Handoff, state: Arc<ServeState>, mut shutdown: Shutdown) {
+async fn connection(h: Handoff, state: Arc<ServeState>, shutdown: Shutdown) {
     let Handoff {
         stream,
         peer,
@@ -134,6 +232,16 @@ async fn connection(h: Handoff, state: Arc<ServeState>, mut shutdown: Shutdown) 
             return;
         }
     };
+    serve_connection(stream, Some(peer), state, shutdown).await;
+    drop(guard);
+}
+
+/// Serves one connection with hyper; `peer` is the kernel's identity of
+/// the caller (none on TCP: each request is signed).
+async fn serve_connection<S>(stream: S, peer: Option<Identity>, state: Arc<ServeState>, mut shutdown: Shutdown)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let http = Arc::clone(state.http.as_ref().expect("an HTTP listener's state"));
     let budget = budget_for(&state);
     let service = {
@@ -146,7 +254,7 @@ async fn connection(h: Handoff, state: Arc<ServeState>, mut shutdown: Shutdown) 
                     dispatcher: &state.dispatcher,
                     budget: &budget,
                 };
-                Ok::<_, Infallible>(handle(&http, site, &peer, req).await)
+                Ok::<_, Infallible>(handle(&http, site, peer.as_ref(), req).await)
             }
         })
     };
@@ -173,17 +281,20 @@ async fn connection(h: Handoff, state: Arc<ServeState>, mut shutdown: Shutdown) 
             let _ = tokio::time::timeout(state.grace, conn).await;
         }
     }
-    drop(guard);
 }
 
 /// One request: its body read within the bounds, then the call.
 async fn handle(
     http: &HttpState,
     site: Site<'_>,
-    peer: &Identity,
+    peer: Option<&Identity>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
+    // Who the refusals before a verified signature are recorded as on TCP:
+    // (uid_t)-1, no user.
+    let unknown = Identity::local(u32::MAX, u32::MAX, 0);
+    let peer_or_unknown = peer.unwrap_or(&unknown);
     let header = |name: &str| parts.headers.get(name).map(|v| v.as_bytes());
     let head = Head {
         method: &parts.method,
@@ -196,6 +307,7 @@ async fn handle(
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let peer = peer_or_unknown;
     let answer = if declared.is_some_and(|n| n > http.max_body as u64) {
         // Not read at all: the connection closes after the answer.
         too_large(http, site, peer)
@@ -204,7 +316,19 @@ async fn handle(
         match read {
             Ok(Ok(collected)) => {
                 let bytes = collected.to_bytes();
-                call::call(&http.api, site, peer, head, &bytes).await
+                match &http.verifier {
+                    // The Unix socket: the kernel's identity; a signature,
+                    // if any, is not looked at.
+                    None => call::call(&http.api, site, peer, head, &bytes).await,
+                    // TCP: the caller is whom the signature says.
+                    Some(v) => match v.verify(&parts, &bytes, std::time::SystemTime::now()) {
+                        Ok(principal) => {
+                            let caller = principal.identity().clone();
+                            call::call(&http.api, site, &caller, head, &bytes).await
+                        }
+                        Err(e) => call::unauthenticated(&http.api, site, peer, e.aws_name(), e.status().as_u16(), &e.to_string()),
+                    },
+                }
             }
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => too_large(http, site, peer),
             Ok(Err(e)) => {

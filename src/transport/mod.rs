@@ -77,7 +77,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use http::{bind_http, serve_http};
+pub use http::{bind_http, bind_http_tcp, serve_http, serve_http_tcp};
 
 /// Completes when shutdown is requested (SIGTERM/SIGINT are turned into this
 /// by the caller): `true` means shut down. A dropped sender also counts as

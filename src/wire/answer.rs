@@ -111,7 +111,14 @@ pub fn answer(
         body,
     };
     if let Some(rec) = opts.record {
-        crate::audit::record::request(rec, caller, &admitted.request, &response.body, &notes);
+        crate::audit::record::request(
+            rec,
+            caller,
+            svc.arns(),
+            &admitted.request,
+            &response.body,
+            &notes,
+        );
     }
     let start = out.len();
     encode(&response, out);

@@ -5,7 +5,7 @@
 //! naming the field, and changes nothing (checked with DescribeKey and the
 //! List operations after each refusal); aliases survive a restart.
 
-use crate::support::Daemon;
+use crate::support::{key_arn, Daemon, ARN_BASE};
 use kms_proto::client::{Client, ClientError};
 use kms_proto::*;
 
@@ -67,7 +67,7 @@ fn aliases(c: &mut Client, key_id: Option<&str>) -> Vec<(String, String)> {
             o => panic!("{o:?}"),
         };
         for a in o.aliases {
-            assert_eq!(a.alias_arn, format!("arn:kmsd:kms:local:{}", a.alias_name));
+            assert_eq!(a.alias_arn, format!("{ARN_BASE}{}", a.alias_name));
             out.push((a.alias_name, a.target_key_id.unwrap()));
         }
         match o.next_marker {
@@ -173,6 +173,11 @@ fn every_alias_tag_and_description_operation_works_through_the_socket() {
     create_alias(&mut c, "alias/other", &other);
     assert_eq!(describe(&mut c, "alias/orders").key_id, key);
     assert_eq!(
+        describe(&mut c, &format!("{ARN_BASE}alias/orders/eu")).key_id,
+        key
+    );
+    // The legacy form still names it.
+    assert_eq!(
         describe(&mut c, "arn:kmsd:kms:local:alias/orders/eu").key_id,
         key
     );
@@ -217,12 +222,14 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
     create_alias(&mut c, "alias/a", &a);
     create_alias(&mut c, "alias/b", &b);
     let ctx = vec![("app", "aliases")];
+    let (arn_a, arn_b) = (format!("{ARN_BASE}alias/a"), format!("{ARN_BASE}alias/b"));
     for (name_a, name_b) in [
         ("alias/a", "alias/b"),
+        (arn_a.as_str(), arn_b.as_str()),
         ("arn:kmsd:kms:local:alias/a", "arn:kmsd:kms:local:alias/b"),
     ] {
         let enc = encrypt(&mut c, name_a).unwrap();
-        assert_eq!(enc.key_id, a);
+        assert_eq!(enc.key_id, key_arn(&a));
         let Output::Decrypt(dec) = call(
             &mut c,
             Operation::Decrypt(Decrypt {
@@ -236,7 +243,7 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
         };
         assert_eq!(
             (dec.key_id.as_str(), dec.plaintext.expose()),
-            (a.as_str(), &b"the plaintext"[..])
+            (key_arn(&a).as_str(), &b"the plaintext"[..])
         );
         // Decrypt naming another key's alias: IncorrectKeyException.
         let e = refused(
@@ -264,7 +271,7 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
         };
         assert_eq!(
             (re.source_key_id.as_str(), re.key_id.as_str()),
-            (a.as_str(), b.as_str())
+            (key_arn(&a).as_str(), key_arn(&b).as_str())
         );
         let g = GenerateDataKey {
             key_id: name_b,
@@ -277,13 +284,13 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
         else {
             panic!()
         };
-        assert_eq!(gdk.key_id, b);
+        assert_eq!(gdk.key_id, key_arn(&b));
         let Output::GenerateDataKeyWithoutPlaintext(w) =
             call(&mut c, Operation::GenerateDataKeyWithoutPlaintext(g))
         else {
             panic!()
         };
-        assert_eq!(w.key_id, b);
+        assert_eq!(w.key_id, key_arn(&b));
         let Output::Decrypt(dk) = call(
             &mut c,
             Operation::Decrypt(Decrypt {
@@ -309,7 +316,7 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
                 ..Default::default()
             }),
             Operation::GenerateDataKey(GenerateDataKey {
-                key_id: "arn:kmsd:kms:local:alias/b",
+                key_id: "arn:aws:kms:us-east-1:000000000000:alias/b",
                 number_of_bytes: Some(16),
                 key_spec: None,
                 context: vec![],
@@ -323,8 +330,8 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
             }),
         ])
         .unwrap();
-    assert!(matches!(&outcomes[0], Ok(Output::Encrypt(o)) if o.key_id == a));
-    assert!(matches!(&outcomes[1], Ok(Output::GenerateDataKey(o)) if o.key_id == b));
+    assert!(matches!(&outcomes[0], Ok(Output::Encrypt(o)) if o.key_id == key_arn(&a)));
+    assert!(matches!(&outcomes[1], Ok(Output::GenerateDataKey(o)) if o.key_id == key_arn(&b)));
     let e = outcomes[2].as_ref().unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
     assert!(
@@ -335,7 +342,9 @@ fn aliases_and_alias_arns_name_keys_on_every_data_plane_operation() {
     let blob = encrypt(&mut c, &a).unwrap().ciphertext_blob;
     for bad in [
         "arn:kmsd:kms:local:key/not-a-uuid",
+        "arn:aws:kms:us-east-1:000000000000:key/not-a-uuid",
         "arn:aws:kms:us-east-1:111122223333:alias/a",
+        "arn:aws:kms:eu-west-3:000000000000:alias/a",
     ] {
         let e = refused(
             &mut c,
@@ -368,8 +377,8 @@ fn a_moved_or_deleted_alias_takes_effect_for_the_very_next_request() {
     let mut target = &a;
     for i in 0..40 {
         assert_eq!(
-            &encrypt(&mut user, "alias/moving").unwrap().key_id,
-            target,
+            encrypt(&mut user, "alias/moving").unwrap().key_id,
+            key_arn(target),
             "round {i}"
         );
         target = if target == &a { &b } else { &a };
@@ -382,8 +391,8 @@ fn a_moved_or_deleted_alias_takes_effect_for_the_very_next_request() {
         );
         // The very next request, on another connection.
         assert_eq!(
-            &encrypt(&mut user, "alias/moving").unwrap().key_id,
-            target,
+            encrypt(&mut user, "alias/moving").unwrap().key_id,
+            key_arn(target),
             "round {i}"
         );
     }
@@ -397,7 +406,10 @@ fn a_moved_or_deleted_alias_takes_effect_for_the_very_next_request() {
     assert_eq!(e.kind(), Some(ErrorKind::NotFound));
     // A new alias of the same name works at once.
     create_alias(&mut admin, "alias/moving", &b);
-    assert_eq!(encrypt(&mut user, "alias/moving").unwrap().key_id, b);
+    assert_eq!(
+        encrypt(&mut user, "alias/moving").unwrap().key_id,
+        key_arn(&b)
+    );
 }
 
 #[test]
@@ -456,7 +468,7 @@ fn bad_inputs_get_aws_exceptions_naming_the_field_and_change_nothing() {
                 alias_name: "noprefix",
                 target_key_id: &k,
             }),
-            ErrorKind::InvalidAliasName,
+            ErrorKind::Validation,
             "AliasName",
         ),
         (
@@ -478,7 +490,7 @@ fn bad_inputs_get_aws_exceptions_naming_the_field_and_change_nothing() {
         (
             Operation::CreateAlias(CreateAlias {
                 alias_name: "alias/new",
-                target_key_id: "arn:kmsd:kms:local:key/nope",
+                target_key_id: "arn:aws:kms:us-east-1:000000000000:key/nope",
             }),
             ErrorKind::NotFound,
             "TargetKeyId",
@@ -638,7 +650,10 @@ fn aliases_and_tags_survive_a_restart_and_external_keys_wait_for_material() {
     };
     d.restart();
     let mut c = d.client();
-    assert_eq!(encrypt(&mut c, "alias/durable").unwrap().key_id, key);
+    assert_eq!(
+        encrypt(&mut c, "alias/durable").unwrap().key_id,
+        key_arn(&key)
+    );
     assert_eq!(
         describe(&mut c, "alias/external").key_state,
         KeyState::PendingImport

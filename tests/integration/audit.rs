@@ -28,14 +28,14 @@ fn lines(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn records(dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn records(dir: &Path) -> Vec<serde_json::Value> {
     lines(dir)
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
 
-fn audit_dir(d: &Daemon) -> PathBuf {
+pub(crate) fn audit_dir(d: &Daemon) -> PathBuf {
     d.data_dir.join("audit")
 }
 
@@ -126,7 +126,11 @@ fn every_request_is_recorded_with_its_outcome_and_never_a_secret() {
     assert_eq!(enc["userIdentity"]["pid"], std::process::id());
     assert_eq!(enc["additionalEventData"]["keyVersion"], 1);
     assert_eq!(enc["additionalEventData"]["policyDecision"], "Allow");
-    assert!(enc["resources"][0]["ARN"].as_str().unwrap().ends_with(&key));
+    assert_eq!(
+        enc["resources"][0]["ARN"],
+        crate::support::key_arn(&key).as_str()
+    );
+    assert_eq!(enc["resources"][0]["accountId"], "000000000000");
     let dec = &named("Decrypt")[0];
     assert!(dec.get("errorCode").is_none());
     // The batch: one record, the 100 alike items one entry with a count.

@@ -386,7 +386,9 @@ fn verify(c: &mut Client, acked: &Acked) -> Vec<String> {
         let out = c.batch(ops).expect("Decrypt batch");
         for ((key, _, pt), o) in chunk.iter().zip(out) {
             match o {
-                Ok(Output::Decrypt(d)) if d.plaintext.expose() == &pt[..] && &d.key_id == key => {}
+                Ok(Output::Decrypt(d))
+                    if d.plaintext.expose() == &pt[..]
+                        && d.key_id == crate::support::key_arn(key) => {}
                 Ok(Output::Decrypt(_)) => wrong.push(format!(
                     "a ciphertext under {key} decrypts to something else"
                 )),

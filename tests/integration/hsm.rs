@@ -1676,7 +1676,9 @@ fn file_root_data_moves_to_the_hsm_and_hsm_only_keys_work_end_to_end() {
     d.stop();
     // The token keeps the HSM-only key (label kmsd-key-<key id><version>);
     // this test's token objects go away with it.
-    let id = kmsd::service::parse_key_id(&hsm_key.key_id).unwrap();
+    let id = kmsd::service::Arns::default()
+        .parse_key_id(&hsm_key.key_id)
+        .unwrap();
     let vault_label: String = kmsd::service::backing::object_id(&id, 1)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -1798,6 +1800,7 @@ fn crash_child() {
             clock: std::sync::Arc::new(kmsd::clock::SystemClock),
             lifecycle_limits: Default::default(),
             hsm_invocation_limit: kmsd::service::backing::HSM_INVOCATION_LIMIT,
+            arns: Default::default(),
         },
     )
     .unwrap();
@@ -1903,7 +1906,7 @@ fn a_crash_between_generating_an_hsm_key_and_storing_it_leaves_no_orphan() {
         "settled once: {log}"
     );
     d.stop();
-    let after = kmsd::service::parse_key_id(&after).unwrap();
+    let after = kmsd::service::Arns::default().parse_key_id(&after).unwrap();
     let after_label: String = kmsd::service::backing::object_id(&after, 1)
         .iter()
         .map(|b| format!("{b:02x}"))

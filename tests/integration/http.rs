@@ -257,7 +257,7 @@ fn bad_calls_get_aws_errors_and_the_connection_and_daemon_carry_on() {
         ),
         // A wrong content type.
         (
-            format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Amz-Target: TrentService.GenerateRandom\r\nContent-Length: 2\r\n\r\n{{}}").into_bytes(),
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Amz-Target: TrentService.GenerateRandom\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
             400,
             "UnknownOperationException",
         ),
@@ -450,4 +450,78 @@ fn every_call_is_audited_with_its_request_id_refusals_included() {
     let r = find(&bad_id);
     assert_eq!(r["errorCode"], "SerializationException");
     assert_eq!(r["eventName"], "GenerateRandom");
+}
+
+#[test]
+fn the_tcp_listener_wants_a_signature_and_loopback() {
+    let dir = tempfile::Builder::new()
+        .prefix("kmsd-http-tcp-")
+        .tempdir()
+        .unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "not-a-real-secret-0123\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let creds = format!(
+        "[[http.credentials]]\naccess_key_id = \"AKIDKMSDTEST\"\nsecret_file = {:?}\nprincipal = \"uid:{}\"\n",
+        secret,
+        rustix::process::geteuid().as_raw()
+    );
+    let (d, _cfg) = daemon_with(&format!("[http]\ntcp = \"127.0.0.1:{port}\"\n{creds}"));
+    // No signature: refused with AWS's exception, nothing runs, and the
+    // connection and the daemon carry on.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&request("CreateKey", "{}")).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("}") {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("MissingAuthenticationToken"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("x-amzn-requestid"),
+        "{text}"
+    );
+    assert!(
+        d.client().list_keys(100, None).unwrap().keys.is_empty(),
+        "nothing ran"
+    );
+    drop(d);
+
+    // A non-loopback address is refused at start-up unless the config
+    // says so, and so is a TCP listener without credentials.
+    for (config, says) in [
+        (
+            format!("[http]\ntcp = \"0.0.0.0:{port}\"\n{creds}"),
+            "not a loopback address",
+        ),
+        (
+            format!("[http]\ntcp = \"127.0.0.1:{port}\"\n"),
+            "needs [[http.credentials]]",
+        ),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, config).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kmsd"))
+            .args(["serve", "--socket"])
+            .arg(dir.path().join("k.sock"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
 }

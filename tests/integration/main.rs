@@ -3,6 +3,7 @@
 
 mod access;
 mod aliases;
+mod arns;
 mod audit;
 mod crash;
 mod e2e;

@@ -192,6 +192,8 @@ fn unknown_and_malformed_key_ids() {
         "00000000-0000-4000-8000-000000000000",
         "not-a-key",
         "arn:kmsd:kms:local:key/garbage",
+        "arn:aws:kms:us-east-1:000000000000:key/garbage",
+        "arn:aws:kms:eu-west-3:000000000000:key/00000000-0000-4000-8000-000000000000",
     ] {
         assert_eq!(
             kind(svc.call(
@@ -281,7 +283,10 @@ fn encrypt_decrypt_with_context() {
     match decrypt(&svc, &blob, None, &reordered).unwrap() {
         Output::Decrypt(o) => {
             assert_eq!(o.plaintext.expose(), b"attack at dawn");
-            assert_eq!(o.key_id, key);
+            assert_eq!(
+                o.key_id,
+                svc.arns().key_arn(&svc.parse_key_id(&key).unwrap())
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -469,8 +474,9 @@ fn re_encrypt_moves_a_blob_between_keys() {
         Output::ReEncrypt(o) => o,
         other => panic!("{other:?}"),
     };
-    assert_eq!(out.source_key_id, a);
-    assert_eq!(out.key_id, b);
+    let arn = |k: &str| svc.arns().key_arn(&svc.parse_key_id(k).unwrap());
+    assert_eq!(out.source_key_id, arn(&a));
+    assert_eq!(out.key_id, arn(&b));
     match decrypt(&svc, &out.ciphertext_blob, Some(&b), &[("k", "2")]).unwrap() {
         Output::Decrypt(o) => assert_eq!(o.plaintext.expose(), b"rotate me"),
         other => panic!("{other:?}"),

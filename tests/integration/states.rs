@@ -348,7 +348,7 @@ fn a_key_whose_window_passed_is_deleted_and_its_ciphertexts_are_not_found_foreve
     schedule(&mut c, &canary, 7);
     cd.advance(DAY);
     let o = schedule(&mut c, &doomed, 7);
-    assert_eq!(o.key_id, format!("arn:kmsd:kms:local:key/{doomed}"));
+    assert_eq!(o.key_id, crate::support::key_arn(&doomed));
     assert_eq!(o.key_state, kms_proto::KeyState::PendingDeletion);
     assert_eq!(o.pending_window_in_days, 7);
     schedule(&mut c, &later, 30);
@@ -458,7 +458,7 @@ fn hsm_only_keys_rotate_and_are_deleted_with_their_token_objects() {
         .create_key_with_origin("hsm-only", kms_proto::Origin::Hsm)
         .unwrap()
         .key_id;
-    let id = kmsd::service::parse_key_id(&key).unwrap();
+    let id = kmsd::service::Arns::default().parse_key_id(&key).unwrap();
     let objects = |v: u32| token_objects_with_id(env, &kmsd::service::backing::object_id(&id, v));
     let old = c.encrypt(&key, b"v1", &[]).unwrap().ciphertext_blob;
     assert_eq!((old[0], blob_version(&old)), (2, 1), "format 2, version 1");
@@ -536,6 +536,7 @@ fn a_worn_hsm_only_version_rotates_its_key_in_the_token() {
                 clock: Arc::new(kmsd::clock::SystemClock),
                 lifecycle_limits: Default::default(),
                 hsm_invocation_limit: limit,
+                arns: Default::default(),
             },
         )
         .unwrap(),
@@ -589,7 +590,7 @@ fn a_worn_hsm_only_version_rotates_its_key_in_the_token() {
     }
     assert!(per_version.len() >= 4, "{per_version:?}");
     assert!(per_version.values().all(|n| *n <= limit), "{per_version:?}");
-    let id = kmsd::service::parse_key_id(&key).unwrap();
+    let id = kmsd::service::Arns::default().parse_key_id(&key).unwrap();
     let versions = *per_version.keys().max().unwrap();
     let mut labels = vec![root_label];
     for v in 1..=versions {

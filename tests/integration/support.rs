@@ -19,6 +19,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// What ARNs start with on a daemon with the default `[aws]`.
+pub const ARN_BASE: &str = "arn:aws:kms:us-east-1:000000000000:";
+
+/// The key ARN of `key_id` on a daemon with the default `[aws]` (what the
+/// cryptographic operations answer as KeyId).
+pub fn key_arn(key_id: &str) -> String {
+    format!("{ARN_BASE}key/{key_id}")
+}
+
 /// How long start-up and shutdown may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -20,7 +20,7 @@ use crate::errors;
 use crate::identity::Identity;
 use crate::keystore::access::{self as rows, GrantRow};
 use crate::keystore::annotations;
-use crate::service::{key_arn, lifecycle};
+use crate::service::{lifecycle, Arns};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use kms_policy::{Action, CompiledGrant, Decision, GrantSpec, NameResolver, NoNames};
@@ -213,7 +213,7 @@ impl Service {
         let resolver = super::names::SystemNames;
         let compiled = CompiledGrant::compile(&new.spec, &resolver)
             .map_err(|e| KmsError::validation(e.reason().to_owned()))?;
-        let arn = key_arn(id);
+        let arn = self.arns().key_arn(id);
         let access = self.read_access(id)?;
         if !self.access.options.bypass {
             let req = new.spec.policy_request(caller.caller(), &arn);
@@ -422,7 +422,7 @@ pub fn grant_not_found(grant_id: &str) -> KmsError {
 }
 
 /// A grant as ListGrants and ListRetirableGrants answer it.
-pub(crate) fn grant_entry(row: &GrantRow) -> Result<kms_proto::GrantListEntry, KmsError> {
+pub(crate) fn grant_entry(arns: &Arns, row: &GrantRow) -> Result<kms_proto::GrantListEntry, KmsError> {
     let parts = GrantParts::of(row)?;
     let operations = parts
         .operations
@@ -439,7 +439,7 @@ pub(crate) fn grant_entry(row: &GrantRow) -> Result<kms_proto::GrantListEntry, K
         }
     });
     Ok(kms_proto::GrantListEntry {
-        key_id: key_arn(&row.key_id),
+        key_id: arns.key_arn(&row.key_id),
         grant_id: row.grant_id.clone(),
         name: row.name.clone(),
         creation_date: row.created_at,

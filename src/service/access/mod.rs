@@ -15,7 +15,7 @@ pub mod grants;
 pub mod policies;
 pub mod names;
 
-use super::{key_arn, Service};
+use super::{Arns, Service};
 use crate::identity::Identity;
 use crate::keystore::access::StoredPolicy;
 use kms_policy::{Action, CompiledPolicy, Decision, Policy, Request};
@@ -125,9 +125,15 @@ impl std::fmt::Debug for KeyAccess {
 }
 
 impl KeyAccess {
+    /// The key's ARN.
+    pub(crate) fn arn(&self) -> &str {
+        &self.arn
+    }
+
     /// Compiles a stored policy (its names as they were resolved when it
     /// was stored).
     pub(crate) fn compile(
+        arns: &Arns,
         key_id: &[u8; 16],
         policy: &StoredPolicy,
         grants: &[crate::keystore::access::GrantRow],
@@ -144,7 +150,7 @@ impl KeyAccess {
         Ok(KeyAccess {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             id: *key_id,
-            arn: key_arn(key_id),
+            arn: arns.key_arn(key_id),
             policy,
             grants,
             aliases,
@@ -157,6 +163,7 @@ impl KeyAccess {
     pub(crate) fn for_tests() -> KeyAccess {
         let text = r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}]}"#;
         KeyAccess::compile(
+            &Arns::default(),
             &[0; 16],
             &StoredPolicy {
                 text: text.into(),
@@ -228,8 +235,10 @@ impl KeyAccess {
     pub(crate) fn from_stored(
         stored: &crate::keystore::StoredKey,
         fallback: &StoredPolicy,
+        arns: &Arns,
     ) -> Result<KeyAccess, KmsError> {
         KeyAccess::compile(
+            arns,
             &stored.record.key_id,
             stored.policy.as_ref().unwrap_or(fallback),
             &stored.grants,
@@ -270,14 +279,10 @@ impl<'a> Ask<'a> {
 }
 
 /// The alias name a KeyId gives, if it names an alias (an alias ARN's
-/// name part: `kms:RequestAlias` values are alias names, never ARNs).
+/// name part: `kms:RequestAlias` values are alias names, never ARNs):
+/// [`super::key_id::alias_named`].
 pub fn request_alias(key_id: &str) -> Option<&str> {
-    if key_id.starts_with("alias/") {
-        return Some(key_id);
-    }
-    key_id
-        .strip_prefix(super::key_id::ARN_BASE)
-        .filter(|rest| rest.starts_with(super::key_id::ALIAS_PREFIX))
+    super::key_id::alias_named(key_id)
 }
 
 /// MalformedPolicyDocumentException with `reason`.
@@ -405,6 +410,7 @@ impl Service {
             (policy, grants, aliases)
         };
         KeyAccess::compile(
+            self.arns(),
             id,
             policy.as_ref().unwrap_or(&self.core.administrators),
             &grants,
@@ -505,7 +511,21 @@ impl Service {
     ) -> Result<StoredPolicy, KmsError> {
         let recording = names::Recording::new(&names::SystemNames);
         let compiled = Policy::parse(text, &recording).map_err(|e| malformed(e.to_string()))?;
-        if !bypass && !compiled.allows_subsequent_put_key_policy(&caller.caller(), &key_arn(key_id))
+        // A policy may name a key ARN of any partition, region and account
+        // (matched by key id, so that a stored policy keeps naming its keys
+        // after `[aws]` changes); a policy given now names this kmsd's, in
+        // its form or the legacy one: another is a mistake, refused as the
+        // policy crate refuses other resources it cannot match.
+        let arns = self.arns();
+        if let Some(other) = compiled.key_arns().find(|a| !arns.is_own_key_arn(a)) {
+            return Err(malformed(format!(
+                "Resource {} is not a key ARN of this kmsd (its key ARNs are {}<key id>)",
+                super::key_id::shown(other),
+                arns.key_arn_prefix()
+            )));
+        }
+        if !bypass
+            && !compiled.allows_subsequent_put_key_policy(&caller.caller(), &arns.key_arn(key_id))
         {
             // AWS's message.
             return Err(malformed(

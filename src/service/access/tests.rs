@@ -46,7 +46,7 @@ impl Fixture {
     fn new() -> Fixture {
         let t = TestService::new();
         let key = t.create_key();
-        let id = crate::service::parse_key_id(&key).unwrap();
+        let id = crate::service::Arns::default().parse_key_id(&key).unwrap();
         let blob = match t
             .call(Operation::Encrypt(Encrypt {
                 key_id: &key,
@@ -211,7 +211,7 @@ fn the_default_policy_gives_the_creator_use_of_the_key_and_not_its_management() 
     let p = t.svc.new_key_policy(&creator, &id, None, false).unwrap();
     assert!(p.text.contains("uid:4242") && p.text.contains("uid:0"), "{}", p.text);
     let key = t.create_key();
-    let kid = crate::service::parse_key_id(&key).unwrap();
+    let kid = crate::service::Arns::default().parse_key_id(&key).unwrap();
     t.svc.put_key_policy(&ADMIN, &kid, &p.text, true).unwrap();
     let enc = t.svc.call(
         &Operation::Encrypt(Encrypt { key_id: &key, plaintext: b"p", ..Default::default() }),
@@ -315,6 +315,64 @@ fn bad_policies_are_refused_with_their_reason_and_change_nothing() {
     }
     let huge = format!(r#"{{"Statement":[],"x":"{}"}}"#, "a".repeat(40_000));
     assert!(f.t.svc.put_key_policy(&ADMIN, &f.id, &huge, true).is_err());
+    assert_eq!(f.t.svc.key_policy_text(&f.id).unwrap(), before);
+}
+
+/// A `Resource` may name the key by its ARN in this kmsd's form or the
+/// legacy one (matched by key id); an ARN of another partition, region
+/// or account is refused when the policy is given, and nothing changes.
+#[test]
+fn resources_name_keys_by_this_kmsds_arns_or_the_legacy_ones() {
+    let f = Fixture::new();
+    let who = other();
+    let enc = |key_id: &str| {
+        f.t.svc.call(
+            &Operation::Encrypt(Encrypt { key_id, plaintext: b"p", ..Default::default() }),
+            &who,
+        )
+    };
+    let own = f.t.svc.arns().key_arn(&f.id);
+    assert_eq!(own, format!("arn:aws:kms:us-east-1:000000000000:key/{}", f.key));
+    let legacy = format!("arn:kmsd:kms:local:key/{}", f.key.to_uppercase());
+    let alias_arn = f.t.svc.arns().alias_arn("alias/fixture");
+    for named in [own.as_str(), legacy.as_str()] {
+        f.put(&policy(&format!(
+            r#"{{"Effect":"Allow","Principal":{{"AWS":"uid:4242"}},"Action":"kms:Encrypt","Resource":"{named}"}}"#
+        )));
+        for key_id in [f.key.as_str(), own.as_str(), alias_arn.as_str()] {
+            assert!(enc(key_id).is_ok(), "{named}: {key_id}");
+        }
+        f.put(&policy(&format!(
+            r#"{{"Effect":"Allow","Principal":{{"AWS":"uid:4242"}},"Action":"kms:*","Resource":"*"}},
+               {{"Effect":"Deny","Principal":{{"AWS":"uid:4242"}},"Action":"kms:Encrypt","Resource":["{named}"]}}"#
+        )));
+        let e = enc(&f.key).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AccessDenied, "{named}");
+        assert!(e.message.contains(&own), "the denial names the key's ARN: {e}");
+    }
+    // Another key's ARN: accepted, applies to no request on this key.
+    let another = f.t.svc.arns().key_arn(&[9; 16]);
+    f.put(&policy(&format!(
+        r#"{{"Effect":"Allow","Principal":{{"AWS":"uid:4242"}},"Action":"kms:Encrypt","Resource":"{another}"}}"#
+    )));
+    assert!(is_denied(&enc(&f.key)));
+    let before = f.t.svc.key_policy_text(&f.id).unwrap();
+    for foreign in [
+        format!("arn:aws:kms:eu-west-3:000000000000:key/{}", f.key),
+        format!("arn:aws:kms:us-east-1:111122223333:key/{}", f.key),
+        format!("arn:aws-cn:kms:us-east-1:000000000000:key/{}", f.key),
+    ] {
+        let text = policy(&format!(
+            r#"{{"Effect":"Allow","Principal":{{"AWS":"uid:4242"}},"Action":"kms:Encrypt","Resource":"{foreign}"}}"#
+        ));
+        let e = f.t.svc.put_key_policy(&ADMIN, &f.id, &text, true).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::MalformedPolicyDocument, "{foreign}");
+        assert!(
+            e.message.contains("not a key ARN of this kmsd")
+                && e.message.contains("arn:aws:kms:us-east-1:000000000000:key/"),
+            "{e}"
+        );
+    }
     assert_eq!(f.t.svc.key_policy_text(&f.id).unwrap(), before);
 }
 
@@ -680,7 +738,7 @@ fn re_encrypt_needs_from_on_the_source_and_to_on_the_destination() {
     };
     let e = re().unwrap_err();
     assert!(e.message.contains("kms:ReEncryptTo"), "the destination first: {e:?}");
-    let dest_id = crate::service::parse_key_id(&dest).unwrap();
+    let dest_id = crate::service::Arns::default().parse_key_id(&dest).unwrap();
     f.t.svc
         .put_key_policy(&ADMIN, &dest_id, &allow("kms:ReEncryptTo"), false)
         .unwrap();

@@ -32,7 +32,7 @@ fn keys_in(dir: &std::path::Path, n: usize) -> Vec<[u8; 16]> {
     (0..n)
         .map(
             |_| match svc.call(&Operation::CreateKey(CreateKey::default()), &PEER) {
-                Ok(Output::CreateKey(m)) => super::super::parse_key_id(&m.key_id).unwrap(),
+                Ok(Output::CreateKey(m)) => super::super::Arns::default().parse_key_id(&m.key_id).unwrap(),
                 other => panic!("{other:?}"),
             },
         )
@@ -55,6 +55,7 @@ fn cold(dir: &std::path::Path, cache: CacheConfig) -> (Service, Arc<TestRoot>) {
             clock: std::sync::Arc::new(crate::clock::SystemClock),
             lifecycle_limits: Default::default(),
             hsm_invocation_limit: crate::service::backing::HSM_INVOCATION_LIMIT,
+            arns: Default::default(),
         },
     )
     .unwrap();

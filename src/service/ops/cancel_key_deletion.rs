@@ -9,7 +9,7 @@
 use crate::identity::Identity;
 use crate::service::lifecycle::{transition, Transition};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{key_arn, parse_key_id, ARN_TEXT};
+use crate::service::MAX_KEY_ARN_TEXT;
 use kms_proto::{CancelKeyDeletion, CancelKeyDeletionOutput, KeyState, Output};
 
 impl Op for CancelKeyDeletion<'_> {
@@ -23,7 +23,7 @@ impl Op for CancelKeyDeletion<'_> {
 
     fn output_size(&self) -> OutputSize {
         OutputSize {
-            success: ARN_TEXT,
+            success: MAX_KEY_ARN_TEXT,
             ..OutputSize::default()
         }
     }
@@ -31,7 +31,7 @@ impl Op for CancelKeyDeletion<'_> {
     /// Disabled (or PendingImport) in the store, deletion date cleared,
     /// then invalidated, then answered.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         ctx.service().change_key(&id, |rec, shown| {
             let next = transition(&id, shown, Transition::CancelDeletion)?;
             rec.state = if rec.current_version == 0 {
@@ -45,7 +45,7 @@ impl Op for CancelKeyDeletion<'_> {
         })?;
         tracing::info!(key_id = %crate::service::format_key_id(&id), "key deletion cancelled");
         Ok(Output::CancelKeyDeletion(CancelKeyDeletionOutput {
-            key_id: key_arn(&id),
+            key_id: ctx.service().arns().key_arn(&id),
         }))
     }
 }

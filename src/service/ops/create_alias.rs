@@ -14,7 +14,7 @@ use crate::service::access::Ask;
 use kms_policy::Action;
 use crate::keystore::{aliases as rows, annotations};
 use crate::service::aliases::{self, already_exists, target_is_alias, too_many};
-use crate::service::key_id::{parse_key_name, KeyName};
+use crate::service::key_id::{Arns, KeyName};
 use crate::service::lifecycle::{self, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use kms_proto::{CreateAlias, KmsError, Output};
@@ -22,8 +22,8 @@ use kms_proto::{CreateAlias, KmsError, Output};
 /// The key a CreateAlias or UpdateAlias names in TargetKeyId: a key id or
 /// key ARN (an alias is ValidationException, as AWS: "Aliases must refer
 /// to keys").
-pub(crate) fn target_key(target: &str) -> Result<[u8; 16], KmsError> {
-    match parse_key_name(target, "TargetKeyId")? {
+pub(crate) fn target_key(arns: &Arns, target: &str) -> Result<[u8; 16], KmsError> {
+    match arns.parse_key_name(target, "TargetKeyId")? {
         KeyName::Key(id) => Ok(id),
         KeyName::Alias(_) => Err(target_is_alias("TargetKeyId")),
     }
@@ -49,7 +49,7 @@ impl Op for CreateAlias<'_> {
         let svc = ctx.service();
         let name = self.alias_name;
         aliases::validate_name(name)?;
-        let id = target_key(self.target_key_id)?;
+        let id = target_key(svc.arns(), self.target_key_id)?;
         svc.authorize_id(caller, &id, Action::CreateAlias, &Ask::default())?;
         let max = svc.lifecycle_limits().max_aliases_per_key;
         let now = svc.now();
@@ -59,7 +59,7 @@ impl Op for CreateAlias<'_> {
                 let key = annotations::key(tx, &id)?.ok_or_else(|| errors::key_not_found(&id))?;
                 lifecycle::check(Use::Annotate, &id, key.state)?;
                 if rows::get(tx, name)?.is_some() {
-                    return Err(already_exists(name).into());
+                    return Err(already_exists(svc.arns(), name).into());
                 }
                 if rows::count_for_key(tx, &id)? >= max {
                     return Err(too_many(&id, max).into());
@@ -81,7 +81,6 @@ impl Op for CreateAlias<'_> {
 #[cfg(test)]
 mod tests {
     use crate::service::LifecycleLimits;
-    use crate::service::key_arn;
     use crate::service::ops::test_support::*;
     use kms_proto::*;
 
@@ -97,11 +96,13 @@ mod tests {
         let t = TestService::new();
         let key = t.create_key();
         create(&t, "alias/app", &key).unwrap();
-        let id = crate::service::parse_key_id(&key).unwrap();
-        create(&t, "alias/app-by-arn", &key_arn(&id)).unwrap();
+        let id = t.svc.parse_key_id(&key).unwrap();
+        create(&t, "alias/app-by-arn", &t.svc.arns().key_arn(&id)).unwrap();
+        create(&t, "alias/app-by-legacy-arn", &format!("arn:kmsd:kms:local:key/{key}")).unwrap();
         assert_eq!(t.describe("alias/app").key_id, key);
+        assert_eq!(t.describe("arn:aws:kms:us-east-1:000000000000:alias/app").key_id, key);
         assert_eq!(t.describe("arn:kmsd:kms:local:alias/app").key_id, key);
-        assert_eq!(t.aliases().len(), 2);
+        assert_eq!(t.aliases().len(), 3);
     }
 
     #[test]
@@ -113,12 +114,14 @@ mod tests {
         let cases = [
             ("alias/bad name", key.as_str(), ErrorKind::Validation, "AliasName"),
             ("alias/aws/ebs", &key, ErrorKind::InvalidAliasName, "AliasName"),
-            ("nope/x", &key, ErrorKind::InvalidAliasName, "AliasName"),
+            ("nope/x", &key, ErrorKind::Validation, "AliasName"),
             ("alias/a:b", &key, ErrorKind::InvalidAliasName, "AliasName"),
             ("alias/taken", &key, ErrorKind::AlreadyExists, "AliasName"),
             ("alias/x", "alias/taken", ErrorKind::Validation, "TargetKeyId"),
+            ("alias/x", "arn:aws:kms:us-east-1:000000000000:alias/taken", ErrorKind::Validation, "TargetKeyId"),
             ("alias/x", "arn:kmsd:kms:local:alias/taken", ErrorKind::Validation, "TargetKeyId"),
             ("alias/x", MISSING_KEY, ErrorKind::NotFound, "00000000-"),
+            ("alias/x", "arn:aws:kms:us-east-1:000000000000:key/zzz", ErrorKind::NotFound, "TargetKeyId"),
             ("alias/x", "arn:kmsd:kms:local:key/zzz", ErrorKind::NotFound, "TargetKeyId"),
         ];
         for (name, target, kind, needle) in cases {

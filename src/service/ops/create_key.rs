@@ -19,7 +19,7 @@ use crate::keystore::KeyRecord;
 use crate::root::HsmOnlyKeys;
 use crate::service::backing::object_id;
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{format_key_id, Service, ARN_TEXT, KEY_ID_TEXT};
+use crate::service::{format_key_id, Service, MAX_KEY_ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::{CreateKey, ErrorKind, KeyState, KmsError, Origin, Output};
 
 /// Validates the request against the configured limits: the description
@@ -56,7 +56,7 @@ impl Op for CreateKey<'_> {
 
     fn output_size(&self) -> OutputSize {
         OutputSize {
-            success: KEY_ID_TEXT + ARN_TEXT + self.description.len(),
+            success: KEY_ID_TEXT + MAX_KEY_ARN_TEXT + self.description.len(),
             ..OutputSize::default()
         }
     }
@@ -102,7 +102,7 @@ impl Op for CreateKey<'_> {
             }
         }
         tracing::info!(key_id = %format_key_id(&key_id), origin = ?self.origin, "created key");
-        Ok(Output::CreateKey(Service::metadata(&record)))
+        Ok(Output::CreateKey(svc.metadata(&record)))
     }
 }
 
@@ -303,7 +303,7 @@ mod tests {
             (m.key_state, m.enabled, m.current_version, m.origin),
             (KeyState::PendingImport, false, 0, Origin::External)
         );
-        let id = crate::service::parse_key_id(&m.key_id).unwrap();
+        let id = crate::service::Arns::default().parse_key_id(&m.key_id).unwrap();
         assert!(t.svc.store().get_versions(&id).unwrap().is_empty());
         assert_eq!(t.describe(&m.key_id).key_state, KeyState::PendingImport);
         t.alias("alias/ext", &m.key_id);

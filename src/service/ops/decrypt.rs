@@ -9,7 +9,7 @@ use crate::service::access::Ask;
 use kms_policy::Action;
 use crate::service::keys::KeyRef;
 use crate::service::op::{Authz, Data, DataCtx, ExecError, Op, OutputSize};
-use crate::service::{backing, format_key_id, LoadedKey, Service, KEY_ID_TEXT};
+use crate::service::{backing, LoadedKey, Service, MAX_KEY_ARN_TEXT};
 use kms_proto::types::limits::MAX_CIPHERTEXT_BLOB;
 use kms_proto::{Decrypt, DecryptOutput, ErrorKind, KmsError, Output, SecretBytes};
 use std::sync::Arc;
@@ -116,7 +116,7 @@ impl Op for Decrypt<'_> {
     fn output_size(&self) -> OutputSize {
         // The plaintext is shorter than its blob.
         OutputSize {
-            success: KEY_ID_TEXT + self.ciphertext_blob.len(),
+            success: MAX_KEY_ARN_TEXT + self.ciphertext_blob.len(),
             error_text: super::context_error_text(&self.context),
             entries: 0,
         }
@@ -138,7 +138,7 @@ impl Op for Decrypt<'_> {
             return Err(dry_run_ok().into());
         }
         Ok(Output::Decrypt(DecryptOutput {
-            key_id: format_key_id(key.id()),
+            key_id: key.arn().to_owned(),
             plaintext,
         }))
     }

@@ -11,7 +11,6 @@ use crate::identity::Identity;
 use crate::service::imports::external_key;
 use crate::service::lifecycle::{self, Transition, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::parse_key_id;
 use kms_proto::{DeleteImportedKeyMaterial, Output};
 
 impl Op for DeleteImportedKeyMaterial<'_> {
@@ -28,7 +27,7 @@ impl Op for DeleteImportedKeyMaterial<'_> {
     }
 
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         {
             let mut store = ctx.store();
             let record = external_key(&store, &id, Self::NAME, Use::DeleteImported)?;

@@ -4,7 +4,7 @@
 use crate::errors;
 use crate::identity::Identity;
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{ARN_TEXT, KEY_ID_TEXT};
+use crate::service::{MAX_KEY_ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::types::limits::MAX_DESCRIPTION_LEN;
 use kms_proto::{DescribeKey, Output};
 
@@ -20,7 +20,7 @@ impl Op for DescribeKey<'_> {
     fn output_size(&self) -> OutputSize {
         // A stored description is at most 8192 characters of up to 4 bytes.
         OutputSize {
-            success: KEY_ID_TEXT + ARN_TEXT + 4 * MAX_DESCRIPTION_LEN,
+            success: KEY_ID_TEXT + MAX_KEY_ARN_TEXT + 4 * MAX_DESCRIPTION_LEN,
             ..OutputSize::default()
         }
     }

@@ -9,7 +9,6 @@
 use crate::identity::Identity;
 use crate::service::lifecycle::{transition, Transition};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::parse_key_id;
 use kms_proto::{DisableKey, Output};
 
 impl Op for DisableKey<'_> {
@@ -27,7 +26,7 @@ impl Op for DisableKey<'_> {
 
     /// Disabled in the store, then invalidated, then answered.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         ctx.service().change_key(&id, |rec, shown| {
             rec.state = transition(&id, shown, Transition::Disable)?;
             Ok(())
@@ -101,7 +100,7 @@ mod tests {
         let e = fails(&svc, Operation::EnableKey(EnableKey { key_id: "nope" }));
         assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
         // The ARN form names the key too.
-        let arn = crate::service::key_arn(&id(&key));
+        let arn = crate::service::Arns::default().key_arn(&id(&key));
         call(&svc, Operation::CancelKeyDeletion(CancelKeyDeletion { key_id: &arn })).unwrap();
         call(&svc, Operation::EnableKey(EnableKey { key_id: &arn })).unwrap();
         assert_eq!(describe(&svc, &key).key_state, KeyState::Enabled);

@@ -7,7 +7,6 @@
 use crate::identity::Identity;
 use crate::service::lifecycle::{check, wrong_origin, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::parse_key_id;
 use kms_proto::{DisableKeyRotation, Origin, Output};
 
 impl Op for DisableKeyRotation<'_> {
@@ -25,7 +24,7 @@ impl Op for DisableKeyRotation<'_> {
 
     /// The schedule cleared in the store, then invalidated, then answered.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         ctx.service().change_key(&id, |rec, shown| {
             if rec.origin == Origin::External {
                 return Err(wrong_origin(&id, rec.origin, Self::NAME));

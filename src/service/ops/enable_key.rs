@@ -6,7 +6,6 @@
 use crate::identity::Identity;
 use crate::service::lifecycle::{transition, Transition};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::parse_key_id;
 use kms_proto::{EnableKey, Output};
 
 impl Op for EnableKey<'_> {
@@ -24,7 +23,7 @@ impl Op for EnableKey<'_> {
 
     /// Enabled in the store, then invalidated, then answered.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         ctx.service().change_key(&id, |rec, shown| {
             rec.state = transition(&id, shown, Transition::Enable)?;
             Ok(())

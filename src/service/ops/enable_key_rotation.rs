@@ -15,7 +15,6 @@
 use crate::identity::Identity;
 use crate::service::lifecycle::{check, wrong_origin, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::parse_key_id;
 use crate::service::states::DAY;
 use kms_proto::types::limits::{
     DEFAULT_ROTATION_PERIOD_IN_DAYS, MAX_ROTATION_PERIOD_IN_DAYS, MIN_ROTATION_PERIOD_IN_DAYS,
@@ -56,7 +55,7 @@ impl Op for EnableKeyRotation<'_> {
     /// The schedule in the store, then invalidated, then answered.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         let days = validate(self)?;
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         let svc = ctx.service();
         let now = svc.now();
         svc.change_key(&id, |rec, shown| {
@@ -109,7 +108,7 @@ mod tests {
     fn the_period_is_90_to_2560_days_and_the_schedule_counts_from_enabling() {
         let (svc, _hsm, clock) = service();
         let key = create(&svc, Origin::Kmsd);
-        let arn = crate::service::key_arn(&id(&key));
+        let arn = crate::service::Arns::default().key_arn(&id(&key));
         assert_eq!(
             status(&svc, &key),
             GetKeyRotationStatusOutput {

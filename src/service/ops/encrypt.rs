@@ -6,7 +6,7 @@ use crate::service::access::Ask;
 use kms_policy::Action;
 use crate::service::keys::KeyRef;
 use crate::service::op::{Authz, Data, DataCtx, ExecError, Op, OutputSize};
-use crate::service::{format_key_id, Service, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
+use crate::service::{Service, BLOB_OVERHEAD_MAX, MAX_KEY_ARN_TEXT};
 use kms_proto::types::limits::MAX_PLAINTEXT;
 use kms_proto::{Encrypt, EncryptOutput, KmsError, Output};
 
@@ -46,7 +46,7 @@ impl Op for Encrypt<'_> {
 
     fn output_size(&self) -> OutputSize {
         OutputSize {
-            success: KEY_ID_TEXT + self.plaintext.len().min(MAX_PLAINTEXT) + BLOB_OVERHEAD_MAX,
+            success: MAX_KEY_ARN_TEXT + self.plaintext.len().min(MAX_PLAINTEXT) + BLOB_OVERHEAD_MAX,
             error_text: super::context_error_text(&self.context),
             entries: 0,
         }
@@ -68,7 +68,7 @@ impl Op for Encrypt<'_> {
             .service()
             .seal(&key, &context, self.plaintext, ctx.site())?;
         Ok(Output::Encrypt(EncryptOutput {
-            key_id: format_key_id(key.id()),
+            key_id: key.arn().to_owned(),
             ciphertext_blob,
         }))
     }

@@ -10,7 +10,7 @@ use crate::service::access::Ask;
 use kms_policy::Action;
 use crate::service::keys::KeyRef;
 use crate::service::op::{Authz, Data, DataCtx, ExecError, Op, OutputSize};
-use crate::service::{format_key_id, Service, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
+use crate::service::{Service, BLOB_OVERHEAD_MAX, MAX_KEY_ARN_TEXT};
 use kms_proto::types::limits::MAX_DATA_KEY_BYTES;
 use kms_proto::{
     GenerateDataKey, GenerateDataKeyOutput, GenerateDataKeyWithoutPlaintextOutput, KmsError,
@@ -79,7 +79,7 @@ fn generate(
     let ciphertext_blob = ctx
         .service()
         .seal(&key, &context, plaintext.expose(), ctx.site())?;
-    let key_id = format_key_id(key.id());
+    let key_id = key.arn().to_owned();
     Ok(if with_plaintext {
         Output::GenerateDataKey(GenerateDataKeyOutput {
             key_id,
@@ -117,7 +117,7 @@ impl Op for GenerateDataKey<'_> {
 
     fn output_size(&self) -> OutputSize {
         OutputSize {
-            success: KEY_ID_TEXT + 2 * asked(self) + BLOB_OVERHEAD_MAX,
+            success: MAX_KEY_ARN_TEXT + 2 * asked(self) + BLOB_OVERHEAD_MAX,
             error_text: super::context_error_text(&self.context),
             entries: 0,
         }
@@ -155,7 +155,7 @@ impl Op for WithoutPlaintext<'_, '_> {
 
     fn output_size(&self) -> OutputSize {
         OutputSize {
-            success: KEY_ID_TEXT + asked(self.0) + BLOB_OVERHEAD_MAX,
+            success: MAX_KEY_ARN_TEXT + asked(self.0) + BLOB_OVERHEAD_MAX,
             error_text: super::context_error_text(&self.0.context),
             entries: 0,
         }

@@ -12,7 +12,7 @@ use crate::errors;
 use crate::identity::Identity;
 use crate::service::lifecycle::{check, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{key_arn, parse_key_id, ARN_TEXT};
+use crate::service::MAX_KEY_ARN_TEXT;
 use kms_proto::{GetKeyRotationStatus, GetKeyRotationStatusOutput, KeyState, Output};
 
 impl Op for GetKeyRotationStatus<'_> {
@@ -26,14 +26,14 @@ impl Op for GetKeyRotationStatus<'_> {
 
     fn output_size(&self) -> OutputSize {
         OutputSize {
-            success: ARN_TEXT,
+            success: MAX_KEY_ARN_TEXT,
             ..OutputSize::default()
         }
     }
 
     /// Reads the key's record (every state may be read).
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         let svc = ctx.service();
         let record = svc.read_key(&id)?;
         check(Use::Read, &id, svc.effective_state(&record))?;
@@ -43,7 +43,7 @@ impl Op for GetKeyRotationStatus<'_> {
             .rotation_in_progress(&id)
             .map_err(|e| errors::store("reading a rotation in progress", e))?;
         Ok(Output::GetKeyRotationStatus(GetKeyRotationStatusOutput {
-            key_id: key_arn(&id),
+            key_id: ctx.service().arns().key_arn(&id),
             key_rotation_enabled: on,
             rotation_period_in_days: record.rotation_period_days.filter(|_| on),
             next_rotation_date: record.next_rotation_at.filter(|_| on),

@@ -18,7 +18,7 @@ use crate::keystore::ImportParams;
 use crate::service::imports::{self, external_key, settle_wrapping_key};
 use crate::service::lifecycle::Use;
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{key_arn, parse_key_id, ARN_TEXT};
+use crate::service::MAX_KEY_ARN_TEXT;
 use kms_proto::types::limits::IMPORT_PARAMETERS_VALIDITY_SECS;
 use kms_proto::{GetParametersForImport, GetParametersForImportOutput, Output};
 
@@ -37,13 +37,13 @@ impl Op for GetParametersForImport<'_> {
 
     fn output_size(&self) -> OutputSize {
         OutputSize {
-            success: ARN_TEXT + imports::TOKEN_LEN + MAX_PUBLIC_KEY,
+            success: MAX_KEY_ARN_TEXT + imports::TOKEN_LEN + MAX_PUBLIC_KEY,
             ..OutputSize::default()
         }
     }
 
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         let algorithm = imports::algorithm(self.wrapping_algorithm)?;
         let spec = imports::spec(self.wrapping_key_spec);
         let svc = ctx.service();
@@ -97,7 +97,7 @@ impl Op for GetParametersForImport<'_> {
         }
         Ok(Output::GetParametersForImport(
             GetParametersForImportOutput {
-                key_id: key_arn(&id),
+                key_id: ctx.service().arns().key_arn(&id),
                 import_token: token,
                 public_key: pair.public_key,
                 parameters_valid_to: valid_to,

@@ -29,7 +29,6 @@ use crate::root::{RootError, WrappingKeySpec};
 use crate::service::imports::{self, external_key, settle_wrapping_key};
 use crate::service::lifecycle::{self, Transition, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::parse_key_id;
 use kms_proto::types::limits::MAX_VALID_TO_DAYS;
 use kms_proto::{ErrorKind, ExpirationModel, ImportKeyMaterial, KmsError, Output};
 
@@ -121,7 +120,7 @@ impl Op for ImportKeyMaterial<'_> {
     }
 
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         let svc = ctx.service();
         let now = svc.now();
         let valid_to = valid_to(self, now)?;

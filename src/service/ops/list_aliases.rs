@@ -4,10 +4,10 @@
 
 use crate::errors;
 use crate::identity::Identity;
-use crate::service::key_id::ARN_BASE;
+use crate::service::key_id::MAX_ARN_BASE_TEXT;
 use crate::service::lifecycle::{self, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{alias_arn, format_key_id, parse_key_id, KEY_ID_TEXT};
+use crate::service::{format_key_id, KEY_ID_TEXT};
 use kms_proto::codec::{ALIAS_ENTRY_FIXED, KEY_ENTRY_FIXED};
 use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_ALIAS_NAME_LEN, MAX_LIST_ALIASES_LIMIT};
 use kms_proto::{AliasListEntry, KmsError, ListAliases, ListAliasesOutput, Output};
@@ -39,7 +39,7 @@ impl Op for ListAliases<'_> {
         // repeats the name; the marker is a name in hex. `wire::bound`
         // counts a list entry's fixed part as a ListKeys entry's.
         let entry = MAX_ALIAS_NAME_LEN
-            + ARN_BASE.len()
+            + MAX_ARN_BASE_TEXT
             + MAX_ALIAS_NAME_LEN
             + KEY_ID_TEXT
             + ALIAS_ENTRY_FIXED.saturating_sub(KEY_ENTRY_FIXED);
@@ -53,7 +53,8 @@ impl Op for ListAliases<'_> {
     /// Reads one page from the store.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         let limit = limit(self)?;
-        let key = self.key_id.map(parse_key_id).transpose()?;
+        let svc = ctx.service();
+        let key = self.key_id.map(|k| svc.parse_key_id(k)).transpose()?;
         let after = self
             .marker
             .map(|m| super::marker::decode(m, "ListAliases"))
@@ -79,7 +80,7 @@ impl Op for ListAliases<'_> {
             aliases: rows
                 .into_iter()
                 .map(|a| AliasListEntry {
-                    alias_arn: alias_arn(&a.name),
+                    alias_arn: svc.arns().alias_arn(&a.name),
                     target_key_id: Some(format_key_id(&a.key_id)),
                     alias_name: a.name,
                     creation_date: a.created_at,
@@ -127,7 +128,7 @@ mod tests {
             let p = page(&t, None, 2, marker.as_deref()).unwrap();
             assert!(p.aliases.len() <= 2);
             for e in &p.aliases {
-                assert_eq!(e.alias_arn, format!("arn:kmsd:kms:local:{}", e.alias_name));
+                assert_eq!(e.alias_arn, format!("arn:aws:kms:us-east-1:000000000000:{}", e.alias_name));
                 assert!(e.creation_date > 0 && e.last_updated_date >= e.creation_date);
             }
             names.extend(p.aliases.into_iter().map(|e| e.alias_name));

@@ -5,7 +5,7 @@
 
 use crate::identity::Identity;
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::ARN_TEXT;
+use crate::service::MAX_KEY_ARN_TEXT;
 use kms_proto::codec::{
     CONSTRAINT_PAIR_FIXED, GRANT_CONSTRAINTS_FIXED, GRANT_ENTRY_FIXED, KEY_ENTRY_FIXED,
 };
@@ -37,7 +37,7 @@ const GRANT_TABLES: usize = 2 + 2 * MAX_GRANT_CONSTRAINT_PAIRS;
 /// (the key ARN; the other texts at 4 bytes a character), its operations,
 /// its constraints' keys and values, and what its entry, constraints and
 /// pairs take beyond that fixed part.
-const GRANT_BYTES: usize = ARN_TEXT
+const GRANT_BYTES: usize = MAX_KEY_ARN_TEXT
     + 4 * (MAX_GRANT_ID_LEN + MAX_GRANT_NAME_LEN + 2 * MAX_PRINCIPAL_LEN + MAX_ISSUING_ACCOUNT_LEN)
     + MAX_GRANT_OPERATIONS
     + 2 * 4 * MAX_GRANT_CONSTRAINT_CHARS
@@ -117,7 +117,7 @@ impl Op for ListGrants<'_> {
             super::marker::encode(&format!("{}:{}", last.created_at, last.grant_id))
         });
         Ok(Output::ListGrants(ListGrantsOutput {
-            grants: rows.iter().map(grants::grant_entry).collect::<Result<_, _>>()?,
+            grants: rows.iter().map(|r| grants::grant_entry(ctx.service().arns(), r)).collect::<Result<_, _>>()?,
             next_marker,
             truncated,
         }))
@@ -126,7 +126,6 @@ impl Op for ListGrants<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::service::key_arn;
     use crate::wire::bound::answer_plan;
     use crate::wire::DEFAULT_MAX_ANSWER;
     use flatbuffers::FlatBufferBuilder;
@@ -151,7 +150,7 @@ mod tests {
         let grants = ListGrantsOutput {
             grants: (0..MAX_LIST_GRANTS_LIMIT)
                 .map(|_| GrantListEntry {
-                    key_id: key_arn(&[0xff; 16]),
+                    key_id: crate::service::key_id::longest_arns().key_arn(&[0xff; 16]),
                     grant_id: long(MAX_GRANT_ID_LEN),
                     name: Some(long(MAX_GRANT_NAME_LEN)),
                     creation_date: i64::MIN,

@@ -8,7 +8,7 @@ use crate::errors;
 use crate::identity::Identity;
 use crate::service::lifecycle::{check, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{key_arn, parse_key_id, ARN_TEXT};
+use crate::service::MAX_KEY_ARN_TEXT;
 use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use kms_proto::{
     ErrorKind, KmsError, ListKeyRotations, ListKeyRotationsOutput, Output, RotationsListEntry,
@@ -68,7 +68,7 @@ impl Op for ListKeyRotations<'_> {
         OutputSize {
             // Each entry: the key ARN and the rotation type's name; the
             // marker: a u32 in decimal.
-            success: 10 + n * (ARN_TEXT + "ON_DEMAND".len()),
+            success: 10 + n * (MAX_KEY_ARN_TEXT + "ON_DEMAND".len()),
             error_text: 0,
             entries: n,
         }
@@ -77,7 +77,7 @@ impl Op for ListKeyRotations<'_> {
     /// Reads one page from the store.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         let (limit, after) = validate(self)?;
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         let svc = ctx.service();
         let record = svc.read_key(&id)?;
         check(Use::Read, &id, svc.effective_state(&record))?;
@@ -89,7 +89,7 @@ impl Op for ListKeyRotations<'_> {
         let truncated = rotations.len() > limit as usize;
         rotations.truncate(limit as usize);
         let next_marker = truncated.then(|| rotations.last().expect("non-empty").version.to_string());
-        let arn = key_arn(&id);
+        let arn = svc.arns().key_arn(&id);
         Ok(Output::ListKeyRotations(ListKeyRotationsOutput {
             rotations: rotations
                 .iter()

@@ -3,7 +3,7 @@
 use crate::errors;
 use crate::identity::Identity;
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{format_key_id, key_arn, ARN_TEXT, KEY_ID_TEXT};
+use crate::service::{format_key_id, MAX_KEY_ARN_TEXT, KEY_ID_TEXT};
 use kms_proto::types::limits::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT};
 use kms_proto::{ErrorKind, KeyListEntry, KmsError, ListKeys, ListKeysOutput, Output};
 
@@ -56,7 +56,7 @@ impl Op for ListKeys<'_> {
     fn output_size(&self) -> OutputSize {
         let n = page_size(self);
         OutputSize {
-            success: KEY_ID_TEXT + n * (KEY_ID_TEXT + ARN_TEXT),
+            success: KEY_ID_TEXT + n * (KEY_ID_TEXT + MAX_KEY_ARN_TEXT),
             error_text: 0,
             entries: n,
         }
@@ -73,12 +73,13 @@ impl Op for ListKeys<'_> {
         let truncated = keys.len() > limit as usize;
         keys.truncate(limit as usize);
         let next_marker = truncated.then(|| format_key_id(&keys.last().expect("non-empty").key_id));
+        let arns = ctx.service().arns();
         Ok(Output::ListKeys(ListKeysOutput {
             keys: keys
                 .iter()
                 .map(|k| KeyListEntry {
                     key_id: format_key_id(&k.key_id),
-                    arn: key_arn(&k.key_id),
+                    arn: arns.key_arn(&k.key_id),
                 })
                 .collect(),
             next_marker,

@@ -6,7 +6,6 @@ use crate::errors;
 use crate::identity::Identity;
 use crate::service::lifecycle::{self, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::parse_key_id;
 use kms_proto::codec::TAG_ENTRY_FIXED;
 use kms_proto::types::limits::{
     DEFAULT_LIST_TAGS_LIMIT, MAX_LIST_TAGS_LIMIT, MAX_TAG_KEY_LEN, MAX_TAG_VALUE_LEN,
@@ -56,7 +55,7 @@ impl Op for ListResourceTags<'_> {
 
     /// Reads one page.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         let limit = limit(self)?;
         let after = self
             .marker

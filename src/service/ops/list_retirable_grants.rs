@@ -48,7 +48,7 @@ impl Op for ListRetirableGrants<'_> {
         let next_marker =
             truncated.then(|| super::marker::encode(&rows.last().expect("non-empty").grant_id));
         Ok(Output::ListRetirableGrants(ListGrantsOutput {
-            grants: rows.iter().map(grants::grant_entry).collect::<Result<_, _>>()?,
+            grants: rows.iter().map(|r| grants::grant_entry(ctx.service().arns(), r)).collect::<Result<_, _>>()?,
             next_marker,
             truncated,
         }))

@@ -7,7 +7,7 @@ use crate::service::access::Ask;
 use kms_policy::Action;
 use crate::service::keys::KeyRef;
 use crate::service::op::{Authz, Data, DataCtx, ExecError, Op, OutputSize};
-use crate::service::{format_key_id, Service, BLOB_OVERHEAD_MAX, KEY_ID_TEXT};
+use crate::service::{Service, BLOB_OVERHEAD_MAX, MAX_KEY_ARN_TEXT};
 use kms_proto::{Output, ReEncrypt, ReEncryptOutput};
 
 impl Op for ReEncrypt<'_> {
@@ -40,7 +40,7 @@ impl Op for ReEncrypt<'_> {
 
     fn output_size(&self) -> OutputSize {
         OutputSize {
-            success: 2 * KEY_ID_TEXT + self.ciphertext_blob.len() + BLOB_OVERHEAD_MAX,
+            success: 2 * MAX_KEY_ARN_TEXT + self.ciphertext_blob.len() + BLOB_OVERHEAD_MAX,
             error_text: super::context_error_text(&self.source_context)
                 + super::context_error_text(&self.destination_context),
             entries: 0,
@@ -76,8 +76,8 @@ impl Op for ReEncrypt<'_> {
             ctx.site(),
         )?;
         Ok(Output::ReEncrypt(ReEncryptOutput {
-            source_key_id: format_key_id(source.id()),
-            key_id: format_key_id(destination.id()),
+            source_key_id: source.arn().to_owned(),
+            key_id: destination.arn().to_owned(),
             ciphertext_blob,
         }))
     }

@@ -15,7 +15,7 @@
 use crate::identity::Identity;
 use crate::service::lifecycle::{check, wrong_origin, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{format_key_id, key_arn, parse_key_id, ARN_TEXT};
+use crate::service::{format_key_id, MAX_KEY_ARN_TEXT};
 use kms_proto::{
     ErrorKind, KeyState, KmsError, Origin, Output, RotateKeyOnDemand, RotateKeyOnDemandOutput,
     RotationType,
@@ -32,14 +32,14 @@ impl Op for RotateKeyOnDemand<'_> {
 
     fn output_size(&self) -> OutputSize {
         OutputSize {
-            success: ARN_TEXT,
+            success: MAX_KEY_ARN_TEXT,
             ..OutputSize::default()
         }
     }
 
     /// Rotates: new version committed current, invalidated, answered.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         let svc = ctx.service();
         let limit = svc.lifecycle_limits().max_on_demand_rotations;
         let record = svc.read_key(&id)?;
@@ -64,7 +64,7 @@ impl Op for RotateKeyOnDemand<'_> {
         };
         svc.rotate_key(&id, RotationType::OnDemand, svc.now(), &rule)?;
         Ok(Output::RotateKeyOnDemand(RotateKeyOnDemandOutput {
-            key_id: key_arn(&id),
+            key_id: ctx.service().arns().key_arn(&id),
         }))
     }
 }
@@ -120,7 +120,7 @@ mod tests {
             let Output::RotateKeyOnDemand(o) = rotate(&svc, &key).unwrap() else {
                 panic!()
             };
-            assert_eq!(o.key_id, crate::service::key_arn(&id(&key)));
+            assert_eq!(o.key_id, crate::service::Arns::default().key_arn(&id(&key)));
             let new = encrypt(&svc, &key).unwrap();
             assert_eq!(blob_version(&new), 2, "{origin:?}");
             decrypt(&svc, &old).unwrap();
@@ -137,7 +137,7 @@ mod tests {
             assert_eq!(
                 list.rotations,
                 [RotationsListEntry {
-                    key_id: crate::service::key_arn(&id(&key)),
+                    key_id: crate::service::Arns::default().key_arn(&id(&key)),
                     rotation_date: clock.now(),
                     rotation_type: RotationType::OnDemand,
                 }]

@@ -11,7 +11,7 @@ use crate::identity::Identity;
 use crate::service::lifecycle::{transition, Transition};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
 use crate::service::states::DAY;
-use crate::service::{key_arn, parse_key_id, ARN_TEXT};
+use crate::service::MAX_KEY_ARN_TEXT;
 use kms_proto::types::limits::{
     DEFAULT_PENDING_WINDOW_IN_DAYS, MAX_PENDING_WINDOW_IN_DAYS, MIN_PENDING_WINDOW_IN_DAYS,
 };
@@ -44,7 +44,7 @@ impl Op for ScheduleKeyDeletion<'_> {
 
     fn output_size(&self) -> OutputSize {
         OutputSize {
-            success: ARN_TEXT,
+            success: MAX_KEY_ARN_TEXT,
             ..OutputSize::default()
         }
     }
@@ -53,7 +53,7 @@ impl Op for ScheduleKeyDeletion<'_> {
     /// invalidated, then answered.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         let days = validate(self)?;
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         let svc = ctx.service();
         let deletion_date = svc.now() + i64::from(days) * DAY;
         let updated = svc.change_key(&id, |rec, shown| {
@@ -68,7 +68,7 @@ impl Op for ScheduleKeyDeletion<'_> {
             "key scheduled for deletion"
         );
         Ok(Output::ScheduleKeyDeletion(ScheduleKeyDeletionOutput {
-            key_id: key_arn(&id),
+            key_id: ctx.service().arns().key_arn(&id),
             deletion_date,
             key_state: updated.after.state,
             pending_window_in_days: days,
@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(
             o,
             ScheduleKeyDeletionOutput {
-                key_id: crate::service::key_arn(&id(&key)),
+                key_id: crate::service::Arns::default().key_arn(&id(&key)),
                 deletion_date: now + 30 * DAY,
                 key_state: KeyState::PendingDeletion,
                 pending_window_in_days: 30,
@@ -145,7 +145,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(o.key_id, crate::service::key_arn(&id(&key)));
+        assert_eq!(o.key_id, crate::service::Arns::default().key_arn(&id(&key)));
         let m = describe(&svc, &key);
         assert_eq!(m.key_state, KeyState::Disabled);
         assert_eq!((m.deletion_date, m.pending_deletion_window_in_days), (None, None));

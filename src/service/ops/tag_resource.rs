@@ -9,7 +9,7 @@ use crate::keystore::annotations;
 use crate::service::key_id::shown;
 use crate::service::lifecycle::{self, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::{format_key_id, parse_key_id};
+use crate::service::format_key_id;
 use kms_proto::{ErrorKind, KmsError, Output, Tag, TagResource};
 
 /// Checks tags as AWS does: each key 1..=`limits.max_tag_key_len`
@@ -77,7 +77,7 @@ impl Op for TagResource<'_> {
     /// transaction; then invalidates the key and answers.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         let svc = ctx.service();
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         let limits = svc.lifecycle_limits();
         if self.tags.is_empty() {
             return Err(KmsError::validation("Tags must hold at least one tag").into());

@@ -43,6 +43,7 @@ impl TestService {
                 clock: Arc::new(crate::clock::SystemClock),
                 lifecycle_limits: limits,
                 hsm_invocation_limit: crate::service::backing::HSM_INVOCATION_LIMIT,
+                arns: Default::default(),
             },
         )
         .unwrap();
@@ -52,6 +53,13 @@ impl TestService {
     /// Runs `op` to completion.
     pub fn call(&self, op: Operation<'_>) -> Result<Output, KmsError> {
         self.svc.call(&op, &PEER)
+    }
+
+    /// The ARN of the key whose id is `key_id` (the default `[aws]`: what
+    /// the cryptographic operations answer as KeyId).
+    pub fn arn(&self, key_id: &str) -> String {
+        let id = self.svc.parse_key_id(key_id).unwrap();
+        self.svc.arns().key_arn(&id)
     }
 
     /// Creates a key (origin KMSD); returns its id.
@@ -129,7 +137,7 @@ impl TestService {
     /// Sets a key's stored state (the lifecycle operations that do it are
     /// another file's), then invalidates it, as they do.
     pub fn set_state(&self, key_id: &str, state: KeyState) {
-        let id = crate::service::parse_key_id(key_id).unwrap();
+        let id = crate::service::Arns::default().parse_key_id(key_id).unwrap();
         self.svc.store().set_state(&id, state).unwrap();
         self.svc.invalidate(&id);
     }

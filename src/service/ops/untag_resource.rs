@@ -6,7 +6,6 @@ use crate::identity::Identity;
 use crate::keystore::annotations;
 use crate::service::lifecycle::{self, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::parse_key_id;
 use kms_proto::{KmsError, Output, UntagResource};
 
 impl Op for UntagResource<'_> {
@@ -42,7 +41,7 @@ impl Op for UntagResource<'_> {
     /// key, answers.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         let svc = ctx.service();
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         let max = svc.lifecycle_limits().max_tag_key_len;
         if self.tag_keys.is_empty() {
             return Err(KmsError::validation("TagKeys must hold at least one tag key").into());

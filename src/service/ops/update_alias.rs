@@ -38,7 +38,7 @@ impl Op for UpdateAlias<'_> {
         let svc = ctx.service();
         let name = self.alias_name;
         aliases::validate_name(name)?;
-        let id = super::create_alias::target_key(self.target_key_id)?;
+        let id = super::create_alias::target_key(svc.arns(), self.target_key_id)?;
         // AWS: kms:UpdateAlias on the key the alias leaves and on the key
         // it moves to.
         let from = svc.aliases().get(name);
@@ -112,9 +112,9 @@ mod tests {
             Output::GenerateDataKey(o) => o.key_id,
             o => panic!("unexpected {o:?}"),
         };
-        assert_eq!(gdk(&t), a);
+        assert_eq!(gdk(&t), t.arn(&a));
         update(&t, "alias/app", &b).unwrap();
-        assert_eq!(gdk(&t), b);
+        assert_eq!(gdk(&t), t.arn(&b));
         assert_eq!(t.aliases(), [("alias/app".into(), b.clone())]);
         // To the key it names already: fine.
         update(&t, "alias/app", &b).unwrap();

@@ -6,7 +6,6 @@ use crate::identity::Identity;
 use crate::keystore::annotations;
 use crate::service::lifecycle::{self, Use};
 use crate::service::op::{Authz, Control, ControlCtx, ExecError, Op, OutputSize};
-use crate::service::parse_key_id;
 use kms_proto::{KmsError, Output, UpdateKeyDescription};
 
 /// A description is at most `limits.max_description_len` characters
@@ -44,7 +43,7 @@ impl Op for UpdateKeyDescription<'_> {
     /// answers.
     fn apply(&self, ctx: &ControlCtx<'_>, _caller: &Identity) -> Result<Output, ExecError> {
         let svc = ctx.service();
-        let id = parse_key_id(self.key_id)?;
+        let id = ctx.service().parse_key_id(self.key_id)?;
         validate_description(self.description, svc.lifecycle_limits())?;
         ctx.store()
             .in_transaction(|tx| {
