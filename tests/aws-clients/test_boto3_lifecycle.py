@@ -4,6 +4,10 @@ policies, grants), with AWS's answers and AWS's errors."""
 
 import datetime
 import json
+import os
+import shutil
+import subprocess
+import unittest
 
 from harness import KmsdTestCase
 
@@ -411,3 +415,94 @@ class Grants(KmsdTestCase):
                 KeyId=key, GranteePrincipal=self.kmsd.other.principal, Operations=["Encrypt"]
             )
         self.assertError(e, "DisabledException", 409)
+
+
+class ImportedKeyMaterial(KmsdTestCase):
+    """BYOK as AWS's docs do it: the material wrapped with the openssl
+    command line (scripts/install-deps.sh installs it) under the public key
+    GetParametersForImport answers, RSAES_OAEP_SHA_256."""
+
+    def wrap(self, public_key_der, material):
+        if shutil.which("openssl") is None:
+            raise unittest.SkipTest("no openssl command (scripts/install-deps.sh)")
+        public_key = self.kmsd.dir / "wrapping-key.der"
+        public_key.write_bytes(public_key_der)
+        plain = self.kmsd.dir / "material.bin"
+        plain.write_bytes(material)
+        wrapped = self.kmsd.dir / "material.wrapped"
+        subprocess.run(
+            [
+                "openssl", "pkeyutl", "-encrypt", "-pubin",
+                "-keyform", "DER", "-inkey", str(public_key),
+                "-in", str(plain), "-out", str(wrapped),
+                "-pkeyopt", "rsa_padding_mode:oaep",
+                "-pkeyopt", "rsa_oaep_md:sha256",
+                "-pkeyopt", "rsa_mgf1_md:sha256",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        plain.unlink()
+        return wrapped.read_bytes()
+
+    def import_material(self, key, material):
+        params = self.kms.get_parameters_for_import(
+            KeyId=key, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+        )
+        self.kms.import_key_material(
+            KeyId=key,
+            ImportToken=params["ImportToken"],
+            EncryptedKeyMaterial=self.wrap(params["PublicKey"], material),
+            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+        )
+        return params
+
+    def test_import_use_delete_and_import_again(self):
+        meta = self.kms.create_key(Origin="EXTERNAL", Description="byok")["KeyMetadata"]
+        key = meta["KeyId"]
+        self.assertEqual((meta["Origin"], meta["KeyState"]), ("EXTERNAL", "PendingImport"))
+        with self.assertRaises(self.kms.exceptions.KMSInvalidStateException) as e:
+            self.kms.encrypt(KeyId=key, Plaintext=b"x")
+        self.assertError(e, "KMSInvalidStateException", 409)
+
+        material = os.urandom(32)
+        params = self.import_material(key, material)
+        self.assertEqual(params["KeyId"], self.kmsd.key_arn(key))
+        in_a_day = now() + datetime.timedelta(hours=24)
+        self.assertLess(abs(params["ParametersValidTo"] - in_a_day), datetime.timedelta(hours=1))
+        meta = self.kms.describe_key(KeyId=key)["KeyMetadata"]
+        self.assertEqual(meta["KeyState"], "Enabled")
+        self.assertEqual(meta["ExpirationModel"], "KEY_MATERIAL_DOES_NOT_EXPIRE")
+        blob = self.kms.encrypt(KeyId=key, Plaintext=b"under my material")["CiphertextBlob"]
+
+        # A token is used once.
+        with self.assertRaises(self.kms.exceptions.InvalidImportTokenException) as e:
+            self.kms.import_key_material(
+                KeyId=key,
+                ImportToken=params["ImportToken"],
+                EncryptedKeyMaterial=self.wrap(params["PublicKey"], material),
+                ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE",
+            )
+        self.assertError(e, "InvalidImportTokenException", 400)
+
+        self.kms.delete_imported_key_material(KeyId=key)
+        self.assertEqual(
+            self.kms.describe_key(KeyId=key)["KeyMetadata"]["KeyState"], "PendingImport"
+        )
+        with self.assertRaises(self.kms.exceptions.KMSInvalidStateException):
+            self.kms.decrypt(CiphertextBlob=blob)
+
+        # Only the same material comes back, and with it the ciphertexts.
+        with self.assertRaises(self.kms.exceptions.IncorrectKeyMaterialException) as e:
+            self.import_material(key, os.urandom(32))
+        self.assertError(e, "IncorrectKeyMaterialException", 400)
+        self.import_material(key, material)
+        self.assertEqual(self.kms.decrypt(CiphertextBlob=blob)["Plaintext"], b"under my material")
+
+    def test_a_key_of_kmsd_material_takes_no_import(self):
+        key = self.create_key()
+        with self.assertRaises(self.kms.exceptions.UnsupportedOperationException) as e:
+            self.kms.get_parameters_for_import(
+                KeyId=key, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048"
+            )
+        self.assertError(e, "UnsupportedOperationException", 400)
