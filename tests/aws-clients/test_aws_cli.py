@@ -17,7 +17,8 @@ class AwsCli(KmsdTestCase):
 
     def test_version_names_the_pinned_cli(self):
         # The CLI carries its own botocore; the version line shows both.
-        out = self.kmsd.aws("--version").stdout + self.kmsd.aws("--version").stderr
+        version = self.kmsd.aws("--version")
+        out = version.stdout + version.stderr
         self.assertIn("aws-cli/1.", out)
         self.assertIn("botocore/", out)
 
