@@ -191,6 +191,46 @@ class DataPlane(KmsdTestCase):
         self.assertError(e, "ValidationException", 400)
 
 
+class Refusals(KmsdTestCase):
+    """Requests AWS refuses, with AWS's typed errors and statuses."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.key = cls.kms.create_key()["KeyMetadata"]["KeyId"]
+
+    def test_checks_botocore_leaves_to_the_service(self):
+        for name, call in (
+            ("both", lambda: self.kms.generate_data_key(
+                KeyId=self.key, KeySpec="AES_256", NumberOfBytes=32)),
+            ("neither", lambda: self.kms.generate_data_key(KeyId=self.key)),
+            ("4097 bytes", lambda: self.kms.encrypt(KeyId=self.key, Plaintext=b"x" * 4097)),
+            ("Limit 1001", lambda: self.kms.list_keys(Limit=1001)),
+        ):
+            with self.subTest(name):
+                with self.assertRaises(self.kms.exceptions.ClientError) as e:
+                    call()
+                self.assertError(e, "ValidationException", 400)
+        with self.assertRaises(self.kms.exceptions.TagException) as e:
+            self.kms.tag_resource(KeyId=self.key, Tags=[{"TagKey": "aws:x", "TagValue": "y"}])
+        self.assertError(e, "TagException", 400)
+
+    def test_an_arn_of_another_region_or_account_is_not_found(self):
+        for arn in (
+            f"arn:aws:kms:eu-west-1:{ACCOUNT_ID}:key/{self.key}",
+            f"arn:aws:kms:{REGION}:111122223333:key/{self.key}",
+        ):
+            with self.subTest(arn=arn):
+                with self.assertRaises(self.kms.exceptions.NotFoundException) as e:
+                    self.kms.describe_key(KeyId=arn)
+                self.assertError(e, "NotFoundException", 404)
+
+    def test_dry_run_answers_dry_run_operation(self):
+        with self.assertRaises(self.kms.exceptions.DryRunOperationException) as e:
+            self.kms.encrypt(KeyId=self.key, Plaintext=b"x", DryRun=True)
+        self.assertError(e, "DryRunOperationException", 412)
+
+
 class ListKeysPaging(KmsdTestCase):
     """A daemon of its own: exactly the keys made here."""
 
