@@ -961,6 +961,9 @@ impl Config {
         }
         self.aws.arns().map_err(ConfigError::Invalid)?;
         crate::quota::Limits::from_config(&self.quotas, &self.aws).map_err(ConfigError::Invalid)?;
+        self.http
+            .tcp_addr()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.metrics.socket_mode > 0o777 {
             return Err(ConfigError::Invalid(
                 "metrics.socket_mode must be a file mode (<= 0o777)".to_owned(),

@@ -60,3 +60,12 @@ internals!(
     transport,
     wire,
 );
+
+/// Loads the HTTP API's TCP credentials as start-up does (each secret
+/// file's mode, owner and content), for `kmsd --check-config`: a file that
+/// would stop `kmsd serve` fails the check too.
+pub fn http_credentials_check(config: &config::Config) -> Result<(), String> {
+    http::sigv4::Credentials::load(&config.http.credentials)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

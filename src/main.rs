@@ -95,7 +95,18 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     if let Some(path) = cli.check_config {
-        return match Config::load(&path) {
+        // What start-up reads besides the file: the TCP listener's
+        // secret files (their modes, owner and content).
+        let checked = Config::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                if c.http.tcp.is_some() {
+                    kmsd::http_credentials_check(&c)
+                        .map_err(|e| format!("http.credentials: {e}"))?;
+                }
+                Ok(c)
+            });
+        return match checked {
             Ok(_) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS

@@ -127,7 +127,8 @@ pub fn run_from(
         running: config.clone(),
         service: Arc::downgrade(&service),
     };
-    spawn_signal_thread(shutdown_tx, notifier.clone(), reload)?;
+    let shutdown_tx = Arc::new(shutdown_tx);
+    spawn_signal_thread(Arc::clone(&shutdown_tx), notifier.clone(), reload)?;
     let stop_ready_probe = Arc::new(AtomicBool::new(false));
     if let Some(n) = &notifier {
         crate::notify::ready_when_accepting(
@@ -142,14 +143,36 @@ pub fn run_from(
         data_dir = %config.data_dir.display(),
         "kmsd starting"
     );
-    // AWS KMS's HTTP API on its own socket (docs/aws-api.md), beside the
-    // binary protocol's, through the same dispatcher; stopped by the same
-    // signal.
-    let http = if config.http.enabled {
+    // AWS KMS's HTTP API (docs/aws-api.md) on its own Unix socket beside
+    // the binary protocol's and, if configured, on loopback TCP, through
+    // the same dispatcher. Everything that can refuse start-up comes
+    // first (the TCP credentials' files, the TCP address, the socket), so
+    // a refused start leaves no socket file behind; the threads stop with
+    // the binary server.
+    let tcp_verifier = match &config.http.tcp {
+        Some(_) => {
+            let credentials = crate::http::sigv4::Credentials::load(&config.http.credentials)
+                .context("loading http.credentials")?;
+            Some(Arc::new(crate::http::sigv4::Verifier::new(
+                credentials,
+                &config.aws.region,
+            )))
+        }
+        None => None,
+    };
+    let tcp_bound = crate::transport::bind_http_tcp(&config.http)
+        .context("binding the HTTP API's TCP listener (http.tcp)")?;
+    let http_bound = if config.http.enabled {
         let path = config.http.socket_path(&config.socket);
         let bound = crate::transport::socket::prepare_dir(&path)
             .and_then(|()| crate::transport::bind_http(&path, &config.transport))
             .with_context(|| format!("serving the HTTP API on {}", path.display()))?;
+        Some(bound)
+    } else {
+        None
+    };
+    let mut http_threads = Vec::new();
+    if let Some(bound) = http_bound {
         let (transport, http, dispatcher, max_frame, shutdown) = (
             config.transport.clone(),
             config.http.clone(),
@@ -157,40 +180,28 @@ pub fn run_from(
             config.limits.max_frame_bytes,
             shutdown_rx.clone(),
         );
-        let thread = std::thread::Builder::new()
-            .name("kmsd-http".into())
-            .spawn(move || {
-                crate::transport::serve_http(
-                    bound, &transport, &http, dispatcher, max_frame, shutdown,
-                )
-                .with_context(|| format!("serving the HTTP API on {}", path.display()))
-            })
-            .context("starting the HTTP API")?;
-        Some(thread)
-    } else {
-        None
-    };
-    // Its TCP listener, if configured: SigV4 with the configured
-    // credentials (read now: a bad secret file stops start-up).
-    let http_tcp = match crate::transport::bind_http_tcp(&config.http)
-        .context("binding the HTTP API's TCP listener (http.tcp)")?
-    {
-        None => None,
-        Some(bound) => {
-            let credentials = crate::http::sigv4::Credentials::load(&config.http.credentials)
-                .context("loading http.credentials")?;
-            let verifier = Arc::new(crate::http::sigv4::Verifier::new(
-                credentials,
-                &config.aws.region,
-            ));
-            let (transport, http, dispatcher, max_frame, shutdown) = (
-                config.transport.clone(),
-                config.http.clone(),
-                Arc::clone(&dispatcher),
-                config.limits.max_frame_bytes,
-                shutdown_rx.clone(),
-            );
-            let thread = std::thread::Builder::new()
+        http_threads.push(
+            std::thread::Builder::new()
+                .name("kmsd-http".into())
+                .spawn(move || {
+                    crate::transport::serve_http(
+                        bound, &transport, &http, dispatcher, max_frame, shutdown,
+                    )
+                    .context("serving the HTTP API on its Unix socket")
+                })
+                .context("starting the HTTP API")?,
+        );
+    }
+    if let (Some(bound), Some(verifier)) = (tcp_bound, tcp_verifier) {
+        let (transport, http, dispatcher, max_frame, shutdown) = (
+            config.transport.clone(),
+            config.http.clone(),
+            Arc::clone(&dispatcher),
+            config.limits.max_frame_bytes,
+            shutdown_rx.clone(),
+        );
+        http_threads.push(
+            std::thread::Builder::new()
                 .name("kmsd-http-tcp".into())
                 .spawn(move || {
                     crate::transport::serve_http_tcp(
@@ -198,10 +209,9 @@ pub fn run_from(
                     )
                     .context("serving the HTTP API on TCP")
                 })
-                .context("starting the HTTP API's TCP listener")?;
-            Some(thread)
-        }
-    };
+                .context("starting the HTTP API's TCP listener")?,
+        );
+    }
     let engine = crate::transport::serve(
         &config.socket,
         &config.transport,
@@ -211,7 +221,10 @@ pub fn run_from(
     )
     .with_context(|| format!("serving on {}", config.socket.display()));
     stop_ready_probe.store(true, Ordering::Release);
-    for t in [http, http_tcp].into_iter().flatten() {
+    // The binary server has stopped (drained after a signal, or failed to
+    // start): so do the HTTP listeners.
+    let _ = shutdown_tx.send(true);
+    for t in http_threads {
         match t.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("{e:#}"),
@@ -291,7 +304,7 @@ impl Reload {
 /// Turns SIGTERM and SIGINT into the shutdown signal (a second signal while
 /// draining exits at once), and SIGHUP into a reload of `[quotas]`.
 fn spawn_signal_thread(
-    tx: tokio::sync::watch::Sender<bool>,
+    tx: Arc<tokio::sync::watch::Sender<bool>>,
     notifier: Option<Arc<Notifier>>,
     mut reload: Reload,
 ) -> std::io::Result<()> {

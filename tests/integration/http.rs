@@ -523,5 +523,43 @@ fn the_tcp_listener_wants_a_signature_and_loopback() {
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{err}");
+        assert!(
+            !dir.path().join("kmsd-http.sock").exists(),
+            "a refused start leaves no socket"
+        );
     }
+
+    // A secret file others may read: `--check-config` refuses it as start-up
+    // does, and start-up leaves no socket behind.
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let path = dir.path().join("readable.toml");
+    std::fs::write(
+        &path,
+        format!("[http]\ntcp = \"127.0.0.1:{port}\"\n{creds}"),
+    )
+    .unwrap();
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_kmsd"))
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("0644"),
+        "{check:?}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kmsd"))
+        .args(["serve", "--socket"])
+        .arg(dir.path().join("k.sock"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        !dir.path().join("kmsd-http.sock").exists(),
+        "a refused start leaves no socket"
+    );
 }
