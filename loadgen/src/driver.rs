@@ -12,9 +12,16 @@
 //! and tallied (`kms_proto::tally_response`), latencies go to a thread-local
 //! histogram merged every 100 ms, and the closed loop uses one thread per
 //! connection with one blocking read and one non-blocking send per wake-up.
+//!
+//! The loops are the same for both protocols (`Wire`): kmsd's binary
+//! frames, whose answers carry the request id (the closed loop's slot), and
+//! AWS's HTTP API (`--protocol http`, [`run_http`]), whose answers come
+//! back in the order sent and are matched by position, like the echo
+//! server's.
 
+use crate::http::HttpPool;
 use crate::report::Progress;
-use crate::run::{LoadModel, RunResult, TargetKind};
+use crate::run::{LoadModel, Protocol, RunResult, TargetKind};
 use crate::workload::FramePool;
 use anyhow::{anyhow, bail, Context as _};
 use hdrhistogram::Histogram;
@@ -197,6 +204,85 @@ pub fn run(
     workload: &str,
     opts: &RunOptions,
 ) -> anyhow::Result<RunResult> {
+    if matches!(opts.model, LoadModel::Open { .. }) && matches!(target, Target::InProcess(_)) {
+        bail!("the in-process baseline runs closed loop only");
+    }
+    let socket = match target {
+        Target::Daemon(p) | Target::Echo(p) => Some(p),
+        Target::InProcess(_) => None,
+    };
+    let kind = target.kind();
+    drive(
+        kind,
+        Protocol::Binary,
+        pool.items,
+        socket,
+        workload,
+        opts,
+        |c, connections, shared| {
+            let first = c * pool.len() / connections;
+            let frames = Frames {
+                pool,
+                echo: matches!(target, Target::Echo(_)),
+            };
+            match (&target, &opts.model) {
+                (Target::Daemon(p) | Target::Echo(p), LoadModel::Closed { pipeline, .. }) => {
+                    closed_socket(p, &frames, *pipeline, first, shared)
+                }
+                (Target::InProcess(svc), _) => in_process(svc, pool, first, shared),
+                (Target::Daemon(p) | Target::Echo(p), LoadModel::Open { rate, .. }) => {
+                    open_socket(p, &frames, rate / connections as f64, first, shared)
+                }
+            }
+        },
+    )
+}
+
+/// Runs `pool` against kmsd's HTTP API at `socket` (AWS JSON 1.1 over
+/// HTTP/1.1, keep-alive; `--pipeline` requests in flight per connection
+/// in the closed loop) and returns what the measured window saw.
+pub fn run_http(
+    socket: &Path,
+    pool: &HttpPool,
+    workload: &str,
+    opts: &RunOptions,
+) -> anyhow::Result<RunResult> {
+    let kind = TargetKind::Daemon;
+    drive(
+        kind,
+        Protocol::Http,
+        1,
+        Some(socket),
+        workload,
+        opts,
+        |c, connections, shared| {
+            let first = c * pool.len() / connections;
+            let requests = HttpRequests { pool };
+            match &opts.model {
+                LoadModel::Closed { pipeline, .. } => {
+                    closed_socket(socket, &requests, *pipeline, first, shared)
+                }
+                LoadModel::Open { rate, .. } => {
+                    open_socket(socket, &requests, rate / connections as f64, first, shared)
+                }
+            }
+        },
+    )
+}
+
+/// What both protocols share: checks the model, runs `connection` on one
+/// thread per connection (connection number, connections, shared state),
+/// reads the CPU of both processes at the window's edges, and adds up the
+/// tallies.
+fn drive(
+    kind: TargetKind,
+    protocol: Protocol,
+    batch: usize,
+    socket: Option<&Path>,
+    workload: &str,
+    opts: &RunOptions,
+    connection: impl Fn(usize, usize, &Shared) -> anyhow::Result<Tally> + Sync,
+) -> anyhow::Result<RunResult> {
     let connections = match opts.model {
         LoadModel::Closed {
             connections,
@@ -210,9 +296,6 @@ pub fn run(
         LoadModel::Open { connections, rate } => {
             if !(rate.is_finite() && rate > 0.0) {
                 bail!("--rate must be above 0");
-            }
-            if matches!(target, Target::InProcess(_)) {
-                bail!("the in-process baseline runs closed loop only");
             }
             connections
         }
@@ -232,7 +315,7 @@ pub fn run(
     };
     let mut target_pid = opts.target_pid;
     if target_pid.is_none() {
-        if let Target::Daemon(p) | Target::Echo(p) = target {
+        if let Some(p) = socket {
             target_pid = UnixStream::connect(p)
                 .ok()
                 .and_then(|s| crate::target::peer_pid(&s));
@@ -241,28 +324,12 @@ pub fn run(
     let (tallies, before, after) = std::thread::scope(|s| -> anyhow::Result<_> {
         let handles = (0..connections)
             .map(|c| {
-                let (shared, target) = (&shared, &target);
-                let first = c * pool.len() / connections;
+                let (shared, connection) = (&shared, &connection);
                 // Named (the connection's reader, and its writer in open
                 // loop), so profiles and `perf sched` tell them apart.
                 let thread = std::thread::Builder::new().name(format!("lg-conn-{c}"));
                 thread.spawn_scoped(s, move || {
-                    let r = match (target, &opts.model) {
-                        (Target::Daemon(p), LoadModel::Closed { pipeline, .. }) => {
-                            closed_socket(p, false, *pipeline, pool, first, shared)
-                        }
-                        (Target::Echo(p), LoadModel::Closed { pipeline, .. }) => {
-                            closed_socket(p, true, *pipeline, pool, first, shared)
-                        }
-                        (Target::InProcess(svc), _) => in_process(svc, pool, first, shared),
-                        (Target::Daemon(p), LoadModel::Open { rate, .. }) => {
-                            open_socket(p, false, rate / connections as f64, pool, first, shared)
-                        }
-                        (Target::Echo(p), LoadModel::Open { rate, .. }) => {
-                            open_socket(p, true, rate / connections as f64, pool, first, shared)
-                        }
-                    };
-                    r.unwrap_or_else(|e| {
+                    connection(c, connections, shared).unwrap_or_else(|e| {
                         shared.fail(e);
                         Tally::new()
                     })
@@ -283,9 +350,10 @@ pub fn run(
     let mut latency = shared.latency.into_inner();
     let mut result = RunResult {
         workload: workload.to_owned(),
-        target: target.kind(),
+        target: kind,
+        protocol,
         model: opts.model.clone(),
-        batch: pool.items,
+        batch,
         duration_secs: opts.duration.as_secs_f64(),
         requests: 0,
         operations: 0,
@@ -374,15 +442,132 @@ fn id_for_slot(generation: u64, slot: usize) -> u64 {
     (generation << 16) | slot as u64
 }
 
+/// A protocol as the socket loops see it: how a request is put on the
+/// wire and how an answer is taken off it.
+trait Wire: Sync {
+    /// Operations per request.
+    fn items(&self) -> u64;
+
+    /// Whether answers come back in the order the requests were sent and
+    /// carry no request id, so that they are matched by position
+    /// (HTTP/1.1, the echo server), rather than by the id in each.
+    fn in_order(&self) -> bool;
+
+    /// Appends request `i` (mod the pool) with request id `id` (where the
+    /// protocol carries one) to `out`.
+    fn put(&self, i: usize, id: u64, out: &mut Vec<u8>);
+
+    /// Takes the next whole answer off `rx` and tallies its errors (only if
+    /// `measured` says its request belongs to the window). Returns the
+    /// request id it answers: the one in it, or for in-order protocols
+    /// `expected`, the id of the oldest request in flight. `None` when no
+    /// whole answer is buffered.
+    fn take(
+        &self,
+        rx: &mut RecvBuf,
+        tally: &mut Tally,
+        shared: &Shared,
+        expected: u64,
+        measured: impl Fn(u64) -> bool,
+    ) -> anyhow::Result<Option<u64>>;
+}
+
+/// kmsd's binary frames (or the echo server's copies of them).
+struct Frames<'a> {
+    pool: &'a FramePool,
+    /// Answers are the requests, in order: not verified.
+    echo: bool,
+}
+
+impl Wire for Frames<'_> {
+    fn items(&self) -> u64 {
+        self.pool.items as u64
+    }
+
+    fn in_order(&self) -> bool {
+        self.echo
+    }
+
+    fn put(&self, i: usize, id: u64, out: &mut Vec<u8>) {
+        self.pool.put(i, id, out);
+    }
+
+    fn take(
+        &self,
+        rx: &mut RecvBuf,
+        tally: &mut Tally,
+        shared: &Shared,
+        expected: u64,
+        measured: impl Fn(u64) -> bool,
+    ) -> anyhow::Result<Option<u64>> {
+        let Some(frame) = rx.next_frame()? else {
+            return Ok(None);
+        };
+        if self.echo {
+            return Ok(Some(expected));
+        }
+        tally
+            .answer(shared, frame, self.items(), measured)
+            .map(Some)
+    }
+}
+
+/// AWS's HTTP API: whole HTTP/1.1 requests, answers in order.
+struct HttpRequests<'a> {
+    pool: &'a HttpPool,
+}
+
+impl Wire for HttpRequests<'_> {
+    fn items(&self) -> u64 {
+        1
+    }
+
+    fn in_order(&self) -> bool {
+        true
+    }
+
+    fn put(&self, i: usize, _id: u64, out: &mut Vec<u8>) {
+        self.pool.put(i, out);
+    }
+
+    fn take(
+        &self,
+        rx: &mut RecvBuf,
+        tally: &mut Tally,
+        shared: &Shared,
+        expected: u64,
+        measured: impl Fn(u64) -> bool,
+    ) -> anyhow::Result<Option<u64>> {
+        let Some(answer) = crate::http::parse_answer(rx.unread())? else {
+            return Ok(None);
+        };
+        if !answer.success()? && measured(expected) {
+            tally.error(shared, &answer.error_name(), 1);
+        }
+        if answer.close {
+            // kmsd closes only after a request it could not read whole: a
+            // fault of the load generator's, not load to measure.
+            bail!(
+                "the daemon closed the connection after answering {} {}",
+                answer.status,
+                answer.error_name()
+            );
+        }
+        let len = answer.len;
+        rx.consume(len);
+        Ok(Some(expected))
+    }
+}
+
 /// Closed loop on one connection: `pipeline` requests in flight, each
-/// answer replaced by the next frame at once. The request id carries the
-/// slot, so answers may come back in any order; the echo server answers in
-/// order, so there the slot is known by position.
+/// answer replaced by the next request at once. The binary protocol's
+/// request id carries the slot, so its answers may come back in any order;
+/// in-order protocols (HTTP/1.1, the echo server) keep a FIFO of slots and
+/// match answers by position.
 fn closed_socket(
     path: &Path,
-    echo: bool,
+    wire: &impl Wire,
     pipeline: usize,
-    pool: &FramePool,
     first: usize,
     shared: &Shared,
 ) -> anyhow::Result<Tally> {
@@ -397,7 +582,7 @@ fn closed_socket(
     let mut pending = 0; // bytes of `out` already sent
     let now = Instant::now();
     for (slot, at) in sent_at.iter_mut().enumerate() {
-        pool.put(cursor, id_for_slot(generation, slot), &mut out);
+        wire.put(cursor, id_for_slot(generation, slot), &mut out);
         *at = now;
         order.push_back(slot);
         cursor += 1;
@@ -406,6 +591,7 @@ fn closed_socket(
     let mut rx = RecvBuf::new();
     let mut stopping = false;
     let deadline = shared.window.1 + DRAIN;
+    let items = wire.items();
     loop {
         // Send what is queued without blocking; wait for the socket only
         // when nothing can be read either, so the two sides never deadlock
@@ -416,12 +602,12 @@ fn closed_socket(
                 out.clear();
                 pending = 0;
             } else if pending >= out.len() / 2 {
-                // Drop the sent prefix now: new frames are appended while
-                // a slow target drains this buffer, and a buffer that
-                // never empties entirely would grow without bound (the
-                // load generator then spends its time page-faulting in
-                // fresh memory). Moving the unsent half costs at most as
-                // much as the bytes already sent.
+                // Drop the sent prefix now: new requests are appended
+                // while a slow target drains this buffer, and a buffer
+                // that never empties entirely would grow without bound
+                // (the load generator then spends its time page-faulting
+                // in fresh memory). Moving the unsent half costs at most
+                // as much as the bytes already sent.
                 out.drain(..pending);
                 pending = 0;
             }
@@ -443,13 +629,16 @@ fn closed_socket(
         }
         let now = Instant::now();
         let measuring = shared.in_window(now);
-        while let Some(frame) = rx.next_frame()? {
-            let slot = if echo {
+        loop {
+            let oldest = order.front().map_or(0, |&s| s as u64);
+            let Some(id) = wire.take(&mut rx, &mut tally, shared, oldest, |_| measuring)? else {
+                break;
+            };
+            let slot = if wire.in_order() {
                 order
                     .pop_front()
-                    .context("echo answered more than was sent")?
+                    .context("the target answered more requests than were sent")?
             } else {
-                let id = tally.answer(shared, frame, pool.items as u64, |_| measuring)?;
                 let slot = (id & 0xffff) as usize;
                 if slot >= pipeline {
                     bail!("answer to a request id that was never sent");
@@ -457,15 +646,15 @@ fn closed_socket(
                 slot
             };
             if measuring {
-                tally.record(shared, now - sent_at[slot], pool.items as u64);
+                tally.record(shared, now - sent_at[slot], items);
             }
             if stopping || shared.abort.load(Ordering::Relaxed) {
                 inflight -= 1;
             } else {
                 generation += 1;
-                pool.put(cursor, id_for_slot(generation, slot), &mut out);
+                wire.put(cursor, id_for_slot(generation, slot), &mut out);
                 sent_at[slot] = now;
-                if echo {
+                if wire.in_order() {
                     order.push_back(slot);
                 }
                 cursor += 1;
@@ -479,7 +668,7 @@ fn closed_socket(
             break;
         }
         if now > deadline {
-            *tally.errors.entry("NoAnswer".to_owned()).or_default() += inflight as u64;
+            *tally.errors.entry("NoAnswer".to_owned()).or_default() += inflight as u64 * items;
             break;
         }
     }
@@ -540,12 +729,12 @@ fn readable_now(stream: &UnixStream) -> anyhow::Result<bool> {
 /// Open loop on one connection: a writer thread sends request i at
 /// `start + i / rate` (all overdue ones at once when it is late), a reader
 /// records each answer's latency from that intended time. Request ids are
-/// the sequence numbers, so the intended time needs no shared state.
+/// the sequence numbers (in-order protocols: the answers' positions), so
+/// the intended time needs no shared state.
 fn open_socket(
     path: &Path,
-    echo: bool,
+    wire: &impl Wire,
     rate: f64,
-    pool: &FramePool,
     first: usize,
     shared: &Shared,
 ) -> anyhow::Result<Tally> {
@@ -567,7 +756,7 @@ fn open_socket(
             while !shared.abort.load(Ordering::Relaxed) {
                 let now = Instant::now();
                 while intended(i) <= now && intended(i) < shared.window.1 {
-                    pool.put(first + i as usize, i, &mut out);
+                    wire.put(first + i as usize, i, &mut out);
                     i += 1;
                 }
                 if !out.is_empty() {
@@ -592,15 +781,7 @@ fn open_socket(
             writer_done.store(true, Ordering::Release);
             Ok(())
         })?;
-        let r = open_reader(
-            &mut reader,
-            echo,
-            pool,
-            shared,
-            &intended,
-            &sent,
-            &writer_done,
-        );
+        let r = open_reader(&mut reader, wire, shared, &intended, &sent, &writer_done);
         if r.is_err() {
             shared.abort.store(true, Ordering::Relaxed);
         }
@@ -613,8 +794,7 @@ fn open_socket(
 
 fn open_reader(
     reader: &mut UnixStream,
-    echo: bool,
-    pool: &FramePool,
+    wire: &impl Wire,
     shared: &Shared,
     intended: &dyn Fn(u64) -> Instant,
     sent: &AtomicU64,
@@ -624,6 +804,7 @@ fn open_reader(
     let mut rx = RecvBuf::new();
     let mut received = 0u64;
     let deadline = shared.window.1 + DRAIN;
+    let items = wire.items();
     loop {
         if writer_done.load(Ordering::Acquire) && received >= sent.load(Ordering::Acquire) {
             break;
@@ -633,7 +814,7 @@ fn open_reader(
         }
         if Instant::now() > deadline {
             let missing = sent.load(Ordering::Acquire) - received;
-            tally.error(shared, "NoAnswer", missing * pool.items as u64);
+            tally.error(shared, "NoAnswer", missing * items);
             break;
         }
         match rx.try_fill(reader)? {
@@ -646,18 +827,13 @@ fn open_reader(
             }
         }
         let now = Instant::now();
-        while let Some(frame) = rx.next_frame()? {
-            let id = if echo {
-                received
-            } else {
-                tally.answer(shared, frame, pool.items as u64, |id| {
-                    shared.in_window(intended(id))
-                })?
-            };
+        while let Some(id) = wire.take(&mut rx, &mut tally, shared, received, |id| {
+            shared.in_window(intended(id))
+        })? {
             received += 1;
             let at = intended(id);
             if shared.in_window(at) {
-                tally.record(shared, now.saturating_duration_since(at), pool.items as u64);
+                tally.record(shared, now.saturating_duration_since(at), items);
             }
         }
         tally.maybe_flush(shared, now);
@@ -666,7 +842,7 @@ fn open_reader(
     Ok(tally)
 }
 
-/// A receive buffer that answer frames are split from in place.
+/// A receive buffer that answers are split from in place.
 struct RecvBuf {
     buf: Vec<u8>,
     start: usize,
@@ -683,11 +859,11 @@ impl RecvBuf {
     }
 
     /// Reads once from `stream` without blocking into the free space, first
-    /// making room (moving a partial frame to the front, growing for a
-    /// frame larger than the buffer). Returns the bytes read (0: the target
-    /// closed), or `None` if nothing has arrived. MSG_DONTWAIT rather than
-    /// O_NONBLOCK: the open loop's writer shares the file description and
-    /// writes blocking.
+    /// making room (moving a partial answer to the front, doubling the
+    /// buffer when an answer fills it whole). Returns the bytes read (0:
+    /// the target closed), or `None` if nothing has arrived. MSG_DONTWAIT
+    /// rather than O_NONBLOCK: the open loop's writer shares the file
+    /// description and writes blocking.
     fn try_fill(&mut self, stream: &UnixStream) -> anyhow::Result<Option<usize>> {
         if self.start == self.filled {
             self.start = 0;
@@ -697,9 +873,10 @@ impl RecvBuf {
             self.buf.copy_within(self.start..self.filled, 0);
             self.filled -= self.start;
             self.start = 0;
-            let need = peek_len(&self.buf[..self.filled]).unwrap_or(0) + 4;
-            if self.filled == self.buf.len() || need > self.buf.len() {
-                self.buf.resize((self.buf.len() * 2).max(need), 0);
+            // One answer fills the buffer: grow (whatever the protocol;
+            // answers are bounded by MAX_FRAME and http::MAX_BODY).
+            if self.filled == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
             }
         }
         match rustix::net::recv(stream, &mut self.buf[self.filled..], RecvFlags::DONTWAIT) {
@@ -710,6 +887,17 @@ impl RecvBuf {
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Ok(None),
             Err(e) => Err(anyhow!("receiving from the target: {e}")),
         }
+    }
+
+    /// The bytes received and not yet taken.
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.filled]
+    }
+
+    /// Marks the first `n` unread bytes as taken.
+    fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.filled - self.start);
+        self.start += n;
     }
 
     /// The next whole frame's payload, if one has arrived.

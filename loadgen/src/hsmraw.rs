@@ -104,6 +104,7 @@ pub fn run(
     Ok(RunResult {
         workload: workload.to_owned(),
         target,
+        protocol: crate::run::Protocol::Binary,
         model: crate::run::LoadModel::Closed {
             connections: 1,
             pipeline: 1,

@@ -7,9 +7,10 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use kms_loadgen::driver::{self, RunOptions, Target};
 use kms_loadgen::hsmraw::{self, HsmCall};
+use kms_loadgen::http::{HttpClient, HttpPool};
 use kms_loadgen::regress::{self, RegressOptions};
 use kms_loadgen::report::{self, JsonReport, JSON_SCHEMA_VERSION};
-use kms_loadgen::run::{LoadModel, RunResult, TargetKind};
+use kms_loadgen::run::{LoadModel, Protocol, RunResult, TargetKind};
 use kms_loadgen::target::{find_kmsd, Spawned};
 use kms_loadgen::workload::{FramePool, Mix, Popularity, Prepared, WorkloadSpec};
 use kms_loadgen::{inprocess, plot};
@@ -58,9 +59,15 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// A running kmsd's socket.
+    /// A running kmsd's socket: its binary socket, or with --protocol http
+    /// its HTTP API's socket (kmsd-http.sock).
     #[arg(long, conflicts_with = "spawn")]
     socket: Option<PathBuf>,
+    /// The daemon's protocol: binary (kmsd's frames) or http (AWS KMS's
+    /// API, AWS JSON 1.1 over HTTP/1.1 with keep-alive; one operation per
+    /// request, --batch 1).
+    #[arg(long, value_parser = ["binary", "http"], default_value = "binary")]
+    protocol: String,
     /// Start kmsd with a temporary data directory, stop it afterwards.
     #[arg(long)]
     spawn: bool,
@@ -211,6 +218,25 @@ fn regress_main(a: RegressArgs) -> anyhow::Result<i32> {
 }
 
 fn run_main(a: RunArgs) -> anyhow::Result<i32> {
+    let protocol = match a.protocol.as_str() {
+        "http" => Protocol::Http,
+        _ => Protocol::Binary,
+    };
+    if protocol == Protocol::Http {
+        if a.batch != 1 {
+            bail!(
+                "--protocol http sends one operation per request (AWS's API has no batches): \
+                 --batch must be 1, not {}",
+                a.batch
+            );
+        }
+        if a.baseline.iter().any(|b| b == "echo") {
+            bail!(
+                "--baseline echo echoes binary frames; it has no HTTP counterpart \
+                 (compare with a --protocol binary run instead)"
+            );
+        }
+    }
     let spec = WorkloadSpec {
         mix: Mix::parse(&a.op)?,
         payload_size: a.payload_size,
@@ -253,10 +279,13 @@ fn run_main(a: RunArgs) -> anyhow::Result<i32> {
     } else {
         None
     };
-    let socket: Option<&Path> = spawned
-        .as_ref()
-        .map(|s| s.socket.as_path())
-        .or(a.socket.as_deref());
+    let socket: Option<&Path> = match (&spawned, protocol) {
+        (Some(s), Protocol::Binary) => Some(s.socket.as_path()),
+        (Some(s), Protocol::Http) => Some(s.http_socket.as_deref().context(
+            "the spawned kmsd does not serve the HTTP API (its --config has [http] enabled = false)",
+        )?),
+        (None, _) => a.socket.as_deref(),
+    };
     let hsm_baseline = a.baseline.iter().any(|b| b.starts_with("hsm-"));
     if a.config.is_some() && !a.spawn && !hsm_baseline {
         bail!("--config configures a kmsd started with --spawn, or the token of --baseline hsm-unwrap|hsm-gcm");
@@ -267,16 +296,31 @@ fn run_main(a: RunArgs) -> anyhow::Result<i32> {
     let name = spec.describe();
     let mut results: Vec<RunResult> = Vec::new();
     if let Some(socket) = socket {
-        let mut client = kms_proto::client::Client::connect(socket)
-            .with_context(|| format!("connecting to {}", socket.display()))?;
-        eprintln!("preparing {} keys on the daemon", spec.keys);
-        let prepared = Prepared::create(&mut client, &spec)?;
-        drop(client);
-        let pool = FramePool::build(&spec, &prepared)?;
         let mut o = opts.clone();
         o.target_pid = spawned.as_ref().map(|s| s.pid());
-        eprintln!("daemon: {name}");
-        results.push(driver::run(Target::Daemon(socket), &pool, &name, &o)?);
+        match protocol {
+            Protocol::Binary => {
+                let mut client = kms_proto::client::Client::connect(socket)
+                    .with_context(|| format!("connecting to {}", socket.display()))?;
+                eprintln!("preparing {} keys on the daemon", spec.keys);
+                let prepared = Prepared::create(&mut client, &spec)?;
+                drop(client);
+                let pool = FramePool::build(&spec, &prepared)?;
+                eprintln!("daemon: {name}");
+                results.push(driver::run(Target::Daemon(socket), &pool, &name, &o)?);
+            }
+            Protocol::Http => {
+                // Prepared over the HTTP API itself: a daemon given by
+                // --socket may be reachable by that socket only.
+                let mut client = HttpClient::connect(socket)?;
+                eprintln!("preparing {} keys on the daemon over HTTP", spec.keys);
+                let prepared = Prepared::create(&mut client, &spec)?;
+                drop(client);
+                let pool = HttpPool::build(&spec, &prepared)?;
+                eprintln!("daemon over HTTP: {name}");
+                results.push(driver::run_http(socket, &pool, &name, &o)?);
+            }
+        }
     }
     for b in &a.baseline {
         eprintln!("{b}: {name}");

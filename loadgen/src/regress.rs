@@ -5,13 +5,16 @@
 //!
 //! Workloads: closed loop GenerateDataKey (32 B) by key id and by alias,
 //! Decrypt of data keys and Encrypt of 4 KiB, each batched and pipelined
-//! on two connections; then
-//! single-operation GenerateDataKey in open loop at half of its measured
-//! closed-loop peak, against kmsd and against the echo server at the same
-//! rate (five one-second daemon/echo pairs; the best ratio is gated).
+//! on two connections; then single-operation GenerateDataKey: its
+//! closed-loop peak over the binary protocol, the same operations over the
+//! HTTP API (AWS JSON 1.1, `HTTP_MODEL`) as a ratio of that peak, and in
+//! open loop at half the binary peak, against kmsd and against the echo
+//! server at the same rate (five one-second daemon/echo pairs; the best
+//! ratio is gated).
 
 use crate::driver::{self, RunOptions, Target};
 use crate::gate::{self, Baseline, Better, Measured, Ratio};
+use crate::http::HttpPool;
 use crate::report::{self, JsonReport, JSON_SCHEMA_VERSION};
 use crate::run::{LoadModel, RunResult};
 use crate::target::Spawned;
@@ -72,6 +75,20 @@ const OPEN_LOOP_NOISE: f64 = 8.0;
 /// recorded by a full one.
 const OPEN_LOOP_WARMUP: Duration = Duration::from_millis(300);
 const OPEN_LOOP_WINDOW: Duration = Duration::from_secs(1);
+
+/// The HTTP API's workload: single GenerateDataKey operations, closed loop,
+/// on more connections than the binary peak. hyper answers a connection's
+/// pipelined requests one at a time (each waits for its audit record
+/// before the next is read), so the daemon sees one request in flight per
+/// connection and the pipeline mostly saves the load generator system
+/// calls: connections are what keep the daemon busy, and 16 is where more
+/// of them stopped adding throughput (docs/perf/http.md).
+const HTTP_MODEL: LoadModel = LoadModel::Closed {
+    connections: HTTP_CONNECTIONS,
+    pipeline: HTTP_PIPELINE,
+};
+const HTTP_CONNECTIONS: usize = 16;
+const HTTP_PIPELINE: usize = 8;
 
 /// Default tolerance of a new baseline (full-length runs).
 pub const DEFAULT_TOLERANCE: f64 = 0.3;
@@ -234,7 +251,8 @@ pub fn run(o: &RegressOptions) -> anyhow::Result<bool> {
 
     // Open loop: single operations at half the closed-loop peak.
     let spec = spec("generate-data-key", 32, 1, 16, false)?;
-    let pool = FramePool::build(&spec, &Prepared::create(&mut client, &spec)?)?;
+    let prepared = Prepared::create(&mut client, &spec)?;
+    let pool = FramePool::build(&spec, &prepared)?;
     let label = format!("open-gdk32 ({})", spec.describe());
     eprintln!("regress: {label}: finding the closed-loop peak");
     let peak = driver::run(
@@ -250,6 +268,45 @@ pub fn run(o: &RegressOptions) -> anyhow::Result<bool> {
         ),
     )?;
     check_clean(&peak)?;
+
+    // The same operations over the HTTP API, as a ratio of the binary
+    // protocol's single-operation peak measured just before.
+    let http_socket = daemon
+        .http_socket
+        .as_deref()
+        .context("the spawned kmsd serves no HTTP API")?;
+    let http_pool = HttpPool::build(&spec, &prepared)?;
+    let http_label = format!("gdk32-http ({} http)", spec.describe());
+    eprintln!("regress: {http_label}");
+    let http = driver::run_http(
+        http_socket,
+        &http_pool,
+        &http_label,
+        &opts(HTTP_MODEL, Some(daemon.pid())),
+    )?;
+    check_clean(&http)?;
+    ratio(
+        &mut m,
+        "gdk32-http.daemon/binary".to_owned(),
+        http.throughput() / peak.throughput(),
+        Better::Higher,
+        "HTTP API (AWS JSON 1.1) single-operation throughput over the binary protocol's single-operation peak",
+    );
+    m.absolutes.insert(
+        "gdk32-http.daemon.ops_per_sec".into(),
+        http.throughput().round(),
+    );
+    m.absolutes.insert(
+        "gdk32-http.daemon.p99_us".into(),
+        http.latency.value_at_quantile(0.99) as f64 / 1e3,
+    );
+    if let Some(cpu) = http.target_cpu_secs {
+        m.absolutes.insert(
+            "gdk32-http.daemon.cpu_ns_per_op".into(),
+            (cpu * 1e9 / http.operations.max(1) as f64).round(),
+        );
+    }
+
     let rate = (peak.requests as f64 / peak.duration_secs / 2.0).max(1.0);
     eprintln!("regress: {label}: open loop at {rate:.0} requests/s");
     let open = LoadModel::Open {
@@ -316,7 +373,7 @@ pub fn run(o: &RegressOptions) -> anyhow::Result<bool> {
         m.absolutes
             .insert("daemon.peak_rss_mib".into(), rss as f64 / (1 << 20) as f64);
     }
-    runs.extend([peak, d, e]);
+    runs.extend([peak, http, d, e]);
     drop(client);
     drop(daemon);
     drop(echo);

@@ -3,7 +3,7 @@
 //! percentile distribution that the standard HdrHistogram plotter reads, and
 //! the live progress line shown while a run is in flight.
 
-use crate::run::{LoadModel, RunResult};
+use crate::run::{LoadModel, Protocol, RunResult};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,8 @@ use std::path::Path;
 
 /// Version of the JSON report layout (`JsonReport`). It changes only when a
 /// field is renamed, removed or changes meaning, so that scripts reading old
-/// reports can tell which layout they hold.
+/// reports can tell which layout they hold. Added fields keep it: `protocol`
+/// came later in version 1, and a report without it is a binary one.
 pub const JSON_SCHEMA_VERSION: u32 = 1;
 
 /// Nanoseconds per millisecond: latencies are recorded in nanoseconds and the
@@ -51,6 +52,7 @@ pub fn summary_text(r: &RunResult) -> String {
     let mut lines: Vec<String> = Vec::new();
 
     lines.push(format!("target       {}", j.target));
+    lines.push(format!("protocol     {}", describe_protocol(r.protocol)));
     lines.push(format!("workload     {}", j.workload));
     lines.push(format!("load         {}", describe_model(&r.model)));
     lines.push(format!("batch        {} operations per request", r.batch));
@@ -149,6 +151,14 @@ pub fn summary_text(r: &RunResult) -> String {
     let mut text = lines.join("\n");
     text.push('\n');
     text
+}
+
+/// The protocol, in words.
+fn describe_protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Binary => "binary (flatbuffers frames)",
+        Protocol::Http => "http (AWS JSON 1.1 over HTTP/1.1, keep-alive)",
+    }
 }
 
 /// How the load was offered, in words.
@@ -251,6 +261,11 @@ pub struct JsonSummary {
     pub workload: String,
     /// Who answered: "daemon", "in-process" or "echo".
     pub target: String,
+    /// The protocol of the requests: "binary" (kmsd's frames; every
+    /// baseline) or "http" (AWS JSON 1.1 over HTTP/1.1). Reports written
+    /// before the field existed are binary ones.
+    #[serde(default)]
+    pub protocol: Protocol,
     /// How load was offered: `{"kind": "closed", "connections": n,
     /// "pipeline": n}` or `{"kind": "open", "connections": n, "rate": r}`
     /// (rate in request frames per second).
@@ -363,6 +378,7 @@ pub fn json_summary(r: &RunResult) -> JsonSummary {
     JsonSummary {
         workload: r.workload.clone(),
         target: r.target.name().to_string(),
+        protocol: r.protocol,
         model: r.model.clone(),
         batch: r.batch,
         duration_secs: r.duration_secs,
@@ -690,6 +706,7 @@ mod tests {
         RunResult {
             workload: "generate-data-key=100 batch=64".to_string(),
             target: TargetKind::Daemon,
+            protocol: Protocol::Binary,
             model: LoadModel::Closed {
                 connections: 4,
                 pipeline: 16,
@@ -821,6 +838,7 @@ mod tests {
             set(&[
                 "workload",
                 "target",
+                "protocol",
                 "model",
                 "batch",
                 "duration_secs",
@@ -853,10 +871,24 @@ mod tests {
         );
         assert_eq!(run["model"]["kind"], "closed");
         assert_eq!(run["target"], "daemon");
+        assert_eq!(run["protocol"], "binary");
         assert_eq!(run["errors"]["ThrottlingException"], 12);
 
         let back: JsonReport = serde_json::from_value(v).unwrap();
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn json_protocol_is_named_and_old_reports_read_as_binary() {
+        let mut r = sample_run();
+        r.protocol = Protocol::Http;
+        let mut v = serde_json::to_value(json_summary(&r)).unwrap();
+        assert_eq!(v["protocol"], "http");
+        assert!(summary_text(&r).contains("protocol     http"));
+        // A report from before the field: read as the binary protocol.
+        v.as_object_mut().unwrap().remove("protocol");
+        let back: JsonSummary = serde_json::from_value(v).unwrap();
+        assert_eq!(back.protocol, Protocol::Binary);
     }
 
     #[test]

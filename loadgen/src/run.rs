@@ -26,6 +26,29 @@ pub enum LoadModel {
     },
 }
 
+/// The protocol requests travel in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// kmsd's flatbuffers frames on its Unix socket (and what the
+    /// in-process, echo and HSM baselines run).
+    #[default]
+    Binary,
+    /// AWS KMS's HTTP API, AWS JSON 1.1 over HTTP/1.1 with keep-alive, on
+    /// kmsd's second socket (`kmsd-http.sock`): one operation per request.
+    Http,
+}
+
+impl Protocol {
+    /// Name used on the command line and in outputs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Binary => "binary",
+            Protocol::Http => "http",
+        }
+    }
+}
+
 /// Which side answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -62,6 +85,8 @@ pub struct RunResult {
     pub workload: String,
     /// Who answered.
     pub target: TargetKind,
+    /// The protocol of the requests.
+    pub protocol: Protocol,
     /// Closed or open loop.
     pub model: LoadModel,
     /// Items per request frame.

@@ -13,6 +13,10 @@ pub struct Spawned {
     child: Child,
     /// The socket it serves.
     pub socket: PathBuf,
+    /// A spawned kmsd's HTTP API socket (`kmsd-http.sock` beside `socket`
+    /// unless the config says otherwise); None when the config disables
+    /// the API, and for the echo server.
+    pub http_socket: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -67,11 +71,21 @@ impl Spawned {
         }
         let path = dir.path().join("kms-loadgen.toml");
         std::fs::write(&path, text)?;
+        // Where the daemon will serve its HTTP API, by its own rule
+        // (`[http] socket`, else beside the binary socket). A config it
+        // cannot read fails the start below, with its message.
+        let http_socket = match kmsd::config::Config::load(&path) {
+            Ok(c) if !c.http.enabled => None,
+            Ok(c) => Some(c.http.socket_path(&socket)),
+            Err(_) => Some(socket.with_file_name("kmsd-http.sock")),
+        };
         cmd.arg("--config").arg(path);
         // The daemon logs to stderr; keep only warnings so a run's output
         // stays readable.
         cmd.env("KMSD_LOG", "warn");
-        Spawned::start(cmd, dir, socket, "kmsd")
+        let mut spawned = Spawned::start(cmd, dir, socket, "kmsd")?;
+        spawned.http_socket = http_socket;
+        Ok(spawned)
     }
 
     /// Starts this program's echo server (`kms-loadgen echo-server`).
@@ -96,6 +110,7 @@ impl Spawned {
         let mut spawned = Spawned {
             child,
             socket,
+            http_socket: None,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -404,77 +404,10 @@ impl FramePool {
     /// Builds a pool for `spec` from `prepared`: enough frames that every
     /// key appears about twice (at least 256 frames), within 32 MiB.
     pub fn build(spec: &WorkloadSpec, prepared: &Prepared) -> anyhow::Result<FramePool> {
-        spec.validate()?;
-        let mut rng = StdRng::seed_from_u64(spec.seed);
-        let ranks = KeyPicker::new(spec.keys, spec.popularity)?;
-        let context = spec.context();
-        let ctx: Vec<(&str, &str)> = context
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let payload: Vec<u8> = (0..spec.payload_size).map(|i| i as u8).collect();
         let mut fbb = FlatBufferBuilder::new();
         let mut frames = Vec::new();
         let mut id_offsets = Vec::new();
-        let want = (spec.keys * 2).div_ceil(spec.batch).max(256);
-        let mut bytes = 0;
-        while frames.len() < want && (bytes < POOL_BYTES || frames.is_empty()) {
-            let mut ops = Vec::with_capacity(spec.batch);
-            for _ in 0..spec.batch {
-                let op = spec.mix.pick(&mut rng);
-                let k = ranks.pick(&mut rng);
-                let key_id = prepared.key_ids[k].as_str();
-                let pick: u32 = rng.random();
-                let blob = || -> anyhow::Result<&[u8]> {
-                    let blobs = &prepared.blobs[k];
-                    if blobs.is_empty() {
-                        bail!("no ciphertext prepared for Decrypt");
-                    }
-                    Ok(&blobs[pick as usize % blobs.len()])
-                };
-                ops.push(match op {
-                    OpKind::GenerateDataKey | OpKind::GenerateDataKeyWithoutPlaintext => {
-                        let g = GenerateDataKey {
-                            key_id,
-                            number_of_bytes: None,
-                            key_spec: Some(DataKeySpec::Aes256),
-                            context: ctx.clone(),
-                            ..Default::default()
-                        };
-                        if op == OpKind::GenerateDataKey {
-                            Operation::GenerateDataKey(g)
-                        } else {
-                            Operation::GenerateDataKeyWithoutPlaintext(g)
-                        }
-                    }
-                    OpKind::Encrypt => Operation::Encrypt(Encrypt {
-                        key_id,
-                        plaintext: &payload,
-                        context: ctx.clone(),
-                        ..Default::default()
-                    }),
-                    OpKind::Decrypt => Operation::Decrypt(Decrypt {
-                        ciphertext_blob: blob()?,
-                        key_id: None,
-                        context: ctx.clone(),
-                        ..Default::default()
-                    }),
-                    OpKind::ReEncrypt => {
-                        let dest = prepared.key_ids[ranks.pick(&mut rng)].as_str();
-                        Operation::ReEncrypt(ReEncrypt {
-                            ciphertext_blob: blob()?,
-                            source_key_id: None,
-                            source_context: ctx.clone(),
-                            destination_key_id: dest,
-                            destination_context: ctx.clone(),
-                            ..Default::default()
-                        })
-                    }
-                    OpKind::GenerateRandom => Operation::GenerateRandom(GenerateRandom {
-                        number_of_bytes: 32,
-                    }),
-                });
-            }
+        plan(spec, prepared, |mut ops| {
             let body = if spec.batch == 1 {
                 RequestBody::Single(Ok(ops.pop().expect("one op")))
             } else {
@@ -490,10 +423,11 @@ impl FramePool {
                 &mut frame,
             );
             let offset = find_id(&frame)?;
-            bytes += frame.len();
+            let len = frame.len();
             frames.push(frame);
             id_offsets.push(offset);
-        }
+            Ok(len)
+        })?;
         Ok(FramePool {
             frames,
             id_offsets,
@@ -524,6 +458,91 @@ impl FramePool {
     pub fn frame(&self, i: usize) -> &[u8] {
         &self.frames[i % self.frames.len()]
     }
+}
+
+/// Chooses the operations of a pool: `spec.batch` operations per request,
+/// each handed to `encode`, which returns the bytes the request took; stops
+/// when every key appears about twice (at least 256 requests) or the pool
+/// reaches 32 MiB. The same spec and seed make the same choices, in the
+/// same order, whatever the encoding: the binary frames and the HTTP
+/// requests of a workload carry the same operations.
+pub(crate) fn plan(
+    spec: &WorkloadSpec,
+    prepared: &Prepared,
+    mut encode: impl FnMut(Vec<Operation<'_>>) -> anyhow::Result<usize>,
+) -> anyhow::Result<()> {
+    spec.validate()?;
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let ranks = KeyPicker::new(spec.keys, spec.popularity)?;
+    let context = spec.context();
+    let ctx: Vec<(&str, &str)> = context
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let payload: Vec<u8> = (0..spec.payload_size).map(|i| i as u8).collect();
+    let want = (spec.keys * 2).div_ceil(spec.batch).max(256);
+    let (mut requests, mut bytes) = (0, 0);
+    while requests < want && (bytes < POOL_BYTES || requests == 0) {
+        let mut ops = Vec::with_capacity(spec.batch);
+        for _ in 0..spec.batch {
+            let op = spec.mix.pick(&mut rng);
+            let k = ranks.pick(&mut rng);
+            let key_id = prepared.key_ids[k].as_str();
+            let pick: u32 = rng.random();
+            let blob = || -> anyhow::Result<&[u8]> {
+                let blobs = &prepared.blobs[k];
+                if blobs.is_empty() {
+                    bail!("no ciphertext prepared for Decrypt");
+                }
+                Ok(&blobs[pick as usize % blobs.len()])
+            };
+            ops.push(match op {
+                OpKind::GenerateDataKey | OpKind::GenerateDataKeyWithoutPlaintext => {
+                    let g = GenerateDataKey {
+                        key_id,
+                        number_of_bytes: None,
+                        key_spec: Some(DataKeySpec::Aes256),
+                        context: ctx.clone(),
+                        ..Default::default()
+                    };
+                    if op == OpKind::GenerateDataKey {
+                        Operation::GenerateDataKey(g)
+                    } else {
+                        Operation::GenerateDataKeyWithoutPlaintext(g)
+                    }
+                }
+                OpKind::Encrypt => Operation::Encrypt(Encrypt {
+                    key_id,
+                    plaintext: &payload,
+                    context: ctx.clone(),
+                    ..Default::default()
+                }),
+                OpKind::Decrypt => Operation::Decrypt(Decrypt {
+                    ciphertext_blob: blob()?,
+                    key_id: None,
+                    context: ctx.clone(),
+                    ..Default::default()
+                }),
+                OpKind::ReEncrypt => {
+                    let dest = prepared.key_ids[ranks.pick(&mut rng)].as_str();
+                    Operation::ReEncrypt(ReEncrypt {
+                        ciphertext_blob: blob()?,
+                        source_key_id: None,
+                        source_context: ctx.clone(),
+                        destination_key_id: dest,
+                        destination_context: ctx.clone(),
+                        ..Default::default()
+                    })
+                }
+                OpKind::GenerateRandom => Operation::GenerateRandom(GenerateRandom {
+                    number_of_bytes: 32,
+                }),
+            });
+        }
+        bytes += encode(ops)?;
+        requests += 1;
+    }
+    Ok(())
 }
 
 /// Where the sentinel request id sits in `frame`; exactly one occurrence is
