@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # kmsd driven by the real AWS SDK for Rust (aws-sdk-kms) over its HTTP API's
-# Unix socket: the tests in clients/rust-sdk/ (docs/aws-sdk-rust.md).
+# Unix socket and its loopback TCP listener with SigV4: the tests in
+# clients/rust-sdk/ (docs/aws-sdk-rust.md).
 #
 # clients/rust-sdk is a crate of its own, outside the workspace (its
 # dependency graph, the SDK's, would add duplicate versions to the

@@ -12,6 +12,11 @@
 //! docs/aws-sdk-rust.md shows this file's code from its first `use` on,
 //! for users to copy, and how to build a client with it; a test
 //! (`tests/kms/docs.rs`) keeps the two the same.
+//!
+//! [`tcp`] is the same client over TCP, for kmsd's loopback listener with
+//! SigV4 (`[http] tcp`), where the SDK's signature is verified.
+
+pub mod tcp;
 
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_runtime_api::client::http::{
