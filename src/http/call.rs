@@ -265,11 +265,8 @@ pub fn unauthenticated(
     let request_id = api.request_id();
     let e = KmsError::new(ErrorKind::AccessDenied, format!("{name}: {message}"));
     site.dispatcher.record_refusal(caller, request_id, "Unknown", &e);
-    let mut body = br#"{"__type":"#.to_vec();
-    body.extend_from_slice(serde_json::to_string(name).unwrap_or_default().as_bytes());
-    body.extend_from_slice(br#","message":"#);
-    body.extend_from_slice(serde_json::to_string(message).unwrap_or_default().as_bytes());
-    body.push(b'}');
+    let mut body = Vec::new();
+    json::exception(name, message, &mut body);
     Answer {
         status,
         body,
@@ -285,9 +282,8 @@ pub fn timed_out(api: &Api, site: Site<'_>, caller: &Identity, why: &str) -> Ans
     let request_id = api.request_id();
     let e = KmsError::new(ErrorKind::Validation, why);
     site.dispatcher.record_refusal(caller, request_id, "Unknown", &e);
-    let mut body = br#"{"__type":"RequestTimeoutException","message":"#.to_vec();
-    body.extend_from_slice(serde_json::to_string(why).unwrap_or_default().as_bytes());
-    body.push(b'}');
+    let mut body = Vec::new();
+    json::exception("RequestTimeoutException", why, &mut body);
     Answer {
         status: 408,
         body,

@@ -51,6 +51,30 @@ pub(crate) struct HttpState {
     timeout: Duration,
 }
 
+impl HttpState {
+    /// A listener's state from its config; `verifier` for TCP (callers
+    /// by their signature), none for the Unix socket (by the kernel).
+    fn new(
+        transport: &TransportConfig,
+        http: &HttpConfig,
+        max_frame: usize,
+        verifier: Option<Arc<Verifier>>,
+    ) -> HttpState {
+        let limits = crate::http::json::JsonLimits {
+            max_body: http.max_body_bytes,
+            ..Default::default()
+        };
+        HttpState {
+            api: Api::new(limits, transport.max_answer_bytes, max_frame),
+            verifier,
+            max_body: http.max_body_bytes,
+            max_headers: http.max_headers,
+            max_head: http.max_head_bytes,
+            timeout: Duration::from_millis(http.request_timeout_ms),
+        }
+    }
+}
+
 /// The HTTP API's socket, bound (so that start-up fails at once if it
 /// cannot be), not yet served.
 pub struct HttpListener {
@@ -87,18 +111,7 @@ pub fn serve_http(
     } = bound;
     let socket_path = path.as_path();
     let mut state = ServeState::new(transport, dispatcher, max_frame);
-    let limits = crate::http::json::JsonLimits {
-        max_body: http.max_body_bytes,
-        ..Default::default()
-    };
-    state.http = Some(Arc::new(HttpState {
-        api: Api::new(limits, transport.max_answer_bytes, max_frame),
-        verifier: None,
-        max_body: http.max_body_bytes,
-        max_headers: http.max_headers,
-        max_head: http.max_head_bytes,
-        timeout: Duration::from_millis(http.request_timeout_ms),
-    }));
+    state.http = Some(Arc::new(HttpState::new(transport, http, max_frame, None)));
     tracing::info!(socket = %socket_path.display(), "serving AWS KMS's HTTP API");
     let r = threads::run(
         "http",
@@ -146,18 +159,7 @@ pub fn serve_http_tcp(
 ) -> io::Result<()> {
     crate::thread_role::enter_io();
     let mut state = ServeState::new(transport, dispatcher, max_frame);
-    let limits = crate::http::json::JsonLimits {
-        max_body: http.max_body_bytes,
-        ..Default::default()
-    };
-    state.http = Some(Arc::new(HttpState {
-        api: Api::new(limits, transport.max_answer_bytes, max_frame),
-        verifier: Some(verifier),
-        max_body: http.max_body_bytes,
-        max_headers: http.max_headers,
-        max_head: http.max_head_bytes,
-        timeout: Duration::from_millis(http.request_timeout_ms),
-    }));
+    state.http = Some(Arc::new(HttpState::new(transport, http, max_frame, Some(verifier))));
     let state = Arc::new(state);
     let addr = bound.listener.local_addr()?;
     tracing::info!(%addr, "serving AWS KMS's HTTP API on TCP (SigV4)");

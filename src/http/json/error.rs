@@ -122,7 +122,7 @@ pub fn encode_json_error(error: &JsonError, out: &mut Vec<u8>) -> u16 {
 /// `{"__type":"<name>","message":"<message>"}`: the shape name alone in
 /// `__type`, as the protocol asks of servers (clients also accept a
 /// `namespace#Name` form).
-fn exception(name: &str, message: &str, out: &mut Vec<u8>) {
+pub fn exception(name: &str, message: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"__type\":");
     json_string(out, name);
     out.extend_from_slice(b",\"message\":");

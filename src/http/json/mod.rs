@@ -34,7 +34,7 @@ mod scan;
 #[cfg(test)]
 mod tests;
 
-pub use error::{encode_error, encode_json_error, status_of, JsonError};
+pub use error::{encode_error, encode_json_error, exception, status_of, JsonError};
 pub use request::JsonRequest;
 pub use response::{encode_output, output_len_bound};
 
