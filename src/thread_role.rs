@@ -7,6 +7,12 @@
 //! call [`assert_may_block`] before each call, so in debug builds (every
 //! test) a blocking call on an I/O thread panics at once instead of showing
 //! up later as latency. Release builds compile the checks away.
+//!
+//! One write to a file is allowed there: an I/O thread writes its own
+//! answers' audit records (write(2) into the page cache, once per turn of
+//! its event loop, only when the log's lock is free; never an fdatasync:
+//! `audit::local`). Handing them to a writer thread cost more than the
+//! write (docs/perf/audit.md).
 
 use std::cell::Cell;
 

@@ -338,6 +338,44 @@ fn kmsd_fields(out: &mut Vec<u8>, op: Option<&Operation<'_>>, note: &Note) {
     }
 }
 
+/// A buffer for the record of a frame of `items` operations, sized for
+/// the common record at once: a single operation's record is about 850
+/// bytes with a short encryption context, a batch's about 220 per distinct
+/// entry. Written records' buffers are reused (a thread's last
+/// [`POOL_MOST`]): a fresh 4 KiB buffer per batch, grown byte by byte,
+/// cost more in malloc than the record's JSON (docs/perf/audit.md).
+/// Records hold no secret, so a reused buffer needs no wiping.
+pub fn buffer(items: usize) -> Vec<u8> {
+    let want = if items <= 1 { 1024 } else { 512 + 224 * items.min(16) };
+    match POOL.with_borrow_mut(Vec::pop) {
+        Some(mut b) => {
+            b.clear();
+            b.reserve(want);
+            b
+        }
+        None => Vec::with_capacity(want),
+    }
+}
+
+/// Gives a written record's buffer back to this thread's pool.
+pub(super) fn recycle(b: Vec<u8>) {
+    if b.capacity() <= POOL_BUFFER_MOST {
+        POOL.with_borrow_mut(|p| {
+            if p.len() < POOL_MOST {
+                p.push(b);
+            }
+        });
+    }
+}
+
+/// Buffers a thread keeps, and the largest it keeps.
+const POOL_MOST: usize = 64;
+const POOL_BUFFER_MOST: usize = 64 * 1024;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The record of a decoded request frame that ran (each item to its
 /// outcome): a single request's record is flat, CloudTrail-shaped; a
 /// batch's lists its distinct items with a count each. `notes` has one

@@ -1,22 +1,24 @@
-//! The writer thread: group commit, the chain, seals, rotation, and the
-//! failure policy.
+//! The log's state behind its lock: group commit, the chain, seals,
+//! rotation, and the failure policy.
 //!
-//! Each round drains what is queued (up to [`BATCH_MAX`] records), appends
-//! each record's chain fields (its `eventID`, `sequenceNumber` and the
-//! `previousHash` of the record before it), hashes the line (SHA-256), and
-//! writes the whole batch with one write(2). Then it releases the held
-//! answers and makes one fdatasync (or the other way round with
+//! Whoever holds the lock (a thread that answered a frame, or the
+//! `kmsd-audit` thread) writes its record and everything queued meanwhile
+//! (up to [`BATCH_MAX`] records a round): appends each record's chain
+//! fields (its `eventID`, `sequenceNumber` and the `previousHash` of the
+//! record before it), hashes the line (SHA-256), and writes them with one
+//! write(2). Then the answers leave; the `kmsd-audit-sync` thread makes the
+//! fdatasyncs (or the holder syncs before the answers with
 //! `audit.sync_before_answer`). A write that fails is cut off (the file is
 //! truncated back to its last good length, so no half record stays), and
 //! the policy applies: `fail_closed` answers the held requests
 //! ServiceUnavailableException and refuses new ones until a retry (every
-//! [`RETRY`]) succeeds; `buffer` answers them and keeps their records in
-//! memory, up to its bound.
+//! [`RETRY`], by the `kmsd-audit` thread) succeeds; `buffer` answers them
+//! and keeps their records in memory, up to its bound.
 
 use super::files::{self, Tail};
 use super::json;
 use super::seal::SealKey;
-use super::{Entry, Pending, Shared};
+use super::{Pending, Released, Shared};
 use crate::config::{AuditConfig, AuditFailure};
 use kms_proto::{ErrorKind, KmsError};
 use std::collections::VecDeque;
@@ -171,6 +173,8 @@ impl Drop for Syncer {
 struct Outage {
     since: SystemTime,
     error: String,
+    /// The last write tried (the next retry is [`RETRY`] after it).
+    tried: Instant,
 }
 
 pub(super) struct Writer {
@@ -185,12 +189,10 @@ pub(super) struct Writer {
     max_file_bytes: u64,
     seal_interval: Duration,
     seal_records: u64,
-    sync_before_answer: bool,
     policy: AuditFailure,
     buffer_records: usize,
     shared: Arc<Shared>,
     key: Arc<SealKey>,
-    rx: crossbeam_channel::Receiver<Entry>,
     /// The first half of every eventID (random per start); the second is
     /// the sequence number.
     id_prefix: [u8; 8],
@@ -208,6 +210,13 @@ pub(super) struct Writer {
     /// Syncs request batches (`None` with `sync_before_answer`: the
     /// writer syncs before it answers).
     syncer: Option<Syncer>,
+    /// Records of one round (kept for its capacity).
+    batch: Vec<Pending>,
+    /// Shut down: nothing more is written.
+    closed: bool,
+    records_total: metrics::Counter,
+    batches_total: metrics::Counter,
+    lag: metrics::Gauge,
 }
 
 fn open_append(path: &std::path::Path) -> std::io::Result<File> {
@@ -228,7 +237,6 @@ impl Writer {
         tail: Tail,
         shared: Arc<Shared>,
         key: Arc<SealKey>,
-        rx: crossbeam_channel::Receiver<Entry>,
     ) -> anyhow::Result<Writer> {
         let path = dir.join(files::name(tail.index));
         let mut file = open_append(&path)
@@ -247,12 +255,10 @@ impl Writer {
             max_file_bytes: config.max_file_bytes,
             seal_interval: Duration::from_millis(config.seal_interval_ms),
             seal_records: config.seal_records,
-            sync_before_answer: config.sync_before_answer,
             policy: config.on_failure,
             buffer_records: config.buffer_records,
             shared,
             key,
-            rx,
             id_prefix: rand::random(),
             since_seal: 0,
             last_seal: Instant::now(),
@@ -262,6 +268,11 @@ impl Writer {
             dropped: 0,
             refused: 0,
             syncer: None,
+            batch: Vec::new(),
+            closed: false,
+            records_total: metrics::counter!("kmsd_audit_records_total"),
+            batches_total: metrics::counter!("kmsd_audit_batches_total"),
+            lag: metrics::gauge!("kmsd_audit_lag_seconds"),
         };
         if !config.sync_before_answer {
             w.syncer = Some(Syncer::start(
@@ -401,70 +412,116 @@ impl Writer {
         Ok(())
     }
 
-    pub(super) fn run(mut self) {
-        let mut batch: Vec<Pending> = Vec::with_capacity(BATCH_MAX);
-        let mut stop = false;
+    /// Writes `first` and the queued records (rounds of up to
+    /// [`BATCH_MAX`] until the queue is empty), putting their answers in
+    /// `released`; seals when enough records are unsealed. True when the
+    /// `kmsd-audit` thread must be woken: the first record since the last
+    /// seal (the interval's seal is now due at a time), a write that
+    /// failed (retries), or a file due for rotation (its fdatasyncs are
+    /// not for a data-path thread).
+    pub(super) fn commit_queued(
+        &mut self,
+        first: impl IntoIterator<Item = Pending>,
+        queue: &crossbeam_channel::Receiver<Pending>,
+        released: &mut Released,
+    ) -> bool {
+        let sealed = self.since_seal == 0;
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.extend(first);
         loop {
-            let wait = if self.outage.is_some() {
-                RETRY
-            } else if self.since_seal > 0 {
-                self.seal_interval.saturating_sub(self.last_seal.elapsed())
-            } else {
-                Duration::from_secs(3600)
-            };
-            match self.rx.recv_timeout(wait) {
-                Ok(Entry::Record(p)) => batch.push(p),
-                Ok(Entry::Stop) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    stop = true
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            }
             while batch.len() < BATCH_MAX {
-                match self.rx.try_recv() {
-                    Ok(Entry::Record(p)) => batch.push(p),
-                    Ok(Entry::Stop) => stop = true,
+                match queue.try_recv() {
+                    Ok(p) => batch.push(p),
                     Err(_) => break,
                 }
             }
-            if self.outage.is_some() {
-                self.retry();
-            }
-            if !batch.is_empty() {
-                self.commit(&mut batch);
-            }
-            if self.outage.is_none()
-                && self.since_seal > 0
-                && (self.since_seal >= self.seal_records
-                    || self.last_seal.elapsed() >= self.seal_interval)
-            {
-                if let Err(e) = self.seal("interval") {
-                    self.fail(e);
-                }
-            }
-            if self.outage.is_none() && self.len >= self.max_file_bytes {
-                self.rotate();
-            }
-            if stop && self.rx.is_empty() {
+            if batch.is_empty() {
                 break;
             }
+            self.commit(&mut batch, released);
         }
-        // A log whose last record is a seal needs no other.
+        self.batch = batch;
+        if self.outage.is_none()
+            && self.since_seal >= self.seal_records
+            && !self.closed
+        {
+            if let Err(e) = self.seal("interval") {
+                self.fail(e);
+            }
+        }
+        !self.closed
+            && ((sealed && self.since_seal > 0)
+                || self.outage.is_some()
+                || self.len >= self.max_file_bytes)
+    }
+
+    /// How long the `kmsd-audit` thread may sleep: until the next seal or
+    /// retry is due.
+    pub(super) fn next_wait(&self) -> Duration {
+        if let Some(o) = &self.outage {
+            RETRY.saturating_sub(o.tried.elapsed())
+        } else if self.since_seal > 0 {
+            self.seal_interval.saturating_sub(self.last_seal.elapsed())
+        } else {
+            Duration::from_secs(3600)
+        }
+    }
+
+    /// The `kmsd-audit` thread's round: a retry of a failed log, a seal
+    /// when one is due, rotation of a full file.
+    pub(super) fn housekeep(&mut self) {
+        if self.closed {
+            return;
+        }
+        if self.outage.as_ref().is_some_and(|o| o.tried.elapsed() >= RETRY) {
+            self.retry();
+        }
+        if self.outage.is_none()
+            && self.since_seal > 0
+            && (self.since_seal >= self.seal_records
+                || self.last_seal.elapsed() >= self.seal_interval)
+        {
+            if let Err(e) = self.seal("interval") {
+                self.fail(e);
+            }
+        }
+        if self.outage.is_none() && self.len >= self.max_file_bytes {
+            self.rotate();
+        }
+    }
+
+    /// Shutdown, after the queued records: a log whose last record is a
+    /// seal needs no other; nothing is written after this.
+    pub(super) fn close(&mut self) {
+        if self.closed {
+            return;
+        }
         if self.outage.is_none() && self.since_seal > 0 {
             if let Err(e) = self.seal("shutdown") {
                 tracing::error!(error = %e, "the audit log could not be sealed at shutdown");
             }
         }
+        self.syncer = None;
+        self.closed = true;
     }
 
-    /// Writes a batch of request records and releases their answers.
-    fn commit(&mut self, batch: &mut Vec<Pending>) {
+    /// Writes a batch of request records; their answers go to `released`.
+    fn commit(&mut self, batch: &mut Vec<Pending>, released: &mut Released) {
         let n = batch.len() as u64;
+        if self.closed {
+            for p in batch.drain(..) {
+                if let Some((reply, _held)) = p.answer {
+                    released.push((reply, unavailable_answer(p.request_id, "the audit log is closed")));
+                }
+            }
+            return;
+        }
         if let Some(oldest) = batch.iter().map(|p| p.at).min() {
-            metrics::gauge!("kmsd_audit_lag_seconds").set(oldest.elapsed().as_secs_f64());
+            self.lag.set(oldest.elapsed().as_secs_f64());
         }
         if self.outage.is_some() {
-            // Still failing after this round's retry.
-            return self.unwritten(batch);
+            // Still failing: the `kmsd-audit` thread retries.
+            return self.unwritten(batch, released);
         }
         let (seq, hash) = (self.seq, self.hash);
         self.buf.clear();
@@ -473,36 +530,32 @@ impl Writer {
         }
         if let Err(e) = self.flush(seq, hash) {
             self.fail(e);
-            return self.unwritten(batch);
+            return self.unwritten(batch, released);
         }
-        metrics::counter!("kmsd_audit_records_total").increment(n);
-        metrics::counter!("kmsd_audit_batches_total").increment(1);
+        self.records_total.increment(n);
+        self.batches_total.increment(1);
         self.since_seal += n;
         if let Some(s) = &self.syncer {
             // Answers now; the sync thread makes the batch durable.
             s.written();
-            release(batch);
+            release(batch, released);
             if let Some(e) = s.take_error() {
                 self.fail(e);
             }
             return;
         }
         if let Err(e) = self.file.sync_data() {
-            // Written but maybe not durable: the log is treated as failing
-            // (the answers already released stand: their records are in
-            // the page cache).
+            // Written but maybe not durable: the log is treated as failing.
             self.fail(e);
-            if self.sync_before_answer {
-                return self.unwritten(batch);
-            }
+            return self.unwritten(batch, released);
         }
-        release(batch);
+        release(batch, released);
     }
 
     /// A batch whose records could not be written: by the policy, error
     /// answers (`fail_closed`) or answers and records held in memory
     /// (`buffer`).
-    fn unwritten(&mut self, batch: &mut Vec<Pending>) {
+    fn unwritten(&mut self, batch: &mut Vec<Pending>, released: &mut Released) {
         match self.policy {
             AuditFailure::FailClosed => {
                 let why = self.outage.as_ref().map_or("", |o| o.error.as_str()).to_owned();
@@ -510,7 +563,7 @@ impl Writer {
                 metrics::counter!("kmsd_audit_refused_total").increment(batch.len() as u64);
                 for p in batch.drain(..) {
                     if let Some((reply, _held)) = p.answer {
-                        reply.send(unavailable_answer(p.request_id, &why));
+                        released.push((reply, unavailable_answer(p.request_id, &why)));
                     }
                 }
             }
@@ -522,8 +575,8 @@ impl Writer {
                         self.dropped += 1;
                         metrics::counter!("kmsd_audit_dropped_records_total").increment(1);
                     }
-                    if let Some((reply, answer)) = p.answer {
-                        reply.send(answer);
+                    if let Some(a) = p.answer {
+                        released.push(a);
                     }
                 }
                 metrics::gauge!("kmsd_audit_buffered_records").set(self.held.len() as f64);
@@ -543,6 +596,7 @@ impl Writer {
             self.outage = Some(Outage {
                 since: SystemTime::now(),
                 error: e.to_string(),
+                tried: Instant::now(),
             });
             if self.policy == AuditFailure::FailClosed {
                 self.shared.writable.store(false, Ordering::Relaxed);
@@ -593,7 +647,12 @@ impl Writer {
                 metrics::gauge!("kmsd_audit_buffered_records").set(0.0);
                 self.shared.writable.store(true, Ordering::Relaxed);
             }
-            Err(_) => metrics::counter!("kmsd_audit_write_failures_total").increment(1),
+            Err(_) => {
+                metrics::counter!("kmsd_audit_write_failures_total").increment(1);
+                if let Some(o) = &mut self.outage {
+                    o.tried = Instant::now();
+                }
+            }
         }
     }
 
@@ -624,10 +683,9 @@ impl Writer {
     }
 }
 
-fn release(batch: &mut Vec<Pending>) {
+fn release(batch: &mut Vec<Pending>, released: &mut Released) {
     for p in batch.drain(..) {
-        if let Some((reply, answer)) = p.answer {
-            reply.send(answer);
-        }
+        super::record::recycle(p.record);
+        released.extend(p.answer);
     }
 }

@@ -316,7 +316,7 @@ impl Dispatcher {
         }
         if self.inline_small && a.small() && !a.hsm && a.all_cached() {
             let mut out = Vec::new();
-            let mut record = Vec::new();
+            let mut record = record_buffer(inner.audit.is_some(), &a.request.body);
             let opts = AnswerOptions {
                 max_answer: job.max_answer,
                 gone: None,
@@ -410,7 +410,7 @@ impl Executors {
             ..
         } = job;
         let mut out = Vec::new();
-        let mut record = Vec::new();
+        let mut record = record_buffer(this.audit.is_some(), &admitted.get().request.body);
         let gone = || {
             if let Runner::ServingSmall(f) = runner {
                 f();
@@ -537,5 +537,14 @@ impl Executors {
                 at: std::time::Instant::now(),
             }),
         }
+    }
+}
+
+/// The buffer a frame's audit record is built in; none without the log.
+fn record_buffer(audit: bool, body: &kms_proto::RequestBody<'_>) -> Vec<u8> {
+    if audit {
+        crate::audit::record::buffer(body.items().len())
+    } else {
+        Vec::new()
     }
 }

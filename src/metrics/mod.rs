@@ -5,7 +5,7 @@
 //! `metrics-exporter-prometheus`'s, installed by [`install`] at start
 //! whether or not the Prometheus listener is on: the status operation
 //! (GetStatus, `kmsctl status`) reads the same recorder. Other modules
-//! (the audit writer's `kmsd_audit_*`, the quotas' `kmsd_throttled_total`)
+//! (the audit log's `kmsd_audit_*`, the quotas' `kmsd_throttled_total`)
 //! emit with the macros and show up in both without this module knowing
 //! them.
 //!

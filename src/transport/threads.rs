@@ -207,6 +207,17 @@ fn accept(
 /// the engine's local spawn) for every stream handed over until stop, then
 /// closes the streams never adopted and waits for its connections to drain.
 pub(super) async fn serve_handoffs(
+    rx: Handoffs,
+    state: Arc<ServeState>,
+    stop: Shutdown,
+    spawn: impl FnMut(Handoff, Arc<ServeState>, Shutdown),
+) {
+    // The audit records of this thread's answers are written together,
+    // once per turn of its event loop (see `audit::io_thread`).
+    crate::audit::io_thread(handoffs(rx, state, stop, spawn)).await;
+}
+
+async fn handoffs(
     mut rx: Handoffs,
     state: Arc<ServeState>,
     stop: Shutdown,

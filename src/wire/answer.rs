@@ -53,7 +53,10 @@ pub fn answer(
         return Err(NotRun::Gone);
     }
     let recording = opts.record.is_some();
-    let mut notes: Vec<Note> = Vec::new();
+    let mut notes: Vec<Note> = match (&admitted.request.body, recording) {
+        (RequestBody::Batch(items), true) => Vec::with_capacity(items.len()),
+        _ => Vec::new(),
+    };
     let mut run = |op: &Result<Operation<'_>, KmsError>| -> Result<Result<Output, KmsError>, NotRun> {
         let op = match op {
             Ok(op) => op,
