@@ -145,9 +145,11 @@ impl AuditLog {
     /// Writes a record, then releases its held answer. The calling thread
     /// writes it itself when the log's lock is free (no hand-off to
     /// another thread, no wake-up: handing each record to a writer thread
-    /// cost about a tenth of batched GenerateDataKey's throughput,
-    /// docs/perf/audit.md); when the lock is taken, the record is queued
-    /// and the holder writes it before letting go. A full queue (the disk
+    /// cost about a tenth of batched GenerateDataKey's throughput and half
+    /// of single GenerateDataKey's, docs/perf/audit.md); an I/O thread
+    /// gathers its records and writes them once per turn of its event loop
+    /// (`local`). When the lock is taken, the record is queued and the
+    /// holder writes it before letting go. A full queue (the disk
     /// is slower than the requests) makes a thread that may block wait
     /// for the lock; an I/O thread never waits: its record goes to a rayon
     /// thread that does (its answer waits with it; the connection's

@@ -341,8 +341,8 @@ fn kmsd_fields(out: &mut Vec<u8>, op: Option<&Operation<'_>>, note: &Note) {
 /// A buffer for the record of a frame of `items` operations, sized for
 /// the common record at once: a single operation's record is about 850
 /// bytes with a short encryption context, a batch's about 220 per distinct
-/// entry. Written records' buffers are reused (a thread's last
-/// [`POOL_MOST`]): a fresh 4 KiB buffer per batch, grown byte by byte,
+/// entry. Written records' buffers are reused (up to 64 a thread,
+/// see `recycle`): a fresh 4 KiB buffer per batch, grown byte by byte,
 /// cost more in malloc than the record's JSON (docs/perf/audit.md).
 /// Records hold no secret, so a reused buffer needs no wiping.
 pub fn buffer(items: usize) -> Vec<u8> {
