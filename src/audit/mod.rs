@@ -26,8 +26,10 @@ mod writer;
 use crate::config::{AuditConfig, AuditFailure};
 use crate::dispatch::Reply;
 use crate::thread_role::{self, Role};
+use crossbeam_utils::CachePadded;
 use parking_lot::{Mutex, MutexGuard};
 use seal::SealKey;
+use sha2::{Digest as _, Sha256};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -48,13 +50,33 @@ pub struct Pending {
     pub request_id: u64,
     /// When it was handed over (the log's lag).
     pub at: Instant,
+    /// SHA-256 over the record's whole 64-byte blocks, run by the thread
+    /// that hands it over, outside the log's lock: the holder hashes only
+    /// the last partial block and the chain fields (hashing whole records
+    /// under the lock was about a third of its hold, and the HTTP API's
+    /// two I/O threads spin for it; docs/perf/audit.md).
+    hashed: Option<Sha256>,
+}
+
+impl Pending {
+    /// A record handed over now, holding back `answer`.
+    pub fn new(record: Vec<u8>, answer: Option<(Reply, Vec<u8>)>, request_id: u64) -> Pending {
+        Pending {
+            record,
+            answer,
+            request_id,
+            at: Instant::now(),
+            hashed: None,
+        }
+    }
 }
 
 /// What the writer and the data path share.
 pub(crate) struct Shared {
     /// False while the log cannot be written under `fail_closed`: new
-    /// frames are refused unrun.
-    writable: AtomicBool,
+    /// frames are refused unrun. Read for every frame: on a cache line of
+    /// its own, not `head`'s, which every write changes.
+    writable: CachePadded<AtomicBool>,
     /// The chain's head as last written: (sequence number, hash).
     head: Mutex<(u64, [u8; 32])>,
 }
@@ -109,7 +131,7 @@ impl AuditLog {
         let key = Arc::new(key);
         let tail = files::tail(&dir)?;
         let shared = Arc::new(Shared {
-            writable: AtomicBool::new(true),
+            writable: CachePadded::new(AtomicBool::new(true)),
             head: Mutex::new((tail.seq, tail.hash)),
         });
         let (tx, rx) = crossbeam_channel::bounded(config.queue_records);
@@ -154,7 +176,8 @@ impl AuditLog {
     /// for the lock; an I/O thread never waits: its record goes to a rayon
     /// thread that does (its answer waits with it; the connection's
     /// in-flight permits bound how many do).
-    pub fn submit(&self, p: Pending) {
+    pub fn submit(&self, mut p: Pending) {
+        p.hashed = Some(Sha256::new_with_prefix(&p.record));
         self.core.submit(p);
     }
 
@@ -196,25 +219,29 @@ impl Core {
         let io = thread_role::current() == Role::Io;
         if io && self.io_writes {
             if let Some(p) = local::defer(self, p) {
-                self.submit_all(vec![p], io);
+                self.submit_all(Some(p), io);
             }
-            return;
+        } else {
+            self.submit_all(Some(p), io);
         }
-        if !io {
-            if let Some(w) = self.writer.try_lock() {
-                return self.combine(w, Some(p));
-            }
-        }
-        self.submit_all(vec![p], io);
     }
 
     /// Writes `records` now if the lock is free (else queues them for its
     /// holder). `io`: the caller is an I/O thread (never waits for the
     /// lock).
-    fn submit_all(self: &Arc<Core>, records: Vec<Pending>, io: bool) {
+    fn submit_all(self: &Arc<Core>, records: impl IntoIterator<Item = Pending>, io: bool) {
         let may_write = !io || self.io_writes;
         if may_write {
-            if let Some(w) = self.try_lock_briefly() {
+            // Only an I/O thread spins: a queued record's answer is sent by
+            // the holder, which for an I/O thread's own answer means waking
+            // that thread; a worker's answers go to an I/O thread either
+            // way, so it loses nothing by queueing at once.
+            let free = if io {
+                self.try_lock_briefly()
+            } else {
+                self.writer.try_lock()
+            };
+            if let Some(w) = free {
                 return self.combine(w, records);
             }
         }
@@ -248,13 +275,14 @@ impl Core {
         }
     }
 
-    /// The lock, if it is free now or within [`SPIN`] of spinning. A
-    /// holder keeps it for one write(2) into the page cache (microseconds),
-    /// so waiting that long is cheaper than queueing: a queued record's
-    /// answer is sent by the holder, a wake-up of this thread from another
-    /// (with the HTTP API's frequent small writes, those wake-ups cost
-    /// more than the writes: docs/perf/audit.md). A holder that is slower
-    /// (a disk that holds back writes) gets the records queued.
+    /// The lock, if it is free now or within [`SPIN`] of spinning (I/O
+    /// threads). A holder keeps it for one write(2) into the page cache
+    /// (microseconds), so waiting that long is cheaper than queueing: a
+    /// queued record's answer is sent by the holder, a wake-up of this
+    /// thread from another (with the HTTP API's frequent small writes,
+    /// those wake-ups cost more than the writes: docs/perf/audit.md). A
+    /// holder that is slower (a disk that holds back writes) gets the
+    /// records queued.
     fn try_lock_briefly(&self) -> Option<MutexGuard<'_, writer::Writer>> {
         if let Some(w) = self.writer.try_lock() {
             return Some(w);
@@ -365,12 +393,7 @@ mod tests {
 
     fn pending(id: u64, tx: &mpsc::UnboundedSender<Outgoing>) -> Pending {
         let record = format!("{{\"eventName\":\"Test\",\"requestID\":\"{id}\"").into_bytes();
-        Pending {
-            record,
-            answer: Some((Reply::new(tx.clone(), None), id.to_le_bytes().to_vec())),
-            request_id: id,
-            at: Instant::now(),
-        }
+        Pending::new(record, Some((Reply::new(tx.clone(), None), id.to_le_bytes().to_vec())), id)
     }
 
     /// Records from every kind of thread at once (threads that may block,

@@ -516,12 +516,7 @@ impl Executors {
         if let Some(audit) = &self.audit {
             let mut record = Vec::new();
             crate::audit::record::refusal(&mut record, caller, request_id, event_name, 1, error);
-            audit.submit(Pending {
-                record,
-                answer: None,
-                request_id,
-                at: std::time::Instant::now(),
-            });
+            audit.submit(Pending::new(record, None, request_id));
         }
     }
 
@@ -530,12 +525,7 @@ impl Executors {
     fn deliver(&self, reply: Reply, out: Vec<u8>, record: Vec<u8>, request_id: u64) {
         match &self.audit {
             None => reply.send(out),
-            Some(audit) => audit.submit(Pending {
-                record,
-                answer: Some((reply, out)),
-                request_id,
-                at: std::time::Instant::now(),
-            }),
+            Some(audit) => audit.submit(Pending::new(record, Some((reply, out)), request_id)),
         }
     }
 }
