@@ -55,18 +55,18 @@ pub struct Pending {
     /// the last partial block and the chain fields (hashing whole records
     /// under the lock was about a third of its hold, and the HTTP API's
     /// two I/O threads spin for it; docs/perf/audit.md).
-    hashed: Option<Sha256>,
+    hashed: Sha256,
 }
 
 impl Pending {
     /// A record handed over now, holding back `answer`.
     pub fn new(record: Vec<u8>, answer: Option<(Reply, Vec<u8>)>, request_id: u64) -> Pending {
         Pending {
+            hashed: Sha256::new_with_prefix(&record),
             record,
             answer,
             request_id,
             at: Instant::now(),
-            hashed: None,
         }
     }
 }
@@ -176,8 +176,7 @@ impl AuditLog {
     /// for the lock; an I/O thread never waits: its record goes to a rayon
     /// thread that does (its answer waits with it; the connection's
     /// in-flight permits bound how many do).
-    pub fn submit(&self, mut p: Pending) {
-        p.hashed = Some(Sha256::new_with_prefix(&p.record));
+    pub fn submit(&self, p: Pending) {
         self.core.submit(p);
     }
 

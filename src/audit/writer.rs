@@ -369,7 +369,7 @@ impl Writer {
     /// Appends `record` closed with its chain fields and a newline to
     /// `buf`; advances the chain (the caller rolls it back on failure).
     /// `hashed`: SHA-256 already run over `record` (`Pending::hashed`).
-    fn chain(&mut self, record: &[u8], hashed: Option<Sha256>) {
+    fn chain(&mut self, record: &[u8], mut hashed: Sha256) {
         let start = self.buf.len();
         self.buf.extend_from_slice(record);
         let seq = self.seq + 1;
@@ -390,9 +390,8 @@ impl Writer {
         json::hex(&mut self.buf, &self.hash);
         self.buf.extend_from_slice(b"\"}");
         // The line's hash, as `files::line_hash` computes it.
-        let mut h = hashed.unwrap_or_else(|| Sha256::new_with_prefix(record));
-        h.update(&self.buf[start + record.len()..]);
-        self.hash = h.finalize().into();
+        hashed.update(&self.buf[start + record.len()..]);
+        self.hash = hashed.finalize().into();
         self.seq = seq;
         self.buf.push(b'\n');
     }
@@ -431,7 +430,7 @@ impl Writer {
         let (seq, hash) = (self.seq, self.hash);
         self.buf.clear();
         for r in records {
-            self.chain(r, None);
+            self.chain(r, Sha256::new_with_prefix(r));
         }
         self.flush(seq, hash)?;
         self.since_seal += records.len() as u64;
@@ -581,8 +580,8 @@ impl Writer {
         }
         let (seq, hash) = (self.seq, self.hash);
         self.buf.clear();
-        for p in batch.iter_mut() {
-            self.chain(&p.record, p.hashed.take());
+        for p in batch.iter() {
+            self.chain(&p.record, p.hashed.clone());
         }
         if let Err(e) = self.flush(seq, hash) {
             self.fail(e);
