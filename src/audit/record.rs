@@ -108,13 +108,17 @@ fn context(out: &mut Vec<u8>, name: &str, pairs: &[(&str, &str)]) {
 }
 
 /// `op`'s non-secret parameters as CloudTrail's `requestParameters`
-/// object (AWS's names, first letter lower case).
-fn params(out: &mut Vec<u8>, op: &Operation<'_>) {
+/// object (AWS's names, first letter lower case). `keyId`, when the
+/// operation has one, comes first; `with_key` false leaves it out (a
+/// batch's shared parameters, see `batch`).
+fn params(out: &mut Vec<u8>, op: &Operation<'_>, with_key: bool) {
     use Operation as O;
     out.push(b'{');
     let start = out.len();
+    if let Some(k) = key_param(op).filter(|_| with_key) {
+        field_str(out, "keyId", k);
+    }
     let data_key = |out: &mut Vec<u8>, g: &kms_proto::GenerateDataKey<'_>| {
-        field_str(out, "keyId", g.key_id);
         if let Some(n) = g.number_of_bytes {
             field_u64(out, "numberOfBytes", u64::from(n));
         }
@@ -129,7 +133,6 @@ fn params(out: &mut Vec<u8>, op: &Operation<'_>) {
     match op {
         O::GenerateDataKey(g) | O::GenerateDataKeyWithoutPlaintext(g) => data_key(out, g),
         O::Encrypt(e) => {
-            field_str(out, "keyId", e.key_id);
             out.extend_from_slice(b",\"encryptionAlgorithm\":\"SYMMETRIC_DEFAULT\"");
             context(out, "encryptionContext", &e.context);
             if e.dry_run {
@@ -137,9 +140,6 @@ fn params(out: &mut Vec<u8>, op: &Operation<'_>) {
             }
         }
         O::Decrypt(d) => {
-            if let Some(k) = d.key_id {
-                field_str(out, "keyId", k);
-            }
             out.extend_from_slice(b",\"encryptionAlgorithm\":\"SYMMETRIC_DEFAULT\"");
             context(out, "encryptionContext", &d.context);
             if d.dry_run {
@@ -185,13 +185,11 @@ fn params(out: &mut Vec<u8>, op: &Operation<'_>) {
         }
         O::DeleteAlias(a) => field_str(out, "aliasName", a.alias_name),
         O::ScheduleKeyDeletion(s) => {
-            field_str(out, "keyId", s.key_id);
             if let Some(d) = s.pending_window_in_days {
                 field_u64(out, "pendingWindowInDays", u64::from(d));
             }
         }
         O::CreateGrant(g) => {
-            field_str(out, "keyId", g.key_id);
             field_str(out, "granteePrincipal", g.grantee_principal);
             if let Some(r) = g.retiring_principal {
                 field_str(out, "retiringPrincipal", r);
@@ -208,36 +206,37 @@ fn params(out: &mut Vec<u8>, op: &Operation<'_>) {
                 field_str(out, "name", n);
             }
         }
+        // Never RetireGrant's token: it is a bearer credential.
         O::RetireGrant(r) => {
-            // Never the grant token: it is a bearer credential.
-            if let Some(k) = r.key_id {
-                field_str(out, "keyId", k);
-            }
             if let Some(g) = r.grant_id {
                 field_str(out, "grantId", g);
             }
         }
-        O::RevokeGrant(r) => {
-            field_str(out, "keyId", r.key_id);
-            field_str(out, "grantId", r.grant_id);
-        }
-        O::ListAliases(l) => {
-            if let Some(k) = l.key_id {
-                field_str(out, "keyId", k);
-            }
-        }
+        O::RevokeGrant(r) => field_str(out, "grantId", r.grant_id),
         O::ListRetirableGrants(l) => field_str(out, "retiringPrincipal", l.retiring_principal),
-        op => {
-            if let Some(k) = named_key(op) {
-                field_str(out, "keyId", k);
-            }
-        }
+        _ => {}
     }
     // The fields above each start with a comma: drop the first.
     if out.len() > start && out[start] == b',' {
         out.remove(start);
     }
     out.push(b'}');
+}
+
+/// The request's `keyId` parameter as the caller gave it, if it has one.
+fn key_param<'a>(op: &Operation<'a>) -> Option<&'a str> {
+    use Operation as O;
+    match op {
+        O::GenerateDataKey(g) | O::GenerateDataKeyWithoutPlaintext(g) => Some(g.key_id),
+        O::Encrypt(e) => Some(e.key_id),
+        O::Decrypt(d) => d.key_id,
+        O::ScheduleKeyDeletion(s) => Some(s.key_id),
+        O::CreateGrant(g) => Some(g.key_id),
+        O::RetireGrant(r) => r.key_id,
+        O::RevokeGrant(r) => Some(r.key_id),
+        O::ListAliases(l) => l.key_id,
+        op => named_key(op),
+    }
 }
 
 /// The KeyId an operation's request names, for those whose only recorded
@@ -325,28 +324,75 @@ fn error(out: &mut Vec<u8>, e: &KmsError) {
 }
 
 /// kmsd's fields of one item (inside `additionalEventData` or a batch
-/// entry): the key version, the alias used, the policy decision.
-fn kmsd_fields(out: &mut Vec<u8>, op: Option<&Operation<'_>>, note: &Note) {
-    if note.version != 0 {
+/// entry): the key version, the alias used, the policy decision; those a
+/// batch's entries all share are in its `common` instead.
+fn kmsd_fields(out: &mut Vec<u8>, op: Option<&Operation<'_>>, note: &Note, shared: &Shared) {
+    if note.version != 0 && !shared.version {
         field_u64(out, "keyVersion", u64::from(note.version));
     }
     if let Some(a) = op.and_then(alias_used) {
         field_str(out, "aliasUsed", a);
     }
-    if let Some(d) = note.decision.name() {
+    if let Some(d) = note.decision.name().filter(|_| !shared.decision) {
         field_str(out, "policyDecision", d);
+    }
+}
+
+/// Which of an entry's fields every entry of a batch shares, written once
+/// in the record's `common`: the request parameters but for keyId, the
+/// key version, the policy decision. A single request shares nothing.
+#[derive(Default)]
+struct Shared {
+    params: bool,
+    version: bool,
+    decision: bool,
+}
+
+impl Shared {
+    /// What the entries' representative items (operation, note) share;
+    /// nothing for fewer than two entries (`common` would only add bytes).
+    fn of<'o, 'a: 'o>(
+        mut reps: impl Iterator<Item = (&'o Result<Operation<'a>, KmsError>, &'o Note)>,
+        scratch: &mut (Vec<u8>, Vec<u8>),
+    ) -> Shared {
+        let Some((op0, n0)) = reps.next() else {
+            return Shared::default();
+        };
+        let mut s = Shared {
+            params: op0.is_ok(),
+            version: n0.version != 0,
+            decision: n0.decision.name().is_some(),
+        };
+        let mut others = 0;
+        for (op, n) in reps {
+            others += 1;
+            s.params &= match (op0, op) {
+                (Ok(a), Ok(b)) => same_but_key(a, b, scratch),
+                _ => false,
+            };
+            s.version &= n.version == n0.version;
+            s.decision &= n.decision == n0.decision;
+        }
+        if others == 0 {
+            return Shared::default();
+        }
+        s
+    }
+
+    fn any(&self) -> bool {
+        self.params || self.version || self.decision
     }
 }
 
 /// A buffer for the record of a frame of `items` operations, sized for
 /// the common record at once: a single operation's record is about 850
-/// bytes with a short encryption context, a batch's about 220 per distinct
-/// entry. Written records' buffers are reused (up to 64 a thread,
+/// bytes with a short encryption context, a batch's about 700 plus 100 per
+/// distinct entry when they differ only by key (`common`). Written records' buffers are reused (up to 64 a thread,
 /// see `recycle`): a fresh 4 KiB buffer per batch, grown byte by byte,
 /// cost more in malloc than the record's JSON (docs/perf/audit.md).
 /// Records hold no secret, so a reused buffer needs no wiping.
 pub fn buffer(items: usize) -> Vec<u8> {
-    let want = if items <= 1 { 1024 } else { 512 + 224 * items.min(16) };
+    let want = if items <= 1 { 1024 } else { 768 + 112 * items.min(16) };
     match POOL.with_borrow_mut(Vec::pop) {
         Some(mut b) => {
             b.clear();
@@ -414,7 +460,7 @@ fn single(
     out.push(b',');
     key(out, "requestParameters");
     match op {
-        Some(op) => params(out, op),
+        Some(op) => params(out, op, true),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"responseElements\":null");
@@ -424,14 +470,12 @@ fn single(
     }
     out.extend_from_slice(b",\"additionalEventData\":{\"connection\":");
     json::uint(out, caller.conn);
-    kmsd_fields(out, op, note);
+    kmsd_fields(out, op, note, &Shared::default());
     out.push(b'}');
 }
 
 /// Whether two items of a batch make the same entry: same operation, key
-/// as given, parameters, key and version, decision and outcome. The hot
-/// operations compare field by field (a 1,024-item batch compares in a few
-/// microseconds); the others compare their serialized parameters.
+/// as given, parameters, key and version, decision and outcome.
 fn same_entry(
     a: (&Result<Operation<'_>, KmsError>, &Result<Output, KmsError>, &Note),
     b: (&Result<Operation<'_>, KmsError>, &Result<Output, KmsError>, &Note),
@@ -445,28 +489,34 @@ fn same_entry(
         (Err(x), Err(y)) if x == y => {}
         _ => return false,
     }
-    use Operation as O;
     match (a.0, b.0) {
         (Err(x), Err(y)) => x == y,
-        (Ok(O::GenerateDataKey(x)), Ok(O::GenerateDataKey(y)))
-        | (Ok(O::GenerateDataKeyWithoutPlaintext(x)), Ok(O::GenerateDataKeyWithoutPlaintext(y))) => {
-            x.key_id == y.key_id
-                && x.number_of_bytes == y.number_of_bytes
+        (Ok(x), Ok(y)) => key_param(x) == key_param(y) && same_but_key(x, y, scratch),
+        _ => false,
+    }
+}
+
+/// Whether two operations have the same recorded parameters but for
+/// keyId. The hot operations compare field by field (a 1,024-item batch
+/// compares in a few microseconds); the others compare their serialized
+/// parameters.
+fn same_but_key(a: &Operation<'_>, b: &Operation<'_>, scratch: &mut (Vec<u8>, Vec<u8>)) -> bool {
+    use Operation as O;
+    match (a, b) {
+        (O::GenerateDataKey(x), O::GenerateDataKey(y))
+        | (O::GenerateDataKeyWithoutPlaintext(x), O::GenerateDataKeyWithoutPlaintext(y)) => {
+            x.number_of_bytes == y.number_of_bytes
                 && x.key_spec == y.key_spec
                 && x.context == y.context
                 && x.dry_run == y.dry_run
         }
-        (Ok(O::Encrypt(x)), Ok(O::Encrypt(y))) => {
-            x.key_id == y.key_id && x.context == y.context && x.dry_run == y.dry_run
-        }
-        (Ok(O::Decrypt(x)), Ok(O::Decrypt(y))) => {
-            x.key_id == y.key_id && x.context == y.context && x.dry_run == y.dry_run
-        }
-        (Ok(x), Ok(y)) if std::mem::discriminant(x) == std::mem::discriminant(y) => {
+        (O::Encrypt(x), O::Encrypt(y)) => x.context == y.context && x.dry_run == y.dry_run,
+        (O::Decrypt(x), O::Decrypt(y)) => x.context == y.context && x.dry_run == y.dry_run,
+        (x, y) if std::mem::discriminant(x) == std::mem::discriminant(y) => {
             scratch.0.clear();
             scratch.1.clear();
-            params(&mut scratch.0, x);
-            params(&mut scratch.1, y);
+            params(&mut scratch.0, x, false);
+            params(&mut scratch.1, y, false);
             scratch.0 == scratch.1
         }
         _ => false,
@@ -511,7 +561,6 @@ fn batch(
     );
     json::uint(out, caller.conn);
     field_u64(out, "items", ops.len() as u64);
-    out.extend_from_slice(b",\"entries\":[");
     // Entries: (representative item, count). Items join the entry of the
     // item before them when they can (the common case: a batch of alike
     // items is one comparison each), else the matching entry found through
@@ -563,6 +612,35 @@ fn batch(
             None => overflow += 1,
         }
     }
+    // What every entry shares is written once, in `common`: the
+    // parameters but for keyId, the key version, the policy decision. A
+    // batch over 16 keys repeated ~110 of each entry's ~200 bytes, and
+    // the log's cost grows with its bytes (docs/perf/audit.md).
+    let shared = Shared::of(
+        entries.iter().map(|&(rep, _)| {
+            let (op, _, note) = item(rep);
+            (op, note)
+        }),
+        &mut scratch,
+    );
+    if shared.any() {
+        let (op, _, note) = item(entries[0].0);
+        out.extend_from_slice(b",\"common\":{");
+        let start = out.len();
+        if let (true, Ok(op)) = (shared.params, op) {
+            out.extend_from_slice(b",\"requestParameters\":");
+            params(out, op, false);
+        }
+        if shared.version {
+            field_u64(out, "keyVersion", u64::from(note.version));
+        }
+        if let (true, Some(d)) = (shared.decision, note.decision.name()) {
+            field_str(out, "policyDecision", d);
+        }
+        out.remove(start);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b",\"entries\":[");
     for (n, &(rep, count)) in entries.iter().enumerate() {
         if n > 0 {
             out.push(b',');
@@ -576,11 +654,20 @@ fn batch(
         if common == "Batch" {
             field_str(out, "eventName", op.map_or("Unknown", Operation::name));
         }
-        out.push(b',');
-        key(out, "requestParameters");
         match op {
-            Some(op) => params(out, op),
-            None => out.extend_from_slice(b"null"),
+            Some(op) if shared.params => {
+                if let Some(k) = key_param(op) {
+                    out.extend_from_slice(b",\"requestParameters\":{");
+                    key(out, "keyId");
+                    json::string(out, k);
+                    out.push(b'}');
+                }
+            }
+            Some(op) => {
+                out.extend_from_slice(b",\"requestParameters\":");
+                params(out, op, true);
+            }
+            None => out.extend_from_slice(b",\"requestParameters\":null"),
         }
         // The key's ARN only when the item did not name the key by its id
         // (an alias or an ARN): else it is the id's ARN, and a batch over
@@ -592,7 +679,7 @@ fn batch(
         if let Err(e) = oc {
             error(out, e);
         }
-        kmsd_fields(out, op, note);
+        kmsd_fields(out, op, note, &shared);
         out.push(b'}');
     }
     out.push(b']');
@@ -635,5 +722,148 @@ pub fn event_name(request: &Request<'_>) -> &'static str {
                 _ => "Batch",
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use super::super::note::Decision;
+    use kms_proto::GenerateDataKey;
+    use serde_json::{Value, json};
+
+    const KEYS: [&str; 4] = [
+        "9bae6554-0138-494c-8c99-c052b437f442",
+        "fe8cd8a1-57e2-4676-b78d-9c3d5a77559f",
+        "771d42b1-2caa-493b-861c-2aa7a11d9cb7",
+        "8739f1c7-83b5-4a26-a87a-02f26ca1d37e",
+    ];
+
+    fn caller() -> Identity {
+        Identity { uid: 1000, gid: 1000, pid: 42, conn: 7, details: None }
+    }
+
+    fn arns() -> Arns {
+        Arns::new("us-east-1", "000000000000").unwrap()
+    }
+
+    fn gdk<'a>(key_id: &'a str, context: &[(&'a str, &'a str)]) -> Result<Operation<'a>, KmsError> {
+        Ok(Operation::GenerateDataKey(GenerateDataKey {
+            key_id,
+            number_of_bytes: Some(32),
+            context: context.to_vec(),
+            ..Default::default()
+        }))
+    }
+
+    fn note(key: &str, version: u32) -> Note {
+        Note {
+            decision: Decision::Allow,
+            key: Some(*uuid::Uuid::parse_str(key).unwrap().as_bytes()),
+            version,
+        }
+    }
+
+    /// The record as a reader sees it (the writer closes it after the
+    /// chain fields).
+    fn parse(mut out: Vec<u8>) -> Value {
+        out.push(b'}');
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    fn batch_record(ops: &[Result<Operation<'_>, KmsError>], notes: &[Note]) -> Value {
+        let outcomes: Vec<_> = ops.iter().map(|_| Ok(Output::EnableKey)).collect();
+        let mut out = Vec::new();
+        batch(&mut out, &caller(), &arns(), 9, ops, &outcomes, notes);
+        parse(out)
+    }
+
+    /// An entry as if nothing were shared: `common` laid under it, its
+    /// requestParameters merged one level down.
+    fn expand(common: &Value, entry: &Value) -> Value {
+        let mut e = entry.clone();
+        let Some(c) = common.as_object() else { return e };
+        for (k, v) in c {
+            if k == "requestParameters" {
+                let mut p = v.as_object().unwrap().clone();
+                if let Some(own) = entry.get(k) {
+                    p.extend(own.as_object().unwrap().clone());
+                }
+                e[k] = Value::Object(p);
+            } else {
+                e[k] = v.clone();
+            }
+        }
+        e
+    }
+
+    /// What a single request's record says of one item (its
+    /// requestParameters and kmsd's fields).
+    fn alone(op: &Result<Operation<'_>, KmsError>, note: &Note) -> (Value, Value) {
+        let mut out = Vec::new();
+        single(&mut out, &caller(), &arns(), 1, op.as_ref().ok(), &Ok(Output::EnableKey), note);
+        let v = parse(out);
+        (v["requestParameters"].clone(), v["additionalEventData"].clone())
+    }
+
+    #[test]
+    fn a_batch_over_many_keys_writes_what_its_entries_share_once() {
+        let ctx = [("tenant", "a")];
+        let ops: Vec<_> = (0..64).map(|i| gdk(KEYS[i % 4], &ctx)).collect();
+        let notes: Vec<_> = (0..64).map(|i| note(KEYS[i % 4], 1)).collect();
+        let r = batch_record(&ops, &notes);
+        let data = &r["additionalEventData"];
+        assert_eq!(
+            data["common"],
+            json!({
+                "requestParameters": {"numberOfBytes": 32, "encryptionContext": {"tenant": "a"}},
+                "keyVersion": 1,
+                "policyDecision": "Allow",
+            })
+        );
+        let entries = data["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 4);
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e, &json!({"count": 16, "firstItem": i, "requestParameters": {"keyId": KEYS[i]}}));
+            // Expanded, an entry says what the item's own record says.
+            let (params, fields) = alone(&ops[i], &notes[i]);
+            let full = expand(&data["common"], e);
+            assert_eq!(full["requestParameters"], params);
+            assert_eq!(full["keyVersion"], fields["keyVersion"]);
+            assert_eq!(full["policyDecision"], fields["policyDecision"]);
+        }
+    }
+
+    #[test]
+    fn what_differs_between_entries_stays_in_each() {
+        let (a, b) = ([("tenant", "a")], [("tenant", "b")]);
+        let ops = [gdk(KEYS[0], &a), gdk(KEYS[1], &b), gdk(KEYS[0], &a)];
+        let notes = [note(KEYS[0], 1), note(KEYS[1], 2), note(KEYS[0], 1)];
+        let r = batch_record(&ops, &notes);
+        // Contexts and versions differ; the decision is shared.
+        assert_eq!(r["additionalEventData"]["common"], json!({"policyDecision": "Allow"}));
+        let entries = r["additionalEventData"]["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        for (e, i) in entries.iter().zip([0, 1]) {
+            let (params, fields) = alone(&ops[i], &notes[i]);
+            assert_eq!(e["requestParameters"], params);
+            assert_eq!(e["keyVersion"], fields["keyVersion"]);
+            assert!(e.get("policyDecision").is_none(), "{e}");
+        }
+        assert_eq!(entries[0]["count"], 2);
+    }
+
+    #[test]
+    fn a_batch_of_one_entry_has_no_common_part() {
+        let ops: Vec<_> = (0..8).map(|_| gdk(KEYS[0], &[])).collect();
+        let notes = vec![note(KEYS[0], 3); 8];
+        let r = batch_record(&ops, &notes);
+        assert!(r["additionalEventData"].get("common").is_none(), "{r}");
+        let (params, fields) = alone(&ops[0], &notes[0]);
+        let e = &r["additionalEventData"]["entries"][0];
+        assert_eq!(e["count"], 8);
+        assert_eq!(e["requestParameters"], params);
+        assert_eq!(e["keyVersion"], fields["keyVersion"]);
+        assert_eq!(e["policyDecision"], "Allow");
     }
 }

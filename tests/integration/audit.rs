@@ -142,7 +142,17 @@ fn every_request_is_recorded_with_its_outcome_and_never_a_secret() {
     let entries = b[0]["additionalEventData"]["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 3, "{entries:?}");
     assert_eq!(entries[0]["count"], 100);
-    assert_eq!(entries[0]["requestParameters"]["keyId"], key.as_str());
+    // What every entry shares is written once: here the parameters but
+    // for keyId (the failed item has no key version or decision).
+    assert_eq!(
+        b[0]["additionalEventData"]["common"],
+        serde_json::json!({"requestParameters": {"numberOfBytes": 32}})
+    );
+    assert_eq!(
+        entries[0]["requestParameters"],
+        serde_json::json!({"keyId": key.as_str()})
+    );
+    assert_eq!(entries[0]["keyVersion"], 1);
     // Named by its id: the ARN would only repeat it.
     assert!(entries[0].get("resources").is_none(), "{:?}", entries[0]);
     assert_eq!(entries[1]["count"], 1);
