@@ -16,6 +16,7 @@
 //! - `seal`: the seal key (wrapped by the root of trust) and the MACs.
 
 pub(crate) mod files;
+pub mod gate;
 pub(crate) mod json;
 pub mod note;
 pub mod record;
@@ -42,9 +43,10 @@ pub use writer::unavailable;
 pub struct Pending {
     /// The record without its closing brace (see `record`).
     pub record: Vec<u8>,
-    /// The held answer and where it goes; `None` for a record with no
-    /// answer (a framing error that closes its connection).
-    pub answer: Option<(Reply, Vec<u8>)>,
+    /// The held answer and where it goes, or the gate of the connection
+    /// it already went to; `None` for a record with no answer (a framing
+    /// error that closes its connection).
+    pub answer: Option<Held>,
     /// The frame's request id, for the error answer that replaces a held
     /// answer whose record could not be written.
     pub request_id: u64,
@@ -60,13 +62,45 @@ pub struct Pending {
 
 impl Pending {
     /// A record handed over now, holding back `answer`.
-    pub fn new(record: Vec<u8>, answer: Option<(Reply, Vec<u8>)>, request_id: u64) -> Pending {
+    pub fn new(record: Vec<u8>, answer: Option<Held>, request_id: u64) -> Pending {
         Pending {
             hashed: Sha256::new_with_prefix(&record),
             record,
             answer,
             request_id,
             at: Instant::now(),
+        }
+    }
+}
+
+/// What a record holds back until it is written.
+pub enum Held {
+    /// An answer, sent once the record is written (or replaced by the
+    /// refusal when it cannot be).
+    Answer(Reply, Vec<u8>),
+    /// An answer already given to a connection whose writes wait for the
+    /// record (the HTTP API: see [`gate`]).
+    Gated(gate::Ticket),
+}
+
+impl Held {
+    /// Lets the answer go: its record is written.
+    fn release(self) {
+        match self {
+            Held::Answer(reply, answer) => reply.send(answer),
+            Held::Gated(t) => t.written(),
+        }
+    }
+
+    /// What goes instead when the record cannot be written: the refusal,
+    /// or for a gated connection its closing.
+    fn refused(self, request_id: u64, why: &str) -> Option<Held> {
+        match self {
+            Held::Answer(reply, _) => Some(Held::Answer(reply, writer::unavailable_answer(request_id, why))),
+            Held::Gated(t) => {
+                t.failed();
+                None
+            }
         }
     }
 }
@@ -86,7 +120,7 @@ pub(crate) struct Shared {
 const SPIN: std::time::Duration = std::time::Duration::from_micros(20);
 
 /// Answers released by a commit, sent after the log's lock is let go.
-type Released = Vec<(Reply, Vec<u8>)>;
+type Released = Vec<Held>;
 
 /// The log's state and its queue.
 struct Core {
@@ -316,8 +350,8 @@ impl Core {
             if wake {
                 self.wake();
             }
-            for (reply, answer) in released {
-                reply.send(answer);
+            for h in released {
+                h.release();
             }
             match self.queued_and_free() {
                 Some(g) => w = g,
@@ -369,8 +403,8 @@ impl Core {
                     w.close();
                 }
             }
-            for (reply, answer) in released {
-                reply.send(answer);
+            for h in released {
+                h.release();
             }
             // Records queued while this thread held the lock.
             self.pick_up();
@@ -392,7 +426,7 @@ mod tests {
 
     fn pending(id: u64, tx: &mpsc::UnboundedSender<Outgoing>) -> Pending {
         let record = format!("{{\"eventName\":\"Test\",\"requestID\":\"{id}\"").into_bytes();
-        Pending::new(record, Some((Reply::new(tx.clone(), None), id.to_le_bytes().to_vec())), id)
+        Pending::new(record, Some(Held::Answer(Reply::new(tx.clone(), None), id.to_le_bytes().to_vec())), id)
     }
 
     /// Records from every kind of thread at once (threads that may block,

@@ -565,9 +565,7 @@ impl Writer {
         let n = batch.len() as u64;
         if self.closed {
             for p in batch.drain(..) {
-                if let Some((reply, _held)) = p.answer {
-                    released.push((reply, unavailable_answer(p.request_id, "the audit log is closed")));
-                }
+                released.extend(p.answer.and_then(|h| h.refused(p.request_id, "the audit log is closed")));
             }
             return;
         }
@@ -617,9 +615,7 @@ impl Writer {
                 self.refused += batch.len() as u64;
                 metrics::counter!("kmsd_audit_refused_total").increment(batch.len() as u64);
                 for p in batch.drain(..) {
-                    if let Some((reply, _held)) = p.answer {
-                        released.push((reply, unavailable_answer(p.request_id, &why)));
-                    }
+                    released.extend(p.answer.and_then(|h| h.refused(p.request_id, &why)));
                 }
             }
             AuditFailure::Buffer => {

@@ -33,7 +33,8 @@ mod workers;
 
 pub use reply::{Admission, Outgoing, Reply};
 
-use crate::audit::{AuditLog, Pending};
+use crate::audit::gate::Gate;
+use crate::audit::{AuditLog, Held, Pending};
 use crate::budget::{Charge, ConnBudget, FLOOR};
 use crate::config::DispatchConfig;
 use crate::errors;
@@ -183,10 +184,23 @@ impl Dispatcher {
         }
     }
 
-    /// Records a request refused before it became a frame (see
-    /// `Executors::record_refusal`).
-    pub fn record_refusal(&self, caller: &Identity, request_id: u64, event_name: &str, error: &KmsError) {
-        self.inner.record_refusal(caller, request_id, event_name, error);
+    /// Records a request refused before it became a frame (a call of the
+    /// HTTP API whose head or body did not decode). Its answer is made by
+    /// the caller; the connection's writes wait at `gate` for this record.
+    /// Nothing without the log.
+    pub fn record_refusal(
+        &self,
+        caller: &Identity,
+        request_id: u64,
+        event_name: &str,
+        error: &KmsError,
+        gate: &Arc<Gate>,
+    ) {
+        if let Some(audit) = &self.inner.audit {
+            let mut record = Vec::new();
+            crate::audit::record::refusal(&mut record, caller, request_id, event_name, 1, error);
+            audit.submit(Pending::new(record, Some(Held::Gated(gate.ticket())), request_id));
+        }
     }
 
     /// Like [`Dispatcher::dispatch`], but the frame is first charged its
@@ -503,30 +517,22 @@ impl Executors {
         self.deliver(job.reply, out, record, id);
     }
 
-    /// Records a request refused before it became a frame (a call of the
-    /// HTTP API whose head or body did not decode): a record with no held
-    /// answer, as for a framing error. Nothing without the log.
-    fn record_refusal(
-        &self,
-        caller: &Identity,
-        request_id: u64,
-        event_name: &str,
-        error: &KmsError,
-    ) {
-        if let Some(audit) = &self.audit {
-            let mut record = Vec::new();
-            crate::audit::record::refusal(&mut record, caller, request_id, event_name, 1, error);
-            audit.submit(Pending::new(record, None, request_id));
-        }
-    }
-
     /// Sends the answer, after its record is written when the audit log is
-    /// on.
-    fn deliver(&self, reply: Reply, out: Vec<u8>, record: Vec<u8>, request_id: u64) {
-        match &self.audit {
-            None => reply.send(out),
-            Some(audit) => audit.submit(Pending::new(record, Some((reply, out)), request_id)),
-        }
+    /// on; to a gated connection at once, the record holding its gate.
+    fn deliver(&self, mut reply: Reply, out: Vec<u8>, record: Vec<u8>, request_id: u64) {
+        let Some(audit) = &self.audit else {
+            return reply.send(out);
+        };
+        let held = match reply.take_gate() {
+            Some(gate) => {
+                // The ticket first: the connection's writes wait from now.
+                let ticket = gate.ticket();
+                reply.send(out);
+                Held::Gated(ticket)
+            }
+            None => Held::Answer(reply, out),
+        };
+        audit.submit(Pending::new(record, Some(held), request_id));
     }
 }
 

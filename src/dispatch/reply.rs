@@ -1,8 +1,10 @@
 //! Where an answer goes: a connection's write queue, with the admission
 //! (in-flight permit and byte charge) the answer releases once written.
 
+use crate::audit::gate::Gate;
 use crate::budget::Charge;
 use crate::metrics::Stamp;
+use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 /// What a frame holds until its answer has been written (or dropped): one
@@ -51,6 +53,10 @@ impl Drop for Outgoing {
 pub struct Reply {
     tx: mpsc::UnboundedSender<Outgoing>,
     permit: Option<Admission>,
+    /// The gate of the connection the answer goes to, when its writes wait
+    /// for the records (the HTTP API): the answer is then sent at once,
+    /// its record holding the gate instead of the answer.
+    gate: Option<Arc<Gate>>,
     /// When the frame was admitted, for its latency (recorded as the answer
     /// is queued; none outside the daemon's dispatch).
     stamp: Option<Stamp>,
@@ -69,8 +75,23 @@ impl Reply {
         Reply {
             tx,
             permit,
+            gate: None,
             stamp: None,
         }
+    }
+
+    /// A reply to a connection whose writes wait at `gate` for the records
+    /// of its answers (see [`crate::audit::gate`]).
+    pub fn gated(tx: mpsc::UnboundedSender<Outgoing>, gate: Arc<Gate>) -> Self {
+        Reply {
+            gate: Some(gate),
+            ..Reply::new(tx, None)
+        }
+    }
+
+    /// Takes the connection's gate, if its writes wait for records.
+    pub(super) fn take_gate(&mut self) -> Option<Arc<Gate>> {
+        self.gate.take()
     }
 
     /// Whether the connection is gone: nobody will read this answer, and

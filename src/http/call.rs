@@ -16,6 +16,7 @@
 //! call and its record are matched by it.
 
 use super::json::{self, JsonError, JsonLimits, JsonRequest};
+use crate::audit::gate::Gate;
 use crate::budget::ConnBudget;
 use crate::dispatch::{Dispatcher, Reply};
 use crate::identity::Identity;
@@ -97,6 +98,9 @@ pub struct Site<'a> {
     pub dispatcher: &'a Dispatcher,
     /// The connection's byte budget.
     pub budget: &'a Arc<ConnBudget>,
+    /// The connection's gate: its writes wait for the records of the
+    /// answers given to it (see [`crate::audit::gate`]).
+    pub gate: &'a Arc<Gate>,
 }
 
 /// Runs one call for `caller` and returns its answer. Never fails: every
@@ -105,7 +109,7 @@ pub async fn call(api: &Api, site: Site<'_>, caller: &Identity, head: Head<'_>, 
     let request_id = api.request_id();
     let refuse = |name: &str, e: JsonError| {
         site.dispatcher
-            .record_refusal(caller, request_id, name, &kms_error(&e));
+            .record_refusal(caller, request_id, name, &kms_error(&e), site.gate);
         error_answer(request_id, &e)
     };
     let operation = match operation_of(&head) {
@@ -126,7 +130,7 @@ pub async fn call(api: &Api, site: Site<'_>, caller: &Identity, head: Head<'_>, 
     let frame = encode_frame(request_id, &request);
     drop(request);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let reply = Reply::new(tx, None);
+    let reply = Reply::gated(tx, Arc::clone(site.gate));
     if let Err(waiting) = site
         .dispatcher
         .offer(frame, caller.clone(), reply, api.max_answer, site.budget)
@@ -246,7 +250,7 @@ fn error_answer(request_id: u64, e: &JsonError) -> Answer {
 /// large): recorded, answered with `e`, and the connection closed.
 pub fn refused(api: &Api, site: Site<'_>, caller: &Identity, e: KmsError) -> Answer {
     let request_id = api.request_id();
-    site.dispatcher.record_refusal(caller, request_id, "Unknown", &e);
+    site.dispatcher.record_refusal(caller, request_id, "Unknown", &e, site.gate);
     let mut a = error_answer(request_id, &JsonError::Kms(e));
     a.close = true;
     a
@@ -264,7 +268,7 @@ pub fn unauthenticated(
 ) -> Answer {
     let request_id = api.request_id();
     let e = KmsError::new(ErrorKind::AccessDenied, format!("{name}: {message}"));
-    site.dispatcher.record_refusal(caller, request_id, "Unknown", &e);
+    site.dispatcher.record_refusal(caller, request_id, "Unknown", &e, site.gate);
     let mut body = Vec::new();
     json::exception(name, message, &mut body);
     Answer {
@@ -281,7 +285,7 @@ pub fn unauthenticated(
 pub fn timed_out(api: &Api, site: Site<'_>, caller: &Identity, why: &str) -> Answer {
     let request_id = api.request_id();
     let e = KmsError::new(ErrorKind::Validation, why);
-    site.dispatcher.record_refusal(caller, request_id, "Unknown", &e);
+    site.dispatcher.record_refusal(caller, request_id, "Unknown", &e, site.gate);
     let mut body = Vec::new();
     json::exception("RequestTimeoutException", why, &mut body);
     Answer {

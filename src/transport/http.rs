@@ -23,6 +23,7 @@
 use super::budget_for;
 use super::threads::{self, serve_handoffs, Handoff, Handoffs, Ready, SocketMode};
 use super::{wait_shutdown, ServeState, Shutdown};
+use crate::audit::gate::{Gate, Gated};
 use crate::config::{HttpConfig, TransportConfig};
 use crate::dispatch::Dispatcher;
 use crate::http::call::{self, Api, Head, Site};
@@ -246,15 +247,22 @@ where
 {
     let http = Arc::clone(state.http.as_ref().expect("an HTTP listener's state"));
     let budget = budget_for(&state);
+    let gate = Arc::new(Gate::default());
     let service = {
-        let (http, state, peer) = (Arc::clone(&http), Arc::clone(&state), peer.clone());
+        let (http, state, peer, gate) = (Arc::clone(&http), Arc::clone(&state), peer.clone(), Arc::clone(&gate));
         hyper::service::service_fn(move |req| {
-            let (http, state, budget, peer) =
-                (Arc::clone(&http), Arc::clone(&state), Arc::clone(&budget), peer.clone());
+            let (http, state, budget, peer, gate) = (
+                Arc::clone(&http),
+                Arc::clone(&state),
+                Arc::clone(&budget),
+                peer.clone(),
+                Arc::clone(&gate),
+            );
             async move {
                 let site = Site {
                     dispatcher: &state.dispatcher,
                     budget: &budget,
+                    gate: &gate,
                 };
                 Ok::<_, Infallible>(handle(&http, site, peer.as_ref(), req).await)
             }
@@ -269,7 +277,9 @@ where
         .keep_alive(true)
         // Answers to pipelined requests go out in one write.
         .pipeline_flush(true);
-    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    // Answers are made before their records are written; the connection's
+    // writes wait for the records (audit/gate.rs).
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(Gated::new(stream, gate)), service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {

@@ -39,13 +39,13 @@ pub(crate) fn audit_dir(d: &Daemon) -> PathBuf {
     d.data_dir.join("audit")
 }
 
-fn verify(d: &Daemon, dir: &Path, extra: &[&str]) -> Output {
+pub(crate) fn verify(d: &Daemon, dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["audit", "verify", "--dir", dir.to_str().unwrap()];
     args.extend_from_slice(extra);
     d.kmsctl(&args, None)
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -403,10 +403,10 @@ fn rotation_keeps_the_chain_across_files() {
 
 /// A small tmpfs of our own (root only: the tests run as root here and in
 /// CI), unmounted on drop.
-struct Tmpfs(tempfile::TempDir);
+pub(crate) struct Tmpfs(pub(crate) tempfile::TempDir);
 
 impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
+    pub(crate) fn mount(size: &str) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
         let st = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -418,6 +418,17 @@ impl Tmpfs {
             "mount -t tmpfs failed: the audit fault tests need root"
         );
         Tmpfs(dir)
+    }
+
+    /// Fills it (the file `filler`, removed to make room again).
+    pub(crate) fn fill(&self) -> PathBuf {
+        let filler = self.0.path().join("filler");
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=4k", "count=1000"])
+            .arg(format!("of={}", filler.display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        filler
     }
 }
 
@@ -445,12 +456,7 @@ fn fail_closed_refuses_requests_while_the_log_cannot_be_written_and_recovers() {
     let key = c.create_key("full").unwrap().key_id;
     c.encrypt(&key, b"before", &[]).unwrap();
     // Fill the file system.
-    let filler = fs.0.path().join("filler");
-    let _ = std::process::Command::new("dd")
-        .args(["if=/dev/zero", "bs=4k", "count=1000"])
-        .arg(format!("of={}", filler.display()))
-        .stderr(std::process::Stdio::null())
-        .status();
+    let filler = fs.fill();
     // The file's last page may still have room for a few records: the
     // first refusal comes within a few requests, and nothing else fails.
     let mut answered = 0;
@@ -612,12 +618,7 @@ fn buffer_mode_answers_through_an_outage_and_counts_what_it_drops() {
     let mut d = Daemon::start(&["--config", path.to_str().unwrap()]);
     let mut c = d.client();
     let key = c.create_key("buffered").unwrap().key_id;
-    let filler = fs.0.path().join("filler");
-    let _ = std::process::Command::new("dd")
-        .args(["if=/dev/zero", "bs=4k", "count=1000"])
-        .arg(format!("of={}", filler.display()))
-        .stderr(std::process::Stdio::null())
-        .status();
+    let filler = fs.fill();
     // Every request is answered, full disk or not.
     for i in 0..100 {
         c.encrypt(&key, format!("m{i}").as_bytes(), &[])

@@ -563,3 +563,135 @@ fn the_tcp_listener_wants_a_signature_and_loopback() {
         "a refused start leaves no socket"
     );
 }
+
+/// The request ids of the log's records.
+fn logged_ids(dir: &std::path::Path) -> std::collections::HashSet<String> {
+    crate::audit::records(dir)
+        .iter()
+        .filter_map(|r| r["requestID"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// HTTP answers are made before their records are written (hyper answers
+/// a whole pipeline in one turn), but no byte of an answer reaches the
+/// socket before the record of its request, refusals included: each
+/// answer's record is in the file when the answer arrives.
+#[test]
+fn every_answer_arrives_after_its_record_pipelined_or_not() {
+    let (d, _cfg) = daemon_with("[audit]\nenabled = true\n");
+    let dir = d.data_dir.join("audit");
+    let mut h = Conn::open(&d);
+    let created = h.call("CreateKey", "{}");
+    assert_eq!(created.status, 200, "{created:?}");
+    let key = created.json()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gdk = format!(r#"{{"KeyId":"{key}","NumberOfBytes":32}}"#);
+    for round in 0..4 {
+        let mut all = Vec::new();
+        for i in 0..24 {
+            // Every sixth a body that does not decode: refused before it
+            // becomes a frame.
+            let body = if i % 6 == 5 { "{oops" } else { gdk.as_str() };
+            all.extend(request("GenerateDataKey", body));
+        }
+        h.send(&all);
+        for i in 0..24 {
+            let a = h.read().expect("an answer");
+            let want = if i % 6 == 5 { 400 } else { 200 };
+            assert_eq!(a.status, want, "round {round} call {i}: {a:?}");
+            let id = a.header("x-amzn-requestid").unwrap().to_owned();
+            assert!(
+                logged_ids(&dir).contains(&id),
+                "round {round} call {i}: answer {id} arrived before its record"
+            );
+        }
+    }
+    // One at a time too.
+    let a = h.call("GenerateDataKey", &gdk);
+    let id = a.header("x-amzn-requestid").unwrap().to_owned();
+    assert!(
+        logged_ids(&dir).contains(&id),
+        "{id} answered before its record"
+    );
+}
+
+/// Fail-closed over HTTP: when the log cannot be written, a call whose
+/// answer was already made has its connection closed instead (the answer
+/// cannot be taken back from the connection), every call after it is
+/// refused ServiceUnavailableException unrun, no 200 ever arrives without
+/// its record, and calls are answered again once the disk has room.
+#[test]
+fn fail_closed_over_http_answers_nothing_unrecorded_and_recovers() {
+    let fs = crate::audit::Tmpfs::mount("1m");
+    let audit = fs.0.path().join("audit");
+    let (d, _cfg) = daemon_with(&format!("[audit]\ndirectory = \"{}\"\n", audit.display()));
+    let mut h = Conn::open(&d);
+    let created = h.call("CreateKey", "{}");
+    let key = created.json()["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let gdk = format!(r#"{{"KeyId":"{key}","NumberOfBytes":32}}"#);
+    let filler = fs.fill();
+    // Pipelines of 8 until a refusal: the file's last page may still have
+    // room for a few records.
+    let (mut answered, mut closed) = (0, 0);
+    let refusal = 'outer: loop {
+        assert!(answered < 2000, "never refused on a full file system");
+        let mut all = Vec::new();
+        for _ in 0..8 {
+            all.extend(request("GenerateDataKey", &gdk));
+        }
+        h.send(&all);
+        for _ in 0..8 {
+            let Some(a) = h.read() else {
+                // Closed with answers whose records failed.
+                closed += 1;
+                h = Conn::open(&d);
+                continue 'outer;
+            };
+            if a.status != 200 {
+                break 'outer a;
+            }
+            let id = a.header("x-amzn-requestid").unwrap().to_owned();
+            assert!(
+                logged_ids(&audit).contains(&id),
+                "{id} answered without its record"
+            );
+            answered += 1;
+        }
+    };
+    assert_eq!(refusal.status, 503, "{refusal:?}");
+    assert_eq!(refusal.error_type(), "ServiceUnavailableException");
+    assert!(
+        closed <= 1,
+        "closed {closed} times: refused up front after the first failure"
+    );
+    // Refused at once while it stays full, on a new connection too.
+    let mut h = Conn::open(&d);
+    let a = h.call("CreateKey", "{}");
+    assert_eq!(
+        (a.status, a.error_type().as_str()),
+        (503, "ServiceUnavailableException")
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = h.call("GenerateDataKey", &gdk);
+        if a.status == 200 {
+            let id = a.header("x-amzn-requestid").unwrap().to_owned();
+            assert!(logged_ids(&audit).contains(&id));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recovered: {a:?}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = crate::audit::verify(&d, &audit, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", crate::audit::text(&o));
+}
