@@ -77,12 +77,10 @@ const OPEN_LOOP_WARMUP: Duration = Duration::from_millis(300);
 const OPEN_LOOP_WINDOW: Duration = Duration::from_secs(1);
 
 /// The HTTP API's workload: single GenerateDataKey operations, closed loop,
-/// on more connections than the binary peak. hyper answers a connection's
-/// pipelined requests one at a time (each waits for its audit record
-/// before the next is read), so the daemon sees one request in flight per
-/// connection and the pipeline mostly saves the load generator system
-/// calls: connections are what keep the daemon busy, and 16 is where more
-/// of them stopped adding throughput (docs/perf/http.md).
+/// on more connections than the binary peak: the many-connections case
+/// (chosen when each request cost the daemon a turn, so connections were
+/// what kept it busy; since the connections' gate a pipeline is answered
+/// per turn and fewer, deeper connections go faster, docs/perf/http.md).
 const HTTP_MODEL: LoadModel = LoadModel::Closed {
     connections: HTTP_CONNECTIONS,
     pipeline: HTTP_PIPELINE,
