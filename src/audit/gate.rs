@@ -18,6 +18,7 @@
 //! are refused before they run while the log stays unwritable
 //! (ServiceUnavailableException), as on the binary protocol.
 
+use crate::metrics::Stamp;
 use atomic_waker::AtomicWaker;
 use std::io;
 use std::pin::Pin;
@@ -43,7 +44,10 @@ impl Gate {
     /// closed until it is written. Taken before the answer is released.
     pub fn ticket(self: &Arc<Gate>) -> Ticket {
         self.unwritten.fetch_add(1, Ordering::AcqRel);
-        Ticket(Some(Arc::clone(self)))
+        Ticket {
+            gate: Some(Arc::clone(self)),
+            stamp: None,
+        }
     }
 
     fn done(&self, written: bool) {
@@ -79,30 +83,47 @@ impl Gate {
 /// One record's hold on a [`Gate`]. Dropped unwritten (the record lost on
 /// the way, e.g. at shutdown), it fails the gate: an answer never goes out
 /// without its record.
-pub struct Ticket(Option<Arc<Gate>>);
+pub struct Ticket {
+    gate: Option<Arc<Gate>>,
+    /// The request's latency stamp: its service time ends when its answer
+    /// may leave, here as on the binary protocol (where the held answer
+    /// carries it).
+    stamp: Option<Stamp>,
+}
 
 impl Ticket {
+    /// The ticket, carrying the request's latency stamp.
+    pub fn timed(mut self, stamp: Option<Stamp>) -> Ticket {
+        self.stamp = stamp;
+        self
+    }
+
     /// The record is written (or held in the buffer of `on_failure =
     /// "buffer"`): the answer may go.
     pub fn written(mut self) {
-        if let Some(g) = self.0.take() {
-            g.done(true);
-        }
+        self.done(true);
     }
 
     /// The record could not be written: the connection closes.
     pub fn failed(mut self) {
-        if let Some(g) = self.0.take() {
-            g.done(false);
+        self.done(false);
+    }
+
+    fn done(&mut self, written: bool) {
+        // Recorded before the gate opens: once the answer is out, its
+        // latency is in the metrics.
+        if let (Some(stamp), Some(m)) = (self.stamp.take(), crate::metrics::get()) {
+            stamp.record(m);
+        }
+        if let Some(g) = self.gate.take() {
+            g.done(written);
         }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if let Some(g) = self.0.take() {
-            g.done(false);
-        }
+        self.done(false);
     }
 }
 

@@ -526,7 +526,8 @@ impl Executors {
         let held = match reply.take_gate() {
             Some(gate) => {
                 // The ticket first: the connection's writes wait from now.
-                let ticket = gate.ticket();
+                // The request's latency ends when its record is written.
+                let ticket = gate.ticket().timed(reply.take_stamp());
                 reply.send(out);
                 Held::Gated(ticket)
             }

@@ -94,6 +94,11 @@ impl Reply {
         self.gate.take()
     }
 
+    /// Takes the latency stamp (then [`Reply::send`] records none).
+    pub(super) fn take_stamp(&mut self) -> Option<Stamp> {
+        self.stamp.take()
+    }
+
     /// Whether the connection is gone: nobody will read this answer, and
     /// the work for it may be dropped.
     pub fn is_gone(&self) -> bool {

@@ -695,3 +695,40 @@ fn fail_closed_over_http_answers_nothing_unrecorded_and_recovers() {
     let o = crate::audit::verify(&d, &audit, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", crate::audit::text(&o));
 }
+
+/// An HTTP call's latency is in the metrics once, when its answer may
+/// leave (its record written), pipelined or not.
+#[test]
+fn http_calls_are_timed_once_each() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sock_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(sock_dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let sock = sock_dir.path().join("metrics.sock");
+    let (d, _cfg) = daemon_with(&format!("[metrics]\nlisten = \"{}\"\n", sock.display()));
+    let mut h = Conn::open(&d);
+    let mut all = Vec::new();
+    for _ in 0..7 {
+        all.extend(request("GenerateRandom", r#"{"NumberOfBytes":8}"#));
+    }
+    h.send(&all);
+    for _ in 0..7 {
+        assert_eq!(h.read().expect("an answer").status, 200);
+    }
+    assert_eq!(
+        h.call("GenerateRandom", r#"{"NumberOfBytes":8}"#).status,
+        200
+    );
+    let (_, _, body) = crate::metrics::get(UnixStream::connect(&sock).unwrap());
+    let timed = crate::metrics::parse(&body)
+        .samples
+        .into_iter()
+        .find(|x| {
+            x.metric == "kmsd_request_duration_seconds_count"
+                && x.labels.get("operation") == Some("GenerateRandom")
+        })
+        .map(|x| match x.value {
+            prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v) => v,
+            ref other => panic!("{other:?}"),
+        });
+    assert_eq!(timed, Some(8.0), "{body}");
+}

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 /// GET /metrics over `stream`: the status line, the content type, the body.
-fn get(mut stream: impl Read + Write) -> (String, String, String) {
+pub(crate) fn get(mut stream: impl Read + Write) -> (String, String, String) {
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: kmsd\r\n\r\n")
         .unwrap();
@@ -41,7 +41,7 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
         })
 }
 
-fn parse(body: &str) -> prometheus_parse::Scrape {
+pub(crate) fn parse(body: &str) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("parses")
 }
 
