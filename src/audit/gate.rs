@@ -164,11 +164,9 @@ impl<S> Gated<S> {
 
 impl<S: AsyncRead + Unpin> AsyncRead for Gated<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.gate.failed.load(Ordering::Acquire) {
-            return Poll::Ready(Err(io::Error::other("an audit record could not be written")));
-        }
-        if self.waiting {
-            // Woken by the gate; the write goes first.
+        if self.waiting || self.gate.failed.load(Ordering::Acquire) {
+            // A failed gate ends the connection; a waiting write goes first
+            // (the gate wakes this task).
             return match self.gate.poll_open(cx) {
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 _ => Poll::Pending,
